@@ -10,8 +10,7 @@ import click
 from installer.errors import ExitCode, KubecrateError
 
 
-def configure_logging(verbose):
-    # type: (int) -> None
+def configure_logging(verbose: int) -> None:
     """-v shows info, -vv debug, on stderr; the package loggers only, never the root logger."""
     level = logging.WARNING
     if verbose == 1:
@@ -27,8 +26,7 @@ def configure_logging(verbose):
         logger.propagate = False
 
 
-def run(group, argv=None):
-    # type: (click.Group, object) -> None
+def run(group: click.Group, argv: object = None) -> None:
     """Run a click group, mapping kubecrate errors to their exit codes. Never returns."""
     try:
         code = group.main(args=argv, standalone_mode=False)
@@ -49,8 +47,7 @@ def run(group, argv=None):
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def common_options(func):
-    # type: (Callable) -> Callable
+def common_options(func: Callable) -> Callable:
     """--root, --dry-run and -v, which every installer command takes (DESIGN.md)."""
     func = click.option("-v", "--verbose", count=True, help="More diagnostics (-vv: debug).")(func)
     func = click.option(

@@ -28,14 +28,12 @@ class KubecrateError(Exception):
 
     exit_code = ExitCode.ERROR
 
-    def __init__(self, message, hint=None):
-        # type: (str, Optional[str]) -> None
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
 
-    def diagnostics(self):
-        # type: () -> str
+    def diagnostics(self) -> str:
         text = "error: " + self.message
         if self.hint:
             text += "\nhint: " + self.hint

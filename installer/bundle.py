@@ -1,0 +1,345 @@
+"""Verify and unpack a signed bundle: signature first, then every member, nothing trusted early.
+
+Pass 1 hashes the whole file with BLAKE2b-512 and checks the minisign signature before a single
+tar header is parsed. Pass 2 streams the tar once: each member is checked against bundle.json
+(name, kind, size, SHA-256) while it is written into a private temporary folder, and the raw bytes
+are hashed again so that a file swapped between the passes is caught. Only when everything
+matched is the folder renamed into the cache, named by bundle.json's SHA-256.
+"""
+
+import errno
+import gzip
+import hashlib
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import zlib
+from typing import Callable, List, NamedTuple, Optional, Tuple
+
+from installer import minisig
+from installer.errors import VerificationError
+from installer.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_SIZE,
+    BundleManifest,
+    check_member_path,
+    parse_manifest,
+)
+from installer.tarstream import TarReader
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "var/lib/kubecrate/bundles"
+COMMENT_BUNDLE = "bundle"
+COMMENT_MANIFEST_SHA256 = "bundle.json-sha256"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Bundle(NamedTuple):
+    path: str
+    manifest: BundleManifest
+    manifest_sha256: str  # names the cache folder
+    manifest_raw: bytes
+    digest: bytes  # the signed BLAKE2b-512 of the file
+    signature: minisig.Signature
+
+
+class Unpacked(NamedTuple):
+    bundle: Bundle
+    directory: str
+    reused: bool  # True when the cache already held this bundle
+
+
+class _HashingReader:
+    """File reader that feeds every byte it returns to BLAKE2b on a worker thread: hashlib
+    releases the GIL on large buffers, so the re-hash overlaps SHA-256 and writing."""
+
+    def __init__(self, handle: object) -> None:
+        self._handle = handle
+        self._digest = hashlib.blake2b()
+        self._queue: queue.Queue = queue.Queue(maxsize=32)
+        self._thread = threading.Thread(target=self._work, name="blake2b", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            block = self._queue.get()
+            if block is None:
+                return
+            self._digest.update(block)
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._handle.read(size)
+        if block:
+            self._queue.put(block)
+        return block
+
+    def finish(self) -> bytes:
+        """Hash the rest of the file and return the digest of every byte."""
+        try:
+            while self.read(1 << 20):
+                pass
+        finally:
+            self.close()
+        return self._digest.digest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def signature_path_for(bundle_path: str) -> str:
+    return bundle_path + ".minisig"
+
+
+def check_signature(
+    bundle_path: str,
+    public_key: minisig.PublicKey,
+    signature_path: Optional[str] = None,
+) -> Tuple[bytes, minisig.Signature]:
+    """Pass 1: BLAKE2b the file and verify its minisign signature. Returns (digest, signature)."""
+    signature = minisig.load_signature(signature_path or signature_path_for(bundle_path))
+    try:
+        digest = minisig.verify_file(bundle_path, public_key, signature)
+    except OSError as err:
+        raise VerificationError("cannot read bundle {}: {}".format(bundle_path, err.strerror))
+    log.info("signature OK (key %s): %s", public_key.id_hex, signature.trusted_comment)
+    return digest, signature
+
+
+def _walk(
+    bundle_path: str,
+    digest: bytes,
+    signature: minisig.Signature,
+    open_member: Callable,
+) -> Bundle:
+    """Pass 2: stream the tar, checking every member against bundle.json. `open_member(entry)`
+    returns a writable file object for a member's bytes, or None to only hash them."""
+    problems: List[str] = []
+    with open(bundle_path, "rb", buffering=0) as raw:
+        compressed = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        hashing = _HashingReader(raw)
+        try:
+            stream = gzip.GzipFile(fileobj=hashing, mode="rb") if compressed else hashing
+            reader = TarReader(stream)
+            entries = reader.entries()
+            manifest_raw = _read_manifest(reader, entries, signature)
+            manifest = parse_manifest(manifest_raw)
+            expected = manifest.by_path()
+            folders = {path.rsplit("/", 1)[0] for path in expected if "/" in path}
+            folders = {
+                "/".join(f.split("/")[: i + 1]) for f in folders for i in range(f.count("/") + 1)
+            }
+            seen = set()
+            try:
+                for entry in entries:
+                    name = check_member_path(entry.name)
+                    if entry.kind == "dir":
+                        if name not in folders:
+                            raise VerificationError(
+                                "bundle holds folder {!r}, which bundle.json does not list".format(
+                                    name
+                                )
+                            )
+                        continue
+                    if entry.kind != "file":
+                        raise VerificationError(
+                            "bundle member {!r} is a {}: bundles hold only regular files and "
+                            "folders".format(name, entry.kind)
+                        )
+                    if name in seen or name == MANIFEST_NAME:
+                        raise VerificationError("bundle member {!r} appears twice".format(name))
+                    seen.add(name)
+                    spec = expected.get(name)
+                    if spec is None:
+                        raise VerificationError(
+                            "bundle member {!r} is not listed in bundle.json".format(name)
+                        )
+                    if entry.size != spec.size:
+                        raise VerificationError(
+                            "bundle member {!r}: size {} but bundle.json says {}".format(
+                                name, entry.size, spec.size
+                            )
+                        )
+                    actual = _copy_member(reader, open_member(spec))
+                    if actual != spec.sha256:
+                        problems.append(
+                            "{}: sha256 {} but bundle.json says {}".format(
+                                name, actual, spec.sha256
+                            )
+                        )
+            except EOFError:
+                raise VerificationError("bundle is truncated (compressed stream ended early)")
+            except (OSError, zlib.error) as err:
+                if isinstance(err, OSError) and err.errno is not None:
+                    raise  # a real I/O error (disk full, permissions), not a bad bundle
+                raise VerificationError("bundle is corrupt: {}".format(err))
+            for path in sorted(set(expected) - seen):
+                problems.append("{}: listed in bundle.json but missing from the tar".format(path))
+            reread = hashing.finish()
+        finally:
+            hashing.close()
+    if reread != digest:
+        raise VerificationError(
+            "{} changed while it was read (its bytes no longer match the signed digest)".format(
+                bundle_path
+            ),
+            hint="copy the bundle again and re-run",
+        )
+    if problems:
+        raise VerificationError(
+            "{} member(s) do not match bundle.json:\n  {}".format(
+                len(problems), "\n  ".join(problems)
+            )
+        )
+    return Bundle(
+        bundle_path,
+        manifest,
+        hashlib.sha256(manifest_raw).hexdigest(),
+        manifest_raw,
+        digest,
+        signature,
+    )
+
+
+def _read_manifest(
+    reader: TarReader,
+    entries: object,
+    signature: Optional[minisig.Signature],
+) -> bytes:
+    """The raw bytes of bundle.json, which must come first; checked against the signed claim."""
+    first = next(entries, None)
+    if first is None or first.name != MANIFEST_NAME or first.kind != "file":
+        raise VerificationError("bundle.json must be the first member of the bundle")
+    if first.size > MAX_MANIFEST_SIZE:
+        raise VerificationError("bundle.json is too large ({} bytes)".format(first.size))
+    raw = b"".join(reader.read_data())
+    manifest_sha256 = hashlib.sha256(raw).hexdigest()
+    claimed = signature.comment_fields().get(COMMENT_MANIFEST_SHA256) if signature else None
+    if claimed is not None and claimed != manifest_sha256:
+        raise VerificationError(
+            "bundle.json has sha256 {} but the signed trusted comment says {}".format(
+                manifest_sha256, claimed
+            )
+        )
+    return raw
+
+
+def _copy_member(reader: TarReader, sink: Optional[object]) -> str:
+    digest = hashlib.sha256()
+    try:
+        for block in reader.read_data():
+            digest.update(block)
+            if sink is not None:
+                sink.write(block)
+    finally:
+        if sink is not None:
+            sink.close()
+    return digest.hexdigest()
+
+
+def verify(
+    bundle_path: str,
+    public_key: minisig.PublicKey,
+    signature_path: Optional[str] = None,
+) -> Bundle:
+    """Check the signature, then every member against bundle.json, writing nothing."""
+    digest, signature = check_signature(bundle_path, public_key, signature_path)
+    return _walk(bundle_path, digest, signature, lambda spec: None)
+
+
+def cache_root(root: str) -> str:
+    return os.path.join(root, CACHE_DIR)
+
+
+def unpack(
+    bundle_path: str,
+    public_key: minisig.PublicKey,
+    root: str = "/",
+    signature_path: Optional[str] = None,
+) -> Unpacked:
+    """Verify and extract into <root>/var/lib/kubecrate/bundles/<bundle.json sha256>/.
+
+    A bundle already in the cache is a no-op once its signature checked out. On any failure
+    nothing is left behind but what existed before.
+    """
+    digest, signature = check_signature(bundle_path, public_key, signature_path)
+    cache = cache_root(root)
+    cached = _cached(
+        cache,
+        signature.comment_fields().get(COMMENT_MANIFEST_SHA256)
+        or _peek_manifest_sha256(bundle_path),
+    )
+    if cached is not None:
+        directory, raw = cached
+        bundle = Bundle(
+            bundle_path, parse_manifest(raw), os.path.basename(directory), raw, digest, signature
+        )
+        log.info("bundle already unpacked in %s", directory)
+        return Unpacked(bundle, directory, True)
+    os.makedirs(cache, mode=0o755, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
+    try:
+        bundle = _walk(
+            bundle_path, digest, signature, lambda spec: _create(staging, spec.path, spec.mode)
+        )
+        with _create(staging, MANIFEST_NAME, 0o644) as out:
+            out.write(bundle.manifest_raw)
+        final = os.path.join(cache, bundle.manifest_sha256)
+        os.chmod(staging, 0o755)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("unpacked %s into %s", bundle_path, final)
+    return Unpacked(bundle, final, False)
+
+
+def _peek_manifest_sha256(bundle_path: str) -> Optional[str]:
+    """SHA-256 of the bundle.json at the head of an already signature-checked bundle."""
+    try:
+        with open(bundle_path, "rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+            reader = TarReader(stream)
+            return hashlib.sha256(_read_manifest(reader, reader.entries(), None)).hexdigest()
+    except (VerificationError, OSError, EOFError, zlib.error):
+        return None  # pass 2 reports the problem properly
+
+
+def _cached(cache: str, manifest_sha256: Optional[str]) -> Optional[tuple]:
+    """(folder, bundle.json bytes) when the cache holds a complete copy of this bundle."""
+    if not manifest_sha256:
+        return None
+    directory = os.path.join(cache, manifest_sha256)
+    try:
+        with open(os.path.join(directory, MANIFEST_NAME), "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_SIZE + 1)
+    except OSError:
+        return None
+    return (directory, raw) if hashlib.sha256(raw).hexdigest() == manifest_sha256 else None
+
+
+def _create(staging: str, relpath: str, mode: int) -> object:
+    """Create a new file under `staging`; never follows a link, never overwrites."""
+    target = os.path.join(staging, relpath)
+    parent = os.path.dirname(target)
+    if parent != staging:
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags, mode)
+    except OSError as err:
+        if err.errno in (errno.EEXIST, errno.ELOOP):
+            raise VerificationError(
+                "bundle member {!r} would overwrite or follow a link".format(relpath)
+            )
+        raise
+    os.fchmod(fd, mode)
+    return os.fdopen(fd, "wb")

@@ -1,0 +1,216 @@
+"""minisign key and signature formats (../shared/reference/minisign.md), verified in pure Python.
+
+Only verification lives here, because hosts run it on Python 3.6; the builder signs with
+`cryptography` in builder/sign.py and imports the parsing from here.
+"""
+
+import base64
+import binascii
+import hashlib
+from typing import NamedTuple, Optional
+
+from ecdsa import BadSignatureError, Ed25519, VerifyingKey  # pure Python, supports 3.6
+
+from installer.errors import VerificationError
+
+ALG_PREHASHED = b"ED"  # Ed25519 over BLAKE2b-512 of the file (minisign >= 0.8 default)
+ALG_LEGACY = b"Ed"  # Ed25519 over the raw file bytes (minisign -l)
+CHUNK = 1 << 20
+
+
+def b64decode_strict(text: str, what: str) -> bytes:
+    """Decode base64, refusing anything that does not re-encode to the same text: a
+    non-canonical encoding would let two different files carry the same key or signature."""
+    text = text.strip()
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise VerificationError("{}: not valid base64".format(what))
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise VerificationError("{}: base64 is not canonical".format(what))
+    return raw
+
+
+def key_id_hex(key_id: bytes) -> str:
+    """The id as minisign prints it: little-endian integer, upper-case hex."""
+    return binascii.hexlify(key_id[::-1]).decode("ascii").upper()
+
+
+class PublicKey(NamedTuple):
+    key_id: bytes
+    key: bytes  # 32-byte Ed25519 public key
+
+    @property
+    def id_hex(self) -> str:
+        return key_id_hex(self.key_id)
+
+    def to_file_text(self) -> str:
+        blob = base64.b64encode(b"Ed" + self.key_id + self.key).decode("ascii")
+        return "untrusted comment: minisign public key {}\n{}\n".format(self.id_hex, blob)
+
+
+def parse_public_key(text: str, source: str = "public key") -> PublicKey:
+    """Parse a minisign public key: a .pub file's text, or the bare base64 line (`-P`)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith("untrusted comment:"):
+        lines = lines[1:]
+    if len(lines) != 1:
+        raise VerificationError("{}: expected one base64 line after the comment".format(source))
+    raw = b64decode_strict(lines[0], source)
+    if len(raw) != 42 or raw[:2] != b"Ed":
+        raise VerificationError("{}: not a minisign Ed25519 public key".format(source))
+    return PublicKey(raw[2:10], raw[10:42])
+
+
+def load_public_key(path: str) -> PublicKey:
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            text = handle.read(4096)
+    except OSError as err:
+        raise VerificationError("cannot read public key {}: {}".format(path, err.strerror))
+    except UnicodeDecodeError:
+        raise VerificationError("{}: not a minisign public key (not text)".format(path))
+    return parse_public_key(text, path)
+
+
+class Signature(NamedTuple):
+    algorithm: bytes
+    key_id: bytes
+    signature: bytes  # 64 bytes over the file (or its BLAKE2b-512 digest)
+    trusted_comment: str
+    global_signature: bytes  # 64 bytes over signature + trusted comment
+    untrusted_comment: str
+
+    @property
+    def prehashed(self) -> bool:
+        return self.algorithm == ALG_PREHASHED
+
+    def comment_fields(self) -> dict:
+        """The trusted comment's tab-separated `key:value` fields (minisign's own convention)."""
+        fields = {}
+        for part in self.trusted_comment.split("\t"):
+            key, sep, value = part.partition(":")
+            if sep:
+                fields[key] = value
+        return fields
+
+    def to_file_text(self) -> str:
+        return "untrusted comment: {}\n{}\ntrusted comment: {}\n{}\n".format(
+            self.untrusted_comment,
+            base64.b64encode(self.algorithm + self.key_id + self.signature).decode("ascii"),
+            self.trusted_comment,
+            base64.b64encode(self.global_signature).decode("ascii"),
+        )
+
+
+def parse_signature(text: str, source: str = "signature") -> Signature:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if len(lines) != 4:
+        raise VerificationError(
+            "{}: a minisign signature has 4 lines, found {}".format(source, len(lines))
+        )
+    untrusted, sig_line, trusted, global_line = lines
+    if not untrusted.startswith("untrusted comment: "):
+        raise VerificationError("{}: line 1 must be the untrusted comment".format(source))
+    prefix = "trusted comment: "
+    if not trusted.startswith(prefix):
+        raise VerificationError("{}: line 3 must be the trusted comment".format(source))
+    raw = b64decode_strict(sig_line, source + " (line 2)")
+    if len(raw) != 74:
+        raise VerificationError("{}: line 2 is not a minisign signature".format(source))
+    algorithm = raw[:2]
+    if algorithm not in (ALG_PREHASHED, ALG_LEGACY):
+        raise VerificationError(
+            "{}: unsupported signature algorithm {!r}".format(source, algorithm)
+        )
+    global_sig = b64decode_strict(global_line, source + " (line 4)")
+    if len(global_sig) != 64:
+        raise VerificationError("{}: line 4 is not a global signature".format(source))
+    return Signature(
+        algorithm,
+        raw[2:10],
+        raw[10:74],
+        trusted[len(prefix) :],
+        global_sig,
+        untrusted[len("untrusted comment: ") :],
+    )
+
+
+def load_signature(path: str) -> Signature:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 16)
+    except OSError as err:
+        raise VerificationError(
+            "cannot read signature {}: {}".format(path, err.strerror),
+            hint="copy the .minisig file next to the bundle",
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerificationError("{}: trusted comment is not UTF-8".format(path))
+    return parse_signature(text, path)
+
+
+def file_digest(path: str, chunk: int = CHUNK) -> bytes:
+    """BLAKE2b-512 of a whole file, the message of a prehashed minisign signature."""
+    digest = hashlib.blake2b()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.digest()
+
+
+def _ed25519_ok(key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        return bool(VerifyingKey.from_string(key, curve=Ed25519).verify(signature, message))
+    except (BadSignatureError, AssertionError, ValueError):
+        # ecdsa raises AssertionError/ValueError for malformed points and scalars
+        return False
+
+
+def verify_digest(public_key: PublicKey, signature: Signature, digest: bytes, what: str) -> None:
+    """Check a prehashed signature against a file's BLAKE2b-512 digest, then the global
+    signature that binds the trusted comment. Raises VerificationError naming what failed."""
+    if signature.key_id != public_key.key_id:
+        raise VerificationError(
+            "{} was signed with key {}, not with the trusted key {}".format(
+                what, key_id_hex(signature.key_id), public_key.id_hex
+            ),
+            hint="use the public key of the builder that made this bundle (--key)",
+        )
+    if not signature.prehashed:
+        raise VerificationError(
+            "{}: legacy (non-prehashed) minisign signature is not supported".format(what),
+            hint="re-sign with `minisign -S` without -l",
+        )
+    if not _ed25519_ok(public_key.key, signature.signature, digest):
+        raise VerificationError(
+            "{}: signature does not match key {}".format(what, public_key.id_hex)
+        )
+    comment = signature.trusted_comment.encode("utf-8")
+    if not _ed25519_ok(public_key.key, signature.global_signature, signature.signature + comment):
+        raise VerificationError(
+            "{}: trusted comment does not match its signature (key {})".format(
+                what, public_key.id_hex
+            )
+        )
+
+
+def verify_file(
+    path: str,
+    public_key: PublicKey,
+    signature: Signature,
+    digest: Optional[bytes] = None,
+) -> bytes:
+    """Verify `path` against `signature`; returns the BLAKE2b-512 digest that was signed."""
+    if digest is None:
+        digest = file_digest(path)
+    verify_digest(public_key, signature, digest, path)
+    return digest
