@@ -1,8 +1,18 @@
 """`kubecrate`: the builder's command line. Thin: parse, call one core function, map errors."""
 
-import click
+from __future__ import annotations
 
-from builder import __version__
+import getpass
+import json
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from builder import __version__, keys
+from builder.errors import UsageError
+from builder.pack import pack as pack_bundle
+from installer import bundle, minisig
 from installer.clikit import configure_logging, run
 from installer.errors import EXIT_CODES_HELP
 
@@ -10,16 +20,99 @@ HELP = """Build signed offline Kubernetes bundles for air-gapped RHEL-family hos
 
 \b
   kubecrate keygen --out keys/
-  kubecrate build manifests/k8s-1.23.17-el7.yaml --key keys/kubecrate.key
-  kubecrate verify bundles/k8s-1.23.17-el7.tar --key keys/kubecrate.pub
+  kubecrate pack staging/ --out bundles/x.tar --key keys/kubecrate.key
+  kubecrate verify bundles/x.tar --key keys/kubecrate.pub
 
 """ + EXIT_CODES_HELP
+
+verbose_option = click.option("-v", "--verbose", count=True, help="More diagnostics.")
 
 
 @click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubecrate")
 def cli() -> None:
     pass
+
+
+@cli.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for kubecrate.key (mode 0600) and kubecrate.pub.")
+@click.option("--force", is_flag=True, help="Overwrite an existing key pair.")
+@verbose_option
+def keygen(out_dir: Path, force: bool, verbose: int) -> None:
+    """Create an Ed25519 signing key pair in minisign's formats.
+
+    kubecrate.key is unencrypted, exactly as `minisign -G -W` writes it: keep it on the build
+    workstation. kubecrate.pub goes into every installer and to the hosts' operators, who can
+    also check bundles with `minisign -Vm X.tar -p kubecrate.pub`.
+    """
+    configure_logging(verbose)
+    secret, public = keys.write_keypair(out_dir, force)
+    key = minisig.load_public_key(str(public))
+    click.echo(f"wrote {secret} and {public} (key id {key.id_hex})", err=True)
+    click.echo(public.read_text().splitlines()[1])
+
+
+def load_signing_key(path: Path) -> keys.SecretKey:
+    return keys.load_secret_key(path, lambda: getpass.getpass(f"Passphrase for {path}: "))
+
+
+@cli.command()
+@click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Bundle file to write, e.g. bundles/k8s.tar; X.tar.minisig goes beside it.")
+@click.option("--key", "key_path", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="minisign secret key (kubecrate keygen, or minisign -G).")
+@click.option("--compress", type=click.Choice(["none", "gzip"]), default="none",
+              show_default=True, help="The payload is mostly compressed already.")
+@click.option("--comment", help="Extra text for the signed trusted comment.")
+@click.option("--name", help="Bundle name [default: the file name without .tar].")
+@click.option("--metadata", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="JSON object merged into bundle.json (target, roles, components...).")
+@verbose_option
+def pack(source: Path, out: Path, key_path: Path, compress: str, comment: str | None,
+         name: str | None, metadata: Path | None, verbose: int) -> None:
+    """Pack the folder SOURCE into a deterministic, signed bundle (plumbing under `build`).
+
+    Set SOURCE_DATE_EPOCH for reproducible output: the same folder then gives the same bytes
+    whatever the files' mtimes, owners or the umask.
+    """
+    configure_logging(verbose)
+    extra = None
+    if metadata:
+        try:
+            extra = json.loads(metadata.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UsageError(f"{metadata}: not valid JSON ({err})") from None
+        if not isinstance(extra, dict):
+            raise UsageError(f"{metadata}: must hold a JSON object")
+    key = load_signing_key(key_path)
+    with tqdm(unit="B", unit_scale=True, desc="pack", disable=None, leave=False) as bar:
+        result = pack_bundle(source, out, key, name=name,
+                             compress=None if compress == "none" else compress,
+                             comment=comment, metadata=extra, progress=bar.update)
+    click.echo(f"wrote {result.path} ({result.size} bytes, {result.files} files) and "
+               f"{result.signature_path}", err=True)
+    click.echo(f"trusted comment: {result.trusted_comment}", err=True)
+    click.echo(result.manifest_sha256)
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False),
+              help="minisign public key to trust.")
+@click.option("--signature", "signature_path", type=click.Path(dir_okay=False),
+              help="Signature file [default: BUNDLE.minisig].")
+@verbose_option
+def verify(bundle_path: str, key_path: str, signature_path: str | None, verbose: int) -> None:
+    """Check BUNDLE's signature, then every member against bundle.json (as hosts do)."""
+    configure_logging(verbose)
+    checked = bundle.verify(bundle_path, minisig.load_public_key(key_path), signature_path)
+    click.echo(f"verified {checked.manifest.name}: {len(checked.manifest.files)} files, "
+               f"signed by key {minisig.key_id_hex(checked.signature.key_id)}", err=True)
+    click.echo(f"trusted comment: {checked.signature.trusted_comment}", err=True)
+    click.echo(checked.manifest_sha256)
 
 
 def main(argv=None) -> None:

@@ -282,7 +282,7 @@ def unpack(
         )
         log.info("bundle already unpacked in %s", directory)
         return Unpacked(bundle, directory, True)
-    os.makedirs(cache, mode=0o755, exist_ok=True)
+    created = _makedirs(cache)
     staging = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
     try:
         bundle = _walk(
@@ -295,9 +295,29 @@ def unpack(
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
         raise
     log.info("unpacked %s into %s", bundle_path, final)
     return Unpacked(bundle, final, False)
+
+
+def _makedirs(path: str) -> List[str]:
+    """Create `path` and its missing parents; returns the ones created, outermost first, so a
+    failed unpack can leave the root exactly as it found it."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        os.mkdir(folder, 0o755)
+    return list(reversed(missing))
 
 
 def _peek_manifest_sha256(bundle_path: str) -> Optional[str]:
