@@ -16,6 +16,7 @@ read-only: the world is a mirror, and its storage is a shared cache.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -149,26 +150,37 @@ def generate(work: pathlib.Path) -> dict:
     root = work / "registry"
     spec_bytes = images_mod.SPEC_PATH.read_bytes()
     stamp = _inputs_hash(spec_bytes)
-    described = root / "generated.json"
-    try:
-        cached = json.loads(described.read_text())
-        if cached.get("stamp") == stamp:
+    cached = _cached(root, stamp)
+    if cached is not None:
+        return cached
+    work.mkdir(parents=True, exist_ok=True)
+    # Parallel test sessions may share one cache: one builds, the others wait and reuse it.
+    with open(work / ".registry.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _cached(root, stamp)
+        if cached is not None:
             return cached
-    except (OSError, ValueError):
-        pass
-    tmp = work / f".registry.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        result = _build(tmp, yaml.safe_load(spec_bytes), stamp)
-        # Paths point into the final folder once it is renamed into place.
-        text = json.dumps(result, indent=1, sort_keys=True).replace(str(tmp), str(root))
-        (tmp / "generated.json").write_text(text)
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(tmp, root)
-    finally:
+        tmp = work / f".registry.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-    return json.loads(described.read_text())
+        tmp.mkdir(parents=True)
+        try:
+            result = _build(tmp, yaml.safe_load(spec_bytes), stamp)
+            # Paths point into the final folder once it is renamed into place.
+            text = json.dumps(result, indent=1, sort_keys=True).replace(str(tmp), str(root))
+            (tmp / "generated.json").write_text(text)
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads((root / "generated.json").read_text())
+
+
+def _cached(root: pathlib.Path, stamp: str) -> dict | None:
+    try:
+        cached = json.loads((root / "generated.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cached if cached.get("stamp") == stamp else None
 
 
 def _free_port() -> int:
