@@ -36,7 +36,7 @@ from mirrorworld import images as images_mod
 from mirrorworld import registry_tls
 
 HERE = pathlib.Path(__file__).parent
-FORMAT = "1"  # bump when the storage layout written here changes
+FORMAT = "2"  # bump when the storage layout written here changes
 USERNAME = "mirror-world"
 TOKEN_ISSUER = "mirror-world-token-issuer"
 TOKEN_SERVICE = "mirror-world-registry"
@@ -132,8 +132,8 @@ def _build(root: pathlib.Path, spec: dict, stamp: str) -> dict:
         "stamp": stamp,
         "storage": storage,
         "paths": paths,
-        "namespaces": {n: i["namespace"] for n, i in spec["instances"].items()
-                       if i.get("namespace")},
+        "mirrors": {n: {"namespace": i["namespace"], "flatten": bool(i.get("flatten"))}
+                    for n, i in spec["instances"].items() if i.get("namespace")},
         "images": [im._asdict() for im in built],
         "pki": pki,
         "htpasswd": str(root / "auth" / "htpasswd"),
@@ -268,8 +268,7 @@ def start(work: pathlib.Path, run: pathlib.Path) -> dict:
             scheme = "https" if name == "auth" else "http"
             entry = {"url": f"{scheme}://127.0.0.1:{port}", "config": str(config_path),
                      "log": str(run / f"registry-{name}.log"), "paths": gen["paths"][name]}
-            if name in gen["namespaces"]:
-                entry["namespace"] = gen["namespaces"][name]
+            entry.update(gen["mirrors"].get(name, {}))
             info["instances"][name] = entry
             if name == "token":
                 token_config = run / "token-server.json"

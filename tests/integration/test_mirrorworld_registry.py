@@ -92,7 +92,7 @@ def test_every_image_resolves_to_the_requested_platform(world, authfile, ref, ar
 def test_aliyun_flattens_coredns_and_keeps_digests(world, authfile):
     info, gen = world
     aliyun = info["instances"]["aliyun"]
-    assert aliyun["namespace"] == "google_containers"
+    assert (aliyun["namespace"], aliyun["flatten"]) == ("google_containers", True)
     ref = "registry.k8s.io/coredns/coredns:v1.8.6"
     assert aliyun["paths"][ref] == "google_containers/coredns:v1.8.6"
     base = host(aliyun["url"])
