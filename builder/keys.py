@@ -127,7 +127,7 @@ def parse_secret_key(text: str, source: str,
             raise SigningKeyError(f"{source} is passphrase-protected and no passphrase was given")
         n, r, p = _scrypt_params(int.from_bytes(ops, "little"), int.from_bytes(mem, "little"))
         stream = hashlib.scrypt(passphrase().encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                                maxmem=256 * r * n + (64 << 20), dklen=len(sealed))
+                                maxmem=min(129 * r * n + (64 << 20), 2**31 - 1), dklen=len(sealed))
         sealed = bytes(a ^ b for a, b in zip(sealed, stream))
     elif kdf != KDF_NONE:
         raise SigningKeyError(f"{source}: unsupported key derivation {kdf!r}")
