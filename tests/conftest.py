@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+pytest_plugins = ["tests.mirror_world"]
+
 
 def require_tool(name: str) -> str:
     """Path of a real tool that scripts/setup-dev installs; fail (not skip) when it is missing,

@@ -1,0 +1,106 @@
+"""The session-scoped `mirror_world` fixture (registered in tests/conftest.py).
+
+It reuses a running world when `KUBECRATE_MW_STATE` points at one (start it once with
+`scripts/mirror-world up` and `eval "$(scripts/mirror-world env)"` to keep test runs fast), or
+when the default run folder already holds a running world; otherwise it runs
+`scripts/mirror-world up` before the session and `down` after it.
+
+    def test_something(mirror_world):
+        preset = load_preset(mirror_world.preset)
+        requests.get(mirror_world.url("dl.k8s.io/release/v1.23.17/bin/linux/amd64/kubeadm"))
+        mirror_world.registries["registry.k8s.io"]       # http://127.0.0.1:PORT
+        mirror_world.state["registry"]["instances"]["auth"]["ca"]
+"""
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import pytest
+from mirrorworld import world
+
+REPO = Path(__file__).resolve().parents[1]
+UP_TIMEOUT = 900  # a cold start builds RPMs and images; warm starts take seconds
+
+
+@dataclass(frozen=True)
+class MirrorWorld:
+    state_path: Path
+    state: Dict[str, Any]
+
+    @property
+    def base_url(self) -> str:
+        """nginx serving www/: vault.centos.org/..., download.docker.com/..., dl.k8s.io/..."""
+        return self.state["nginx"]["url"]
+
+    @property
+    def www(self) -> Path:
+        return Path(self.state["www"])
+
+    @property
+    def registries(self) -> Dict[str, str]:
+        """Registry URL by instance: registry.k8s.io, docker.io, aliyun, auth, token."""
+        return {name: e["url"] for name, e in self.state["registry"]["instances"].items()}
+
+    @property
+    def preset(self) -> Path:
+        """The world's mirror preset: canonical registry paths, test GPG fingerprints."""
+        return Path(self.state["presets"]["default"])
+
+    @property
+    def preset_aliyun(self) -> Path:
+        """The same, with registry.k8s.io pulled from the google_containers namespace."""
+        return Path(self.state["presets"]["aliyun"])
+
+    @property
+    def access_log(self) -> Path:
+        """nginx's access log, for counting requests (warm builds download nothing)."""
+        return Path(self.state["nginx"]["access_log"])
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+
+def _cli(command: str, env: Dict[str, str], timeout: int) -> None:
+    done = subprocess.run(
+        [str(REPO / "scripts" / "mirror-world"), command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/mirror-world {command} failed ({done.returncode}):\n{done.stderr}")
+
+
+def _load(path: Path) -> Dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _running(path: Path) -> bool:
+    try:
+        return world.is_running(_load(path))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def mirror_world() -> Iterator[MirrorWorld]:
+    given = os.environ.get("KUBECRATE_MW_STATE")
+    if given and _running(Path(given)):
+        yield MirrorWorld(Path(given), _load(Path(given)))
+        return
+    paths = world.Paths.from_env()
+    if _running(paths.state):
+        yield MirrorWorld(paths.state, _load(paths.state))  # someone else's: leave it running
+        return
+    proxies = ("http_", "https_", "HTTP_", "HTTPS_", "all_proxy", "ALL_PROXY")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(proxies)}
+    _cli("up", env, UP_TIMEOUT)
+    try:
+        yield MirrorWorld(paths.state, _load(paths.state))
+    finally:
+        _cli("down", env, 120)
