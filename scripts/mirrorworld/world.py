@@ -403,7 +403,8 @@ def _www_url(base: str, www: Path, path: str) -> str:
 def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]:
     """The world's own presets (plain data, valid under docs/mirrors.md): `default` with
     registries under their canonical paths, `aliyun` with registry.k8s.io from the
-    google_containers namespace, `auth` with registry.k8s.io behind TLS and basic auth."""
+    google_containers namespace, `token` with registry.k8s.io behind anonymous bearer tokens,
+    `auth` with registry.k8s.io behind TLS and basic auth."""
     base = state["nginx"]["url"]
     upstream = yaml.safe_load(UPSTREAM_PRESET.read_text())
     keys = state["yum"]["gpgkeys"]
@@ -447,13 +448,21 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
         aliyun = {
             **plain("aliyun"),
             "namespace": instances["aliyun"].get("namespace", "google_containers"),
-            "flatten": ["coredns/coredns"],
+            # registry.py flattens every path of that namespace, as Aliyun's is flat
+            "flatten": True if instances["aliyun"].get("flatten") else ["coredns/coredns"],
         }
         presets["aliyun"] = {
             "name": "mirror-world-aliyun",
             "description": "scripts/mirror-world: an Aliyun-shaped namespace",
             **common,
             "registries": {**registries, "registry.k8s.io": aliyun},
+        }
+    if "token" in instances:
+        presets["token"] = {
+            "name": "mirror-world-token",
+            "description": "scripts/mirror-world: anonymous bearer tokens, as Docker Hub has",
+            **common,
+            "registries": {**registries, "registry.k8s.io": plain("token")},
         }
     if "auth" in instances:
         auth = {
