@@ -54,6 +54,7 @@ REPO_IDS = (
 STAGE_FILES = {
     "yum": ("yum", "rpm", "comps", "gpg"),
     "releases": ("releases", "standin", "stand_in", "kube", "apiserver", "tarball"),
+    "registry": ("registry", "images"),  # registry.generate keeps its own stamp
 }
 NOT_INPUTS = {"world.py", "__init__.py"}
 
