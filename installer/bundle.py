@@ -254,7 +254,7 @@ def verify(
 
 
 def cache_root(root: str) -> str:
-    return os.path.join(root, CACHE_DIR)
+    return os.path.join(os.path.abspath(root), CACHE_DIR)
 
 
 def unpack(

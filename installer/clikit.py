@@ -41,6 +41,10 @@ def run(group: click.Group, argv: object = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
+    except OSError as err:
+        # An I/O problem outside our checks (disk full, permissions): say which file.
+        click.echo("error: {}".format(err), err=True)
+        sys.exit(int(ExitCode.ERROR))
     except click.ClickException as err:
         err.show()
         sys.exit(int(ExitCode.USAGE) if isinstance(err, click.UsageError) else err.exit_code)

@@ -1,0 +1,45 @@
+"""Side-by-side timing: alternate ours and the peer's run so drift hits both equally."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from typing import Callable, NamedTuple
+
+
+class Result(NamedTuple):
+    name: str
+    ours: str  # what we ran, as a user would type it
+    peer: str
+    ours_seconds: list[float]
+    peer_seconds: list[float]
+    goal: float | None  # the ratio the issue asks for, ours/peer
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours_seconds) / statistics.median(self.peer_seconds)
+
+
+def timed(command: list[str] | Callable[[], None], timeout: float = 900) -> float:
+    start = time.perf_counter()
+    if callable(command):
+        command()
+    else:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    return time.perf_counter() - start
+
+
+def side_by_side(runs: int, ours, peer, before: Callable[[], None]) -> tuple[list, list]:
+    """Run both `runs` times, alternating which goes first; `before` resets state (untimed)."""
+    ours_times, peer_times = [], []
+    for index in range(runs):
+        order = [(ours, ours_times), (peer, peer_times)]
+        if index % 2:
+            order.reverse()
+        for command, sink in order:
+            before()
+            sink.append(timed(command))
+    return ours_times, peer_times
