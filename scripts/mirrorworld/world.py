@@ -19,44 +19,29 @@ import hashlib
 import importlib
 import json
 import os
-import pwd
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
+from urllib.parse import urlsplit
 
-import jinja2
-import yaml
+from mirrorworld import nginx, presets
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 STATE_VERSION = 1
 RUN_MARKER = ".mirror-world-run"
 LOCK_TIMEOUT = 900.0  # a cold generation by another `up` may take minutes
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 5.0
-UPSTREAM_PRESET = REPO / "manifests" / "mirrors" / "upstream.yaml"
-# yum.generate's repos, by their path under www/, get the ids CentOS-Base.repo and
-# docker-ce.repo use, so that a recipe names the same repo ids with every preset.
-REPO_IDS = (
-    ("/os/", "base"),
-    ("/updates/", "updates"),
-    ("/extras/", "extras"),
-    ("download.docker.com/", "docker-ce-stable"),
-)
 # Which generator files feed which stage (everything else in this folder feeds all stages).
 STAGE_FILES = {
     "yum": ("yum", "rpm", "comps", "gpg"),
     "releases": ("releases", "standin", "stand_in", "kube", "apiserver", "tarball"),
     "registry": ("registry", "images"),  # registry.generate keeps its own stamp
 }
-NOT_INPUTS = {"world.py", "__init__.py"}
+NOT_INPUTS = {"world.py", "__init__.py", "nginx.py", "presets.py"}
 
 Say = Callable[[str], None]
 
@@ -94,51 +79,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def alive(pid: Optional[int]) -> bool:
-    """Whether `pid` is a live process (a zombie awaiting its reaper counts as gone)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def port_open(port: Optional[int]) -> bool:
-    if not port:
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", int(port))) == 0
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
 def processes(state: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every process a world runs: name, pid, port (when it listens on one)."""
     found = [{"name": "nginx", "pid": state["nginx"]["pid"], "port": state["nginx"]["port"]}]
@@ -156,8 +96,6 @@ def processes(state: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def _port(entry: Dict[str, Any]) -> Optional[int]:
-    from urllib.parse import urlsplit
-
     try:
         return urlsplit(entry.get("url", "")).port
     except ValueError:
@@ -244,258 +182,6 @@ def _releases_present(www: Path) -> Callable[[Dict[str, Any]], bool]:
     return check
 
 
-# --------------------------------------------------------------------------- nginx
-
-NGINX_CONF = jinja2.Template(
-    """\
-# Written by scripts/mirror-world up; private to this world (run folder {{ run }}).
-daemon on;
-worker_processes 2;
-pid {{ pid_file }};
-error_log {{ error_log }} notice;
-{% if user %}user {{ user }};
-{% endif %}
-events { worker_connections 512; }
-
-http {
-    access_log {{ access_log }};
-    client_body_temp_path {{ tmp }}/client_body;
-    proxy_temp_path {{ tmp }}/proxy;
-    fastcgi_temp_path {{ tmp }}/fastcgi;
-    uwsgi_temp_path {{ tmp }}/uwsgi;
-    scgi_temp_path {{ tmp }}/scgi;
-    types {
-        text/xml xml;
-        text/plain txt sha256 sha512 asc;
-        application/x-rpm rpm;
-        application/gzip gz tgz;
-        application/pgp-keys gpg key;
-    }
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 30;
-    server_tokens off;
-
-    server {
-        listen 127.0.0.1:{{ port }};
-        root {{ www }};
-        autoindex on;
-        # Byte ranges are on for static files; the builder resumes downloads with them.
-        max_ranges 16;
-    }
-}
-""",
-    undefined=jinja2.StrictUndefined,
-)
-
-
-def _nginx_binary() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if not found:
-        raise WorldError("nginx is not installed (Debian nginx-light): run scripts/setup-dev")
-    return found
-
-
-def start_nginx(www: Path, run: Path) -> Dict[str, Any]:
-    """Start a private nginx (daemon mode, pid file) serving `www` on 127.0.0.1 and a free
-    port; return its pid, port, URL and file paths once it answers."""
-    folder = run / "nginx"
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (folder / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-    conf, pid_file = folder / "nginx.conf", folder / "nginx.pid"
-    error_log, access_log = folder / "error.log", folder / "access.log"
-    # As root, nginx would run its workers as `nobody`, which may not read the cache folder.
-    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-    last = ""
-    for _attempt in range(5):  # another process may grab the free port in between
-        port = _free_port()
-        conf.write_text(
-            NGINX_CONF.render(
-                run=run,
-                pid_file=pid_file,
-                error_log=error_log,
-                access_log=access_log,
-                tmp=folder / "tmp",
-                port=port,
-                www=www,
-                user=user,
-            )
-        )
-        argv = [_nginx_binary(), "-p", str(folder), "-c", str(conf), "-e", str(error_log)]
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30
-        )
-        if done.returncode == 0:
-            break
-        last = (done.stderr or done.stdout).strip()
-        if "in use" not in last:
-            raise WorldError(f"nginx did not start: {last}\n(config {conf})")
-    else:
-        raise WorldError(f"nginx found no free port after 5 tries: {last}")
-    if not _wait(lambda: pid_file.is_file() and pid_file.read_text().strip().isdigit(), 10):
-        raise WorldError(f"nginx wrote no pid file {pid_file}; see {error_log}")
-    pid = int(pid_file.read_text())
-    info = {
-        "pid": pid,
-        "port": port,
-        "url": f"http://127.0.0.1:{port}",
-        "conf": str(conf),
-        "pid_file": str(pid_file),
-        "access_log": str(access_log),
-        "error_log": str(error_log),
-    }
-    if not _wait(lambda: port_open(port), START_TIMEOUT):
-        stop_nginx(info)
-        raise WorldError(f"nginx (pid {pid}) does not answer on port {port}; see {error_log}")
-    return info
-
-
-def _group(pgid: int) -> List[int]:
-    """Live processes of process group `pgid` (nginx's master and its workers)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                members.append(int(entry.name))
-    return members
-
-
-def stop_nginx(info: Dict[str, Any]) -> None:
-    """Graceful quit, a bounded wait, then SIGKILL to its whole process group (master and
-    workers: nginx's daemon mode makes the master a session and group leader)."""
-    pid = info.get("pid")
-    if not pid or info["conf"].encode() not in _cmdline(pid):
-        return  # gone, or the pid now belongs to someone else
-    for sig in (signal.SIGQUIT, signal.SIGTERM):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if _wait(lambda: not _group(pid), STOP_TIMEOUT):
-            return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    _wait(lambda: not _group(pid), STOP_TIMEOUT)
-
-
-# --------------------------------------------------------------------------- presets
-
-
-def _rehome(url: str, base: str) -> str:
-    """https://dl.k8s.io/x -> http://127.0.0.1:PORT/dl.k8s.io/x: the world serves every
-    upstream host as a top-level folder of www/."""
-    scheme, _, rest = url.partition("://")
-    return f"{base}/{rest}"
-
-
-def _www_url(base: str, www: Path, path: str) -> str:
-    candidate = Path(path)
-    if candidate.is_absolute():
-        try:
-            return f"{base}/{candidate.resolve().relative_to(www).as_posix()}"
-        except ValueError:
-            return candidate.resolve().as_uri()
-    return f"{base}/{path.lstrip('/')}"
-
-
-def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]:
-    """The world's own presets (plain data, valid under docs/mirrors.md): `default` with
-    registries under their canonical paths, `aliyun` with registry.k8s.io from the
-    google_containers namespace, `token` with registry.k8s.io behind anonymous bearer tokens,
-    `auth` with registry.k8s.io behind TLS and basic auth."""
-    base = state["nginx"]["url"]
-    upstream = yaml.safe_load(UPSTREAM_PRESET.read_text())
-    keys = state["yum"]["gpgkeys"]
-    yum = {}
-    for rel in sorted(state["yum"]["repos"].values()):
-        given = next(k for k, v in state["yum"]["repos"].items() if v == rel)
-        repo_id = next((rid for marker, rid in REPO_IDS if marker in f"/{rel}/"), given)
-        vendor = "docker" if "download.docker.com" in rel else "centos"
-        yum[repo_id] = {
-            "baseurl": f"{base}/{rel.strip('/')}/",
-            "gpgkeys": [
-                {
-                    "url": _www_url(base, www, keys[vendor]["path"]),
-                    "fingerprint": keys[vendor]["fingerprint"],
-                }
-            ],
-        }
-    tree = next(iter(state["releases"]["kubernetes"].values()))
-    kubernetes = {"base": f"{base}/{tree.split('/release/')[0].strip('/')}"}
-    releases = {
-        name: {"url": _rehome(spec["url"], base)} for name, spec in upstream["releases"].items()
-    }
-    instances = state["registry"]["instances"]
-
-    def plain(name: str) -> Dict[str, Any]:
-        return {"url": instances[name]["url"], "insecure": True}
-
-    registries = {
-        host: plain(host) for host in ("registry.k8s.io", "docker.io") if host in instances
-    }
-    common = {"yum": yum, "kubernetes": kubernetes, "releases": releases}
-    presets = {
-        "default": {
-            "name": "mirror-world",
-            "description": "scripts/mirror-world: canonical registry paths",
-            **common,
-            "registries": registries,
-        },
-    }
-    if "aliyun" in instances:
-        aliyun = {
-            **plain("aliyun"),
-            "namespace": instances["aliyun"].get("namespace", "google_containers"),
-            # registry.py flattens every path of that namespace, as Aliyun's is flat
-            "flatten": True if instances["aliyun"].get("flatten") else ["coredns/coredns"],
-        }
-        presets["aliyun"] = {
-            "name": "mirror-world-aliyun",
-            "description": "scripts/mirror-world: an Aliyun-shaped namespace",
-            **common,
-            "registries": {**registries, "registry.k8s.io": aliyun},
-        }
-    if "token" in instances:
-        presets["token"] = {
-            "name": "mirror-world-token",
-            "description": "scripts/mirror-world: anonymous bearer tokens, as Docker Hub has",
-            **common,
-            "registries": {**registries, "registry.k8s.io": plain("token")},
-        }
-    if "auth" in instances:
-        auth = {
-            "url": instances["auth"]["url"],
-            "ca": instances["auth"]["ca"],
-            "credentials": {"docker_config": state["docker_config"]},
-        }
-        presets["auth"] = {
-            "name": "mirror-world-auth",
-            "description": "scripts/mirror-world: TLS and basic auth",
-            **common,
-            "registries": {**registries, "registry.k8s.io": auth},
-        }
-    return presets
-
-
-def _docker_config(state: Dict[str, Any], run: Path) -> str:
-    """A docker config.json holding the auth instance's credentials, for presets to name."""
-    import base64
-
-    auths = {}
-    for entry in state["registry"]["instances"].values():
-        if entry.get("username") and entry.get("password"):
-            host = entry["url"].split("://", 1)[1]
-            token = base64.b64encode(f"{entry['username']}:{entry['password']}".encode())
-            auths[host] = {"auth": token.decode()}
-    path = run / "docker-config.json"
-    path.write_text(json.dumps({"auths": auths}, indent=1, sort_keys=True))
-    path.chmod(0o600)
-    return str(path)
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -507,7 +193,7 @@ def read_state(paths: Paths) -> Optional[Dict[str, Any]]:
 
 
 def is_running(state: Optional[Dict[str, Any]]) -> bool:
-    return bool(state) and all(alive(p["pid"]) for p in processes(state))
+    return bool(state) and all(nginx.alive(p["pid"]) for p in processes(state))
 
 
 def _stages() -> Dict[str, Any]:
@@ -571,15 +257,15 @@ def up(paths: Paths, say: Say = _stderr, stages: Optional[Dict[str, Any]] = None
     }
     try:
         t0 = time.monotonic()
-        state["nginx"] = start_nginx(www, paths.run)
+        state["nginx"] = nginx.start_nginx(www, paths.run)
         _write_state(paths, state)  # from here on, `down` can find what runs
         timed("nginx", time.monotonic() - t0, None)
         t0 = time.monotonic()
         state["registry"] = stages["registry"].start(work, paths.run)
         _write_state(paths, state)
         timed("registries", time.monotonic() - t0, None)
-        state["docker_config"] = _docker_config(state, paths.run)
-        state["presets"] = _write_presets(state, paths)
+        state["docker_config"] = presets.docker_config(state, paths.run)
+        state["presets"] = presets.write(state, paths.www, paths.run)
         state["base_url"] = state["nginx"]["url"]
         state["started"] = time.time()
         state["timings"] = timings
@@ -591,22 +277,6 @@ def up(paths: Paths, say: Say = _stderr, stages: Optional[Dict[str, Any]] = None
     timed("total", time.monotonic() - began, None)
     say(f"mirror world up: {state['base_url']}  state {paths.state}")
     return state
-
-
-def _write_presets(state: Dict[str, Any], paths: Paths) -> Dict[str, str]:
-    from builder.mirrors import load_preset
-
-    written = {}
-    for variant, data in world_presets(state, paths.www).items():
-        name = "mirror-world.yaml" if variant == "default" else f"mirror-world-{variant}.yaml"
-        path = paths.run / name
-        path.write_text(
-            "# Written by scripts/mirror-world up; schema in docs/mirrors.md.\n"
-            + yaml.safe_dump(data, sort_keys=False)
-        )
-        load_preset(path)  # the world must never hand out a preset its own loader refuses
-        written[variant] = str(path)
-    return written
 
 
 def _write_state(paths: Paths, state: Dict[str, Any]) -> None:
@@ -623,7 +293,7 @@ def down(paths: Paths, say: Say = _stderr, stages: Optional[Dict[str, Any]] = No
         say("mirror world is not up")
         return False
     was_running = (
-        bool(state) and any(alive(p["pid"]) for p in processes(state))
+        bool(state) and any(nginx.alive(p["pid"]) for p in processes(state))
         if state and "nginx" in state
         else False
     )
@@ -637,9 +307,9 @@ def down(paths: Paths, say: Say = _stderr, stages: Optional[Dict[str, Any]] = No
         except Exception as exc:  # still stop nginx and report afterwards
             errors.append(f"registries: {exc}")
     if state and state.get("nginx"):
-        stop_nginx(state["nginx"])
+        nginx.stop_nginx(state["nginx"])
     survivors = (
-        [p for p in processes(state) if alive(p["pid"])] if state and "nginx" in state else []
+        [p for p in processes(state) if nginx.alive(p["pid"])] if state and "nginx" in state else []
     )
     if survivors:
         errors.append(
@@ -658,7 +328,8 @@ def status(paths: Paths) -> Dict[str, Any]:
     if not state or "nginx" not in state:
         return {"up": False, "state": str(paths.state), "processes": []}
     procs = [
-        {**p, "alive": alive(p["pid"]), "listening": port_open(p["port"])} for p in processes(state)
+        {**p, "alive": nginx.alive(p["pid"]), "listening": nginx.port_open(p["port"])}
+        for p in processes(state)
     ]
     return {
         "up": all(p["alive"] for p in procs),
@@ -725,7 +396,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         f"{'running' if p['alive'] else 'gone'}"
                     )
             return 0 if report["up"] else 1
-    except WorldError as exc:
+    except RuntimeError as exc:  # WorldError, NginxError, the generators' errors
         _stderr(f"mirror-world: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from mirrorworld import world
+from mirrorworld import nginx, world
 
 from builder.mirrors import load_preset
 
@@ -90,7 +90,7 @@ class FakeRegistry:
     def start(cls, work, run):
         info = {"instances": {}, "images": []}
         for name in ("registry.k8s.io", "docker.io", "aliyun"):
-            port = world._free_port()
+            port = nginx._free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
                 cwd=run,
@@ -100,7 +100,7 @@ class FakeRegistry:
             )
             cls.children[proc.pid] = proc
             info["instances"][name] = {"url": f"http://127.0.0.1:{port}", "pid": proc.pid}
-            assert world._wait(lambda p=port: world.port_open(p), 10)
+            assert nginx._wait(lambda p=port: nginx.port_open(p), 10)
         info["instances"]["aliyun"]["namespace"] = "google_containers"
         return info
 
@@ -123,8 +123,8 @@ def test_orchestrator_lifecycle_with_fake_stages(tmp_path):
         assert fake.calls == {"yum": 1, "releases": 1}
         assert any("(generated)" in line for line in said)
         procs = world.processes(state)
-        assert len(procs) == 4 and all(world.alive(p["pid"]) for p in procs)
-        assert all(world.port_open(p["port"]) for p in procs)
+        assert len(procs) == 4 and all(nginx.alive(p["pid"]) for p in procs)
+        assert all(nginx.port_open(p["port"]) for p in procs)
 
         preset = load_preset(state["presets"]["default"])
         assert preset.repo("base").gpgkeys[0].fingerprint == "A" * 40
@@ -150,8 +150,8 @@ def test_orchestrator_lifecycle_with_fake_stages(tmp_path):
     finally:
         world.down(paths, say=said.append, stages=stages)
     assert not paths.run.exists()
-    assert not any(world.alive(p["pid"]) for p in procs)
-    assert not any(world.port_open(p["port"]) for p in procs)
+    assert not any(nginx.alive(p["pid"]) for p in procs)
+    assert not any(nginx.port_open(p["port"]) for p in procs)
 
     # warm: nothing regenerated while the inputs and outputs are unchanged
     warm = []
@@ -163,13 +163,13 @@ def test_orchestrator_lifecycle_with_fake_stages(tmp_path):
 
 def test_down_kills_an_nginx_that_ignores_quit(tmp_path):
     (tmp_path / "www").mkdir()
-    info = world.start_nginx(tmp_path / "www", tmp_path / "run")
+    info = nginx.start_nginx(tmp_path / "www", tmp_path / "run")
     os.kill(info["pid"], signal.SIGSTOP)  # a wedged master: QUIT and TERM do nothing
     began = time.monotonic()
-    world.stop_nginx(info)
-    assert not world.alive(info["pid"])
-    assert not world.port_open(info["port"])
-    assert time.monotonic() - began < 3 * world.STOP_TIMEOUT + 5
+    nginx.stop_nginx(info)
+    assert not nginx.alive(info["pid"])
+    assert not nginx.port_open(info["port"])
+    assert time.monotonic() - began < 3 * nginx.STOP_TIMEOUT + 5
 
 
 # --------------------------------------------------------------------------- the real world
@@ -198,8 +198,8 @@ def test_up_then_down_leaves_nothing_behind(tmp_path):
         assert {"nginx", "registry registry.k8s.io", "registry docker.io", "registry aliyun"} <= {
             p["name"] for p in procs
         }
-        assert all(world.alive(p["pid"]) for p in procs)
-        assert all(world.port_open(p["port"]) for p in procs if p["port"])
+        assert all(nginx.alive(p["pid"]) for p in procs)
+        assert all(nginx.port_open(p["port"]) for p in procs if p["port"])
         for path in state["presets"].values():
             load_preset(path)
 
@@ -213,8 +213,8 @@ def test_up_then_down_leaves_nothing_behind(tmp_path):
     finally:
         stopped = run_cli("down", env=env, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(world.alive(p["pid"]) for p in procs)
-    assert not any(world.port_open(p["port"]) for p in procs if p["port"])
+    assert not any(nginx.alive(p["pid"]) for p in procs)
+    assert not any(nginx.port_open(p["port"]) for p in procs if p["port"])
     assert not (tmp_path / "run").exists()
     assert run_cli("status", env=env, timeout=60).returncode == 1
 

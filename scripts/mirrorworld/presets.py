@@ -1,0 +1,153 @@
+"""The mirror world's own mirror presets (docs/mirrors.md), written by `up` into the run folder.
+
+Repo ids are upstream's, key fingerprints are the test keys' (from yum.generate), release
+templates are upstream's re-homed under nginx, and registries point at the local instances.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+UPSTREAM_PRESET = REPO / "manifests" / "mirrors" / "upstream.yaml"
+# yum.generate's repos, by their path under www/, get the ids CentOS-Base.repo and
+# docker-ce.repo use, so that a recipe names the same repo ids with every preset.
+REPO_IDS = (
+    ("/os/", "base"),
+    ("/updates/", "updates"),
+    ("/extras/", "extras"),
+    ("download.docker.com/", "docker-ce-stable"),
+)
+
+
+def _rehome(url: str, base: str) -> str:
+    """https://dl.k8s.io/x -> http://127.0.0.1:PORT/dl.k8s.io/x: the world serves every
+    upstream host as a top-level folder of www/."""
+    scheme, _, rest = url.partition("://")
+    return f"{base}/{rest}"
+
+
+def _www_url(base: str, www: Path, path: str) -> str:
+    candidate = Path(path)
+    if candidate.is_absolute():
+        try:
+            return f"{base}/{candidate.resolve().relative_to(www).as_posix()}"
+        except ValueError:
+            return candidate.resolve().as_uri()
+    return f"{base}/{path.lstrip('/')}"
+
+
+def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]:
+    """The world's own presets (plain data, valid under docs/mirrors.md): `default` with
+    registries under their canonical paths, `aliyun` with registry.k8s.io from the
+    google_containers namespace, `token` with registry.k8s.io behind anonymous bearer tokens,
+    `auth` with registry.k8s.io behind TLS and basic auth."""
+    base = state["nginx"]["url"]
+    upstream = yaml.safe_load(UPSTREAM_PRESET.read_text())
+    keys = state["yum"]["gpgkeys"]
+    yum = {}
+    for rel in sorted(state["yum"]["repos"].values()):
+        given = next(k for k, v in state["yum"]["repos"].items() if v == rel)
+        repo_id = next((rid for marker, rid in REPO_IDS if marker in f"/{rel}/"), given)
+        vendor = "docker" if "download.docker.com" in rel else "centos"
+        yum[repo_id] = {
+            "baseurl": f"{base}/{rel.strip('/')}/",
+            "gpgkeys": [
+                {
+                    "url": _www_url(base, www, keys[vendor]["path"]),
+                    "fingerprint": keys[vendor]["fingerprint"],
+                }
+            ],
+        }
+    tree = next(iter(state["releases"]["kubernetes"].values()))
+    kubernetes = {"base": f"{base}/{tree.split('/release/')[0].strip('/')}"}
+    releases = {
+        name: {"url": _rehome(spec["url"], base)} for name, spec in upstream["releases"].items()
+    }
+    instances = state["registry"]["instances"]
+
+    def plain(name: str) -> Dict[str, Any]:
+        return {"url": instances[name]["url"], "insecure": True}
+
+    registries = {
+        host: plain(host) for host in ("registry.k8s.io", "docker.io") if host in instances
+    }
+    common = {"yum": yum, "kubernetes": kubernetes, "releases": releases}
+    presets = {
+        "default": {
+            "name": "mirror-world",
+            "description": "scripts/mirror-world: canonical registry paths",
+            **common,
+            "registries": registries,
+        },
+    }
+    if "aliyun" in instances:
+        aliyun = {
+            **plain("aliyun"),
+            "namespace": instances["aliyun"].get("namespace", "google_containers"),
+            # registry.py flattens every path of that namespace, as Aliyun's is flat
+            "flatten": True if instances["aliyun"].get("flatten") else ["coredns/coredns"],
+        }
+        presets["aliyun"] = {
+            "name": "mirror-world-aliyun",
+            "description": "scripts/mirror-world: an Aliyun-shaped namespace",
+            **common,
+            "registries": {**registries, "registry.k8s.io": aliyun},
+        }
+    if "token" in instances:
+        presets["token"] = {
+            "name": "mirror-world-token",
+            "description": "scripts/mirror-world: anonymous bearer tokens, as Docker Hub has",
+            **common,
+            "registries": {**registries, "registry.k8s.io": plain("token")},
+        }
+    if "auth" in instances:
+        auth = {
+            "url": instances["auth"]["url"],
+            "ca": instances["auth"]["ca"],
+            "credentials": {"docker_config": state["docker_config"]},
+        }
+        presets["auth"] = {
+            "name": "mirror-world-auth",
+            "description": "scripts/mirror-world: TLS and basic auth",
+            **common,
+            "registries": {**registries, "registry.k8s.io": auth},
+        }
+    return presets
+
+
+def docker_config(state: Dict[str, Any], run: Path) -> str:
+    """A docker config.json holding the auth instance's credentials, for presets to name."""
+    auths = {}
+    for entry in state["registry"]["instances"].values():
+        if entry.get("username") and entry.get("password"):
+            host = entry["url"].split("://", 1)[1]
+            token = base64.b64encode(f"{entry['username']}:{entry['password']}".encode())
+            auths[host] = {"auth": token.decode()}
+    path = run / "docker-config.json"
+    path.write_text(json.dumps({"auths": auths}, indent=1, sort_keys=True))
+    path.chmod(0o600)
+    return str(path)
+
+
+def write(state: Dict[str, Any], www: Path, run: Path) -> Dict[str, str]:
+    """Write every variant into `run`, each checked with the builder's own loader; return
+    {variant: path}."""
+    from builder.mirrors import load_preset
+
+    written = {}
+    for variant, data in world_presets(state, www).items():
+        name = "mirror-world.yaml" if variant == "default" else f"mirror-world-{variant}.yaml"
+        path = run / name
+        path.write_text(
+            "# Written by scripts/mirror-world up; schema in docs/mirrors.md.\n"
+            + yaml.safe_dump(data, sort_keys=False)
+        )
+        load_preset(path)  # the world must never hand out a preset its own loader refuses
+        written[variant] = str(path)
+    return written
