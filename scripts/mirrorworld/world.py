@@ -197,10 +197,16 @@ def is_running(state: Optional[Dict[str, Any]]) -> bool:
 
 
 def _stages() -> Dict[str, Any]:
-    return {
-        name: importlib.import_module(f"mirrorworld.{name}")
-        for name in ("yum", "releases", "registry")
-    }
+    """The generator modules (yum.py, releases.py, registry.py next to this file)."""
+    found = {}
+    for name in ("yum", "releases", "registry"):
+        try:
+            found[name] = importlib.import_module(f"mirrorworld.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mirrorworld.{name}":
+                raise
+            raise WorldError(f"scripts/mirrorworld/{name}.py is missing") from exc
+    return found
 
 
 def up(paths: Paths, say: Say = _stderr, stages: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
