@@ -1,0 +1,428 @@
+"""The mirror world's yum repositories: CentOS 7.9 vault (os, updates, extras) and Docker CE
+stable, made of small but real RPMs.
+
+`generate(www, work)` builds every package listed in yum_packages.yaml with `rpmbuild` (tiny
+payloads, real names, EVRs and dependencies), signs them with `rpmsign` under a per-vendor test
+GPG key (generated once in a private GNUPGHOME under `work`), and writes the repositories under
+`www` the way CentOS 7 serves them: `Packages/` plus `createrepo_c` metadata in gzip-compressed
+XML with SHA-256 checksums, and a plain comps.xml (`@core`) in the os repo. yum 3 reads neither
+zstd metadata nor compressed-only comps, which createrepo_c >= 1.0 would write by default.
+
+A stamp holding the SHA-256 of every input (the data file, this module, the tools' versions)
+makes a warm call return at once. `python3 scripts/mirrorworld/yum.py WWW WORK` runs it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fcntl
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from typing import NamedTuple
+
+import yaml
+
+HERE = pathlib.Path(__file__).resolve().parent
+DATA = HERE / "yum_packages.yaml"
+FORMAT = "1"  # bump when the output layout written here changes
+SOURCE_DATE_EPOCH = 1700000000  # build times, file mtimes, signature times, repomd revision
+KEY_CREATED = "20200101T000000"
+TOOLS = ("rpmbuild", "rpmsign", "createrepo_c", "gpg")
+PKG_KEYS = {"name", "evr", "arch", "repo", "requires", "requires_pre", "requires_post",
+            "provides", "obsoletes", "conflicts", "files", "dirs"}
+DEP_LISTS = ("requires", "requires_pre", "requires_post", "provides", "obsoletes", "conflicts")
+# Everything that reaches a spec file: no '%' (macros), no newlines, no shell metacharacters.
+SAFE = re.compile(r"^[A-Za-z0-9_.+:/()<>=~@ -]+$")
+EVR = re.compile(r"^(?:(\d+):)?([^-:\s]+)-([^-:\s]+)$")
+EXECUTABLE = re.compile(r"(^|/)s?bin/|^/usr/libexec/")
+
+
+class YumWorldError(RuntimeError):
+    """The package data is invalid or a tool failed; the message says which and why."""
+
+
+class Package(NamedTuple):
+    name: str
+    epoch: int
+    version: str
+    release: str
+    arch: str
+    repo: str
+    deps: dict  # DEP_LISTS key -> tuple of rpm dependency strings
+    files: tuple
+    dirs: tuple
+
+    @property
+    def nevra(self) -> str:
+        return f"{self.name}-{self.epoch}:{self.version}-{self.release}.{self.arch}"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}.rpm"
+
+
+def load(path: pathlib.Path = DATA) -> dict:
+    """Read and check the package data: unknown keys, bad EVRs, unsafe strings, paths owned by
+    two packages, i686 packages outside /usr/lib, and dependencies nothing provides are errors."""
+    raw = yaml.safe_load(path.read_text())
+    packages = []
+    for i, entry in enumerate(raw["packages"]):
+        where = f"{path.name}: packages[{i}] ({entry.get('name', '?')})"
+        unknown = set(entry) - PKG_KEYS
+        if unknown:
+            raise YumWorldError(f"{where}: unknown key(s) {sorted(unknown)}")
+        match = EVR.match(str(entry.get("evr", "")))
+        if not match or "name" not in entry:
+            raise YumWorldError(f"{where}: needs name and evr as [epoch:]version-release")
+        repo = entry.get("repo", "base")
+        if repo not in raw["repos"]:
+            raise YumWorldError(f"{where}: unknown repo {repo!r}")
+        deps = {k: tuple(str(d) for d in entry.get(k) or ()) for k in DEP_LISTS}
+        pkg = Package(entry["name"], int(match.group(1) or 0), match.group(2), match.group(3),
+                      entry.get("arch", "x86_64"), repo, deps,
+                      tuple(entry.get("files") or ()), tuple(entry.get("dirs") or ()))
+        strings = [pkg.name, pkg.version, pkg.release, *pkg.files, *pkg.dirs]
+        strings += [d for ds in deps.values() for d in ds]
+        bad = [s for s in strings if not SAFE.match(s)]
+        if bad or pkg.arch not in ("x86_64", "i686", "noarch"):
+            raise YumWorldError(f"{where}: unsafe value(s) {bad or [pkg.arch]}")
+        packages.append(pkg)
+    _check(packages)
+    names = {pkg.name for pkg in packages}
+    missing = [n for g in raw["comps"]["groups"].values()
+               for kind in ("mandatory", "default", "optional") for n in g.get(kind, ())
+               if n not in names]
+    if missing:
+        raise YumWorldError(f"{path.name}: comps names packages that do not exist: {missing}")
+    return {"keys": raw["keys"], "repos": raw["repos"], "comps": raw["comps"],
+            "packages": packages}
+
+
+def _check(packages: list) -> None:
+    owners: dict = {}
+    provided = set()
+    problems = []
+    for pkg in packages:
+        provided.add(pkg.name)
+        provided.update(p.split()[0] for p in pkg.deps["provides"])
+        provided.update(pkg.files)
+        if pkg.arch == "x86_64":
+            provided.add(f"{pkg.name}(x86-64)")
+        for path in pkg.files:
+            owner = owners.setdefault(path, (pkg.name, pkg.arch))
+            if owner != (pkg.name, pkg.arch):
+                problems.append(f"{path} owned by {owner} and {pkg.name}.{pkg.arch}")
+            # Multilib: an i686 library beside its x86_64 twin must not share a single path.
+            if pkg.arch == "i686" and not path.startswith("/usr/lib/"):
+                problems.append(f"{pkg.nevra} owns {path} outside /usr/lib")
+    for pkg in packages:
+        for kind in ("requires", "requires_pre", "requires_post"):
+            problems += [f"{pkg.nevra}: nothing provides {d}" for d in pkg.deps[kind]
+                         if d.split()[0] not in provided]
+    if problems:
+        raise YumWorldError("package data: " + "; ".join(problems))
+
+
+def _run(argv: list, env: dict | None = None, cwd: pathlib.Path | None = None) -> str:
+    """Run a tool (argv list, never a shell); raise YumWorldError with the stderr tail."""
+    full_env = dict(os.environ, LC_ALL="C", TZ="UTC", SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
+    full_env.update(env or {})
+    proc = subprocess.run(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
+        raise YumWorldError(f"{argv[0]} failed ({proc.returncode}): {' '.join(argv)}\n{tail}")
+    return proc.stdout
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise YumWorldError(f"{name} is not installed: run scripts/setup-dev")
+    return path
+
+
+def _inputs_digest() -> str:
+    h = hashlib.sha256(FORMAT.encode())
+    h.update(DATA.read_bytes())
+    h.update(pathlib.Path(__file__).read_bytes())
+    for tool in TOOLS:
+        h.update(_run([_tool(tool), "--version"]).splitlines()[0].encode())
+    return h.hexdigest()
+
+
+def _spec(pkg: Package, key: dict) -> str:
+    lines = [
+        "%global debug_package %{nil}",
+        "%global __spec_install_post %{nil}",
+        f"Name: {pkg.name}",
+        *([f"Epoch: {pkg.epoch}"] if pkg.epoch else []),
+        f"Version: {pkg.version}",
+        f"Release: {pkg.release}",
+        f"Summary: {pkg.name} stand-in for the kubecrate mirror world",
+        "License: GPLv2",
+        "Group: System Environment/Base",
+        f"Vendor: {key['vendor']}",
+        f"Packager: {key['packager']}",
+        "URL: https://example.invalid/kubecrate-mirror-world",
+        *(["BuildArch: noarch"] if pkg.arch == "noarch" else []),
+        # Payloads are text files: no automatic soname or interpreter dependencies.
+        "AutoReqProv: no",
+    ]
+    tags = {"requires": "Requires", "requires_pre": "Requires(pre)",
+            "requires_post": "Requires(post)", "provides": "Provides",
+            "obsoletes": "Obsoletes", "conflicts": "Conflicts"}
+    for kind, tag in tags.items():
+        lines += [f"{tag}: {dep}" for dep in pkg.deps[kind]]
+    lines += ["", "%description",
+              f"Tiny stand-in for {pkg.name}: the real name, EVR and dependencies, no real code.",
+              "", "%install", "mkdir -p %{buildroot}"]
+    if pkg.files or pkg.dirs:
+        lines.append("cp -a %{_sourcedir}/root/. %{buildroot}/")
+    # Scriptlets run chrooted into an install root that has no real shell: Lua needs none.
+    for kind, section in (("requires_pre", "%pre"), ("requires_post", "%post")):
+        if pkg.deps[kind]:
+            lines += ["", f"{section} -p <lua>", "-- nothing to do in the mirror world"]
+    lines += ["", "%files", "%defattr(-,root,root,-)"]
+    lines += [f"%dir {d}" for d in pkg.dirs]
+    lines += [f"%config(noreplace) {f}" if f.startswith("/etc/") else f for f in pkg.files]
+    return "\n".join(lines) + "\n"
+
+
+def _build(pkg: Package, key: dict, top: pathlib.Path) -> pathlib.Path:
+    """rpmbuild one package in its own _topdir; return the .rpm."""
+    shutil.rmtree(top, ignore_errors=True)
+    root = top / "SOURCES" / "root"
+    for path in pkg.dirs:
+        (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    for path in pkg.files:
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        executable = bool(EXECUTABLE.search(path))
+        shebang = "#!/bin/sh\n" if executable else ""
+        target.write_text(f"{shebang}# kubecrate mirror world: {path} of {pkg.nevra}\n")
+        target.chmod(0o755 if executable else 0o644)
+    (top / "SPECS").mkdir(parents=True, exist_ok=True)
+    spec = top / "SPECS" / f"{pkg.name}.spec"
+    spec.write_text(_spec(pkg, key))
+    defines = {
+        "_topdir": str(top),
+        "_binary_payload": "w6.gzdio",  # rpm 4.11 (CentOS 7) reads gzip, and it is fast
+        "_build_id_links": "none",
+        "_buildhost": "mirror-world.invalid",
+        "use_source_date_epoch_as_buildtime": "1",
+        "clamp_mtime_to_source_date_epoch": "1",
+        "_rpmfilename": "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm",
+    }
+    argv = [_tool("rpmbuild"), "-bb", "--nodeps", "--quiet",
+            "--target", "x86_64" if pkg.arch == "noarch" else pkg.arch]
+    for name, value in defines.items():
+        argv += ["--define", f"{name} {value}"]
+    _run(argv + [str(spec)])
+    rpm = top / "RPMS" / pkg.filename
+    if not rpm.is_file():
+        raise YumWorldError(f"rpmbuild did not produce {rpm}")
+    return rpm
+
+
+def _gpg_env(home: pathlib.Path) -> dict:
+    return {"GNUPGHOME": str(home)}
+
+
+def _ensure_key(home: pathlib.Path, uid: str) -> str:
+    """The fingerprint of the secret key for `uid` in `home`, generating it on first use."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gpg, env = _tool("gpg"), _gpg_env(home)
+
+    def fingerprint() -> str | None:
+        try:
+            out = _run([gpg, "--batch", "--with-colons", "--list-secret-keys", f"={uid}"], env)
+        except YumWorldError:
+            return None
+        return next((ln.split(":")[9] for ln in out.splitlines() if ln.startswith("fpr:")), None)
+
+    fpr = fingerprint()
+    if fpr is None:
+        params = home / "keyparams"
+        params.write_text("\n".join([
+            "%no-protection", "Key-Type: RSA", "Key-Length: 2048", "Key-Usage: sign",
+            f"Name-Real: {uid.split(' <')[0]}", f"Name-Email: {uid.split('<')[1].rstrip('>')}",
+            "Expire-Date: 0", f"Creation-Date: {KEY_CREATED}", "%commit", ""]))
+        _run([gpg, "--batch", "--gen-key", str(params)], env)
+        fpr = fingerprint()
+    if fpr is None:
+        raise YumWorldError(f"gpg did not create a key for {uid}")
+    return fpr
+
+
+def _sign(rpms: list, home: pathlib.Path, fpr: str) -> None:
+    """rpmsign with header+payload (v3) and header (v4) signatures, as CentOS 7 RPMs carry;
+    a frozen signing time keeps the bytes stable for a given key."""
+    defines = {
+        "__gpg": _tool("gpg"),
+        "_gpg_path": str(home),
+        "_gpg_name": fpr,
+        "_gpg_digest_algo": "sha256",
+        "_gpg_sign_cmd_extra_args": f"--faked-system-time {SOURCE_DATE_EPOCH}!",
+    }
+    argv = [_tool("rpmsign"), "--addsign", "--rpmv3"]
+    for name, value in defines.items():
+        argv += ["--define", f"{name} {value}"]
+    _run(argv + [str(r) for r in rpms], _gpg_env(home))
+
+
+def _comps_xml(comps: dict) -> bytes:
+    root = ET.Element("comps")
+    for gid, group in comps["groups"].items():
+        el = ET.SubElement(root, "group")
+        for tag, text in (("id", gid), ("name", group["name"]),
+                          ("description", group["description"]), ("default", "true"),
+                          ("uservisible", "false")):
+            ET.SubElement(el, tag).text = text
+        plist = ET.SubElement(el, "packagelist")
+        for kind in ("mandatory", "default", "optional"):
+            for name in group.get(kind, ()):
+                ET.SubElement(plist, "packagereq", type=kind).text = name
+    for eid, env in comps.get("environments", {}).items():
+        el = ET.SubElement(root, "environment")
+        for tag, text in (("id", eid), ("name", env["name"]),
+                          ("description", env["description"])):
+            ET.SubElement(el, tag).text = text
+        glist = ET.SubElement(el, "grouplist")
+        for gid in env["groups"]:
+            ET.SubElement(glist, "groupid").text = gid
+        ET.SubElement(el, "optionlist")
+    ET.indent(root)
+    head = (b'<?xml version="1.0" encoding="UTF-8"?>\n'
+            b'<!DOCTYPE comps PUBLIC "-//CentOS//DTD Comps info//EN" "comps.dtd">\n')
+    return head + ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _createrepo(repo_dir: pathlib.Path, comps: pathlib.Path | None) -> None:
+    # CentOS 7 shape: gzip XML with sha256, plain comps beside a gzip copy, sqlite databases;
+    # no zchunk, no zstd (createrepo_c >= 1.0's default, which yum 3 cannot read). CentOS
+    # compresses the databases with bzip2; here they are gzip too, which yum 3 also reads.
+    argv = [_tool("createrepo_c"), "--quiet", "--checksum=sha256", "--general-compress-type=gz",
+            "--database", "--workers=2",
+            f"--revision={SOURCE_DATE_EPOCH}", "--set-timestamp-to-revision"]
+    if comps is not None:
+        argv += ["--groupfile", str(comps)]
+    _run(argv + [str(repo_dir)])
+
+
+def _result(world: dict, fingerprints: dict) -> dict:
+    return {
+        "repos": {rid: repo["path"] for rid, repo in world["repos"].items()},
+        "gpgkeys": {kid: {"path": key["publish"][0], "fingerprint": fingerprints[kid]}
+                    for kid, key in world["keys"].items()},
+    }
+
+
+def _outputs_present(www: pathlib.Path, result: dict) -> bool:
+    paths = [www / p / "repodata" / "repomd.xml" for p in result["repos"].values()]
+    paths += [www / k["path"] for k in result["gpgkeys"].values()]
+    return all(p.is_file() for p in paths)
+
+
+def _cached(stamp: pathlib.Path, digest: str, www: pathlib.Path) -> dict | None:
+    try:
+        saved = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("digest") != digest or not _outputs_present(www, saved["result"]):
+        return None
+    return saved["result"]
+
+
+def generate(www: pathlib.Path, work: pathlib.Path) -> dict:
+    """Build, sign and publish the yum repos under `www` (scratch and keys under `work`);
+    a no-op while the inputs are unchanged. Returns repo paths and GPG keys relative to `www`:
+    {"repos": {id: path}, "gpgkeys": {"centos"|"docker": {"path", "fingerprint"}}}."""
+    www, work = pathlib.Path(www).resolve(), pathlib.Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = work / "yum-stamp.json"
+    digest = _inputs_digest()
+    # Parallel sessions sharing one cache: one builds, the others wait and reuse it.
+    with open(work / ".yum.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _cached(stamp, digest, www)
+        if cached is not None:
+            return cached
+        stamp.unlink(missing_ok=True)
+        result = _generate(load(), www, work)
+        stamp.write_text(json.dumps({"digest": digest, "result": result}, indent=1))
+    return result
+
+
+def _generate(world: dict, www: pathlib.Path, work: pathlib.Path) -> dict:
+    home = work / "gnupg"
+    build, stage = work / "yum-build", work / "yum-stage"
+    for scratch in (build, stage):
+        shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        fingerprints = {kid: _ensure_key(home, key["uid"]) for kid, key in world["keys"].items()}
+        key_of = {rid: world["keys"][repo["key"]] for rid, repo in world["repos"].items()}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as ex:
+            futures = [(pkg, ex.submit(_build, pkg, key_of[pkg.repo], build / f"{i:03d}"))
+                       for i, pkg in enumerate(world["packages"])]
+            rpms = [(pkg, fut.result()) for pkg, fut in futures]
+        for kid in world["keys"]:
+            mine = [rpm for pkg, rpm in rpms if world["repos"][pkg.repo]["key"] == kid]
+            _sign(mine, home, fingerprints[kid])
+        for rid, repo in world["repos"].items():
+            packages_dir = stage / rid / "Packages"
+            packages_dir.mkdir(parents=True)
+            for pkg, rpm in rpms:
+                if pkg.repo == rid:
+                    target = packages_dir / pkg.filename
+                    shutil.copyfile(rpm, target)
+                    os.utime(target, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
+            comps = None
+            if repo.get("comps"):
+                # The name CentOS gives it (repodata/<sha256>-c7-x86_64-comps.xml).
+                comps = build / "comps" / "c7-x86_64-comps.xml"
+                comps.parent.mkdir(parents=True, exist_ok=True)
+                comps.write_bytes(_comps_xml(world["comps"]))
+            _createrepo(stage / rid, comps)
+        for rid, repo in world["repos"].items():
+            target = www / repo["path"]
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(stage / rid, target)
+        for kid, key in world["keys"].items():
+            armored = _run([_tool("gpg"), "--batch", "--armor", "--export", fingerprints[kid]],
+                           _gpg_env(home))
+            for rel in key["publish"]:
+                (www / rel).parent.mkdir(parents=True, exist_ok=True)
+                (www / rel).write_text(armored)
+    finally:
+        # gpg starts an agent for the private home; leave no process behind.
+        subprocess.run([_tool("gpgconf"), "--kill", "gpg-agent"], env=dict(
+            os.environ, **_gpg_env(home)), capture_output=True, check=False, timeout=30)
+        for scratch in (build, stage):
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _result(world, fingerprints)
+
+
+def main(argv: list) -> int:
+    if len(argv) != 2:
+        print("usage: yum.py WWW WORK", file=sys.stderr)
+        return 2
+    try:
+        result = generate(pathlib.Path(argv[0]), pathlib.Path(argv[1]))
+    except YumWorldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
