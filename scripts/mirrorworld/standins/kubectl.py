@@ -1,0 +1,192 @@
+"""The kubectl stand-in: `version --client`, `apply -f`, `get nodes` (and applied kinds)."""
+
+import json
+import os
+import sys
+
+import _pki
+import _yaml
+from _common import (
+    MINOR,
+    VERSION,
+    StandinError,
+    arg_path,
+    go_version_struct,
+    now,
+    parse_rfc3339,
+    request,
+    version_info,
+)
+
+CNI_HINTS = ("flannel", "calico")
+
+
+def split_globals(argv):
+    """Pull --kubeconfig/--server out of argv wherever they are, as kubectl allows."""
+    opts, rest, i = {}, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        for flag, key in (("--kubeconfig", "kubeconfig"), ("--server", "server"), ("-s", "server")):
+            if arg == flag and i + 1 < len(argv):
+                opts[key] = argv[i + 1]
+                i += 1
+                break
+            if arg.startswith(flag + "="):
+                opts[key] = arg.split("=", 1)[1]
+                break
+        else:
+            rest.append(arg)
+        i += 1
+    return opts, rest
+
+
+class Client:
+    def __init__(self, opts):
+        path = opts.get("kubeconfig") or os.environ.get("KUBECONFIG") or \
+            os.path.expanduser("~/.kube/config")
+        self.kc = _pki.read_kubeconfig(arg_path(path))
+        if opts.get("server"):
+            self.kc["server"] = opts["server"]
+
+    def call(self, method, path, body=None):
+        client = (self.kc["cert"], self.kc["key"]) if self.kc["cert"] else None
+        try:
+            resp = request(self.kc["server"], method, path, body, ca_pem=self.kc["ca"],
+                           client=client, bearer=self.kc.get("token"))
+        except OSError as exc:
+            host = self.kc["server"].split("://", 1)[-1]
+            raise StandinError("The connection to the server %s was refused - did you specify "
+                               "the right host or port? (%s)" % (host, exc))
+        if resp.status >= 300:
+            raise StandinError("Error from server (%s): %s" % (
+                resp.json().get("reason", resp.status) if resp.body else resp.status,
+                resp.message()))
+        return resp.json()
+
+
+def cmd_version(args):
+    if "--client" not in args and "--client=true" not in args:
+        raise StandinError("the stand-in supports `kubectl version --client` only")
+    if "-o" in args or "--output=json" in args:
+        print(json.dumps({"clientVersion": version_info()}, indent=2))
+    elif MINOR <= 23 and "--short" not in args:
+        print("Client Version: " + go_version_struct())
+    else:
+        print("Client Version: " + VERSION)
+        if MINOR >= 24:
+            print("Kustomize Version: v5.0.4-0.20230601165947-6ce0bf390ce3")
+
+
+def _kind_name(obj):
+    api = obj.get("apiVersion", "")
+    group = api.split("/")[0] if "/" in api else ""
+    return obj.get("kind", "").lower() + ("." + group if group else "")
+
+
+def cmd_apply(client, args):
+    files = [args[i + 1] for i, a in enumerate(args) if a in ("-f", "--filename")
+             and i + 1 < len(args)] + [a.split("=", 1)[1] for a in args
+                                       if a.startswith(("-f=", "--filename="))]
+    if not files:
+        raise StandinError('error: must specify one of -f and -k')
+    items = []
+    for name in files:
+        try:
+            text = sys.stdin.read() if name == "-" else open(arg_path(name)).read()
+            docs = _yaml.load_all(text)
+        except OSError as exc:
+            raise StandinError('error: the path "%s" does not exist (%s)' % (name, exc))
+        except ValueError as exc:
+            raise StandinError("error: error parsing %s: %s" % (name, exc))
+        for doc in docs:
+            if doc.get("kind", "").endswith("List"):
+                items.extend(doc.get("items") or [])
+            else:
+                items.append(doc)
+    for obj in items:
+        if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
+            raise StandinError("error: error validating data: kind or metadata.name not set")
+    results = client.call("POST", "/kubecrate/v1/apply", {"items": items})["results"]
+    for obj, action in zip(items, results):
+        print("%s/%s %s" % (_kind_name(obj), obj["metadata"]["name"], action))
+
+
+def _age(stamp):
+    seconds = max(0, int(now() - parse_rfc3339(stamp))) if stamp else 0
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % seconds
+
+
+def cmd_get(client, args):
+    output = next((a.split("=", 1)[1] for a in args if a.startswith("-o=")
+                   or a.startswith("--output=")), None)
+    if "-o" in args:
+        output = args[args.index("-o") + 1]
+    what = [a for a in args if not a.startswith("-") and a != output]
+    if not what:
+        raise StandinError("You must specify the type of resource to get.")
+    kind = what[0].lower()
+    if kind in ("node", "nodes", "no"):
+        items = client.call("GET", "/api/v1/nodes")["items"]
+        objects = client.call("GET", "/kubecrate/v1/objects")["items"]
+        ready = any(o.get("kind") == "DaemonSet" and any(h in o["metadata"]["name"]
+                                                         for h in CNI_HINTS) for o in objects)
+        for node in items:
+            node["status"]["conditions"] = [{"type": "Ready",
+                                             "status": "True" if ready else "False"}]
+    else:
+        objects = client.call("GET", "/kubecrate/v1/objects")["items"]
+        items = [o for o in objects if o.get("kind", "").lower() in (kind, kind.rstrip("s"))]
+    if len(what) > 1:
+        items = [o for o in items if o["metadata"]["name"] in what[1:]]
+        if not items:
+            raise StandinError('Error from server (NotFound): %s "%s" not found'
+                               % (kind, what[1]))
+    if output == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2))
+    elif output == "name":
+        for obj in items:
+            print("%s/%s" % (_kind_name(obj), obj["metadata"]["name"]))
+    elif kind in ("node", "nodes", "no"):
+        rows = [("NAME", "STATUS", "ROLES", "AGE", "VERSION")]
+        for node in items:
+            labels = node["metadata"].get("labels") or {}
+            roles = ",".join(sorted(k.split("/", 1)[1] for k in labels
+                                    if k.startswith("node-role.kubernetes.io/"))) or "<none>"
+            status = "Ready" if node["status"]["conditions"][0]["status"] == "True" \
+                else "NotReady"
+            rows.append((node["metadata"]["name"], status, roles,
+                         _age(node["metadata"].get("creationTimestamp")),
+                         node["status"]["nodeInfo"]["kubeletVersion"]))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for row in rows:
+            print("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    else:
+        print("NAME")
+        for obj in items:
+            print(obj["metadata"]["name"])
+
+
+def main(argv):
+    opts, args = split_globals(argv)
+    try:
+        if not args or args[0] in ("-h", "--help"):
+            print("kubectl stand-in %s: version --client, apply -f, get" % VERSION)
+        elif args[0] == "version":
+            cmd_version(args[1:])
+        elif args[0] == "apply":
+            cmd_apply(Client(opts), args[1:])
+        elif args[0] == "get":
+            cmd_get(Client(opts), args[1:])
+        else:
+            raise StandinError('error: unknown command "%s" for "kubectl" (stand-in)' % args[0])
+    except StandinError as exc:
+        sys.stderr.write("%s\n" % exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

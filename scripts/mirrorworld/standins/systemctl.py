@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""kubecrate-standin: systemctl for namespace hosts (self-contained; put it on PATH as `systemctl`).
+
+Unit state lives under <root>/run/kubecrate-standin/units/<unit>.json, <root> being
+$KUBECRATE_ROOT (default /). Units named in $KUBECRATE_SYSTEMCTL_RUN (comma list, default
+"kubelet") really run: `start` launches <root>/usr/bin/<unit>, <root>/usr/local/bin/<unit> or
+<unit> from PATH as a detached daemon (pid in <root>/run/kubecrate-standin/<unit>.pid, output in
+<root>/var/log/kubecrate-standin/<unit>.log); every other unit only records its state, so the
+installer can enable docker, chronyd, keepalived, ... without touching the real machine.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+USAGE = "usage: systemctl [--now] [-q] start|stop|restart|enable|disable|is-active|is-enabled|" \
+        "status|daemon-reload|reset-failed|mask|unmask UNIT..."
+
+
+def root():
+    return os.path.abspath(os.environ.get("KUBECRATE_ROOT") or "/")
+
+
+def under_root(path):
+    return os.path.join(root(), path.lstrip("/"))
+
+
+def run_units():
+    return {u.strip() for u in os.environ.get("KUBECRATE_SYSTEMCTL_RUN", "kubelet").split(",")}
+
+
+def unit_name(arg):
+    return arg[:-8] if arg.endswith(".service") else arg
+
+
+def state_file(unit):
+    return under_root("/run/kubecrate-standin/units/%s.json" % unit)
+
+
+def load(unit):
+    try:
+        with open(state_file(unit)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"enabled": False, "active": False, "masked": False}
+
+
+def save(unit, state):
+    path = state_file(unit)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(state, f, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def pid_file(unit):
+    return under_root("/run/kubecrate-standin/%s.pid" % unit)
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def running_pid(unit):
+    try:
+        with open(pid_file(unit)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def binary(unit):
+    for folder in ("/usr/bin", "/usr/local/bin"):
+        path = under_root(folder + "/" + unit)
+        if root() != "/" and os.access(path, os.X_OK):
+            return path
+    return shutil.which(unit)
+
+
+def start(unit):
+    if unit not in run_units() or running_pid(unit):
+        return
+    exe = binary(unit)
+    if not exe:
+        raise SystemExit("Failed to start %s.service: Unit %s.service not found." % (unit, unit))
+    log = under_root("/var/log/kubecrate-standin/%s.log" % unit)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    env = dict(os.environ, KUBECRATE_ROOT=root())
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([exe, "--kubecrate-root=" + root()], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, env=env, start_new_session=True)
+    os.makedirs(os.path.dirname(pid_file(unit)), exist_ok=True)
+    with open(pid_file(unit), "w") as f:
+        f.write("%d\n" % proc.pid)
+
+
+def stop(unit):
+    pid = running_pid(unit)
+    if not pid:
+        return
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive(pid):
+            time.sleep(0.05)
+        if not alive(pid):
+            return
+
+
+def is_active(unit, state):
+    if unit in run_units():
+        return running_pid(unit) is not None
+    return state["active"]
+
+
+def main(argv):
+    flags = {a for a in argv if a.startswith("-")}
+    args = [a for a in argv if not a.startswith("-")]
+    quiet = bool(flags & {"-q", "--quiet"})
+    if not args:
+        print(USAGE, file=sys.stderr)
+        return 1
+    verb, units = args[0], [unit_name(u) for u in args[1:]]
+    if verb in ("daemon-reload", "reset-failed"):
+        return 0
+    if not units:
+        print("Too few arguments.", file=sys.stderr)
+        return 1
+    code = 0
+    for unit in units:
+        state = load(unit)
+        if verb in ("start", "restart") or (verb == "enable" and "--now" in flags):
+            if state["masked"]:
+                print("Failed to start %s.service: Unit %s.service is masked." % (unit, unit),
+                      file=sys.stderr)
+                return 1
+            if verb == "restart":
+                stop(unit)
+            start(unit)
+            state["active"] = True
+        if verb in ("stop",) or (verb == "disable" and "--now" in flags):
+            stop(unit)
+            state["active"] = False
+        if verb in ("enable", "disable"):
+            state["enabled"] = verb == "enable"
+        if verb in ("mask", "unmask"):
+            state["masked"] = verb == "mask"
+        if verb == "is-active":
+            active = is_active(unit, state)
+            if not quiet:
+                print("active" if active else "inactive")
+            code = code or (0 if active else 3)
+        elif verb == "is-enabled":
+            word = "masked" if state["masked"] else ("enabled" if state["enabled"] else "disabled")
+            if not quiet:
+                print(word)
+            code = code or (0 if state["enabled"] else 1)
+        elif verb == "status":
+            active = is_active(unit, state)
+            print("* %s.service (kubecrate stand-in)\n   Loaded: loaded (%s)\n   Active: %s"
+                  % (unit, "enabled" if state["enabled"] else "disabled",
+                     "active (running)" if active else "inactive (dead)"))
+            code = code or (0 if active else 3)
+        elif verb not in ("start", "stop", "restart", "enable", "disable", "mask", "unmask"):
+            print("Unknown command verb %s." % verb, file=sys.stderr)
+            return 1
+        save(unit, state)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
