@@ -37,6 +37,8 @@ COMMENT_BUNDLE = "bundle"
 COMMENT_MANIFEST_SHA256 = "bundle.json-sha256"
 GZIP_MAGIC = b"\x1f\x8b"
 
+Progress = Optional[Callable[[int], None]]
+
 
 class Bundle(NamedTuple):
     path: str
@@ -57,8 +59,9 @@ class _HashingReader:
     """File reader that feeds every byte it returns to BLAKE2b on a worker thread: hashlib
     releases the GIL on large buffers, so the re-hash overlaps SHA-256 and writing."""
 
-    def __init__(self, handle: object) -> None:
+    def __init__(self, handle: object, progress: Progress = None) -> None:
         self._handle = handle
+        self._progress = progress
         self._digest = hashlib.blake2b()
         self._queue: queue.Queue = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._work, name="blake2b", daemon=True)
@@ -75,6 +78,8 @@ class _HashingReader:
         block = self._handle.read(size)
         if block:
             self._queue.put(block)
+            if self._progress:
+                self._progress(len(block))
         return block
 
     def finish(self) -> bytes:
@@ -100,11 +105,14 @@ def check_signature(
     bundle_path: str,
     public_key: minisig.PublicKey,
     signature_path: Optional[str] = None,
+    progress: Progress = None,
 ) -> Tuple[bytes, minisig.Signature]:
     """Pass 1: BLAKE2b the file and verify its minisign signature. Returns (digest, signature)."""
     signature = minisig.load_signature(signature_path or signature_path_for(bundle_path))
     try:
-        digest = minisig.verify_file(bundle_path, public_key, signature)
+        digest = minisig.verify_file(
+            bundle_path, public_key, signature, minisig.file_digest(bundle_path, progress)
+        )
     except OSError as err:
         raise VerificationError("cannot read bundle {}: {}".format(bundle_path, err.strerror))
     log.info("signature OK (key %s): %s", public_key.id_hex, signature.trusted_comment)
@@ -116,6 +124,7 @@ def _walk(
     digest: bytes,
     signature: minisig.Signature,
     open_member: Callable,
+    progress: Progress = None,
 ) -> Bundle:
     """Pass 2: stream the tar, checking every member against bundle.json. `open_member(entry)`
     returns a writable file object for a member's bytes, or None to only hash them."""
@@ -123,7 +132,7 @@ def _walk(
     with open(bundle_path, "rb", buffering=0) as raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
-        hashing = _HashingReader(raw)
+        hashing = _HashingReader(raw, progress)
         try:
             stream = gzip.GzipFile(fileobj=hashing, mode="rb") if compressed else hashing
             reader = TarReader(stream)
@@ -247,10 +256,12 @@ def verify(
     bundle_path: str,
     public_key: minisig.PublicKey,
     signature_path: Optional[str] = None,
+    progress: Progress = None,
 ) -> Bundle:
-    """Check the signature, then every member against bundle.json, writing nothing."""
-    digest, signature = check_signature(bundle_path, public_key, signature_path)
-    return _walk(bundle_path, digest, signature, lambda spec: None)
+    """Check the signature, then every member against bundle.json, writing nothing.
+    `progress(n)` is told about every byte read: twice the file size in all."""
+    digest, signature = check_signature(bundle_path, public_key, signature_path, progress)
+    return _walk(bundle_path, digest, signature, lambda spec: None, progress)
 
 
 def cache_root(root: str) -> str:
@@ -262,13 +273,14 @@ def unpack(
     public_key: minisig.PublicKey,
     root: str = "/",
     signature_path: Optional[str] = None,
+    progress: Progress = None,
 ) -> Unpacked:
     """Verify and extract into <root>/var/lib/kubecrate/bundles/<bundle.json sha256>/.
 
     A bundle already in the cache is a no-op once its signature checked out. On any failure
     nothing is left behind but what existed before.
     """
-    digest, signature = check_signature(bundle_path, public_key, signature_path)
+    digest, signature = check_signature(bundle_path, public_key, signature_path, progress)
     cache = cache_root(root)
     cached = _cached(
         cache,
@@ -286,7 +298,11 @@ def unpack(
     staging = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
     try:
         bundle = _walk(
-            bundle_path, digest, signature, lambda spec: _create(staging, spec.path, spec.mode)
+            bundle_path,
+            digest,
+            signature,
+            lambda spec: _create(staging, spec.path, spec.mode),
+            progress,
         )
         with _create(staging, MANIFEST_NAME, 0o644) as out:
             out.write(bundle.manifest_raw)

@@ -1,9 +1,12 @@
 """kubecrate-installer command line: parse, call one core function, map errors to exit codes."""
 
+import contextlib
+import os
 import pkgutil
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
+from tqdm import tqdm
 
 from installer import __version__, bundle, minisig
 from installer.clikit import common_options, configure_logging, run
@@ -80,7 +83,9 @@ def verify_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
     expected and actual digest.
     """
     configure_logging(verbose)
-    checked = bundle.verify(bundle_path, trusted_key(key_path), signature_path)
+    key = trusted_key(key_path)
+    with _progress_bar(bundle_path, "verify") as progress:
+        checked = bundle.verify(bundle_path, key, signature_path, progress)
     _report(checked, "verified")
 
 
@@ -100,9 +105,22 @@ def unpack_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
     if dry_run:
         click.echo("would unpack {} into {}".format(bundle_path, bundle.cache_root(root)))
         return
-    result = bundle.unpack(bundle_path, trusted_key(key_path), root, signature_path)
+    key = trusted_key(key_path)
+    with _progress_bar(bundle_path, "unpack") as progress:
+        result = bundle.unpack(bundle_path, key, root, signature_path, progress)
     _report(result.bundle, "already unpacked" if result.reused else "unpacked")
     click.echo(result.directory)
+
+
+@contextlib.contextmanager
+def _progress_bar(bundle_path: str, what: str) -> Iterator:
+    """A byte bar on a TTY (the bundle is read twice: signature, then members), else nothing."""
+    try:
+        total = 2 * os.path.getsize(bundle_path)  # type: Optional[int]
+    except OSError:
+        total = None
+    with tqdm(total=total, unit="B", unit_scale=True, desc=what, disable=None, leave=False) as bar:
+        yield bar.update
 
 
 def _report(checked: bundle.Bundle, verb: str) -> None:

@@ -7,7 +7,7 @@ Only verification lives here, because hosts run it on Python 3.6; the builder si
 import base64
 import binascii
 import hashlib
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from ecdsa import BadSignatureError, Ed25519, VerifyingKey  # pure Python, supports 3.6
 
@@ -155,15 +155,17 @@ def load_signature(path: str) -> Signature:
     return parse_signature(text, path)
 
 
-def file_digest(path: str, chunk: int = CHUNK) -> bytes:
+def file_digest(path: str, progress: Optional[Callable[[int], None]] = None) -> bytes:
     """BLAKE2b-512 of a whole file, the message of a prehashed minisign signature."""
     digest = hashlib.blake2b()
     with open(path, "rb") as handle:
         while True:
-            block = handle.read(chunk)
+            block = handle.read(CHUNK)
             if not block:
                 break
             digest.update(block)
+            if progress:
+                progress(len(block))
     return digest.digest()
 
 
