@@ -94,7 +94,10 @@ def check_token(token, where: str, errors: list) -> None:
 
 
 def check_certificate_key(key, where: str, errors: list) -> None:
-    if key and not re.match(r"\A[0-9a-f]{64}\Z", str(key)):
+    if key is not None and not isinstance(key, str):
+        errors.append("%s: json: cannot unmarshal %s into Go struct field of type string "
+                      "(quote the value in YAML)" % (where, type(key).__name__))
+    elif key and not re.match(r"\A[0-9a-f]{64}\Z", str(key)):
         errors.append('%s: Invalid value: "%s": the certificate key must be 64 hexadecimal '
                       "characters (a 32-byte AES-256 key); generate one with `kubeadm certs "
                       "certificate-key`" % (where, key))

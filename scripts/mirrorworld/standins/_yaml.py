@@ -10,7 +10,7 @@ plain scalars, complex keys. Scalars resolve as YAML 1.2 core: null/~, true/fals
 import json
 import re
 
-_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)\Z")
+_INT = re.compile(r"[-+]?[0-9]+\Z")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
 
 

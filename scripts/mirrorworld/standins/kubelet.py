@@ -46,7 +46,9 @@ def kubeadm_flags() -> list:
         return []
     for line in text.splitlines():
         if line.startswith("KUBELET_KUBEADM_ARGS="):
-            return shlex.split(line.split("=", 1)[1])
+            # An EnvironmentFile value: one shell word (quoted), itself holding the flags.
+            words = shlex.split(line.split("=", 1)[1])
+            return shlex.split(words[0]) if words else []
     return []
 
 
