@@ -109,7 +109,11 @@ def _check(packages: list) -> None:
     owners: dict = {}
     provided = set()
     problems = []
+    seen = set()
     for pkg in packages:
+        if pkg.nevra in seen:
+            problems.append(f"{pkg.nevra} is listed twice")
+        seen.add(pkg.nevra)
         provided.add(pkg.name)
         provided.update(p.split()[0] for p in pkg.deps["provides"])
         provided.update(pkg.files)
@@ -232,14 +236,10 @@ def _build(pkg: Package, key: dict, top: pathlib.Path) -> pathlib.Path:
     return rpm
 
 
-def _gpg_env(home: pathlib.Path) -> dict:
-    return {"GNUPGHOME": str(home)}
-
-
 def _ensure_key(home: pathlib.Path, uid: str) -> str:
     """The fingerprint of the secret key for `uid` in `home`, generating it on first use."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    gpg, env = _tool("gpg"), _gpg_env(home)
+    gpg, env = _tool("gpg"), {"GNUPGHOME": str(home)}
 
     def fingerprint() -> str | None:
         try:
@@ -250,12 +250,8 @@ def _ensure_key(home: pathlib.Path, uid: str) -> str:
 
     fpr = fingerprint()
     if fpr is None:
-        params = home / "keyparams"
-        params.write_text("\n".join([
-            "%no-protection", "Key-Type: RSA", "Key-Length: 2048", "Key-Usage: sign",
-            f"Name-Real: {uid.split(' <')[0]}", f"Name-Email: {uid.split('<')[1].rstrip('>')}",
-            "Expire-Date: 0", f"Creation-Date: {KEY_CREATED}", "%commit", ""]))
-        _run([gpg, "--batch", "--gen-key", str(params)], env)
+        _run([gpg, "--batch", "--passphrase", "", "--faked-system-time", KEY_CREATED,
+              "--quick-gen-key", uid, "rsa2048", "sign", "never"], env)
         fpr = fingerprint()
     if fpr is None:
         raise YumWorldError(f"gpg did not create a key for {uid}")
@@ -275,7 +271,7 @@ def _sign(rpms: list, home: pathlib.Path, fpr: str) -> None:
     argv = [_tool("rpmsign"), "--addsign", "--rpmv3"]
     for name, value in defines.items():
         argv += ["--define", f"{name} {value}"]
-    _run(argv + [str(r) for r in rpms], _gpg_env(home))
+    _run(argv + [str(r) for r in rpms], {"GNUPGHOME": str(home)})
 
 
 def _comps_xml(comps: dict) -> bytes:
@@ -317,28 +313,18 @@ def _createrepo(repo_dir: pathlib.Path, comps: pathlib.Path | None) -> None:
     _run(argv + [str(repo_dir)])
 
 
-def _result(world: dict, fingerprints: dict) -> dict:
-    return {
-        "repos": {rid: repo["path"] for rid, repo in world["repos"].items()},
-        "gpgkeys": {kid: {"path": key["publish"][0], "fingerprint": fingerprints[kid]}
-                    for kid, key in world["keys"].items()},
-    }
-
-
-def _outputs_present(www: pathlib.Path, result: dict) -> bool:
-    paths = [www / p / "repodata" / "repomd.xml" for p in result["repos"].values()]
-    paths += [www / k["path"] for k in result["gpgkeys"].values()]
-    return all(p.is_file() for p in paths)
-
-
 def _cached(stamp: pathlib.Path, digest: str, www: pathlib.Path) -> dict | None:
+    """The saved result when the inputs are unchanged and the outputs are still in `www`."""
     try:
         saved = json.loads(stamp.read_text())
-    except (OSError, ValueError):
+        result = saved["result"]
+        paths = [www / p / "repodata" / "repomd.xml" for p in result["repos"].values()]
+        paths += [www / k["path"] for k in result["gpgkeys"].values()]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if saved.get("digest") != digest or not _outputs_present(www, saved["result"]):
+    if saved.get("digest") != digest or not all(p.is_file() for p in paths):
         return None
-    return saved["result"]
+    return result
 
 
 def generate(www: pathlib.Path, work: pathlib.Path) -> dict:
@@ -398,31 +384,24 @@ def _generate(world: dict, www: pathlib.Path, work: pathlib.Path) -> dict:
             shutil.copytree(stage / rid, target)
         for kid, key in world["keys"].items():
             armored = _run([_tool("gpg"), "--batch", "--armor", "--export", fingerprints[kid]],
-                           _gpg_env(home))
+                           {"GNUPGHOME": str(home)})
             for rel in key["publish"]:
                 (www / rel).parent.mkdir(parents=True, exist_ok=True)
                 (www / rel).write_text(armored)
     finally:
         # gpg starts an agent for the private home; leave no process behind.
         subprocess.run([_tool("gpgconf"), "--kill", "gpg-agent"], env=dict(
-            os.environ, **_gpg_env(home)), capture_output=True, check=False, timeout=30)
+            os.environ, GNUPGHOME=str(home)), capture_output=True, check=False, timeout=30)
         for scratch in (build, stage):
             shutil.rmtree(scratch, ignore_errors=True)
-    return _result(world, fingerprints)
-
-
-def main(argv: list) -> int:
-    if len(argv) != 2:
-        print("usage: yum.py WWW WORK", file=sys.stderr)
-        return 2
-    try:
-        result = generate(pathlib.Path(argv[0]), pathlib.Path(argv[1]))
-    except YumWorldError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=1))
-    return 0
+    return {
+        "repos": {rid: repo["path"] for rid, repo in world["repos"].items()},
+        "gpgkeys": {kid: {"path": key["publish"][0], "fingerprint": fingerprints[kid]}
+                    for kid, key in world["keys"].items()},
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if len(sys.argv) != 3:
+        sys.exit("usage: yum.py WWW WORK  (builds the repos under WWW, scratch and keys in WORK)")
+    print(json.dumps(generate(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])), indent=1))

@@ -16,7 +16,8 @@ from tests.conftest import require_tool
 pytestmark = pytest.mark.integration
 
 NS = {"repo": "http://linux.duke.edu/metadata/repo",
-      "common": "http://linux.duke.edu/metadata/common"}
+      "common": "http://linux.duke.edu/metadata/common",
+      "rpm": "http://linux.duke.edu/metadata/rpm"}
 KUBE_PACKAGES = ["docker-ce-20.10.24", "keepalived", "haproxy", "conntrack-tools", "socat",
                  "python3"]
 
@@ -25,9 +26,10 @@ KUBE_PACKAGES = ["docker-ce-20.10.24", "keepalived", "haproxy", "conntrack-tools
 def world(tmp_path_factory):
     for tool in ("rpmbuild", "rpmsign", "createrepo_c", "gpg", "gpgconf"):
         require_tool(tool)
+    # The same folders as scripts/mirror-world, so that a shared cache is built once.
     cache = os.environ.get("KUBECRATE_MW_CACHE")
-    work = pathlib.Path(cache) if cache else tmp_path_factory.mktemp("mw-cache")
-    www = work / "www"
+    cache = pathlib.Path(cache) if cache else tmp_path_factory.mktemp("mw-cache")
+    www, work = cache / "www", cache / "work"
     return www, yum.generate(www, work)
 
 
@@ -142,6 +144,32 @@ def test_updates_version_wins_over_os(world, host_root):
     assert after_core["selinux-policy-targeted"] == ["3.13.1-268.el7_9.2.noarch"]
 
 
+def entries(pkg: ET.Element, kind: str) -> dict:
+    return {e.get("name"): e.attrib
+            for e in pkg.iterfind(f"common:format/rpm:{kind}/rpm:entry", NS)}
+
+
+def test_metadata_carries_what_real_repos_have(world):
+    """The dependency features the builder's resolver must handle, as createrepo_c wrote them."""
+    www, result = world
+    base = {(p.findtext("common:name", namespaces=NS), p.findtext("common:arch", namespaces=NS)): p
+            for p in primary(www, result["repos"]["base"]).findall("common:package", NS)}
+    docker = {p.findtext("common:name", namespaces=NS): p for p in
+              primary(www, result["repos"]["docker-ce-stable"]).findall("common:package", NS)
+              if p.find("common:version", NS).get("ver") == "20.10.24"}
+    assert entries(base["haproxy", "x86_64"], "requires")["shadow-utils"].get("pre") == "1"
+    assert "/bin/sh" in entries(docker["docker-ce-cli"], "requires")
+    assert "/usr/bin/python3" in entries(base["python3-pip", "noarch"], "requires")
+    bash_files = [f.text for f in base["bash", "x86_64"].iterfind("common:format/common:file", NS)]
+    assert "/bin/sh" in bash_files
+    assert "dailyjobs" in entries(base["cronie-anacron", "x86_64"], "provides")
+    selinux = entries(docker["docker-ce"], "requires")["container-selinux"]
+    assert (selinux["flags"], selinux["epoch"], selinux["ver"]) == ("GE", "2", "2.74")
+    assert "docker-engine" in entries(docker["docker-ce"], "obsoletes")
+    assert "docker" in entries(docker["docker-ce"], "conflicts")
+    assert docker["docker-ce"].find("common:version", NS).get("epoch") == "3"
+
+
 def test_rpm_signatures_verify_against_the_published_keys(world, tmp_path):
     rpm = require_tool("rpm")
     www, result = world
@@ -179,6 +207,7 @@ def test_dnf_refuses_packages_signed_by_another_key(world, tmp_path):
     root.mkdir()
     proc = dnf(root, conf, repos_d, "install", "docker-ce-cli", check=False)
     assert proc.returncode != 0
+    assert "GPG check FAILED" in proc.stderr + proc.stdout
     assert "docker-ce-cli" not in installed(root)
 
 
@@ -215,7 +244,7 @@ def test_generate_is_cached(world):
     repomd = www / result["repos"]["base"] / "repodata" / "repomd.xml"
     before = repomd.stat().st_mtime_ns
     start = time.monotonic()
-    assert yum.generate(www, www.parent) == result
+    assert yum.generate(www, www.parent / "work") == result
     assert time.monotonic() - start < 5
     assert repomd.stat().st_mtime_ns == before
 
