@@ -138,8 +138,11 @@ def _run(argv: list, env: dict | None = None, cwd: pathlib.Path | None = None) -
     """Run a tool (argv list, never a shell); raise YumWorldError with the stderr tail."""
     full_env = dict(os.environ, LC_ALL="C", TZ="UTC", SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
     full_env.update(env or {})
-    proc = subprocess.run(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300)
+    try:
+        proc = subprocess.run(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        raise YumWorldError(f"{argv[0]} timed out after {exc.timeout} s: {' '.join(argv)}")
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
         raise YumWorldError(f"{argv[0]} failed ({proc.returncode}): {' '.join(argv)}\n{tail}")
