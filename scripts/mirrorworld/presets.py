@@ -25,6 +25,11 @@ REPO_IDS = (
 )
 
 
+def _repo_order(rel: str) -> tuple:
+    ids = [marker for marker, _ in REPO_IDS]
+    return next((i for i, m in enumerate(ids) if m in f"/{rel}/"), len(ids)), rel
+
+
 def _rehome(url: str, base: str) -> str:
     """https://dl.k8s.io/x -> http://127.0.0.1:PORT/dl.k8s.io/x: the world serves every
     upstream host as a top-level folder of www/."""
@@ -51,7 +56,7 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
     upstream = yaml.safe_load(UPSTREAM_PRESET.read_text())
     keys = state["yum"]["gpgkeys"]
     yum = {}
-    for rel in sorted(state["yum"]["repos"].values()):
+    for rel in sorted(state["yum"]["repos"].values(), key=_repo_order):
         given = next(k for k, v in state["yum"]["repos"].items() if v == rel)
         repo_id = next((rid for marker, rid in REPO_IDS if marker in f"/{rel}/"), given)
         vendor = "docker" if "download.docker.com" in rel else "centos"

@@ -272,3 +272,14 @@ def test_nginx_honours_range(mirror_world):
     assert part.content == whole[10:20]
     tail = requests.get(url, headers={"Range": f"bytes={len(whole) - 5}-"}, timeout=10)
     assert tail.status_code == 206 and tail.content == whole[-5:]
+
+
+def test_release_templates_reach_every_generated_tarball(mirror_world):
+    preset = load_preset(mirror_world.preset)
+    for name in ("crictl", "cni"):
+        versions = mirror_world.state["releases"][name]
+        assert versions, name
+        for version in versions:
+            for arch in ("amd64", "arm64"):
+                url = preset.release_url(name, version, arch)
+                assert requests.head(url, timeout=10).status_code == 200, url
