@@ -54,6 +54,21 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
 """
+JOIN_CONFIG = """\
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: "{endpoint}"
+    token: "{token}"
+    caCertHashes:
+    - "{hash}"
+nodeRegistration:
+  name: worker1
+  criSocket: /var/run/dockershim.sock
+  kubeletExtraArgs:
+    node-ip: 127.0.0.1
+"""
 FLANNEL = """\
 apiVersion: v1
 kind: Namespace
@@ -358,7 +373,11 @@ def test_ha_init_joins_expiry_kubectl_and_reset(hosts):
     assert printed.returncode == 0, printed.stderr
     command = printed.stdout.split()
     assert command[:3] == ["kubeadm", "join", endpoint] and ca_hash in command
-    worker_join = worker.run(*command, "--node-name", "worker1", fake_now=day_later)
+    join_config = worker.root / "join.yaml"
+    join_config.write_text(JOIN_CONFIG.format(endpoint=endpoint, hash=ca_hash,
+                                              token=command[command.index("--token") + 1]))
+    worker_join = worker.run("kubeadm", "join", "--config", str(join_config),
+                             fake_now=day_later)
     assert worker_join.returncode == 0, worker_join.stdout + worker_join.stderr
     assert "This node has joined the cluster" in worker_join.stdout
     assert worker.path("/etc/kubernetes/pki/ca.crt").is_file()

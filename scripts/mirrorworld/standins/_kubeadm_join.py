@@ -221,7 +221,7 @@ def join(args) -> str:
         write_file(rooted("/var/lib/etcd/kubecrate-standin.json"), state.body, 0o600)
         print("[etcd] Announced new etcd member joining to the existing etcd cluster")
     kubelet_conf = _pki.kubeconfig(server, ca, "kubelet-bootstrap", None) + \
-        "# stand-in: the kubelet authenticates with its bootstrap token\n"
+        "# stand-in: no client credentials; the kubelet stand-in never calls the apiserver\n"
     kinit.write_kubelet(nodereg, repo, {}, kubelet_conf)
     if opts["control_plane"]:
         try:

@@ -15,6 +15,7 @@ from _common import (
     now,
     parse_rfc3339,
     request,
+    rooted,
     version_info,
 )
 
@@ -42,9 +43,9 @@ def split_globals(argv):
 
 class Client:
     def __init__(self, opts):
-        path = opts.get("kubeconfig") or os.environ.get("KUBECONFIG") or \
-            os.path.expanduser("~/.kube/config")
-        self.kc = _pki.read_kubeconfig(arg_path(path))
+        path = opts.get("kubeconfig") or os.environ.get("KUBECONFIG")
+        path = arg_path(path) if path else rooted(os.path.expanduser("~/.kube/config"))
+        self.kc = _pki.read_kubeconfig(path)
         if opts.get("server"):
             self.kc["server"] = opts["server"]
 
