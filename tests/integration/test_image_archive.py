@@ -1,6 +1,6 @@
 """The bundle's image archive judged by the real readers: Docker 20.10 `docker load`,
-containerd 1.6 `ctr images import` and skopeo, with images pulled from the mirror world's
-registries; plus the installer's streamed subsets and byte-for-byte reproducibility."""
+containerd 1.6 `ctr images import` and skopeo, with images pulled by builder/registry.py from
+the mirror world; plus the installer's streamed subsets and byte-for-byte reproducibility."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from mirrorworld import registry, world
 
 from builder.archive import bundle_images, write_archive
 from builder.cache import Cache
+from builder.mirrors import load_preset
+from builder.registry import pull_images
 from installer.imagearchive import list_images, write_subset
 from tests.conftest import require_tool
-from tests.integration.pulled import pull_all, sha256_file
 from tests.integration.runtimes import containerd, docker_images, dockerd  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -27,21 +27,23 @@ WORKER = ["docker.io/flannel/flannel:v0.22.3", "registry.k8s.io/kube-proxy:v1.23
           "registry.k8s.io/pause:3.6"]
 
 
-@pytest.fixture(scope="session")
-def registries(tmp_path_factory):
-    require_tool("docker-registry")
-    require_tool("htpasswd")
-    info = registry.start(world.Paths.from_env().work, tmp_path_factory.mktemp("mw-run"))
-    try:
-        yield info
-    finally:
-        registry.stop(info)
+def _pull(world, preset, cache):
+    return pull_images(world.state["registry"]["images"], "linux/amd64", load_preset(preset),
+                       cache)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="session")
-def pulled(registries, tmp_path_factory):
+def pulled(mirror_world, tmp_path_factory):
     cache = Cache(tmp_path_factory.mktemp("cache"))
-    return cache, pull_all(registries, cache, ["registry.k8s.io", "docker.io"])
+    return cache, _pull(mirror_world, mirror_world.preset, cache)
 
 
 @pytest.fixture(scope="session")
@@ -162,14 +164,15 @@ def test_same_inputs_same_bytes(pulled, archive, tmp_path, monkeypatch):
     cache, images = pulled
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(MTIME))
     again = write_archive(list(reversed(images)), cache, tmp_path / "again.tar")
-    assert again.sha256 == archive.sha256 == sha256_file(archive.path)
+    assert again.sha256 == archive.sha256 == _sha256(archive.path)
     assert again.path.read_bytes() == archive.path.read_bytes()
 
 
-def test_pulled_through_the_aliyun_mirror_same_bytes(registries, archive, tmp_path):
+def test_pulled_through_the_aliyun_mirror_same_bytes(mirror_world, archive, tmp_path):
     cache = Cache(tmp_path / "cache")
-    images = pull_all(registries, cache, ["aliyun", "docker.io"])
-    assert any("google_containers/coredns:" in im.source for im in images)
+    images = _pull(mirror_world, mirror_world.preset_aliyun, cache)
+    assert any("google_containers/coredns" in im.source for im in images), \
+        [im.source for im in images]
     via_aliyun = write_archive(images, cache, tmp_path / "aliyun.tar", mtime=MTIME)
     assert via_aliyun.path.read_bytes() == archive.path.read_bytes()
 
@@ -185,11 +188,11 @@ def test_bundle_images_lists_roles(archive):
     assert pause["config_digest"].startswith("sha256:")
 
 
-def test_registry_answers_are_what_was_archived(registries, archive):
+def test_registry_answers_are_what_was_archived(mirror_world, archive):
     # The image ID docker reports is the config digest the registry served, not one we made.
     session = requests.Session()
     session.trust_env = False
-    entry = registries["instances"]["registry.k8s.io"]
+    entry = mirror_world.state["registry"]["instances"]["registry.k8s.io"]
     pause = next(im for im in archive.images if im.reference == "registry.k8s.io/pause:3.6")
     got = session.get(f"{entry['url']}/v2/pause/manifests/{pause.manifest_digest}", timeout=30,
                       headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
