@@ -193,7 +193,9 @@ def read_state(paths: Paths) -> Optional[Dict[str, Any]]:
 
 
 def is_running(state: Optional[Dict[str, Any]]) -> bool:
-    return bool(state) and all(nginx.alive(p["pid"]) for p in processes(state))
+    if not state or "nginx" not in state:
+        return False
+    return all(nginx.alive(p["pid"]) for p in processes(state))
 
 
 def _stages() -> Dict[str, Any]:

@@ -161,7 +161,8 @@ def test_orchestrator_lifecycle_with_fake_stages(tmp_path):
     assert sum("(cached)" in line for line in warm) >= 2
 
 
-def test_down_kills_an_nginx_that_ignores_quit(tmp_path):
+def test_down_kills_an_nginx_that_ignores_quit(tmp_path, monkeypatch):
+    monkeypatch.setattr(nginx, "STOP_TIMEOUT", 1.0)
     (tmp_path / "www").mkdir()
     info = nginx.start_nginx(tmp_path / "www", tmp_path / "run")
     os.kill(info["pid"], signal.SIGSTOP)  # a wedged master: QUIT and TERM do nothing
