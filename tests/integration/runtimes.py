@@ -3,6 +3,7 @@
 under a short /tmp folder, never the host's, and stopped and removed after the session.
 
     from tests.integration.runtimes import containerd, dockerd  # noqa: F401 (fixtures)
+    # or, outside pytest: with private_dockerd() as d: ...
 
     def test_x(dockerd, containerd):
         dockerd.run("load", "-i", archive)
@@ -14,6 +15,7 @@ vfs storage and no bridge or iptables, so it touches neither the host's network 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,13 +29,22 @@ from typing import Iterator, List
 
 import pytest
 
-from tests.conftest import require_tool
-
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 300
 # Debian's docker.io client; /usr/local/bin may hold a newer one that would hide 20.10's view.
 DOCKER_CLIENT = "/usr/bin/docker"
+
+
+class DaemonError(RuntimeError):
+    """A daemon did not start, or a client command failed; the message has the log tail."""
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        raise DaemonError(f"{name} is not installed: run scripts/setup-dev")
+    return path
 
 
 @dataclass
@@ -54,8 +65,8 @@ class Daemon:
         if check and done.returncode != 0:
             err = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) \
                 else done.stderr
-            pytest.fail(f"{argv} failed ({done.returncode}): {err}\n"
-                        f"{self.name} log:\n{self.log_tail()}")
+            raise DaemonError(f"{argv} failed ({done.returncode}): {err}\n"
+                              f"{self.name} log:\n{self.log_tail()}")
         return done
 
     def log_tail(self, lines: int = 20) -> str:
@@ -69,16 +80,15 @@ def _wait_socket(daemon: Daemon, probe: List[str]) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if daemon.process.poll() is not None:
-            pytest.fail(f"{daemon.name} exited ({daemon.process.returncode}) at start:\n"
+            raise DaemonError(f"{daemon.name} exited ({daemon.process.returncode}) at start:\n"
                         f"{daemon.log_tail()}")
         if daemon.socket.exists():
             done = subprocess.run(probe, capture_output=True, timeout=10)
             if done.returncode == 0:
                 return
         time.sleep(0.2)
-    _stop(daemon)
-    pytest.fail(f"{daemon.name} did not answer on {daemon.socket} within {START_TIMEOUT:.0f} s:"
-                f"\n{daemon.log_tail()}")
+    raise DaemonError(f"{daemon.name} did not answer on {daemon.socket} within "
+                      f"{START_TIMEOUT:.0f} s:\n{daemon.log_tail()}")
 
 
 def _stop(daemon: Daemon) -> None:
@@ -105,12 +115,12 @@ def _cleanup(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[Daemon]:
-    """A private Docker 20.10 daemon; `dockerd.run("load", "-i", path)` talks to it."""
-    binary = require_tool("dockerd")
+@contextlib.contextmanager
+def private_dockerd() -> Iterator[Daemon]:
+    """Start a private Docker 20.10 daemon; stop it and remove its folder on exit."""
+    binary = _tool("dockerd")
     if not os.path.exists(DOCKER_CLIENT):
-        pytest.fail(f"{DOCKER_CLIENT} (Debian docker.io) is missing: run scripts/setup-dev")
+        raise DaemonError(f"{DOCKER_CLIENT} (Debian docker.io) is missing: run scripts/setup-dev")
     folder = Path(tempfile.mkdtemp(prefix="kc-dockerd-", dir="/tmp"))
     socket = folder / "docker.sock"
     config = folder / "daemon.json"
@@ -172,11 +182,11 @@ class Containerd(Daemon):
         return sorted(done.stdout.split())
 
 
-@pytest.fixture(scope="session")
-def containerd() -> Iterator[Containerd]:
-    """A private containerd 1.6; `containerd.ctr("images", "import", path)` talks to it."""
-    binary = require_tool("containerd")
-    ctr = require_tool("ctr")
+@contextlib.contextmanager
+def private_containerd() -> Iterator[Containerd]:
+    """Start a private containerd 1.6; stop it and remove its folder on exit."""
+    binary = _tool("containerd")
+    ctr = _tool("ctr")
     folder = Path(tempfile.mkdtemp(prefix="kc-ctrd-", dir="/tmp"))
     socket = folder / "containerd.sock"
     config = folder / "config.toml"
@@ -195,6 +205,26 @@ def containerd() -> Iterator[Containerd]:
     finally:
         _stop(daemon)
         _cleanup(folder)
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Daemon]:
+    """A private Docker 20.10 daemon; `dockerd.run("load", "-i", path)` talks to it."""
+    try:
+        with private_dockerd() as daemon:
+            yield daemon
+    except DaemonError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def containerd() -> Iterator[Containerd]:
+    """A private containerd 1.6; `containerd.ctr("images", "import", path)` talks to it."""
+    try:
+        with private_containerd() as daemon:
+            yield daemon
+    except DaemonError as exc:
+        pytest.fail(str(exc))
 
 
 def docker_images(daemon: Daemon) -> dict:
