@@ -124,13 +124,13 @@ def _all(pool: ThreadPoolExecutor, jobs: Sequence[Callable[[], Any]]) -> List[An
     return [f.result() for f in futures]
 
 
-def _raise(errors: List[BaseException]) -> None:
+def _raise(errors: List[BaseException], what: str = "images") -> None:
     if not errors:
         return
     own = [e for e in errors if isinstance(e, RegistryError)]
     if len(errors) == 1 or len(own) != len(errors):
         raise next((e for e in errors if not isinstance(e, RegistryError)), errors[0])
-    raise PullFailed(own)
+    raise PullFailed(own, what)
 
 
 # --------------------------------------------------------------------------- manifests
@@ -364,7 +364,7 @@ def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache:
             future.cancel()
         wait(pending)
     errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
-    _raise(errors)
+    _raise(errors, "blobs")
 
 
 def _record(r: _Resolved) -> PulledImage:

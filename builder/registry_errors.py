@@ -51,10 +51,10 @@ class BlobCorrupt(RegistryError, VerificationError):
 
 
 class PullFailed(RegistryError):
-    """Several images failed; `errors` holds each one's own error."""
+    """Several images (or blobs) failed; `errors` holds each one's own error."""
 
-    def __init__(self, errors: list[RegistryError]) -> None:
-        lines = [f"{len(errors)} images could not be pulled:"]
+    def __init__(self, errors: list[RegistryError], what: str = "images") -> None:
+        lines = [f"{len(errors)} {what} could not be pulled:"]
         lines += [f"  - {e.message}" for e in errors]
         hints = sorted({e.hint for e in errors if e.hint})
         super().__init__("\n".join(lines), "; ".join(hints) or None)
