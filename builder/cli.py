@@ -10,6 +10,7 @@ import click
 from tqdm import tqdm
 
 from builder import __version__, keys
+from builder import zipapp as zipapp_core
 from builder.errors import UsageError
 from builder.pack import pack as pack_bundle
 from installer import bundle, minisig
@@ -22,6 +23,7 @@ HELP = """Build signed offline Kubernetes bundles for air-gapped RHEL-family hos
   kubecrate keygen --out keys/
   kubecrate pack staging/ --out bundles/x.tar --key keys/kubecrate.key
   kubecrate verify bundles/x.tar --key keys/kubecrate.pub
+  kubecrate zipapp --out bundles/kubecrate-installer.pyz --key keys/kubecrate.key
 
 """ + EXIT_CODES_HELP
 
@@ -113,6 +115,39 @@ def verify(bundle_path: str, key_path: str, signature_path: str | None, verbose:
                f"signed by key {minisig.key_id_hex(checked.signature.key_id)}", err=True)
     click.echo(f"trusted comment: {checked.signature.trusted_comment}", err=True)
     click.echo(checked.manifest_sha256)
+
+
+@cli.command("zipapp")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bundles") / zipapp_core.INSTALLER_NAME, show_default=True,
+              help="The installer to write; OUT.minisig goes beside it when --key is given.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="minisign secret key: signs the .pyz, and its public half is embedded.")
+@click.option("--pubkey", "pubkey_path",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Public key to embed [default: the --key's]. Without --key: unsigned.")
+@verbose_option
+def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbose: int) -> None:
+    """Build the single-file installer for the hosts (plumbing under `build`).
+
+    Runs on Python 3.6+, with a sh preamble that installs python3 from --bundle on CentOS 7
+    minimal hosts. Pinned wheels come from the cache; only the first build needs PyPI. Set
+    SOURCE_DATE_EPOCH to fix its timestamps: the same inputs then give the same bytes.
+    """
+    configure_logging(verbose)
+    if key_path is None and pubkey_path is None:
+        raise UsageError("the installer embeds the builder's public key: pass --key or --pubkey")
+    secret = load_signing_key(key_path) if key_path else None
+    if pubkey_path:
+        public_text = pubkey_path.read_text(encoding="utf-8")
+    else:
+        public_text = secret.public_key.to_file_text()
+    result = zipapp_core.build_zipapp(out, public_text, secret)
+    signed = f"signed: {result.signature_path}" if result.signature_path else "UNSIGNED"
+    click.echo(f"wrote {result.path} ({result.size} bytes, {result.members} members, trusts key "
+               f"{result.public_key_id}, {signed}, {len(result.downloaded)} wheels downloaded)",
+               err=True)
+    click.echo(result.sha256)
 
 
 def main(argv=None) -> None:
