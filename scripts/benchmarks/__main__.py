@@ -45,25 +45,25 @@ def render(results, runs: int) -> str:
         "",
         "Written by `scripts/bench`; do not edit by hand. Each row runs kubecrate and a peer",
         "tool side by side on the same input, alternating which goes first, and reports medians.",
-        "A ratio below 1 means kubecrate is faster.",
+        "A ratio below 1 means kubecrate is faster (or, for sizes, smaller).",
         "",
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {machine()}",
         f"- runs per tool: {runs}",
         "",
-        "| benchmark | kubecrate | peer | kubecrate median | peer median | ratio | goal |",
+        "| benchmark | kubecrate | peer | kubecrate (median) | peer (median) | ratio | goal |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         goal = f"<= {r.goal:g}x" if r.goal else ""
         lines.append(
-            f"| {r.name} | `{r.ours}` | `{r.peer}` | {statistics.median(r.ours_seconds):.2f} s"
-            f" | {statistics.median(r.peer_seconds):.2f} s | {r.ratio:.2f}x | {goal} |")
-    lines += ["", "Raw times (seconds):", ""]
+            f"| {r.name} | `{r.ours}` | `{r.peer}` | {statistics.median(r.ours_seconds):.2f} {r.unit}"
+            f" | {statistics.median(r.peer_seconds):.2f} {r.unit} | {r.ratio:.2f}x | {goal} |")
+    lines += ["", "Raw measurements:", ""]
     for r in results:
         ours = ", ".join(f"{t:.2f}" for t in r.ours_seconds)
         peer = ", ".join(f"{t:.2f}" for t in r.peer_seconds)
-        lines.append(f"- {r.name}: kubecrate [{ours}], peer [{peer}]"
+        lines.append(f"- {r.name} ({r.unit}): kubecrate [{ours}], peer [{peer}]"
                      + (f". {r.note}" if r.note else ""))
     return "\n".join(lines) + "\n"
 

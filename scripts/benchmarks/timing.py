@@ -12,10 +12,11 @@ class Result(NamedTuple):
     name: str
     ours: str  # what we ran, as a user would type it
     peer: str
-    ours_seconds: list[float]
+    ours_seconds: list[float]  # measurements in `unit` (seconds unless it says otherwise)
     peer_seconds: list[float]
     goal: float | None  # the ratio the issue asks for, ours/peer
     note: str = ""
+    unit: str = "s"  # "s" for times; e.g. "MiB" for sizes
 
     @property
     def ratio(self) -> float:
