@@ -56,9 +56,10 @@ def render(results, runs: int) -> str:
     ]
     for r in results:
         goal = f"<= {r.goal:g}x" if r.goal else ""
-        lines.append(
-            f"| {r.name} | `{r.ours}` | `{r.peer}` | {statistics.median(r.ours_seconds):.2f} {r.unit}"
-            f" | {statistics.median(r.peer_seconds):.2f} {r.unit} | {r.ratio:.2f}x | {goal} |")
+        ours = f"{statistics.median(r.ours_seconds):.2f} {r.unit}"
+        peer = f"{statistics.median(r.peer_seconds):.2f} {r.unit}"
+        lines.append(f"| {r.name} | `{r.ours}` | `{r.peer}` | {ours} | {peer} | {r.ratio:.2f}x"
+                     f" | {goal} |")
     lines += ["", "Raw measurements:", ""]
     for r in results:
         ours = ", ".join(f"{t:.2f}" for t in r.ours_seconds)
