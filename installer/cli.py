@@ -123,6 +123,151 @@ def _progress_bar(bundle_path: str, what: str) -> Iterator:
         yield bar.update
 
 
+# ------------------------------------------------------------------ host commands (issue 7)
+
+bundle_option = click.option("--bundle", "bundle_path", required=True,
+                             type=click.Path(dir_okay=False), help="The signed bundle tar.")
+cluster_option = click.option("--cluster", "cluster_path", required=True,
+                              type=click.Path(dir_okay=False), help="cluster.yaml.")
+node_option = click.option("--node", "node_name", help="This host's node name in cluster.yaml "
+                           "[default: found by the host's addresses].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _options(bundle_path, cluster_path, key_path, root, node_name, dry_run):
+    from installer.session import Options
+
+    return Options(bundle_path, cluster_path, trusted_key(key_path), root, node_name, dry_run,
+                   lambda line: click.echo(line, err=True))
+
+
+@cli.command("preflight")
+@bundle_option
+@cluster_option
+@node_option
+@key_option
+@json_option
+@common_options
+def preflight_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root, dry_run,
+                  verbose):
+    """Check this host against the bundle and its role; changes nothing. Exit 4 on failure."""
+    from installer import session
+    from installer.steps.preflight import describe
+
+    configure_logging(verbose)
+    outcome = session.preflight(_options(bundle_path, cluster_path, key_path, root, node_name,
+                                         True))
+    if as_json:
+        click.echo(session.to_json(outcome))
+        return
+    click.echo("preflight for {} ({}), bundle {}:".format(outcome.node, outcome.role,
+                                                          outcome.bundle))
+    for line in describe(outcome.findings):
+        click.echo("  " + line)
+
+
+@cli.command("plan")
+@bundle_option
+@cluster_option
+@node_option
+@key_option
+@json_option
+@common_options
+def plan_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root, dry_run, verbose):
+    """Print the steps this host would run and what each would change; changes nothing."""
+    from installer import session
+    from installer.steps.preflight import describe
+
+    configure_logging(verbose)
+    outcome = session.plan(_options(bundle_path, cluster_path, key_path, root, node_name, True))
+    if as_json:
+        click.echo(session.to_json(outcome))
+        return
+    click.echo("plan for {} ({}), bundle {}:".format(outcome.node, outcome.role, outcome.bundle))
+    click.echo("  1. preflight: passed")
+    for line in describe(outcome.findings, verbose=False):
+        click.echo("       " + line)
+    _print_steps(outcome.steps, "nothing to change", start=2)
+
+
+@cli.command("install")
+@bundle_option
+@cluster_option
+@node_option
+@key_option
+@json_option
+@common_options
+def install_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root, dry_run, verbose):
+    """Install everything this host's role needs; safe to re-run (it resumes, and an installed
+    host changes nothing)."""
+    from installer import session
+
+    configure_logging(verbose)
+    outcome = session.install(_options(bundle_path, cluster_path, key_path, root, node_name,
+                                       dry_run))
+    if as_json:
+        click.echo(session.to_json(outcome))
+        return
+    _print_steps(outcome.steps, "unchanged")
+    if outcome.changes == 0:
+        click.echo("nothing to change: {} ({}) already has bundle {} installed".format(
+            outcome.node, outcome.role, outcome.bundle))
+    else:
+        click.echo("{} {} change(s) on {} ({}) from bundle {}".format(
+            "would make" if dry_run else "made", outcome.changes, outcome.node, outcome.role,
+            outcome.bundle))
+
+
+def _print_steps(steps, clean: str, start: int = 1) -> None:
+    for number, step in enumerate(steps, start):
+        click.echo("  {}. {}: {}".format(number, step.name,
+                                         "{} change(s)".format(len(step.changes))
+                                         if step.changes else clean))
+        for change in step.changes:
+            click.echo("       - " + change)
+
+
+@cli.command("status")
+@json_option
+@common_options
+def status_cmd(as_json, root, dry_run, verbose):
+    """What is installed on this host, from which bundle."""
+    import json
+
+    from installer import session
+
+    configure_logging(verbose)
+    result = session.status(root)
+    if as_json:
+        click.echo(json.dumps(result, indent=1, sort_keys=True))
+        return
+    if not result.get("bundle"):
+        click.echo("nothing installed by kubecrate under {}".format(root))
+        return
+    click.echo("node {} ({}), bundle {} ({})".format(result.get("node"), result.get("role"),
+                                                     result.get("bundle_name"), result["bundle"]))
+    click.echo("installed: {}".format("yes" if result["installed"] else "partly"))
+    for name, record in sorted(result.get("steps", {}).items(), key=lambda i: i[1]["at"]):
+        click.echo("  {}: done, {} change(s)".format(name, record.get("changes", 0)))
+
+
+@cli.command("reset")
+@click.option("--host", "host_too", is_flag=True,
+              help="Also undo the host preparation (files back to their kept originals).")
+@common_options
+def reset_cmd(host_too, root, dry_run, verbose):
+    """Undo the installation on this host; the bundle cache stays."""
+    from installer import session
+
+    configure_logging(verbose)
+    if not host_too:
+        raise UsageError("this installer can only undo the host steps yet: pass --host")
+    changes = session.reset_host(root, dry_run, lambda line: click.echo(line, err=True))
+    for change in changes:
+        click.echo(("would " if dry_run else "") + change)
+    click.echo("{} file(s) {}".format(len(changes), "to restore" if dry_run else "restored"))
+
+
 def _report(checked: bundle.Bundle, verb: str) -> None:
     click.echo(
         "{} {}: {} files, bundle.json sha256 {}, signed by key {}".format(

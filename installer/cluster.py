@@ -1,0 +1,328 @@
+"""cluster.yaml: the one file describing the cluster, copied to every host (docs/cluster.md).
+
+Loaded with yaml.safe_load into immutable NamedTuples; every problem is a ClusterConfigError
+naming the file, the line and the key (`cluster.yaml:14: nodes[2].role: ...`), with a
+did-you-mean for misspelt keys and values. A host finds its own entry by its addresses or by
+`--node NAME` (find_node).
+"""
+
+import difflib
+import ipaddress
+import re
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import yaml
+
+from installer.errors import UsageError
+
+API_SERVER_PORT = 6443
+ROLES = ("control-plane", "worker")
+FIREWALL_POLICIES = ("disable", "open-ports")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+Path = Tuple[Any, ...]
+
+
+class ClusterConfigError(UsageError):
+    """cluster.yaml is missing, not YAML, or does not describe a valid cluster."""
+
+
+class Endpoint(NamedTuple):
+    vip: Optional[str]  # the virtual IP clients reach the apiservers on
+    dns_name: Optional[str]  # e.g. cluster-endpoint; mapped to the VIP in /etc/hosts
+    port: int
+
+    @property
+    def host(self) -> str:
+        return self.dns_name or str(self.vip)
+
+    def __str__(self) -> str:
+        return "{}:{}".format(self.host, self.port)
+
+
+class Node(NamedTuple):
+    name: str
+    address: str
+    role: str  # "control-plane" | "worker"
+
+    @property
+    def is_control_plane(self) -> bool:
+        return self.role == "control-plane"
+
+
+class Runtime(NamedTuple):
+    registry_mirrors: Tuple[str, ...]
+    insecure_registries: Tuple[str, ...]
+
+
+class Cluster(NamedTuple):
+    source: str
+    name: str
+    endpoint: Endpoint
+    pod_cidr: str
+    service_cidr: str
+    ntp_servers: Tuple[str, ...]
+    upstream_dns: Tuple[str, ...]
+    firewall: str
+    runtime: Runtime
+    nodes: Tuple[Node, ...]
+
+    def node(self, name: str) -> Optional[Node]:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    @property
+    def lb_port(self) -> Optional[int]:
+        """The load balancer's port when it differs from the apiserver's."""
+        return self.endpoint.port if self.endpoint.port != API_SERVER_PORT else None
+
+
+# Allowed keys per section; the HA bootstrap extends these (issue 8).
+TOP_KEYS = ("cluster_name", "control_plane", "networking", "ntp_servers", "upstream_dns",
+            "firewall", "runtime", "nodes")
+ENDPOINT_KEYS = ("vip", "dns_name", "port")
+NETWORK_KEYS = ("pod_cidr", "service_cidr")
+RUNTIME_KEYS = ("registry_mirrors", "insecure_registries")
+NODE_KEYS = ("name", "address", "role")
+
+
+class _Doc:
+    """The parsed document and the line of every key, for messages."""
+
+    def __init__(self, source: str, data: Any, lines: Dict[Path, int]) -> None:
+        self.source = source
+        self.data = data
+        self.lines = lines
+
+    def fail(self, path: Path, message: str, hint: Optional[str] = None) -> None:
+        line = None
+        probe = tuple(path)
+        while line is None and probe:
+            line = self.lines.get(probe)
+            probe = probe[:-1]
+        where = "{}:{}".format(self.source, line) if line else self.source
+        key = _dotted(path)
+        raise ClusterConfigError("{}: {}{}".format(where, key + ": " if key else "", message),
+                                 hint)
+
+
+def _dotted(path: Path) -> str:
+    text = ""
+    for part in path:
+        text += "[{}]".format(part) if isinstance(part, int) else ("." if text else "") + part
+    return text
+
+
+def _did_you_mean(word: object, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return " (did you mean {!r}?)".format(close[0]) if close else ""
+
+
+def _lines(node: yaml.Node, path: Path, lines: Dict[Path, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise ClusterConfigError("line {}: {}: key appears twice".format(
+                    key_node.start_mark.line + 1, _dotted(path + (key,))))
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _lines(value_node, path + (key,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _lines(item, path + (index,), lines)
+
+
+def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
+    """Validate cluster.yaml text into a Cluster; raises ClusterConfigError."""
+    try:
+        data = yaml.safe_load(text)
+        lines: Dict[Path, int] = {}
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        if tree is not None:
+            try:
+                _lines(tree, (), lines)
+            except ClusterConfigError as err:
+                raise ClusterConfigError("{}:{}".format(source, err.message.split("line ", 1)[1]))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = "{}:{}".format(source, mark.line + 1) if mark else source
+        raise ClusterConfigError("{}: not valid YAML: {}".format(where, getattr(
+            err, "problem", None) or err))
+    doc = _Doc(source, data, lines)
+    if not isinstance(data, dict):
+        doc.fail((), "the top level must be a mapping of keys (see docs/cluster.md)")
+    _known(doc, (), data, TOP_KEYS)
+    for required in ("control_plane", "networking", "nodes"):
+        if required not in data:
+            doc.fail((), "required key {!r} is missing".format(required))
+    endpoint = _endpoint(doc, _mapping(doc, ("control_plane",), ENDPOINT_KEYS))
+    net = _mapping(doc, ("networking",), NETWORK_KEYS)
+    pod = _cidr(doc, ("networking", "pod_cidr"), net.get("pod_cidr", "10.244.0.0/16"))
+    svc = _cidr(doc, ("networking", "service_cidr"), net.get("service_cidr", "10.96.0.0/12"))
+    if pod.overlaps(svc):
+        doc.fail(("networking", "service_cidr"), "{} overlaps pod_cidr {}".format(svc, pod))
+    runtime_map = _mapping(doc, ("runtime",), RUNTIME_KEYS, optional=True)
+    runtime = Runtime(_strings(doc, ("runtime", "registry_mirrors"),
+                               runtime_map.get("registry_mirrors", [])),
+                      _strings(doc, ("runtime", "insecure_registries"),
+                               runtime_map.get("insecure_registries", [])))
+    firewall = data.get("firewall", "disable")
+    if firewall not in FIREWALL_POLICIES:
+        doc.fail(("firewall",), "{!r} is not one of {}{}".format(
+            firewall, ", ".join(FIREWALL_POLICIES), _did_you_mean(firewall, FIREWALL_POLICIES)))
+    name = data.get("cluster_name", "kubernetes")
+    if not isinstance(name, str) or not _NAME.match(name):
+        doc.fail(("cluster_name",), "{!r} is not a DNS-1123 name".format(name))
+    nodes = _nodes(doc, (pod, svc), endpoint)
+    return Cluster(source, name, endpoint, str(pod), str(svc),
+                   _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
+                   _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
+                   firewall, runtime, nodes)
+
+
+def load_cluster(path: str) -> Cluster:
+    """Read and validate the cluster.yaml at `path`."""
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        raise ClusterConfigError("cannot read {}: {}".format(path, err.strerror),
+                                 hint="pass --cluster with the cluster.yaml of this cluster")
+    return parse_cluster(text, path)
+
+
+def find_node(cluster: Cluster, addresses: Sequence[str], name: Optional[str] = None) -> Node:
+    """This host's node entry: by `name` (--node) if given, else by one of its `addresses`."""
+    if name:
+        node = cluster.node(name)
+        if node is None:
+            names = [n.name for n in cluster.nodes]
+            raise ClusterConfigError("{}: no node named {!r}{}".format(
+                cluster.source, name, _did_you_mean(name, names)),
+                hint="nodes: " + ", ".join(names))
+        return node
+    mine = [n for n in cluster.nodes if n.address in set(addresses)]
+    if len(mine) == 1:
+        return mine[0]
+    if not mine:
+        raise ClusterConfigError(
+            "{}: none of this host's addresses ({}) is a node address".format(
+                cluster.source, ", ".join(addresses) or "none found"),
+            hint="pass --node NAME to say which node this host is")
+    raise ClusterConfigError("{}: this host has the addresses of several nodes ({})".format(
+        cluster.source, ", ".join(n.name for n in mine)), hint="pass --node NAME")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _known(doc: _Doc, path: Path, mapping: Dict[str, Any], allowed: Sequence[str]) -> None:
+    for key in mapping:
+        if key not in allowed:
+            doc.fail(path + (key,), "unknown key{}".format(_did_you_mean(key, allowed)),
+                     hint="allowed here: " + ", ".join(allowed))
+
+
+def _mapping(doc: _Doc, path: Path, allowed: Sequence[str], optional: bool = False) -> Dict:
+    value = doc.data.get(path[0]) if len(path) == 1 else None
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        doc.fail(path, "must be a mapping")
+    _known(doc, path, value, allowed)
+    return value
+
+
+def _ip(doc: _Doc, path: Path, value: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        doc.fail(path, "{!r} is not an IPv4 address".format(value))
+    raise AssertionError  # unreachable; fail() raises
+
+
+def _cidr(doc: _Doc, path: Path, value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as err:
+        doc.fail(path, "{!r} is not a network in CIDR form ({})".format(value, err))
+    raise AssertionError
+
+
+def _endpoint(doc: _Doc, section: Dict[str, Any]) -> Endpoint:
+    path = ("control_plane",)
+    vip = section.get("vip")
+    dns_name = section.get("dns_name")
+    if vip is None and dns_name is None:
+        doc.fail(path, "give the control-plane endpoint as vip, dns_name or both")
+    if vip is not None:
+        vip = _ip(doc, path + ("vip",), vip)
+    if dns_name is not None and (not isinstance(dns_name, str) or not _NAME.match(dns_name)):
+        doc.fail(path + ("dns_name",), "{!r} is not a DNS name".format(dns_name))
+    port = section.get("port", API_SERVER_PORT)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        doc.fail(path + ("port",), "{!r} is not a TCP port".format(port))
+    return Endpoint(vip, dns_name, port)
+
+
+def _strings(doc: _Doc, path: Path, value: Any) -> Tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        doc.fail(path, "must be a list of strings")
+    return tuple(value)
+
+
+def _servers(doc: _Doc, path: Path, value: Any, ip_only: bool = False) -> Tuple[str, ...]:
+    items = _strings(doc, path, value)
+    for index, item in enumerate(items):
+        if ip_only:
+            _ip(doc, path + (index,), item)
+        elif not _NAME.match(item):
+            try:
+                ipaddress.IPv4Address(item)
+            except ValueError:
+                doc.fail(path + (index,), "{!r} is neither a host name nor an IPv4 address"
+                         .format(item))
+    return items
+
+
+def _nodes(doc: _Doc, networks: Sequence[ipaddress.IPv4Network], endpoint: Endpoint
+           ) -> Tuple[Node, ...]:
+    items = doc.data.get("nodes")
+    if not isinstance(items, list) or not items:
+        doc.fail(("nodes",), "must be a non-empty list of nodes")
+    nodes: List[Node] = []
+    for index, item in enumerate(items):
+        path = ("nodes", index)
+        if not isinstance(item, dict):
+            doc.fail(path, "each node is a mapping with name, address and role")
+        _known(doc, path, item, NODE_KEYS)
+        for key in NODE_KEYS:
+            if key not in item:
+                doc.fail(path, "required key {!r} is missing".format(key))
+        name = item["name"]
+        if not isinstance(name, str) or not _NAME.match(name):
+            doc.fail(path + ("name",), "{!r} is not a lower-case DNS-1123 host name".format(name))
+        address = _ip(doc, path + ("address",), item["address"])
+        role = item["role"]
+        if role not in ROLES:
+            doc.fail(path + ("role",), "{!r} is not one of {}{}".format(
+                role, ", ".join(ROLES), _did_you_mean(role, ROLES)))
+        for other in nodes:
+            if other.name == name:
+                doc.fail(path + ("name",), "node name {!r} is used twice".format(name))
+            if other.address == address:
+                doc.fail(path + ("address",), "address {} is also node {}'s".format(
+                    address, other.name))
+        for network in networks:
+            if ipaddress.IPv4Address(address) in network:
+                doc.fail(path + ("address",), "{} lies inside the cluster network {}".format(
+                    address, network))
+        if endpoint.vip == address:
+            doc.fail(path + ("address",), "{} is the control-plane VIP; a VIP must be an "
+                     "address no node owns".format(address))
+        nodes.append(Node(name, address, role))
+    if not any(n.is_control_plane for n in nodes):
+        doc.fail(("nodes",), "at least one node needs role control-plane")
+    return tuple(nodes)

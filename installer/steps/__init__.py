@@ -1,0 +1,126 @@
+"""The install steps, in order, each a module with a Step whose check() says what apply() would
+change (nothing: the host already is so) and whose apply() makes those changes.
+
+run_steps() is the one loop behind `install`, `plan` and `--dry-run`: it checks every step,
+applies those with pending changes (unless planning) and records each completed step in
+state.json. Re-running is always safe: a completed step checks clean and is skipped, so a run
+killed half-way resumes where it stopped and an installed host changes nothing.
+"""
+
+import hashlib
+import os
+from typing import Callable, List, NamedTuple, Optional
+
+from installer.bundleinfo import BundleInfo
+from installer.cluster import Cluster, Node
+from installer.host import Host
+from installer.runner import Runner
+
+BUNDLES_DIR = "/var/lib/kubecrate/bundles"
+
+
+class Context:
+    """Everything a step may use: the host, the runner, the cluster, this node and the bundle."""
+
+    def __init__(self, host: Host, runner: Runner, cluster: Cluster, node: Node,
+                 info: BundleInfo, bundle_path: str, key: object,
+                 source_dir: Optional[str] = None) -> None:
+        self.host = host
+        self.runner = runner
+        self.cluster = cluster
+        self.node = node
+        self.info = info
+        self.bundle_path = bundle_path
+        self.key = key
+        # A folder holding at least bundle.json, repodata and keys (preflight's view); the
+        # unpack step replaces it by the full cache folder.
+        self.source_dir = source_dir
+
+    @property
+    def bundle_host_dir(self) -> str:
+        """Where the unpacked bundle lives, as the host sees it."""
+        return "{}/{}".format(BUNDLES_DIR, self.info.digest)
+
+    @property
+    def bundle_dir(self) -> str:
+        """The unpacked bundle's real path."""
+        return self.host.path(self.bundle_host_dir)
+
+    def unpacked(self) -> bool:
+        return os.path.isfile(os.path.join(self.bundle_dir, "bundle.json"))
+
+    def inputs(self) -> str:
+        """What a recorded step was done for: this bundle, this node, this cluster.yaml."""
+        text = "{}\n{}\n{!r}".format(self.info.digest, self.node, tuple(self.cluster[1:]))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class Step:
+    """One ordered install step. Subclasses set name and title and implement both methods."""
+
+    name = ""
+    title = ""
+
+    def check(self, ctx: Context) -> List[str]:
+        """What apply() would change, one line each; empty when nothing needs doing."""
+        raise NotImplementedError
+
+    def apply(self, ctx: Context) -> List[str]:
+        """Make the changes check() reported; returns what changed."""
+        raise NotImplementedError
+
+
+class Action(NamedTuple):
+    what: str  # one line for plan and the install report
+    do: Callable[[], object]
+
+
+class ActionStep(Step):
+    """A step that works out, from the host as it is, the actions still needed."""
+
+    def actions(self, ctx: Context) -> List[Action]:
+        raise NotImplementedError
+
+    def check(self, ctx: Context) -> List[str]:
+        return [action.what for action in self.actions(ctx)]
+
+    def apply(self, ctx: Context) -> List[str]:
+        done = []
+        for action in self.actions(ctx):
+            outcome = action.do()
+            done.append(outcome if isinstance(outcome, str) else action.what)
+        return done
+
+
+class StepReport(NamedTuple):
+    name: str
+    title: str
+    changes: List[str]  # done (install) or pending (plan / dry-run)
+
+
+def all_steps() -> List[Step]:
+    """The install steps after preflight, in order."""
+    from installer.steps import binaries, hostprep, images, repo, runtime, unpack
+
+    return [unpack.UnpackStep(), hostprep.HostPrepStep(), repo.RepoStep(),
+            runtime.RuntimeStep(), images.ImagesStep(), binaries.BinariesStep()]
+
+
+def run_steps(ctx: Context, steps: List[Step], state: Optional[object] = None,
+              apply: bool = True, progress: Optional[Callable[[str], None]] = None
+              ) -> List[StepReport]:
+    """Check each step and, when `apply`, apply the pending ones and record them in `state`.
+    With apply=False (plan) later steps are checked against the host as it is now."""
+    reports = []
+    say = progress or (lambda line: None)
+    for step in steps:
+        pending = step.check(ctx)
+        if pending and apply:
+            say("{}: {} change(s)".format(step.name, len(pending)))
+            done = step.apply(ctx) or pending
+        else:
+            done = pending
+        if apply and state is not None and not ctx.host.dry_run:
+            state.record(step.name, ctx.inputs(), len(done))
+        reports.append(StepReport(step.name, step.title, list(done)))
+    return reports

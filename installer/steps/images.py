@@ -1,0 +1,86 @@
+"""Images: stream to `docker load` (or `ctr -n k8s.io images import -`) only the images this
+node's role needs and the runtime lacks; an image already present with the same ID is skipped.
+
+`docker load` copies its whole input under /var/lib/docker/tmp first, so the subset is written
+straight from the bundle's archive into the command's stdin (installer/imagearchive.py), never
+to a temporary file. A run killed half-way leaves the runtime with whole images or none, and
+the next run loads what is still missing.
+"""
+
+import os
+import time
+from typing import Dict, List
+
+from installer import imagearchive
+from installer.errors import StepFailed
+from installer.steps import Action, ActionStep, Context
+
+
+def normalize(reference: str) -> str:
+    """A reference as `docker images` shows it: docker.io/ and library/ dropped."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if reference.startswith(prefix):
+            return reference[len(prefix):]
+    return reference
+
+
+def present_images(ctx: Context) -> Dict[str, str]:
+    """Normalized reference -> image ID (docker) or manifest digest (containerd)."""
+    if ctx.info.runtime == "docker":
+        result = ctx.runner.query(["docker", "images", "--no-trunc", "--format",
+                                   "{{.Repository}}:{{.Tag}} {{.ID}}"])
+    else:
+        result = ctx.runner.query(["ctr", "-n", "k8s.io", "images", "ls"])
+    if result.returncode != 0:
+        return {}
+    found = {}
+    for line in result.stdout.splitlines()[0 if ctx.info.runtime == "docker" else 1:]:
+        fields = line.split()
+        if ctx.info.runtime == "docker" and len(fields) == 2:
+            found[normalize(fields[0])] = fields[1]
+        elif len(fields) >= 3:
+            found[normalize(fields[0])] = fields[2]
+    return found
+
+
+def missing_images(ctx: Context) -> List[str]:
+    present = present_images(ctx)
+    missing = []
+    for image in ctx.info.images_for(ctx.node.role):
+        have = present.get(normalize(image.reference))
+        if have is None or (ctx.info.runtime == "docker" and have != image.image_id):
+            missing.append(image.reference)
+    return missing
+
+
+class ImagesStep(ActionStep):
+    name = "images"
+    title = "Load the role's images into the container runtime"
+
+    def actions(self, ctx: Context) -> List[Action]:
+        wanted = ctx.info.images_for(ctx.node.role)
+        missing = missing_images(ctx)
+        if not missing:
+            return []
+        what = "load {} image(s) ({} already present): {}".format(
+            len(missing), len(wanted) - len(missing), " ".join(missing))
+        return [Action(what, lambda: self._load(ctx, missing, len(wanted)))]
+
+    def _load(self, ctx: Context, missing: List[str], wanted: int) -> str:
+        archive = os.path.join(ctx.bundle_dir, ctx.info.image_archive)
+        if ctx.info.runtime == "docker":
+            argv = ["docker", "load"]
+        else:
+            argv = ["ctr", "-n", "k8s.io", "images", "import", "-"]
+        started = time.monotonic()
+        ctx.runner.run(argv, stdin=lambda pipe: imagearchive.write_subset(archive, missing, pipe))
+        if ctx.runner.dry_run:
+            return "load {} image(s)".format(len(missing))
+        still = missing_images(ctx)
+        if still:
+            raise StepFailed("{} did not leave {} with the bundle's image ID".format(
+                " ".join(argv), ", ".join(still)),
+                hint="see `docker images --no-trunc`; a different image under the same name "
+                     "must be removed first")
+        return "loaded {} image(s) in {:.1f}s ({} already present)".format(
+            len(missing), time.monotonic() - started, wanted - len(missing))

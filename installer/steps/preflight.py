@@ -1,0 +1,341 @@
+"""Preflight: does this bundle fit this host, and is the host ready for its role?
+
+Every check reads only: files under the root, kernel probes, real port binds, and read-only
+commands (`yum --assumeno`, `rpm -q`, `systemctl is-active`, `xfs_info`). Each yields a Finding
+(pass, warn or fail, with what to do); any fail makes run_preflight() raise PreconditionError
+(exit 4) before anything on the host changed.
+"""
+
+import os
+import re
+import tempfile
+from typing import Callable, List, NamedTuple, Optional
+
+from installer.errors import PreconditionError
+from installer.host import fstab_swaps, parse_os_release
+from installer.render import render
+from installer.steps import Context
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+GIB = 1 << 30
+ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+EL_KERNELS = {"7": "3.10.", "8": "4.18.", "9": "5.14."}
+CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
+WORKER_PORTS = (10250,)
+MIN_CPUS = {"control-plane": 2, "worker": 1}
+MIN_MEMORY_MB = {"control-plane": 1700, "worker": 1024}
+
+
+class Finding(NamedTuple):
+    level: str  # pass | warn | fail
+    check: str
+    message: str
+    fix: str = ""
+
+
+def data_root(runtime: str) -> str:
+    return "/var/lib/docker" if runtime == "docker" else "/var/lib/containerd"
+
+
+def required_ports(ctx: Context) -> List[int]:
+    ports = list(CONTROL_PLANE_PORTS if ctx.node.is_control_plane else WORKER_PORTS)
+    if ctx.node.is_control_plane and ctx.cluster.lb_port:
+        ports.append(ctx.cluster.lb_port)
+    return ports
+
+
+def check_os(ctx: Context) -> Finding:
+    text = ctx.host.read_text("/etc/os-release")
+    if text is None:
+        return Finding(FAIL, "os", "/etc/os-release is missing: cannot tell which OS this is",
+                       "run the installer on a {} {} host".format(ctx.info.os, ctx.info.release))
+    release = parse_os_release(text)
+    family = [release.get("ID", "")] + release.get("ID_LIKE", "").split()
+    major = release.get("VERSION_ID", "").split(".")[0]
+    host = "{} {}".format(release.get("NAME", release.get("ID", "?")),
+                          release.get("VERSION_ID", "?"))
+    if ctx.info.os not in family or major != ctx.info.major_release:
+        return Finding(FAIL, "os", "bundle {} is for {} {} but this host runs {}".format(
+            ctx.info.name, ctx.info.os, ctx.info.release, host),
+            "use a bundle built for {}".format(host))
+    return Finding(PASS, "os", "{} matches the bundle's target {} {}".format(
+        host, ctx.info.os, ctx.info.release))
+
+
+def check_arch(ctx: Context) -> Finding:
+    have = ctx.host.probes.arch()
+    want = ARCH_ALIASES.get(ctx.info.arch, ctx.info.arch)
+    if ARCH_ALIASES.get(have, have) != want:
+        return Finding(FAIL, "arch", "bundle {} is for {} but this host is {}".format(
+            ctx.info.name, want, have), "use a bundle built for {}".format(have))
+    return Finding(PASS, "arch", "architecture {}".format(have))
+
+
+def check_kernel(ctx: Context) -> Finding:
+    kernel = ctx.host.probes.kernel()
+    expected = EL_KERNELS.get(ctx.info.major_release)
+    if expected and not kernel.startswith(expected):
+        return Finding(WARN, "kernel", "kernel {} is not the EL{} kernel ({}x)".format(
+            kernel, ctx.info.major_release, expected),
+            "boot the distribution's kernel; other kernels are untested")
+    return Finding(PASS, "kernel", "kernel {}".format(kernel))
+
+
+def check_packages(ctx: Context) -> Finding:
+    """A dry-run install of the role's packages from the bundle repo alone, against this host's
+    real rpm database: does the bundle fit this host, not just a minimal one?"""
+    packages = ctx.info.packages_for(ctx.node.role)
+    if not packages:
+        return Finding(PASS, "packages", "the bundle lists no packages for role " + ctx.node.role)
+    source = ctx.source_dir or ctx.bundle_dir
+    scratch = tempfile.mkdtemp(prefix="kubecrate-yum-")
+    try:
+        conf = os.path.join(scratch, "yum.conf")
+        with open(conf, "w") as out:
+            out.write(render(
+                "kubecrate.repo.j2", bundle_name=ctx.info.name, enabled=1,
+                main=[("cachedir", scratch + "/cache"), ("reposdir", scratch + "/repos.d"),
+                      ("keepcache", "0"), ("gpgcheck", "1"), ("plugins", "0")],
+                baseurl=os.path.join(source, ctx.info.repo_path),
+                gpgkeys=[os.path.join(source, key) for key in ctx.info.gpgkeys]))
+        result = ctx.runner.query(
+            ["yum", "-c", conf, "--disablerepo=*", "--enablerepo=kubecrate", "--assumeno",
+             "install"] + list(packages), timeout=600)
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    output = result.stdout + "\n" + result.stderr
+    errors = [line.strip() for line in output.splitlines()
+              if re.match(r"^\s*(Error|Problem|- package|- cannot|\s*Requires:|.*conflicts with)",
+                          line)]
+    if result.returncode == 127:
+        return Finding(FAIL, "packages", "yum is not installed on this host", "install yum")
+    if errors or (result.returncode != 0 and not re.search(
+            r"Exiting on user command|Operation aborted|Nothing to do|already installed", output)):
+        detail = "\n    ".join(errors[:12] or output.strip().splitlines()[-8:])
+        return Finding(FAIL, "packages", "the bundle's {} packages do not install on this host:"
+                       "\n    {}".format(ctx.node.role, detail),
+                       "remove the conflicting packages, or build a bundle against this host's "
+                       "base install")
+    return Finding(PASS, "packages", "{} packages resolve against this host's rpm database "
+                   "using only the bundle repo".format(len(packages)))
+
+
+def check_resources(ctx: Context) -> List[Finding]:
+    role = ctx.node.role
+    cpus, memory = ctx.host.probes.cpus(), ctx.host.probes.memory_mb()
+    level = FAIL if ctx.node.is_control_plane else WARN
+    found = []
+    if cpus < MIN_CPUS[role]:
+        found.append(Finding(level, "cpus", "{} CPU(s); a {} node needs {}".format(
+            cpus, role, MIN_CPUS[role]), "give the host more CPUs"))
+    else:
+        found.append(Finding(PASS, "cpus", "{} CPUs".format(cpus)))
+    if memory < MIN_MEMORY_MB[role]:
+        found.append(Finding(level, "memory", "{} MB of memory; a {} node needs {} MB".format(
+            memory, role, MIN_MEMORY_MB[role]), "give the host more memory"))
+    else:
+        found.append(Finding(PASS, "memory", "{} MB of memory".format(memory)))
+    return found
+
+
+def check_swap(ctx: Context) -> Finding:
+    active = ctx.host.probes.active_swaps()
+    if active:
+        return Finding(FAIL, "swap", "swap is on ({}): the kubelet refuses to run with swap"
+                       .format(", ".join(active)),
+                       "run `swapoff -a` and comment out the swap lines in /etc/fstab")
+    entries = fstab_swaps(ctx.host.read_text("/etc/fstab") or "")
+    if entries:
+        return Finding(PASS, "swap", "swap is off; host prep comments out {} swap line(s) in "
+                       "/etc/fstab".format(len(entries)))
+    return Finding(PASS, "swap", "swap is off")
+
+
+def check_selinux(ctx: Context) -> Finding:
+    mode = ctx.host.probes.selinux_mode()
+    if mode == "enforcing":
+        return Finding(WARN, "selinux", "SELinux is enforcing; host prep sets it permissive "
+                       "now and in /etc/selinux/config")
+    return Finding(PASS, "selinux", "SELinux is " + mode)
+
+
+def check_firewalld(ctx: Context) -> Finding:
+    active = ctx.runner.query(["systemctl", "is-active", "firewalld"]).stdout.strip()
+    if active != "active":
+        return Finding(PASS, "firewalld", "firewalld is not running")
+    if ctx.cluster.firewall == "disable":
+        return Finding(WARN, "firewalld", "firewalld is running; host prep stops and disables "
+                       "it (firewall: disable)", "set firewall: open-ports to keep it")
+    return Finding(PASS, "firewalld", "firewalld is running; host prep opens the cluster ports")
+
+
+def check_ports(ctx: Context) -> List[Finding]:
+    found = []
+    for port in required_ports(ctx):
+        if ctx.host.probes.port_in_use(port):
+            found.append(Finding(FAIL, "ports", "port {}/tcp is already in use".format(port),
+                                 "stop what listens on it (`ss -ltnp 'sport = :{}'`)".format(port)))
+    if not found:
+        found.append(Finding(PASS, "ports", "ports {} are free".format(
+            ", ".join(str(p) for p in required_ports(ctx)))))
+    return found
+
+
+def required_modules(kernel: str) -> List[str]:
+    conntrack = "nf_conntrack_ipv4" if kernel.startswith("3.") else "nf_conntrack"
+    return ["overlay", "br_netfilter", conntrack]
+
+
+def check_modules(ctx: Context) -> Finding:
+    probes = ctx.host.probes
+    missing = [m for m in required_modules(probes.kernel()) if not probes.module_available(m)]
+    if missing:
+        return Finding(FAIL, "modules", "kernel module(s) {} not available in kernel {}".format(
+            ", ".join(missing), probes.kernel()), "install the kernel's modules package")
+    return Finding(PASS, "modules", "kernel modules {} available".format(
+        ", ".join(required_modules(probes.kernel()))))
+
+
+def check_filesystem(ctx: Context) -> Finding:
+    path = data_root(ctx.info.runtime)
+    mount = ctx.host.probes.mount_of(path)
+    if mount is None or mount.fstype != "xfs":
+        return Finding(PASS, "filesystem", "{} is on {}".format(
+            path, mount.fstype if mount else "an unknown filesystem"))
+    info = ctx.runner.query(["xfs_info", mount.point])
+    found = re.search(r"ftype=(\d)", info.stdout)
+    if found and found.group(1) == "0":
+        return Finding(FAIL, "filesystem", "{} is on XFS with ftype=0 ({}): overlay2 needs "
+                       "ftype=1".format(path, mount.point),
+                       "move {} to a filesystem made with `mkfs.xfs -n ftype=1`".format(path))
+    if not found:
+        return Finding(WARN, "filesystem", "cannot tell the XFS ftype of {}".format(mount.point),
+                       "check `xfs_info {}` shows ftype=1".format(mount.point))
+    return Finding(PASS, "filesystem", "{} is on XFS with ftype=1".format(path))
+
+
+def check_disk(ctx: Context) -> Finding:
+    path = data_root(ctx.info.runtime)
+    probe = ctx.host.path(path)
+    while not os.path.isdir(probe) and probe != os.path.dirname(probe):
+        probe = os.path.dirname(probe)
+    stat = os.statvfs(probe)
+    free = stat.f_bavail * stat.f_frsize
+    images = sum(image.size for image in ctx.info.images_for(ctx.node.role))
+    needed = 2 * images + GIB  # docker load copies its input before extracting it
+    if free < needed:
+        return Finding(FAIL, "disk", "{:.1f} GiB free under {}; the {} images need {:.1f} GiB"
+                       .format(free / GIB, path, ctx.node.role, needed / GIB),
+                       "free space under " + path)
+    return Finding(PASS, "disk", "{:.1f} GiB free under {}".format(free / GIB, path))
+
+
+def check_identity(ctx: Context) -> Finding:
+    uuid = ctx.host.probes.product_uuid()
+    macs = ctx.host.probes.mac_addresses()
+    if len(set(macs.values())) != len(macs):
+        return Finding(WARN, "identity", "two interfaces share a MAC address: {}".format(macs),
+                       "give every interface a unique MAC (cloned VM?)")
+    text = "product_uuid {}, MACs {}".format(uuid or "unknown", ", ".join(
+        sorted(set(macs.values()))) or "none")
+    return Finding(PASS, "identity", text + ": each must differ on every node")
+
+
+def check_hostname(ctx: Context) -> Finding:
+    hosts = ctx.host.read_text("/etc/hosts") or ""
+    names = {word for line in hosts.splitlines() if not line.lstrip().startswith("#")
+             for word in line.split()[1:]}
+    if ctx.node.name in names:
+        return Finding(PASS, "hostname", "{} resolves through /etc/hosts".format(ctx.node.name))
+    return Finding(PASS, "hostname", "{} is not in /etc/hosts yet; host prep adds every node"
+                   .format(ctx.node.name))
+
+
+def check_time(ctx: Context) -> Finding:
+    if ctx.cluster.ntp_servers:
+        return Finding(PASS, "time", "chrony will use " + ", ".join(ctx.cluster.ntp_servers))
+    conf = ctx.host.read_text("/etc/chrony.conf") or ""
+    if re.search(r"^\s*(server|pool)\s", conf, re.M):
+        return Finding(PASS, "time", "chrony keeps its configured servers")
+    return Finding(WARN, "time", "no NTP server configured: certificates and etcd need "
+                   "synchronised clocks", "set ntp_servers in cluster.yaml")
+
+
+def check_el8(ctx: Context) -> List[Finding]:
+    if ctx.info.major_release == "7":
+        return []
+    found = []
+    if not any(ctx.host.exists(p) for p in ("/usr/sbin/tc", "/sbin/tc")):
+        found.append(Finding(WARN, "tc", "tc (iproute-tc) is missing; kubeadm preflight warns",
+                             "add iproute-tc to the bundle's packages"))
+    if ctx.info.runtime == "docker":
+        result = ctx.runner.query(["rpm", "-q", "podman", "runc"])
+        installed = [line.split()[0] for line in result.stdout.splitlines()
+                     if line and "not installed" not in line]
+        if installed:
+            found.append(Finding(FAIL, "podman", "{} installed: they conflict with Docker's "
+                                 "containerd.io".format(", ".join(installed)),
+                                 "yum remove podman runc"))
+    return found
+
+
+def check_iptables(ctx: Context) -> Finding:
+    link = ctx.host.path("/usr/sbin/iptables")
+    target = os.readlink(link) if os.path.islink(link) else ""
+    if "nft" in target:
+        level = WARN if ctx.info.major_release == "7" else PASS
+        return Finding(level, "iptables", "iptables uses the nf_tables backend ({})".format(
+            target), "kube-proxy follows the backend the host uses; do not mix the two")
+    return Finding(PASS, "iptables", "iptables uses the legacy backend")
+
+
+CHECKS: List[Callable] = [
+    check_os, check_arch, check_kernel, check_resources, check_swap, check_selinux,
+    check_firewalld, check_ports, check_modules, check_filesystem, check_disk, check_identity,
+    check_hostname, check_time, check_el8, check_iptables, check_packages,
+]
+
+
+def findings(ctx: Context) -> List[Finding]:
+    """Run every check; the order is the order of the report."""
+    found: List[Finding] = []
+    for check in CHECKS:
+        result = check(ctx)
+        found.extend(result if isinstance(result, list) else [result])
+    return found
+
+
+def run_preflight(ctx: Context) -> List[Finding]:
+    """All findings; raises PreconditionError listing the failures when any check failed."""
+    found = findings(ctx)
+    failures = [f for f in found if f.level == FAIL]
+    if failures:
+        raise PreconditionError(
+            "preflight failed on {} ({} check(s)):\n  ".format(ctx.node.name, len(failures))
+            + "\n  ".join("{}: {}{}".format(f.check, f.message,
+                                            " -> " + f.fix if f.fix else "") for f in failures),
+            hint="nothing was changed; fix the above and re-run")
+    return found
+
+
+def describe(found: List[Finding], verbose: bool = True) -> List[str]:
+    lines = []
+    for f in found:
+        if f.level != PASS or verbose:
+            line = "[{}] {}: {}".format(f.level, f.check, f.message)
+            if f.fix and f.level != PASS:
+                line += "\n       -> " + f.fix
+            lines.append(line)
+    return lines
+
+
+class PreflightStep:
+    """Preflight as the first step of install: changes nothing, fails early."""
+
+    name = "preflight"
+    title = "Check the host"
+
+    def run(self, ctx: Context) -> Optional[List[Finding]]:
+        return run_preflight(ctx)

@@ -1,0 +1,73 @@
+"""The container runtime: Docker's daemon.json (systemd cgroup driver, overlay2, log rotation;
+tech-facts 3.3) or containerd's config.toml with SystemdCgroup and the bundled pause image as
+sandbox image (3.5); then enabled, and started or restarted when its config changed."""
+
+import json
+from functools import partial
+from typing import Any, Dict, List
+
+from installer.render import render
+from installer.steps import Action, ActionStep, Context
+from installer.steps.hostprep import _enabled
+
+DOCKER_CONFIG = "/etc/docker/daemon.json"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CRICTL_CONFIG = "/etc/crictl.yaml"
+CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
+
+
+def docker_daemon_json(ctx: Context) -> str:
+    config: Dict[str, Any] = {
+        "exec-opts": ["native.cgroupdriver=systemd"],
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "100m", "max-file": "5"},
+        "storage-driver": "overlay2",
+    }
+    if ctx.cluster.runtime.registry_mirrors:
+        config["registry-mirrors"] = list(ctx.cluster.runtime.registry_mirrors)
+    if ctx.cluster.runtime.insecure_registries:
+        config["insecure-registries"] = list(ctx.cluster.runtime.insecure_registries)
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def containerd_config(ctx: Context) -> str:
+    if not ctx.info.pause_image:
+        from installer.errors import VerificationError
+
+        raise VerificationError("bundle.json names no pause image for containerd's sandbox",
+                                hint="the bundle must carry the pause image kubeadm uses")
+    mirrors = []
+    if ctx.cluster.runtime.registry_mirrors:
+        mirrors.append(("docker.io", list(ctx.cluster.runtime.registry_mirrors)))
+    return render("containerd-config.toml.j2", pause_image=ctx.info.pause_image,
+                  mirrors=mirrors, insecure=list(ctx.cluster.runtime.insecure_registries))
+
+
+class RuntimeStep(ActionStep):
+    name = "runtime"
+    title = "Configure, enable and start the container runtime"
+
+    def actions(self, ctx: Context) -> List[Action]:
+        if ctx.info.runtime == "docker":
+            unit, files = "docker", [(DOCKER_CONFIG, docker_daemon_json(ctx))]
+        else:
+            unit = "containerd"
+            files = [(CONTAINERD_CONFIG, containerd_config(ctx)),
+                     (CRICTL_CONFIG, render("crictl.yaml.j2", endpoint=CONTAINERD_SOCKET))]
+        stale = [(path, text) for path, text in files
+                 if ctx.host.needs_write(path, text.encode("utf-8")) is not None]
+        found = []
+        if stale:
+            def write_and_restart() -> None:
+                for path, text in stale:
+                    ctx.host.write(path, text)
+                ctx.runner.run(["systemctl", "daemon-reload"])
+                ctx.runner.run(["systemctl", "restart", unit])
+
+            found.append(Action("write {} and restart {}".format(
+                ", ".join(p for p, _ in stale), unit), write_and_restart))
+            if ctx.runner.query(["systemctl", "is-enabled", unit]).stdout.strip() != "enabled":
+                found.append(Action("enable " + unit,
+                                    partial(ctx.runner.run, ["systemctl", "enable", unit])))
+            return found
+        return _enabled(ctx, unit, start=True)
