@@ -153,7 +153,7 @@ class _Fetcher:
     """GETs through one session with explicit timeouts and bounded retries; reads file:// URLs."""
 
     def __init__(self, session: Any, timeout: Tuple[float, float] = TIMEOUT,
-                 retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep):
+                 retries: int = RETRIES, sleep: Optional[Callable[[float], None]] = None):
         self.session = session
         self.timeout = timeout
         self.retries = retries
@@ -172,7 +172,7 @@ class _Fetcher:
         last = ""
         for attempt in range(self.retries):
             if attempt:
-                self.sleep(min(2.0 ** attempt, 8.0))
+                (self.sleep or time.sleep)(min(2.0 ** attempt, 8.0))
             try:
                 response = self.session.get(url, timeout=self.timeout)
             except requests.RequestException as err:
