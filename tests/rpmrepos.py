@@ -73,6 +73,9 @@ def primary_xml(specs: List[dict], checksum_type: str = "sha256", drop: str = ""
         out.extend(v for k, v in fields.items() if k != drop)
         out.append("  <summary>test &amp; fixture</summary>\n  <format>\n")
         out.append(f"    <rpm:sourcerpm>{s['sourcerpm']}</rpm:sourcerpm>\n")
+        isa = {"x86_64": "(x86-64)", "aarch64": "(aarch-64)", "i686": ""}.get(s["arch"], "")
+        if isa:  # rpmbuild adds name(isa) = EVR; `name = EVR` is left to the resolver to add
+            s = dict(s, provides=[f"{s['name']}{isa} = {s['evr']}"] + s["provides"])
         for kind in ("provides", "requires", "conflicts", "obsoletes"):
             if s[kind]:
                 out.append(f"    <rpm:{kind}>\n")
