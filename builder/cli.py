@@ -150,6 +150,43 @@ def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbo
     click.echo(result.sha256)
 
 
+@cli.command()
+@click.argument("package")
+@click.option("--mirrors", "preset_path", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Mirror preset (docs/mirrors.md) whose yum repos are searched.")
+@click.option("-p", "--packages", "requested", required=True, multiple=True,
+              help="What the bundle asks for: a name, name-version[-release], or a provide such "
+                   "as /usr/bin/python3. Repeat the option or separate with commas.")
+@click.option("--repos", help="Comma-separated repo ids to search [default: all in the preset].")
+@click.option("--base", default="@core", show_default=True,
+              help="Assumed-installed base: @GROUP of the base repo's comps, none, or a file "
+                   "of `rpm -qa` output from a real host.")
+@click.option("--arch", default="x86_64", show_default=True, help="Target architecture.")
+@verbose_option
+def why(package: str, preset_path: Path, requested: tuple, repos: str | None, base: str,
+        arch: str, verbose: int) -> None:
+    """Explain why PACKAGE is in the RPM closure: the chain of requires from a request.
+
+    \b
+      kubecrate why fuse3-libs --mirrors manifests/mirrors/upstream.yaml \\
+          -p docker-ce-20.10.24,keepalived,haproxy,conntrack-tools,socat,python3
+    """
+    import requests as http
+
+    from builder.mirrors import load_preset
+    from builder.resolve import explain
+    from builder.rpmbase import resolve_from_preset
+
+    configure_logging(verbose)
+    wanted = [item.strip() for text in requested for item in text.split(",") if item.strip()]
+    with http.Session() as session:
+        result = resolve_from_preset(
+            load_preset(preset_path), wanted, session=session, base=base, arch=arch,
+            repo_ids=[r.strip() for r in repos.split(",")] if repos else None)
+    for line in explain(result, package):
+        click.echo(line)
+
 def main(argv=None) -> None:
     configure_logging(0)
     run(cli, argv)

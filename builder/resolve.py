@@ -284,6 +284,10 @@ class _Solver:
         others = sorted({self.pkgs[i].arch for _d, i in self.provides.get(text, ())})
         if others:
             return (f"no package {text!r} for {self.arch} (only for {', '.join(others)})")
+        for name, evr in _pin_splits(text):
+            if name in self.by_name and evr.version[:1].isdigit():
+                have = ", ".join(str(self.pkgs[i].evr) for i in self.by_name[name])
+                return f"no version of {name} matches {text!r} (available: {have})"
         close = difflib.get_close_matches(text, sorted(self.by_name), n=1)
         return f"no package {text!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 

@@ -11,11 +11,13 @@ import logging
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from builder.resolve import NO_BASE, AssumedBase, ResolveError, resolve
+from builder.repodata import load_repos
+from builder.resolve import NO_BASE, AssumedBase, Resolution, ResolveError, resolve
 from builder.rpmmd import Dep, Package
 from builder.rpmvercmp import EVR
 
-__all__ = ["NO_BASE", "group_base", "parse_rpm_qa", "rpm_qa_base"]
+__all__ = ["NO_BASE", "base_from_spec", "group_base", "parse_rpm_qa", "resolve_from_preset",
+           "rpm_qa_base"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +97,28 @@ def rpm_qa_base(text: str, repos: Sequence[Any], source: str = "rpm -qa") -> Ass
         log.info("%s: %d package(s) not in the repos in that version: %s", source,
                  len(approximate), ", ".join(approximate))
     return AssumedBase("rpm-qa", source, tuple(packages), tuple(approximate))
+
+
+def base_from_spec(spec: str, repos: Sequence[Any], arch: str) -> AssumedBase:
+    """`@GROUP` (comps group of the base repo, `@core` by default), `none`, or the path of a
+    file of `rpm -qa` output from a real host."""
+    if spec == "none":
+        return NO_BASE
+    if spec.startswith("@"):
+        return group_base(repos, arch, spec[1:])
+    try:
+        with open(spec, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        raise ResolveError(f"--base {spec}: cannot read the rpm -qa file: {err.strerror}",
+                           hint="use @core, @GROUP, none, or a file of `rpm -qa` output") from None
+    return rpm_qa_base(text, repos, spec)
+
+
+def resolve_from_preset(preset: Any, requests: Sequence[str], *, session: Any,
+                        repo_ids: Optional[Sequence[str]] = None, base: str = "@core",
+                        arch: str = "x86_64", cache: Any = None) -> Resolution:
+    """Load the preset's yum repos (all, in preset order, unless `repo_ids`), build the assumed
+    base from `base` (see base_from_spec) and resolve `requests` against it."""
+    repos = load_repos(preset, list(repo_ids or preset.yum), session, cache=cache)
+    return resolve(requests, repos, arch=arch, base=base_from_spec(base, repos, arch))
