@@ -282,6 +282,7 @@ def _epoch(source_date_epoch: Optional[int]) -> int:
 
 def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey] = None, *,
                  cache: Optional[Cache] = None, source_date_epoch: Optional[int] = None,
+                 installer_source: Path = INSTALLER_SOURCE,
                  run: Runner = subprocess.run) -> ZipappResult:
     """Build the installer zipapp at `out` trusting `public_key_text` (a minisign .pub file's
     text), and sign it as `out`.minisig with `secret_key` when one is given."""
@@ -296,7 +297,7 @@ def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kubecrate-zipapp-") as tmp:
         site_packages = Path(tmp, "site-packages")
-        dropped = stage(wheels, public_key_text, site_packages)
+        dropped = stage(wheels, public_key_text, site_packages, installer_source)
         built = Path(tmp, INSTALLER_NAME)
         _shiv(site_packages, built, epoch, run)
         with zipfile.ZipFile(built) as archive:
