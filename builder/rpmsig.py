@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from builder.errors import VerificationError
-from builder.openpgp import HASHES, Keyring, OpenPGPError, Signature, parse_signature
+from builder.openpgp import (
+    HASHES,
+    Keyring,
+    OpenPGPError,
+    Signature,
+    SignatureError,
+    parse_signature,
+)
 
 __all__ = ["RpmSignatureError", "RpmSignatures", "RpmVerifier", "verify_rpm"]
 
@@ -218,8 +225,11 @@ class RpmVerifier:
             raise RpmSignatureError(
                 f"{what}: {state} (no RSA header or header+payload signature)",
                 hint="every RPM in a bundle must carry its vendor's signature; gpgcheck stays on")
-        keys = [self.keyring.verify(c.sig, c.hasher, f"{what}: {c.kind} signature")
-                for c in self._checks]
+        try:
+            keys = [self.keyring.verify(c.sig, c.hasher, f"{what}: {c.kind} signature")
+                    for c in self._checks]
+        except SignatureError as err:
+            raise RpmSignatureError(err.message, err.hint) from None
         kinds = tuple(c.kind for c in self._checks)
         if "header+payload" not in kinds and self._payload_hash is None:
             raise RpmSignatureError(
