@@ -1,0 +1,45 @@
+"""kubeadm v1beta3 configuration files for `kubeadm init --config` and `kubeadm join --config`,
+rendered from installer/templates/ (tech-facts 6.1).
+
+Everything is explicit because the hosts are offline: kubernetesVersion (else kubeadm asks
+dl.k8s.io), imageRepository (the bundle's), criSocket (exactly /var/run/dockershim.sock for 1.23
+with Docker), advertiseAddress and the kubelet's node-ip (hosts often have no default route).
+The token and certificate key come from installer.joinfile, generated before init runs.
+"""
+
+from typing import NamedTuple, Sequence
+
+from installer.joinfile import CERTIFICATE_KEY_RE, TOKEN_RE, JoinInfo, validate
+from installer.lbspec import APISERVER_PORT, Kubeadm
+from installer.render import render
+
+TOKEN_TTL = "24h0m0s"
+
+
+class NodeAddress(NamedTuple):
+    name: str
+    address: str
+
+
+def init_config(k: Kubeadm, node: NodeAddress, token: str, certificate_key: str,
+                apiserver_port: int = APISERVER_PORT, cert_sans: Sequence[str] = ()) -> str:
+    """InitConfiguration + ClusterConfiguration + KubeletConfiguration (systemd cgroups) +
+    KubeProxyConfiguration for the first control-plane node."""
+    if not TOKEN_RE.match(token):
+        raise ValueError("bootstrap token must match [a-z0-9]{6}.[a-z0-9]{16}")
+    if not CERTIFICATE_KEY_RE.match(certificate_key):
+        raise ValueError("certificate key must be 64 lowercase hex digits")
+    return render("kubeadm-init.yaml.j2", k=k, node=node, token=token, token_ttl=TOKEN_TTL,
+                  certificate_key=certificate_key, apiserver_port=apiserver_port,
+                  cert_sans=list(cert_sans))
+
+
+def join_config(k: Kubeadm, node: NodeAddress, join: JoinInfo, control_plane: bool,
+                apiserver_port: int = APISERVER_PORT) -> str:
+    """JoinConfiguration for a worker, or with `control_plane` for another control-plane node
+    (which then needs join.certificate_key)."""
+    validate(join)
+    if control_plane and not join.certificate_key:
+        raise ValueError("a control-plane join needs join.yaml's certificate_key")
+    return render("kubeadm-join.yaml.j2", k=k, node=node, join=join, control_plane=control_plane,
+                  apiserver_port=apiserver_port)

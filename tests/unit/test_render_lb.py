@@ -1,0 +1,104 @@
+"""keepalived / haproxy / static-pod rendering: golden files plus the properties a user of the
+VIP would notice (who holds it first, how fast a dead apiserver is noticed)."""
+
+import re
+
+import pytest
+import yaml
+
+from installer import lbconfig
+from tests import lbsamples
+
+
+@pytest.mark.parametrize("name", ["cp1", "cp2", "cp3"])
+def test_keepalived_conf_matches_golden(name):
+    lb = lbsamples.load_balancer()
+    lbsamples.check_golden("lb/services/keepalived-{}.conf".format(name),
+                           lbconfig.keepalived_conf(lb, name))
+
+
+def test_check_script_and_haproxy_match_golden():
+    lb = lbsamples.load_balancer()
+    lbsamples.check_golden("lb/services/check_apiserver-cp1.sh", lbconfig.check_script(lb, "cp1"))
+    lbsamples.check_golden("lb/services/haproxy.cfg", lbconfig.haproxy_cfg(lb))
+
+
+def test_static_pod_files_match_golden():
+    lb = lbsamples.load_balancer("static-pods")
+    files = {f.path: f for f in lbconfig.static_pod_files(lb) + lbconfig.config_files(lb, "cp1")}
+    for path in ("/etc/kubernetes/manifests/keepalived.yaml",
+                 "/etc/kubernetes/manifests/haproxy.yaml", "/etc/haproxy/haproxy.cfg"):
+        lbsamples.check_golden("lb/static-pods/" + path.rsplit("/", 1)[1], files[path].content)
+
+
+def test_first_node_is_master_with_the_highest_priority():
+    lb = lbsamples.load_balancer()
+    states = {}
+    for peer in lb.peers:
+        text = lbconfig.keepalived_conf(lb, peer.name)
+        states[peer.name] = (re.search(r"state (\w+)", text).group(1),
+                             int(re.search(r"priority (\d+)", text).group(1)))
+    assert states["cp1"][0] == "MASTER"
+    assert {states["cp2"][0], states["cp3"][0]} == {"BACKUP"}
+    assert states["cp1"][1] > states["cp2"][1] > states["cp3"][1]
+    # A failing check must drop any node below every healthy one, or the VIP would stay on a
+    # node whose apiserver is dead.
+    weight = int(re.search(r"weight -(\d+)", lbconfig.keepalived_conf(lb, "cp1")).group(1))
+    assert states["cp1"][1] - weight < states["cp3"][1]
+
+
+def test_unicast_peers_are_the_other_nodes():
+    lb = lbsamples.load_balancer()
+    text = lbconfig.keepalived_conf(lb, "cp2")
+    block = re.search(r"unicast_peer \{(.*?)\}", text, re.S).group(1).split()
+    assert block == ["10.213.0.11", "10.213.0.13"]
+    assert "unicast_src_ip 10.213.0.12" in text
+
+
+def test_dead_apiserver_is_noticed_within_three_seconds():
+    lb = lbsamples.load_balancer()
+    text = lbconfig.keepalived_conf(lb, "cp1")
+    interval = int(re.search(r"interval (\d+)", text).group(1))
+    fall = int(re.search(r"fall (\d+)", text).group(1))
+    timeout = int(re.search(r"timeout (\d+)", text).group(1))
+    assert interval * fall + timeout <= 3
+    cfg = lbconfig.haproxy_cfg(lb)
+    assert re.search(r"default-server inter 1s fall 2 rise 2", cfg)
+    assert "balance roundrobin" in cfg and "balance source" not in cfg
+    assert cfg.count("check check-ssl verify none") == 3
+    assert "option httpchk GET /healthz" in cfg
+
+
+def test_haproxy_services_mode_uses_only_the_haproxy_1_5_subset():
+    cfg = lbconfig.haproxy_cfg(lbsamples.load_balancer())
+    for newer in ("log stdout", "http-check connect", "http-check send", "mode http"):
+        assert newer not in cfg
+    assert "log stdout" in lbconfig.haproxy_cfg(lbsamples.load_balancer("static-pods"),
+                                                static_pod=True)
+
+
+def test_config_files_paths_and_modes():
+    lb = lbsamples.load_balancer()
+    files = {f.path: f.mode for f in lbconfig.config_files(lb, "cp3")}
+    assert files == {"/etc/keepalived/keepalived.conf": 0o644,
+                     "/etc/keepalived/check_apiserver.sh": 0o755,
+                     "/etc/haproxy/haproxy.cfg": 0o644}
+    assert lbconfig.static_pod_files(lb) == []
+
+
+def test_external_mode_renders_nothing():
+    lb = lbsamples.load_balancer("external", port=6443)
+    assert lbconfig.config_files(lb, "cp1") == []
+    with pytest.raises(ValueError):
+        lbconfig.haproxy_cfg(lb)
+
+
+def test_static_pod_manifests_stay_offline():
+    lb = lbsamples.load_balancer("static-pods")
+    for rendered in lbconfig.static_pod_files(lb):
+        pod = yaml.safe_load(rendered.content)
+        assert pod["spec"]["hostNetwork"] is True
+        (container,) = pod["spec"]["containers"]
+        assert container["imagePullPolicy"] == "IfNotPresent"
+        assert container["image"] in (lb.keepalived_image, lb.haproxy_image)
+        assert rendered.mode == 0o600
