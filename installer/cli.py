@@ -3,6 +3,7 @@
 import contextlib
 import os
 import pkgutil
+import sys
 from typing import Iterator, Optional
 
 import click
@@ -282,6 +283,12 @@ def _report(checked: bundle.Bundle, verb: str) -> None:
     click.echo("trusted comment: " + checked.signature.trusted_comment, err=True)
 
 
+def _prog_name() -> str:
+    """What the user typed: the .pyz's file name, or `python3 -m installer` in a checkout."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return invoked if invoked.endswith(".pyz") else "python3 -m installer"
+
+
 def main(argv: object = None) -> None:
     configure_logging(0)
-    run(cli, argv)
+    run(cli, argv, prog_name=_prog_name())

@@ -3,7 +3,7 @@ messages and exit codes, and sets up logging for `-v`."""
 
 import logging
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import click
 
@@ -26,10 +26,10 @@ def configure_logging(verbose: int) -> None:
         logger.propagate = False
 
 
-def run(group: click.Group, argv: object = None) -> None:
+def run(group: click.Group, argv: object = None, prog_name: Optional[str] = None) -> None:
     """Run a click group, mapping kubecrate errors to their exit codes. Never returns."""
     try:
-        code = group.main(args=argv, standalone_mode=False)
+        code = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except KubecrateError as err:
         if logging.getLogger("installer").isEnabledFor(logging.DEBUG):
             logging.getLogger("installer").exception("traceback")
