@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = ["unpack", "archive_size"]  # modules here with run(work, runs) -> [Result]
+BENCHMARKS = ["unpack", "archive_size", "pull"]  # modules here with run(work, runs) -> [Result]
 
 
 def machine() -> str:
