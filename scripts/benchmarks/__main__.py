@@ -15,7 +15,8 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = ["unpack", "archive_size", "pull"]  # modules here with run(work, runs) -> [Result]
+# modules here with run(work, runs) -> [Result]
+BENCHMARKS = ["unpack", "archive_size", "pull", "resolve"]
 
 
 def machine() -> str:
