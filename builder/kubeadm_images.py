@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Dict, NamedTuple, Tuple
 
@@ -47,7 +47,7 @@ def known_versions() -> Tuple[str, ...]:
     return tuple(sorted(_load(str(DATA))))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: str) -> Dict[str, Tuple[KubeadmImage, ...]]:
     with open(path, encoding="utf-8") as handle:
         data = yaml.safe_load(handle)

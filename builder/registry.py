@@ -144,7 +144,7 @@ def _resolve(ref: str, wanted: Platform, preset: MirrorPreset,
     canonical = f"{image.registry}/{image.repository}:{image.tag}"
     reference = image.digest or image.tag or "latest"
     data, media_type, digest = _manifest(endpoint, pull, reference, None, canonical, cache)
-    served = str(wanted)
+    top_digest, served = digest, str(wanted)
     for _ in range(MAX_NESTING):
         if media_type not in INDEXES:
             break
@@ -188,7 +188,7 @@ def _resolve(ref: str, wanted: Platform, preset: MirrorPreset,
                                f"not {wanted}",
                                hint="the tag is a single-platform image; pick the matching "
                                     "platform or a multi-platform tag")
-    if media_type in MANIFESTS and served == str(wanted) and found is not None:
+    if digest == top_digest and found is not None:  # no index: the config says what it is
         served = as_served(config_json)
     diff_ids = (config_json.get("rootfs") or {}).get("diff_ids") or []
     if len(diff_ids) != len(layers):
