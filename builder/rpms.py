@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
 ATTEMPTS = 4  # per file, resumes included
 WORKERS = 4  # parallel connections; requests' default pool keeps 10 per host
-CHUNK = 1 << 18
+CHUNK = 1 << 20
 
 
 class RpmFetchError(BuildError):

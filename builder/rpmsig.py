@@ -209,7 +209,10 @@ class RpmVerifier:
             self._checks.append(_Check(kind, sig, hasher))
         digest = self._header.strings(TAG_PAYLOADDIGEST)
         algo = self._header.int32(TAG_PAYLOADDIGESTALGO)
-        if digest and algo in HASHES:
+        # The header+payload signature already vouches for every payload byte; the payload
+        # digest is needed (and hashed) only when the header signature stands alone.
+        covered = any(c.kind == "header+payload" for c in self._checks)
+        if digest and algo in HASHES and not covered:
             self._payload_hash = hashlib.new(HASHES[algo][0])
 
     def finish(self) -> RpmSignatures:
