@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # modules here with run(work, runs) -> [Result]
-BENCHMARKS = ["unpack", "archive_size", "pull", "resolve"]
+BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch"]
 
 
 def machine() -> str:
