@@ -41,11 +41,12 @@ class GpgKey:
         self.armored = _run([gpg, "--batch", "--armor", "--export", self.fingerprint],
                             self.env).encode()
 
-    def sign(self, rpms: List[pathlib.Path], digest: str = "sha256") -> None:
-        """Replace the signatures of `rpms` with header and header+payload ones by this key."""
+    def sign(self, rpms: List[pathlib.Path], digest: str = "sha256", v3: bool = True) -> None:
+        """Replace the signatures of `rpms` with header and header+payload ones by this key
+        (with `v3=False`: the header signature alone, rpm >= 4.14's default)."""
         defines = {"__gpg": require_tool("gpg"), "_gpg_path": str(self.home),
                    "_gpg_name": self.fingerprint, "_gpg_digest_algo": digest}
-        argv = [require_tool("rpmsign"), "--addsign", "--rpmv3"]
+        argv = [require_tool("rpmsign"), "--addsign", *(["--rpmv3"] if v3 else [])]
         for name, value in defines.items():
             argv += ["--define", f"{name} {value}"]
         _run(argv + [str(r) for r in rpms], self.env)

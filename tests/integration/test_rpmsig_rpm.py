@@ -126,3 +126,23 @@ def test_key_pin_mismatch_names_repo_url_and_both_fingerprints(world, evil):
     assert pinned in message and evil.fingerprint in message
     assert pinned_key(keys["docker"].read_bytes(), pinned.lower(), repo="d",
                       url=url).fingerprint == pinned
+
+
+def test_header_only_signature_covers_the_payload_through_its_digest(world, evil, tmp_path):
+    """rpm >= 4.14 signs only the header, which carries the payload digest."""
+    _www, _yum, _keys, _ring, rpms = world
+    victim = tmp_path / "socat-1.7.3.2-2.el7.x86_64.rpm"
+    shutil.copyfile(next(p for p in rpms if p.name == victim.name), victim)
+    delsign(victim)
+    evil.sign([victim], v3=False)
+    key = tmp_path / "evil.asc"
+    key.write_bytes(evil.armored)
+    ring = Keyring(read_keys(evil.armored))
+    code, verdicts = rpm_k(tmp_path / "db", [key], [victim])
+    assert code == 0 and verdicts[victim.name] == "digests signatures OK"
+    assert verify_rpm(victim, ring).kinds == ("header",)
+    flip_byte(victim, victim.stat().st_size - 40)
+    code, _ = rpm_k(tmp_path / "db", [key], [victim])
+    assert code != 0
+    with pytest.raises(RpmSignatureError, match=f"{victim.name}: payload digest mismatch"):
+        verify_rpm(victim, ring)
