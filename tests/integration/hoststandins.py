@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Host command stand-ins for the installer's integration tests, one script named by argv[0]
+(the fixture links yum, rpm, systemctl, ... to it on a private PATH).
+
+Each records its argv as a JSON line in $KUBECRATE_STANDIN_LOG and acts on the test host:
+files under $KUBECRATE_ROOT (exported by the installer's runner), the fake kernel under
+$KUBECRATE_PROBE_ROOT (/proc and /sys files the installer's probes read), and unit and
+firewall state in $KUBECRATE_STANDIN_STATE. `yum` runs the real `dnf --installroot`, `rpm` the
+real `rpm --root`, `docker` the real Docker 20.10 client on the test's private socket.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.environ.get("KUBECRATE_ROOT") or "/")
+PROBE = os.environ.get("KUBECRATE_PROBE_ROOT", "")
+STATE = os.environ.get("KUBECRATE_STANDIN_STATE", "")
+
+
+def real(name):
+    """The real tool, never a stand-in (they share PATH's first folder)."""
+    mine = os.path.dirname(os.path.abspath(sys.argv[0]))
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if os.path.abspath(p) != mine)
+    return shutil.which(name, path=path) or "/usr/bin/" + name
+
+
+def record(argv):
+    log = os.environ.get("KUBECRATE_STANDIN_LOG")
+    if log:
+        with open(log, "a") as out:
+            out.write(json.dumps(argv) + "\n")
+
+
+def rooted(path):
+    if ROOT == "/" or path.startswith(ROOT + "/"):
+        return path
+    return os.path.join(ROOT, path.lstrip("/"))
+
+
+def probe_write(path, text):
+    target = os.path.join(PROBE, path.lstrip("/"))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "w") as out:
+        out.write(text)
+
+
+def load_state():
+    try:
+        with open(os.path.join(STATE, "units.json")) as handle:
+            return json.load(handle)
+    except OSError:
+        return {"active": [], "enabled": [], "ports": [], "protocols": []}
+
+
+def save_state(state):
+    with open(os.path.join(STATE, "units.json"), "w") as out:
+        json.dump(state, out)
+
+
+def systemctl(args):
+    state = load_state()
+    verb, rest = args[0], [a for a in args[1:] if not a.startswith("--")]
+    if verb == "is-active":
+        ok = rest[0] in state["active"]
+        print("active" if ok else "inactive")
+        return 0 if ok else 3
+    if verb == "is-enabled":
+        ok = rest[0] in state["enabled"]
+        print("enabled" if ok else "disabled")
+        return 0 if ok else 1
+    for unit in rest:
+        if verb == "enable" and unit not in state["enabled"]:
+            state["enabled"].append(unit)
+        if verb == "disable" and unit in state["enabled"]:
+            state["enabled"].remove(unit)
+        if verb in ("start", "restart") or (verb == "enable" and "--now" in args):
+            if unit not in state["active"]:
+                state["active"].append(unit)
+        if verb == "stop" or (verb == "disable" and "--now" in args):
+            if unit in state["active"]:
+                state["active"].remove(unit)
+    save_state(state)
+    return 0
+
+
+def firewall_cmd(args):
+    state = load_state()
+    if "--list-ports" in args:
+        print(" ".join(state["ports"]))
+    elif "--list-protocols" in args:
+        print(" ".join(state["protocols"]))
+    for arg in args:
+        if arg.startswith("--add-port="):
+            state["ports"].append(arg.split("=", 1)[1])
+        if arg.startswith("--add-protocol="):
+            state["protocols"].append(arg.split("=", 1)[1])
+    save_state(state)
+    return 0
+
+
+def yum(args):
+    """The real dnf on the root, with the repo files' file:// paths moved under the root."""
+    conf_in = None
+    rest = []
+    it = iter(args)
+    for arg in it:
+        if arg == "-c":
+            conf_in = next(it)
+        else:
+            rest.append(arg)
+    if conf_in:
+        text = open(conf_in).read()
+    else:
+        folder = rooted("/etc/yum.repos.d")
+        text = "".join(open(os.path.join(folder, n)).read() + "\n"
+                       for n in sorted(os.listdir(folder)) if n.endswith(".repo"))
+
+    def move(match):
+        path = match.group(1)
+        if not os.path.exists(path) or os.path.exists(rooted(path)):
+            path = rooted(path)
+        return "file://" + path
+
+    text = re.sub(r"file://(/\S*)", move, text)
+    text = re.sub(r"(?ms)^\[main\].*?(?=^\[)", "", text)
+    scratch = tempfile.mkdtemp(prefix="standin-yum-")
+    try:
+        conf = os.path.join(scratch, "dnf.conf")
+        with open(conf, "w") as out:
+            out.write("[main]\nreposdir={0}/none\ncachedir={0}/cache\nkeepcache=0\n\n{1}"
+                      .format(scratch, text))
+        argv = [real("dnf"), "--installroot", ROOT, "--config", conf, "--releasever", "7",
+                "--forcearch", "x86_64", "--nodocs", "--setopt=reposdir=" + scratch + "/none",
+                "--setopt=install_weak_deps=False"] + rest
+        if "--assumeno" in rest:  # a dry run leaves no trace in the root, like yum 3's
+            os.makedirs(scratch + "/log")
+            argv[1:1] = ["--setopt=logdir=" + scratch + "/log",
+                         "--setopt=persistdir=" + scratch + "/persist"]
+        return subprocess.run(argv, timeout=600).returncode
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(rooted(scratch), ignore_errors=True)  # dnf puts cachedir in the root
+
+
+def rpm(args):
+    moved = [rooted(a) if a.startswith("/") and "--import" in args else a for a in args]
+    return subprocess.run([real("rpm"), "--root", ROOT] + moved, timeout=300).returncode
+
+
+def modprobe(args):
+    modules = os.path.join(PROBE, "proc/modules")
+    text = open(modules).read() if os.path.exists(modules) else ""
+    for name in [a for a in args if not a.startswith("-")]:
+        if not re.search(r"^{} ".format(re.escape(name)), text, re.M):
+            text += "{} 16384 0 - Live 0x0\n".format(name)
+        if name == "br_netfilter":
+            for key in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
+                if not os.path.exists(os.path.join(PROBE, "proc/sys/net/bridge", key)):
+                    probe_write("/proc/sys/net/bridge/" + key, "0\n")
+    probe_write("/proc/modules", text)
+    return 0
+
+
+def sysctl(args):
+    if args[:1] == ["-p"]:
+        for line in open(rooted(args[1])):
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, value = (p.strip() for p in line.split("=", 1))
+                probe_write("/proc/sys/" + key.replace(".", "/"), value + "\n")
+    return 0
+
+
+def main():
+    name = os.path.basename(sys.argv[0])
+    args = sys.argv[1:]
+    record([name] + args)
+    if name == "systemctl":
+        return systemctl(args)
+    if name == "firewall-cmd":
+        return firewall_cmd(args)
+    if name == "yum":
+        return yum(args)
+    if name == "rpm":
+        return rpm(args)
+    if name == "modprobe":
+        return modprobe(args)
+    if name == "sysctl":
+        return sysctl(args)
+    if name == "swapoff":
+        probe_write("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n")
+        return 0
+    if name == "setenforce":
+        probe_write("/sys/fs/selinux/enforce", "0\n" if args == ["0"] else "1\n")
+        return 0
+    if name == "hostnamectl":
+        probe_write("/proc/sys/kernel/hostname", args[-1] + "\n")
+        return 0
+    if name == "docker":
+        if args[:1] == ["load"] and os.environ.get("KUBECRATE_TEST_SLOW_LOAD"):
+            open(os.environ["KUBECRATE_TEST_SLOW_LOAD"], "w").close()
+            time.sleep(120)
+        client = ["/usr/bin/docker", "-H", os.environ["KUBECRATE_TEST_DOCKER_HOST"]]
+        os.execv(client[0], client + args)
+    print("{}: not a stand-in".format(name), file=sys.stderr)
+    return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main())

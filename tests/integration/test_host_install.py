@@ -1,0 +1,206 @@
+"""The host steps on a real `@core` root: install a worker from a mirror-world bundle with the
+real dnf (behind the yum stand-in) and the real Docker 20.10, then prove idempotence, resume
+after a kill, dry-run/plan purity, and that preflight failures exit 4 and change nothing."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.hostworld import (  # noqa: F401 (fixtures)
+    WORKER_IMAGES,
+    core_root,
+    dnf_into,
+    host_bundle,
+    snapshot,
+    test_host,
+)
+from tests.integration.runtimes import docker_images, dockerd  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "worker"
+GOLDEN_FILES = [
+    "etc/hostname", "etc/hosts", "etc/fstab", "etc/selinux/config", "etc/chrony.conf",
+    "etc/modules-load.d/kubecrate.conf", "etc/sysctl.d/90-kubecrate.conf",
+    "etc/yum.repos.d/kubecrate.repo", "etc/docker/daemon.json", "etc/sysconfig/kubelet",
+    "usr/lib/systemd/system/kubelet.service",
+    "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+]
+
+
+def args(host, bundle, *extra, tar=None):
+    return ("--bundle", str(tar or bundle.tar), "--cluster", str(host.cluster),
+            "--key", str(bundle.public_key), "--root", str(host.root), *extra)
+
+
+def worker_images(dockerd):  # noqa: F811
+    return {ref: image_id for ref, image_id in docker_images(dockerd).items()}
+
+
+def expected_worker_images(bundle):
+    short = {"docker.io/flannel/flannel:v0.21.5": "flannel/flannel:v0.21.5"}
+    return {short.get(i["reference"], i["reference"]): i["config_digest"]
+            for i in bundle.images if "worker" in i["roles"]}
+
+
+def check_golden(host, digest_dir):
+    update = os.environ.get("KUBECRATE_UPDATE_GOLDEN")
+    for rel in GOLDEN_FILES:
+        text = host.file(rel).read_text().replace(digest_dir, "<digest>")
+        golden = GOLDEN / rel
+        if update:
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text)
+        assert text == golden.read_text(), rel
+
+
+def only_bundle_repo(calls):
+    """Every yum call names only the kubecrate repo; nothing else names a repository."""
+    for argv in calls:
+        if argv[0] == "yum":
+            assert "--disablerepo=*" in argv and "--enablerepo=kubecrate" in argv, argv
+        assert not any(re.search(r"https?://", a) for a in argv), argv
+
+
+def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, dockerd):  # noqa: F811
+    host, before = test_host, snapshot(test_host.root)
+    kernel_before = snapshot(host.kernel)
+
+    plan = host.installer("plan", *args(host, host_bundle))
+    assert plan.returncode == 0, plan.stderr
+    for step in ("preflight", "unpack", "host-prep", "local-repo", "runtime", "images",
+                 "binaries"):
+        assert step in plan.stdout
+    assert "load 3 image(s)" in plan.stdout and "install 5 package(s)" in plan.stdout
+    dry = host.installer("install", "--dry-run", *args(host, host_bundle))
+    assert dry.returncode == 0, dry.stderr
+    assert "would run: yum -y --disablerepo=* --enablerepo=kubecrate install" in dry.stderr
+    assert snapshot(host.root) == before and snapshot(host.kernel) == kernel_before
+    assert worker_images(dockerd) == {}
+
+    first = host.installer("install", *args(host, host_bundle))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "made" in first.stdout
+    digest_dir = next((host.root / "var/lib/kubecrate/bundles").iterdir()).name
+    check_golden(host, digest_dir)
+    assert worker_images(dockerd) == expected_worker_images(host_bundle)
+    rpms = subprocess.run(["rpm", "--root", str(host.root), "-q", "docker-ce", "socat"],
+                          capture_output=True, text=True)
+    assert rpms.returncode == 0, rpms.stdout
+    assert (host.root / "usr/bin/kubeadm").stat().st_mode & 0o777 == 0o755
+    assert (host.root / "usr/bin/crictl").exists() and (host.root / "opt/cni/bin/flannel").exists()
+    original = host.file("etc/fstab.kubecrate-orig").read_text()
+    assert "\n/dev/mapper/centos-swap swap" in original and "kubecrate" not in original
+    assert not list(host.root.rglob("*.kubecrate-tmp"))
+    only_bundle_repo(host.calls())
+
+    calls_before = len(host.calls())
+    second = host.installer("install", *args(host, host_bundle))
+    assert second.returncode == 0, second.stderr
+    assert "nothing to change" in second.stdout
+    mutating = [c for c in host.calls()[calls_before:]
+                if c[0] in ("yum", "modprobe", "swapoff", "setenforce", "hostnamectl")
+                or c[:2] in (["docker", "load"], ["rpm", "--import"])
+                or (c[0] == "systemctl" and c[1] not in ("is-active", "is-enabled"))]
+    assert mutating == []
+
+    status = host.installer("status", "--json", "--root", str(host.root))
+    assert '"installed": true' in status.stdout
+
+    reset = host.installer("reset", "--host", "--root", str(host.root))
+    assert reset.returncode == 0, reset.stderr
+    after = snapshot(host.root)
+    for rel in ("etc/fstab", "etc/selinux/config", "etc/hosts", "etc/hostname"):
+        assert after[rel] == before[rel], rel
+        assert not host.file(rel + ".kubecrate-orig").exists()
+    assert not host.file("etc/docker/daemon.json").exists()
+    assert not host.file("usr/bin/kubeadm").exists()
+    assert (host.root / "var/lib/kubecrate/bundles" / digest_dir / "bundle.json").exists()
+
+
+def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_host,  # noqa: F811
+                                                             dockerd):  # noqa: F811
+    host = test_host
+    marker = host.top / "load-started"
+    proc = subprocess.Popen(host.installer_argv("install", *args(host, host_bundle)),
+                            env={**host.env, "KUBECRATE_TEST_SLOW_LOAD": str(marker)},
+                            cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate(timeout=30)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    assert worker_images(dockerd) == {}
+    calls_before = len(host.calls())
+
+    again = host.installer("install", *args(host, host_bundle))
+    assert again.returncode == 0, again.stdout + again.stderr
+    lines = again.stdout
+    for step in ("unpack", "host-prep", "local-repo", "runtime"):
+        assert re.search(r"\d\. {}: unchanged".format(step), lines), lines
+    assert "loaded 3 image(s)" in lines
+    repeated = [c for c in host.calls()[calls_before:]
+                if c[0] in ("yum", "modprobe") or c[:2] == ["rpm", "--import"]]
+    assert repeated == []
+    assert worker_images(dockerd) == expected_worker_images(host_bundle)
+    assert not list(host.root.rglob("*.kubecrate-tmp"))
+    assert not [p for p in (host.root / "var/lib/kubecrate/bundles").iterdir()
+                if p.name.startswith(".")]
+
+
+def _swap_on(host, bundle):
+    host.kernel_file("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
+                     "/dev/dm-1 partition 2097148 0 -2\n")
+    return args(host, bundle), "swap is on (/dev/dm-1)"
+
+
+def _wrong_release(host, bundle):
+    host.file("/etc/os-release").write_text('NAME="Rocky Linux"\nID="rocky"\n'
+                                            'ID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\n')
+    return args(host, bundle), "is for centos 7 but this host runs Rocky Linux 8.9"
+
+
+def _other_arch(host, bundle):
+    return args(host, bundle, tar=bundle.other_arch_tar), "is for aarch64 but this host is x86_64"
+
+
+def _conflicting_package(host, bundle):
+    dnf_into(host.root, bundle.www, bundle.repos, "install", "docker")
+    return args(host, bundle), "conflicts with"
+
+
+@pytest.mark.parametrize("make", [_swap_on, _wrong_release, _other_arch, _conflicting_package],
+                         ids=["swap-on", "wrong-os-release", "other-arch", "conflicting-package"])
+def test_preflight_failures_exit_4_and_change_nothing(host_bundle, test_host, make):  # noqa: F811
+    host = test_host
+    argv, message = make(host, host_bundle)
+    before, kernel_before = snapshot(host.root), snapshot(host.kernel)
+    for command in ("preflight", "install"):
+        done = host.installer(command, *argv)
+        assert done.returncode == 4, done.stdout + done.stderr
+        assert message in done.stderr, done.stderr
+        assert snapshot(host.root) == before and snapshot(host.kernel) == kernel_before
+    assert [c for c in host.calls() if c[0] not in ("yum", "rpm", "systemctl")] == []
+    assert all("--assumeno" in c for c in host.calls() if c[0] == "yum")
+
+
+def test_preflight_fails_on_an_occupied_apiserver_port(host_bundle, test_host):  # noqa: F811
+    host = test_host
+    before = snapshot(host.root)
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 6443))
+        busy.listen(1)
+        done = host.installer("install", *args(host, host_bundle, "--node", "cp1"))
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "port 6443/tcp is already in use" in done.stderr
+    assert snapshot(host.root) == before
