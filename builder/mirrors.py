@@ -10,18 +10,17 @@ says where the bytes come from.
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 from urllib.parse import urljoin, urlsplit
 
-import yaml
-
 from builder.errors import BuildError
+from installer import yamldoc
+from installer.yamldoc import did_you_mean, kind
 
 __all__ = [
     "Credentials",
@@ -52,28 +51,8 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-class MirrorPresetError(BuildError):
+class MirrorPresetError(BuildError, yamldoc.DocumentError):
     """A mirror preset is malformed, or it has no mirror for something a recipe asks for."""
-
-    def __init__(
-        self,
-        message: str,
-        hint: Optional[str] = None,
-        *,
-        file: Optional[str] = None,
-        line: Optional[int] = None,
-        key: Optional[str] = None,
-    ) -> None:
-        where = file or ""
-        if file and line:
-            where += f":{line}"
-        prefix = f"{where}: " if where else ""
-        if key:
-            prefix += f"{key}: "
-        super().__init__(prefix + message, hint)
-        self.file = file
-        self.line = line
-        self.key = key
 
 
 # --------------------------------------------------------------------------- the typed preset
@@ -248,7 +227,7 @@ class MirrorPreset:
     def _missing(self, what: str, name: str, known: Mapping[str, Any]) -> MirrorPresetError:
         return MirrorPresetError(
             f"no {what} {name!r} in preset {self.name!r}",
-            hint=_did_you_mean(name, known) or f"known: {', '.join(sorted(known)) or 'none'}",
+            hint=did_you_mean(name, known) or f"known: {', '.join(sorted(known)) or 'none'}",
             file=self.source,
         )
 
@@ -314,112 +293,14 @@ def load_preset(path: Union[str, Path]) -> MirrorPreset:
 
 def parse_preset(text: str, source: str = "<preset>") -> MirrorPreset:
     """Validate preset YAML text; `source` names it in error messages."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise MirrorPresetError(
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            file=source,
-            line=mark.line + 1 if mark else None,
-        ) from exc
-    return _Reader(source, _line_index(node)).preset(data)
+    document = yamldoc.parse(text, source, MirrorPresetError)
+    return _Reader(document).preset(document.data)
 
 
-def _line_index(node: Optional[yaml.Node]) -> Dict[Tuple[Any, ...], int]:
-    """Line (1-based) of every mapping key and sequence item, by its path from the root."""
-    lines: Dict[Tuple[Any, ...], int] = {}
-    stack = [((), node)]
-    while stack:
-        path, current = stack.pop()
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                sub = path + (key_node.value,)
-                lines[sub] = key_node.start_mark.line + 1
-                stack.append((sub, value_node))
-        elif isinstance(current, yaml.SequenceNode):
-            for index, item in enumerate(current.value):
-                lines[path + (index,)] = item.start_mark.line + 1
-                stack.append((path + (index,), item))
-    return lines
-
-
-def _key_text(path: Tuple[Any, ...]) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", str(part)):
-            text += ("." if text else "") + str(part)
-        else:
-            text += f"[{str(part)!r}]"
-    return text
-
-
-def _did_you_mean(word: str, choices: Any) -> Optional[str]:
-    close = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-class _Reader:
+class _Reader(yamldoc.Reader):
     """Walks the plain data from safe_load, checking as it goes; knows lines from compose."""
 
-    def __init__(self, source: str, lines: Dict[Tuple[Any, ...], int]) -> None:
-        self.source = source
-        self.lines = lines
-
-    def error(
-        self, path: Tuple[Any, ...], message: str, hint: Optional[str] = None
-    ) -> MirrorPresetError:
-        line = None
-        for end in range(len(path), 0, -1):
-            line = self.lines.get(path[:end])
-            if line:
-                break
-        return MirrorPresetError(
-            message, hint, file=self.source, line=line, key=_key_text(path) or None
-        )
-
-    def table(self, value: Any, path: Tuple[Any, ...]) -> Dict[Any, Any]:
-        """A mapping whose keys are names the user chooses (repo ids, hosts)."""
-        if not isinstance(value, dict) or not value:
-            raise self.error(
-                path, f"must be a non-empty mapping, not {_kind(value) if value != {} else 'empty'}"
-            )
-        return value
-
-    def mapping(
-        self,
-        value: Any,
-        path: Tuple[Any, ...],
-        required: Tuple[str, ...],
-        optional: Tuple[str, ...] = (),
-    ) -> Dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.error(path, f"must be a mapping, not {_kind(value)}")
-        allowed = set(required) | set(optional)
-        for key in value:
-            if key not in allowed:
-                raise self.error(
-                    path + (key,),
-                    "unknown key",
-                    _did_you_mean(key, allowed) or f"allowed: {', '.join(sorted(allowed))}",
-                )
-        for key in required:
-            if key not in value or value[key] is None:
-                raise self.error(path + (key,), "required key is missing")
-        return value
-
-    def string(self, value: Any, path: Tuple[Any, ...]) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(path, f"must be a non-empty string, not {_kind(value)}")
-        return value.strip()
-
-    def boolean(self, value: Any, path: Tuple[Any, ...]) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(path, f"must be true or false, not {_kind(value)}")
-        return value
+    error_class = MirrorPresetError
 
     def url(
         self,
@@ -572,7 +453,7 @@ class _Reader:
             return (), value
         if not isinstance(value, list):
             raise self.error(
-                path, f"must be true, false or a list of repository paths, not {_kind(value)}"
+                path, f"must be true, false or a list of repository paths, not {kind(value)}"
             )
         items = []
         for index, item in enumerate(value):
@@ -596,6 +477,3 @@ class _Reader:
             raise self.error(path, "name docker_config, or username_env and password_env")
         return Credentials(**get)
 
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__

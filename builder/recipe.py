@@ -9,17 +9,16 @@ mirror preset's business (builder/mirrors.py); `check_against_preset()` cross-ch
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-import yaml
-
 from builder.errors import BuildError
 from builder.mirrors import MirrorPreset, MirrorPresetError, parse_image
+from installer import yamldoc
+from installer.yamldoc import KeyPath, did_you_mean, key_text, kind
 
 __all__ = [
     "KUBEADM_COMPONENTS",
@@ -58,18 +57,10 @@ _VERSION = re.compile(r"^v?[0-9]+(?:\.[0-9]+)*(?:[-+~][A-Za-z0-9._-]+)?$")
 _RELEASE = re.compile(r"^[0-9]+(?:\.[0-9]+)?$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[a-z0-9._/-]+)?$")
 
-KeyPath = Tuple[Any, ...]
 
 
-class RecipeError(BuildError):
+class RecipeError(BuildError, yamldoc.DocumentError):
     """A recipe is malformed, or names something its mirror preset cannot provide."""
-
-    def __init__(self, message: str, hint: Optional[str] = None, *, file: Optional[str] = None,
-                 line: Optional[int] = None, key: Optional[str] = None) -> None:
-        where = (file or "") + (f":{line}" if file and line else "")
-        prefix = (f"{where}: " if where else "") + (f"{key}: " if key else "")
-        super().__init__(prefix + message, hint)
-        self.file, self.line, self.key = file, line, key
 
 
 # --------------------------------------------------------------------------- the typed recipe
@@ -185,15 +176,15 @@ class Recipe:
 
     def error(self, path: KeyPath, message: str, hint: Optional[str] = None) -> RecipeError:
         """An error pointing at `path` (a key path such as ("repos", 2)) in the recipe file."""
-        return RecipeError(message, hint, file=self.source, line=_line_for(self.lines, path),
-                           key=_key_text(path) or None)
+        return RecipeError(message, hint, file=self.source, line=yamldoc.line_for(self.lines, path),
+                           key=key_text(path) or None)
 
     def _role(self, role: str) -> Role:
         try:
             return self.roles[role]
         except KeyError:
             raise RecipeError(f"no role {role!r} in recipe {self.name!r}",
-                              _did_you_mean(role, self.roles), file=self.source) from None
+                              did_you_mean(role, self.roles), file=self.source) from None
 
 
 # --------------------------------------------------------------------------- after loading
@@ -233,13 +224,13 @@ def check_against_preset(recipe: Recipe, preset: MirrorPreset) -> None:
     for index, repo in enumerate(recipe.repos):
         if repo not in preset.yum:
             raise recipe.error(("repos", index), f"preset {preset.name!r} ({preset.source}) has "
-                               f"no yum repo {repo!r}", _did_you_mean(repo, preset.yum)
+                               f"no yum repo {repo!r}", did_you_mean(repo, preset.yum)
                                or f"it has: {', '.join(sorted(preset.yum))}")
     for name in recipe.binaries:
         if name not in preset.releases:
             raise recipe.error(("binaries", name), f"preset {preset.name!r} ({preset.source}) "
                                f"has no release source {name!r}",
-                               _did_you_mean(name, preset.releases)
+                               did_you_mean(name, preset.releases)
                                or f"it has: {', '.join(sorted(preset.releases))}")
     kubeadm_registry = recipe.kubernetes.image_repository.split("/")[0]
     wanted = [(("kubernetes", "image_repository"), kubeadm_registry)]
@@ -282,130 +273,14 @@ def load_recipe(path: Union[str, Path]) -> Recipe:
 
 def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     """Validate recipe YAML text; `source` names it in messages and anchors relative paths."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                          file=source, line=mark.line + 1 if mark else None) from exc
-    lines, duplicate = _line_index(node)
-    reader = _Reader(source, lines)
-    if duplicate:
-        raise reader.error(duplicate, "key given twice (YAML keeps only the last one)")
-    return reader.recipe(data)
+    document = yamldoc.parse(text, source, RecipeError)
+    return _Reader(document).recipe(document.data)
 
 
-def _line_index(node: Optional[yaml.Node]) -> Tuple[Dict[KeyPath, int], Optional[KeyPath]]:
-    """Line (1-based) of every mapping key and list item by its path from the root, and the
-    path of the first duplicated key, if any."""
-    lines: Dict[KeyPath, int] = {}
-    duplicate = None
-    stack = [((), node)]
-    while stack:
-        path, current = stack.pop()
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                sub = path + (key_node.value,)
-                if sub in lines and duplicate is None and key_node.value != "<<":
-                    duplicate = sub
-                lines[sub] = key_node.start_mark.line + 1
-                stack.append((sub, value_node))
-        elif isinstance(current, yaml.SequenceNode):
-            for index, item in enumerate(current.value):
-                lines[path + (index,)] = item.start_mark.line + 1
-                stack.append((path + (index,), item))
-    return lines, duplicate
-
-
-def _line_for(lines: Mapping[KeyPath, int], path: KeyPath) -> Optional[int]:
-    for end in range(len(path), 0, -1):
-        if path[:end] in lines:
-            return lines[path[:end]]
-    return None
-
-
-def _key_text(path: KeyPath) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", str(part)):
-            text += ("." if text else "") + str(part)
-        else:
-            text += f"[{str(part)!r}]"
-    return text
-
-
-def _did_you_mean(word: str, choices: Iterable[Any]) -> Optional[str]:
-    close = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-class _Reader:
+class _Reader(yamldoc.Reader):
     """Walks the plain data from safe_load, checking as it goes; knows lines from compose."""
 
-    def __init__(self, source: str, lines: Dict[KeyPath, int]) -> None:
-        self.source = source
-        self.lines = lines
-
-    def error(self, path: KeyPath, message: str, hint: Optional[str] = None) -> RecipeError:
-        return RecipeError(message, hint, file=self.source, line=_line_for(self.lines, path),
-                           key=_key_text(path) or None)
-
-    # ---- generic shapes
-
-    def mapping(self, value: Any, path: KeyPath, required: Tuple[str, ...],
-                optional: Tuple[str, ...] = ()) -> Dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.error(path, f"must be a mapping, not {_kind(value)}")
-        allowed = set(required) | set(optional)
-        for key in value:
-            if key not in allowed:
-                raise self.error(path + (key,), "unknown key", _did_you_mean(key, allowed)
-                                 or f"allowed here: {', '.join(sorted(allowed))}")
-        for key in required:
-            if value.get(key) is None:
-                raise self.error(path + (key,), "required key is missing")
-        return value
-
-    def string(self, value: Any, path: KeyPath, pattern: Optional[re.Pattern] = None,
-               what: str = "") -> str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            raise self.error(path, f"must be a string, not {_kind(value)}",
-                             f"quote it: \"{value}\" (YAML reads {value} as a number)")
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(path, f"must be a non-empty string, not {_kind(value)}")
-        text = value.strip()
-        if pattern is not None and not pattern.match(text):
-            raise self.error(path, f"{text!r} is not {what or 'valid here'}")
-        return text
-
-    def choice(self, value: Any, path: KeyPath, choices: Tuple[str, ...]) -> str:
-        text = self.string(value, path)
-        if text not in choices:
-            raise self.error(path, f"{text!r} is not one of {', '.join(choices)}",
-                             _did_you_mean(text, choices))
-        return text
-
-    def items(self, value: Any, path: KeyPath, allow_empty: bool = False) -> list:
-        if value is None and allow_empty:
-            return []
-        if not isinstance(value, list) or (not value and not allow_empty):
-            raise self.error(path, f"must be a {'' if allow_empty else 'non-empty '}list, "
-                             f"not {_kind(value) if value != [] else 'an empty one'}")
-        return value
-
-    def unique(self, values: Sequence[Any], path: KeyPath, key=lambda v: v) -> None:
-        seen = set()
-        for index, value in enumerate(values):
-            if key(value) in seen:
-                raise self.error(path + (index,), f"{key(value)!r} is listed twice")
-            seen.add(key(value))
+    error_class = RecipeError
 
     # ---- the recipe
 
@@ -522,13 +397,13 @@ class _Reader:
         if name == "kubeadm":
             if component and component not in KUBEADM_COMPONENTS:
                 raise self.error(path, f"kubeadm has no image {component!r}",
-                                 _did_you_mean(component, KUBEADM_COMPONENTS)
+                                 did_you_mean(component, KUBEADM_COMPONENTS)
                                  or f"known: {', '.join(KUBEADM_COMPONENTS)}")
             return ImageSelector("kubeadm", component, text)
         if name in addons and not component:
             return ImageSelector("addon", name, text)
         sets = ["@kubeadm"] + [f"@{a}" for a in addons]
-        raise self.error(path, f"no image set {text!r}", _did_you_mean(text, sets)
+        raise self.error(path, f"no image set {text!r}", did_you_mean(text, sets)
                          or f"image sets: {', '.join(sets)}, @kubeadm:<component>")
 
     def image_ref(self, text: str, path: KeyPath) -> str:
@@ -566,7 +441,7 @@ class _Reader:
         if value is None:
             return MappingProxyType({})
         if not isinstance(value, dict):
-            raise self.error(("binaries",), f"must be a mapping, not {_kind(value)}")
+            raise self.error(("binaries",), f"must be a mapping, not {kind(value)}")
         result = {}
         for name, version in sorted(value.items(), key=lambda item: str(item[0])):
             path = ("binaries", name)
@@ -579,7 +454,7 @@ class _Reader:
         if value is None:
             return MappingProxyType({})
         if not isinstance(value, dict):
-            raise self.error(("addons",), f"must be a mapping, not {_kind(value)}")
+            raise self.error(("addons",), f"must be a mapping, not {kind(value)}")
         result = {}
         for name, spec in sorted(value.items(), key=lambda item: str(item[0])):
             path = ("addons", name)

@@ -1,0 +1,184 @@
+"""Validated YAML documents that remember where every key came from.
+
+Recipes, mirror presets, cluster.yaml and the load-balancer settings are all read the same way:
+`yaml.safe_load` for the data, `yaml.compose` for the line of every key, and a reader that checks
+shapes as it walks and names the file, line and key of the first problem, with a did-you-mean for
+unknown keys. Python 3.6 (hosts read cluster.yaml), so typing forms only.
+"""
+
+import difflib
+import re
+from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
+
+import yaml
+
+from installer.errors import KubecrateError
+
+KeyPath = Tuple[Any, ...]
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class DocumentError(KubecrateError):
+    """A problem at a place in a document: rendered `file:line: key: message`."""
+
+    def __init__(self, message: str, hint: Optional[str] = None, *, file: Optional[str] = None,
+                 line: Optional[int] = None, key: Optional[str] = None) -> None:
+        where = (file or "") + (":{}".format(line) if file and line else "")
+        prefix = (where + ": " if where else "") + (key + ": " if key else "")
+        super().__init__(prefix + message, hint)
+        self.file, self.line, self.key = file, line, key
+
+
+class Document(NamedTuple):
+    source: str
+    data: Any
+    lines: Dict[KeyPath, int]  # 1-based line of every mapping key and list item, by path
+
+
+def key_text(path: KeyPath) -> str:
+    """`roles.worker.images[2]`, `registries['registry.k8s.io'].url`."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += "[{}]".format(part)
+        elif _PLAIN_KEY.match(str(part)):
+            text += ("." if text else "") + str(part)
+        else:
+            text += "[{!r}]".format(str(part))
+    return text
+
+
+def line_for(lines: Dict[KeyPath, int], path: KeyPath) -> Optional[int]:
+    """The line of `path`, or of its nearest ancestor that has one."""
+    for end in range(len(path), 0, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def did_you_mean(word: Any, choices: Iterable[Any]) -> Optional[str]:
+    close = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
+    return "did you mean {!r}?".format(close[0]) if close else None
+
+
+def kind(value: Any) -> str:
+    """What the user wrote, in words: `nothing`, `int`, `list`..."""
+    return "nothing" if value is None else type(value).__name__
+
+
+def parse(text: str, source: str, error_class: type = DocumentError) -> Document:
+    """Parse YAML text; syntax errors and duplicated keys (YAML silently keeps the last one)
+    raise `error_class` naming the file and line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise error_class("not valid YAML: {}".format(getattr(exc, "problem", None) or exc),
+                          file=source, line=mark.line + 1 if mark else None) from exc
+    lines = {}  # type: Dict[KeyPath, int]
+    stack = [((), node)]
+    while stack:
+        path, current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                sub = path + (key_node.value,)
+                if sub in lines and key_node.value != "<<":
+                    raise error_class("key given twice (YAML keeps only the last one)",
+                                      file=source, line=key_node.start_mark.line + 1,
+                                      key=key_text(sub))
+                lines[sub] = key_node.start_mark.line + 1
+                stack.append((sub, value_node))
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                lines[path + (index,)] = item.start_mark.line + 1
+                stack.append((path + (index,), item))
+    return Document(source, data, lines)
+
+
+class Reader:
+    """Walks a Document's data, checking shapes; subclasses add the schema's own methods and
+    set `error_class` to their error type (a DocumentError)."""
+
+    error_class = DocumentError  # type: type
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        self.source = document.source
+
+    @property
+    def lines(self) -> Dict[KeyPath, int]:
+        return self.document.lines
+
+    def error(self, path: KeyPath, message: str, hint: Optional[str] = None) -> Exception:
+        return self.error_class(message, hint, file=self.source,
+                                line=line_for(self.lines, path), key=key_text(path) or None)
+
+    def mapping(self, value: Any, path: KeyPath, required: Sequence[str] = (),
+                optional: Sequence[str] = ()) -> Dict[str, Any]:
+        """A mapping with a fixed set of keys: unknown ones are errors with a suggestion."""
+        if not isinstance(value, dict):
+            raise self.error(path, "must be a mapping, not {}".format(kind(value)))
+        allowed = set(required) | set(optional)
+        for key in value:
+            if key not in allowed:
+                raise self.error(path + (key,), "unknown key", did_you_mean(key, allowed)
+                                 or "allowed here: {}".format(", ".join(sorted(allowed))))
+        for key in required:
+            if value.get(key) is None:
+                raise self.error(path + (key,), "required key is missing")
+        return value
+
+    def table(self, value: Any, path: KeyPath) -> Dict[Any, Any]:
+        """A non-empty mapping whose keys the user chooses (repo ids, hosts, node names)."""
+        if not isinstance(value, dict) or not value:
+            raise self.error(path, "must be a non-empty mapping, not {}".format(
+                "an empty one" if value == {} else kind(value)))
+        return value
+
+    def string(self, value: Any, path: KeyPath, pattern: Any = None, what: str = "") -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise self.error(path, "must be a string, not {}".format(kind(value)),
+                             'quote it: "{}" (YAML reads {} as a number)'.format(value, value))
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(path, "must be a non-empty string, not {}".format(kind(value)))
+        text = value.strip()
+        if pattern is not None and not pattern.match(text):
+            raise self.error(path, "{!r} is not {}".format(text, what or "valid here"))
+        return text
+
+    def boolean(self, value: Any, path: KeyPath) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, "must be true or false, not {}".format(kind(value)))
+        return value
+
+    def integer(self, value: Any, path: KeyPath, low: Optional[int] = None,
+                high: Optional[int] = None) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(path, "must be a whole number, not {}".format(kind(value)))
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise self.error(path, "{} is out of range {}..{}".format(value, low, high))
+        return value
+
+    def choice(self, value: Any, path: KeyPath, choices: Sequence[str]) -> str:
+        text = self.string(value, path)
+        if text not in choices:
+            raise self.error(path, "{!r} is not one of {}".format(text, ", ".join(choices)),
+                             did_you_mean(text, choices))
+        return text
+
+    def items(self, value: Any, path: KeyPath, allow_empty: bool = False) -> list:
+        if value is None and allow_empty:
+            return []
+        if not isinstance(value, list) or (not value and not allow_empty):
+            raise self.error(path, "must be a {}list, not {}".format(
+                "" if allow_empty else "non-empty ",
+                "an empty one" if value == [] else kind(value)))
+        return value
+
+    def unique(self, values: Sequence[Any], path: KeyPath, key: Any = lambda v: v) -> None:
+        seen = set()
+        for index, value in enumerate(values):
+            if key(value) in seen:
+                raise self.error(path + (index,), "{!r} is listed twice".format(key(value)))
+            seen.add(key(value))
