@@ -1,6 +1,9 @@
 """Run every benchmark side by side with its peer tool and rewrite docs/benchmarks.md.
 
     scripts/bench [--runs N] [--only NAME ...]
+
+Results are kept per benchmark in docs/benchmarks.json, so `--only` re-measures the named
+ones and keeps the others' last figures (each row says when and where it was measured).
 """
 
 from __future__ import annotations
@@ -8,11 +11,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import json
 import os
 import platform
 import statistics
 import subprocess
 from pathlib import Path
+
+from benchmarks.timing import Result
 
 REPO = Path(__file__).resolve().parents[2]
 # modules here with run(work, runs) -> [Result]
@@ -40,21 +46,28 @@ def machine() -> str:
             f"Python {platform.python_version()}; {'; '.join(tools)}")
 
 
-def render(results, runs: int) -> str:
+def render(records: dict) -> str:
+    """records: benchmark module -> {"date", "machine", "runs", "results": [Result fields]}."""
     lines = [
         "# Benchmarks",
         "",
-        "Written by `scripts/bench`; do not edit by hand. Each row runs kubecrate and a peer",
-        "tool side by side on the same input, alternating which goes first, and reports medians.",
-        "A ratio below 1 means kubecrate is faster (or, for sizes, smaller).",
+        "Written by `scripts/bench` from docs/benchmarks.json; do not edit by hand. Each row runs",
+        "kubecrate and a peer tool side by side on the same input, alternating which goes first,",
+        "and reports medians. A ratio below 1 means kubecrate is faster (or, for sizes, smaller).",
         "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {machine()}",
-        f"- runs per tool: {runs}",
+    ]
+    measured = sorted({(r["date"], r["machine"], r["runs"]) for r in records.values()})
+    for date, where, runs in measured:
+        names = ", ".join(n for n, r in sorted(records.items())
+                          if (r["date"], r["machine"], r["runs"]) == (date, where, runs))
+        lines.append(f"- {names}: measured {date} on {where}; {runs} runs per tool")
+    lines += [
         "",
         "| benchmark | kubecrate | peer | kubecrate (median) | peer (median) | ratio | goal |",
         "|---|---|---|---|---|---|---|",
     ]
+    results = [Result(**fields) for name in BENCHMARKS if name in records
+               for fields in records[name]["results"]]
     for r in results:
         goal = f"<= {r.goal:g}x" if r.goal else ""
         ours = f"{statistics.median(r.ours_seconds):.2f} {r.unit}"
@@ -79,14 +92,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    results = []
+    store = args.out.with_suffix(".json")
+    records = json.loads(store.read_text()) if store.exists() else {}
+    where = machine()
     for name in args.only or BENCHMARKS:
         print(f"==> benchmark {name} ({args.runs} runs each)", flush=True)
         module = importlib.import_module(f"benchmarks.{name}")
-        for result in module.run(args.work / name, args.runs):
+        results = module.run(args.work / name, args.runs)
+        for result in results:
             print(f"    {result.name}: ratio {result.ratio:.2f}x", flush=True)
-            results.append(result)
-    args.out.write_text(render(results, args.runs))
+        records[name] = {"date": datetime.date.today().isoformat(), "machine": where,
+                         "runs": args.runs, "results": [r._asdict() for r in results]}
+        store.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    args.out.write_text(render(records))
     print(f"wrote {args.out}")
 
 
