@@ -128,8 +128,10 @@ def pack(
     comment: Optional[str] = None,
     metadata: Optional[dict[str, Any]] = None,
     progress: Optional[Callable[[int], None]] = None,
+    created: Optional[int] = None,
 ) -> Packed:
-    """Pack `source` into `out` and sign it as `out`.minisig; both appear only when complete."""
+    """Pack `source` into `out` and sign it as `out`.minisig; both appear only when complete.
+    `created` (every mtime) defaults to SOURCE_DATE_EPOCH, else now."""
     if compress not in (None, "gzip"):
         raise UsageError(f"unknown compression {compress!r} (use gzip or none)")
     if comment and ("\n" in comment or "\t" in comment):
@@ -137,7 +139,7 @@ def pack(
     clash = sorted(set(metadata or {}) & set(RESERVED_KEYS))
     if clash:
         raise UsageError(f"metadata may not set {', '.join(clash)}: pack writes them")
-    created = source_date_epoch()
+    created = source_date_epoch() if created is None else int(created)
     name = name or out.name.split(".tar")[0]
     files = scan(source)
     document = dict(metadata or {})
