@@ -1,0 +1,197 @@
+"""`kubecrate build`: recipe -> lock -> fetch -> stage -> pack + sign -> installer -> lint.
+
+    report = build(Path("manifests/k8s-1.23.17-el7.yaml"), key=secret, out_dir=Path("bundles"))
+
+Locks when the lock is missing or its inputs changed (builder/lock.py), fetches only what the
+cache lacks over one requests.Session (builder/fetch.py), stages the tree in a temporary folder
+(builder/stage.py), packs and signs `<name>.tar` with the lock's `created` time, builds the
+signed `kubecrate-installer.pyz` trusting the signing key, and lints the packed bundle. The four
+files are written under temporary names inside `out_dir` and renamed into place only when
+everything succeeded, so a failure leaves `out_dir` as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+import requests
+
+from builder.cache import Cache
+from builder.fetch import FetchStats, fetch_locked
+from builder.keys import SecretKey
+from builder.lint import LintFailed, lint_bundle
+from builder.lock import (
+    compare,
+    input_changes,
+    load_lock,
+    lock_path_for,
+    make_lock,
+    write_lock,
+)
+from builder.mirrors import MirrorPreset, load_preset
+from builder.pack import pack
+from builder.recipe import Recipe, load_recipe
+from builder.stage import stage_bundle
+from builder.zipapp import INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
+
+__all__ = ["BuildReport", "build", "ensure_lock", "format_report"]
+
+log = logging.getLogger(__name__)
+
+# progress(what, total_bytes) -> update(n); the CLI passes tqdm bars
+ProgressFactory = Callable[[str, int], Callable[[int], Any]]
+
+
+class BuildReport(NamedTuple):
+    bundle: Path
+    signature: Path
+    installer: Path
+    installer_signature: Path
+    manifest_sha256: str
+    bundle_size: int
+    installer_size: int
+    lock: Path
+    lock_status: str  # "up to date", "written", "updated"
+    sections: Dict[str, int]  # bytes per bundle folder
+    counts: Dict[str, int]
+    fetch: FetchStats
+    wheels_downloaded: int
+    timings: Tuple[Tuple[str, float], ...]  # (stage, seconds)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: List[Tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        log.info("%s ...", name)
+        try:
+            yield
+        finally:
+            self.timings.append((name, time.monotonic() - start))
+
+
+def _byte_progress(progress: Optional[ProgressFactory], what: str):
+    if progress is None:
+        return None
+    state: Dict[str, Any] = {}
+
+    def update(n: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = progress(what, total)
+        state["bar"](n)
+
+    return update
+
+
+def ensure_lock(recipe: Recipe, preset: MirrorPreset, lock_path: Path, *, session: Any,
+                cache: Cache, progress: Optional[ProgressFactory] = None
+                ) -> Tuple[Dict[str, Any], str]:
+    """The lock at `lock_path` when its inputs still match, else a new one written there;
+    returns (document, "up to date" | "written" | "updated")."""
+    old = None
+    if lock_path.exists():
+        old = load_lock(lock_path)
+        changes = input_changes(old, recipe, preset)
+        if not changes:
+            return old, "up to date"
+        log.info("re-locking %s: %s", lock_path, "; ".join(changes))
+    document = make_lock(recipe, preset, session=session, cache=cache,
+                         progress=_byte_progress(progress, "lock: images"))
+    if old is not None and not compare(old, document):
+        document["created"] = old["created"]  # same resolution: keep the same bundle bytes
+    write_lock(lock_path, document)
+    return document, "written" if old is None else "updated"
+
+
+def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
+          preset_path: Optional[Path] = None, lock_path: Optional[Path] = None,
+          cache: Optional[Cache] = None, session: Optional[requests.Session] = None,
+          progress: Optional[ProgressFactory] = None,
+          installer_source: Path = INSTALLER_SOURCE) -> BuildReport:
+    """Build `<out_dir>/<name>.tar` (+ .minisig) and `<out_dir>/kubecrate-installer.pyz`
+    (+ .minisig) from the recipe; see the module docstring. Raises a BuildError subclass
+    naming the culprit; `out_dir` then holds nothing new."""
+    clock = _Clock()
+    cache = cache or Cache()
+    with clock.stage("recipe"):
+        recipe = load_recipe(recipe_path)
+        preset = load_preset(preset_path or recipe.preset_path)
+    lock_path = lock_path or lock_path_for(recipe_path)
+    own_session = session is None
+    session = session or requests.Session()
+    try:
+        with clock.stage("lock"):
+            lock, lock_status = ensure_lock(recipe, preset, lock_path, session=session,
+                                            cache=cache, progress=progress)
+        with clock.stage("fetch"):
+            fetched = fetch_locked(lock, preset, session=session, cache=cache,
+                                   lock_path=lock_path, progress=progress)
+    finally:
+        if own_session:
+            session.close()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".kubecrate-build-", dir=out_dir))
+    try:
+        created = int(lock["created"])
+        with clock.stage("stage"):
+            staged = stage_bundle(work / "tree", recipe, lock, fetched, cache)
+        with clock.stage("pack"):
+            packed = pack(work / "tree", work / f"{recipe.name}.tar", key, name=recipe.name,
+                          metadata=staged.metadata, created=created,
+                          progress=progress("pack", sum(staged.sections.values()))
+                          if progress else None)
+        with clock.stage("installer"):
+            pyz = build_zipapp(work / INSTALLER_NAME, key.public_key.to_file_text(), key,
+                               cache=cache, source_date_epoch=created,
+                               installer_source=installer_source)
+        with clock.stage("lint"):
+            problems = lint_bundle(packed.path, recipe)
+            if problems:
+                raise LintFailed(packed.path.relative_to(work), problems)
+        finals = []
+        for path in (pyz.path, pyz.signature_path, packed.path, packed.signature_path):
+            final = out_dir / path.name
+            os.replace(path, final)
+            finals.append(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildReport(finals[2], finals[3], finals[0], finals[1], packed.manifest_sha256,
+                       packed.size, pyz.size, lock_path, lock_status, staged.sections,
+                       staged.counts, fetched.stats, len(pyz.downloaded),
+                       tuple(clock.timings))
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
+
+
+def format_report(report: BuildReport) -> List[str]:
+    """The short summary `kubecrate build` prints on stderr."""
+    sections = ", ".join(f"{name}/ {_mib(size)}" for name, size in report.sections.items())
+    counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
+    stats = report.fetch
+    timings = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.timings)
+    return [
+        f"bundle    {report.bundle} ({_mib(report.bundle_size)}; bundle.json sha256 "
+        f"{report.manifest_sha256[:16]}...) and {report.signature.name}",
+        f"installer {report.installer} ({_mib(report.installer_size)}) and "
+        f"{report.installer_signature.name}",
+        f"lock      {report.lock} ({report.lock_status})",
+        f"contents  {counts}; {sections}",
+        f"fetched   {_mib(stats.downloaded)} downloaded ({stats.files_downloaded} files), "
+        f"{_mib(stats.cached)} from the cache ({stats.files_cached} files)"
+        + (f"; {report.wheels_downloaded} installer wheels from PyPI"
+           if report.wheels_downloaded else ""),
+        f"time      {timings}",
+    ]
