@@ -24,6 +24,9 @@ HELP = """Build signed offline Kubernetes bundles for air-gapped RHEL-family hos
   kubecrate pack staging/ --out bundles/x.tar --key keys/kubecrate.key
   kubecrate verify bundles/x.tar --key keys/kubecrate.pub
   kubecrate zipapp --out bundles/kubecrate-installer.pyz --key keys/kubecrate.key
+  kubecrate lock manifests/k8s-1.23.17-el7.yaml [--check]
+  kubecrate build manifests/k8s-1.23.17-el7.yaml --key keys/kubecrate.key --out bundles/
+  kubecrate lint bundles/k8s-1.23.17-el7.tar; kubecrate inspect bundles/k8s-1.23.17-el7.tar
 
 """ + EXIT_CODES_HELP
 
@@ -152,10 +155,14 @@ def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbo
 
 @cli.command()
 @click.argument("package")
-@click.option("--mirrors", "preset_path", required=True,
+@click.option("--recipe", "recipe_path",
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Mirror preset (docs/mirrors.md) whose yum repos are searched.")
-@click.option("-p", "--packages", "requested", required=True, multiple=True,
+              help="Take the requests, repos, base, arch and preset from this recipe.")
+@click.option("--mirrors", "preset_path",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Mirror preset (docs/mirrors.md) whose yum repos are searched "
+                   "[default with --recipe: the recipe's].")
+@click.option("-p", "--packages", "requested", multiple=True,
               help="What the bundle asks for: a name, name-version[-release], or a provide such "
                    "as /usr/bin/python3. Repeat the option or separate with commas.")
 @click.option("--repos", help="Comma-separated repo ids to search [default: all in the preset].")
@@ -164,13 +171,14 @@ def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbo
                    "of `rpm -qa` output from a real host.")
 @click.option("--arch", default="x86_64", show_default=True, help="Target architecture.")
 @verbose_option
-def why(package: str, preset_path: Path, requested: tuple, repos: str | None, base: str,
-        arch: str, verbose: int) -> None:
+def why(package: str, recipe_path: Path | None, preset_path: Path | None, requested: tuple,
+        repos: str | None, base: str, arch: str, verbose: int) -> None:
     """Explain why PACKAGE is in the RPM closure: the chain of requires from a request.
 
     \b
       kubecrate why fuse3-libs --mirrors manifests/mirrors/upstream.yaml \\
           -p docker-ce-20.10.24,keepalived,haproxy,conntrack-tools,socat,python3
+      kubecrate why fuse3-libs --recipe manifests/k8s-1.23.17-el7.yaml
     """
     import requests as http
 
@@ -180,12 +188,166 @@ def why(package: str, preset_path: Path, requested: tuple, repos: str | None, ba
 
     configure_logging(verbose)
     wanted = [item.strip() for text in requested for item in text.split(",") if item.strip()]
+    repo_ids = [r.strip() for r in repos.split(",")] if repos else None
+    if recipe_path is not None:
+        from builder.lock import request_text
+        from builder.recipe import load_recipe
+
+        recipe = load_recipe(recipe_path)
+        wanted = wanted or [request_text(spec) for spec in recipe.all_packages()]
+        preset_path = preset_path or recipe.preset_path
+        repo_ids = repo_ids or list(recipe.repos)
+        base, arch = recipe.target.base[0], recipe.target.arch
+    if preset_path is None or not wanted:
+        raise UsageError("give --recipe, or --mirrors and -p")
     with http.Session() as session:
         result = resolve_from_preset(
             load_preset(preset_path), wanted, session=session, base=base, arch=arch,
-            repo_ids=[r.strip() for r in repos.split(",")] if repos else None)
+            repo_ids=repo_ids)
     for line in explain(result, package):
         click.echo(line)
+
+
+recipe_argument = click.argument(
+    "recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+mirrors_option = click.option(
+    "--mirrors", "preset_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Mirror preset (docs/mirrors.md) [default: the one the recipe names].")
+cache_option = click.option(
+    "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Download cache [default: $KUBECRATE_CACHE, else ~/.cache/kubecrate].")
+
+
+def _tqdm_progress(what: str, total: int):
+    bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=what, disable=None,
+               leave=False)
+    return bar.update
+
+
+@cli.command("lock")
+@recipe_argument
+@mirrors_option
+@click.option("--out", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Lock file [default: RECIPE with .lock instead of .yaml].")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 naming what changed when the lock is out of date.")
+@cache_option
+@verbose_option
+def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None, check: bool,
+             cache_dir: Path | None, verbose: int) -> None:
+    """Resolve RECIPE to every RPM, binary and image digest, into RECIPE.lock.
+
+    Images and binaries are verified by their bytes, so locking fetches them into the cache.
+    """
+    import requests as http
+
+    from builder.cache import Cache
+    from builder.lock import StaleLock, compare, load_lock, lock_path_for, make_lock, write_lock
+    from builder.mirrors import load_preset
+    from builder.recipe import load_recipe
+
+    configure_logging(verbose)
+    recipe = load_recipe(recipe_path)
+    preset = load_preset(preset_path or recipe.preset_path)
+    lock_path = lock_path or lock_path_for(recipe_path)
+    if check and not lock_path.exists():
+        raise StaleLock(lock_path, ["the lock does not exist"])
+    old = load_lock(lock_path) if lock_path.exists() else None
+    with http.Session() as session:
+        document = make_lock(recipe, preset, session=session, cache=Cache(cache_dir),
+                             progress=None)
+    changes = compare(old, document) if old is not None else ["new lock"]
+    if check:
+        if changes:
+            raise StaleLock(lock_path, changes)
+        click.echo(f"{lock_path} is up to date", err=True)
+        return
+    if old is not None and not changes:
+        click.echo(f"{lock_path} is up to date", err=True)
+        return
+    write_lock(lock_path, document)
+    click.echo(f"wrote {lock_path}: {len(document['rpms'])} RPMs, "
+               f"{len(document['binaries'])} binaries, {len(document['images'])} images", err=True)
+    for line in changes if old is not None else []:
+        click.echo(f"  {line}", err=True)
+
+
+@cli.command("build")
+@recipe_argument
+@mirrors_option
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=Path("keys") / keys.SECRET_NAME, show_default=True,
+              help="minisign secret key: signs the bundle and the installer, which embeds "
+                   "its public half.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("bundles"), show_default=True, help="Output folder.")
+@click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Lock file to use or write [default: RECIPE with .lock instead of .yaml].")
+@cache_option
+@verbose_option
+def build_cmd(recipe_path: Path, preset_path: Path | None, key_path: Path, out_dir: Path,
+              lock_path: Path | None, cache_dir: Path | None, verbose: int) -> None:
+    """Build OUT/<name>.tar and OUT/kubecrate-installer.pyz, each with a .minisig.
+
+    Locks first when the lock is missing or stale, downloads only what the cache lacks, and
+    lints the result. On failure OUT is left as it was. Prints the bundle.json SHA-256.
+    """
+    from builder.build import build, format_report
+    from builder.cache import Cache
+
+    configure_logging(verbose)
+    secret = load_signing_key(key_path)
+    report = build(recipe_path, key=secret, out_dir=out_dir, preset_path=preset_path,
+                   lock_path=lock_path, cache=Cache(cache_dir), progress=_tqdm_progress)
+    for line in format_report(report):
+        click.echo(line, err=True)
+    click.echo(report.manifest_sha256)
+
+
+@cli.command("lint")
+@click.argument("bundle_path", metavar="BUNDLE",
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False, exists=True,
+                                                         path_type=Path),
+              help="Also check that the bundle's role sets are the recipe's.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, exists=True),
+              help="Verify the signature and every member first, with this public key.")
+@verbose_option
+def lint_cmd(bundle_path: Path, recipe_path: Path | None, key_path: str | None,
+             verbose: int) -> None:
+    """Check that BUNDLE holds every package and image its role sets and kubeadm need, and
+    names no image by digest alone; exit 1 naming what is missing."""
+    from builder.lint import LintFailed, lint_bundle
+    from builder.recipe import load_recipe
+
+    configure_logging(verbose)
+    recipe = load_recipe(recipe_path) if recipe_path else None
+    key = minisig.load_public_key(key_path) if key_path else None
+    problems = lint_bundle(bundle_path, recipe, key)
+    if problems:
+        raise LintFailed(bundle_path, problems)
+    click.echo(f"{bundle_path}: complete", err=True)
+
+
+@cli.command("inspect")
+@click.argument("bundle_path", metavar="BUNDLE",
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@verbose_option
+def inspect_cmd(bundle_path: Path, as_json: bool, verbose: int) -> None:
+    """List what BUNDLE holds: target, roles, packages, images, binaries and sizes."""
+    from builder.contents import open_bundle
+    from builder.listing import describe, format_listing
+
+    configure_logging(verbose)
+    with open_bundle(bundle_path) as contents:
+        summary = describe(contents)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        for line in format_listing(summary):
+            click.echo(line)
+
 
 def main(argv=None) -> None:
     configure_logging(0)
