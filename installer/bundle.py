@@ -119,7 +119,7 @@ def check_signature(
     return digest, signature
 
 
-def _walk(
+def walk(
     bundle_path: str,
     digest: bytes,
     signature: minisig.Signature,
@@ -261,7 +261,7 @@ def verify(
     """Check the signature, then every member against bundle.json, writing nothing.
     `progress(n)` is told about every byte read: twice the file size in all."""
     digest, signature = check_signature(bundle_path, public_key, signature_path, progress)
-    return _walk(bundle_path, digest, signature, lambda spec: None, progress)
+    return walk(bundle_path, digest, signature, lambda spec: None, progress)
 
 
 def cache_root(root: str) -> str:
@@ -282,7 +282,7 @@ def unpack(
     """
     digest, signature = check_signature(bundle_path, public_key, signature_path, progress)
     cache = cache_root(root)
-    cached = _cached(
+    cached = find_cached(
         cache,
         signature.comment_fields().get(COMMENT_MANIFEST_SHA256)
         or _peek_manifest_sha256(bundle_path),
@@ -297,14 +297,14 @@ def unpack(
     created = _makedirs(cache)
     staging = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
     try:
-        bundle = _walk(
+        bundle = walk(
             bundle_path,
             digest,
             signature,
-            lambda spec: _create(staging, spec.path, spec.mode),
+            lambda spec: create_file(staging, spec.path, spec.mode),
             progress,
         )
-        with _create(staging, MANIFEST_NAME, 0o644) as out:
+        with create_file(staging, MANIFEST_NAME, 0o644) as out:
             out.write(bundle.manifest_raw)
         final = os.path.join(cache, bundle.manifest_sha256)
         os.chmod(staging, 0o755)
@@ -349,8 +349,9 @@ def _peek_manifest_sha256(bundle_path: str) -> Optional[str]:
         return None  # pass 2 reports the problem properly
 
 
-def _cached(cache: str, manifest_sha256: Optional[str]) -> Optional[tuple]:
-    """(folder, bundle.json bytes) when the cache holds a complete copy of this bundle."""
+def find_cached(cache: str, manifest_sha256: Optional[str]) -> Optional[tuple]:
+    """(folder, bundle.json bytes) when the cache folder `cache` (see cache_root) holds a
+    complete copy of the bundle whose bundle.json has this SHA-256."""
     if not manifest_sha256:
         return None
     directory = os.path.join(cache, manifest_sha256)
@@ -362,8 +363,9 @@ def _cached(cache: str, manifest_sha256: Optional[str]) -> Optional[tuple]:
     return (directory, raw) if hashlib.sha256(raw).hexdigest() == manifest_sha256 else None
 
 
-def _create(staging: str, relpath: str, mode: int) -> object:
-    """Create a new file under `staging`; never follows a link, never overwrites."""
+def create_file(staging: str, relpath: str, mode: int) -> object:
+    """Create a new file under `staging` (parents as needed) for a member's bytes; never
+    follows a link, never overwrites. An `open_member` for walk() usually calls this."""
     target = os.path.join(staging, relpath)
     parent = os.path.dirname(target)
     if parent != staging:

@@ -147,7 +147,7 @@ def open_for_preflight(bundle_path: str, key: minisig.PublicKey, root: str
     """A verified view of the bundle that writes nothing under `root`."""
     digest, signature = bundlemod.check_signature(bundle_path, key)
     claimed = signature.comment_fields().get(bundlemod.COMMENT_MANIFEST_SHA256)
-    cached = bundlemod._cached(bundlemod.cache_root(root), claimed) if claimed else None
+    cached = bundlemod.find_cached(bundlemod.cache_root(root), claimed) if claimed else None
     if cached is not None:
         directory, raw = cached
         yield OpenBundle(read_info(parse_manifest(raw), os.path.basename(directory)),
@@ -158,11 +158,9 @@ def open_for_preflight(bundle_path: str, key: minisig.PublicKey, root: str
         def sink(spec: Any) -> Optional[Any]:
             if not _wanted(spec.path, "repo"):
                 return None
-            target = os.path.join(scratch, spec.path)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            return open(target, "xb")
+            return bundlemod.create_file(scratch, spec.path, spec.mode)
 
-        checked = bundlemod._walk(bundle_path, digest, signature, sink)
+        checked = bundlemod.walk(bundle_path, digest, signature, sink)
         with open(os.path.join(scratch, MANIFEST_NAME), "wb") as out:
             out.write(checked.manifest_raw)
         yield OpenBundle(read_info(checked.manifest, checked.manifest_sha256), scratch, False)
