@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 
 import requests
 
+from builder import __version__
 from builder.cache import Cache
 from builder.fetch import FetchStats, fetch_locked
 from builder.keys import SecretKey
@@ -41,7 +42,7 @@ from builder.recipe import Recipe, load_recipe
 from builder.stage import stage_bundle
 from builder.zipapp import INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
 
-__all__ = ["BuildReport", "build", "ensure_lock", "format_report"]
+__all__ = ["BuildReport", "build", "ensure_lock", "format_report", "new_session"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,14 @@ def _byte_progress(progress: Optional[ProgressFactory], what: str):
     return update
 
 
+def new_session() -> requests.Session:
+    """The one session a build or lock uses; mirrors see which tool asks (and tests can tell
+    a build's requests from others' in the servers' logs)."""
+    session = requests.Session()
+    session.headers["User-Agent"] = f"kubecrate/{__version__} {session.headers['User-Agent']}"
+    return session
+
+
 def ensure_lock(recipe: Recipe, preset: MirrorPreset, lock_path: Path, *, session: Any,
                 cache: Cache, progress: Optional[ProgressFactory] = None
                 ) -> Tuple[Dict[str, Any], str]:
@@ -117,7 +126,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
           preset_path: Optional[Path] = None, lock_path: Optional[Path] = None,
           cache: Optional[Cache] = None, session: Optional[requests.Session] = None,
           progress: Optional[ProgressFactory] = None,
-          installer_source: Path = INSTALLER_SOURCE) -> BuildReport:
+          installer_source: Optional[Path] = None) -> BuildReport:
     """Build `<out_dir>/<name>.tar` (+ .minisig) and `<out_dir>/kubecrate-installer.pyz`
     (+ .minisig) from the recipe; see the module docstring. Raises a BuildError subclass
     naming the culprit; `out_dir` then holds nothing new."""
@@ -128,7 +137,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         preset = load_preset(preset_path or recipe.preset_path)
     lock_path = lock_path or lock_path_for(recipe_path)
     own_session = session is None
-    session = session or requests.Session()
+    session = session or new_session()
     try:
         with clock.stage("lock"):
             lock, lock_status = ensure_lock(recipe, preset, lock_path, session=session,
@@ -154,7 +163,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         with clock.stage("installer"):
             pyz = build_zipapp(work / INSTALLER_NAME, key.public_key.to_file_text(), key,
                                cache=cache, source_date_epoch=created,
-                               installer_source=installer_source)
+                               installer_source=installer_source or INSTALLER_SOURCE)
         with clock.stage("lint"):
             problems = lint_bundle(packed.path, recipe)
             if problems:

@@ -239,8 +239,7 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
 
     Images and binaries are verified by their bytes, so locking fetches them into the cache.
     """
-    import requests as http
-
+    from builder.build import new_session
     from builder.cache import Cache
     from builder.lock import StaleLock, compare, load_lock, lock_path_for, make_lock, write_lock
     from builder.mirrors import load_preset
@@ -253,7 +252,7 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
     if check and not lock_path.exists():
         raise StaleLock(lock_path, ["the lock does not exist"])
     old = load_lock(lock_path) if lock_path.exists() else None
-    with http.Session() as session:
+    with new_session() as session:
         document = make_lock(recipe, preset, session=session, cache=Cache(cache_dir),
                              progress=None)
     changes = compare(old, document) if old is not None else ["new lock"]
