@@ -22,15 +22,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """TLS handshakes happen in the per-connection thread, never in the accept loop: a client
+    that connects and then goes silent (its host just lost the VIP) must not stall the others,
+    which is what a real apiserver does too."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+    context = None  # type: ssl.SSLContext
+
+    def finish_request(self, request, client_address):
+        request.settimeout(5)
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        super().finish_request(request, client_address)
 
 
 def main(address: str, port: str, cert: str, key: str) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = Server((address, int(port)), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.context = context
     server.serve_forever()
 
 
