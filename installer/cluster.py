@@ -14,6 +14,14 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import yaml
 
 from installer.errors import UsageError
+from installer.lbspec import (
+    Kubeadm,
+    LoadBalancer,
+    Peer,
+    SpecError,
+    parse_kubeadm,
+    parse_load_balancer,
+)
 
 API_SERVER_PORT = 6443
 ROLES = ("control-plane", "worker")
@@ -30,7 +38,7 @@ class ClusterConfigError(UsageError):
 class Endpoint(NamedTuple):
     vip: Optional[str]  # the virtual IP clients reach the apiservers on
     dns_name: Optional[str]  # e.g. cluster-endpoint; mapped to the VIP in /etc/hosts
-    port: int
+    port: int  # None only while parsing; then the load balancer's port
 
     @property
     def host(self) -> str:
@@ -66,6 +74,9 @@ class Cluster(NamedTuple):
     firewall: str
     runtime: Runtime
     nodes: Tuple[Node, ...]
+    load_balancer: LoadBalancer  # keepalived + haproxy, or the external one (lbspec.py)
+    # The `kubeadm:` section as given; kubeadm_settings() validates it against the bundle.
+    kubeadm: Tuple[Tuple[str, Any], ...] = ()
 
     def node(self, name: str) -> Optional[Node]:
         return next((n for n in self.nodes if n.name == name), None)
@@ -76,9 +87,9 @@ class Cluster(NamedTuple):
         return self.endpoint.port if self.endpoint.port != API_SERVER_PORT else None
 
 
-# Allowed keys per section; the HA bootstrap extends these (issue 8).
+# Allowed keys per section; `load_balancer` and `kubeadm` are lbspec's (docs/load-balancer.md).
 TOP_KEYS = ("cluster_name", "control_plane", "networking", "ntp_servers", "upstream_dns",
-            "firewall", "runtime", "nodes")
+            "firewall", "runtime", "nodes", "load_balancer", "kubeadm")
 ENDPOINT_KEYS = ("vip", "dns_name", "port")
 NETWORK_KEYS = ("pod_cidr", "service_cidr")
 RUNTIME_KEYS = ("registry_mirrors", "insecure_registries")
@@ -176,10 +187,39 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     if not isinstance(name, str) or not _NAME.match(name):
         doc.fail(("cluster_name",), "{!r} is not a DNS-1123 name".format(name))
     nodes = _nodes(doc, (pod, svc), endpoint)
-    return Cluster(source, name, endpoint, str(pod), str(svc),
+    try:
+        lb = parse_load_balancer(data.get("load_balancer"), endpoint.vip, endpoint.port,
+                                 [Peer(n.name, n.address) for n in nodes if n.is_control_plane])
+    except SpecError as err:
+        doc.fail(err.path, err.detail, err.hint)
+    kubeadm = data.get("kubeadm")
+    if kubeadm is not None and not isinstance(kubeadm, dict):
+        doc.fail(("kubeadm",), "must be a mapping of keys (see docs/load-balancer.md)")
+    return Cluster(source, name, endpoint._replace(port=lb.port), str(pod), str(svc),
                    _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
                    _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
-                   firewall, runtime, nodes)
+                   firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())))
+
+
+def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,
+                     runtime: str) -> Kubeadm:
+    """The `kubeadm:` section validated against the bundle (its Kubernetes version, image
+    repository and runtime); a problem is a ClusterConfigError naming file, line and key."""
+    try:
+        return parse_kubeadm(dict(cluster.kubeadm), version, image_repository, runtime,
+                             str(cluster.endpoint), cluster.pod_cidr, cluster.service_cidr,
+                             cluster.name)
+    except SpecError as err:
+        lines: Dict[Path, int] = {}
+        try:
+            with open(cluster.source, "r", encoding="utf-8") as handle:
+                tree = yaml.compose(handle.read(), Loader=yaml.SafeLoader)
+            if tree is not None:
+                _lines(tree, (), lines)
+        except (OSError, yaml.YAMLError, ClusterConfigError):
+            pass
+        _Doc(cluster.source, {}, lines).fail(err.path, err.detail, err.hint)
+        raise AssertionError  # unreachable; fail() raises
 
 
 def load_cluster(path: str) -> Cluster:
@@ -261,8 +301,9 @@ def _endpoint(doc: _Doc, section: Dict[str, Any]) -> Endpoint:
         vip = _ip(doc, path + ("vip",), vip)
     if dns_name is not None and (not isinstance(dns_name, str) or not _NAME.match(dns_name)):
         doc.fail(path + ("dns_name",), "{!r} is not a DNS name".format(dns_name))
-    port = section.get("port", API_SERVER_PORT)
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+    port = section.get("port")  # None: the load balancer's default (lbspec)
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
+                             or not 0 < port < 65536):
         doc.fail(path + ("port",), "{!r} is not a TCP port".format(port))
     return Endpoint(vip, dns_name, port)
 

@@ -51,6 +51,7 @@ networking:
 ntp_servers: [10.0.0.1]
 upstream_dns: [10.0.0.53]
 firewall: disable
+load_balancer: {interface: eth0, auth_pass: k8sVIP42}
 nodes:
   - {name: cp1, address: 10.0.0.11, role: control-plane}
   - {name: w1, address: 10.0.0.21, role: worker}
