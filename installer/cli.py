@@ -126,6 +126,9 @@ def _progress_bar(bundle_path: str, what: str) -> Iterator:
 
 # ------------------------------------------------------------------ host commands (issue 7)
 
+host_only_option = click.option(
+    "--host-only", "host_only", is_flag=True,
+    help="Only the host steps (through binaries): prepare this host now, join it later.")
 bundle_option = click.option("--bundle", "bundle_path", required=True,
                              type=click.Path(dir_okay=False), help="The signed bundle tar.")
 cluster_option = click.option("--cluster", "cluster_path", required=True,
@@ -133,31 +136,36 @@ cluster_option = click.option("--cluster", "cluster_path", required=True,
 node_option = click.option("--node", "node_name", help="This host's node name in cluster.yaml "
                            "[default: found by the host's addresses].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+join_option = click.option("--join", "join_path", type=click.Path(dir_okay=False),
+                           help="join.yaml from the first control-plane node (or join-info): "
+                           "every node but the first joins with it.")
 
 
-def _options(bundle_path, cluster_path, key_path, root, node_name, dry_run):
+def _options(bundle_path, cluster_path, key_path, root, node_name, dry_run, join_path=None,
+             join_out=None, host_only=False):
     from installer.session import Options
 
     return Options(bundle_path, cluster_path, trusted_key(key_path), root, node_name, dry_run,
-                   lambda line: click.echo(line, err=True))
+                   lambda line: click.echo(line, err=True), join_path, join_out, host_only)
 
 
 @cli.command("preflight")
 @bundle_option
 @cluster_option
 @node_option
+@join_option
 @key_option
 @json_option
 @common_options
-def preflight_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root, dry_run,
-                  verbose):
+def preflight_cmd(bundle_path, cluster_path, node_name, join_path, key_path, as_json, root,
+                  dry_run, verbose):
     """Check this host against the bundle and its role; changes nothing. Exit 4 on failure."""
     from installer import session
     from installer.steps.preflight import describe
 
     configure_logging(verbose)
     outcome = session.preflight(_options(bundle_path, cluster_path, key_path, root, node_name,
-                                         True))
+                                         True, join_path))
     if as_json:
         click.echo(session.to_json(outcome))
         return
@@ -171,16 +179,20 @@ def preflight_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root,
 @bundle_option
 @cluster_option
 @node_option
+@join_option
+@host_only_option
 @key_option
 @json_option
 @common_options
-def plan_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root, dry_run, verbose):
+def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, key_path, as_json, root,
+             dry_run, verbose):
     """Print the steps this host would run and what each would change; changes nothing."""
     from installer import session
     from installer.steps.preflight import describe
 
     configure_logging(verbose)
-    outcome = session.plan(_options(bundle_path, cluster_path, key_path, root, node_name, True))
+    outcome = session.plan(_options(bundle_path, cluster_path, key_path, root, node_name, True,
+                                    join_path, host_only=host_only))
     if as_json:
         click.echo(session.to_json(outcome))
         return
@@ -195,17 +207,29 @@ def plan_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root, dry_
 @bundle_option
 @cluster_option
 @node_option
+@join_option
+@click.option("--join-out", "join_out", type=click.Path(dir_okay=False),
+              help="First control-plane node: also write join.yaml here [always written to "
+              "ROOT/etc/kubernetes/kubecrate/join.yaml].")
+@host_only_option
 @key_option
 @json_option
 @common_options
-def install_cmd(bundle_path, cluster_path, node_name, key_path, as_json, root, dry_run, verbose):
+def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_only, key_path,
+                as_json, root, dry_run, verbose):
     """Install everything this host's role needs; safe to re-run (it resumes, and an installed
-    host changes nothing)."""
+    host changes nothing).
+
+    The first control-plane node in cluster.yaml brings up its load balancer, runs kubeadm init
+    and writes join.yaml (mode 0600; its path is printed). Every other node joins with
+    --join join.yaml; an expired join.yaml fails with exit 4 (run join-info on a control-plane
+    node for a fresh one).
+    """
     from installer import session
 
     configure_logging(verbose)
     outcome = session.install(_options(bundle_path, cluster_path, key_path, root, node_name,
-                                       dry_run))
+                                       dry_run, join_path, join_out, host_only))
     if as_json:
         click.echo(session.to_json(outcome))
         return
@@ -247,9 +271,12 @@ def status_cmd(as_json, root, dry_run, verbose):
         return
     click.echo("node {} ({}), bundle {} ({})".format(result.get("node"), result.get("role"),
                                                      result.get("bundle_name"), result["bundle"]))
-    click.echo("installed: {}".format("yes" if result["installed"] else "partly"))
+    click.echo("installed: {}".format("yes" if result["installed"] else
+                                      "host prepared" if result["prepared"] else "partly"))
     for name, record in sorted(result.get("steps", {}).items(), key=lambda i: i[1]["at"]):
         click.echo("  {}: done, {} change(s)".format(name, record.get("changes", 0)))
+    for name, moment in sorted(result.get("expiry", {}).items()):
+        click.echo("{} expires {}".format(name.replace("_", " "), moment))
 
 
 @cli.command("reset")
@@ -257,16 +284,42 @@ def status_cmd(as_json, root, dry_run, verbose):
               help="Also undo the host preparation (files back to their kept originals).")
 @common_options
 def reset_cmd(host_too, root, dry_run, verbose):
-    """Undo the installation on this host; the bundle cache stays."""
+    """Undo the cluster on this host: kubeadm reset -f, the load balancer stopped, CNI config
+    and kubeconfigs removed. With --host, the host preparation too. The bundle cache stays, so
+    install rebuilds the node without copying the bundle again.
+
+    Like kubeadm reset, this leaves iptables and IPVS rules alone: flush them by hand if the
+    host is not rejoining (`iptables -F; iptables -t nat -F; ipvsadm --clear`).
+    """
     from installer import session
 
     configure_logging(verbose)
-    if not host_too:
-        raise UsageError("this installer can only undo the host steps yet: pass --host")
-    changes = session.reset_host(root, dry_run, lambda line: click.echo(line, err=True))
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    if host_too:
+        changes = session.reset_host(root, dry_run, echo)
+    else:
+        changes = session.reset_cluster(root, dry_run, echo)
     for change in changes:
         click.echo(("would " if dry_run else "") + change)
-    click.echo("{} file(s) {}".format(len(changes), "to restore" if dry_run else "restored"))
+    click.echo("{} change(s){}".format(len(changes), " to make" if dry_run else ""))
+
+
+@cli.command("join-info")
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help="Also write join.yaml here [always ROOT/etc/kubernetes/kubecrate/join.yaml].")
+@common_options
+def join_info_cmd(out, root, dry_run, verbose):
+    """On a control-plane node: write fresh join material (join.yaml, mode 0600) for
+    `install --join`. A new bootstrap token is created and the control-plane certificates are
+    re-uploaded under a new key when the recorded ones expired (24 h and 2 h)."""
+    from installer import session
+
+    configure_logging(verbose)
+    info, changes = session.join_info(root, out, dry_run, lambda line: click.echo(line, err=True))
+    for change in changes:
+        click.echo(change)
+    click.echo("endpoint {}, token valid until {}, certificate key valid until {}".format(
+        info.endpoint, info.token_expires, info.certificate_key_expires))
 
 
 def _report(checked: bundle.Bundle, verb: str) -> None:

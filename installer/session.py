@@ -1,23 +1,29 @@
-"""The core behind `preflight`, `plan`, `install`, `status` and `reset --host`: one function
-each, called by the thin click commands in installer/cli.py. Nothing here prints or exits."""
+"""The core behind `preflight`, `plan`, `install`, `join-info`, `status` and `reset`: one
+function each, called by the thin click commands in installer/cli.py. Nothing here prints or
+exits."""
 
 import contextlib
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import minisig
+from installer import joinfile, minisig
 from installer.bundleinfo import open_for_preflight, read_info
 from installer.cluster import find_node, load_cluster
-from installer.errors import UsageError
+from installer.errors import PreconditionError, UsageError
 from installer.host import Host
 from installer.manifest import parse_manifest
 from installer.runner import Runner
 from installer.state import HostLock, State
 from installer.steps import BUNDLES_DIR, Context, StepReport, all_steps, run_steps
-from installer.steps.preflight import Finding, run_preflight
+from installer.steps import cni as cni_step
+from installer.steps import kubeadm as kubeadm_step
+from installer.steps.loadbalancer import ADMIN_CONF, KUBELET_CONF
+from installer.steps.preflight import FAIL, Finding, run_preflight
 
-HOST_STEPS = ("preflight", "unpack", "host-prep", "local-repo", "runtime", "images", "binaries")
+PREP_STEPS = ("preflight", "unpack", "host-prep", "local-repo", "runtime", "images", "binaries")
+CLUSTER_STEPS = ("loadbalancer", "kubeadm", "cni")
+HOST_STEPS = PREP_STEPS + CLUSTER_STEPS
 
 
 class Options(NamedTuple):
@@ -28,6 +34,9 @@ class Options(NamedTuple):
     node_name: Optional[str] = None
     dry_run: bool = False
     echo: Optional[Callable[[str], None]] = None  # dry-run lines and progress
+    join_path: Optional[str] = None  # install --join join.yaml (nodes after the first)
+    join_out: Optional[str] = None  # install --join-out: a copy of the first node's join.yaml
+    host_only: bool = False  # stop after the host steps; join later
 
 
 class Outcome(NamedTuple):
@@ -52,23 +61,41 @@ def open_context(options: Options) -> Iterator[Context]:
     node = find_node(cluster, host.probes.addresses(), options.node_name)
     if not os.path.isfile(options.bundle_path):
         raise UsageError("bundle {} does not exist".format(options.bundle_path))
+    join = None
+    if options.join_path:
+        try:
+            join = joinfile.load(options.join_path)
+        except joinfile.JoinFileError as err:  # a precondition of the join: exit 4
+            raise PreconditionError(err.message, err.hint)
     with open_for_preflight(options.bundle_path, options.key, options.root) as opened:
-        yield Context(host, runner, cluster, node, opened.info, options.bundle_path,
-                      options.key, opened.directory)
+        ctx = Context(host, runner, cluster, node, opened.info, options.bundle_path,
+                      options.key, opened.directory, join, options.join_out)
+        kubeadm_step.settings(ctx)  # the kubeadm: section against this bundle (exit 2)
+        yield ctx
+
+
+def _join_checks(ctx: Context, required: bool) -> List[Finding]:
+    """join.yaml findings; with `required` (install) a failure raises PreconditionError."""
+    found = [Finding(level, "join", message, fix)
+             for level, message, fix in kubeadm_step.join_findings(ctx)]
+    if not required:
+        return [f._replace(level="warn") if f.level == FAIL else f for f in found]
+    kubeadm_step.require_join(ctx)
+    return found
 
 
 def preflight(options: Options) -> Outcome:
     """Every host check; raises PreconditionError (exit 4) when one fails. Writes nothing."""
     with open_context(options._replace(dry_run=True)) as ctx:
-        found = run_preflight(ctx)
+        found = run_preflight(ctx) + _join_checks(ctx, required=False)
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, False, [])
 
 
 def plan(options: Options) -> Outcome:
     """The ordered steps and what each would change on this host. Writes nothing."""
     with open_context(options._replace(dry_run=True)) as ctx:
-        found = run_preflight(ctx)
-        reports = run_steps(ctx, all_steps(), apply=False)
+        found = run_preflight(ctx) + _join_checks(ctx, required=False)
+        reports = run_steps(ctx, all_steps(options.host_only), apply=False)
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, False, reports)
 
 
@@ -79,8 +106,11 @@ def install(options: Options) -> Outcome:
         inputs = ctx.inputs()
         skipped = State.load(ctx.host).done("preflight", inputs)
         found = [] if skipped else run_preflight(ctx)
+        if not options.host_only:
+            found += _join_checks(ctx, required=True)
+        steps = all_steps(options.host_only)
         if options.dry_run:
-            reports = run_steps(ctx, all_steps(), apply=True, progress=options.echo)
+            reports = run_steps(ctx, steps, apply=True, progress=options.echo)
             return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports)
         with HostLock(ctx.host):
             state = State.load(ctx.host)
@@ -88,7 +118,7 @@ def install(options: Options) -> Outcome:
                               node=ctx.node.name, role=ctx.node.role,
                               cluster=os.path.abspath(ctx.cluster.source))
             state.record("preflight", inputs, 0)
-            reports = run_steps(ctx, all_steps(), state, apply=True, progress=options.echo)
+            reports = run_steps(ctx, steps, state, apply=True, progress=options.echo)
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports)
 
 
@@ -108,16 +138,107 @@ def status(root: str) -> Dict[str, Any]:
             result["bundle_cached"] = True
         else:
             result["bundle_cached"] = False
-    result["installed"] = bool(digest) and all(
-        state.done(step, state.steps.get("preflight", {}).get("inputs", ""))
-        for step in HOST_STEPS)
+    inputs = state.steps.get("preflight", {}).get("inputs", "")
+    result["prepared"] = bool(digest) and all(state.done(s, inputs) for s in PREP_STEPS)
+    result["installed"] = bool(digest) and all(state.done(s, inputs) for s in HOST_STEPS)
+    result["joined"] = host.exists(KUBELET_CONF)
+    result["expiry"] = _expiry(host, Runner(root, dry_run=True))
     return result
+
+
+def _expiry(host: Host, runner: Runner) -> Dict[str, str]:
+    """When the join material and the cluster certificates on this node expire."""
+    found: Dict[str, str] = {}
+    try:
+        join = kubeadm_step.read_join(host)
+    except joinfile.JoinFileError:
+        join = None
+    if join:
+        found["bootstrap_token"] = join.token_expires
+        if join.certificate_key_expires:
+            found["certificate_key"] = join.certificate_key_expires
+    for name in ("ca", "apiserver"):
+        path = "/etc/kubernetes/pki/{}.crt".format(name)
+        if host.exists(path):
+            out = runner.query(["openssl", "x509", "-noout", "-enddate", "-in", host.path(path)])
+            if out.returncode == 0 and "=" in out.stdout:
+                found[name + "_certificate"] = out.stdout.strip().split("=", 1)[1]
+    return found
+
+
+def join_info(root: str, out: Optional[str] = None, dry_run: bool = False,
+              echo: Optional[Callable[[str], None]] = None
+              ) -> Tuple[joinfile.JoinInfo, List[str]]:
+    """Fresh join material on a control-plane node: the recorded token and certificate key
+    while they are valid, else a new token / re-uploaded certificates; written to the node's
+    join.yaml and to `out`. Raises PreconditionError off a control-plane node."""
+    host = Host(root, dry_run=dry_run)
+    runner = Runner(root, dry_run=dry_run, echo=echo)
+    if not host.exists(ADMIN_CONF):
+        raise PreconditionError("{} is missing: join-info runs on a control-plane node that "
+                                "is installed".format(host.path(ADMIN_CONF)),
+                                hint="run it on the first control-plane node, or on any "
+                                     "control-plane node that joined")
+    old = kubeadm_step.read_join(host)
+    cluster_path = State.load(host).data.get("cluster")
+    if old:
+        endpoint = old.endpoint
+    elif cluster_path and os.path.isfile(cluster_path):
+        endpoint = str(load_cluster(cluster_path).endpoint)
+    else:
+        raise PreconditionError("cannot tell this cluster's endpoint: no {} and no recorded "
+                                "cluster.yaml".format(host.path(kubeadm_step.JOIN_FILE)))
+    with contextlib.ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(HostLock(host))
+        info, done = kubeadm_step.refresh_join(host, runner, endpoint, kubeadm_step.now())
+        if dry_run:
+            return info, done + ["would write join material to {}".format(
+                out or host.path(kubeadm_step.JOIN_FILE))]
+        return info, done + kubeadm_step.write_join(host, info, out)
+
+
+def reset_cluster(root: str, dry_run: bool = False,
+                  echo: Optional[Callable[[str], None]] = None) -> List[str]:
+    """Undo the cluster on this node: `kubeadm reset -f`, the load balancer stopped and
+    disabled, CNI config, root's kubeconfig and kubecrate's kubeadm files removed; the host
+    preparation and the bundle cache stay, so `install` rebuilds the node without a copy."""
+    host = Host(root, dry_run=dry_run)
+    runner = Runner(root, dry_run=dry_run, echo=echo)
+    changes: List[str] = []
+    with contextlib.ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(HostLock(host))
+        manifests = host.path("/etc/kubernetes/manifests")
+        if host.exists(KUBELET_CONF) or (os.path.isdir(manifests) and os.listdir(manifests)):
+            runner.run(["kubeadm", "reset", "-f"], timeout=600)
+            changes.append("kubeadm reset -f")
+        for unit in ("keepalived", "haproxy"):
+            active = runner.query(["systemctl", "is-active", unit]).stdout.strip() == "active"
+            enabled = runner.query(["systemctl", "is-enabled", unit]).stdout.strip() == "enabled"
+            if active or enabled:
+                runner.run(["systemctl", "disable", "--now", unit])
+                changes.append("stop and disable " + unit)
+        cni = host.path("/etc/cni/net.d")
+        leftovers = ["/etc/cni/net.d/" + n for n in sorted(os.listdir(cni))] \
+            if os.path.isdir(cni) else []
+        for path in leftovers + [kubeadm_step.JOIN_FILE, kubeadm_step.INIT_CONFIG,
+                                 kubeadm_step.JOIN_CONFIG, kubeadm_step.ROOT_KUBECONFIG,
+                                 cni_step.MANIFEST, cni_step.STAMP]:
+            if host.remove(path):
+                changes.append("remove " + path)
+        state = State.load(host)
+        if not dry_run and any(step in state.steps for step in CLUSTER_STEPS):
+            state.forget(*CLUSTER_STEPS)
+    return changes
 
 
 def reset_host(root: str, dry_run: bool = False,
                echo: Optional[Callable[[str], None]] = None) -> List[str]:
-    """Undo host preparation: every file kubecrate wrote goes back to its kept original (or
-    away, if kubecrate created it); the host steps are forgotten; the bundle cache stays."""
+    """Undo the cluster (reset_cluster), then the host preparation: every file kubecrate
+    wrote goes back to its kept original (or away, if kubecrate created it); the host steps
+    are forgotten; the bundle cache stays."""
+    cluster_changes = reset_cluster(root, dry_run, echo)
     host = Host(root, dry_run=dry_run)
     runner = Runner(root, dry_run=dry_run, echo=echo)
     with contextlib.ExitStack() as stack:
@@ -132,7 +253,7 @@ def reset_host(root: str, dry_run: bool = False,
             state.forget(*HOST_STEPS)
             state.data.pop("bundle", None)
             state.save()
-    return changes
+    return cluster_changes + changes
 
 
 def to_json(outcome: Outcome) -> str:

@@ -9,7 +9,7 @@ killed half-way resumes where it stopped and an installed host changes nothing.
 
 import hashlib
 import os
-from typing import Callable, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 from installer.bundleinfo import BundleInfo
 from installer.cluster import Cluster, Node
@@ -24,7 +24,8 @@ class Context:
 
     def __init__(self, host: Host, runner: Runner, cluster: Cluster, node: Node,
                  info: BundleInfo, bundle_path: str, key: object,
-                 source_dir: Optional[str] = None) -> None:
+                 source_dir: Optional[str] = None, join: Optional[Any] = None,
+                 join_out: Optional[str] = None) -> None:
         self.host = host
         self.runner = runner
         self.cluster = cluster
@@ -35,6 +36,8 @@ class Context:
         # A folder holding at least bundle.json, repodata and keys (preflight's view); the
         # unpack step replaces it by the full cache folder.
         self.source_dir = source_dir
+        self.join = join  # the JoinInfo of `install --join join.yaml`, if given
+        self.join_out = join_out  # where `install --join-out` wants the first node's join.yaml
 
     @property
     def bundle_host_dir(self) -> str:
@@ -98,12 +101,26 @@ class StepReport(NamedTuple):
     changes: List[str]  # done (install) or pending (plan / dry-run)
 
 
-def all_steps() -> List[Step]:
-    """The install steps after preflight, in order."""
-    from installer.steps import binaries, hostprep, images, repo, runtime, unpack
+def all_steps(host_only: bool = False) -> List[Step]:
+    """The install steps after preflight, in order; `host_only` stops after the host
+    preparation (binaries), before the load balancer, kubeadm and the CNI."""
+    from installer.steps import (
+        binaries,
+        cni,
+        hostprep,
+        images,
+        kubeadm,
+        loadbalancer,
+        repo,
+        runtime,
+        unpack,
+    )
 
-    return [unpack.UnpackStep(), hostprep.HostPrepStep(), repo.RepoStep(),
-            runtime.RuntimeStep(), images.ImagesStep(), binaries.BinariesStep()]
+    steps = [unpack.UnpackStep(), hostprep.HostPrepStep(), repo.RepoStep(),
+             runtime.RuntimeStep(), images.ImagesStep(), binaries.BinariesStep()]  # type: List[Step]
+    if not host_only:
+        steps += [loadbalancer.LoadBalancerStep(), kubeadm.KubeadmStep(), cni.CniStep()]
+    return steps
 
 
 def run_steps(ctx: Context, steps: List[Step], state: Optional[object] = None,

@@ -77,13 +77,15 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
                  "binaries"):
         assert step in plan.stdout
     assert "load 3 image(s)" in plan.stdout and "install 5 package(s)" in plan.stdout
-    dry = host.installer("install", "--dry-run", *args(host, host_bundle))
+    # --host-only: a worker joins with join.yaml from a control plane (tests/e2e), which this
+    # single-host test does not have; the host steps are what it proves.
+    dry = host.installer("install", "--dry-run", "--host-only", *args(host, host_bundle))
     assert dry.returncode == 0, dry.stderr
     assert "would run: yum -y --disablerepo=* --enablerepo=kubecrate install" in dry.stderr
     assert snapshot(host.root) == before and snapshot(host.kernel) == kernel_before
     assert worker_images(dockerd) == {}
 
-    first = host.installer("install", *args(host, host_bundle))
+    first = host.installer("install", "--host-only", *args(host, host_bundle))
     assert first.returncode == 0, first.stdout + first.stderr
     assert "made" in first.stdout
     digest_dir = next((host.root / "var/lib/kubecrate/bundles").iterdir()).name
@@ -100,7 +102,7 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
     only_bundle_repo(host.calls())
 
     calls_before = len(host.calls())
-    second = host.installer("install", *args(host, host_bundle))
+    second = host.installer("install", "--host-only", *args(host, host_bundle))
     assert second.returncode == 0, second.stderr
     assert "nothing to change" in second.stdout
     mutating = [c for c in host.calls()[calls_before:]
@@ -110,7 +112,7 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
     assert mutating == []
 
     status = host.installer("status", "--json", "--root", str(host.root))
-    assert '"installed": true' in status.stdout
+    assert '"prepared": true' in status.stdout and '"joined": false' in status.stdout
 
     reset = host.installer("reset", "--host", "--root", str(host.root))
     assert reset.returncode == 0, reset.stderr
@@ -127,7 +129,8 @@ def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_h
                                                              dockerd):  # noqa: F811
     host = test_host
     marker = host.top / "load-started"
-    proc = subprocess.Popen(host.installer_argv("install", *args(host, host_bundle)),
+    proc = subprocess.Popen(host.installer_argv("install", "--host-only",
+                                                *args(host, host_bundle)),
                             env={**host.env, "KUBECRATE_TEST_SLOW_LOAD": str(marker)},
                             cwd=Path(__file__).resolve().parents[2], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -142,7 +145,7 @@ def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_h
     assert worker_images(dockerd) == {}
     calls_before = len(host.calls())
 
-    again = host.installer("install", *args(host, host_bundle))
+    again = host.installer("install", "--host-only", *args(host, host_bundle))
     assert again.returncode == 0, again.stdout + again.stderr
     lines = again.stdout
     for step in ("unpack", "host-prep", "local-repo", "runtime"):

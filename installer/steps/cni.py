@@ -1,0 +1,88 @@
+"""CNI: flannel from the bundle's addons/ applied once, from the first control-plane node, with
+`kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f`.
+
+The bundled kube-flannel.yml is customised structurally, not with sed: its net-conf.json gets
+the cluster's pod CIDR, and the kube-flannel container (when it runs with --kube-subnet-mgr)
+gets `--iface=<node address>`: air-gapped hosts often have no default route, and flannel's
+--iface takes an address as well as an interface name. The result is written as JSON documents
+(JSON is YAML, and it stays inside the subset the stand-ins read) to MANIFEST; STAMP records the
+digest of what was applied, so a re-run applies nothing unless the manifest changed.
+"""
+
+import hashlib
+import json
+import os
+from functools import partial
+from typing import Any, List, Optional
+
+import yaml
+
+from installer.errors import VerificationError
+from installer.steps import Action, ActionStep, Context
+from installer.steps.loadbalancer import ADMIN_CONF, is_first
+
+MANIFEST = "/etc/kubernetes/kubecrate/kube-flannel.yml"
+STAMP = "/var/lib/kubecrate/cni-applied"
+FLANNEL_CONTAINER = "kube-flannel"
+
+
+def bundled_manifest(ctx: Context) -> Optional[str]:
+    """The bundle path of the flannel manifest (addons/**/kube-flannel.yml), if any."""
+    found = sorted(f for f in ctx.info.files
+                   if f.startswith("addons/") and f.endswith("/kube-flannel.yml"))
+    return found[0] if found else None
+
+
+def customize(text: str, pod_cidr: str, node_address: str) -> str:
+    """kube-flannel.yml with `pod_cidr` in net-conf.json and --iface=`node_address`."""
+    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    for doc in docs:
+        data = doc.get("data") if doc.get("kind") == "ConfigMap" else None
+        if isinstance(data, dict) and "net-conf.json" in data:
+            conf = json.loads(data["net-conf.json"])
+            conf["Network"] = pod_cidr
+            data["net-conf.json"] = json.dumps(conf, indent=2, sort_keys=True) + "\n"
+        if doc.get("kind") == "DaemonSet":
+            for container in _containers(doc):
+                args = container.get("args")
+                if container.get("name") == FLANNEL_CONTAINER and isinstance(args, list) and \
+                        "--kube-subnet-mgr" in args:
+                    container["args"] = [a for a in args if not str(a).startswith("--iface=")] \
+                        + ["--iface=" + node_address]
+    return "".join("---\n" + json.dumps(doc, indent=1, sort_keys=True) + "\n" for doc in docs)
+
+
+def _containers(doc: Any) -> List[dict]:
+    spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+
+
+class CniStep(ActionStep):
+    name = "cni"
+    title = "flannel from the bundle's addons/ (first control-plane node)"
+
+    def actions(self, ctx: Context) -> List[Action]:
+        if not is_first(ctx):
+            return []
+        source = bundled_manifest(ctx)
+        if source is None:
+            raise VerificationError("the bundle has no addons/*/kube-flannel.yml",
+                                    hint="build the bundle with the flannel add-on")
+        if not ctx.unpacked():
+            return [Action("apply {} (pod CIDR {})".format(source, ctx.cluster.pod_cidr),
+                           lambda: None)]
+        with open(os.path.join(ctx.bundle_dir, source), "r", encoding="utf-8") as handle:
+            text = customize(handle.read(), ctx.cluster.pod_cidr, ctx.node.address)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if (ctx.host.read_text(STAMP) or "").strip() == digest and \
+                ctx.host.needs_write(MANIFEST, text.encode("utf-8")) is None:
+            return []
+        return [Action("apply {} with pod CIDR {} and --iface={}".format(
+            source, ctx.cluster.pod_cidr, ctx.node.address),
+            partial(self._apply, ctx, text, digest))]
+
+    def _apply(self, ctx: Context, text: str, digest: str) -> None:
+        ctx.host.write(MANIFEST, text)
+        ctx.runner.run(["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", MANIFEST],
+                       timeout=300)
+        ctx.host.write(STAMP, digest + "\n")

@@ -1,0 +1,252 @@
+"""The HA bootstrap steps (load balancer, kubeadm, CNI) and join-info against the mirror world's
+kubeadm/kubelet/kubectl/systemctl stand-ins and the real openssl.
+
+Hosts are separate --root folders on loopback addresses (127.0.0.11, .12, ... each apiserver
+on its own address, port 6443); the cluster uses `load_balancer.mode: external`, played by a
+small TCP forwarder on 127.0.0.100:8443 that the test runs, so every join reaches the cluster
+through the endpoint, never a host's own address. The steps run in-process (the host steps
+before them need dnf and Docker: tests/integration/test_host_install.py and tests/e2e).
+"""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mirrorworld import releases
+
+from builder.addons import render_flannel
+from builder.recipe import Addon
+from installer import joinfile, session
+from installer.bundleinfo import BundleImage
+from installer.cluster import load_cluster
+from installer.errors import ExitCode, PreconditionError
+from installer.host import Host, Probes
+from installer.runner import Runner
+from installer.state import State
+from installer.steps import Context, all_steps, run_steps
+from installer.steps import kubeadm as kubeadm_step
+from tests.conftest import require_tool
+from tests.integration.test_mirrorworld_standins import _kill_under
+
+pytestmark = pytest.mark.integration
+
+VERSION = "v1.23.17"
+VIP, PORT = "127.0.0.100", 8443
+NODES = [("cp1", "127.0.0.11", "control-plane"), ("cp2", "127.0.0.12", "control-plane"),
+         ("cp3", "127.0.0.13", "control-plane"), ("w1", "127.0.0.21", "worker"),
+         ("w2", "127.0.0.22", "worker")]
+CLUSTER = """\
+cluster_name: itest
+control_plane: {{vip: {vip}, port: {port}}}
+networking: {{pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}}
+load_balancer: {{mode: external}}
+nodes:
+{nodes}
+""".format(vip=VIP, port=PORT, nodes="\n".join(
+    "  - {{name: {}, address: {}, role: {}}}".format(*n) for n in NODES))
+HOUR = 3600
+
+
+class Forwarder:
+    """The external load balancer: TCP on VIP:PORT, round-robin over the apiservers that
+    accept a connection (bounded connect timeouts; stops at teardown)."""
+
+    def __init__(self, backends):
+        self.backends = backends
+        self.turn = 0
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind((VIP, PORT))
+        self.server.listen(64)
+        self.server.settimeout(0.2)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client):
+        upstream = None
+        for _ in range(len(self.backends)):
+            self.turn = (self.turn + 1) % len(self.backends)
+            try:
+                upstream = socket.create_connection((self.backends[self.turn], 6443), 1.0)
+                break
+            except OSError:
+                continue
+        if upstream is None:
+            client.close()
+            return
+        upstream.settimeout(None)
+
+        def pump(src, dst):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)
+
+    def close(self):
+        self.stopped.set()
+        self.server.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory):
+    require_tool("openssl")
+    base = tmp_path_factory.mktemp("ha-standins")
+    paths = releases.generate(base / "www", base / "work")
+    bindir = base / "bin"
+    bindir.mkdir()
+    arch_dir = base / "www" / paths["kubernetes"][VERSION] / "bin/linux/amd64"
+    for tool in ("kubeadm", "kubelet", "kubectl"):
+        shutil.copy2(arch_dir / tool, bindir / tool)
+    releases.write_host_tools(bindir)
+    return bindir
+
+
+@pytest.fixture
+def lab(standins, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "{}:{}".format(standins, os.environ["PATH"]))
+    monkeypatch.setenv("KUBECRATE_STANDIN_TIMEOUT", "20")
+    monkeypatch.setenv("KUBECRATE_STANDIN_MAX_LIFETIME", "900")
+    monkeypatch.delenv("KUBECRATE_FAKE_NOW", raising=False)
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    forwarder = Forwarder([address for _, address, role in NODES if role == "control-plane"])
+    lab = SimpleNamespace(top=tmp_path, cluster=load_cluster(str(tmp_path / "cluster.yaml")))
+    try:
+        yield lab
+    finally:
+        forwarder.close()
+        for name, _, _ in NODES:
+            _kill_under(tmp_path / name)
+
+
+def context(lab, name, join=None, join_out=None):
+    """The Context `install` builds for node `name`, on an unpacked stand-in bundle."""
+    root = lab.top / name
+    digest = "c" * 64
+    bundle = root / "var/lib/kubecrate/bundles" / digest
+    if not bundle.exists():
+        (bundle / "addons/flannel").mkdir(parents=True)
+        (bundle / "bundle.json").write_text("{}")
+        (bundle / "addons/flannel/kube-flannel.yml").write_text(render_flannel(Addon(
+            "flannel", "v0.22.3", ("docker.io/flannel/flannel:v0.22.3",
+                                   "docker.io/flannel/flannel-cni-plugin:v1.2.0"))))
+    info = SimpleNamespace(
+        name="k8s", digest=digest, runtime="docker", kubernetes_version=VERSION,
+        files=("addons/flannel/kube-flannel.yml",),
+        images=(BundleImage("registry.k8s.io/kube-apiserver:" + VERSION, "sha256:a", 1,
+                            ("control-plane",)),))
+    host = Host(str(root), probes=Probes(str(lab.top / "kernel")))
+    return Context(host, Runner(str(root)), lab.cluster, lab.cluster.node(name), info,
+                   "k8s.tar", None, join=join, join_out=join_out)
+
+
+def install(lab, name, join=None, join_out=None):
+    """The cluster steps of `install` for `name`, checked and recorded as install does."""
+    ctx = context(lab, name, joinfile.load(str(join)) if join else None, join_out)
+    kubeadm_step.require_join(ctx)
+    return {r.name: r.changes for r in run_steps(ctx, all_steps()[-3:], State.load(ctx.host))}
+
+
+def nodes(lab):
+    out = Runner(str(lab.top / "cp1")).run(
+        ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes"]).stdout
+    return {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+
+
+def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeypatch):
+    out = lab.top / "join.yaml"
+    first = install(lab, "cp1", join_out=str(out))
+    assert first["loadbalancer"] == [] and first["cni"]
+    assert "kubeadm init" in first["kubeadm"][0] and str(out) in first["kubeadm"][0]
+    cp1 = lab.top / "cp1"
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    assert (cp1 / "etc/kubernetes/kubecrate/join.yaml").read_text() == out.read_text()
+    join = joinfile.load(str(out))
+    ca = (cp1 / "etc/kubernetes/pki/ca.crt").read_text()
+    assert join.ca_cert_hash == joinfile.spki_sha256(ca)  # openssl argv == DER walk
+    assert join.endpoint == "{}:{}".format(VIP, PORT)
+    assert (cp1 / "root/.kube/config").read_bytes() == \
+        (cp1 / "etc/kubernetes/admin.conf").read_bytes()
+
+    second = install(lab, "cp2", join=out)
+    assert second["kubeadm"] == ["kubeadm join 127.0.0.100:8443 as a control-plane",
+                                 "write /root/.kube/config"]
+    assert install(lab, "w1", join=out)["kubeadm"] == ["kubeadm join 127.0.0.100:8443 as a "
+                                                       "worker"]
+    assert nodes(lab) == {"cp1": "Ready", "cp2": "Ready", "w1": "Ready"}
+    for name in ("cp1", "cp2", "w1"):  # an installed node changes nothing
+        assert install(lab, name, join=None if name == "cp1" else out) == {
+            "loadbalancer": [], "kubeadm": [], "cni": []}, name
+
+    # Two hours later the uploaded certificates are gone: a control plane cannot join with
+    # the old file (exit 4, before anything runs), join-info re-uploads under a new key and
+    # keeps the still valid token.
+    start = int(time.time())
+    monkeypatch.setenv("KUBECRATE_FAKE_NOW", str(start + 2 * HOUR + 300))
+    with pytest.raises(PreconditionError) as err:
+        install(lab, "cp3", join=out)
+    assert err.value.exit_code == ExitCode.PRECONDITION and "join-info" in err.value.hint
+    assert not (lab.top / "cp3/etc/kubernetes/kubelet.conf").exists()
+    fresh = lab.top / "fresh.yaml"
+    info, changes = session.join_info(str(cp1), str(fresh))
+    assert any("re-uploaded" in c for c in changes) and not any("token" in c for c in changes)
+    assert info.token == join.token and info.certificate_key != join.certificate_key
+    assert install(lab, "cp3", join=fresh)["kubeadm"][0].startswith("kubeadm join")
+
+    # A day later the token is gone too: join-info on a control plane that joined (cp2)
+    # creates a new one, and a new worker joins with it.
+    monkeypatch.setenv("KUBECRATE_FAKE_NOW", str(start + 25 * HOUR))
+    with pytest.raises(PreconditionError, match="token expired"):
+        install(lab, "w2", join=fresh)
+    info, changes = session.join_info(str(lab.top / "cp2"), str(fresh))
+    assert any("created bootstrap token" in c for c in changes) and info.token != join.token
+    install(lab, "w2", join=fresh)
+    assert nodes(lab) == {name: "Ready" for name, _, _ in NODES}
+    status = session.status(str(cp1))
+    assert status["joined"] and set(status["expiry"]) >= {"bootstrap_token", "certificate_key",
+                                                          "ca_certificate"}
+
+
+def test_reset_keeps_the_host_and_install_rebuilds_the_first_node(lab):
+    out = lab.top / "join.yaml"
+    install(lab, "cp1", join_out=str(out))
+    cp1 = lab.top / "cp1"
+    changes = session.reset_cluster(str(cp1))
+    assert changes[0] == "kubeadm reset -f"
+    assert "remove /etc/kubernetes/kubecrate/join.yaml" in changes
+    assert not (cp1 / "etc/kubernetes/admin.conf").exists()
+    assert not (cp1 / "root/.kube/config").exists()
+    assert (cp1 / "var/lib/kubecrate/bundles").is_dir()
+    again = install(lab, "cp1", join_out=str(out))
+    assert "kubeadm init" in again["kubeadm"][0]
+    assert joinfile.load(str(out)).ca_cert_hash != "" and Path(out).exists()
+    assert set(nodes(lab)) == {"cp1"}
