@@ -6,7 +6,10 @@ Each records its argv as a JSON line in $KUBECRATE_STANDIN_LOG and acts on the t
 files under $KUBECRATE_ROOT (exported by the installer's runner), the fake kernel under
 $KUBECRATE_PROBE_ROOT (/proc and /sys files the installer's probes read), and unit and
 firewall state in $KUBECRATE_STANDIN_STATE. `yum` runs the real `dnf --installroot`, `rpm` the
-real `rpm --root`, `docker` the real Docker 20.10 client on the test's private socket.
+real `rpm --root`, `docker` the real Docker 20.10 client on the test's private socket (or,
+without $KUBECRATE_TEST_DOCKER_HOST, a recording Docker: `load` reads the archive from stdin and
+remembers each image's tags and ID in $KUBECRATE_STANDIN_STATE/docker-images.json, `images`
+lists them; the e2e hosts use it, docs/testing.md).
 """
 
 import json
@@ -15,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -106,7 +110,9 @@ def firewall_cmd(args):
 
 
 def yum(args):
-    """The real dnf on the root, with the repo files' file:// paths moved under the root."""
+    """The real dnf on the root, with the repo files' file:// paths moved under the root.
+    Like yum 3 (and unlike dnf, which answers "Unable to find a match"), `install` of a
+    package that is installed but in no enabled repo is no error: such names are dropped."""
     conf_in = None
     rest = []
     it = iter(args)
@@ -128,6 +134,16 @@ def yum(args):
             path = rooted(path)
         return "file://" + path
 
+    if "install" in rest:
+        at = rest.index("install") + 1
+        names = [n for n in rest[at:] if not n.startswith("-")]
+        have = [n for n in names if subprocess.run(
+            [real("rpm"), "--root", ROOT, "-q", n], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, timeout=120).returncode == 0]
+        rest = rest[:at] + [n for n in rest[at:] if n not in have]
+        if have and len(rest) == at:
+            print("Package(s) {} already installed\nNothing to do".format(" ".join(have)))
+            return 0
     text = re.sub(r"file://(/\S*)", move, text)
     text = re.sub(r"(?ms)^\[main\].*?(?=^\[)", "", text)
     scratch = tempfile.mkdtemp(prefix="standin-yum-")
@@ -177,6 +193,32 @@ def sysctl(args):
     return 0
 
 
+def recorded_docker(args):
+    """`docker load` and `docker images` without a daemon (e2e namespace hosts)."""
+    path = os.path.join(STATE, "docker-images.json")
+    images = json.load(open(path)) if os.path.exists(path) else {}
+    if args[:1] == ["images"]:
+        for tag, image_id in sorted(images.items()):
+            print("{} {}".format(tag, image_id))
+        return 0
+    if args[:1] == ["load"]:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+            for member in tar:
+                if member.name == "manifest.json":
+                    for entry in json.load(tar.extractfile(member)):
+                        config = os.path.basename(entry["Config"]).replace(".json", "")
+                        for tag in entry.get("RepoTags") or []:
+                            for prefix in ("docker.io/library/", "docker.io/"):
+                                tag = tag[len(prefix):] if tag.startswith(prefix) else tag
+                            images[tag] = "sha256:" + config
+                            print("Loaded image: " + tag)
+        with open(path, "w") as out:
+            json.dump(images, out)
+        return 0
+    print("docker {}: not recorded".format(" ".join(args)), file=sys.stderr)
+    return 1
+
+
 def main():
     name = os.path.basename(sys.argv[0])
     args = sys.argv[1:]
@@ -202,6 +244,8 @@ def main():
     if name == "hostnamectl":
         probe_write("/proc/sys/kernel/hostname", args[-1] + "\n")
         return 0
+    if name == "docker" and not os.environ.get("KUBECRATE_TEST_DOCKER_HOST"):
+        return recorded_docker(args)
     if name == "docker":
         if args[:1] == ["load"] and os.environ.get("KUBECRATE_TEST_SLOW_LOAD"):
             open(os.environ["KUBECRATE_TEST_SLOW_LOAD"], "w").close()
