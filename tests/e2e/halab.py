@@ -1,0 +1,217 @@
+"""A whole HA cluster on network-namespace hosts, shared by tests/e2e/test_ha_install.py and
+scripts/demo: three control planes and a worker, each with its own --root, installed through
+the real .pyz from `kubecrate build`, real keepalived + haproxy in front of the apiserver
+stand-ins, and a failover drill that measures how long the endpoint is unreachable.
+
+What is real and what stands in on these hosts is written in docs/testing.md: the kube
+binaries are the mirror world's stand-ins (shipped in the bundle), systemd is its systemctl
+stand-in (which really starts kubelet, keepalived and haproxy via tests/e2e/lbdaemon.py), and
+yum/rpm/docker are tests/integration/hoststandins.py (yum and rpm run the real dnf/rpm on each
+root; Docker is recorded).
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from mirrorworld import releases
+from mirrorworld import yum as yumworld
+
+from tests.e2e.netns import Host, Lab
+from tests.integration import hostworld
+from tests.integration.hostworld import MW, STANDINS, dnf_into, write_host_files, write_kernel
+
+HERE = Path(__file__).resolve().parent
+NAME = "k8s-1.23.17-el7"
+NAMES = ("cp1", "cp2", "cp3", "w1")
+LB_PORT = 8443
+RECORDED = ("yum", "rpm", "modprobe", "sysctl", "swapoff", "setenforce", "hostnamectl",
+            "firewall-cmd", "docker")
+
+
+def vip(subnet: int) -> str:
+    return "10.213.{}.100".format(subnet)
+
+
+def cluster_yaml(subnet: int) -> str:
+    return """\
+cluster_name: e2e
+control_plane: {{vip: {vip}, port: {port}}}
+networking: {{pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}}
+firewall: disable
+load_balancer: {{mode: services, interface: eth0, router_id: 61, auth_pass: kcE2e01}}
+nodes:
+  - {{name: cp1, address: 10.213.{s}.11, role: control-plane}}
+  - {{name: cp2, address: 10.213.{s}.12, role: control-plane}}
+  - {{name: cp3, address: 10.213.{s}.13, role: control-plane}}
+  - {{name: w1, address: 10.213.{s}.14, role: worker}}
+""".format(vip=vip(subnet), port=LB_PORT, s=subnet)
+
+
+def core_root(folder: Path) -> Path:
+    """A pristine @core root made by the real dnf from the mirror world, copied per host."""
+    generated = yumworld.generate(MW / "www", MW / "work")
+    root = folder / "root"
+    root.mkdir(parents=True)
+    dnf_into(root, MW / "www", {k: v for k, v in generated["repos"].items()
+                                if not k.startswith("docker")}, "group", "install", "core")
+    return root
+
+
+class Node:
+    """One namespace host prepared to run the installer: its root, fake kernel, PATH."""
+
+    def __init__(self, host: Host, core: Path, shiv_root: Path, subnet: int) -> None:
+        self.host = host
+        top = host.dir
+        self.test_host = hostworld.TestHost(top, top / "root", top / "kernel", top / "bin")
+        shutil.copytree(core, self.test_host.root, symlinks=True)
+        bin_dir = self.test_host.bin_dir
+        bin_dir.mkdir()
+        for name in RECORDED:
+            (bin_dir / name).symlink_to(STANDINS)
+        for name in ("keepalived", "haproxy"):
+            (bin_dir / name).symlink_to(HERE / "lbdaemon.py")
+        for script in (STANDINS, HERE / "lbdaemon.py"):
+            script.chmod(0o755)
+        for name in ("kubeadm", "kubelet", "kubectl"):  # what the binaries step installs
+            (bin_dir / name).symlink_to(self.test_host.root / "usr/bin" / name)
+        releases.write_host_tools(bin_dir)  # the systemctl stand-in
+        (top / "state").mkdir()
+        (top / "state/units.json").write_text(json.dumps(
+            {"active": [], "enabled": [], "ports": [], "protocols": []}))
+        write_kernel(self.test_host, host.address)
+        write_host_files(self.test_host)
+        (top / "cluster.yaml").write_text(cluster_yaml(subnet))
+        self.env = {"PATH": "{}:{}".format(bin_dir, os.environ["PATH"]),
+                    "KUBECRATE_PROBE_ROOT": str(self.test_host.kernel),
+                    "KUBECRATE_STANDIN_STATE": str(top / "state"),
+                    "KUBECRATE_STANDIN_LOG": str(top / "calls.jsonl"),
+                    "KUBECRATE_SYSTEMCTL_RUN": "kubelet,keepalived,haproxy",
+                    "KUBECRATE_STANDIN_TIMEOUT": "60", "KUBECRATE_STANDIN_MAX_LIFETIME": "1800",
+                    "SHIV_ROOT": str(shiv_root)}
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def root(self) -> Path:
+        return self.test_host.root
+
+    def run(self, argv: Sequence[object], timeout: float = 900):
+        """Run a command inside this host's namespace with its environment and root."""
+        full = ["env"] + ["{}={}".format(k, v) for k, v in sorted(self.env.items())]
+        full += ["KUBECRATE_ROOT=" + str(self.root)] + [str(a) for a in argv]
+        return self.host.run(full, timeout=timeout, check=False)
+
+    def pyz(self, built: Path, *args: object, timeout: float = 900):
+        """The real .pyz, as an operator runs it on the host."""
+        return self.run([sys.executable, built / "kubecrate-installer.pyz"] + list(args),
+                        timeout=timeout)
+
+    def install(self, built: Path, *extra: object):
+        top = self.host.dir
+        return self.pyz(built, "install", "--bundle", built / (NAME + ".tar"),
+                        "--cluster", top / "cluster.yaml", "--root", self.root,
+                        "--node", self.name, *extra)
+
+    def logs(self) -> str:
+        text = ""
+        folder = self.root / "var/log/kubecrate-standin"
+        for log in sorted(folder.glob("*.log")) if folder.exists() else []:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            text += "\n--- {} (last lines)\n{}".format(log.name, tail)
+        return text
+
+
+def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int) -> Dict[str, Node]:
+    return {host.name: Node(host, core, shiv_root, subnet) for host in lab.hosts}
+
+
+def get_nodes(client: Node, first: Node) -> List[List[str]]:
+    """`kubectl get nodes` run on `client` through the VIP with the first node's admin.conf:
+    rows of (name, status, ...)."""
+    admin = first.root / "etc/kubernetes/admin.conf"
+    done = client.host.run(["env", "KUBECRATE_ROOT=" + str(first.root),
+                            first.root / "usr/bin/kubectl", "--kubeconfig", admin,
+                            "get", "nodes"], timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError("kubectl get nodes failed: " + done.stderr)
+    return [line.split() for line in done.stdout.splitlines()[1:]]
+
+
+def vip_holder(nodes: Dict[str, Node], address: str) -> str:
+    holders = [n.name for n in nodes.values() if address in n.host.addresses()]
+    return holders[0] if len(holders) == 1 else ""
+
+
+DRILLS = {
+    "link-down": "the VIP holder drops off the network (its link goes down)",
+    "stop-keepalived": "keepalived is stopped on the VIP holder (systemctl stop)",
+}
+
+
+def failover_drill(nodes: Dict[str, Node], client: str, subnet: int, how: str = "link-down",
+                   limit: float = 30.0) -> Tuple[str, str, float]:
+    """Take the VIP holder out (see DRILLS) while `client` polls https://VIP:8443/healthz every
+    100 ms. Returns (old holder, new holder, seconds the endpoint was unreachable); raises when
+    the VIP does not move or the endpoint does not answer again within `limit` seconds."""
+    address = vip(subnet)
+    old = vip_holder(nodes, address)
+    if not old:
+        raise RuntimeError("no single node holds the VIP " + address)
+    url = "https://{}:{}/healthz".format(address, LB_PORT)
+    poller = nodes[client].host
+    poller.start("poller", [sys.executable, str(HERE / "poller.py"), url, "0.1", str(limit)])
+    time.sleep(1.5)  # a baseline of successful polls
+    stopped_at = time.monotonic()
+    if how == "link-down":
+        nodes[old].host.link(False)
+    else:
+        nodes[old].run(["systemctl", "stop", "keepalived"], timeout=30)
+    survivors = {name: node for name, node in nodes.items() if name != old}
+    new, deadline = "", time.monotonic() + limit
+    while time.monotonic() < deadline and not new:
+        new = vip_holder(survivors, address)
+        time.sleep(0.1)
+    answered = 0
+    while time.monotonic() < deadline and answered < 10:  # the endpoint is back, steadily
+        time.sleep(0.5)
+        answered = sum(1 for moment, ok in _samples(poller.log("poller"))
+                       if ok and moment > stopped_at)
+    poller.stop("poller")
+    if not new:
+        raise RuntimeError("the VIP did not move off {} within {:.0f} s".format(old, limit))
+    if answered < 10:
+        raise RuntimeError("{} did not answer again within {:.0f} s".format(url, limit))
+    return old, new, outage(poller.log("poller"), stopped_at)
+
+
+def _samples(text: str) -> List[Tuple[float, bool]]:
+    points = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            points.append((float(parts[0]), parts[1] == "1"))
+    return points
+
+
+def outage(samples: str, since: float) -> float:
+    """The longest run of failed polls after `since`, in seconds (0.0 when none failed)."""
+    points = _samples(samples)
+    longest, start = 0.0, None
+    for moment, ok in points:
+        if moment < since:
+            continue
+        if not ok and start is None:
+            start = moment
+        elif ok and start is not None:
+            longest, start = max(longest, moment - start), None
+    if start is not None and points:
+        longest = max(longest, points[-1][0] - start)
+    return longest
