@@ -1,13 +1,16 @@
-"""kubecrate's demo, stage by stage, on the local mirror world.
+"""kubecrate's demo, end to end, on the local mirror world (nothing leaves this machine).
 
-What exists today runs here: the mirror world, a signing key, a bundle of the release binaries
-packed and signed, checked by the stock minisign and by the installer, and unpacked into a host
-root. The build, HA install and failover stages join as they land.
+Builds the primary bundle (Kubernetes v1.23.17, Docker 20.10.24, CentOS 7.9) with `kubecrate
+build`, installs a three-control-plane + one-worker cluster with the .pyz on network-namespace
+hosts (real keepalived and haproxy in front of the kube stand-ins, docs/testing.md), prints the
+cluster's status, takes the VIP holder off the network and prints how long the endpoint was
+unreachable. Everything is cleaned up at the end unless --keep.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -16,103 +19,172 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+from tests.e2e import halab  # noqa: E402 (after the path set-up above)
+from tests.e2e.netns import Lab, cleanup_stale  # noqa: E402
+
 VENV = REPO / ".venv" / "bin"
 WORK = REPO / ".cache" / "demo"
-VERSION = "v1.23.17"
+WORLD_RUN = WORK / "mirror-world-run"
+RECIPE = REPO / "manifests" / "k8s-1.23.17-el7.yaml"
+LAB = "demo"
+SUBNET = 7
 
 
-class Demo:
+class Stages:
     def __init__(self) -> None:
         self.timings: list[tuple[str, float]] = []
 
-    def stage(self, title: str, func, *args):
+    def run(self, title: str, func, *args):
         print(f"==> {title}", flush=True)
         start = time.monotonic()
         result = func(*args)
         elapsed = time.monotonic() - start
         self.timings.append((title, elapsed))
-        print(f"    done in {elapsed:.1f} s", flush=True)
+        print(f"    ({elapsed:.1f} s)", flush=True)
         return result
 
 
-def run(*argv, **kwargs) -> subprocess.CompletedProcess:
+def sh(*argv, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], check=True, text=True, **kwargs)
 
 
-def mirror_world(command: str) -> None:
-    """The demo's own world instance (its own run folder, the shared warm cache), so that it
-    never stops a world someone else's tests are using."""
-    env = {**os.environ, "KUBECRATE_MW_RUN": str(WORK / "mirror-world-run")}
-    run(REPO / "scripts" / "mirror-world", command, env=env)
+def mirror_world(command: str) -> dict:
+    """The demo's own world instance (own run folder, shared warm cache), so it never stops a
+    world someone else's tests are using."""
+    sh(REPO / "scripts" / "mirror-world", command,
+       env={**os.environ, "KUBECRATE_MW_RUN": str(WORLD_RUN)})
+    state = WORLD_RUN / "state.json"
+    return json.loads(state.read_text()) if command == "up" else {}
 
 
 def keygen() -> Path:
     keys = WORK / "keys"
     if not (keys / "kubecrate.key").exists():
-        run(VENV / "kubecrate", "keygen", "--out", keys)
+        sh(VENV / "kubecrate", "keygen", "--out", keys, stdout=subprocess.DEVNULL)
     return keys
 
 
-def stage_bundle(www: Path) -> Path:
-    """Until `kubecrate build` lands: the release binaries of the primary profile."""
-    source = WORK / "staging"
-    shutil.rmtree(source, ignore_errors=True)
-    release = www / "dl.k8s.io" / "release" / VERSION / "bin" / "linux" / "amd64"
-    (source / "bin").mkdir(parents=True)
-    for name in ("kubeadm", "kubelet", "kubectl"):
-        shutil.copy2(release / name, source / "bin" / name)
-    return source
+def build(preset: str, keys: Path) -> Path:
+    out = WORK / "bundles"
+    sh(VENV / "kubecrate", "build", RECIPE, "--mirrors", preset, "--key",
+       keys / "kubecrate.key", "--out", out, "--lock", WORK / "k8s-1.23.17-el7.lock")
+    return out
 
 
-def pack(source: Path, keys: Path) -> Path:
-    bundle = WORK / "bundles" / f"k8s-{VERSION[1:]}-demo.tar"
-    run(VENV / "kubecrate", "pack", source, "--out", bundle, "--key", keys / "kubecrate.key",
-        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
-    return bundle
+def verify(out: Path, keys: Path) -> None:
+    for name in (halab.NAME + ".tar", "kubecrate-installer.pyz"):
+        sh("minisign", "-Vqm", out / name, "-p", keys / "kubecrate.pub")
+        print(f"    minisign: {name} OK")
 
 
-def verify(bundle: Path, keys: Path) -> None:
-    run("minisign", "-Vm", bundle, "-p", keys / "kubecrate.pub")
-    run(VENV / "python", "-m", "installer", "verify", bundle, "--key", keys / "kubecrate.pub")
+def make_lab(core: Path) -> tuple[Lab, dict]:
+    cleanup_stale(LAB)
+    folder = WORK / "hosts"
+    shutil.rmtree(folder, ignore_errors=True)
+    lab = Lab(LAB, halab.NAMES, folder, SUBNET).setup()
+    nodes = halab.prepare(lab, core, WORK / "shiv", SUBNET)
+    for node in nodes.values():
+        print(f"    {node.name}: {node.host.address} (netns {node.host.ns})")
+    return lab, nodes
 
 
-def unpack(bundle: Path, keys: Path) -> Path:
-    root = WORK / "host-1"
-    out = run(VENV / "python", "-m", "installer", "unpack", bundle, "--key",
-              keys / "kubecrate.pub", "--root", root, stdout=subprocess.PIPE)
-    folder = Path(out.stdout.strip())
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            print(f"    {path.relative_to(root)}")
-    return folder
+def check(done: subprocess.CompletedProcess, node) -> None:
+    if done.returncode != 0:
+        raise SystemExit(f"install failed on {node.name} (exit {done.returncode}):\n"
+                         f"{done.stdout}{done.stderr}{node.logs()}")
+
+
+def install_first(nodes: dict, out: Path) -> Path:
+    join = WORK / "join.yaml"
+    join.unlink(missing_ok=True)
+    done = nodes["cp1"].install(out, "--join-out", join)
+    check(done, nodes["cp1"])
+    for line in done.stdout.splitlines():
+        if "VIP" in line or "kubeadm init" in line or "join.yaml" in line:
+            print("    " + line.strip())
+    return join
+
+
+def join_others(nodes: dict, out: Path, join: Path) -> None:
+    for name in ("cp2", "cp3", "w1"):
+        check(nodes[name].install(out, "--join", join), nodes[name])
+        print(f"    {name} joined")
+
+
+def status(nodes: dict, out: Path) -> None:
+    rows = halab.get_nodes(nodes["w1"], nodes["cp1"])
+    print(f"    kubectl get nodes (through the VIP {halab.vip(SUBNET)}:{halab.LB_PORT}):")
+    for row in rows:
+        print("      " + "  ".join(row))
+    done = nodes["cp1"].pyz(out, "status", "--root", nodes["cp1"].root)
+    for line in (done.stdout or done.stderr).splitlines():
+        print("    " + line)
+
+
+def drill(nodes: dict) -> float:
+    print(f"    {halab.DRILLS['link-down']}; w1 polls https://VIP:{halab.LB_PORT}/healthz "
+          "every 100 ms")
+    old, new, window = halab.failover_drill(nodes, "w1", SUBNET)
+    print(f"    the VIP moved from {old} to {new}; the endpoint was unreachable for "
+          f"{window:.1f} s")
+    return window
+
+
+def down() -> None:
+    removed = cleanup_stale(LAB)
+    print(f"removed {len(removed)} demo namespaces")
+    mirror_world("down")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", action="store_true", help="leave the mirror world running")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the hosts and the mirror world running (undo with --down)")
+    parser.add_argument("--down", action="store_true",
+                        help="stop what an earlier --keep left running, then exit")
     args = parser.parse_args()
+    if args.down:
+        down()
+        return 0
     WORK.mkdir(parents=True, exist_ok=True)
-    demo = Demo()
+    stages, lab, window = Stages(), None, None
     started = time.monotonic()
     try:
-        demo.stage("start the local mirror world", mirror_world, "up")
-        www = REPO / ".cache" / "mirror-world" / "www"
-        if os.environ.get("KUBECRATE_MW_CACHE"):
-            www = Path(os.environ["KUBECRATE_MW_CACHE"]) / "www"
-        keys = demo.stage("create a signing key (kubecrate keygen)", keygen)
-        source = demo.stage("collect the release binaries", stage_bundle, www)
-        bundle = demo.stage("pack and sign the bundle (kubecrate pack)", pack, source, keys)
-        demo.stage("verify it with the stock minisign and the installer", verify, bundle, keys)
-        shutil.rmtree(WORK / "host-1", ignore_errors=True)
-        demo.stage("unpack it into a host root (installer unpack)", unpack, bundle, keys)
+        state = stages.run("start the local mirror world", mirror_world, "up")
+        keys = stages.run("create a signing key (kubecrate keygen)", keygen)
+        out = stages.run("build the primary bundle (kubecrate build)", build,
+                         state["presets"]["default"], keys)
+        stages.run("check the bundle and the .pyz with the stock minisign", verify, out, keys)
+        core = stages.run("make a minimal CentOS 7 root (@core, real dnf)", halab.core_root,
+                          Path(_fresh(WORK / "core")))
+        lab, nodes = stages.run("create four network-namespace hosts", make_lab, core)
+        join = stages.run("install cp1: VIP first, then kubeadm init", install_first, nodes, out)
+        stages.run("join cp2, cp3 and w1 with join.yaml", join_others, nodes, out, join)
+        stages.run("cluster status", status, nodes, out)
+        window = stages.run("failover drill", drill, nodes)
     finally:
         if not args.keep:
-            demo.stage("stop the mirror world", mirror_world, "down")
+            if lab is not None:
+                stages.run("remove the hosts", lab.teardown)
+            stages.run("stop the mirror world", mirror_world, "down")
     print("\nsummary")
-    for title, elapsed in demo.timings:
+    for title, elapsed in stages.timings:
         print(f"  {elapsed:6.1f} s  {title}")
     print(f"  {time.monotonic() - started:6.1f} s  total")
+    if window is not None:
+        print(f"  failover window: {window:.1f} s")
+    if args.keep:
+        print("  left running (--keep); stop everything with: scripts/demo --down")
     return 0
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 if __name__ == "__main__":
