@@ -18,6 +18,7 @@ Member order is fixed and content-derived: `oci-layout`, `index.json`, `manifest
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -108,7 +109,7 @@ def write_archive(
             writer = _HashingWriter(raw)
             with tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for name, data in metadata:
-                    tar.addfile(_info(name, len(data), 0o644, mtime), _Bytes(data))
+                    tar.addfile(_info(name, len(data), 0o644, mtime), io.BytesIO(data))
                 for folder in ("blobs", BLOB_DIR):
                     tar.addfile(_info(folder, 0, 0o755, mtime, tarfile.DIRTYPE))
                 for hexd in sorted(blobs):
@@ -296,16 +297,6 @@ class _Verifying:
     def read(self, size: int = -1) -> bytes:
         block = self._handle.read(size)
         self.digest.update(block)
-        return block
-
-
-class _Bytes:
-    def __init__(self, data: bytes):
-        self._data, self._pos = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        block, self._pos = self._data[self._pos:end], min(end, len(self._data))
         return block
 
 

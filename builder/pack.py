@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import stat
 import tarfile
@@ -157,7 +158,7 @@ def pack(
             with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 tar.copybufsize = CHUNK
                 tar.addfile(_tarinfo(MANIFEST_NAME, len(manifest), 0o644, created),
-                            _BytesReader(manifest))
+                            io.BytesIO(manifest))
                 for entry in files:
                     _add_file(tar, source, entry, created, progress)
             if compress:
@@ -174,16 +175,6 @@ def pack(
     signature_path = out.with_name(out.name + ".minisig")
     write_signature(signature_path, signature)
     return Packed(out, signature_path, manifest_sha256, trusted, len(files), writer.size)
-
-
-class _BytesReader:
-    def __init__(self, data: bytes):
-        self._data, self._pos = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        block, self._pos = self._data[self._pos:end], min(end, len(self._data))
-        return block
 
 
 class _CheckedReader:

@@ -19,8 +19,9 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from installer.atomic import replace_file
 
 ORIG_SUFFIX = ".kubecrate-orig"
 KUBECRATE_DIR = "/var/lib/kubecrate/"
@@ -104,18 +105,7 @@ class Host:
         self._remember(host_path, change.action)
         target = self.path(host_path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
-                                   suffix=".kubecrate-tmp", dir=os.path.dirname(target))
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        replace_file(target, lambda handle: handle.write(data), mode)
         return change
 
     def copy_in(self, source: str, host_path: str, mode: int = 0o755) -> Optional[FileChange]:
@@ -134,18 +124,8 @@ class Host:
         self._remember(host_path, change.action)
         target = self.path(host_path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
-                                   suffix=".kubecrate-tmp", dir=os.path.dirname(target))
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as handle:
-                shutil.copyfileobj(handle, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        with open(source, "rb") as handle:
+            replace_file(target, lambda out: shutil.copyfileobj(handle, out, 1 << 20), mode)
         return change
 
     def remove(self, host_path: str) -> Optional[FileChange]:

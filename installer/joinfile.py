@@ -20,6 +20,7 @@ from typing import Any, List, NamedTuple, Optional
 
 import yaml
 
+from installer.atomic import replace_file
 from installer.errors import UsageError
 from installer.render import render
 
@@ -166,19 +167,7 @@ def load(path: str) -> JoinInfo:
 def write(path: str, info: JoinInfo) -> None:
     """Write join.yaml atomically, mode 0600 from the first byte (for `join-info --out`)."""
     text = dump(info).encode("utf-8")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".join.", dir=folder)  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    replace_file(path, lambda handle: handle.write(text), FILE_MODE)
 
 
 def ca_cert_hash_commands(ca_cert: str, workdir: str) -> List[List[str]]:
