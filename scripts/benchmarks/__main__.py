@@ -22,7 +22,7 @@ from benchmarks.timing import Result
 
 REPO = Path(__file__).resolve().parents[2]
 # modules here with run(work, runs) -> [Result]
-BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch"]
+BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch", "failover"]
 
 
 def machine() -> str:
@@ -71,6 +71,9 @@ def render(records: dict) -> str:
     for r in results:
         goal = f"<= {r.goal:g}x" if r.goal else ""
         ours = f"{statistics.median(r.ours_seconds):.2f} {r.unit}"
+        if r.ratio is None:  # a measurement with no peer tool to compare with
+            lines.append(f"| {r.name} | `{r.ours}` | (none) | {ours} | | | {goal} |")
+            continue
         peer = f"{statistics.median(r.peer_seconds):.2f} {r.unit}"
         lines.append(f"| {r.name} | `{r.ours}` | `{r.peer}` | {ours} | {peer} | {r.ratio:.2f}x"
                      f" | {goal} |")
@@ -100,7 +103,9 @@ def main() -> None:
         module = importlib.import_module(f"benchmarks.{name}")
         results = module.run(args.work / name, args.runs)
         for result in results:
-            print(f"    {result.name}: ratio {result.ratio:.2f}x", flush=True)
+            figure = (f"ratio {result.ratio:.2f}x" if result.ratio is not None else
+                      f"median {statistics.median(result.ours_seconds):.2f} {result.unit}")
+            print(f"    {result.name}: {figure}", flush=True)
         records[name] = {"date": datetime.date.today().isoformat(), "machine": where,
                          "runs": args.runs, "results": [r._asdict() for r in results]}
         store.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")

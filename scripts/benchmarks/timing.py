@@ -19,7 +19,10 @@ class Result(NamedTuple):
     unit: str = "s"  # "s" for times; e.g. "MiB" for sizes
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float | None:
+        """ours/peer medians; None for measurements that have no peer (failover windows)."""
+        if not self.peer_seconds:
+            return None
         return statistics.median(self.ours_seconds) / statistics.median(self.peer_seconds)
 
 

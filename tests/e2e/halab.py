@@ -13,6 +13,7 @@ root; Docker is recorded).
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -151,45 +152,105 @@ def vip_holder(nodes: Dict[str, Node], address: str) -> str:
 
 
 DRILLS = {
+    "kill": "keepalived, haproxy and the apiserver on the VIP holder are killed (SIGKILL)",
     "link-down": "the VIP holder drops off the network (its link goes down)",
-    "stop-keepalived": "keepalived is stopped on the VIP holder (systemctl stop)",
 }
+LB_DAEMONS = ("/usr/sbin/keepalived", "/usr/sbin/haproxy")  # as tests/e2e/lbdaemon.py runs them
+APISERVER_MARK = "--kubecrate-static-pod=kube-apiserver"  # the kubelet stand-in's static pod
+
+
+def _kill_daemons(node: Node) -> List[int]:
+    """SIGKILL the node's keepalived (all its processes), haproxy and apiserver, found by
+    command lines that name the node's root. The kubelet stand-in restarts the apiserver a
+    second later, as kubelet does with a static pod."""
+    killed = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if str(node.root) in " ".join(argv) and (argv[0] in LB_DAEMONS or APISERVER_MARK in argv):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def _poll_around(nodes: Dict[str, Node], client: str, subnet: int, action, done,
+                 limit: float) -> Tuple[float, str]:
+    """Run `action()` while `client` polls https://VIP:8443/healthz every 100 ms; wait until
+    `done()` names the expected VIP holder and the endpoint answers steadily again. Returns
+    (seconds unreachable, holder); raises when that takes longer than `limit`."""
+    url = "https://{}:{}/healthz".format(vip(subnet), LB_PORT)
+    poller = nodes[client].host
+    poller.start("poller", [sys.executable, str(HERE / "poller.py"), url, "0.1", str(limit + 5)])
+    try:
+        time.sleep(1.5)  # a baseline of successful polls
+        moment = time.monotonic()
+        action()
+        deadline = moment + limit
+        holder = ""
+        while time.monotonic() < deadline and not holder:
+            holder = done()
+            time.sleep(0.1)
+        answered = 0
+        while time.monotonic() < deadline and answered < 10:  # back, and steadily so
+            time.sleep(0.5)
+            answered = sum(1 for at, ok in _samples(poller.log("poller")) if ok and at > moment)
+        samples = poller.log("poller")
+    finally:
+        poller.stop("poller")
+    if not holder:
+        raise RuntimeError("the VIP did not settle within {:.0f} s".format(limit))
+    if answered < 10:
+        raise RuntimeError("{} did not answer again within {:.0f} s".format(url, limit))
+    return outage(samples, moment), holder
 
 
 def failover_drill(nodes: Dict[str, Node], client: str, subnet: int, how: str = "link-down",
-                   limit: float = 30.0) -> Tuple[str, str, float]:
-    """Take the VIP holder out (see DRILLS) while `client` polls https://VIP:8443/healthz every
-    100 ms. Returns (old holder, new holder, seconds the endpoint was unreachable); raises when
-    the VIP does not move or the endpoint does not answer again within `limit` seconds."""
+                   limit: float = 15.0) -> Tuple[str, str, float]:
+    """Take the VIP holder out (see DRILLS) and measure. Returns (old holder, new holder,
+    seconds the endpoint was unreachable)."""
     address = vip(subnet)
     old = vip_holder(nodes, address)
     if not old:
         raise RuntimeError("no single node holds the VIP " + address)
-    url = "https://{}:{}/healthz".format(address, LB_PORT)
-    poller = nodes[client].host
-    poller.start("poller", [sys.executable, str(HERE / "poller.py"), url, "0.1", str(limit)])
-    time.sleep(1.5)  # a baseline of successful polls
-    stopped_at = time.monotonic()
-    if how == "link-down":
-        nodes[old].host.link(False)
-    else:
-        nodes[old].run(["systemctl", "stop", "keepalived"], timeout=30)
     survivors = {name: node for name, node in nodes.items() if name != old}
-    new, deadline = "", time.monotonic() + limit
-    while time.monotonic() < deadline and not new:
-        new = vip_holder(survivors, address)
-        time.sleep(0.1)
-    answered = 0
-    while time.monotonic() < deadline and answered < 10:  # the endpoint is back, steadily
-        time.sleep(0.5)
-        answered = sum(1 for moment, ok in _samples(poller.log("poller"))
-                       if ok and moment > stopped_at)
-    poller.stop("poller")
-    if not new:
-        raise RuntimeError("the VIP did not move off {} within {:.0f} s".format(old, limit))
-    if answered < 10:
-        raise RuntimeError("{} did not answer again within {:.0f} s".format(url, limit))
-    return old, new, outage(poller.log("poller"), stopped_at)
+
+    def action() -> None:
+        if how == "link-down":
+            nodes[old].host.link(False)
+        elif not _kill_daemons(nodes[old]):
+            raise RuntimeError("found no keepalived/haproxy/apiserver of " + old)
+
+    window, new = _poll_around(nodes, client, subnet, action,
+                               lambda: vip_holder(survivors, address), limit)
+    return old, new, window
+
+
+def bring_back(nodes: Dict[str, Node], client: str, subnet: int, name: str, how: str,
+               limit: float = 15.0) -> Tuple[str, float]:
+    """Undo a drill on `name` (link up, or its services started again as systemd would) and
+    measure the endpoint meanwhile. Returns (VIP holder afterwards, seconds unreachable)."""
+    address = vip(subnet)
+
+    def action() -> None:
+        if how == "link-down":
+            nodes[name].host.link(True)
+        else:
+            nodes[name].run(["systemctl", "restart", "keepalived", "haproxy", "kubelet"],
+                            timeout=60)
+
+    def settled() -> str:
+        holder = vip_holder(nodes, address)
+        # keepalived preempts: the first node takes the VIP back once its checks pass
+        return holder if holder == name or time.monotonic() > started + 8 else ""
+
+    started = time.monotonic()
+    window, holder = _poll_around(nodes, client, subnet, action, settled, limit)
+    return holder, window
 
 
 def _samples(text: str) -> List[Tuple[float, bool]]:

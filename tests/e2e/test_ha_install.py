@@ -3,8 +3,9 @@ each with its own --root, driven through the real .pyz built by `kubecrate build
 mirror world: node 1 brings up keepalived + haproxy (the real daemons, on the configs the
 installer rendered), holds the VIP and runs `kubeadm init`; the others join with join.yaml
 through the VIP; `kubectl get nodes` through the VIP then shows four nodes, a second install on
-every host changes nothing, and when the VIP holder drops off the network the VIP moves with
-the endpoint down for a few seconds at most. The hosts are tests/e2e/halab.py (shared with
+every host changes nothing; killing the VIP holder's keepalived, haproxy and apiserver, and
+taking its link down, each move the VIP with the endpoint back within 15 s, and bringing the
+node back keeps the endpoint answering. The hosts are tests/e2e/halab.py (shared with
 scripts/demo); docs/testing.md says what is real on them.
 """
 
@@ -19,7 +20,7 @@ from tests.integration.test_build import RECIPE, kubecrate, seeded_cache
 pytestmark = pytest.mark.e2e
 
 SUBNET = 3
-WINDOW_BOUND = 10.0  # generous: the drill measures about 3-4 s; the bound only catches breakage
+WINDOW_BOUND = 15.0  # issue 8: polling succeeds again within 15 s (measured about 3-4 s)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +79,18 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
         assert again.returncode == 0, again.stdout + again.stderr
         assert "nothing to change" in again.stdout, name + "\n" + again.stdout
 
-    old, new, window = halab.failover_drill(nodes, "w1", SUBNET)
-    print("VIP moved from {} to {}; endpoint unreachable for {:.1f} s".format(old, new, window))
-    assert old == "cp1" and new in ("cp2", "cp3")
-    assert window < WINDOW_BOUND
-    assert len(halab.get_nodes(nodes["w1"], cp1)) == 4  # the survivors answer through the VIP
+    # Failover, with w1 polling https://VIP:8443/healthz every 100 ms: each drill moves the VIP
+    # and the endpoint answers again within 15 s; bringing the node back keeps it answering.
+    report = {}
+    for how in ("kill", "link-down"):
+        old, new, window = halab.failover_drill(nodes, "w1", SUBNET, how)
+        assert new and new != old, how
+        holder, back = halab.bring_back(nodes, "w1", SUBNET, old, how)
+        report[how] = (old, new, window, holder, back)
+        print("{}: VIP {} -> {}, unreachable {:.1f} s; {} back: VIP on {}, unreachable "
+              "{:.1f} s".format(how, old, new, window, old, holder, back))
+        assert window < WINDOW_BOUND and back < WINDOW_BOUND, report
+    assert len(halab.get_nodes(nodes["w1"], cp1)) == 4  # the cluster answers through the VIP
 
 
 def test_outage_is_the_longest_failed_run_after_the_event():
