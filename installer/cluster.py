@@ -6,13 +6,11 @@ did-you-mean for misspelt keys and values. A host finds its own entry by its add
 `--node NAME` (find_node).
 """
 
-import difflib
 import ipaddress
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-import yaml
-
+from installer import yamldoc
 from installer.errors import UsageError
 from installer.lbspec import (
     Kubeadm,
@@ -31,7 +29,7 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9
 Path = Tuple[Any, ...]
 
 
-class ClusterConfigError(UsageError):
+class ClusterConfigError(UsageError, yamldoc.DocumentError):
     """cluster.yaml is missing, not YAML, or does not describe a valid cluster."""
 
 
@@ -99,69 +97,22 @@ NODE_KEYS = ("name", "address", "role")
 class _Doc:
     """The parsed document and the line of every key, for messages."""
 
-    def __init__(self, source: str, data: Any, lines: Dict[Path, int]) -> None:
-        self.source = source
-        self.data = data
-        self.lines = lines
+    def __init__(self, document: yamldoc.Document) -> None:
+        self.source = document.source
+        self.data = document.data
+        self.lines = document.lines
 
     def fail(self, path: Path, message: str, hint: Optional[str] = None) -> None:
-        line = None
-        probe = tuple(path)
-        while line is None and probe:
-            line = self.lines.get(probe)
-            probe = probe[:-1]
-        where = "{}:{}".format(self.source, line) if line else self.source
-        key = _dotted(path)
-        raise ClusterConfigError("{}: {}{}".format(where, key + ": " if key else "", message),
-                                 hint)
-
-
-def _dotted(path: Path) -> str:
-    text = ""
-    for part in path:
-        text += "[{}]".format(part) if isinstance(part, int) else ("." if text else "") + part
-    return text
-
-
-def _did_you_mean(word: object, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return " (did you mean {!r}?)".format(close[0]) if close else ""
-
-
-def _lines(node: yaml.Node, path: Path, lines: Dict[Path, int]) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                raise ClusterConfigError("line {}: {}: key appears twice".format(
-                    key_node.start_mark.line + 1, _dotted(path + (key,))))
-            seen.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _lines(value_node, path + (key,), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _lines(item, path + (index,), lines)
+        raise ClusterConfigError(message, hint, file=self.source,
+                                 line=yamldoc.line_for(self.lines, tuple(path)),
+                                 key=yamldoc.key_text(tuple(path)) or None)
 
 
 def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     """Validate cluster.yaml text into a Cluster; raises ClusterConfigError."""
-    try:
-        data = yaml.safe_load(text)
-        lines: Dict[Path, int] = {}
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        if tree is not None:
-            try:
-                _lines(tree, (), lines)
-            except ClusterConfigError as err:
-                raise ClusterConfigError("{}:{}".format(source, err.message.split("line ", 1)[1]))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = "{}:{}".format(source, mark.line + 1) if mark else source
-        raise ClusterConfigError("{}: not valid YAML: {}".format(where, getattr(
-            err, "problem", None) or err))
-    doc = _Doc(source, data, lines)
+    document = yamldoc.parse(text, source, ClusterConfigError)
+    data = document.data
+    doc = _Doc(document)
     if not isinstance(data, dict):
         doc.fail((), "the top level must be a mapping of keys (see docs/cluster.md)")
     _known(doc, (), data, TOP_KEYS)
@@ -182,7 +133,8 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     firewall = data.get("firewall", "disable")
     if firewall not in FIREWALL_POLICIES:
         doc.fail(("firewall",), "{!r} is not one of {}{}".format(
-            firewall, ", ".join(FIREWALL_POLICIES), _did_you_mean(firewall, FIREWALL_POLICIES)))
+            firewall, ", ".join(FIREWALL_POLICIES),
+            yamldoc.suggestion(firewall, FIREWALL_POLICIES)))
     name = data.get("cluster_name", "kubernetes")
     if not isinstance(name, str) or not _NAME.match(name):
         doc.fail(("cluster_name",), "{!r} is not a DNS-1123 name".format(name))
@@ -210,15 +162,12 @@ def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,
                              str(cluster.endpoint), cluster.pod_cidr, cluster.service_cidr,
                              cluster.name)
     except SpecError as err:
-        lines: Dict[Path, int] = {}
         try:
             with open(cluster.source, "r", encoding="utf-8") as handle:
-                tree = yaml.compose(handle.read(), Loader=yaml.SafeLoader)
-            if tree is not None:
-                _lines(tree, (), lines)
-        except (OSError, yaml.YAMLError, ClusterConfigError):
-            pass
-        _Doc(cluster.source, {}, lines).fail(err.path, err.detail, err.hint)
+                document = yamldoc.parse(handle.read(), cluster.source, ClusterConfigError)
+        except (OSError, ClusterConfigError):  # then the message has no line number
+            document = yamldoc.Document(cluster.source, {}, {})
+        _Doc(document).fail(err.path, err.detail, err.hint)
         raise AssertionError  # unreachable; fail() raises
 
 
@@ -240,7 +189,7 @@ def find_node(cluster: Cluster, addresses: Sequence[str], name: Optional[str] = 
         if node is None:
             names = [n.name for n in cluster.nodes]
             raise ClusterConfigError("{}: no node named {!r}{}".format(
-                cluster.source, name, _did_you_mean(name, names)),
+                cluster.source, name, yamldoc.suggestion(name, names)),
                 hint="nodes: " + ", ".join(names))
         return node
     mine = [n for n in cluster.nodes if n.address in set(addresses)]
@@ -261,7 +210,7 @@ def find_node(cluster: Cluster, addresses: Sequence[str], name: Optional[str] = 
 def _known(doc: _Doc, path: Path, mapping: Dict[str, Any], allowed: Sequence[str]) -> None:
     for key in mapping:
         if key not in allowed:
-            doc.fail(path + (key,), "unknown key{}".format(_did_you_mean(key, allowed)),
+            doc.fail(path + (key,), "unknown key{}".format(yamldoc.suggestion(key, allowed)),
                      hint="allowed here: " + ", ".join(allowed))
 
 
@@ -349,7 +298,7 @@ def _nodes(doc: _Doc, networks: Sequence[ipaddress.IPv4Network], endpoint: Endpo
         role = item["role"]
         if role not in ROLES:
             doc.fail(path + ("role",), "{!r} is not one of {}{}".format(
-                role, ", ".join(ROLES), _did_you_mean(role, ROLES)))
+                role, ", ".join(ROLES), yamldoc.suggestion(role, ROLES)))
         for other in nodes:
             if other.name == name:
                 doc.fail(path + ("name",), "node name {!r} is used twice".format(name))

@@ -7,11 +7,11 @@ every problem is a SpecError whose `path` names the key (`load_balancer.auth_pas
 loader can prefix file and line. The objects are immutable NamedTuples (Python 3.6).
 """
 
-import difflib
 import ipaddress
 import re
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from installer import yamldoc
 from installer.errors import UsageError
 
 MODES = ("services", "static-pods", "external")
@@ -118,11 +118,6 @@ class Kubeadm(NamedTuple):
         return int(_VERSION.match(self.kubernetes_version).group(1))
 
 
-def _did_you_mean(word: object, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return " (did you mean {!r}?)".format(close[0]) if close else ""
-
-
 def _known(path: Path, data: Any, keys: Sequence[str]) -> Mapping[str, Any]:
     if data is None:
         return {}
@@ -130,14 +125,14 @@ def _known(path: Path, data: Any, keys: Sequence[str]) -> Mapping[str, Any]:
         raise SpecError(path, "must be a mapping of keys (see docs/load-balancer.md)")
     for key in data:
         if key not in keys:
-            raise SpecError(path + (key,), "unknown key{}".format(_did_you_mean(key, keys)))
+            raise SpecError(path + (key,), "unknown key{}".format(yamldoc.suggestion(key, keys)))
     return data
 
 
 def _choice(path: Path, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise SpecError(path, "{!r} is not one of {}{}".format(
-            value, ", ".join(choices), _did_you_mean(value, choices)))
+            value, ", ".join(choices), yamldoc.suggestion(value, choices)))
     return value
 
 

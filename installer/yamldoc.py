@@ -61,6 +61,12 @@ def did_you_mean(word: Any, choices: Iterable[Any]) -> Optional[str]:
     return "did you mean {!r}?".format(close[0]) if close else None
 
 
+def suggestion(word: Any, choices: Iterable[Any]) -> str:
+    """` (did you mean 'x'?)` to append to a message, or an empty string."""
+    close = did_you_mean(word, choices)
+    return " ({})".format(close) if close else ""
+
+
 def kind(value: Any) -> str:
     """What the user wrote, in words: `nothing`, `int`, `list`..."""
     return "nothing" if value is None else type(value).__name__

@@ -42,7 +42,7 @@ def test_cluster_parses_into_immutable_objects():
     (GOOD.replace("10.0.0.21", "10.0.0.11"), "nodes[1].address: address 10.0.0.11 is also"),
     (GOOD.replace("10.0.0.21", "10.0.0.100"), "is the control-plane VIP"),
     (GOOD.replace("service_cidr: 10.96.0.0/12", "service_cidr: 10.244.0.0/24"), "overlaps"),
-    (GOOD + "networking: {}\n", "cluster.yaml:7: networking: key appears twice"),
+    (GOOD + "networking: {}\n", "cluster.yaml:7: networking: key given twice"),
     (GOOD.replace("role: control-plane", "role: worker"), "at least one node needs role"),
     ("nodes: [\n", "not valid YAML"),
 ])
