@@ -5,12 +5,17 @@ installer rendered), holds the VIP and runs `kubeadm init`; the others join with
 through the VIP; `kubectl get nodes` through the VIP then shows four nodes, a second install on
 every host changes nothing; killing the VIP holder's keepalived, haproxy and apiserver, and
 taking its link down, each move the VIP with the endpoint back within 15 s, and bringing the
-node back keeps the endpoint answering. The hosts are tests/e2e/halab.py (shared with
+node back keeps the endpoint answering; a day later join-info gives fresh join material that a
+reset worker rejoins with, from the bundle cache. The hosts are tests/e2e/halab.py (shared with
 scripts/demo); docs/testing.md says what is real on them.
 """
 
+import time
+
 import pytest
 
+from installer import joinfile
+from installer.errors import ExitCode
 from tests.bundles import make_key
 from tests.conftest import require_tool
 from tests.e2e import halab
@@ -91,6 +96,34 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
               "{:.1f} s".format(how, old, new, window, old, holder, back))
         assert window < WINDOW_BOUND and back < WINDOW_BOUND, report
     assert len(halab.get_nodes(nodes["w1"], cp1)) == 4  # the cluster answers through the VIP
+
+    # A day later (the stand-ins' clock) the token and the certificate key have expired: w1 is
+    # reset and refused with the old join.yaml; join-info on cp1 gives fresh material; w1
+    # reinstalls from the bundle cache, which is not extracted again.
+    w1 = nodes["w1"]
+    cache = w1.root / "var/lib/kubecrate/bundles"
+    (bundle_dir,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    unpacked_at = bundle_dir.stat().st_mtime_ns
+    for node in nodes.values():
+        node.env["KUBECRATE_FAKE_NOW"] = str(int(time.time()) + 25 * 3600)
+    reset = w1.pyz(built, "reset", "--root", w1.root)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    admin = cp1.root / "etc/kubernetes/admin.conf"  # as kubeadm asks before a rejoin
+    deleted = cp1.run([cp1.root / "usr/bin/kubectl", "--kubeconfig", admin, "delete", "node",
+                       "w1"], timeout=60)
+    assert deleted.returncode == 0, deleted.stderr
+    stale = w1.install(built, "--join", join)
+    assert stale.returncode == ExitCode.PRECONDITION, stale.stdout + stale.stderr
+    assert "join-info" in stale.stdout + stale.stderr
+    fresh = tmp_path / "fresh.yaml"
+    info = cp1.pyz(built, "join-info", "--out", fresh, "--root", cp1.root)
+    assert info.returncode == 0, info.stdout + info.stderr
+    assert joinfile.load(str(fresh)).token != joinfile.load(str(join)).token
+    again = w1.install(built, "--join", fresh)
+    assert again.returncode == 0, again.stdout + again.stderr + w1.logs()
+    assert bundle_dir.stat().st_mtime_ns == unpacked_at  # reused, not copied again
+    rows = halab.get_nodes(w1, cp1)
+    assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
 
 
 def test_outage_is_the_longest_failed_run_after_the_event():

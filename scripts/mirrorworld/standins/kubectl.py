@@ -170,17 +170,33 @@ def cmd_get(client, args):
             print(obj["metadata"]["name"])
 
 
+def cmd_delete(client, args):
+    """`kubectl delete node NAME...`: what an operator runs before a reset node rejoins under
+    the same name (kubeadm join refuses a name that is still registered and Ready)."""
+    what = [a for a in args if not a.startswith("-")]
+    if len(what) < 2 or what[0].lower() not in ("node", "nodes", "no"):
+        raise StandinError("error: the stand-in deletes nodes only: kubectl delete node NAME")
+    known = {n["metadata"]["name"] for n in client.call("GET", "/api/v1/nodes")["items"]}
+    for name in what[1:]:
+        if name not in known:
+            raise StandinError('Error from server (NotFound): nodes "%s" not found' % name)
+        client.call("DELETE", "/api/v1/nodes/" + name)
+        print('node "%s" deleted' % name)
+
+
 def main(argv):
     opts, args = split_globals(argv)
     try:
         if not args or args[0] in ("-h", "--help"):
-            print("kubectl stand-in %s: version --client, apply -f, get" % VERSION)
+            print("kubectl stand-in %s: version --client, apply -f, get, delete node" % VERSION)
         elif args[0] == "version":
             cmd_version(args[1:])
         elif args[0] == "apply":
             cmd_apply(Client(opts), args[1:])
         elif args[0] == "get":
             cmd_get(Client(opts), args[1:])
+        elif args[0] == "delete":
+            cmd_delete(Client(opts), args[1:])
         else:
             raise StandinError('error: unknown command "%s" for "kubectl" (stand-in)' % args[0])
     except StandinError as exc:
