@@ -136,7 +136,7 @@ def _write(item: Tuple[object, Optional[bytes]]) -> None:
         return
     view = memoryview(block)
     for start in range(0, len(view), WRITE_SLICE):
-        sink.write(view[start:start + WRITE_SLICE])
+        sink.write(view[start : start + WRITE_SLICE])
 
 
 def signature_path_for(bundle_path: str) -> str:
@@ -320,13 +320,18 @@ def unpack(
     root: str = "/",
     signature_path: Optional[str] = None,
     progress: Progress = None,
+    verified: Optional[Tuple[bytes, minisig.Signature]] = None,
 ) -> Unpacked:
     """Verify and extract into <root>/var/lib/kubecrate/bundles/<bundle.json sha256>/.
 
     A bundle already in the cache is a no-op once its signature checked out. On any failure
-    nothing is left behind but what existed before.
+    nothing is left behind but what existed before. `verified` is what check_signature()
+    already returned for this file and key in this process (install's preflight): pass 1 is
+    then skipped, and pass 2 still requires every byte read to reproduce that signed digest.
     """
-    digest, signature = check_signature(bundle_path, public_key, signature_path, progress)
+    digest, signature = verified or check_signature(
+        bundle_path, public_key, signature_path, progress
+    )
     cache = cache_root(root)
     cached = find_cached(
         cache,

@@ -132,6 +132,7 @@ class OpenBundle(NamedTuple):
     info: BundleInfo
     directory: str  # holds at least bundle.json, the repo metadata and the keys
     cached: bool  # True: the full unpacked bundle in <root>/var/lib/kubecrate/bundles/
+    verified: Tuple[bytes, minisig.Signature]  # check_signature()'s result, for unpack
 
 
 def _wanted(path: str, info_repo: str) -> bool:
@@ -151,7 +152,7 @@ def open_for_preflight(bundle_path: str, key: minisig.PublicKey, root: str
     if cached is not None:
         directory, raw = cached
         yield OpenBundle(read_info(parse_manifest(raw), os.path.basename(directory)),
-                         directory, True)
+                         directory, True, (digest, signature))
         return
     scratch = tempfile.mkdtemp(prefix="kubecrate-preflight-")
     try:
@@ -163,7 +164,8 @@ def open_for_preflight(bundle_path: str, key: minisig.PublicKey, root: str
         checked = bundlemod.walk(bundle_path, digest, signature, sink)
         with open(os.path.join(scratch, MANIFEST_NAME), "wb") as out:
             out.write(checked.manifest_raw)
-        yield OpenBundle(read_info(checked.manifest, checked.manifest_sha256), scratch, False)
+        yield OpenBundle(read_info(checked.manifest, checked.manifest_sha256), scratch, False,
+                         (digest, signature))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

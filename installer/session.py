@@ -69,7 +69,7 @@ def open_context(options: Options) -> Iterator[Context]:
             raise PreconditionError(err.message, err.hint)
     with open_for_preflight(options.bundle_path, options.key, options.root) as opened:
         ctx = Context(host, runner, cluster, node, opened.info, options.bundle_path,
-                      options.key, opened.directory, join, options.join_out)
+                      options.key, opened.directory, join, options.join_out, opened.verified)
         kubeadm_step.settings(ctx)  # the kubeadm: section against this bundle (exit 2)
         yield ctx
 

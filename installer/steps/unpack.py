@@ -22,5 +22,5 @@ class UnpackStep(ActionStep):
         if ctx.host.dry_run:
             ctx.runner.echo("would unpack {} into {}".format(ctx.bundle_path, ctx.bundle_dir))
             return
-        result = bundle.unpack(ctx.bundle_path, ctx.key, ctx.host.root)
+        result = bundle.unpack(ctx.bundle_path, ctx.key, ctx.host.root, verified=ctx.verified)
         ctx.source_dir = result.directory

@@ -259,3 +259,20 @@ def test_pack_refuses_a_symlink_in_the_source(tmp_path):
               str(make_key(tmp_path / "k")[1])])
     assert exit_.value.code == ExitCode.ERROR
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_unpack_reusing_an_earlier_signature_check_still_catches_a_swapped_file(kit, tmp_path):
+    """install verifies the signature in preflight and hands the result to unpack, which then
+    reads the file once: a bundle swapped in between must still be refused."""
+    from installer import bundle
+    from installer.errors import VerificationError
+
+    checked = bundle.check_signature(str(kit["bundle"]), kit["key"].public_key)
+    other = make_source(tmp_path / "other")
+    (other / "bin" / "kubeadm").write_bytes(b"#!/bin/sh\necho swapped\n")
+    swapped = pack_source(other, tmp_path / "swapped" / "k8s.tar", kit["key"])
+    os.replace(swapped.path, kit["bundle"])
+    with pytest.raises(VerificationError, match="changed while it was read|trusted comment"):
+        bundle.unpack(str(kit["bundle"]), kit["key"].public_key, str(kit["root"]),
+                      verified=checked)
+    assert files_under(kit["root"]) == []
