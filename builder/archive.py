@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 from builder.cache import Cache, hex_of
 from builder.errors import BuildError
 from builder.images import PulledImage
+from builder.mediatypes import DOCKER_MANIFEST, GZIP_LAYERS, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST
 from builder.pack import source_date_epoch
 from installer.imagearchive import (
     ANNOTATION_IMAGE_NAME,
@@ -42,17 +43,9 @@ from installer.imagearchive import (
 __all__ = ["ArchiveError", "ArchiveImage", "ArchiveSummary", "bundle_images", "write_archive"]
 
 CHUNK = 1 << 20
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MANIFEST_TYPES = (
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-)
+MANIFEST_TYPES = (DOCKER_MANIFEST, OCI_MANIFEST)
 # Docker 20.10 cannot load zstd layers, and foreign (non-distributable) layers are Windows-only.
-LAYER_TYPES = (
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar",
-)
+LAYER_TYPES = GZIP_LAYERS + (OCI_LAYER_TAR,)
 
 
 class ArchiveError(BuildError):

@@ -24,6 +24,15 @@ import requests
 
 from builder.cache import Cache, DigestMismatch
 from builder.images import PulledImage
+from builder.mediatypes import (
+    GZIP_LAYERS,
+    INDEXES,
+    MANIFESTS,
+    OCI_INDEX,
+    OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+)
 from builder.mirrors import ImageName, MirrorPreset, PullRef, RegistryMirror, parse_image
 from builder.platforms import (
     Platform,
@@ -46,17 +55,9 @@ __all__ = ["Progress", "pull_images"]
 
 log = logging.getLogger(__name__)
 
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-INDEXES = (OCI_INDEX, DOCKER_LIST)
-MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join(INDEXES + MANIFESTS)
-GZIP_LAYERS = ("application/vnd.docker.image.rootfs.diff.tar.gzip",
-               "application/vnd.oci.image.layer.v1.tar+gzip")
-TAR_LAYERS = ("application/vnd.oci.image.layer.v1.tar",)
-OTHER_LAYERS = ("application/vnd.oci.image.layer.v1.tar+zstd",)
+TAR_LAYERS = (OCI_LAYER_TAR,)
+OTHER_LAYERS = (OCI_LAYER_ZSTD,)
 MAX_NESTING = 3  # an index inside an index inside an index is already unusual
 
 Progress = Callable[[int, int], None]  # (bytes just received, total bytes to receive)

@@ -27,11 +27,10 @@ sys.path.insert(0, str(REPO))  # tests.integration.runtimes: the private dockerd
 from builder.archive import write_archive  # noqa: E402
 from builder.cache import Cache  # noqa: E402
 from builder.images import PulledImage  # noqa: E402
+from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST  # noqa: E402
 from tests.integration.runtimes import private_dockerd  # noqa: E402
 
 MIB = 1 << 20
-DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
-LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 # (reference, base layers it shares, own layer sizes in MB of gzip): published v1.23.17-era
 # compressed sizes, rounded.
 BASES = {"distroless": [0.8, 1.8], "debian": [27.0], "alpine": [2.8]}
@@ -79,13 +78,13 @@ def _images(cache: Cache) -> list[PulledImage]:
                                  for _, tar in layers]}}).encode()
         config_digest = cache.put_bytes(config)
         manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": DOCKER,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG,
                        "size": len(config), "digest": config_digest},
-            "layers": [{"mediaType": LAYER, "size": len(gz), "digest": d}
+            "layers": [{"mediaType": DOCKER_LAYER, "size": len(gz), "digest": d}
                        for (gz, _), d in zip(layers, digests)]}).encode()
-        out.append(PulledImage(ref, "linux/amd64", cache.put_bytes(manifest), DOCKER,
-                               config_digest, tuple(digests), (LAYER,) * len(layers),
+        out.append(PulledImage(ref, "linux/amd64", cache.put_bytes(manifest), DOCKER_MANIFEST,
+                               config_digest, tuple(digests), (DOCKER_LAYER,) * len(layers),
                                tuple(len(gz) for gz, _ in layers)))
     return out
 

@@ -29,6 +29,7 @@ import requests
 import yaml
 
 from benchmarks.timing import Result, side_by_side
+from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
 
 REPO = Path(__file__).resolve().parents[2]
 FORMAT = "1"  # bump when the generated images change
@@ -48,9 +49,6 @@ IMAGES = [
     ("docker.io/flannel/flannel:v0.22.3", 27 * MB, False),
     ("docker.io/flannel/flannel-cni-plugin:v1.2.0", 4 * MB, False),
 ]
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
 def _digest(data: bytes) -> str:
@@ -182,6 +180,7 @@ import sys
 from builder.cache import Cache
 from builder.mirrors import load_preset
 from builder.registry import pull_images
+from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
 pull_images(sys.argv[3:], "linux/amd64", load_preset(sys.argv[1]), Cache(sys.argv[2]))
 """
 

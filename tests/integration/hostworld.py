@@ -27,6 +27,7 @@ from mirrorworld import yum as yumworld
 from builder.archive import bundle_images, write_archive
 from builder.cache import Cache
 from builder.images import PulledImage
+from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
 from tests.bundles import REPO, make_key, pack_source
 
 MW = Path(os.environ.get("KUBECRATE_MW_CACHE", REPO / ".cache" / "mirror-world"))
@@ -91,17 +92,17 @@ def _image(cache: Cache, reference: str, base: tuple[bytes, str]) -> PulledImage
                         sort_keys=True).encode()
     config_digest = cache.put_bytes(config)
     layer_digests = tuple(cache.put_bytes(blob) for blob, _ in layers)
-    media = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    media = DOCKER_LAYER
     manifest = json.dumps({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG,
                    "size": len(config), "digest": config_digest},
         "layers": [{"mediaType": media, "size": len(blob), "digest": digest}
                    for (blob, _), digest in zip(layers, layer_digests)],
     }).encode()
     return PulledImage(reference, "linux/amd64", cache.put_bytes(manifest),
-                       "application/vnd.docker.distribution.manifest.v2+json", config_digest,
+                       DOCKER_MANIFEST, config_digest,
                        layer_digests, (media, media), tuple(len(b) for b, _ in layers))
 
 

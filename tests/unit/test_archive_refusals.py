@@ -14,13 +14,11 @@ import pytest
 from builder.archive import ArchiveError, write_archive
 from builder.cache import Cache
 from builder.images import PulledImage
+from builder.mediatypes import DOCKER_LAYER, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_ZSTD
 from installer.imagearchive import ImageArchiveError, list_images, write_subset
 
-DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
-GZ = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
-
-def _image(cache: Cache, ref: str, content: bytes, layer_type: str = GZ) -> PulledImage:
+def _image(cache: Cache, ref: str, content: bytes, layer_type: str = DOCKER_LAYER) -> PulledImage:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         info = tarfile.TarInfo("file")
@@ -31,11 +29,11 @@ def _image(cache: Cache, ref: str, content: bytes, layer_type: str = GZ) -> Pull
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
         "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]}})
     config_digest = cache.put_bytes(config.encode())
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER,
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
                            "config": {"digest": config_digest, "size": len(config)},
                            "layers": [{"mediaType": layer_type, "digest": layer_digest,
                                        "size": len(layer)}]})
-    return PulledImage(ref, "linux/amd64", cache.put_bytes(manifest.encode()), DOCKER,
+    return PulledImage(ref, "linux/amd64", cache.put_bytes(manifest.encode()), DOCKER_MANIFEST,
                        config_digest, (layer_digest,), (layer_type,), (len(layer),))
 
 
@@ -63,9 +61,8 @@ def test_refusals_leave_no_file(cache, tmp_path, two):
     cases = [
         ([two[0], two[0]], "listed twice"),
         ([two[0]._replace(config_digest=two[1].config_digest)], "names config"),
-        ([_image(cache, "registry.k8s.io/x:1", b"z", "application/vnd.oci.image.layer.v1.tar"
-                 "+zstd")], "cannot load"),
-        ([two[0]._replace(manifest_media_type="application/vnd.oci.image.index.v1+json")],
+        ([_image(cache, "registry.k8s.io/x:1", b"z", OCI_LAYER_ZSTD)], "cannot load"),
+        ([two[0]._replace(manifest_media_type=OCI_INDEX)],
          "single-platform"),
     ]
     for images, message in cases:
