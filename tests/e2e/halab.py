@@ -13,7 +13,6 @@ root; Docker is recorded).
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 from mirrorworld import releases
 from mirrorworld import yum as yumworld
 
+from tests import procs
 from tests.e2e.netns import Host, Lab
 from tests.integration import hostworld
 from tests.integration.hostworld import MW, STANDINS, dnf_into, write_host_files, write_kernel
@@ -163,19 +163,9 @@ def _kill_daemons(node: Node) -> List[int]:
     """SIGKILL the node's keepalived (all its processes), haproxy and apiserver, found by
     command lines that name the node's root. The kubelet stand-in restarts the apiserver a
     second later, as kubelet does with a static pod."""
-    killed = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if str(node.root) in " ".join(argv) and (argv[0] in LB_DAEMONS or APISERVER_MARK in argv):
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-            except ProcessLookupError:
-                pass
-    return killed
+    root = str(node.root)
+    return procs.kill(lambda argv: root in " ".join(argv)
+                      and (argv[0] in LB_DAEMONS or APISERVER_MARK in argv), rounds=1)
 
 
 def _poll_around(nodes: Dict[str, Node], client: str, subnet: int, action, done,

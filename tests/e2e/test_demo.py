@@ -8,23 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.netns import namespaces, require_root
+from tests.procs import naming, processes
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _demo_processes():
-    """Live processes started from the demo's folders (zombies are already gone)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "/.cache/demo/" in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
 
 
 def test_demo_completes_and_leaves_nothing_running():
@@ -40,4 +27,4 @@ def test_demo_completes_and_leaves_nothing_running():
     assert "the VIP moved from cp1 to" in out
     assert re.search(r"^\s+[0-9.]+ s\s+total$", out, re.M)
     assert not [ns for ns in namespaces() if ns.startswith("kc-demo-")]
-    assert _demo_processes() == []
+    assert processes(naming("/.cache/demo/")) == []

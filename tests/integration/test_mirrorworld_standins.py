@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tarfile
@@ -20,6 +19,7 @@ import pytest
 from mirrorworld import releases
 
 from tests.conftest import require_tool
+from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
 
@@ -112,29 +112,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _kill_under(root: Path) -> None:
-    """SIGKILL every process whose command line names this host root (bounded)."""
-    marker = "--kubecrate-root=%s" % root
-    for _ in range(20):
-        found = False
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmdline:
-                found = True
-                try:
-                    os.kill(int(proc.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if not found:
-            return
-        time.sleep(0.1)
-
-
 class Host:
     def __init__(self, root: Path, bindir: Path):
         self.root, self.bindir = root, bindir
@@ -165,7 +142,7 @@ def hosts(tree, tmp_path):
 
     yield make
     for host in made:
-        _kill_under(host.root)
+        kill_standins(host.root)
 
 
 def _init_config(host, port, **overrides):

@@ -5,10 +5,8 @@ namespace whose interface is the configured one, and the kubeadm stand-in's `ini
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from installer.runner import Runner
 from tests import lbsamples
 from tests.conftest import require_tool
 from tests.e2e.netns import netns_lab  # noqa: F401 (fixture)
+from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
 
@@ -90,35 +89,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _kill_under(root: Path) -> None:
-    """SIGKILL every stand-in daemon whose command line names this root (bounded)."""
-    marker = "--kubecrate-root={}".format(root).encode()
-    for _ in range(20):
-        found = False
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if marker in cmdline:
-                found = True
-                try:
-                    os.kill(int(proc.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if not found:
-            return
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def standin_root(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     yield root
-    _kill_under(root)
+    kill_standins(root)
 
 
 def test_standin_kubeadm_inits_from_rendered_config(kube_bin, standin_root):
