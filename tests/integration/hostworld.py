@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
@@ -29,6 +30,7 @@ from builder.cache import Cache
 from builder.images import PulledImage
 from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
 from tests.bundles import REPO, make_key, pack_source
+from tests.dnfroot import dnf, write_config
 
 MW = Path(os.environ.get("KUBECRATE_MW_CACHE", REPO / ".cache" / "mirror-world"))
 STANDINS = Path(__file__).resolve().with_name("hoststandins.py")
@@ -176,25 +178,16 @@ def host_bundle(tmp_path_factory) -> HostBundle:
     return HostBundle(tar, public, other, images, www, generated["repos"])
 
 
-def _dnf_conf(folder: Path, www: Path, repos: Dict[str, str]) -> Path:
-    conf = folder / "dnf.conf"
-    sections = [f"[main]\nreposdir={folder}/none\ncachedir={folder}/cache\ngpgcheck=1\n"]
-    for rid, rel in repos.items():
-        key = ("download.docker.com/linux/centos/gpg" if rid.startswith("docker")
-               else "vault.centos.org/RPM-GPG-KEY-CentOS-7")
-        sections.append(f"[{rid}]\nname={rid}\nbaseurl=file://{www / rel}\n"
-                        f"gpgkey=file://{www / key}\ngpgcheck=1\n")
-    conf.write_text("\n".join(sections))
-    return conf
-
-
 def dnf_into(root: Path, www: Path, repos: Dict[str, str], *args: str) -> None:
     """Run the real dnf on `root` from the mirror world's repos (to prepare hosts only)."""
-    conf = _dnf_conf(root.parent, www, repos)
-    subprocess.run(["dnf", "-y", "-q", "--installroot", str(root), "--config", str(conf),
-                    "--setopt=reposdir=" + str(root.parent / "none"), "--releasever", "7",
-                    "--forcearch", "x86_64", "--nodocs", *args],
-                   check=True, capture_output=True, timeout=600)
+    def key(rid: str) -> str:
+        return ("download.docker.com/linux/centos/gpg" if rid.startswith("docker")
+                else "vault.centos.org/RPM-GPG-KEY-CentOS-7")
+
+    folder = Path(tempfile.mkdtemp(prefix="dnf-", dir=root.parent))
+    conf, repos_d = write_config(folder, {
+        rid: (f"file://{www / rel}", [f"file://{www / key(rid)}"]) for rid, rel in repos.items()})
+    dnf(root, conf, repos_d, "-q", "--nodocs", *args)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import pytest
 from mirrorworld import yum
 
 from tests.conftest import require_tool
+from tests.dnfroot import dnf, installed, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -36,44 +37,14 @@ def world(tmp_path_factory):
 def write_dnf_config(tmp: pathlib.Path, www: pathlib.Path, result: dict, keys: dict = None):
     """A private dnf.conf and reposdir with file:// repos; `keys` maps repo id to the gpgkey
     (key id in result["gpgkeys"]) when a test wants a wrong one."""
-    repos_d = tmp / "repos.d"
-    repos_d.mkdir(parents=True)
     vendor = {"docker-ce-stable": "docker"}
-    lines = []
-    for rid, path in result["repos"].items():
+
+    def key_url(rid: str) -> str:
         key = (keys or {}).get(rid, vendor.get(rid, "centos"))
-        lines += [f"[{rid}]", f"name={rid} (mirror world)", f"baseurl=file://{www / path}/",
-                  "enabled=1", "gpgcheck=1", "repo_gpgcheck=0",
-                  f"gpgkey=file://{www / result['gpgkeys'][key]['path']}", ""]
-    (repos_d / "mirror-world.repo").write_text("\n".join(lines))
-    conf = tmp / "dnf.conf"
-    conf.write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=0\ninstall_weak_deps=False\n"
-                    f"reposdir={repos_d}\nkeepcache=False\nplugins=False\n")
-    return conf, repos_d
+        return f"file://{www / result['gpgkeys'][key]['path']}"
 
-
-def dnf(root: pathlib.Path, conf: pathlib.Path, repos_d: pathlib.Path, *args, check=True):
-    argv = [require_tool("dnf"), "-y", "--installroot", str(root), "--config", str(conf),
-            f"--setopt=reposdir={repos_d}", "--releasever=7", "--forcearch=x86_64",
-            "--noplugins", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        pytest.fail(f"dnf {' '.join(args)} failed ({proc.returncode}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def installed(root: pathlib.Path) -> dict:
-    """name -> list of "version-release.arch" installed in root."""
-    out = subprocess.run(
-        [require_tool("rpm"), "--root", str(root), "-qa",
-         "--qf", "%{NAME} %{VERSION}-%{RELEASE}.%{ARCH}\n"],
-        capture_output=True, text=True, check=True).stdout
-    found: dict = {}
-    for line in out.splitlines():
-        name, vra = line.split()
-        found.setdefault(name, []).append(vra)
-    return found
+    return write_config(tmp, {rid: (f"file://{www / path}/", [key_url(rid)])
+                              for rid, path in result["repos"].items()})
 
 
 @pytest.fixture(scope="session")

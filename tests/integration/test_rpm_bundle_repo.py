@@ -20,6 +20,7 @@ from builder.rpms import RpmFetchError, RpmFile, fetch_keys, fetch_rpms, keyring
 from builder.yumrepo import gather_xml, write_repo
 from installer.errors import ExitCode
 from tests.conftest import require_tool
+from tests.dnfroot import dnf, installed, write_config
 from tests.integration.rpmsigning import GpgKey, copy_repo, createrepo, serve
 
 pytestmark = pytest.mark.integration
@@ -49,43 +50,6 @@ EXPECT = {  # name -> version-release.arch that must be installed
 }
 
 
-def dnf(root, conf, repos_d, *args, check=True):
-    argv = [require_tool("dnf"), "-y", "--installroot", str(root), "--config", str(conf),
-            f"--setopt=reposdir={repos_d}", "--releasever=7", "--forcearch=x86_64",
-            "--noplugins", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        pytest.fail(f"dnf {' '.join(args)} failed ({proc.returncode}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def dnf_config(tmp, repos):
-    """repos: {id: (baseurl, [gpgkey URLs])}, every one gpgcheck=1."""
-    repos_d = tmp / "repos.d"
-    repos_d.mkdir(parents=True)
-    lines = []
-    for rid, (baseurl, keys) in repos.items():
-        lines += [f"[{rid}]", f"name={rid}", f"baseurl={baseurl}", "enabled=1", "gpgcheck=1",
-                  "repo_gpgcheck=0", f"gpgkey={' '.join(keys)}", ""]
-    (repos_d / "test.repo").write_text("\n".join(lines))
-    conf = tmp / "dnf.conf"
-    conf.write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=0\ninstall_weak_deps=False\n"
-                    f"reposdir={repos_d}\nkeepcache=False\nplugins=False\n")
-    return conf, repos_d
-
-
-def installed(root):
-    out = subprocess.run([require_tool("rpm"), "--root", str(root), "-qa", "--qf",
-                          "%{NAME} %{VERSION}-%{RELEASE}.%{ARCH}\n"],
-                         capture_output=True, text=True, check=True).stdout
-    found = {}
-    for line in out.splitlines():
-        name, vra = line.split()
-        found.setdefault(name, []).append(vra)
-    return found
-
-
 @pytest.fixture(scope="module")
 def world(mirror_world):
     preset = load_preset(mirror_world.preset)
@@ -100,7 +64,7 @@ def core_root(world, mirror_world, tmp_path_factory):
     """A root holding only @core, installed from the mirror world with GPG checks on."""
     preset, *_ = world
     tmp = tmp_path_factory.mktemp("core")
-    conf, repos_d = dnf_config(tmp, {
+    conf, repos_d = write_config(tmp, {
         rid: (preset.repo(rid).baseurl, [k.url for k in preset.repo(rid).gpgkeys])
         for rid in REPO_IDS})
     root = tmp / "root"
@@ -130,7 +94,7 @@ def test_bundle_repo_alone_installs_every_requested_package(world, core_root, tm
     root = tmp_path / "root"
     shutil.copytree(core_root, root, symlinks=True)
     before = installed(root)
-    conf, repos_d = dnf_config(tmp_path / "dnf", {
+    conf, repos_d = write_config(tmp_path / "dnf", {
         "kubecrate": (repo.as_uri() + "/", [(repo / k).as_uri() for k in written.keys])})
     dnf(root, conf, repos_d, "install", *SETS[name])
     now = installed(root)
