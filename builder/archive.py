@@ -17,7 +17,6 @@ Member order is fixed and content-derived: `oci-layout`, `index.json`, `manifest
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -27,6 +26,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 from builder.cache import Cache, hex_of
 from builder.errors import BuildError
+from builder.hashio import HashingReader, HashingWriter
 from builder.images import PulledImage
 from builder.mediatypes import DOCKER_MANIFEST, GZIP_LAYERS, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST
 from builder.pack import source_date_epoch
@@ -99,7 +99,7 @@ def write_archive(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as raw:
-            writer = _HashingWriter(raw)
+            writer = HashingWriter(raw)
             with tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for name, data in metadata:
                     tar.addfile(_info(name, len(data), 0o644, mtime), io.BytesIO(data))
@@ -111,7 +111,7 @@ def write_archive(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return ArchiveSummary(out, writer.digest.hexdigest(), writer.size, len(blobs),
+    return ArchiveSummary(out, writer.hash.hexdigest(), writer.size, len(blobs),
                           sum(blobs.values()), tuple(records))
 
 
@@ -273,36 +273,8 @@ def _info(name: str, size: int, mode: int, mtime: int,
 def _add_blob(tar: tarfile.TarFile, cache: Cache, hexd: str, size: int, mtime: int) -> None:
     path = cache.path(hexd)
     with open(path, "rb") as handle:
-        reader = _Verifying(handle)
+        reader = HashingReader(handle)
         tar.addfile(_info(f"{BLOB_DIR}/{hexd}", size, 0o644, mtime), reader)
-        if handle.read(1) or reader.digest.hexdigest() != hexd:
+        if handle.read(1) or reader.hash.hexdigest() != hexd:
             raise ArchiveError(f"cache blob {path} does not hash to sha256:{hexd}",
                                hint="delete it and pull again")
-
-
-class _Verifying:
-    """Hash a cache blob while tar copies it: a corrupted cache must not reach a bundle."""
-
-    def __init__(self, handle):
-        self._handle = handle
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        block = self._handle.read(size)
-        self.digest.update(block)
-        return block
-
-
-class _HashingWriter:
-    def __init__(self, handle):
-        self._handle = handle
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self._handle.write(data)
-
-    def tell(self) -> int:
-        return self.size

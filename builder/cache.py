@@ -12,9 +12,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from builder.errors import BuildError
+from builder.hashio import HashingWriter
 
 _DIGEST = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 
@@ -38,18 +39,6 @@ def hex_of(digest: str) -> str:
     return match.group(1)
 
 
-class _Writer:
-    def __init__(self, handle: BinaryIO):
-        self._handle = handle
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        return self._handle.write(data)
-
-
 class Cache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else default_root()
@@ -62,7 +51,7 @@ class Cache:
         return self.path(digest).is_file()
 
     @contextlib.contextmanager
-    def writer(self, digest: str, what: str = "") -> Iterator[_Writer]:
+    def writer(self, digest: str, what: str = "") -> Iterator[HashingWriter]:
         """Yield a writer; on exit the bytes must hash to `digest` or nothing is kept.
         `what` (a URL or reference) names the download in the error."""
         final = self.path(digest)
@@ -70,7 +59,7 @@ class Cache:
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=final.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
-                writer = _Writer(handle)
+                writer = HashingWriter(handle)
                 yield writer
             actual = writer.hash.hexdigest()
             if actual != hex_of(digest):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
 from builder.errors import BuildError, UsageError
+from builder.hashio import HashingReader, HashingWriter
 from builder.keys import SecretKey
 from builder.sign import sign_digest, write_signature
 from installer.bundle import COMMENT_BUNDLE, COMMENT_MANIFEST_SHA256
@@ -40,27 +41,6 @@ class Packed(NamedTuple):
     trusted_comment: str
     files: int
     size: int
-
-
-class _HashingWriter:
-    """Passes writes through while hashing them: the signature needs the BLAKE2b of the
-    finished (possibly compressed) file, and this avoids reading it back."""
-
-    def __init__(self, handle):
-        self._handle = handle
-        self.digest = hashlib.blake2b()
-        self.size = 0
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self._handle.write(data)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def tell(self) -> int:
-        return self.size
 
 
 def source_date_epoch() -> int:
@@ -152,7 +132,7 @@ def pack(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as raw:
-            writer = _HashingWriter(raw)
+            writer = HashingWriter(raw, hashlib.blake2b())
             stream = (gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0,
                                     compresslevel=6) if compress else writer)
             with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -167,7 +147,7 @@ def pack(
                              f"{COMMENT_BUNDLE}:{name}",
                              f"{COMMENT_MANIFEST_SHA256}:{manifest_sha256}"]
                             + ([f"comment:{comment}"] if comment else []))
-        signature = sign_digest(key, writer.digest.digest(), trusted)
+        signature = sign_digest(key, writer.hash.digest(), trusted)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -177,28 +157,13 @@ def pack(
     return Packed(out, signature_path, manifest_sha256, trusted, len(files), writer.size)
 
 
-class _CheckedReader:
-    """Re-hash a source file while tar copies it: a file changed since the scan must not end
-    up in a bundle whose bundle.json promises other bytes."""
-
-    def __init__(self, handle, progress):
-        self._handle, self._progress = handle, progress
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        block = self._handle.read(size)
-        self.digest.update(block)
-        if self._progress and block:
-            self._progress(len(block))
-        return block
-
-
 def _add_file(tar, source: Path, entry: dict, created: int, progress) -> None:
     path = source / entry["path"]
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size != entry["size"]:
             raise BuildError(f"{path} changed size while the bundle was being packed")
-        reader = _CheckedReader(handle, progress)
+        # re-hashed while tar copies it: a file changed since the scan must not enter the bundle
+        reader = HashingReader(handle, progress)
         tar.addfile(_tarinfo(entry["path"], entry["size"], entry["mode"], created), reader)
-    if reader.digest.hexdigest() != entry["sha256"]:
+    if reader.hash.hexdigest() != entry["sha256"]:
         raise BuildError(f"{path} changed while the bundle was being packed")
