@@ -31,7 +31,7 @@ from installer.state import State
 from installer.steps import Context, all_steps, run_steps
 from installer.steps import kubeadm as kubeadm_step
 from tests.conftest import require_tool
-from tests.integration.test_mirrorworld_standins import _kill_under
+from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ def lab(standins, tmp_path, monkeypatch):
     finally:
         forwarder.close()
         for name, _, _ in NODES:
-            _kill_under(tmp_path / name)
+            kill_standins(tmp_path / name)
 
 
 def context(lab, name, join=None, join_out=None):
