@@ -281,13 +281,7 @@ def _vtag(version: str) -> str:
 def load_preset(path: Union[str, Path]) -> MirrorPreset:
     """Read and validate a preset file; every problem is a MirrorPresetError naming the file,
     the line where known, and the key."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MirrorPresetError(
-            f"cannot read mirror preset: {exc.strerror}", file=str(path)
-        ) from exc
+    text = yamldoc.read(str(path), "mirror preset", MirrorPresetError)
     return parse_preset(text, str(path))
 
 

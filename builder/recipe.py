@@ -262,12 +262,7 @@ def _explicit_images(recipe: Recipe) -> Iterable[Tuple[KeyPath, ImageSelector]]:
 def load_recipe(path: Union[str, Path]) -> Recipe:
     """Read and validate a recipe file; every problem is a RecipeError naming the file, the
     line where known, and the key."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"cannot read recipe: {getattr(exc, 'strerror', None) or exc}",
-                          file=str(path)) from exc
+    text = yamldoc.read(str(path), "recipe", RecipeError)
     return parse_recipe(text, str(path))
 
 

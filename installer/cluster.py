@@ -173,12 +173,8 @@ def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,
 
 def load_cluster(path: str) -> Cluster:
     """Read and validate the cluster.yaml at `path`."""
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as err:
-        raise ClusterConfigError("cannot read {}: {}".format(path, err.strerror),
-                                 hint="pass --cluster with the cluster.yaml of this cluster")
+    text = yamldoc.read(path, "cluster.yaml", ClusterConfigError,
+                        hint="pass --cluster with the cluster.yaml of this cluster")
     return parse_cluster(text, path)
 
 

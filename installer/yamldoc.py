@@ -72,6 +72,19 @@ def kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+def read(path: str, what: str, error_class: type = DocumentError,
+         hint: Optional[str] = None) -> str:
+    """The text of the YAML file at `path`; an unreadable file is `error_class` saying
+    `cannot read <what>` and why."""
+    try:
+        with open(str(path), "r", encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise error_class("cannot read {}: {}".format(what, reason), hint,
+                          file=str(path)) from exc
+
+
 def parse(text: str, source: str, error_class: type = DocumentError) -> Document:
     """Parse YAML text; syntax errors and duplicated keys (YAML silently keeps the last one)
     raise `error_class` naming the file and line."""
