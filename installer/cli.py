@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import click
 from tqdm import tqdm
 
-from installer import __version__, bundle, minisig
+from installer import __version__, bundle, minisig, textlocale
 from installer.clikit import common_options, configure_logging, run
 from installer.errors import EXIT_CODES_HELP, UsageError
 
@@ -343,5 +343,8 @@ def _prog_name() -> str:
 
 
 def main(argv: object = None) -> None:
+    # Before click runs: click 8.0.4 on Python 3.6 refuses an ASCII locale (textlocale).
+    if textlocale.ensure_utf8() is None and textlocale.preferred_is_ascii():
+        textlocale.allow_ascii_click()
     configure_logging(0)
     run(cli, argv, prog_name=_prog_name())
