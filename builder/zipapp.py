@@ -51,8 +51,18 @@ EMBEDDED_KEY = "trusted.pub"  # installer/cli.py reads it with pkgutil.get_data
 DATA = Path(__file__).resolve().parent / "data"
 REQUIREMENTS = DATA / "installer-requirements.txt"
 PREAMBLE = DATA / "zipapp-preamble.sh"
+# Replace shiv's __main__.py and _bootstrap/: the installer checks its extracted code at every
+# start and honours no code-injecting variable (builder/data/zipapp_boot.py says why).
+MAIN = DATA / "zipapp_main.py"
+BOOT = DATA / "zipapp_boot.py"
+BOOT_MODULE = "_kubecrate_boot.py"
+FILE_LIST = "kubecrate-site-packages.json"  # path under site-packages/ -> sha256
 INSTALLER_SOURCE = Path(__file__).resolve().parent.parent / "installer"
 SHIV_DEFAULT_EPOCH = 315532800  # shiv's --reproducible default (1980-01-01)
+# The CentOS 7 signing key (RPM-GPG-KEY-CentOS-7), which signs the python3 RPMs that the sh
+# preamble installs on a minimal host; the same pin as manifests/mirrors/upstream.yaml.
+CENTOS7_FINGERPRINT = "6341AB2753D78A78A7C27BB124C6A8A7F4A80EB5"
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
 
 # pip resolves for the hosts' interpreter, not the building one (tech-facts 7.2).
 PIP_TARGET = ("--only-binary=:all:", "--python-version", "3.6", "--implementation", "cp",
@@ -258,15 +268,35 @@ def _repack(built: Path, out: Path, preamble: bytes) -> int:
     count from the start of the file, so python, zipimport and unzip all read it."""
     with zipfile.ZipFile(built) as source, out.open("wb") as handle:
         handle.write(preamble)
+        members = {info.filename: source.read(info) for info in source.infolist()
+                   if not info.filename.startswith("_bootstrap/")}
+        date_time = source.getinfo("environment.json").date_time
+        members["__main__.py"] = MAIN.read_bytes()
+        members[BOOT_MODULE] = BOOT.read_bytes()
+        members[FILE_LIST] = json.dumps(
+            {name[len("site-packages/"):]: hashlib.sha256(data).hexdigest()
+             for name, data in members.items() if name.startswith("site-packages/")},
+            sort_keys=True, indent=0).encode("utf-8")
         with zipfile.ZipFile(handle, "w") as target:
-            infos = sorted(source.infolist(), key=lambda i: i.filename)
-            for info in infos:
-                member = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            for name in sorted(members):
+                member = zipfile.ZipInfo(name, date_time=date_time)
                 member.compress_type = zipfile.ZIP_DEFLATED
                 member.create_system = 3  # unix, whatever the build host
                 member.external_attr = (0o100644 << 16)
-                target.writestr(member, source.read(info))
-    return len(infos)
+                target.writestr(member, members[name])
+    return len(members)
+
+
+def preamble_text(vendor_fingerprint: str = CENTOS7_FINGERPRINT) -> bytes:
+    """The sh preamble with the vendor key's fingerprint pinned (it is covered by the .pyz's
+    signature, so a host can trust the key file it finds only if it has this fingerprint)."""
+    fingerprint = vendor_fingerprint.replace(" ", "").upper()
+    if not _FINGERPRINT.match(fingerprint):
+        raise ZipappError(f"vendor key fingerprint {vendor_fingerprint!r} is not 40 hex digits")
+    text = PREAMBLE.read_bytes()
+    if text.count(b"@VENDOR_FINGERPRINT@") != 1:
+        raise ZipappError(f"{PREAMBLE} must hold @VENDOR_FINGERPRINT@ exactly once")
+    return text.replace(b"@VENDOR_FINGERPRINT@", fingerprint.encode("ascii"))
 
 
 def _epoch(source_date_epoch: Optional[int]) -> int:
@@ -283,9 +313,11 @@ def _epoch(source_date_epoch: Optional[int]) -> int:
 def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey] = None, *,
                  cache: Optional[Cache] = None, source_date_epoch: Optional[int] = None,
                  installer_source: Path = INSTALLER_SOURCE,
+                 vendor_fingerprint: str = CENTOS7_FINGERPRINT,
                  run: Runner = subprocess.run) -> ZipappResult:
     """Build the installer zipapp at `out` trusting `public_key_text` (a minisign .pub file's
-    text), and sign it as `out`.minisig with `secret_key` when one is given."""
+    text), and sign it as `out`.minisig with `secret_key` when one is given. The preamble
+    imports a host's python3 vendor key only if it has `vendor_fingerprint`."""
     public_key = minisig.parse_public_key(public_key_text, "the public key to embed")
     if secret_key is not None and secret_key.public_key != public_key:
         raise ZipappError(
@@ -293,6 +325,7 @@ def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey
             f"({minisig.key_id_hex(public_key.key_id)})",
             hint="hosts could not check bundles signed by this key: pass the matching --pubkey")
     epoch = _epoch(source_date_epoch)
+    preamble = preamble_text(vendor_fingerprint)
     wheels, downloaded = fetch_wheels(load_pins(), cache or Cache(), run)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kubecrate-zipapp-") as tmp:
@@ -304,7 +337,7 @@ def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey
             build_id = _build_id(archive)
         partial = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
-            members = _repack(built, partial, PREAMBLE.read_bytes())
+            members = _repack(built, partial, preamble)
             partial.chmod(0o755)
             os.utime(partial, (epoch, epoch))
             os.replace(partial, out)
