@@ -36,11 +36,11 @@ from builder.lock import (
     make_lock,
     write_lock,
 )
-from builder.mirrors import MirrorPreset, load_preset
+from builder.mirrors import MirrorPreset, MirrorPresetError, load_preset
 from builder.pack import pack
 from builder.recipe import Recipe, load_recipe
 from builder.stage import stage_bundle
-from builder.zipapp import INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
+from builder.zipapp import CENTOS7_FINGERPRINT, INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
 
 __all__ = ["BuildReport", "build", "ensure_lock", "format_report", "new_session"]
 
@@ -122,6 +122,18 @@ def ensure_lock(recipe: Recipe, preset: MirrorPreset, lock_path: Path, *, sessio
     return document, "written" if old is None else "updated"
 
 
+def python3_vendor_fingerprint(lock: Dict[str, Any], preset: MirrorPreset) -> str:
+    """The fingerprint the .pyz's sh preamble pins for the key that signs the bundle's python3
+    RPMs (its repo's first key in the preset); CentOS 7's when the bundle has no python3."""
+    for rpm in lock.get("rpms", ()):
+        if rpm.get("name") == "python3":
+            try:
+                return preset.repo(rpm["repo"]).gpgkeys[0].fingerprint
+            except (KeyError, IndexError, MirrorPresetError):
+                break
+    return CENTOS7_FINGERPRINT
+
+
 def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
           preset_path: Optional[Path] = None, lock_path: Optional[Path] = None,
           cache: Optional[Cache] = None, session: Optional[requests.Session] = None,
@@ -163,7 +175,8 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         with clock.stage("installer"):
             pyz = build_zipapp(work / INSTALLER_NAME, key.public_key.to_file_text(), key,
                                cache=cache, source_date_epoch=created,
-                               installer_source=installer_source or INSTALLER_SOURCE)
+                               installer_source=installer_source or INSTALLER_SOURCE,
+                               vendor_fingerprint=python3_vendor_fingerprint(lock, preset))
         with clock.stage("lint"):
             problems = lint_bundle(packed.path, recipe)
             if problems:
