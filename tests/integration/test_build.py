@@ -22,8 +22,10 @@ import yaml
 
 from builder import zipapp
 from builder.cache import Cache
+from builder.mirrors import load_preset
 from installer.imagearchive import DOCKER_MANIFEST_NAME, INDEX_NAME, list_images
 from installer.manifest import MANIFEST_NAME
+from tests import py36
 from tests.bundles import REPO, make_key
 from tests.conftest import require_tool
 
@@ -100,12 +102,21 @@ def test_minisign_accepts_bundle_and_installer(world_build):
 
 
 def test_the_installer_verifies_the_bundle_with_its_embedded_key(world_build, tmp_path):
+    """On the hosts' Python 3.6, through the sh preamble, in a session without LANG."""
     out = world_build["cold"]["out"]
-    done = subprocess.run(["python3", out / zipapp.INSTALLER_NAME, "verify", out / f"{NAME}.tar"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "SHIV_ROOT": str(tmp_path / "shiv")})
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path,
+                            SHIV_ROOT=str(tmp_path / "shiv"))
+    done = subprocess.run([out / zipapp.INSTALLER_NAME, "verify", out / f"{NAME}.tar"],
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert world_build["cold"]["stdout"].strip() in done.stdout + done.stderr  # bundle.json
+
+
+def test_the_installer_pins_the_key_that_signs_the_bundled_python3(world_build):
+    """The sh preamble may import the host's vendor key only if it has this fingerprint."""
+    base = load_preset(world_build["preset"]).repo("base").gpgkeys[0].fingerprint
+    preamble = (world_build["cold"]["out"] / zipapp.INSTALLER_NAME).read_bytes()[:16384]
+    assert f"vendor_fingerprint={base}\n".encode() in preamble
 
 
 def test_bundle_json_has_what_the_installer_reads(world_build):

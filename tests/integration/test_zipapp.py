@@ -27,14 +27,13 @@ from packaging.utils import canonicalize_name
 
 from builder import zipapp
 from builder.cache import Cache
+from tests import py36
 from tests.bundles import make_key, make_source, pack_source
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 
 EPOCH = 1700000000
-PY36_CANDIDATES = [os.environ.get("KUBECRATE_PYTHON36", ""), shutil.which("python3.6") or "",
-                   os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3.6")]
 
 
 def run(argv, **kwargs) -> subprocess.CompletedProcess:
@@ -190,10 +189,12 @@ IMPORT_ALL = textwrap.dedent("""
 
 def import_everything(python: str, pyz: Path, tmp_path: Path) -> dict:
     # -I: no PYTHON* variables, no user site; -S: not even the interpreter's own site-packages,
-    # so that every third-party import must come from the .pyz.
-    env = shiv_env(tmp_path, SHIV_INTERPRETER="1")
-    result = run([python, "-I", "-S", pyz, "-c", IMPORT_ALL, pyz, str(tmp_path / "shiv")],
-                 env=env)
+    # so that every third-party import must come from the .pyz. The installer's own start-up
+    # (_kubecrate_boot.activate) checks and adds its site-packages, as a start does.
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import _kubecrate_boot; "
+            "_kubecrate_boot.activate(sys.argv[1]); exec(sys.argv[3])")
+    result = run([python, "-I", "-S", "-c", code, pyz, str(tmp_path / "shiv"), IMPORT_ALL],
+                 env=shiv_env(tmp_path))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -205,18 +206,8 @@ def test_every_bundled_module_imports_from_the_pyz_alone(built, tmp_path):
     assert report["imported"] > 100
 
 
-def is_python36(path: str) -> bool:
-    if not path or not os.access(path, os.X_OK):
-        return False
-    probe = run([path, "-c", "import sys; print(sys.version_info[:2] == (3, 6))"], timeout=30)
-    return probe.stdout.strip() == "True"
-
-
 def test_every_bundled_module_imports_on_python_3_6(built, tmp_path):
-    python36 = next((p for p in PY36_CANDIDATES if is_python36(p)), None)
-    if python36 is None:
-        pytest.skip("no Python 3.6 here (set KUBECRATE_PYTHON36); a real EL7 host is the gate")
-    report = import_everything(python36, built["pyz"], tmp_path)
+    report = import_everything(str(py36.python36()), built["pyz"], tmp_path)
     assert report["version"] == [3, 6]
     assert report["failed"] == {} and report["outside"] == []
 
@@ -239,6 +230,118 @@ def test_verify_uses_the_embedded_key(built, tmp_path):
     assert "verified" in ok.stderr
     bad = run([sys.executable, "-I", built["pyz"], "verify", forged], env=env)
     assert bad.returncode == 3, bad.stderr
+
+
+@pytest.fixture(scope="module")
+def signed_bundle(built, tmp_path_factory):
+    """A small bundle signed by the key the .pyz embeds."""
+    folder = tmp_path_factory.mktemp("signed")
+    return pack_source(make_source(folder / "src"), folder / "k8s.tar", built["key"]).path
+
+
+@pytest.mark.parametrize("variables", [v for _, v in py36.locale_variants()],
+                         ids=[name for name, _ in py36.locale_variants()])
+def test_runs_on_python_3_6_through_its_preamble_in_any_locale(built, signed_bundle, tmp_path,
+                                                               variables):
+    """click 8.0.4 on Python 3.6 aborts under an ASCII locale; the installer does not."""
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, **variables)
+    result = run([built["pyz"], "verify", signed_bundle], env=dict(env, **shiv_env(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "Click will abort" not in result.stderr
+    assert result.stderr.startswith("verified "), result.stderr
+    version = run([built["pyz"], "--version"], env=dict(env, **shiv_env(tmp_path)))
+    assert version.returncode == 0 and "kubecrate-installer" in version.stdout, version.stderr
+
+
+# --------------------------------------------------------------------------- its own code only
+
+
+def extracted(tmp_path: Path) -> Path:
+    (folder,) = (tmp_path / "shiv").glob("kubecrate-installer.pyz_*")
+    return folder / "site-packages"
+
+
+def evil_package(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A folder shadowing the bundled package `name` with code that leaves a marker file."""
+    folder, marker = tmp_path / "evil", tmp_path / "evil-ran"
+    (folder / name).mkdir(parents=True)
+    (folder / name / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').write('injected')\n")
+    return folder, marker
+
+
+def test_an_edited_extracted_module_is_extracted_again(built, tmp_path):
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, **shiv_env(tmp_path))
+    assert run([built["pyz"], "--version"], env=env).returncode == 0
+    site_packages = extracted(tmp_path)
+    cli, marker = site_packages / "installer" / "cli.py", tmp_path / "edited-ran"
+    pristine = cli.read_bytes()
+    cli.write_bytes(pristine + f"\nopen({str(marker)!r}, 'w').write('x')\n".encode())
+    (site_packages / "zz-evil.pth").write_text(f"import os; open({str(marker)!r}, 'w')\n")
+    again = run([built["pyz"], "--version"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert "differs from this installer" in again.stderr
+    assert "installer/cli.py: changed" in again.stderr
+    assert not marker.exists()
+    assert cli.read_bytes() == pristine and not (site_packages / "zz-evil.pth").exists()
+    # No bytecode is kept there: a .pyc could not be checked without compiling its source.
+    assert not list(site_packages.rglob("__pycache__"))
+    quiet = run([built["pyz"], "--version"], env=env)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_a_bytecode_cache_in_the_extracted_folder_is_not_used(built, tmp_path):
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, **shiv_env(tmp_path))
+    assert run([built["pyz"], "--version"], env=env).returncode == 0
+    cache = extracted(tmp_path) / "installer" / "__pycache__"
+    cache.mkdir()
+    (cache / "cli.cpython-36.pyc").write_bytes(b"not what cli.py compiles to")
+    again = run([built["pyz"], "--version"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert "__pycache__/cli.cpython-36.pyc: not part of this installer" in again.stderr
+    assert not cache.exists()
+
+
+def test_shiv_variables_cannot_inject_code(built, tmp_path):
+    evil, marker = evil_package(tmp_path, "click")
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, **shiv_env(tmp_path))
+    for name, value in (("SHIV_PREPEND_PYTHONPATH", str(evil)), ("SHIV_EXTEND_PYTHONPATH", "1"),
+                        ("SHIV_ENTRY_POINT", "click:echo"), ("SHIV_INTERPRETER", "1")):
+        result = run([built["pyz"], "--version"], env=dict(env, **{name: value}))
+        assert result.returncode == 0, (name, result.stderr)
+        assert "kubecrate-installer, version" in result.stdout, name
+        assert f"ignoring {name}" in result.stderr
+        assert not marker.exists(), name
+
+
+def test_python_variables_cannot_inject_code_without_dash_i(built, tmp_path):
+    """`python3 X.pyz` reads PYTHONPATH; the installer starts itself again isolated."""
+    evil, marker = evil_package(tmp_path, "click")
+    python = str(py36.python36())
+    result = run([python, built["pyz"], "--version"],
+                 env=dict(shiv_env(tmp_path), PATH="/usr/bin:/bin", PYTHONPATH=str(evil)))
+    assert result.returncode == 0, result.stderr
+    assert "kubecrate-installer, version" in result.stdout
+    assert not marker.exists()
+
+
+def test_preamble_probe_is_not_misled_by_pythonhome(built, tmp_path):
+    """A PYTHONHOME that breaks a non-isolated python3 must not hide the host's Python."""
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, **shiv_env(tmp_path))
+    result = run([built["pyz"], "--version"], env=dict(env, PYTHONHOME=str(tmp_path / "none")))
+    assert result.returncode == 0, result.stderr
+    assert "kubecrate-installer, version" in result.stdout
+
+
+def test_a_shiv_root_others_can_write_is_refused(built, tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o777)
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, SHIV_ROOT=str(root))
+    result = run([built["pyz"], "--version"], env=env)
+    assert result.returncode == 4
+    assert f"{root} (SHIV_ROOT)" in result.stderr and "only you can write" in result.stderr
+    assert list(root.iterdir()) == []
 
 
 def test_cli_builds_signed_zipapp_offline(built, tmp_path):
@@ -272,12 +375,14 @@ def test_signing_key_must_match_embedded_key(built, tmp_path):
 
 
 class Host:
-    """A python3-less host: PATH holds a few real tools, an `rpm` bound to a private root,
-    and the root's /usr/bin, where the python3 RPM puts an interpreter that logs its use."""
+    """A CentOS 7 minimal host as the preamble sees it: Python 2 only (CPython 2.7 as
+    /usr/bin/python in its root), a few real tools on PATH, an `rpm` bound to the private
+    root, and gpg. The python3 RPM puts a python3 there that logs its use and runs CPython 3.6.
+    `gpg` is this machine's gnupg (2.2), or a stand-in printing gnupg 2.0.22's layout."""
 
-    TOOLS = ("id", "mkdir", "tar", "mktemp", "uname", "rm")
+    TOOLS = ("id", "mkdir", "tar", "mktemp", "uname", "rm", "awk", "cut", "tr", "cat")
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, gpg: str = "gnupg-2.2"):
         self.tmp = tmp
         self.root = tmp / "root"
         self.bin = tmp / "bin"
@@ -285,6 +390,14 @@ class Host:
         (self.root / "usr" / "bin").mkdir(parents=True)
         for tool in self.TOOLS:
             (self.bin / tool).symlink_to(require_tool(tool))
+        if gpg == "gnupg-2.2":
+            (self.bin / "gpg").symlink_to(require_tool("gpg"))
+        else:
+            (self.bin / "gpg").write_text(GPG20.format(python=sys.executable,
+                                                      gpg=require_tool("gpg")))
+            (self.bin / "gpg").chmod(0o755)
+        for name in ("python", "python2"):
+            (self.root / "usr" / "bin" / name).symlink_to(py36.python27())
         # The database where CentOS keeps it (Debian's rpm defaults to ~/.rpmdb).
         self.rpm = [require_tool("rpm"), "--root", str(self.root), "--dbpath", "/var/lib/rpm"]
         (self.bin / "rpm").write_text("#!/bin/sh\nexec {} \"$@\"\n".format(" ".join(self.rpm)))
@@ -297,8 +410,54 @@ class Host:
                        "SHIV_ROOT": str(self.tmp / "shiv"), **env}
         return run([pyz, *args], env=environment, cwd=self.tmp)
 
+    def plan(self, pyz: Path, bundle: str) -> subprocess.CompletedProcess:
+        """An installer command naming the bundle, as an operator starts one (it then stops
+        at the missing cluster.yaml: the installer itself ran)."""
+        bundle_args = [bundle] if bundle.startswith("--bundle=") else ["--bundle", bundle]
+        return self.run(pyz, "plan", *bundle_args, "--cluster", "cluster.yaml",
+                        "--root", str(self.root))
+
     def installed(self, name: str) -> bool:
         return run([*self.rpm, "-q", name]).returncode == 0
+
+    def vendor_key_file(self, key: Path) -> Path:
+        """The host's own copy of the vendor key, where CentOS 7 keeps it."""
+        path = self.root / "etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(key, path)
+        return path
+
+
+# gnupg 2.0.22 (CentOS 7), given a key file and no command, lists its keys as
+#   pub  2048R/DE2ADAEC 2026-12-03 Name <mail>
+#         Key fingerprint = AB49 F72D CE01 6130 73A1  09AB 4E5D E6DA DE2A DAEC
+# (gnupg STABLE-BRANCH-2-0 g10/mainproc.c list_node; g10/keylist.c print_fingerprint: groups of
+# four digits, two spaces after the fifth; CentOS's own key page shows this output). This
+# stand-in prints that layout from the real gpg's colon listing (doc/DETAILS); --with-colons
+# goes to the real gpg unchanged.
+GPG20 = """#!{python}
+import subprocess, sys
+argv = sys.argv[1:]
+if "--with-colons" in argv or "--with-fingerprint" not in argv:
+    sys.exit(subprocess.call(["{gpg}"] + argv))
+listing = subprocess.run(["{gpg}", "--with-colons"] + argv, capture_output=True, text=True)
+pending = None
+for line in listing.stdout.splitlines():
+    field = line.split(":")
+    if field[0] == "pub":
+        pending = field
+    elif field[0] == "sub":
+        pending = None
+        print("sub  %sR/%s" % (field[2], field[4][-8:]))
+    elif field[0] == "fpr" and pending is not None:
+        groups = [field[9][i:i + 4] for i in range(0, 40, 4)]
+        print("pub  %sR/%s 2014-06-23 key" % (pending[2], pending[4][-8:]))
+        print("      Key fingerprint = " + " ".join(groups[:5]) + "  " + " ".join(groups[5:]))
+        pending = None
+    elif field[0] == "uid":
+        print("uid                  " + field[9])
+sys.exit(listing.returncode)
+"""
 
 
 class Gpg:
@@ -350,10 +509,10 @@ chmod 755 %{{buildroot}}/usr/{folder}/{file}
 
 
 def build_python_rpms(work: Path, log: Path) -> list[Path]:
-    """python3 (an interpreter that logs its arguments, then runs the real one) and
-    python3-libs, named as CentOS names them."""
+    """python3 (an interpreter that logs its arguments, then runs CPython 3.6, as CentOS 7's
+    python3-3.6.8 would) and python3-libs, named as CentOS names them."""
     rpmbuild = require_tool("rpmbuild")
-    stand_in = f'#!/bin/sh\necho "$*" >> {log}\nexec {sys.executable} "$@"'
+    stand_in = f'#!/bin/sh\necho "$*" >> {log}\nexec {py36.python36()} "$@"'
     packages = [("python3-libs", "", "lib", "python3-libs-marker", "python3-libs"),
                 ("python3", "Requires: python3-libs = 3.6.8-18.el7", "bin", "python3", stand_in)]
     out = []
@@ -379,7 +538,7 @@ def make_bundle(path: Path, rpms) -> Path:
 @pytest.fixture(scope="module")
 def python_rpms(tmp_path_factory):
     """The stand-in python3 RPMs signed by the host's vendor key, by a foreign key, and
-    unsigned; and the vendor's public key."""
+    unsigned; both public keys."""
     work = tmp_path_factory.mktemp("rpms")
     log = work / "python3-ran"
     vendor, foreign = Gpg(work / "gpg-vendor", "CentOS-7 test key <security@centos.invalid>"), None
@@ -393,45 +552,94 @@ def python_rpms(tmp_path_factory):
             if kind != "unsigned":
                 (vendor if kind == "vendor" else foreign).sign(rpms)
             sets[kind] = make_bundle(work / f"{kind}.tar", rpms)
-        return {"bundles": sets, "key": vendor.public, "log": log}
+        return {"bundles": sets, "key": vendor.public, "foreign_key": foreign.public,
+                "fingerprint": vendor.fingerprint, "log": log}
     finally:
         vendor.close()
         if foreign:
             foreign.close()
 
 
+@pytest.fixture(scope="module")
+def pinned(built, python_rpms, tmp_path_factory):
+    """The .pyz built with the test vendor key's fingerprint pinned in its preamble (a real
+    build pins CentOS 7's, builder/zipapp.py CENTOS7_FINGERPRINT)."""
+    out = tmp_path_factory.mktemp("pinned") / zipapp.INSTALLER_NAME
+    return zipapp.build_zipapp(out, built["public"].read_text(), built["key"], cache=Cache(),
+                               source_date_epoch=EPOCH, installer_source=built["source"],
+                               vendor_fingerprint=python_rpms["fingerprint"]).path
+
+
+def fresh_host(tmp_path: Path, python_rpms, gpg: str = "gnupg-2.2") -> Host:
+    if os.path.exists("/usr/libexec/platform-python"):
+        pytest.fail("this machine has /usr/libexec/platform-python: the preamble would use it")
+    python_rpms["log"].unlink(missing_ok=True)
+    return Host(tmp_path, gpg)
+
+
 @pytest.fixture
 def host(tmp_path, python_rpms):
-    if os.path.exists("/usr/libexec/platform-python"):
-        pytest.skip("this machine has /usr/libexec/platform-python: no python3-less PATH")
-    host = Host(tmp_path)
+    """A host whose rpm database already holds the vendor key (it ran yum once)."""
+    host = fresh_host(tmp_path, python_rpms)
     result = run([*host.rpm, "--import", python_rpms["key"]])
     assert result.returncode == 0, result.stderr
-    python_rpms["log"].unlink(missing_ok=True)
     return host
 
 
-PROBE = "import sys; print('ran on', sys.version_info[0], sys.argv[1:])"
+def ran_the_installer(result: subprocess.CompletedProcess) -> bool:
+    return result.returncode == 2 and "cannot read cluster.yaml" in result.stderr
 
 
-def test_preamble_installs_python3_from_verified_rpms_and_reexecs(built, host, python_rpms):
+def test_preamble_installs_python3_from_verified_rpms_and_reexecs(pinned, host, python_rpms):
     bundle = python_rpms["bundles"]["vendor"]
-    result = host.run(built["pyz"], "-c", PROBE, "--bundle", str(bundle), SHIV_INTERPRETER="1")
-    assert result.returncode == 0, result.stderr
+    result = host.plan(pinned, str(bundle))
+    assert ran_the_installer(result), result.stderr
     assert "installing python3 from" in result.stderr
-    assert result.stdout.strip() == "ran on 3 ['--bundle', '%s']" % bundle
+    assert "Click will abort" not in result.stderr  # no LANG here: CPython 3.6 says ASCII
     assert host.installed("python3") and host.installed("python3-libs")
     assert not host.installed("socat")  # only the python3 RPMs are taken from the bundle
-    assert f"-I {built['pyz']} -c" in python_rpms["log"].read_text()
+    assert f"-I {pinned} plan --bundle {bundle}" in python_rpms["log"].read_text()
     # Python is there now: a second run starts at once and installs nothing.
-    again = host.run(built["pyz"], "-c", PROBE, "--bundle", str(bundle), SHIV_INTERPRETER="1")
-    assert again.returncode == 0 and "installing" not in again.stderr
+    again = host.plan(pinned, str(bundle))
+    assert ran_the_installer(again) and "installing" not in again.stderr
+
+
+@pytest.mark.parametrize("gpg", ["gnupg-2.2", "gnupg-2.0.22-layout"])
+def test_fresh_host_imports_its_own_vendor_key_when_the_fingerprint_is_pinned(
+        pinned, python_rpms, tmp_path, gpg):
+    """A minimal host before its first yum install: the key is a file, not in the rpmdb."""
+    host = fresh_host(tmp_path, python_rpms, gpg)
+    host.vendor_key_file(python_rpms["key"])
+    assert not host.installed("gpg-pubkey")
+    bundle = python_rpms["bundles"]["vendor"]
+    result = host.plan(pinned, f"--bundle={bundle}")
+    assert ran_the_installer(result), result.stderr
+    assert f"its fingerprint is the pinned {python_rpms['fingerprint']}" in result.stderr
+    assert host.installed("gpg-pubkey") and host.installed("python3")
+
+
+@pytest.mark.parametrize("case", ["foreign-key-file", "centos-pin", "no-key-file"])
+def test_fresh_host_refuses_a_vendor_key_that_is_not_the_pinned_one(
+        built, pinned, python_rpms, tmp_path, case):
+    host = fresh_host(tmp_path, python_rpms)
+    pyz = pinned
+    if case == "foreign-key-file":
+        host.vendor_key_file(python_rpms["foreign_key"])
+    elif case == "centos-pin":  # the test key is not CentOS's: a real build refuses it
+        host.vendor_key_file(python_rpms["key"])
+        pyz = built["pyz"]
+    result = host.plan(pyz, str(python_rpms["bundles"]["vendor"]))
+    assert result.returncode == 3, result.stderr
+    assert "is not in this host's rpm database" in result.stderr
+    assert "rpm --import /etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7" in result.stderr
+    assert not host.installed("gpg-pubkey") and not host.installed("python3")
+    assert not python_rpms["log"].exists()
 
 
 @pytest.mark.parametrize("kind", ["foreign", "unsigned"])
-def test_preamble_refuses_rpms_that_do_not_verify(built, host, python_rpms, kind):
+def test_preamble_refuses_rpms_that_do_not_verify(pinned, host, python_rpms, kind):
     bundle = python_rpms["bundles"][kind]
-    result = host.run(built["pyz"], "-c", PROBE, f"--bundle={bundle}", SHIV_INTERPRETER="1")
+    result = host.plan(pinned, f"--bundle={bundle}")
     assert result.returncode == 3, result.stderr
     assert "refusing to install python3" in result.stderr
     assert "signature does not verify" in result.stderr

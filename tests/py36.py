@@ -1,0 +1,70 @@
+"""The hosts' real interpreters for the tests that run the .pyz: CPython 3.6 (CentOS 7's
+python3 is 3.6.8; EL8's platform-python is 3.6) and 2.7 (a CentOS 7 minimal host has only
+that), from pyenv on the machine image. A missing interpreter FAILS the test with how to get
+it: the installer's own Python is never silently left untested.
+
+`locale_variants()` are the environments an operator's session gives the installer: an ssh
+login or cron without LANG (`env -i`), LANG=C, a Debian workstation's LANG=C.UTF-8, and a
+locale the host does not have (as C.UTF-8 on CentOS 7, whose glibc lacks it).
+"""
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+PYENV = Path(os.environ.get("PYENV_ROOT") or "~/.pyenv").expanduser() / "versions"
+PY36 = Path(os.environ.get("KUBECRATE_PYTHON36") or PYENV / "3.6.15/bin/python3.6")
+PY27 = Path(os.environ.get("KUBECRATE_PYTHON27") or PYENV / "2.7.18/bin/python2.7")
+
+HOW_TO = ("the machine image carries it under pyenv; elsewhere `pyenv install {version}` "
+          "(or set {variable} to such an interpreter)")
+
+
+def _interpreter(path: Path, want: Tuple[int, int], variable: str) -> Path:
+    version = "{}.{}".format(*want)
+    if not os.access(str(path), os.X_OK):
+        pytest.fail("CPython {} is not at {}: the installer is tested on the hosts' real "
+                    "Python; {}".format(version, path, HOW_TO.format(
+                        version="3.6.15" if want == (3, 6) else "2.7.18", variable=variable)))
+    probe = subprocess.run([str(path), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    found = probe.stdout.decode("ascii", "replace").strip()
+    if found != version:
+        pytest.fail("{} is Python {!r}, not {} ({})".format(path, found, version, variable))
+    return path
+
+
+def python36() -> Path:
+    """CPython 3.6, or the test fails saying how to get it."""
+    return _interpreter(PY36, (3, 6), "KUBECRATE_PYTHON36")
+
+
+def python27() -> Path:
+    """CPython 2.7, or the test fails saying how to get it."""
+    return _interpreter(PY27, (2, 7), "KUBECRATE_PYTHON27")
+
+
+def python3_dir(folder: Path) -> Path:
+    """A folder holding `python3` -> CPython 3.6 only: put it first on PATH and the .pyz's sh
+    preamble starts the installer with 3.6, as on a CentOS 7 host."""
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "python3"
+    if not link.exists():
+        link.symlink_to(python36())
+    return folder
+
+
+def locale_variants() -> List[Tuple[str, Dict[str, str]]]:
+    """(test id, locale variables) for every session an operator may start the installer in."""
+    return [("env-i", {}), ("LANG=C", {"LANG": "C"}), ("LANG=C.UTF-8", {"LANG": "C.UTF-8"}),
+            ("absent-locale", {"LANG": "kc_XX.UTF-8"}), ("LC_ALL=C", {"LC_ALL": "C",
+                                                                      "LANG": "C.UTF-8"})]
+
+
+def operator_env(python_dir: Path, home: Path, **variables: str) -> Dict[str, str]:
+    """What `env -i` leaves plus a login's PATH and HOME: no LANG unless given."""
+    return {"PATH": "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".format(python_dir),
+            "HOME": str(home), **variables}
