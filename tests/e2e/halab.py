@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 from mirrorworld import releases
 from mirrorworld import yum as yumworld
 
-from tests import procs
+from tests import procs, py36
 from tests.e2e.netns import Host, Lab
 from tests.integration import hostworld
 from tests.integration.hostworld import MW, STANDINS, dnf_into, write_host_files, write_kernel
@@ -63,6 +63,20 @@ def core_root(folder: Path) -> Path:
     return root
 
 
+def python3_shim(folder: Path) -> Path:
+    """A folder with the host's `python3`: CPython 3.6 when the .pyz's preamble starts the
+    installer or probes for it (both with -I), the test's own Python otherwise, since the
+    stand-ins for host tools (on a real host not Python at all) are `#!/usr/bin/env python3`
+    scripts that need 3.7+. The installer passes PATH on to the commands it runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "python3"
+    shim.write_text('#!/bin/sh\ncase ${{1:-}} in -I) echo "$*" >> {}; exec {} "$@" ;; esac\n'
+                    'exec {} "$@"\n'.format(folder / "python36-runs", py36.python36(),
+                                             sys.executable))
+    shim.chmod(0o755)
+    return folder
+
+
 class Node:
     """One namespace host prepared to run the installer: its root, fake kernel, PATH."""
 
@@ -88,6 +102,7 @@ class Node:
         write_kernel(self.test_host, host.address)
         write_host_files(self.test_host)
         (top / "cluster.yaml").write_text(cluster_yaml(subnet))
+        self.python_dir = python3_shim(top / "python")
         self.env = {"PATH": "{}:{}".format(bin_dir, os.environ["PATH"]),
                     "KUBECRATE_PROBE_ROOT": str(self.test_host.kernel),
                     "KUBECRATE_STANDIN_STATE": str(top / "state"),
@@ -111,9 +126,20 @@ class Node:
         return self.host.run(full, timeout=timeout, check=False)
 
     def pyz(self, built: Path, *args: object, timeout: float = 900):
-        """The real .pyz, as an operator runs it on the host."""
-        return self.run([sys.executable, built / "kubecrate-installer.pyz"] + list(args),
-                        timeout=timeout)
+        """The real .pyz, as an operator starts it on a CentOS 7 host: through its sh preamble,
+        on CPython 3.6 (the host's python3), from a session without LANG or LC_* (`env -i`;
+        the test's KUBECRATE_* knobs pass through)."""
+        env = {k: v for k, v in os.environ.items() if k.startswith("KUBECRATE_")}
+        env.update(self.env, KUBECRATE_ROOT=str(self.root),
+                   PATH="{}:{}".format(self.python_dir, self.env["PATH"]))
+        full = ["env", "-i"] + ["{}={}".format(k, v) for k, v in sorted(env.items())]
+        full += [str(built / "kubecrate-installer.pyz")] + [str(a) for a in args]
+        return self.host.run(full, timeout=timeout, check=False)
+
+    def python36_runs(self) -> str:
+        """What the host's python3 ran on CPython 3.6 (one line of arguments per start)."""
+        log = self.python_dir / "python36-runs"
+        return log.read_text() if log.exists() else ""
 
     def install(self, built: Path, *extra: object):
         top = self.host.dir

@@ -20,6 +20,8 @@ from typing import List, Optional, Sequence
 
 import pytest
 
+from tests.conftest import require_tool
+
 PREFIX = "kc-"
 IP_TIMEOUT = 10.0
 
@@ -196,8 +198,14 @@ class Lab:
 
 
 def require_root() -> None:
+    """Network namespaces need root and iproute2. Under CI (CI=true) a host that cannot run
+    them FAILS the test: a green run must never hide that the e2e tests did not run."""
+    require_tool("ip")  # fails (never skips) when scripts/setup-dev did not install it
     if os.geteuid() != 0:
-        pytest.skip("network-namespace tests need root (scripts/test runs them as root)")
+        message = "network-namespace tests need root (scripts/test runs them as root)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + "; CI=true, so this is a failure, not a skip")
+        pytest.skip(message)
 
 
 @pytest.fixture

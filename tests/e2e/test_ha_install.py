@@ -73,6 +73,9 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
             conf = node.root / "etc/keepalived/keepalived.conf"
             assert "state BACKUP" in conf.read_text()
 
+    for name, node in nodes.items():  # through the preamble, on CPython 3.6, without LANG
+        assert "kubecrate-installer.pyz install" in node.python36_runs(), name
+
     assert "https://{}:{}".format(vip, halab.LB_PORT) in \
         (cp1.root / "etc/kubernetes/admin.conf").read_text()
     rows = halab.get_nodes(nodes["w1"], cp1)
