@@ -2,7 +2,7 @@
 import os
 import sys
 
-if sys.version_info < (3, 6):
+if sys.version_info < (3, 6):  # noqa: UP036 (python2 X.pyz: say so, not a traceback)
     sys.exit("kubecrate-installer needs Python 3.6 or later: run it as ./kubecrate-installer.pyz")
 if not sys.flags.isolated and sys.executable:
     # `python3 X.pyz` honours PYTHONPATH, PYTHONHOME, PYTHONINSPECT and the user site, which
