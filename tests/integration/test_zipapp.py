@@ -387,6 +387,7 @@ class Host:
         self.root = tmp / "root"
         self.bin = tmp / "bin"
         self.bin.mkdir(parents=True)
+        self.gpg_log = tmp / "gpg-calls"
         (self.root / "usr" / "bin").mkdir(parents=True)
         for tool in self.TOOLS:
             (self.bin / tool).symlink_to(require_tool(tool))
@@ -394,7 +395,7 @@ class Host:
             (self.bin / "gpg").symlink_to(require_tool("gpg"))
         else:
             (self.bin / "gpg").write_text(GPG20.format(python=sys.executable,
-                                                      gpg=require_tool("gpg")))
+                                                      gpg=require_tool("gpg"), log=self.gpg_log))
             (self.bin / "gpg").chmod(0o755)
         for name in ("python", "python2"):
             (self.root / "usr" / "bin" / name).symlink_to(py36.python27())
@@ -438,6 +439,8 @@ class Host:
 GPG20 = """#!{python}
 import subprocess, sys
 argv = sys.argv[1:]
+with open("{log}", "a") as log:
+    log.write(" ".join(argv) + "\\n")
 if "--with-colons" in argv or "--with-fingerprint" not in argv:
     sys.exit(subprocess.call(["{gpg}"] + argv))
 listing = subprocess.run(["{gpg}", "--with-colons"] + argv, capture_output=True, text=True)
@@ -616,6 +619,8 @@ def test_fresh_host_imports_its_own_vendor_key_when_the_fingerprint_is_pinned(
     assert ran_the_installer(result), result.stderr
     assert f"its fingerprint is the pinned {python_rpms['fingerprint']}" in result.stderr
     assert host.installed("gpg-pubkey") and host.installed("python3")
+    if gpg != "gnupg-2.2":  # read from the "Key fingerprint =" line, not the colon listing
+        assert "--with-colons" not in host.gpg_log.read_text()
 
 
 @pytest.mark.parametrize("case", ["foreign-key-file", "centos-pin", "no-key-file"])
