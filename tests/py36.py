@@ -10,6 +10,7 @@ locale the host does not have (as C.UTF-8 on CentOS 7, whose glibc lacks it).
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -55,6 +56,36 @@ def python3_dir(folder: Path) -> Path:
     if not link.exists():
         link.symlink_to(python36())
     return folder
+
+
+def python3_shim(folder: Path) -> Path:
+    """A folder with a host's `python3` for hosts whose tools are stand-ins: CPython 3.6 when
+    the .pyz's preamble probes for Python or starts the installer (both with -I; each such
+    start is logged in `python36-runs`), the test's own Python for everything else, since the
+    stand-ins for host tools (not Python at all on a real host) are `#!/usr/bin/env python3`
+    scripts that need 3.7+. The installer passes PATH on to the commands it runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "python3"
+    shim.write_text('#!/bin/sh\ncase ${{1:-}} in -I) echo "$*" >> {}; exec {} "$@" ;; esac\n'
+                    'exec {} "$@"\n'.format(folder / "python36-runs", python36(),
+                                             sys.executable))
+    shim.chmod(0o755)
+    return folder
+
+
+def python36_runs(folder: Path) -> str:
+    """What a python3_shim folder's python3 ran on CPython 3.6 (one line of arguments each)."""
+    log = folder / "python36-runs"
+    return log.read_text() if log.exists() else ""
+
+
+def operator_variables(env: Dict[str, str], python_dir: Path) -> Dict[str, str]:
+    """`env` as an operator's session without a locale has it (no LANG, LC_* or PYTHON*),
+    with `python_dir` first on PATH."""
+    kept = {k: v for k, v in env.items()
+            if k != "LANG" and not k.startswith(("LC_", "PYTHON"))}
+    kept["PATH"] = "{}:{}".format(python_dir, env.get("PATH", "/usr/bin:/bin"))
+    return kept
 
 
 def locale_variants() -> List[Tuple[str, Dict[str, str]]]:

@@ -63,20 +63,6 @@ def core_root(folder: Path) -> Path:
     return root
 
 
-def python3_shim(folder: Path) -> Path:
-    """A folder with the host's `python3`: CPython 3.6 when the .pyz's preamble starts the
-    installer or probes for it (both with -I), the test's own Python otherwise, since the
-    stand-ins for host tools (on a real host not Python at all) are `#!/usr/bin/env python3`
-    scripts that need 3.7+. The installer passes PATH on to the commands it runs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shim = folder / "python3"
-    shim.write_text('#!/bin/sh\ncase ${{1:-}} in -I) echo "$*" >> {}; exec {} "$@" ;; esac\n'
-                    'exec {} "$@"\n'.format(folder / "python36-runs", py36.python36(),
-                                             sys.executable))
-    shim.chmod(0o755)
-    return folder
-
-
 class Node:
     """One namespace host prepared to run the installer: its root, fake kernel, PATH."""
 
@@ -102,7 +88,7 @@ class Node:
         write_kernel(self.test_host, host.address)
         write_host_files(self.test_host)
         (top / "cluster.yaml").write_text(cluster_yaml(subnet))
-        self.python_dir = python3_shim(top / "python")
+        self.python_dir = py36.python3_shim(top / "python")
         self.env = {"PATH": "{}:{}".format(bin_dir, os.environ["PATH"]),
                     "KUBECRATE_PROBE_ROOT": str(self.test_host.kernel),
                     "KUBECRATE_STANDIN_STATE": str(top / "state"),
@@ -138,8 +124,7 @@ class Node:
 
     def python36_runs(self) -> str:
         """What the host's python3 ran on CPython 3.6 (one line of arguments per start)."""
-        log = self.python_dir / "python36-runs"
-        return log.read_text() if log.exists() else ""
+        return py36.python36_runs(self.python_dir)
 
     def install(self, built: Path, *extra: object):
         top = self.host.dir

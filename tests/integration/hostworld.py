@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 from mirrorworld import yum as yumworld
@@ -29,6 +29,7 @@ from builder.archive import bundle_images, write_archive
 from builder.cache import Cache
 from builder.images import PulledImage
 from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
+from tests import py36
 from tests.bundles import REPO, make_key, pack_source
 from tests.dnfroot import dnf, write_config
 
@@ -207,6 +208,9 @@ class TestHost:
     kernel: Path
     bin_dir: Path
     env: Dict[str, str] = field(default_factory=dict)
+    # When set, `installer()` runs this .pyz through its sh preamble on CPython 3.6, in a
+    # session without LANG (tests/py36.py), instead of `python -m installer` from the checkout.
+    pyz: Optional[Path] = None
 
     @property
     def cluster(self) -> Path:
@@ -222,11 +226,21 @@ class TestHost:
         return [json.loads(line) for line in self.calls_log.read_text().splitlines()]
 
     def installer_argv(self, *args: str) -> List[str]:
+        if self.pyz is not None:
+            return [str(self.pyz), *args]
         return [sys.executable, "-m", "installer", *args]
 
     def installer(self, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.installer_argv(*args), cwd=REPO, env={**self.env, **env},
+        environment = {**self.env, **env}
+        if self.pyz is not None:
+            environment = py36.operator_variables(environment,
+                                                  py36.python3_shim(self.top / "python"))
+            environment.setdefault("SHIV_ROOT", str(self.top / "shiv"))
+        return subprocess.run(self.installer_argv(*args), cwd=REPO, env=environment,
                               capture_output=True, text=True, timeout=timeout)
+
+    def python36_runs(self) -> str:
+        return py36.python36_runs(self.top / "python")
 
     def kernel_file(self, path: str, text: str) -> None:
         target = self.kernel / path.lstrip("/")
@@ -271,6 +285,21 @@ def write_host_files(host: TestHost) -> None:
     for path, text in files.items():
         host.file(path).parent.mkdir(parents=True, exist_ok=True)
         host.file(path).write_text(text)
+
+
+@pytest.fixture(scope="session")
+def installer_pyz(tmp_path_factory) -> Path:
+    """The installer .pyz built from this checkout (a snapshot of installer/), for the tests
+    that run it as an operator does; it embeds a throwaway key (the tests pass --key)."""
+    from builder import zipapp
+
+    folder = tmp_path_factory.mktemp("installer-pyz")
+    source = folder / "src" / "installer"
+    shutil.copytree(zipapp.INSTALLER_SOURCE, source,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _key, _secret, public = make_key(folder / "keys")
+    return zipapp.build_zipapp(folder / zipapp.INSTALLER_NAME, public.read_text(),
+                               cache=Cache(), installer_source=source).path
 
 
 @pytest.fixture

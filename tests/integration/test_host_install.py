@@ -17,6 +17,7 @@ from tests.integration.hostworld import (  # noqa: F401 (fixtures)
     core_root,
     dnf_into,
     host_bundle,
+    installer_pyz,
     snapshot,
     test_host,
 )
@@ -67,7 +68,10 @@ def only_bundle_repo(calls):
         assert not any(re.search(r"https?://", a) for a in argv), argv
 
 
-def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, dockerd):  # noqa: F811
+def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, dockerd,  # noqa: F811
+                                                       installer_pyz):  # noqa: F811
+    # The real .pyz, through its preamble on CPython 3.6, in a session without LANG.
+    test_host.pyz = installer_pyz
     host, before = test_host, snapshot(test_host.root)
     kernel_before = snapshot(host.kernel)
 
@@ -116,6 +120,7 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
 
     reset = host.installer("reset", "--host", "--root", str(host.root))
     assert reset.returncode == 0, reset.stderr
+    assert "kubecrate-installer.pyz install --host-only" in host.python36_runs()
     after = snapshot(host.root)
     for rel in ("etc/fstab", "etc/selinux/config", "etc/hosts", "etc/hostname"):
         assert after[rel] == before[rel], rel
