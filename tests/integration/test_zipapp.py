@@ -253,6 +253,18 @@ def test_runs_on_python_3_6_through_its_preamble_in_any_locale(built, signed_bun
     assert version.returncode == 0 and "kubecrate-installer" in version.stdout, version.stderr
 
 
+def test_runs_on_python_3_6_on_a_host_without_any_utf8_locale(built, tmp_path):
+    """The last resort: no UTF-8 locale loads at all; click's ASCII refusal is skipped."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import _kubecrate_boot; "
+            "_kubecrate_boot.activate(sys.argv[1]); from installer import cli, textlocale; "
+            "textlocale.PREFERRED = (); textlocale.installed_utf8_locales = lambda: []; "
+            "cli.main(['--version'])")
+    result = run([py36.python36(), "-I", "-c", code, built["pyz"]],
+                 env=py36.operator_env(tmp_path, tmp_path, **shiv_env(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "kubecrate-installer, version" in result.stdout
+
+
 # --------------------------------------------------------------------------- its own code only
 
 

@@ -84,3 +84,17 @@ def test_stage_drops_compiled_code_and_keeps_record_honest(tmp_path):
     assert (dest / "demo-1.0.dist-info" / "RECORD").read_text() == "yaml/__init__.py,,\n"
     assert len(dropped) == 4 and any("C extension" in d for d in dropped)
     assert all((p.stat().st_mode & 0o777) in (0o644, 0o755) for p in dest.rglob("*"))
+
+
+def test_preamble_pins_the_vendor_fingerprint_once():
+    text = zipapp.preamble_text("6341 ab27 53d7 8a78 a7c2  7bb1 24c6 a8a7 f4a8 0eb5")
+    assert b"vendor_fingerprint=6341AB2753D78A78A7C27BB124C6A8A7F4A80EB5\n" in text
+    assert b"@VENDOR_FINGERPRINT@" not in text
+    assert zipapp.preamble_text() == text  # CentOS 7's key is the default
+
+
+@pytest.mark.parametrize("bad", ["F4A80EB5", "6341AB2753D78A78A7C27BB124C6A8A7F4A80EBZ", "",
+                                 "6341AB2753D78A78A7C27BB124C6A8A7F4A80EB5; rm -rf /"])
+def test_preamble_refuses_anything_but_a_full_fingerprint(bad):
+    with pytest.raises(zipapp.ZipappError, match="not 40 hex digits"):
+        zipapp.preamble_text(bad)
