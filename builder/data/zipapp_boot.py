@@ -100,15 +100,17 @@ def differences(site_packages, expected):
 
 
 def _check_root(root):
-    """The extraction root must be ours and writable by nobody else, or another user could
-    swap a checked file before it is imported."""
+    """The extraction root must be ours, or another user could swap a checked file before it
+    is imported. Group or other write on our own folder (a umask of 002) is taken away: what
+    may already have been put inside is caught by the check of the folder's contents."""
     info = os.stat(root)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+    if info.st_uid != os.geteuid():
         raise BootError(
-            "{} (SHIV_ROOT) is owned by uid {} with mode {:o}: another user could change the "
-            "installer's code there. Use a folder only you can write, e.g. unset SHIV_ROOT "
-            "(root: /var/lib/kubecrate/shiv)".format(root, info.st_uid,
-                                                     stat.S_IMODE(info.st_mode)))
+            "{} (SHIV_ROOT) belongs to uid {}, not to you (uid {}): another user could change "
+            "the installer's code there. Use a folder only you can write, e.g. unset SHIV_ROOT "
+            "(root: /var/lib/kubecrate/shiv)".format(root, info.st_uid, os.geteuid()))
+    if info.st_mode & 0o022:
+        os.chmod(root, stat.S_IMODE(info.st_mode) & ~0o022)
 
 
 def _extract(archive, expected, target):

@@ -345,15 +345,31 @@ def test_preamble_probe_is_not_misled_by_pythonhome(built, tmp_path):
     assert "kubecrate-installer, version" in result.stdout
 
 
-def test_a_shiv_root_others_can_write_is_refused(built, tmp_path):
+def test_a_shiv_root_of_another_user_is_refused(built, tmp_path):
+    root = tmp_path / "theirs"
+    root.mkdir()
+    os.chown(root, 65534, 65534)  # nobody's; the tests run as root
+    env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, SHIV_ROOT=str(root))
+    result = run([built["pyz"], "--version"], env=env)
+    assert result.returncode == 4
+    assert f"{root} (SHIV_ROOT) belongs to uid 65534" in result.stderr
+    assert "only you can write" in result.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_a_shiv_root_others_could_write_is_closed_and_checked(built, tmp_path):
     root = tmp_path / "shared"
     root.mkdir()
     root.chmod(0o777)
     env = py36.operator_env(py36.python3_dir(tmp_path / "py"), tmp_path, SHIV_ROOT=str(root))
-    result = run([built["pyz"], "--version"], env=env)
-    assert result.returncode == 4
-    assert f"{root} (SHIV_ROOT)" in result.stderr and "only you can write" in result.stderr
-    assert list(root.iterdir()) == []
+    assert run([built["pyz"], "--version"], env=env).returncode == 0
+    (folder,) = root.glob("kubecrate-installer.pyz_*")
+    (folder / "site-packages" / "installer").chmod(0o777)  # as if someone had opened it
+    again = run([built["pyz"], "--version"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert "installer: writable by another user" in again.stderr
+    assert root.stat().st_mode & 0o777 == 0o755
+    assert (folder / "site-packages" / "installer").stat().st_mode & 0o777 == 0o755
 
 
 def test_cli_builds_signed_zipapp_offline(built, tmp_path):
