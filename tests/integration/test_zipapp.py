@@ -121,13 +121,15 @@ def test_embeds_the_public_key_and_extracts_under_var_lib(built):
 
 def test_project_code_inside_needs_python_3_6_only(built, tmp_path):
     with zipfile.ZipFile(built["pyz"]) as archive:
-        ours = [n for n in archive.namelist() if n.startswith("site-packages/installer/")]
-        assert "site-packages/installer/minisig.py" in ours
+        ours = [n for n in archive.namelist() if n.startswith("site-packages/installer/")
+                or n in ("__main__.py", zipapp.BOOT_MODULE)]
+        assert "site-packages/installer/minisig.py" in ours and "__main__.py" in ours
         for name in ours:
             archive.extract(name, tmp_path)
     vermin = Path(sys.executable).with_name("vermin")
     result = run([vermin, "--no-tips", "--violations", "-t=3.6-",
-                  tmp_path / "site-packages" / "installer"])
+                  tmp_path / "site-packages" / "installer", tmp_path / "__main__.py",
+                  tmp_path / zipapp.BOOT_MODULE])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
