@@ -1,6 +1,7 @@
-"""The installer zipapp, judged by real tools: minisign, unzip, vermin, Python 3.11 (and a 3.6
-when one is installed) running only the .pyz, and rpm for the sh preamble that installs python3
-from a bundle on hosts without it.
+"""The installer zipapp, judged by real tools: minisign, unzip, vermin, Python 3.11 and the
+hosts' CPython 3.6 (tests/py36.py: required, never skipped) running only the .pyz through its
+sh preamble in every operator locale, attacks on its extracted code and its environment, and
+rpm and gpg for the preamble that installs python3 from a bundle on Python-2-only hosts.
 
 The first run downloads the pinned wheels from PyPI into the kubecrate cache; later runs are
 offline.
