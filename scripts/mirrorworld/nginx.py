@@ -23,6 +23,7 @@ import jinja2
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
+DAOCLOUD_PREFIX = "files.m.daocloud.io"  # the China-shaped binary mirror, see NGINX_CONF
 
 
 class NginxError(RuntimeError):
@@ -108,6 +109,13 @@ http {
         autoindex on;
         # Byte ranges are on for static files; the builder resumes downloads with them.
         max_ranges 16;
+        # The China-shaped preset's binary mirror: DaoCloud's public-binary-files-mirror
+        # (github.com/DaoCloud/public-binary-files-mirror, README) serves every upstream file
+        # at https://files.m.daocloud.io/<original host>/<original path>; here that is the
+        # same www/<host>/<path> tree under one more prefix.
+        location /{{ daocloud }}/ {
+            alias {{ www }}/;
+        }
     }
 }
 """,
@@ -141,6 +149,7 @@ def start_nginx(www: Path, run: Path) -> Dict[str, Any]:
                 pid_file=pid_file,
                 error_log=error_log,
                 access_log=access_log,
+                daocloud=DAOCLOUD_PREFIX,
                 tmp=folder / "tmp",
                 port=port,
                 www=www,

@@ -13,6 +13,8 @@ from typing import Any, Dict
 
 import yaml
 
+from mirrorworld.nginx import DAOCLOUD_PREFIX
+
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM_PRESET = REPO / "manifests" / "mirrors" / "upstream.yaml"
 # yum.generate's repos, by their path under www/, get the ids CentOS-Base.repo and
@@ -50,7 +52,7 @@ def _www_url(base: str, www: Path, path: str) -> str:
 def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]:
     """The world's own presets (plain data, valid under docs/mirrors.md): `default` with
     registries under their canonical paths, `aliyun` with registry.k8s.io from the
-    google_containers namespace, `token` with registry.k8s.io behind anonymous bearer tokens,
+    google_containers namespace and the binaries under the DaoCloud-style prefix, `token` with registry.k8s.io behind anonymous bearer tokens,
     `auth` with registry.k8s.io behind TLS and basic auth."""
     base = state["nginx"]["url"]
     upstream = yaml.safe_load(UPSTREAM_PRESET.read_text())
@@ -98,10 +100,19 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
             # registry.py flattens every path of that namespace, as Aliyun's is flat
             "flatten": True if instances["aliyun"].get("flatten") else ["coredns/coredns"],
         }
+        # China-shaped throughout: binaries through the DaoCloud-style prefix (nginx.py),
+        # as manifests/mirrors/china.yaml fetches them.
+        china = f"{base}/{DAOCLOUD_PREFIX}"
         presets["aliyun"] = {
             "name": "mirror-world-aliyun",
-            "description": "scripts/mirror-world: an Aliyun-shaped namespace",
+            "description": "scripts/mirror-world: an Aliyun-shaped namespace and "
+            "DaoCloud-shaped binary mirror",
             **common,
+            "kubernetes": {"base": kubernetes["base"].replace(base, china, 1)},
+            "releases": {
+                name: {"url": _rehome(spec["url"], china)}
+                for name, spec in upstream["releases"].items()
+            },
             "registries": {**registries, "registry.k8s.io": aliyun},
         }
     if "token" in instances:

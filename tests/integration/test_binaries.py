@@ -54,6 +54,31 @@ def test_kube_binaries_crictl_and_cni_verify_and_land_in_the_cache(mirror_world,
     assert len(_cache_files(cache)) == 5
 
 
+def test_the_china_shaped_preset_fetches_binaries_through_the_daocloud_prefix(
+        mirror_world, session, tmp_path):
+    # As manifests/mirrors/china.yaml does: files.m.daocloud.io/<upstream host>/<path>, with the
+    # checksum files fetched through the same prefix (they are upstream's own).
+    preset = load_preset(mirror_world.preset_aliyun)
+    prefix = mirror_world.base_url + "/files.m.daocloud.io/"
+    log = Path(mirror_world.state["nginx"]["access_log"])
+    seen = log.stat().st_size if log.exists() else 0
+    cache = Cache(tmp_path / "cache")
+    kube = fetch_kubernetes(session, preset, cache, VERSION, ARCH, names=["kubeadm"])
+    cni = fetch_release(session, preset, cache, "cni", "1.1.1", ARCH)
+    for record, upstream in ((kube[0], "dl.k8s.io/release/v1.23.17/bin/linux/amd64/kubeadm"),
+                             (cni, "github.com/containernetworking/plugins/releases/download/"
+                                   "v1.1.1/cni-plugins-linux-amd64-v1.1.1.tgz")):
+        assert record.url == prefix + upstream
+        assert record.sha256 == hashlib.sha256((mirror_world.www / upstream).read_bytes()
+                                               ).hexdigest()
+    with open(log, "rb") as handle:
+        handle.seek(seen)
+        requested = handle.read().decode()
+    for path in ("kubeadm.sha256 ", "kubeadm ", "v1.1.1.tgz.sha256 ", "v1.1.1.tgz "):
+        assert any("GET /files.m.daocloud.io/" in line and path in line and '" 200 ' in line
+                   for line in requested.splitlines()), (path, requested)
+
+
 def test_a_cached_file_is_not_downloaded_again(mirror_world, session, tmp_path):
     preset = load_preset(mirror_world.preset)
     cache = Cache(tmp_path / "cache")

@@ -96,6 +96,23 @@ def test_china_flattens_coredns_into_google_containers():
     )
 
 
+def test_china_fetches_binaries_through_the_daocloud_prefix_with_upstream_checksums():
+    # DaoCloud's public-binary-files-mirror keeps the original host and path under one
+    # prefix, so the checksum next to each file is still the one dl.k8s.io / GitHub publish.
+    preset = load_preset(PRESETS[0].parent / "china.yaml")
+    prefix = "https://files.m.daocloud.io/"
+    assert preset.kubernetes.binary_url("v1.23.17", "amd64", "kubeadm") == (
+        prefix + "dl.k8s.io/release/v1.23.17/bin/linux/amd64/kubeadm")
+    assert preset.kubernetes.checksum_url("v1.23.17", "amd64", "kubeadm") == (
+        prefix + "dl.k8s.io/release/v1.23.17/bin/linux/amd64/kubeadm.sha256")
+    assert preset.release_url("crictl", "v1.23.0", "amd64") == (
+        prefix + "github.com/kubernetes-sigs/cri-tools/releases/download/v1.23.0/"
+        "crictl-v1.23.0-linux-amd64.tar.gz")
+    assert preset.release_url("cni", "v1.1.1", "amd64") == (
+        prefix + "github.com/containernetworking/plugins/releases/download/v1.1.1/"
+        "cni-plugins-linux-amd64-v1.1.1.tgz")
+
+
 def test_reference_mapping(tmp_path):
     preset = load_preset(write(tmp_path, MINIMAL))
     assert preset.pull_ref("registry.k8s.io/coredns/coredns:v1.8.6").reference == (
