@@ -52,7 +52,8 @@ def _www_url(base: str, www: Path, path: str) -> str:
 def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]:
     """The world's own presets (plain data, valid under docs/mirrors.md): `default` with
     registries under their canonical paths, `aliyun` with registry.k8s.io from the
-    google_containers namespace and the binaries under the DaoCloud-style prefix, `token` with registry.k8s.io behind anonymous bearer tokens,
+    google_containers namespace and the binaries under the DaoCloud-style prefix, `token`
+    with registry.k8s.io behind anonymous bearer tokens,
     `auth` with registry.k8s.io behind TLS and basic auth."""
     base = state["nginx"]["url"]
     upstream = yaml.safe_load(UPSTREAM_PRESET.read_text())
