@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import joinfile, minisig
+from installer import joinfile, minisig, owned
 from installer.bundleinfo import open_for_preflight, read_info
 from installer.cluster import find_node, load_cluster
 from installer.errors import PreconditionError, UsageError
@@ -199,12 +199,14 @@ def join_info(root: str, out: Optional[str] = None, dry_run: bool = False,
 
 
 def reset_cluster(root: str, dry_run: bool = False,
-                  echo: Optional[Callable[[str], None]] = None) -> List[str]:
-    """Undo the cluster on this node: `kubeadm reset -f`, the load balancer stopped and
-    disabled, CNI config, root's kubeconfig and kubecrate's kubeadm files removed; the host
+                  echo: Optional[Callable[[str], None]] = None,
+                  runner: Optional[Runner] = None) -> List[str]:
+    """Undo the cluster on this node: `kubeadm reset -f`, the load-balancer units stopped and
+    disabled if (and only if) kubecrate started or enabled them (state.json's "owned"
+    record), CNI config, root's kubeconfig and kubecrate's kubeadm files removed; the host
     preparation and the bundle cache stay, so `install` rebuilds the node without a copy."""
     host = Host(root, dry_run=dry_run)
-    runner = Runner(root, dry_run=dry_run, echo=echo)
+    runner = runner or Runner(root, dry_run=dry_run, echo=echo)
     changes: List[str] = []
     with contextlib.ExitStack() as stack:
         if not dry_run:
@@ -213,12 +215,7 @@ def reset_cluster(root: str, dry_run: bool = False,
         if host.exists(KUBELET_CONF) or (os.path.isdir(manifests) and os.listdir(manifests)):
             runner.run(["kubeadm", "reset", "-f"], timeout=600)
             changes.append("kubeadm reset -f")
-        for unit in ("keepalived", "haproxy"):
-            active = runner.query(["systemctl", "is-active", unit]).stdout.strip() == "active"
-            enabled = runner.query(["systemctl", "is-enabled", unit]).stdout.strip() == "enabled"
-            if active or enabled:
-                runner.run(["systemctl", "disable", "--now", unit])
-                changes.append("stop and disable " + unit)
+        changes += owned.undo_units(host, runner, CLUSTER_STEPS)
         cni = host.path("/etc/cni/net.d")
         leftovers = ["/etc/cni/net.d/" + n for n in sorted(os.listdir(cni))] \
             if os.path.isdir(cni) else []
@@ -234,20 +231,27 @@ def reset_cluster(root: str, dry_run: bool = False,
 
 
 def reset_host(root: str, dry_run: bool = False,
-               echo: Optional[Callable[[str], None]] = None) -> List[str]:
-    """Undo the cluster (reset_cluster), then the host preparation: every file kubecrate
-    wrote goes back to its kept original (or away, if kubecrate created it); the host steps
-    are forgotten; the bundle cache stays."""
-    cluster_changes = reset_cluster(root, dry_run, echo)
+               echo: Optional[Callable[[str], None]] = None,
+               runner: Optional[Runner] = None) -> List[str]:
+    """Undo the cluster (reset_cluster), then the host preparation: the units kubecrate
+    started, enabled, stopped or disabled back as they were, the firewalld rules it added
+    removed, every file it wrote back to its kept original (or away, if kubecrate created
+    it); the host steps are forgotten. What stays is listed in docs/cluster.md (installed
+    RPMs, imported keys, the running kernel's modules, sysctls and SELinux mode until a
+    reboot, and the bundle cache)."""
+    runner = runner or Runner(root, dry_run=dry_run, echo=echo)
+    cluster_changes = reset_cluster(root, dry_run, echo, runner)
     host = Host(root, dry_run=dry_run)
-    runner = Runner(root, dry_run=dry_run, echo=echo)
     with contextlib.ExitStack() as stack:
         if not dry_run:
             stack.enter_context(HostLock(host))
-        changes = ["{} {}".format("restore" if c.action == "update" else "remove", c.path)
-                   for c in host.restore_all()]
-        if changes:
+        changes = owned.undo_units(host, runner, HOST_STEPS)
+        changes += owned.undo_firewall(host, runner)
+        files = ["{} {}".format("restore" if c.action == "update" else "remove", c.path)
+                 for c in host.restore_all()]
+        if files:
             runner.run(["systemctl", "daemon-reload"])
+        changes += files
         state = State.load(host)
         if not dry_run and state.steps:
             state.forget(*HOST_STEPS)

@@ -14,6 +14,7 @@ from installer.host import Host
 STATE_PATH = "/var/lib/kubecrate/state.json"
 LOCK_PATH = "/var/lib/kubecrate/install.lock"
 STATE_VERSION = 1
+OWNED_KEY = "owned"  # units and firewall rules kubecrate changed (installer/owned.py)
 
 
 class LockedError(KubecrateError):
@@ -62,9 +63,19 @@ class State:
         self.data.update(values)
         self.save()
 
-    def save(self) -> None:
+    def save(self, owned: bool = False) -> None:
+        """Write state.json. Its "owned" section (installer/owned.py) is written only with
+        `owned=True`; any other save keeps the section as it is on disk, so a State loaded
+        before a step ran never drops what that step recorded."""
         if self.host.dry_run:
             return
+        if not owned:
+            text = self.host.read_text(STATE_PATH)
+            disk = json.loads(text).get(OWNED_KEY) if text else None
+            if disk is None:
+                self.data.pop(OWNED_KEY, None)
+            else:
+                self.data[OWNED_KEY] = disk
         self.host.write(STATE_PATH, json.dumps(self.data, indent=1, sort_keys=True) + "\n",
                         0o644)
 

@@ -99,6 +99,6 @@ class BinariesStep(ActionStep):
                 ctx.runner.run(["systemctl", "daemon-reload"])
 
             found.append(Action("write " + ", ".join(p for p, _ in stale), write_units))
-        found.extend(_enabled(ctx, "kubelet", start=False))
+        found.extend(_enabled(ctx, "kubelet", start=False, step="binaries"))
         return found
 

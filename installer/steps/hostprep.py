@@ -3,8 +3,9 @@ and chrony. Every file is written atomically with its original kept (installer/h
 
 import re
 from functools import partial
-from typing import List
+from typing import Dict, List
 
+from installer import owned
 from installer.host import fstab_swaps
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
@@ -18,6 +19,8 @@ SYSCTL = (("net.bridge.bridge-nf-call-iptables", "1"),
           ("net.bridge.bridge-nf-call-ip6tables", "1"),
           ("net.ipv4.ip_forward", "1"))
 FLANNEL_VXLAN = "8472/udp"
+NODE_PORTS = "30000-32767/tcp"  # kube-apiserver --service-node-port-range default
+FLANNEL_INTERFACES = ("cni0", "flannel.1")
 
 
 def hosts_content(ctx: Context, current: str) -> str:
@@ -47,7 +50,7 @@ def fstab_content(current: str) -> str:
 
 
 def selinux_content(current: str) -> str:
-    return re.sub(r"^SELINUX=enforcing\s*$", "SELINUX=permissive", current, flags=re.M)
+    return re.sub(r"^SELINUX=enforcing[ \t]*$", "SELINUX=permissive", current, flags=re.M)
 
 
 def firewall_ports(ctx: Context) -> List[str]:
@@ -56,8 +59,8 @@ def firewall_ports(ctx: Context) -> List[str]:
         if ctx.cluster.lb_port:
             ports.append("{}/tcp".format(ctx.cluster.lb_port))
     else:
-        ports = ["10250/tcp", "30000-32767/tcp"]
-    return ports + [FLANNEL_VXLAN]
+        ports = ["10250/tcp"]
+    return ports + [NODE_PORTS, FLANNEL_VXLAN]
 
 
 class HostPrepStep(ActionStep):
@@ -119,28 +122,70 @@ class HostPrepStep(ActionStep):
         active = run.query(["systemctl", "is-active", "firewalld"]).stdout.strip() == "active"
         enabled = run.query(["systemctl", "is-enabled", "firewalld"]).stdout.strip() == "enabled"
         if ctx.cluster.firewall == "disable":
-            if active or enabled:
-                return [Action("stop and disable firewalld",
-                               partial(run.run, ["systemctl", "disable", "--now", "firewalld"]))]
-            return []
+            found = []
+            if active:
+                found.append(Action("stop firewalld", partial(
+                    owned.systemctl, ctx.host, run, self.name, "stop", "firewalld")))
+            if enabled:
+                found.append(Action("disable firewalld", partial(
+                    owned.systemctl, ctx.host, run, self.name, "disable", "firewalld")))
+            return found
         if not active:
             return []
-        listed = run.query(["firewall-cmd", "--permanent", "--list-ports"]).stdout.split()
-        argv = ["firewall-cmd", "--permanent"]
-        argv += ["--add-port=" + p for p in firewall_ports(ctx) if p not in listed]
-        if ctx.node.is_control_plane:
-            protocols = run.query(["firewall-cmd", "--permanent", "--list-protocols"]).stdout
-            if "vrrp" not in protocols.split():
-                argv.append("--add-protocol=vrrp")
-        if len(argv) == 2:
+        rules = missing_firewall_rules(ctx)
+        if not rules:
             return []
 
         def open_ports() -> None:
-            run.run(argv)
+            by_zone: Dict[str, List[str]] = {}
+            for rule in rules:
+                zone, _, arg = rule.rpartition(" ")
+                by_zone.setdefault(zone, []).append(arg)
+            for zone, args in sorted(by_zone.items()):
+                run.run(["firewall-cmd", "--permanent"] + ([zone] if zone else []) + args)
+                owned.note_firewall(ctx.host, self.name,
+                                    [(zone + " " + a).strip() for a in args])
             run.run(["firewall-cmd", "--reload"])
 
-        return [Action("open firewalld: " + " ".join(a.split("=", 1)[1] for a in argv[2:]),
-                       open_ports)]
+        return [Action("open firewalld: " + ", ".join(
+            r.replace("--zone=", "").replace("--add-", "").replace("=", " ") for r in rules),
+            open_ports)]
+
+
+def firewall_rules(ctx: Context) -> List[str]:
+    """Every permanent firewalld rule this node needs, as `[--zone=Z ]--add-…=V`: the role's
+    ports, NodePorts (kube-proxy opens them on every node, control planes too), flannel's
+    VXLAN port, VRRP between control planes, masquerading, and flannel's interfaces in the
+    trusted zone so that pod traffic forwarded between cni0 and flannel.1 is not rejected
+    by firewalld's FORWARD rules."""
+    rules = ["--add-port=" + p for p in firewall_ports(ctx)]
+    if ctx.node.is_control_plane:
+        rules.append("--add-protocol=vrrp")
+    rules.append("--add-masquerade")
+    rules += ["--zone=trusted --add-interface=" + name for name in FLANNEL_INTERFACES]
+    return rules
+
+
+def missing_firewall_rules(ctx: Context) -> List[str]:
+    """firewall_rules() less what firewalld's permanent configuration already has."""
+    run = ctx.runner
+
+    def listed(*args: str) -> List[str]:
+        return run.query(["firewall-cmd", "--permanent"] + list(args)).stdout.split()
+
+    have = {"port": listed("--list-ports"), "protocol": listed("--list-protocols"),
+            "interface": listed("--zone=trusted", "--list-interfaces")}
+    masquerade = run.query(["firewall-cmd", "--permanent", "--query-masquerade"]).returncode == 0
+    missing = []
+    for rule in firewall_rules(ctx):
+        arg = rule.split()[-1]
+        kind, _, value = arg[len("--add-"):].partition("=")
+        if kind == "masquerade":
+            if not masquerade:
+                missing.append(rule)
+        elif value not in have[kind]:
+            missing.append(rule)
+    return missing
 
 
 def _write_then(ctx: Context, path: str, content: str, commands: List[List[str]]) -> None:
@@ -149,12 +194,16 @@ def _write_then(ctx: Context, path: str, content: str, commands: List[List[str]]
         ctx.runner.run(argv)
 
 
-def _enabled(ctx: Context, unit: str, start: bool = True) -> List[Action]:
-    """Actions that enable (and with `start`, start) a systemd unit."""
+def _enabled(ctx: Context, unit: str, start: bool = True,
+             step: str = "host-prep") -> List[Action]:
+    """Actions that enable (and with `start`, start) a systemd unit, each recorded in
+    state.json as done by `step` (installer/owned.py), so that reset undoes only those."""
     run = ctx.runner
     found = []
     if run.query(["systemctl", "is-enabled", unit]).stdout.strip() != "enabled":
-        found.append(Action("enable " + unit, partial(run.run, ["systemctl", "enable", unit])))
+        found.append(Action("enable " + unit, partial(
+            owned.systemctl, ctx.host, run, step, "enable", unit)))
     if start and run.query(["systemctl", "is-active", unit]).stdout.strip() != "active":
-        found.append(Action("start " + unit, partial(run.run, ["systemctl", "start", unit])))
+        found.append(Action("start " + unit, partial(
+            owned.systemctl, ctx.host, run, step, "start", unit)))
     return found

@@ -109,7 +109,7 @@ def bring_up(ctx: Context) -> List[Action]:
         changed = {f.path for f in stale}
         for unit, configs in (("haproxy", {lbconfig.HAPROXY_CFG}),
                               ("keepalived", {lbconfig.KEEPALIVED_CONF, lbconfig.CHECK_SCRIPT})):
-            actions = _enabled(ctx, unit, start=True)
+            actions = _enabled(ctx, unit, start=True, step="loadbalancer")
             starting = any(a.what == "start " + unit for a in actions)
             if changed & configs and not starting:
                 actions.append(Action("restart " + unit,

@@ -6,6 +6,7 @@ import json
 from functools import partial
 from typing import Any, Dict, List
 
+from installer import owned
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
 from installer.steps.hostprep import _enabled
@@ -61,13 +62,16 @@ class RuntimeStep(ActionStep):
             def write_and_restart() -> None:
                 for path, text in stale:
                     ctx.host.write(path, text)
+                was = ctx.runner.query(["systemctl", "is-active", unit]).stdout.strip()
                 ctx.runner.run(["systemctl", "daemon-reload"])
                 ctx.runner.run(["systemctl", "restart", unit])
+                if was != "active":  # restart started it: kubecrate's to stop on reset
+                    owned.note_unit(ctx.host, "runtime", unit, "started")
 
             found.append(Action("write {} and restart {}".format(
                 ", ".join(p for p, _ in stale), unit), write_and_restart))
             if ctx.runner.query(["systemctl", "is-enabled", unit]).stdout.strip() != "enabled":
-                found.append(Action("enable " + unit,
-                                    partial(ctx.runner.run, ["systemctl", "enable", unit])))
+                found.append(Action("enable " + unit, partial(
+                    owned.systemctl, ctx.host, ctx.runner, "runtime", "enable", unit)))
             return found
-        return _enabled(ctx, unit, start=True)
+        return _enabled(ctx, unit, start=True, step="runtime")

@@ -95,18 +95,41 @@ def systemctl(args):
 
 
 def firewall_cmd(args):
+    """The permanent configuration only (what the installer changes), as firewall-cmd(1)
+    (firewalld.org/documentation/man-pages/firewall-cmd.html) defines: `--list-ports`,
+    `--list-protocols`, `--list-interfaces` print a space-separated list; `--query-masquerade`
+    answers with exit 0 (yes) or 1 (no); `--add-*`/`--remove-*` of port, protocol,
+    masquerade and interface; `--zone=Z` picks the zone, else the default zone ("public")."""
     state = load_state()
-    if "--list-ports" in args:
-        print(" ".join(state["ports"]))
-    elif "--list-protocols" in args:
-        print(" ".join(state["protocols"]))
+    zone = next((a.split("=", 1)[1] for a in args if a.startswith("--zone=")), "public")
+    zones = state.setdefault("zones", {})
+    interfaces = zones.setdefault(zone, {}).setdefault("interfaces", [])
+    masquerade = state.setdefault("masquerade", [])
+    tables = {"port": state["ports"], "protocol": state["protocols"], "interface": interfaces}
+    code = 0
     for arg in args:
-        if arg.startswith("--add-port="):
-            state["ports"].append(arg.split("=", 1)[1])
-        if arg.startswith("--add-protocol="):
-            state["protocols"].append(arg.split("=", 1)[1])
+        name, _, value = arg.partition("=")
+        if name == "--list-ports":
+            print(" ".join(state["ports"]))
+        elif name == "--list-protocols":
+            print(" ".join(state["protocols"]))
+        elif name == "--list-interfaces":
+            print(" ".join(interfaces))
+        elif name == "--query-masquerade":
+            print("yes" if zone in masquerade else "no")
+            code = 0 if zone in masquerade else 1
+        elif name == "--add-masquerade" and zone not in masquerade:
+            masquerade.append(zone)
+        elif name == "--remove-masquerade" and zone in masquerade:
+            masquerade.remove(zone)
+        elif name.startswith("--add-") and name[6:] in tables:
+            if value not in tables[name[6:]]:
+                tables[name[6:]].append(value)
+        elif name.startswith("--remove-") and name[9:] in tables:
+            if value in tables[name[9:]]:
+                tables[name[9:]].remove(value)
     save_state(state)
-    return 0
+    return code
 
 
 def yum(args):
