@@ -154,3 +154,22 @@ def test_reset_host_puts_firewalld_and_host_files_back(tmp_path, policy):
         assert not ctx.host.exists(rel), rel
     assert "restore /etc/selinux/config" in changes
     assert owned.units(ctx.host) == {} and owned.firewall_rules(ctx.host) == []
+
+
+@pytest.mark.parametrize("name, vrrp, api", [("cp1", True, True), ("w1", False, False)])
+def test_open_ports_gives_flannel_and_nodeports_what_they_need_once(tmp_path, name, vrrp, api):
+    ctx = make_ctx(tmp_path, name, text=CLUSTER + "firewall: open-ports\n")
+    runner = UnitsRunner(active={"firewalld"}, enabled={"firewalld"})
+    ctx.runner = runner
+    run_steps(ctx, [hostprep.HostPrepStep()])
+    # NodePorts answer on every node (kube-proxy), flannel's VXLAN between all of them, and
+    # pod traffic forwarded cni0 <-> flannel.1 must not hit firewalld's FORWARD reject.
+    assert {"30000-32767/tcp", "8472/udp", "10250/tcp"} <= runner.ports
+    assert ("6443/tcp" in runner.ports) == api and ("8443/tcp" in runner.ports) == api
+    assert runner.protocols == ({"vrrp"} if vrrp else set())
+    assert runner.masquerade and runner.trusted == {"cni0", "flannel.1"}
+    zoned = [c for c in runner.calls if "--zone=trusted" in c and "--permanent" in c
+             and any(a.startswith("--add-") for a in c)]
+    assert zoned == [["firewall-cmd", "--permanent", "--zone=trusted",
+                      "--add-interface=cni0", "--add-interface=flannel.1"]]
+    assert hostprep.missing_firewall_rules(ctx) == []
