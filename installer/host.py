@@ -284,6 +284,20 @@ class Probes:
                 macs[name] = mac
         return macs
 
+    def stacked_interfaces(self) -> List[str]:
+        """Interfaces that share another's MAC by design: bonds, VLANs and bridges (the
+        kernel's DEVTYPE in uevent) and the ports enslaved to a bond or bridge (`master`
+        link). The bonding driver gives its ports the bond's MAC; a VLAN takes its parent's
+        (kernel Documentation/networking/bonding.rst, 8021q)."""
+        found = []
+        for name in self.mac_addresses():
+            uevent = self._read("/sys/class/net/{}/uevent".format(name)) or ""
+            kind = re.search(r"^DEVTYPE=(\w+)", uevent, re.M)
+            enslaved = os.path.lexists(os.path.join(self.base, "sys/class/net", name, "master"))
+            if enslaved or (kind and kind.group(1) in ("bond", "vlan", "bridge")):
+                found.append(name)
+        return found
+
     def mounts(self) -> List[Mount]:
         found = []
         for line in (self._read("/proc/mounts") or "").splitlines():

@@ -15,6 +15,7 @@ one they joined with); `join-info` refreshes it (refresh_join).
 """
 
 import datetime
+import logging
 import os
 from functools import partial
 from typing import List, Optional, Tuple
@@ -25,7 +26,7 @@ from installer.errors import PreconditionError
 from installer.host import Host
 from installer.lbspec import Kubeadm
 from installer.runner import Runner
-from installer.steps import Action, ActionStep, Context
+from installer.steps import Action, ActionStep, Context, clones
 from installer.steps.loadbalancer import ADMIN_CONF, bring_up, is_first, joined
 
 STATE_DIR = "/etc/kubernetes/kubecrate"
@@ -34,6 +35,7 @@ JOIN_CONFIG = STATE_DIR + "/kubeadm-join.yaml"
 JOIN_FILE = STATE_DIR + "/join.yaml"
 CA_CERT = "/etc/kubernetes/pki/ca.crt"
 ROOT_KUBECONFIG = "/root/.kube/config"
+log = logging.getLogger(__name__)
 CLOCK_ENV = "KUBECRATE_FAKE_NOW"  # the tests' clock, shared with the kubeadm stand-ins
 KUBEADM_TIMEOUT = 900.0
 # join-info renews what expires within these margins, so a join started now still works.
@@ -159,6 +161,7 @@ def join(ctx: Context) -> str:
     control_plane = ctx.node.is_control_plane
     config = kubeadmconfig.join_config(settings(ctx), node_address(ctx), info, control_plane,
                                        ctx.cluster.load_balancer.apiserver_port)
+    log.info("%s", clones.refuse_clone(ctx))  # a cloned VM is refused before it registers
     ctx.host.write(JOIN_CONFIG, config, 0o600)
     ctx.runner.run(["kubeadm", "join", "--config", JOIN_CONFIG], timeout=KUBEADM_TIMEOUT,
                    hint="if the token or certificate key expired, run `join-info` on a "

@@ -235,8 +235,10 @@ def check_disk(ctx: Context) -> Finding:
 def check_identity(ctx: Context) -> Finding:
     uuid = ctx.host.probes.product_uuid()
     macs = ctx.host.probes.mac_addresses()
-    if len(set(macs.values())) != len(macs):
-        return Finding(WARN, "identity", "two interfaces share a MAC address: {}".format(macs),
+    stacked = set(ctx.host.probes.stacked_interfaces())
+    own = {name: mac for name, mac in macs.items() if name not in stacked}
+    if len(set(own.values())) != len(own):
+        return Finding(WARN, "identity", "two interfaces share a MAC address: {}".format(own),
                        "give every interface a unique MAC (cloned VM?)")
     text = "product_uuid {}, MACs {}".format(uuid or "unknown", ", ".join(
         sorted(set(macs.values()))) or "none")

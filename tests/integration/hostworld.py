@@ -266,8 +266,16 @@ def write_kernel(host: TestHost, address: str = "10.0.0.21") -> None:
       "kernel/fs/overlayfs/overlay.ko.xz:\nkernel/net/bridge/br_netfilter.ko.xz:\n"
       "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz:\n")
     k("/sys/fs/selinux/enforce", "1\n")
-    k("/sys/class/dmi/id/product_uuid", "4C4C4544-0042-3510-8051-B4C04F4B4E32\n")
-    k("/sys/class/net/eth0/address", "52:54:00:12:34:56\n")
+    # Each host its own machine: product UUID, MAC and machine-id derived from its address,
+    # as separately installed VMs have (a cloned set would be refused at join).
+    octets = [int(part) for part in address.split(".")]
+    k("/sys/class/dmi/id/product_uuid",
+      "4C4C4544-0042-3510-8051-{:02X}{:02X}{:02X}{:02X}4E32\n".format(*octets))
+    k("/sys/class/net/eth0/address", "52:54:00:{:02x}:{:02x}:{:02x}\n".format(*octets[1:]))
+    machine_id = host.file("/etc/machine-id")
+    machine_id.parent.mkdir(parents=True, exist_ok=True)
+    machine_id.write_text("{:08x}".format(sum(o << (8 * (3 - i)) for i, o in enumerate(octets)))
+                          * 4 + "\n")
     k("/proc/net/fib_trie", "Local:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 127.0.0.1\n"
       f"        /32 host LOCAL\n     |-- {address}\n        /32 host LOCAL\n")
 

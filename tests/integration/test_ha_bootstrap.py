@@ -250,3 +250,26 @@ def test_reset_keeps_the_host_and_install_rebuilds_the_first_node(lab):
     assert "kubeadm init" in again["kubeadm"][0]
     assert joinfile.load(str(out)).ca_cert_hash != "" and Path(out).exists()
     assert set(nodes(lab)) == {"cp1"}
+
+
+def test_a_clone_of_a_node_in_the_cluster_is_refused_before_it_joins(lab):
+    # w1 is a VM cloned from cp1 without a new machine-id: kubeadm would register it. The
+    # joiner reads cp1's Node with its bootstrap token (kubeadm:get-nodes) and refuses.
+    out = lab.top / "join.yaml"
+    for name in ("cp1", "w1"):
+        (lab.top / name / "etc").mkdir(parents=True, exist_ok=True)
+        (lab.top / name / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    install(lab, "cp1", join_out=str(out))
+    with pytest.raises(PreconditionError) as err:
+        install(lab, "w1", join=out)
+    assert err.value.exit_code == ExitCode.PRECONDITION
+    assert "w1 looks like a clone: node cp1 already in the cluster has the same " \
+           "/etc/machine-id 0123456789abcdef0123456789abcdef" in err.value.message
+    assert "systemd-machine-id-setup" in err.value.hint and "MAC" in err.value.hint
+    assert not (lab.top / "w1/etc/kubernetes/kubelet.conf").exists()
+    assert set(nodes(lab)) == {"cp1"}
+
+    (lab.top / "w1/etc/machine-id").write_text("fedcba9876543210fedcba9876543210\n")
+    assert install(lab, "w1", join=out)["kubeadm"] == ["kubeadm join 127.0.0.100:8443 as a "
+                                                       "worker"]
+    assert set(nodes(lab)) == {"cp1", "w1"}

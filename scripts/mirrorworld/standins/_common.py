@@ -324,7 +324,11 @@ def wait_healthy(server: str, ca_pem: str, watch_pid_name=None) -> float:
 
 
 def free_port(host: str, port: int) -> bool:
+    # kubeadm's PortOpenCheck (cmd/kubeadm/app/preflight/checks.go) tries net.Listen, and Go
+    # sets SO_REUSEADDR on every listener (net/sockopt_linux.go setDefaultListenerSockopts):
+    # a port whose old connections sit in TIME_WAIT is free to it, as it is here.
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

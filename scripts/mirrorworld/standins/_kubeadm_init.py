@@ -111,6 +111,32 @@ def upload_certs(api: Admin, key: str) -> None:
     print("[upload-certs] Using certificate key:\n" + key)
 
 
+def system_info() -> dict:
+    """What the kubelet reports of this machine in status.nodeInfo (k8s.io/api core/v1
+    types.go NodeSystemInfo: machineID "for unique machine identification in the cluster",
+    systemUUID): kubernetes pkg/kubelet/nodestatus/setters.go MachineInfo copies them from
+    cAdvisor, whose machine/info.go reads /etc/machine-id (then /var/lib/dbus/machine-id)
+    and /sys/class/dmi/id/product_uuid. Here the machine-id is the host root's, the product
+    UUID the fake kernel's ($KUBECRATE_PROBE_ROOT, as the installer's probes read it); an
+    unreadable file gives "", as cAdvisor does."""
+    machine_id = ""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        machine_id = _read_stripped(rooted(path))
+        if machine_id:
+            break
+    probe = os.environ.get("KUBECRATE_PROBE_ROOT") or "/"
+    uuid = _read_stripped(os.path.join(probe, "sys/class/dmi/id/product_uuid"))
+    return {"machineID": machine_id, "systemUUID": uuid}
+
+
+def _read_stripped(path) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
 def node_object(name, address, control_plane, cri, endpoint=None) -> dict:
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
     taints = []
@@ -131,7 +157,7 @@ def node_object(name, address, control_plane, cri, endpoint=None) -> dict:
             "spec": {"taints": taints},
             "status": {"addresses": [{"type": "InternalIP", "address": address},
                                      {"type": "Hostname", "address": name}],
-                       "nodeInfo": {"kubeletVersion": VERSION}}}
+                       "nodeInfo": dict(system_info(), kubeletVersion=VERSION)}}
 
 
 def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_subnet) -> None:

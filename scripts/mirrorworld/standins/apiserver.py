@@ -327,7 +327,12 @@ ROUTES = [
     (r"/api/v1/namespaces/([^/]+)/secrets", ("GET", "POST"), _ADMIN, Handler.secret),
     (r"/api/v1/nodes", ("POST",), _BOOT, Handler.nodes),
     (r"/api/v1/nodes", ("GET",), _ADMIN, Handler.nodes),
-    (r"/api/v1/nodes/([^/]+)", ("GET", "DELETE"), _ADMIN, Handler.nodes),
+    # kubeadm binds ClusterRole kubeadm:get-nodes (verb get on nodes, not list) to the group
+    # system:bootstrappers:kubeadm:default-node-token (kubernetes cmd/kubeadm/app/phases/
+    # bootstraptoken/node/tlsbootstrap.go AllowBootstrapTokensToGetNodes), so a joiner may
+    # read a Node by name.
+    (r"/api/v1/nodes/([^/]+)", ("GET",), _BOOT, Handler.nodes),
+    (r"/api/v1/nodes/([^/]+)", ("DELETE",), _ADMIN, Handler.nodes),
     (r"/kubecrate/v1/apply", ("POST",), _ADMIN, Handler.apply),
     (r"/kubecrate/v1/objects", ("GET",), _ADMIN, Handler.objects),
     (r"/kubecrate/v1/state", ("GET", "PUT"), _ADMIN, Handler.state),
