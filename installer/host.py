@@ -14,11 +14,13 @@ the same files). Listening ports are always probed for real, by binding.
 
 import errno
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from installer.atomic import replace_file
@@ -265,6 +267,22 @@ class Probes:
                 last = match.group(1)
             elif "/32 host LOCAL" in line and last and last not in found:
                 found.append(last)
+        return found
+
+    def routes(self) -> List[Tuple[str, "ipaddress.IPv4Network"]]:
+        """(interface, destination network) of the main IPv4 routing table (/proc/net/route:
+        hex, little-endian address and mask)."""
+        found = []
+        for line in (self._read("/proc/net/route") or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 8:
+                continue
+            try:
+                dest = socket.inet_ntoa(struct.pack("<I", int(fields[1], 16)))
+                mask = socket.inet_ntoa(struct.pack("<I", int(fields[7], 16)))
+                found.append((fields[0], ipaddress.ip_network("{}/{}".format(dest, mask))))
+            except ValueError:
+                continue
         return found
 
     def product_uuid(self) -> Optional[str]:

@@ -293,10 +293,17 @@ def check_iptables(ctx: Context) -> Finding:
     return Finding(PASS, "iptables", "iptables uses the legacy backend")
 
 
+def check_cluster(ctx: Context) -> List[Finding]:
+    """etcd's disk, CIDRs, the other nodes, VRRP, ARP: installer/steps/preflight_cluster.py."""
+    from installer.steps import preflight_cluster  # it imports Finding from here
+
+    return preflight_cluster.findings(ctx)
+
+
 CHECKS: List[Callable] = [
     check_os, check_arch, check_kernel, check_resources, check_swap, check_selinux,
     check_firewalld, check_ports, check_modules, check_filesystem, check_disk, check_identity,
-    check_hostname, check_time, check_el8, check_iptables, check_packages,
+    check_hostname, check_time, check_el8, check_iptables, check_cluster, check_packages,
 ]
 
 
