@@ -147,3 +147,16 @@ def test_preflight_runs_the_cluster_checks_in_its_report(tmp_path):
     names = [f.check for check in preflight.CHECKS if check is preflight.check_cluster
              for f in check(ctx)]
     assert names == ["cidrs", "etcd-disk", "vrrp", "arp"]  # no join: nothing to reach
+
+
+def test_a_shared_product_uuid_or_machine_id_is_a_clone_but_unknown_values_are_not():
+    from installer.steps.clones import Identity, duplicates
+    mine = Identity("w2", "aa" * 16, "4C4C4544-0042-3510-8051-B4C04F4B4E32")
+    others = [Identity("cp1", "bb" * 16, "4c4c4544-0042-3510-8051-b4c04f4b4e32"),
+              Identity("w1", "AA" * 16, ""), Identity("w2", "aa" * 16, mine.system_uuid),
+              Identity("cp2", "", "")]
+    assert duplicates(mine, others) == [
+        "node cp1 already in the cluster has the same product_uuid "
+        "4C4C4544-0042-3510-8051-B4C04F4B4E32",
+        "node w1 already in the cluster has the same /etc/machine-id " + "aa" * 16]
+    assert duplicates(Identity("w3", "", ""), others) == []
