@@ -2,6 +2,7 @@
 real dnf (behind the yum stand-in) and the real Docker 20.10, then prove idempotence, resume
 after a kill, dry-run/plan purity, and that preflight failures exit 4 and change nothing."""
 
+import json
 import os
 import re
 import signal
@@ -118,9 +119,16 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
     status = host.installer("status", "--json", "--root", str(host.root))
     assert '"prepared": true' in status.stdout and '"joined": false' in status.stdout
 
+    units = json.loads((host.top / "state/units.json").read_text())
+    assert "firewalld" not in units["active"] + units["enabled"]  # firewall: disable
     reset = host.installer("reset", "--host", "--root", str(host.root))
     assert reset.returncode == 0, reset.stderr
     assert "kubecrate-installer.pyz install --host-only" in host.python36_runs()
+    # what host prep stopped comes back; what the install started (docker) stops; chronyd,
+    # which ran before kubecrate, is left as it was
+    units = json.loads((host.top / "state/units.json").read_text())
+    assert {"firewalld", "chronyd"} <= set(units["active"]) and "docker" not in units["active"]
+    assert set(units["enabled"]) == {"firewalld", "chronyd"}
     after = snapshot(host.root)
     for rel in ("etc/fstab", "etc/selinux/config", "etc/hosts", "etc/hostname"):
         assert after[rel] == before[rel], rel
