@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mirrorworld import releases
 from mirrorworld import yum as yumworld
@@ -66,8 +66,10 @@ def core_root(folder: Path) -> Path:
 class Node:
     """One namespace host prepared to run the installer: its root, fake kernel, PATH."""
 
-    def __init__(self, host: Host, core: Path, shiv_root: Path, subnet: int) -> None:
+    def __init__(self, host: Host, core: Path, shiv_root: Path, subnet: int,
+                 session: Optional[Dict[str, str]] = None) -> None:
         self.host = host
+        self.session = dict(session or {})  # the operator's locale variables (none: env -i)
         top = host.dir
         self.test_host = hostworld.TestHost(top, top / "root", top / "kernel", top / "bin")
         shutil.copytree(core, self.test_host.root, symlinks=True)
@@ -113,10 +115,11 @@ class Node:
 
     def pyz(self, built: Path, *args: object, timeout: float = 900):
         """The real .pyz, as an operator starts it on a CentOS 7 host: through its sh preamble,
-        on CPython 3.6 (the host's python3), from a session without LANG or LC_* (`env -i`;
-        the test's KUBECRATE_* knobs pass through)."""
+        on CPython 3.6 (the host's python3), from `env -i` plus this node's session locale
+        (`self.session`; the test's KUBECRATE_* knobs pass through)."""
         env = {k: v for k, v in os.environ.items() if k.startswith("KUBECRATE_")}
-        env.update(self.env, KUBECRATE_ROOT=str(self.root),
+        env.update(self.env, **self.session)
+        env.update(KUBECRATE_ROOT=str(self.root),
                    PATH="{}:{}".format(self.python_dir, self.env["PATH"]))
         full = ["env", "-i"] + ["{}={}".format(k, v) for k, v in sorted(env.items())]
         full += [str(built / "kubecrate-installer.pyz")] + [str(a) for a in args]
@@ -141,8 +144,15 @@ class Node:
         return text
 
 
+# The sessions operators start the installer from, one per node in NAMES order: ssh or cron
+# without LANG (the first node, which runs kubeadm init), LANG=C, a Debian workstation's
+# forwarded LANG=C.UTF-8, and a locale the host lacks (C.UTF-8 on CentOS 7's glibc).
+SESSIONS = ({}, {"LANG": "C"}, {"LANG": "C.UTF-8"}, {"LANG": "kc_XX.UTF-8"})
+
+
 def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int) -> Dict[str, Node]:
-    return {host.name: Node(host, core, shiv_root, subnet) for host in lab.hosts}
+    return {host.name: Node(host, core, shiv_root, subnet, SESSIONS[i % len(SESSIONS)])
+            for i, host in enumerate(lab.hosts)}
 
 
 def get_nodes(client: Node, first: Node) -> List[List[str]]:

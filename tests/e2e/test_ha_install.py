@@ -73,7 +73,11 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
             conf = node.root / "etc/keepalived/keepalived.conf"
             assert "state BACKUP" in conf.read_text()
 
-    for name, node in nodes.items():  # through the preamble, on CPython 3.6, without LANG
+    # Through the preamble, on CPython 3.6: cp1 without LANG, the others with LANG=C,
+    # LANG=C.UTF-8 and a locale the host lacks (halab.SESSIONS).
+    assert [n.session.get("LANG") for n in nodes.values()] == [None, "C", "C.UTF-8",
+                                                               "kc_XX.UTF-8"]
+    for name, node in nodes.items():
         assert "kubecrate-installer.pyz install" in node.python36_runs(), name
 
     assert "https://{}:{}".format(vip, halab.LB_PORT) in \
