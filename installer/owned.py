@@ -16,8 +16,8 @@ from installer.state import OWNED_KEY as OWNED
 from installer.state import State
 
 # What undoes each recorded unit change, in the order reset applies them.
-UNDO_UNIT = (("started", "stop"), ("enabled", "disable"), ("stopped", "start"),
-             ("disabled", "enable"))
+UNDO_UNIT = (("started", "stop"), ("enabled", "disable"), ("masked", "unmask"),
+             ("stopped", "start"), ("disabled", "enable"))
 
 
 def _owned(state: State) -> Dict[str, Any]:
@@ -25,7 +25,7 @@ def _owned(state: State) -> Dict[str, Any]:
 
 
 def note_unit(host: Host, step: str, unit: str, change: str) -> None:
-    """Record that `step` made `change` ("enabled", "started", "disabled", "stopped") to
+    """Record that `step` made `change` (see VERB_CHANGE's values) to
     `unit`. Only a change kubecrate made is recorded: a unit that was already so is not."""
     if host.dry_run:
         return
@@ -36,7 +36,8 @@ def note_unit(host: Host, step: str, unit: str, change: str) -> None:
     state.save(owned=True)
 
 
-VERB_CHANGE = {"enable": "enabled", "start": "started", "disable": "disabled", "stop": "stopped"}
+VERB_CHANGE = {"enable": "enabled", "start": "started", "disable": "disabled", "stop": "stopped",
+               "mask": "masked"}  # e.g. host prep masking swap units
 
 
 def systemctl(host: Host, runner: Runner, step: str, verb: str, unit: str) -> None:

@@ -173,3 +173,14 @@ def test_open_ports_gives_flannel_and_nodeports_what_they_need_once(tmp_path, na
     assert zoned == [["firewall-cmd", "--permanent", "--zone=trusted",
                       "--add-interface=cni0", "--add-interface=flannel.1"]]
     assert hostprep.missing_firewall_rules(ctx) == []
+
+
+def test_a_unit_host_prep_masked_is_unmasked_by_reset_host_only(tmp_path):
+    # e.g. a swap unit: host prep masks it through owned.systemctl, reset --host unmasks it
+    ctx = make_ctx(tmp_path, "w1")
+    runner = UnitsRunner()
+    owned.systemctl(ctx.host, runner, "host-prep", "mask", "dev-mapper-centos\\x2dswap.swap")
+    assert session.reset_cluster(ctx.host.root, runner=runner) == []
+    changes = session.reset_host(ctx.host.root, runner=runner)
+    assert "unmask dev-mapper-centos\\x2dswap.swap (kubecrate masked it)" in changes
+    assert ["systemctl", "unmask", "dev-mapper-centos\\x2dswap.swap"] in runner.calls
