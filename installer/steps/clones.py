@@ -32,6 +32,7 @@ from installer.errors import PreconditionError
 from installer.steps import Context
 
 MACHINE_ID = "/etc/machine-id"
+NOT_COMPARED = "identity not compared with the cluster"
 CURL_TIMEOUT = 10  # seconds per request; a handful of requests per join
 FIX = ("give this host its own identity before it joins: `rm -f /etc/machine-id && "
        "systemd-machine-id-setup` for a new machine-id, and a new MAC address and product "
@@ -144,7 +145,7 @@ def refuse_clone(ctx: Context) -> str:
     try:
         others = cluster_identities(ctx)
     except _Unreachable as err:
-        return "identity not compared with the cluster ({})".format(err)
+        return "{} ({})".format(NOT_COMPARED, err)
     clash = duplicates(mine, others)
     if clash:
         raise PreconditionError(

@@ -4,7 +4,8 @@
 - the pod and service CIDRs against the host's own addresses and routes;
 - the other nodes' kubelet/apiserver/etcd ports, on a node that joins an existing cluster;
 - VRRP's interface and a host firewall that would drop IP protocol 112;
-- the ARP and bind sysctls the VIP depends on.
+- the ARP and bind sysctls the VIP depends on;
+- on a node that joins, its machine-id and product UUID against the registered nodes'.
 
 Each check only reads, except the disk probe, which writes a scratch file of a few hundred
 KiB next to /var/lib/etcd and removes it. Every loop is bounded in count and time.
@@ -18,7 +19,8 @@ import socket
 import time
 from typing import Callable, List, Sequence
 
-from installer.steps import Context
+from installer.errors import PreconditionError
+from installer.steps import Context, clones
 from installer.steps.preflight import FAIL, PASS, WARN, Finding
 
 ETCD_DIR = "/var/lib/etcd"
@@ -246,10 +248,26 @@ def check_arp(ctx: Context) -> List[Finding]:
     return [Finding(PASS, "arp", detail)]
 
 
+def check_clone(ctx: Context) -> List[Finding]:
+    """On a node that joins: its machine-id and product UUID against the registered nodes'
+    (installer/steps/clones.py; the kubeadm step checks again right before the join)."""
+    if getattr(ctx, "join", None) is None or ctx.host.exists("/etc/kubernetes/kubelet.conf"):
+        return []
+    try:
+        text = clones.refuse_clone(ctx)
+    except PreconditionError as err:
+        return [Finding(FAIL, "clone", err.message, err.hint or "")]
+    if text.startswith(clones.NOT_COMPARED):
+        return [Finding(WARN, "clone", text, "check that {} is reachable from this host"
+                        .format(ctx.join.endpoint))]
+    return [Finding(PASS, "clone", text)]
+
+
 def findings(ctx: Context) -> List[Finding]:
     """Every cluster-level check, in report order."""
     found: List[Finding] = []
-    for check in (check_cidrs, check_etcd_disk, check_vrrp, check_arp, check_reachability):
+    for check in (check_cidrs, check_etcd_disk, check_vrrp, check_arp, check_reachability,
+                  check_clone):
         found.extend(check(ctx))
     return found
 

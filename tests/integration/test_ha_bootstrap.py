@@ -28,7 +28,7 @@ from installer.errors import ExitCode, PreconditionError
 from installer.host import Host, Probes
 from installer.runner import Runner
 from installer.state import State
-from installer.steps import Context, all_steps, run_steps
+from installer.steps import Context, all_steps, preflight_cluster, run_steps
 from installer.steps import kubeadm as kubeadm_step
 from tests.conftest import require_tool
 from tests.procs import kill_standins
@@ -260,6 +260,8 @@ def test_a_clone_of_a_node_in_the_cluster_is_refused_before_it_joins(lab):
         (lab.top / name / "etc").mkdir(parents=True, exist_ok=True)
         (lab.top / name / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     install(lab, "cp1", join_out=str(out))
+    found = preflight_cluster.check_clone(context(lab, "w1", joinfile.load(str(out))))
+    assert found[0].level == "fail" and "looks like a clone" in found[0].message
     with pytest.raises(PreconditionError) as err:
         install(lab, "w1", join=out)
     assert err.value.exit_code == ExitCode.PRECONDITION
