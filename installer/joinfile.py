@@ -18,8 +18,7 @@ import string
 import tempfile
 from typing import Any, List, NamedTuple, Optional
 
-import yaml
-
+from installer import yamldoc
 from installer.atomic import replace_file
 from installer.errors import UsageError
 from installer.render import render
@@ -134,9 +133,9 @@ def dump(info: JoinInfo) -> str:
 def parse(text: str, source: str = "join.yaml") -> JoinInfo:
     """Validate join.yaml text; raises JoinFileError naming the file and the key."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise JoinFileError("{}: not valid YAML: {}".format(source, err))
+        data = yamldoc.parse(text, source).data
+    except yamldoc.DocumentError as err:  # also the size and alias limits
+        raise JoinFileError(err.message, err.hint)
     if not isinstance(data, dict):
         raise JoinFileError("{}: not a mapping of keys".format(source))
     for key in data:

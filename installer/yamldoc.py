@@ -4,6 +4,10 @@ Recipes, mirror presets, cluster.yaml and the load-balancer settings are all rea
 `yaml.safe_load` for the data, `yaml.compose` for the line of every key, and a reader that checks
 shapes as it walks and names the file, line and key of the first problem, with a did-you-mean for
 unknown keys. Python 3.6 (hosts read cluster.yaml), so typing forms only.
+
+Hostile input is bounded before it is parsed (issue 14): a file larger than MAX_BYTES, more than
+MAX_ALIASES aliases (a 272-byte "billion laughs" expands to millions of nodes), or a document
+that expands to more than MAX_NODES nodes is refused with a clear error, in milliseconds.
 """
 
 import difflib
@@ -15,6 +19,9 @@ import yaml
 from installer.errors import KubecrateError
 
 KeyPath = Tuple[Any, ...]
+MAX_BYTES = 1 << 20  # our largest recipe is ~3 kB; a cluster.yaml for 1000 nodes ~100 kB
+MAX_ALIASES = 64  # merge keys and shared lists in hand-written files need a few
+MAX_NODES = 200000  # scalars, mappings and sequences after aliases are expanded
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -78,27 +85,60 @@ def read(path: str, what: str, error_class: type = DocumentError,
     `cannot read <what>` and why."""
     try:
         with open(str(path), "r", encoding="utf-8") as handle:
-            return handle.read()
+            text = handle.read(MAX_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise error_class("cannot read {}: {}".format(what, reason), hint,
                           file=str(path)) from exc
+    _check_size(text, str(path), error_class)
+    return text
+
+
+def _check_size(text: str, source: str, error_class: type) -> None:
+    if len(text) > MAX_BYTES:
+        raise error_class("larger than {} MiB: refused (kubecrate's YAML files are a few "
+                          "kB)".format(MAX_BYTES >> 20),
+                          "is this the right file? split it or remove what is not needed",
+                          file=source)
+
+
+def _check_aliases(text: str, source: str, error_class: type) -> None:
+    """Count aliases with the scanner (linear in the text) before anything expands them."""
+    count = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, yaml.AliasToken):
+            count += 1
+            if count > MAX_ALIASES:
+                raise error_class(
+                    "more than {} YAML aliases (*name): refused, an alias bomb expands a few "
+                    "hundred bytes into gigabytes".format(MAX_ALIASES),
+                    "write the values out instead of referring to anchors", file=source,
+                    line=token.start_mark.line + 1)
 
 
 def parse(text: str, source: str, error_class: type = DocumentError) -> Document:
     """Parse YAML text; syntax errors and duplicated keys (YAML silently keeps the last one)
-    raise `error_class` naming the file and line."""
+    raise `error_class` naming the file and line. Files over MAX_BYTES, with more than
+    MAX_ALIASES aliases or expanding to more than MAX_NODES nodes are refused first."""
+    _check_size(text, source, error_class)
     try:
+        _check_aliases(text, source, error_class)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise error_class("not valid YAML: {}".format(getattr(exc, "problem", None) or exc),
                           file=source, line=mark.line + 1 if mark else None) from exc
     lines = {}  # type: Dict[KeyPath, int]
     stack = [((), node)]
+    visited = 0
     while stack:
         path, current = stack.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            raise error_class("expands to more than {} YAML nodes: refused (aliases "
+                              "repeat whole subtrees)".format(MAX_NODES),
+                              "write the values out instead of referring to anchors",
+                              file=source)
         if isinstance(current, yaml.MappingNode):
             for key_node, value_node in current.value:
                 sub = path + (key_node.value,)
@@ -112,6 +152,12 @@ def parse(text: str, source: str, error_class: type = DocumentError) -> Document
             for index, item in enumerate(current.value):
                 lines[path + (index,)] = item.start_mark.line + 1
                 stack.append((path + (index,), item))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # compose accepted it; constructing can still fail
+        mark = getattr(exc, "problem_mark", None)
+        raise error_class("not valid YAML: {}".format(getattr(exc, "problem", None) or exc),
+                          file=source, line=mark.line + 1 if mark else None) from exc
     return Document(source, data, lines)
 
 
