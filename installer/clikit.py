@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import click
 
 from installer.errors import ExitCode, KubecrateError
+from installer.redact import RedactingFormatter, redact
 
 
 def configure_logging(verbose: int) -> None:
@@ -18,7 +19,7 @@ def configure_logging(verbose: int) -> None:
     elif verbose > 1:
         level = logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     for name in ("installer", "builder"):
         logger = logging.getLogger(name)
         logger.setLevel(level)
@@ -33,7 +34,7 @@ def run(group: click.Group, argv: object = None, prog_name: Optional[str] = None
     except KubecrateError as err:
         if logging.getLogger("installer").isEnabledFor(logging.DEBUG):
             logging.getLogger("installer").exception("traceback")
-        click.echo(err.diagnostics(), err=True)
+        click.echo(redact(err.diagnostics()), err=True)
         sys.exit(int(err.exit_code))
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
@@ -43,7 +44,7 @@ def run(group: click.Group, argv: object = None, prog_name: Optional[str] = None
         sys.exit(int(ExitCode.INTERRUPTED))
     except OSError as err:
         # An I/O problem outside our checks (disk full, permissions): say which file.
-        click.echo("error: {}".format(err), err=True)
+        click.echo(redact("error: {}".format(err)), err=True)
         sys.exit(int(ExitCode.ERROR))
     except click.ClickException as err:
         err.show()

@@ -21,6 +21,7 @@ from typing import Any, List, NamedTuple, Optional
 from installer import yamldoc
 from installer.atomic import replace_file
 from installer.errors import UsageError
+from installer.redact import remember
 from installer.render import render
 
 FORMAT_VERSION = 1
@@ -63,12 +64,16 @@ class JoinInfo(NamedTuple):
 def new_token() -> str:
     """A fresh bootstrap token, [a-z0-9]{6}.[a-z0-9]{16}, from the secrets module."""
     pick = lambda n: "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(n))  # noqa: E731
-    return pick(6) + "." + pick(16)
+    token = pick(6) + "." + pick(16)
+    remember(token)
+    return token
 
 
 def new_certificate_key() -> str:
     """A fresh 32-byte AES key for kubeadm's uploaded certificates, as 64 lowercase hex."""
-    return secrets.token_hex(32)
+    key = secrets.token_hex(32)
+    remember(key)
+    return key
 
 
 def utcnow() -> datetime.datetime:
@@ -147,6 +152,7 @@ def parse(text: str, source: str = "join.yaml") -> JoinInfo:
     for key in ("endpoint", "token", "token_expires", "ca_cert_hash"):
         if key not in data:
             raise JoinFileError("{}: required key {!r} is missing".format(source, key))
+    remember(data.get("token"), data.get("certificate_key"))
     info = JoinInfo(data["endpoint"], data["token"], data["token_expires"],
                     data["ca_cert_hash"], data.get("certificate_key"),
                     data.get("certificate_key_expires"))

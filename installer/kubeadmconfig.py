@@ -7,7 +7,7 @@ with Docker), advertiseAddress and the kubelet's node-ip (hosts often have no de
 The token and certificate key come from installer.joinfile, generated before init runs.
 """
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from installer.joinfile import CERTIFICATE_KEY_RE, TOKEN_RE, JoinInfo, validate
 from installer.lbspec import APISERVER_PORT, Kubeadm
@@ -43,3 +43,18 @@ def join_config(k: Kubeadm, node: NodeAddress, join: JoinInfo, control_plane: bo
         raise ValueError("a control-plane join needs join.yaml's certificate_key")
     return render("kubeadm-join.yaml.j2", k=k, node=node, join=join, control_plane=control_plane,
                   apiserver_port=apiserver_port)
+
+
+def refresh_config(kubernetes_version: str, token: Optional[str] = None,
+                   certificate_key: Optional[str] = None, cri_socket: Optional[str] = None) -> str:
+    """The 0600 config of `kubeadm token create --config` (with `token`) or `kubeadm init phase
+    upload-certs --config` (with `certificate_key`): kubeadm refuses --certificate-key next to
+    --config, and without kubernetesVersion it asks dl.k8s.io first (issue 12 item 7)."""
+    if (token is None) == (certificate_key is None):
+        raise ValueError("a refresh config carries either a token or a certificate key")
+    if token is not None and not TOKEN_RE.match(token):
+        raise ValueError("bootstrap token must match [a-z0-9]{6}.[a-z0-9]{16}")
+    if certificate_key is not None and not CERTIFICATE_KEY_RE.match(certificate_key):
+        raise ValueError("certificate key must be 64 lowercase hex digits")
+    return render("kubeadm-refresh.yaml.j2", kubernetes_version=kubernetes_version, token=token,
+                  token_ttl=TOKEN_TTL, certificate_key=certificate_key, cri_socket=cri_socket)

@@ -7,6 +7,10 @@ queries (`readonly=True`), which `plan` and `check()` need to see the host as it
 
 Every child gets KUBECRATE_ROOT=<root>: on a real host that is "/", and the test stand-ins act
 on the test root they are given (docs/testing.md).
+
+Secrets never go on a command line (any local user reads argv in /proc): they go in 0600
+files. Whatever the runner shows, logs or raises (argv, stdout, stderr) passes through
+installer.redact first, so a token or key a command prints stays out of logs at any -v.
 """
 
 import logging
@@ -17,6 +21,7 @@ import time
 from typing import BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from installer.errors import StepFailed
+from installer.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +34,8 @@ class CommandFailed(StepFailed):
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str,
                  hint: Optional[str] = None) -> None:
-        tail = "\n".join(stderr.strip().splitlines()[-TAIL_LINES:])
-        message = "command failed (exit {}): {}".format(returncode, " ".join(argv))
+        tail = redact("\n".join(stderr.strip().splitlines()[-TAIL_LINES:]))
+        message = "command failed (exit {}): {}".format(returncode, redact(" ".join(argv)))
         if tail:
             message += "\n" + tail
         super().__init__(message, hint)
@@ -74,7 +79,7 @@ class Runner:
         if not argv or not all(argv):
             raise ValueError("empty command or argument: {!r}".format(argv))
         if self.dry_run and not readonly:
-            self.echo("would run: " + " ".join(argv))
+            self.echo("would run: " + redact(" ".join(argv)))
             return Result(argv, 0, "", "")
         self.history.append(argv)
         started = time.monotonic()
@@ -111,13 +116,15 @@ class Runner:
             err.seek(0)
             stdout = out.read().decode("utf-8", "replace")
             stderr = err.read().decode("utf-8", "replace")
-        log.debug("ran %s: exit %d in %.2fs", argv, returncode, time.monotonic() - started)
+        log.debug("ran %s: exit %d in %.2fs", redact(argv), returncode,
+                  time.monotonic() - started)
         if stdout.strip():
-            log.debug("stdout of %s:\n%s", argv[0], stdout.rstrip())
+            log.debug("stdout of %s:\n%s", argv[0], redact(stdout.rstrip()))
         if stderr.strip():
-            log.debug("stderr of %s:\n%s", argv[0], stderr.rstrip())
+            log.debug("stderr of %s:\n%s", argv[0], redact(stderr.rstrip()))
         if check and returncode != 0:
-            log.error("%s failed (exit %d):\n%s", " ".join(argv), returncode, stderr.rstrip())
+            log.error("%s failed (exit %d):\n%s", redact(" ".join(argv)), returncode,
+                      redact(stderr.rstrip()))
             raise CommandFailed(argv, returncode, stderr or stdout, hint)
         return Result(argv, returncode, stdout, stderr)
 

@@ -10,8 +10,9 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 from installer import joinfile, minisig, owned
 from installer.bundleinfo import open_for_preflight, read_info
 from installer.cluster import find_node, load_cluster
-from installer.errors import PreconditionError, UsageError
+from installer.errors import KubecrateError, PreconditionError, UsageError
 from installer.host import Host
+from installer.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
 from installer.manifest import parse_manifest
 from installer.runner import Runner
 from installer.state import HostLock, State
@@ -191,11 +192,29 @@ def join_info(root: str, out: Optional[str] = None, dry_run: bool = False,
     with contextlib.ExitStack() as stack:
         if not dry_run:
             stack.enter_context(HostLock(host))
-        info, done = kubeadm_step.refresh_join(host, runner, endpoint, kubeadm_step.now())
+        version, socket = _kubeadm_target(host, runner)
+        info, done = kubeadm_step.refresh_join(host, runner, endpoint, kubeadm_step.now(),
+                                               version, socket)
         if dry_run:
             return info, done + ["would write join material to {}".format(
                 out or host.path(kubeadm_step.JOIN_FILE))]
         return info, done + kubeadm_step.write_join(host, info, out)
+
+
+def _kubeadm_target(host: Host, runner: Runner) -> Tuple[str, Optional[str]]:
+    """(Kubernetes version, CRI socket) for join-info's kubeadm configs: from the installed
+    bundle recorded in state.json, else kubeadm's own version (what it would fall back to)
+    and no socket (kubeadm then detects it)."""
+    digest = State.load(host).data.get("bundle")
+    raw = host.read_bytes("{}/{}/bundle.json".format(BUNDLES_DIR, digest)) if digest else None
+    if raw is not None:
+        try:
+            info = read_info(parse_manifest(raw), digest)
+            return info.kubernetes_version, (DOCKERSHIM_SOCKET if info.runtime == "docker"
+                                             else CONTAINERD_SOCKET)
+        except KubecrateError:  # a damaged cache: kubeadm's own version is as good
+            pass
+    return runner.run(["kubeadm", "version", "-o", "short"], readonly=True).stdout.strip(), None
 
 
 def reset_cluster(root: str, dry_run: bool = False,

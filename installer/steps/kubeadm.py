@@ -14,13 +14,15 @@ join.yaml lives at JOIN_FILE on every control-plane node (the first node's own, 
 one they joined with); `join-info` refreshes it (refresh_join).
 """
 
+import contextlib
 import datetime
 import logging
 import os
 from functools import partial
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from installer import joinfile, kubeadmconfig
+from installer.atomic import replace_file
 from installer.cluster import kubeadm_settings
 from installer.errors import PreconditionError
 from installer.host import Host
@@ -33,6 +35,7 @@ STATE_DIR = "/etc/kubernetes/kubecrate"
 INIT_CONFIG = STATE_DIR + "/kubeadm-init.yaml"
 JOIN_CONFIG = STATE_DIR + "/kubeadm-join.yaml"
 JOIN_FILE = STATE_DIR + "/join.yaml"
+REFRESH_CONFIG = STATE_DIR + "/kubeadm-refresh.yaml"  # join-info's secrets for kubeadm, 0600
 CA_CERT = "/etc/kubernetes/pki/ca.crt"
 ROOT_KUBECONFIG = "/root/.kube/config"
 log = logging.getLogger(__name__)
@@ -90,11 +93,13 @@ def read_join(host: Host) -> Optional[joinfile.JoinInfo]:
     return joinfile.parse(text, host.path(JOIN_FILE)) if text else None
 
 
-def refresh_join(host: Host, runner: Runner, endpoint: str,
-                 moment: datetime.datetime) -> Tuple[joinfile.JoinInfo, List[str]]:
+def refresh_join(host: Host, runner: Runner, endpoint: str, moment: datetime.datetime,
+                 kubernetes_version: str, cri_socket: Optional[str] = None
+                 ) -> Tuple[joinfile.JoinInfo, List[str]]:
     """Join material valid from `moment`: the recorded token and certificate key where they
     still have their margin, else a new token (`kubeadm token create`) and a re-upload of the
-    certificates under a new key (`kubeadm init phase upload-certs`)."""
+    certificates under a new key (`kubeadm init phase upload-certs`). The new secrets reach
+    kubeadm only in a 0600 --config file (REFRESH_CONFIG), never on its command line."""
     old = read_join(host)
     kubeconfig = ["--kubeconfig", ADMIN_CONF]
     done = []
@@ -103,9 +108,11 @@ def refresh_join(host: Host, runner: Runner, endpoint: str,
     else:
         token = joinfile.new_token()
         token_expires = joinfile.format_time(moment + joinfile.TOKEN_TTL)
-        runner.run(["kubeadm", "token", "create", token, "--ttl", kubeadmconfig.TOKEN_TTL,
-                    "--description", "kubecrate join-info"] + kubeconfig,
-                   timeout=KUBEADM_TIMEOUT)
+        config = kubeadmconfig.refresh_config(kubernetes_version, token=token,
+                                              cri_socket=cri_socket)
+        with secret_config(host, runner, config) as path:
+            runner.run(["kubeadm", "token", "create", "--config", path] + kubeconfig,
+                       timeout=KUBEADM_TIMEOUT)
         done.append("created bootstrap token {}.* (expires {})".format(token[:6], token_expires))
     if old and old.endpoint == endpoint and \
             not old.certificate_key_expired(moment + CERTIFICATE_KEY_MARGIN):
@@ -113,14 +120,39 @@ def refresh_join(host: Host, runner: Runner, endpoint: str,
     else:
         key = joinfile.new_certificate_key()
         key_expires = joinfile.format_time(moment + joinfile.CERTIFICATE_KEY_TTL)
-        runner.run(["kubeadm", "init", "phase", "upload-certs", "--upload-certs",
-                    "--certificate-key", key] + kubeconfig, timeout=KUBEADM_TIMEOUT)
+        config = kubeadmconfig.refresh_config(kubernetes_version, certificate_key=key,
+                                              cri_socket=cri_socket)
+        with secret_config(host, runner, config) as path:
+            # kubeadm prints the key unless told not to (phases/init/uploadcerts.go)
+            runner.run(["kubeadm", "init", "phase", "upload-certs", "--upload-certs",
+                        "--config", path, "--skip-certificate-key-print"] + kubeconfig,
+                       timeout=KUBEADM_TIMEOUT)
         done.append("re-uploaded the control-plane certificates under a new key (expires "
                     "{})".format(key_expires))
     info = joinfile.JoinInfo(endpoint, token, token_expires, ca_cert_hash(host, runner), key,
                              key_expires)
     joinfile.validate(info)
     return info, done
+
+
+@contextlib.contextmanager
+def secret_config(host: Host, runner: Runner, text: str) -> Iterator[str]:
+    """REFRESH_CONFIG holding `text`, mode 0600 from its first byte, for one kubeadm command;
+    removed afterwards whatever happened. Yields the host path to pass to kubeadm."""
+    if runner.dry_run:
+        yield REFRESH_CONFIG
+        return
+    path = host.path(REFRESH_CONFIG)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    data = text.encode("utf-8")
+    replace_file(path, lambda handle: handle.write(data), 0o600)
+    try:
+        yield REFRESH_CONFIG
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def kubeconfig_for_root(ctx: Context) -> List[Action]:
@@ -206,7 +238,9 @@ class KubeadmStep(ActionStep):
              if ctx.node.is_control_plane else [])
 
     def _rewrite_join(self, ctx: Context) -> str:
-        info, done = refresh_join(ctx.host, ctx.runner, str(ctx.cluster.endpoint), now())
+        k = settings(ctx)
+        info, done = refresh_join(ctx.host, ctx.runner, str(ctx.cluster.endpoint), now(),
+                                  k.kubernetes_version, k.cri_socket)
         return "; ".join(done + write_join(ctx.host, info, ctx.join_out))
 
     def apply(self, ctx: Context) -> List[str]:

@@ -182,7 +182,52 @@ def nodes(lab):
     return {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
 
 
-def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeypatch):
+class ArgvWatcher:
+    """What `ps` shows any local user: every kubeadm command line seen in /proc/*/cmdline,
+    polled in a thread while the block runs (bounded: at most 300 s)."""
+
+    def __init__(self):
+        self.seen = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        deadline = time.monotonic() + 300
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            for entry in os.listdir("/proc"):
+                try:
+                    with open("/proc/{}/cmdline".format(entry), "rb") as handle:
+                        argv = handle.read().decode("utf-8", "replace").split("\0")
+                except OSError:
+                    continue
+                if any(arg.endswith("kubeadm") for arg in argv):
+                    self.seen.add(" ".join(argv))
+            time.sleep(0.001)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def join_info_watched(root, out, caplog):
+    """session.join_info under an ArgvWatcher, with the runner's -vv log captured."""
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="installer"), ArgvWatcher() as watcher:
+        info, changes = session.join_info(root, out)
+    secrets = {info.token, info.token.split(".")[1], info.certificate_key}
+    for argv in watcher.seen:
+        assert not any(secret in argv for secret in secrets), "a secret in ps: " + argv
+    logged = caplog.text
+    assert not any(secret in logged for secret in secrets), "a secret in the -vv log"
+    assert "dl.k8s.io" not in logged, "kubeadm asked the internet for its version"
+    return info, changes, watcher.seen
+
+
+def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeypatch, caplog):
     out = lab.top / "join.yaml"
     first = install(lab, "cp1", join_out=str(out))
     assert first["loadbalancer"] == [] and first["cni"]
@@ -217,8 +262,10 @@ def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeyp
     assert err.value.exit_code == ExitCode.PRECONDITION and "join-info" in err.value.hint
     assert not (lab.top / "cp3/etc/kubernetes/kubelet.conf").exists()
     fresh = lab.top / "fresh.yaml"
-    info, changes = session.join_info(str(cp1), str(fresh))
+    info, changes, argvs = join_info_watched(str(cp1), str(fresh), caplog)
     assert any("re-uploaded" in c for c in changes) and not any("token" in c for c in changes)
+    assert any(" upload-certs " in argv and " --config " in argv for argv in argvs), argvs
+    assert not (cp1 / kubeadm_step.REFRESH_CONFIG.lstrip("/")).exists()
     assert info.token == join.token and info.certificate_key != join.certificate_key
     assert install(lab, "cp3", join=fresh)["kubeadm"][0].startswith("kubeadm join")
 
@@ -227,8 +274,9 @@ def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeyp
     monkeypatch.setenv("KUBECRATE_FAKE_NOW", str(start + 25 * HOUR))
     with pytest.raises(PreconditionError, match="token expired"):
         install(lab, "w2", join=fresh)
-    info, changes = session.join_info(str(lab.top / "cp2"), str(fresh))
+    info, changes, argvs = join_info_watched(str(lab.top / "cp2"), str(fresh), caplog)
     assert any("created bootstrap token" in c for c in changes) and info.token != join.token
+    assert any(" token create --config " in argv for argv in argvs), argvs
     install(lab, "w2", join=fresh)
     assert nodes(lab) == {name: "Ready" for name, _, _ in NODES}
     status = session.status(str(cp1))

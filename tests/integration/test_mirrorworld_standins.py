@@ -90,6 +90,17 @@ spec:
 """
 
 
+REFRESH_CONFIG = """\
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: InitConfiguration
+{init}
+---
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+kubernetesVersion: {version}
+"""
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     require_tool("openssl")
@@ -333,6 +344,20 @@ def test_ha_init_joins_expiry_kubectl_and_reset(hosts):
     reupload = cp1.run("kubeadm", "init", "phase", "upload-certs", "--upload-certs",
                        "--certificate-key", CERT_KEY, fake_now=later)
     assert reupload.returncode == 0, reupload.stderr
+    # without a config's kubernetesVersion kubeadm asks dl.k8s.io first (issue 12 item 7)
+    assert "could not fetch a Kubernetes version from the internet" in reupload.stderr
+    assert "[upload-certs] Using certificate key:\n" + CERT_KEY in reupload.stdout
+    secret_config = cp1.root / "refresh.yaml"
+    secret_config.write_text(REFRESH_CONFIG.format(
+        version=VERSION, init="certificateKey: \"%s\"" % CERT_KEY))
+    mixed = cp1.run("kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config",
+                    str(secret_config), "--certificate-key", CERT_KEY, fake_now=later)
+    assert mixed.returncode == 1
+    assert mixed.stderr.strip() == "can not mix '--config' with arguments [certificate-key]"
+    quiet = cp1.run("kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config",
+                    str(secret_config), "--skip-certificate-key-print", fake_now=later)
+    assert quiet.returncode == 0, quiet.stderr
+    assert CERT_KEY not in quiet.stdout + quiet.stderr and "dl.k8s.io" not in quiet.stderr
     joined = cp2.run(*join_cp, "--certificate-key", CERT_KEY, fake_now=later)
     assert joined.returncode == 0, joined.stdout + joined.stderr
     assert "a new control plane instance was created" in joined.stdout
@@ -346,6 +371,18 @@ def test_ha_init_joins_expiry_kubectl_and_reset(hosts):
     assert stale.returncode != 0
     assert 'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"' \
         in stale.stderr
+    token_config = cp2.root / "token.yaml"
+    token_config.write_text(REFRESH_CONFIG.format(version=VERSION, init=(
+        "bootstrapTokens:\n- token: \"zyxwvu.9876543210zyxwvu\"\n  ttl: 2h0m0s")))
+    mixed = cp2.run("kubeadm", "token", "create", "--config", str(token_config), "--ttl", "1h",
+                    fake_now=day_later)
+    assert mixed.returncode == 1
+    assert mixed.stderr.strip() == "can not mix '--config' with arguments [ttl]"
+    made = cp2.run("kubeadm", "token", "create", "--config", str(token_config),
+                   fake_now=day_later)
+    assert made.returncode == 0 and made.stdout == "zyxwvu.9876543210zyxwvu\n", made.stderr
+    listed = cp2.run("kubeadm", "token", "list", fake_now=day_later).stdout
+    assert re.search(r"^zyxwvu\.9876543210zyxwvu +[12]h ", listed, re.M), listed
     printed = cp2.run("kubeadm", "token", "create", "--print-join-command", fake_now=day_later)
     assert printed.returncode == 0, printed.stderr
     command = printed.stdout.split()

@@ -100,7 +100,7 @@ def create_token(api: Admin, token: str, ttl, description: str = "") -> float:
     return expires
 
 
-def upload_certs(api: Admin, key: str) -> None:
+def upload_certs(api: Admin, key: str, print_key: bool = True) -> None:
     print('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the '
           '"kube-system" Namespace')
     body = {"apiVersion": "v1", "kind": "Secret",
@@ -108,7 +108,8 @@ def upload_certs(api: Admin, key: str) -> None:
             "stringData": {"expiration": rfc3339(now() + CERT_TTL)},
             "data": _pki.encrypt_certs(key)}
     api.call("PUT", "/api/v1/namespaces/kube-system/secrets/kubeadm-certs", body)
-    print("[upload-certs] Using certificate key:\n" + key)
+    if print_key:  # phases/init/uploadcerts.go: unless --skip-certificate-key-print
+        print("[upload-certs] Using certificate key:\n" + key)
 
 
 def system_info() -> dict:

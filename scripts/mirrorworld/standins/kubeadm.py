@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--config")
     i.add_argument("--upload-certs", action="store_true")
     i.add_argument("--certificate-key")
+    i.add_argument("--skip-certificate-key-print", action="store_true")
     i.add_argument("--ignore-preflight-errors", type=_csv, default=[])
     i.add_argument("--kubeconfig", default=kinit.ADMIN_CONF)
     j = sub.add_parser("join")
@@ -67,8 +68,12 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("token").add_subparsers(dest="sub", required=True)
     tc = t.add_parser("create")
     tc.add_argument("token", nargs="?")
-    tc.add_argument("--ttl", default="24h0m0s")
-    tc.add_argument("--description", default="")
+    tc.add_argument("--config")
+    # None = not given: kubeadm refuses these next to --config (mixed_flags below)
+    tc.add_argument("--ttl")
+    tc.add_argument("--description")
+    tc.add_argument("--usages")
+    tc.add_argument("--groups")
     tc.add_argument("--print-join-command", action="store_true")
     tc.add_argument("--kubeconfig", default=kinit.ADMIN_CONF)
     tl = t.add_parser("list")
@@ -113,18 +118,54 @@ def cmd_images(args) -> None:
     print("\n".join(config.images(version, repo)))
 
 
+def mixed_flags(args, names) -> None:
+    """kubeadm's ValidateMixedArguments (cmd/kubeadm/app/apis/kubeadm/validation/
+    validation.go, called by cmd/init.go newInitData and cmd/token.go's create RunE): with
+    --config, only --config, --kubeconfig, --upload-certs, --dry-run, --node-name, --v,
+    --print-join-command, --ignore-preflight-errors and --skip-* may be given too."""
+    if not getattr(args, "config", None):
+        return
+    mixed = [name for name in names if getattr(args, name.replace("-", "_"), None)]
+    if mixed:
+        raise StandinError("can not mix '--config' with arguments [%s]" % " ".join(mixed))
+
+
+def config_version(cfg: dict) -> str:
+    """ClusterConfiguration.kubernetesVersion, else what kubeadm does when it is missing:
+    ask dl.k8s.io for stable-1 and fall back to its own version after the lookup fails
+    (cmd/kubeadm/app/util/config/initconfiguration.go SetClusterDynamicDefaults ->
+    NormalizeKubernetesVersion -> util/version.go KubernetesReleaseVersion). Offline this
+    is a long timeout on a real host; the stand-in prints kubeadm's warning."""
+    version = (cfg.get("ClusterConfiguration") or {}).get("kubernetesVersion")
+    if version:
+        return str(version)
+    sys.stderr.write(
+        'W0101 00:00:00.000000 version.go:103] could not fetch a Kubernetes version from '
+        'the internet: unable to get URL "https://dl.k8s.io/release/stable-1.txt": Get '
+        '"https://dl.k8s.io/release/stable-1.txt": dial tcp: lookup dl.k8s.io: no such host\n'
+        "W0101 00:00:00.000000 version.go:104] falling back to the local client version: "
+        "%s\n" % VERSION)
+    return VERSION
+
+
 def cmd_upload_certs(args) -> None:
+    # phases/init/uploadcerts.go runUploadCerts; the flags are init's (cmd/init.go), so the
+    # same --config / --certificate-key refusal applies to the phase.
+    mixed_flags(args, ["certificate-key"])
+    cfg = config.load(args.config) if args.config else {}
+    config_version(cfg)
     if not args.upload_certs:
         print("[upload-certs] Skipping phase. Please see --upload-certs")
         return
     key = args.certificate_key
-    if args.config and not key:
-        key = (config.load(args.config).get("InitConfiguration") or {}).get("certificateKey")
+    if args.config:
+        key = (cfg.get("InitConfiguration") or {}).get("certificateKey")
     errors = []
     config.check_certificate_key(key, "--certificate-key", errors)
     if errors:
         raise config.ConfigError("\n".join(errors))
-    kinit.upload_certs(kinit.Admin(args.kubeconfig), key or _pki.new_certificate_key())
+    kinit.upload_certs(kinit.Admin(args.kubeconfig), key or _pki.new_certificate_key(),
+                       print_key=not args.skip_certificate_key_print)
 
 
 def cmd_token(args) -> None:
@@ -149,12 +190,24 @@ def cmd_token(args) -> None:
             api.call("DELETE", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tid)
             print('bootstrap token "%s" deleted' % tid)
         return
+    mixed_flags(args, ["ttl", "description", "usages", "groups"])
+    ttl, description = args.ttl or "24h0m0s", args.description or ""
     token = args.token or kinit.new_token()
+    if args.config:
+        # cmd/token.go RunCreateToken: LoadOrDefaultInitConfiguration(cfgPath, ...) reads
+        # the file only, so the token, ttl and description are bootstrapTokens[0]'s (a
+        # positional [token] is ignored); no bootstrapTokens: kubeadm's default, a new one.
+        cfg = config.load(args.config)
+        config_version(cfg)
+        tokens = (cfg.get("InitConfiguration") or {}).get("bootstrapTokens") or [{}]
+        first = tokens[0]
+        token = first.get("token") or kinit.new_token()
+        ttl, description = first.get("ttl", "24h0m0s"), first.get("description", "")
     errors = []
     config.check_token(token, "token", errors)
     if errors:
         raise config.ConfigError("\n".join(errors))
-    kinit.create_token(api, token, args.ttl, args.description)
+    kinit.create_token(api, token, ttl, description)
     if not args.print_join_command:
         print(token)
         return
