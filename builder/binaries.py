@@ -40,7 +40,7 @@ TIMEOUT = (10.0, 60.0)  # connect, read (between bytes)
 ATTEMPTS = 3
 BACKOFF = 1.0
 MAX_CHECKSUM_FILE = 64 << 10
-_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_HEX = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
 
 class BinaryError(BuildError):

@@ -17,7 +17,7 @@ from typing import Iterator
 from builder.errors import BuildError
 from builder.hashio import HashingWriter
 
-_DIGEST = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
+_DIGEST = re.compile(r"\A(?:sha256:)?([0-9a-f]{64})\Z")
 
 
 class DigestMismatch(BuildError):

@@ -40,15 +40,15 @@ __all__ = [
 
 DOCKER_HUB = "docker.io"
 TEMPLATE_FIELDS = frozenset({"version", "arch"})
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_RELEASE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
-_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_REPO_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
+_RELEASE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]*\Z")
+_HOSTNAME = re.compile(r"\A[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
+_FINGERPRINT = re.compile(r"\A[0-9A-F]{40}\Z")
 _REPO_PATH = re.compile(
     r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
 )
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+_DIGEST = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 
 
 class MirrorPresetError(BuildError, yamldoc.DocumentError):

@@ -21,8 +21,8 @@ __all__ = ["NO_BASE", "base_from_spec", "group_base", "parse_rpm_qa", "resolve_f
 
 log = logging.getLogger(__name__)
 
-_NEVRA = re.compile(r"^(?P<name>.+)-(?:(?P<epoch>\d+|\(none\)):)?(?P<version>[^-:]+)"
-                    r"-(?P<release>[^-]+)\.(?P<arch>[^.]+)$")
+_NEVRA = re.compile(r"\A(?P<name>.+)-(?:(?P<epoch>\d+|\(none\)):)?(?P<version>[^-:]+)"
+                    r"-(?P<release>[^-]+)\.(?P<arch>[^.]+)\Z")
 
 
 def group_base(repos: Sequence[Any], arch: str, group: str = "core",

@@ -34,7 +34,7 @@ __all__ = ["NS_OTHER", "NS_REPO", "WrittenRepo", "gather_xml", "key_file_names",
 NS_OTHER = "http://linux.duke.edu/metadata/other"
 NS_REPO = "http://linux.duke.edu/metadata/repo"
 _LOCATION = re.compile(rb"<location\b[^>]*/>|<location\b[^>]*>\s*</location>")
-_SAFE_FILE = re.compile(r"^[A-Za-z0-9_.+~^-]+\.rpm$")
+_SAFE_FILE = re.compile(r"\A[A-Za-z0-9_.+~^-]+\.rpm\Z")
 _ROOTS = {
     "primary": (b'<metadata xmlns="%s" xmlns:rpm="%s" packages="%%d">'
                 % (NS_COMMON.encode(), NS_RPM.encode()), b"</metadata>"),

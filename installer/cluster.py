@@ -24,7 +24,10 @@ from installer.lbspec import (
 API_SERVER_PORT = 6443
 ROLES = ("control-plane", "worker")
 FIREWALL_POLICIES = ("disable", "open-ports")
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_MIRROR_URL = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
+_URL_CREDENTIALS = re.compile(r"\A[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
+_REGISTRY = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
+_NAME = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 
 Path = Tuple[Any, ...]
 
@@ -126,10 +129,10 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     if pod.overlaps(svc):
         doc.fail(("networking", "service_cidr"), "{} overlaps pod_cidr {}".format(svc, pod))
     runtime_map = _mapping(doc, ("runtime",), RUNTIME_KEYS, optional=True)
-    runtime = Runtime(_strings(doc, ("runtime", "registry_mirrors"),
-                               runtime_map.get("registry_mirrors", [])),
-                      _strings(doc, ("runtime", "insecure_registries"),
-                               runtime_map.get("insecure_registries", [])))
+    runtime = Runtime(_mirror_urls(doc, ("runtime", "registry_mirrors"),
+                                   runtime_map.get("registry_mirrors", [])),
+                      _registries(doc, ("runtime", "insecure_registries"),
+                                  runtime_map.get("insecure_registries", [])))
     firewall = data.get("firewall", "disable")
     if firewall not in FIREWALL_POLICIES:
         doc.fail(("firewall",), "{!r} is not one of {}{}".format(
@@ -257,6 +260,35 @@ def _strings(doc: _Doc, path: Path, value: Any) -> Tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         doc.fail(path, "must be a list of strings")
     return tuple(value)
+
+
+def _mirror_urls(doc: _Doc, path: Path, value: Any) -> Tuple[str, ...]:
+    """Registry mirror URLs for daemon.json and containerd's TOML: http(s)://host[:port][/path]
+    and nothing else (a quote or newline here wrote new sections into containerd's config)."""
+    items = _strings(doc, path, value)
+    for index, item in enumerate(items):
+        if _URL_CREDENTIALS.match(item):
+            doc.fail(path + (index,), "{!r}: credentials in a mirror URL end up in files other "
+                     "users read".format(re.sub(r"//[^/]*@", "//***@", item)),
+                     "give the registry credentials to the runtime (docker login / containerd "
+                     "registry auth), not in the URL")
+        if not _MIRROR_URL.match(item):
+            doc.fail(path + (index,), "{!r} is not a mirror URL like https://mirror.example:5000"
+                     .format(item))
+    return items
+
+
+def _registries(doc: _Doc, path: Path, value: Any) -> Tuple[str, ...]:
+    """Insecure registries: host[:port] or a CIDR, as Docker and containerd take them."""
+    items = _strings(doc, path, value)
+    for index, item in enumerate(items):
+        if _REGISTRY.match(item):
+            continue
+        try:
+            ipaddress.ip_network(item)
+        except ValueError:
+            doc.fail(path + (index,), "{!r} is not a registry host[:port] or a CIDR".format(item))
+    return items
 
 
 def _servers(doc: _Doc, path: Path, value: Any, ip_only: bool = False) -> Tuple[str, ...]:

@@ -28,7 +28,7 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 METADATA = (LAYOUT_NAME, INDEX_NAME, DOCKER_MANIFEST_NAME)
 MAX_METADATA = 16 << 20
 CHUNK = 1 << 20
-_BLOB = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+_BLOB = re.compile(r"\Ablobs/sha256/([0-9a-f]{64})\Z")
 
 
 class ImageArchiveError(VerificationError):

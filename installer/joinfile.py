@@ -32,10 +32,10 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 KEYS = ("format_version", "endpoint", "token", "token_expires", "ca_cert_hash",
         "certificate_key", "certificate_key_expires")
 
-TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-CERTIFICATE_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
-CA_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-ENDPOINT_RE = re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$")
+TOKEN_RE = re.compile(r"\A[a-z0-9]{6}\.[a-z0-9]{16}\Z")
+CERTIFICATE_KEY_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+CA_HASH_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
+ENDPOINT_RE = re.compile(r"\A[A-Za-z0-9.-]+:\d{1,5}\Z")
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 
 

@@ -35,13 +35,13 @@ LB_KEYS = ("mode", "interface", "router_id", "auth_pass", "prefix_length", "unic
 KUBEADM_KEYS = ("kubernetes_version", "image_repository", "cri_socket", "kube_proxy_mode",
                 "dns_domain")
 
-_AUTH_PASS = re.compile(r"^[A-Za-z0-9._:@%+=-]{1,8}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
-_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)$")
-_REPOSITORY = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$")
-_IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+"
-                    r":[\w][\w.-]{0,127}$")
-_DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_AUTH_PASS = re.compile(r"\A[A-Za-z0-9._:@%+=-]{1,8}\Z")
+_IFNAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,14}\Z")
+_VERSION = re.compile(r"\Av1\.(\d+)\.(\d+)\Z")
+_REPOSITORY = re.compile(r"\A[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*\Z")
+_IMAGE = re.compile(r"\A[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+"
+                    r":[\w][\w.-]{0,127}\Z")
+_DNS = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 
 Path = Tuple[Any, ...]
 
@@ -288,7 +288,7 @@ def parse_kubeadm(data: Any, bundle_version: str, bundle_repository: str, runtim
                         "{!r}; anything else makes the kubelet use a remote runtime and fail"
                         .format(socket, version, DOCKERSHIM_SOCKET),
                         hint="remove cri_socket; the default is right for Docker")
-    if not isinstance(socket, str) or not re.match(r"^(unix://)?/[\w./-]+\.sock$", socket):
+    if not isinstance(socket, str) or not re.match(r"\A(unix://)?/[\w./-]+\.sock\Z", socket):
         raise SpecError(section + ("cri_socket",), "{!r} is not a socket path like {}".format(
             socket, CONTAINERD_SOCKET))
     proxy = _choice(section + ("kube_proxy_mode",), data.get("kube_proxy_mode", "iptables"),
@@ -300,7 +300,7 @@ def parse_kubeadm(data: Any, bundle_version: str, bundle_repository: str, runtim
     svc = _cidr(("networking", "service_cidr"), service_cidr)
     if pod.overlaps(svc):
         raise SpecError(("networking", "service_cidr"), "{} overlaps pod_cidr {}".format(svc, pod))
-    if not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", endpoint):
+    if not re.match(r"\A[A-Za-z0-9.-]+:\d{1,5}\Z", endpoint):
         raise SpecError(("control_plane",), "{!r} is not an endpoint host:port".format(endpoint))
     return Kubeadm(version, repository, endpoint, str(pod), str(svc), runtime, socket, proxy,
                    domain, cluster_name)

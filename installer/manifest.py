@@ -13,7 +13,7 @@ from installer.errors import VerificationError
 MANIFEST_NAME = "bundle.json"
 FORMAT_VERSION = 1
 MAX_MANIFEST_SIZE = 64 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 class FileEntry(NamedTuple):

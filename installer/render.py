@@ -1,13 +1,22 @@
 """Host configuration files rendered from the Jinja2 templates in installer/templates/.
 
 StrictUndefined: a missing variable is an error, never an empty string in a config file.
+Every value is validated where it is read (cluster.yaml, join.yaml, bundle.json); as a second
+line of defence no rendered value may hold a line break or another control character (each
+target - TOML, YAML, keepalived, haproxy, shell, yum - is line-based, so a newline in a value
+is how a line of configuration gets injected), and the `toml` filter quotes TOML strings.
 Templates are read with pkgutil so that they load from the .pyz as well as from a checkout.
 """
 
 import pkgutil
+import re
 from typing import Any
 
 import jinja2
+
+from installer.errors import UsageError
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _load(name: str) -> str:
@@ -17,6 +26,26 @@ def _load(name: str) -> str:
     return data.decode("utf-8")
 
 
+class UnsafeValue(UsageError):
+    """A value that would break out of its line in a rendered file."""
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise UnsafeValue("refusing to render {!r}: a control character (newline, tab...) in a "
+                          "configuration value".format(value),
+                          hint="fix the value in cluster.yaml (or join.yaml) that holds it")
+    return value
+
+
+def toml_string(value: Any) -> str:
+    """A TOML basic string (quotes included) holding exactly `value`."""
+    text = str(value)
+    if _CONTROL.search(text):
+        raise UnsafeValue("refusing to render {!r} into TOML: a control character".format(text))
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 _ENV = jinja2.Environment(
     loader=jinja2.FunctionLoader(_load),
     undefined=jinja2.StrictUndefined,
@@ -24,7 +53,9 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     autoescape=False,
+    finalize=_finalize,
 )
+_ENV.filters["toml"] = toml_string
 
 
 def render(name: str, **values: Any) -> str:

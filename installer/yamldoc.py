@@ -22,7 +22,7 @@ KeyPath = Tuple[Any, ...]
 MAX_BYTES = 1 << 20  # our largest recipe is ~3 kB; a cluster.yaml for 1000 nodes ~100 kB
 MAX_ALIASES = 64  # merge keys and shared lists in hand-written files need a few
 MAX_NODES = 200000  # scalars, mappings and sequences after aliases are expanded
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PLAIN_KEY = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 class DocumentError(KubecrateError):
