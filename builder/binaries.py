@@ -20,7 +20,7 @@ import requests
 
 from builder.cache import Cache, DigestMismatch
 from builder.errors import BuildError
-from builder.mirrors import MirrorPreset
+from builder.mirrors import NETRC_HINT, MirrorPreset
 
 __all__ = [
     "KUBE_BINARIES",
@@ -161,9 +161,10 @@ def _response(session: requests.Session, url: str) -> requests.Response:
         raise _Transient(error) from None
     if response.status_code != 200:
         response.close()
+        hints = {404: "the mirror may not carry this version/arch", 401: NETRC_HINT,
+                 403: NETRC_HINT}
         error = BinaryError(f"{url}: HTTP {response.status_code} {response.reason}",
-                            hint="the mirror may not carry this version/arch"
-                            if response.status_code == 404 else None)
+                            hint=hints.get(response.status_code))
         if response.status_code >= 500:
             raise _Transient(error)
         raise error

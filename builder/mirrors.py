@@ -45,7 +45,16 @@ _RELEASE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]*\Z")
 _HOSTNAME = re.compile(r"\A[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
 _FINGERPRINT = re.compile(r"\A[0-9A-F]{40}\Z")
 _REPO_PATH = re.compile(
-    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+    r"\A[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z"
+)
+NETRC_HINT = (
+    "put the user and password in a netrc file (~/.netrc, or the file $NETRC names; mode "
+    "0600), which the builder's HTTP client reads for yum repos, GPG keys and release files "
+    "(docs/mirrors.md, 'Credentials')"
+)
+REGISTRY_CREDENTIALS_HINT = (
+    "give the registry a 'credentials:' entry (docker_config, or username_env/password_env) "
+    "(docs/mirrors.md, 'Credentials')"
 )
 _TAG = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _DIGEST = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
@@ -301,9 +310,19 @@ class _Reader(yamldoc.Reader):
         value: Any,
         path: Tuple[Any, ...],
         schemes: Tuple[str, ...] = ("http", "https", "file"),
+        credentials_hint: str = NETRC_HINT,
     ) -> str:
         text = self.string(value, path)
         parts = urlsplit(text)
+        if "@" in parts.netloc:
+            # The URL goes into the committed lock and every host's bundle.json.
+            shown = re.sub(r"//[^/]*@", "//***@", text)
+            raise self.error(
+                path,
+                f"{shown!r}: credentials in a URL are refused, they would be written into "
+                "the lock and every host's bundle.json",
+                credentials_hint,
+            )
         if parts.scheme not in schemes:
             raise self.error(
                 path, f"malformed URL {text!r}: scheme must be one of {', '.join(schemes)}"
@@ -414,7 +433,9 @@ class _Reader(yamldoc.Reader):
         spec = self.mapping(
             spec, path, ("url",), ("namespace", "flatten", "ca", "insecure", "credentials")
         )
-        url = self.url(spec["url"], path + ("url",), ("http", "https")).rstrip("/")
+        url = self.url(
+            spec["url"], path + ("url",), ("http", "https"), REGISTRY_CREDENTIALS_HINT
+        ).rstrip("/")
         if urlsplit(url).path:
             raise self.error(
                 path + ("url",), f"{url!r}: put the path in 'namespace', not in the URL"

@@ -262,3 +262,43 @@ def test_preset_objects_are_immutable(tmp_path):
     with pytest.raises(AttributeError):
         preset.yum["base"].baseurl = "https://evil.example/"
     assert preset.yum["base"].baseurl.endswith("/x86_64/")
+
+
+@pytest.mark.parametrize(
+    "old, new, key, words",
+    [
+        (
+            "baseurl: https://vault.example.org",
+            "baseurl: https://bob:hunter22@vault.example.org",
+            "yum.base.baseurl",
+            "netrc",
+        ),
+        (
+            "url: https://vault.example.org/RPM",
+            "url: https://bob:hunter22@vault.example.org/RPM",
+            "yum.base.gpgkeys[0].url",
+            "netrc",
+        ),
+        ("https://dl.example.org/", "https://hunter22@dl.example.org/", "kubernetes.base", "netrc"),
+        (
+            "https://example.org/cri-tools",
+            "https://bob:hunter22@example.org/cri-tools",
+            "releases.crictl.url",
+            "netrc",
+        ),
+        (
+            "url: https://mirror.example.org",
+            "url: https://bob:hunter22@mirror.example.org",
+            "registries['registry.k8s.io'].url",
+            "credentials:",
+        ),
+    ],
+)
+def test_credentials_in_a_mirror_url_are_refused(tmp_path, old, new, key, words):
+    """Issue 14 item 7: they would be written into the lock and every bundle.json."""
+    assert old in MINIMAL
+    with pytest.raises(MirrorPresetError) as info:
+        load_preset(write(tmp_path, MINIMAL.replace(old, new, 1)))
+    assert info.value.key == key and "credentials in a URL are refused" in str(info.value)
+    assert "hunter22" not in info.value.diagnostics() and "//***@" in info.value.message
+    assert words in info.value.hint and "docs/mirrors.md" in info.value.hint
