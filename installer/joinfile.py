@@ -11,6 +11,7 @@ equivalent that the tests use to cross-check it.
 import base64
 import datetime
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -24,6 +25,7 @@ from installer.errors import UsageError
 from installer.redact import remember
 from installer.render import render
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 FILE_MODE = 0o600
 TOKEN_TTL = datetime.timedelta(hours=24)  # kubeadm's DefaultTokenDuration
@@ -160,12 +162,30 @@ def parse(text: str, source: str = "join.yaml") -> JoinInfo:
     return info
 
 
+def exposure(path: str) -> Optional[str]:
+    """A warning when the join material at `path` is open to group or others, else None."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return ("{} is {} by group or others (mode {:04o}): its bootstrap token and certificate "
+            "key let whoever reads it join the cluster as a control-plane node; run `chmod 600 "
+            "{}`, and `join-info` for fresh material if others could read it".format(
+                path, "writable" if mode & 0o022 else "readable", mode, path))
+
+
 def load(path: str) -> JoinInfo:
+    """Read and validate join.yaml; warns (logging) when group or others can read it."""
     try:
         with open(path, "r", encoding="utf-8") as handle:
-            text = handle.read()
+            text = handle.read(yamldoc.MAX_BYTES + 1)
     except OSError as err:
         raise JoinFileError("cannot read {}: {}".format(path, err.strerror))
+    warning = exposure(path)
+    if warning:
+        log.warning("%s", warning)
     return parse(text, path)
 
 

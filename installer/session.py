@@ -75,27 +75,34 @@ def open_context(options: Options) -> Iterator[Context]:
         yield ctx
 
 
-def _join_checks(ctx: Context, required: bool) -> List[Finding]:
-    """join.yaml findings; with `required` (install) a failure raises PreconditionError."""
+def _join_checks(ctx: Context, required: bool, source: Optional[str] = None
+                 ) -> List[Finding]:
+    """join.yaml findings (naming the file `source`, the --join path); with `required`
+    (install) a failure raises PreconditionError. Join material open to group or others is
+    a warning."""
+    name = source or "join.yaml"
     found = [Finding(level, "join", message, fix)
-             for level, message, fix in kubeadm_step.join_findings(ctx)]
+             for level, message, fix in kubeadm_step.join_findings(ctx, name)]
+    exposed = joinfile.exposure(source) if source and ctx.join else None
+    if exposed:
+        found.append(Finding("warn", "join", exposed, "chmod 600 " + source))
     if not required:
         return [f._replace(level="warn") if f.level == FAIL else f for f in found]
-    kubeadm_step.require_join(ctx)
+    kubeadm_step.require_join(ctx, name)
     return found
 
 
 def preflight(options: Options) -> Outcome:
     """Every host check; raises PreconditionError (exit 4) when one fails. Writes nothing."""
     with open_context(options._replace(dry_run=True)) as ctx:
-        found = run_preflight(ctx) + _join_checks(ctx, required=False)
+        found = run_preflight(ctx) + _join_checks(ctx, False, options.join_path)
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, False, [])
 
 
 def plan(options: Options) -> Outcome:
     """The ordered steps and what each would change on this host. Writes nothing."""
     with open_context(options._replace(dry_run=True)) as ctx:
-        found = run_preflight(ctx) + _join_checks(ctx, required=False)
+        found = run_preflight(ctx) + _join_checks(ctx, False, options.join_path)
         reports = run_steps(ctx, all_steps(options.host_only), apply=False)
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, False, reports)
 
@@ -108,7 +115,7 @@ def install(options: Options) -> Outcome:
         skipped = State.load(ctx.host).done("preflight", inputs)
         found = [] if skipped else run_preflight(ctx)
         if not options.host_only:
-            found += _join_checks(ctx, required=True)
+            found += _join_checks(ctx, True, options.join_path)
         steps = all_steps(options.host_only)
         if options.dry_run:
             reports = run_steps(ctx, steps, apply=True, progress=options.echo)

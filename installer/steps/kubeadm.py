@@ -253,17 +253,17 @@ class KubeadmStep(ActionStep):
             [action.what for action in later]
 
 
-def require_join(ctx: Context) -> None:
+def require_join(ctx: Context, source: str = "join.yaml") -> None:
     """Raise PreconditionError (exit 4) unless this node has what it needs to join."""
-    for level, message, fix in join_findings(ctx):
+    for level, message, fix in join_findings(ctx, source):
         if level == "fail":
             raise PreconditionError(message, hint=fix)
 
 
-def join_findings(ctx: Context) -> List[Tuple[str, str, str]]:
-    """(level, message, fix) about join.yaml for this node: none on the first control-plane
-    node or a node that already joined; else whether --join was given, and its endpoint,
-    CA hash and expiry (token; certificate key for a control-plane node)."""
+def join_findings(ctx: Context, source: str = "join.yaml") -> List[Tuple[str, str, str]]:
+    """(level, message, fix) about join.yaml (the file `source`) for this node: none on the
+    first control-plane node or a node that already joined; else whether --join was given,
+    and its endpoint, CA hash and expiry (token; certificate key for a control-plane node)."""
     if is_first(ctx) or joined(ctx):
         return []
     refresh = "run `kubecrate-installer.pyz join-info --out join.yaml` on a control-plane " \
@@ -277,19 +277,20 @@ def join_findings(ctx: Context) -> List[Tuple[str, str, str]]:
     moment = now()
     found = []
     if info.endpoint != str(ctx.cluster.endpoint):
-        found.append(("fail", "join.yaml is for the endpoint {} but cluster.yaml's is "
-                      "{}".format(info.endpoint, ctx.cluster.endpoint),
+        found.append(("fail", "{} is for the endpoint {} but cluster.yaml's is "
+                      "{}".format(source, info.endpoint, ctx.cluster.endpoint),
                       "use the join.yaml of this cluster"))
     if info.token_expired(moment):
-        found.append(("fail", "join.yaml's bootstrap token expired at {}".format(
-            info.token_expires), refresh))
+        found.append(("fail", "{}: the bootstrap token expired at {}".format(
+            source, info.token_expires), refresh))
     if ctx.node.is_control_plane and info.certificate_key_expired(moment):
-        found.append(("fail", "join.yaml's certificate key {} (the uploaded certificates "
-                      "are deleted 2 h after the upload)".format(
+        found.append(("fail", "{}: the certificate key {} (the uploaded certificates "
+                      "are deleted 2 h after the upload)".format(source,
                           "expired at " + str(info.certificate_key_expires)
                           if info.certificate_key else "is missing"), refresh))
     if not found:
-        found.append(("pass", "join.yaml: token valid until {}{}".format(
-            info.token_expires, ", certificate key until " + str(info.certificate_key_expires)
+        found.append(("pass", "{}: token valid until {}{}".format(
+            source, info.token_expires,
+            ", certificate key until " + str(info.certificate_key_expires)
             if ctx.node.is_control_plane else ""), ""))
     return found

@@ -227,6 +227,11 @@ def test_expired_or_missing_join_material_is_a_precondition(tmp_path, monkeypatc
     assert err.value.exit_code == ExitCode.PRECONDITION
     worker = make_ctx(tmp_path, "w1", join=info)
     assert [f[0] for f in kubeadm.join_findings(worker)] == ["pass"]  # the token still lives
+    # the message names the file the operator passed (issue 14 item 9)
+    given = str(tmp_path / "from-cp1" / "join.yaml")
+    with pytest.raises(PreconditionError) as err:
+        session._join_checks(ctx, True, given)
+    assert err.value.message.startswith(given + ": the certificate key expired at ")
     alone = make_ctx(tmp_path, "w1")
     with pytest.raises(PreconditionError, match="install needs --join join.yaml"):
         kubeadm.require_join(alone)

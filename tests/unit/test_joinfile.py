@@ -1,6 +1,7 @@
 """join.yaml: generated secrets, round trip, validation, expiry, mode 0600, and the CA hash."""
 
 import datetime
+import logging
 import os
 import re
 import stat
@@ -81,3 +82,28 @@ def test_ca_cert_hash_runs_openssl_argv_lists():
     assert runner.argvs[0][2:4] == ["-in", "/etc/kubernetes/pki/ca.crt"]
     with pytest.raises(ValueError):
         joinfile.parse_dgst("garbage")
+
+
+@pytest.mark.parametrize("mode, words", [(0o644, "readable"), (0o666, "writable"),
+                                         (0o640, "readable")])
+def test_join_material_open_to_others_is_a_loud_warning_naming_the_file(tmp_path, caplog, mode,
+                                                                        words):
+    """Issue 14 item 9: the token and key in it let anyone join as a control plane."""
+    path = tmp_path / "join.yaml"
+    joinfile.write(str(path), lbsamples.join_info())
+    path.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="installer"):
+        assert joinfile.load(str(path)) == lbsamples.join_info()
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("{} is {} by group or others (mode {:04o})".format(
+        path, words, mode))
+    assert "chmod 600 {}".format(path) in record.getMessage()
+
+
+def test_a_0600_join_yaml_loads_quietly(tmp_path, caplog):
+    path = tmp_path / "join.yaml"
+    joinfile.write(str(path), lbsamples.join_info())
+    with caplog.at_level(logging.WARNING, logger="installer"):
+        joinfile.load(str(path))
+    assert caplog.records == [] and joinfile.exposure(str(path)) is None
