@@ -5,6 +5,8 @@ import os
 import tempfile
 from typing import BinaryIO, Callable
 
+from installer.hostfiles import naming_full_disk
+
 
 def replace_file(target: str, fill: Callable[[BinaryIO], None], mode: int) -> None:
     """Write a new file beside `target` through `fill(handle)`, fsync it, give it `mode` and
@@ -14,7 +16,7 @@ def replace_file(target: str, fill: Callable[[BinaryIO], None], mode: int) -> No
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
                                suffix=".kubecrate-tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with naming_full_disk(target, "writing it"), os.fdopen(fd, "wb") as handle:
             fill(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -28,7 +28,7 @@ from installer.manifest import (
     check_member_path,
     parse_manifest,
 )
-from installer.tarstream import TarReader
+from installer.tarstream import TarReader, kind_phrase
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,8 @@ def walk(
                         continue
                     if entry.kind != "file":
                         raise VerificationError(
-                            "bundle member {!r} is a {}: bundles hold only regular files and "
-                            "folders".format(name, entry.kind)
+                            "bundle member {!r} is {}: bundles hold only regular files and "
+                            "folders".format(name, kind_phrase(entry.kind))
                         )
                     if name in seen or name == MANIFEST_NAME:
                         raise VerificationError("bundle member {!r} appears twice".format(name))

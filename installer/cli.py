@@ -12,6 +12,7 @@ from tqdm import tqdm
 from installer import __version__, bundle, minisig, textlocale
 from installer.clikit import common_options, configure_logging, run
 from installer.errors import EXIT_CODES_HELP, UsageError
+from installer.hostfiles import naming_full_disk, require_regular_file
 
 HELP = (
     """Install a kubecrate bundle on this host.
@@ -84,6 +85,7 @@ def verify_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
     expected and actual digest.
     """
     configure_logging(verbose)
+    require_regular_file(bundle_path)
     key = trusted_key(key_path)
     with _progress_bar(bundle_path, "verify") as progress:
         checked = bundle.verify(bundle_path, key, signature_path, progress)
@@ -106,8 +108,10 @@ def unpack_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
     if dry_run:
         click.echo("would unpack {} into {}".format(bundle_path, bundle.cache_root(root)))
         return
+    require_regular_file(bundle_path)
     key = trusted_key(key_path)
-    with _progress_bar(bundle_path, "unpack") as progress:
+    with _progress_bar(bundle_path, "unpack") as progress, \
+            naming_full_disk(bundle.cache_root(root), "unpacking " + bundle_path):
         result = bundle.unpack(bundle_path, key, root, signature_path, progress)
     _report(result.bundle, "already unpacked" if result.reused else "unpacked")
     click.echo(result.directory)

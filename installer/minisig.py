@@ -6,6 +6,7 @@ Only verification lives here, because hosts run it on Python 3.6; the builder si
 
 import base64
 import binascii
+import errno
 import hashlib
 from typing import Callable, NamedTuple, Optional
 
@@ -144,15 +145,34 @@ def load_signature(path: str) -> Signature:
         with open(path, "rb") as handle:
             data = handle.read(1 << 16)
     except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            raise VerificationError(
+                "cannot read signature {}: its file name (the bundle's plus .minisig) is longer "
+                "than the file system allows".format(path),
+                hint="give the bundle a shorter name (and its .minisig the same name plus "
+                     ".minisig), or pass --signature",
+            )
         raise VerificationError(
             "cannot read signature {}: {}".format(path, err.strerror),
             hint="copy the .minisig file next to the bundle",
         )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise VerificationError("{}: trusted comment is not UTF-8".format(path))
-    return parse_signature(text, path)
+    return parse_signature(_decode_lines(data, path), path)
+
+
+def _decode_lines(data: bytes, path: str) -> str:
+    """The signature file as text. Line 1, the untrusted comment, is not covered by any
+    signature and stock minisign does not read it: any bytes are accepted there. Every other
+    line must be UTF-8, and an error names the line."""
+    lines = data.split(b"\n")
+    text = [lines[0].decode("utf-8", "replace")]
+    names = {1: "the signature", 2: "the trusted comment", 3: "the global signature"}
+    for number, line in enumerate(lines[1:], 1):
+        try:
+            text.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise VerificationError("{}: line {} ({}) is not UTF-8".format(
+                path, number + 1, names.get(number, "after the signature")))
+    return "\n".join(text)
 
 
 def file_digest(path: str, progress: Optional[Callable[[int], None]] = None) -> bytes:

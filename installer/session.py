@@ -10,8 +10,9 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 from installer import joinfile, minisig, owned
 from installer.bundleinfo import open_for_preflight, read_info
 from installer.cluster import find_node, load_cluster
-from installer.errors import KubecrateError, PreconditionError, UsageError
+from installer.errors import KubecrateError, PreconditionError
 from installer.host import Host
+from installer.hostfiles import require_regular_file
 from installer.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
 from installer.manifest import parse_manifest
 from installer.runner import Runner
@@ -60,8 +61,7 @@ def open_context(options: Options) -> Iterator[Context]:
     host = Host(options.root, dry_run=options.dry_run)
     runner = Runner(options.root, dry_run=options.dry_run, echo=options.echo)
     node = find_node(cluster, host.probes.addresses(), options.node_name)
-    if not os.path.isfile(options.bundle_path):
-        raise UsageError("bundle {} does not exist".format(options.bundle_path))
+    require_regular_file(options.bundle_path)
     join = None
     if options.join_path:
         try:

@@ -23,6 +23,14 @@ KINDS = {
     b"4": "block device",
     b"6": "fifo",
 }
+# How a member's kind reads in a message ("bundle member 'x' is a symbolic link").
+KIND_PHRASES = {"dir": "a folder", "hardlink": "a hard link", "symlink": "a symbolic link",
+                "char device": "a character device", "block device": "a block device",
+                "fifo": "a FIFO", "other": "a tar member of an unknown type"}
+
+
+def kind_phrase(kind: str) -> str:
+    return KIND_PHRASES.get(kind, "a " + kind)
 
 
 class Entry(NamedTuple):

@@ -4,6 +4,7 @@
 from typing import List
 
 from installer import bundle
+from installer.hostfiles import naming_full_disk
 from installer.steps import Action, ActionStep, Context
 
 
@@ -22,5 +23,8 @@ class UnpackStep(ActionStep):
         if ctx.host.dry_run:
             ctx.runner.echo("would unpack {} into {}".format(ctx.bundle_path, ctx.bundle_dir))
             return
-        result = bundle.unpack(ctx.bundle_path, ctx.key, ctx.host.root, verified=ctx.verified)
+        with naming_full_disk(bundle.cache_root(ctx.host.root),
+                              "unpacking {}".format(ctx.bundle_path)):
+            result = bundle.unpack(ctx.bundle_path, ctx.key, ctx.host.root,
+                                   verified=ctx.verified)
         ctx.source_dir = result.directory
