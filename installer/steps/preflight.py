@@ -15,6 +15,7 @@ from installer.errors import PreconditionError
 from installer.host import fstab_swaps, parse_os_release
 from installer.render import render
 from installer.steps import Context
+from installer.steps.preflight_proxy import check_proxy
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 GIB = 1 << 30
@@ -303,7 +304,8 @@ def check_cluster(ctx: Context) -> List[Finding]:
 CHECKS: List[Callable] = [
     check_os, check_arch, check_kernel, check_resources, check_swap, check_selinux,
     check_firewalld, check_ports, check_modules, check_filesystem, check_disk, check_identity,
-    check_hostname, check_time, check_el8, check_iptables, check_cluster, check_packages,
+    check_hostname, check_time, check_el8, check_iptables, check_cluster, check_proxy,
+    check_packages,
 ]
 
 
