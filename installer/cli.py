@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import click
 from tqdm import tqdm
 
-from installer import __version__, bundle, minisig, textlocale
+from installer import __version__, bundle, minisig, runlog, textlocale
 from installer.clikit import common_options, configure_logging, run
 from installer.errors import EXIT_CODES_HELP, UsageError
 from installer.hostfiles import naming_full_disk, require_regular_file
@@ -30,6 +30,7 @@ the .pyz; --key overrides it.
     + EXIT_CODES_HELP
 )
 
+_ARGV = []  # type: list  # this run's arguments, for the run log
 EMBEDDED_KEY = "trusted.pub"  # written into the package by the zipapp build
 
 
@@ -67,6 +68,15 @@ signature_option = click.option(
 )
 
 
+def _begin(verbose: int, root: str, dry_run: bool) -> None:
+    """Logging for -v, and (unless --dry-run) this run's log file under ROOT/var/log/kubecrate
+    (installer/runlog.py)."""
+    configure_logging(verbose)
+    if not dry_run:
+        context = click.get_current_context()
+        runlog.start(root, context.info_name, [_prog_name()] + _ARGV, __version__)
+
+
 @click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubecrate-installer")
 def cli() -> None:
@@ -84,7 +94,7 @@ def verify_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
     Writes nothing. Exit code 3 names what failed: the signature, or the member with its
     expected and actual digest.
     """
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     require_regular_file(bundle_path)
     key = trusted_key(key_path)
     with _progress_bar(bundle_path, "verify") as progress:
@@ -104,7 +114,7 @@ def unpack_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
     extracted into a temporary folder, which is renamed into place only when all matched.
     A bundle already in the cache is not extracted again.
     """
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     if dry_run:
         click.echo("would unpack {} into {}".format(bundle_path, bundle.cache_root(root)))
         return
@@ -167,7 +177,7 @@ def preflight_cmd(bundle_path, cluster_path, node_name, join_path, key_path, as_
     from installer import session
     from installer.steps.preflight import describe
 
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     outcome = session.preflight(_options(bundle_path, cluster_path, key_path, root, node_name,
                                          True, join_path))
     if as_json:
@@ -194,7 +204,7 @@ def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, key_pat
     from installer import session
     from installer.steps.preflight import describe
 
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     outcome = session.plan(_options(bundle_path, cluster_path, key_path, root, node_name, True,
                                     join_path, host_only=host_only))
     if as_json:
@@ -231,7 +241,7 @@ def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_
     """
     from installer import session
 
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     outcome = session.install(_options(bundle_path, cluster_path, key_path, root, node_name,
                                        dry_run, join_path, join_out, host_only))
     if as_json:
@@ -265,7 +275,7 @@ def status_cmd(as_json, root, dry_run, verbose):
 
     from installer import session
 
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     result = session.status(root)
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))
@@ -297,7 +307,7 @@ def reset_cmd(host_too, root, dry_run, verbose):
     """
     from installer import session
 
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     if host_too:
         changes = session.reset_host(root, dry_run, echo)
@@ -318,7 +328,7 @@ def join_info_cmd(out, root, dry_run, verbose):
     re-uploaded under a new key when the recorded ones expired (24 h and 2 h)."""
     from installer import session
 
-    configure_logging(verbose)
+    _begin(verbose, root, dry_run)
     info, changes = session.join_info(root, out, dry_run, lambda line: click.echo(line, err=True))
     for change in changes:
         click.echo(change)
@@ -347,6 +357,7 @@ def _prog_name() -> str:
 
 
 def main(argv: object = None) -> None:
+    _ARGV[:] = list(argv) if argv is not None else sys.argv[1:]  # type: ignore
     # Before click runs: click 8.0.4 on Python 3.6 refuses an ASCII locale (textlocale).
     if textlocale.ensure_utf8() is None and textlocale.preferred_is_ascii():
         textlocale.allow_ascii_click()

@@ -7,49 +7,72 @@ from typing import Callable, Optional
 
 import click
 
+from installer import runlog
 from installer.errors import ExitCode, KubecrateError
 from installer.redact import RedactingFormatter, redact
 
+_VERBOSITY = {"level": 0}
+
 
 def configure_logging(verbose: int) -> None:
-    """-v shows info, -vv debug, on stderr; the package loggers only, never the root logger."""
+    """-v shows info, -vv debug, on stderr; the package loggers only, never the root logger.
+    The loggers themselves pass everything, so that the run's log file (installer.runlog)
+    gets debug detail whatever -v says."""
+    _VERBOSITY["level"] = verbose
     level = logging.WARNING
     if verbose == 1:
         level = logging.INFO
     elif verbose > 1:
         level = logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     for name in ("installer", "builder"):
         logger = logging.getLogger(name)
-        logger.setLevel(level)
+        logger.setLevel(logging.DEBUG)
         logger.handlers[:] = [handler]
         logger.propagate = False
 
 
 def run(group: click.Group, argv: object = None, prog_name: Optional[str] = None) -> None:
-    """Run a click group, mapping kubecrate errors to their exit codes. Never returns."""
+    """Run a click group, mapping kubecrate errors to their exit codes. Never returns. A run
+    log (installer.runlog), if a command opened one, gets the outcome and is named on
+    failure."""
+    code = _outcome(group, argv, prog_name)
+    if code != 0 and runlog.path():
+        click.echo("log of this run: " + runlog.path(), err=True)
+    runlog.stop(code)
+    sys.exit(code)
+
+
+def _outcome(group: click.Group, argv: object, prog_name: Optional[str]) -> int:
     try:
         code = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except KubecrateError as err:
-        if logging.getLogger("installer").isEnabledFor(logging.DEBUG):
+        if _VERBOSITY["level"] > 1:
             logging.getLogger("installer").exception("traceback")
+        else:
+            runlog.note_exception(err)
+        runlog.note(err.diagnostics())
         click.echo(redact(err.diagnostics()), err=True)
-        sys.exit(int(err.exit_code))
+        return int(err.exit_code)
     except click.exceptions.Abort:
+        runlog.note("interrupted")
         click.echo("interrupted", err=True)
-        sys.exit(int(ExitCode.INTERRUPTED))
+        return int(ExitCode.INTERRUPTED)
     except KeyboardInterrupt:
+        runlog.note("interrupted")
         click.echo("interrupted", err=True)
-        sys.exit(int(ExitCode.INTERRUPTED))
+        return int(ExitCode.INTERRUPTED)
     except OSError as err:
         # An I/O problem outside our checks (disk full, permissions): say which file.
+        runlog.note_exception(err)
         click.echo(redact("error: {}".format(err)), err=True)
-        sys.exit(int(ExitCode.ERROR))
+        return int(ExitCode.ERROR)
     except click.ClickException as err:
         err.show()
-        sys.exit(int(ExitCode.USAGE) if isinstance(err, click.UsageError) else err.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+        return int(ExitCode.USAGE) if isinstance(err, click.UsageError) else err.exit_code
+    return code if isinstance(code, int) else 0
 
 
 def common_options(func: Callable) -> Callable:

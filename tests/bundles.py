@@ -75,7 +75,12 @@ def run_installer(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 def files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+    """What a run left under `root`, besides the installer's run log (var/log/kubecrate)."""
+    if not root.exists():
+        return []
+    found = (str(p.relative_to(root)) for p in root.rglob("*"))
+    return sorted(f for f in found
+                  if f not in ("var", "var/log") and not f.startswith("var/log/kubecrate"))
 
 
 def manifest_of(bundle: Path) -> dict:

@@ -342,11 +342,13 @@ def test_host(core_root, host_bundle, dockerd, tmp_path) -> TestHost:  # noqa: F
 
 def snapshot(folder: Path) -> Dict[str, tuple]:
     """Every path under `folder` with its kind, mode and content digest; the rpm database's
-    shared-memory files, which every read query touches, excepted."""
+    shared-memory files, which every read query touches, and the installer's own run logs
+    (var/log/kubecrate, installer/runlog.py: every run writes one) excepted."""
     found = {}
     for path in sorted(folder.rglob("*")):
         rel = str(path.relative_to(folder))
-        if rel.endswith("-shm") or path.name.startswith("__db."):
+        if rel.endswith("-shm") or path.name.startswith("__db.") or rel in ("var/log", "var") \
+                or rel.startswith("var/log/kubecrate"):
             continue
         st = path.lstat()
         if path.is_symlink():
