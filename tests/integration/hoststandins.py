@@ -8,8 +8,10 @@ $KUBECRATE_PROBE_ROOT (/proc and /sys files the installer's probes read), and un
 firewall state in $KUBECRATE_STANDIN_STATE. `yum` runs the real `dnf --installroot`, `rpm` the
 real `rpm --root`, `docker` the real Docker 20.10 client on the test's private socket (or,
 without $KUBECRATE_TEST_DOCKER_HOST, a recording Docker: `load` reads the archive from stdin and
-remembers each image's tags and ID in $KUBECRATE_STANDIN_STATE/docker-images.json, `images`
-lists them; the e2e hosts use it, docs/testing.md).
+remembers each image's tags and ID in the host's own store, <root>/var/lib/docker/
+kubecrate-standin-images.json; `images` lists them, `inspect` answers from them as the kubeadm and
+kubelet stand-ins ask; `ctr ... import` and `crictl inspecti` do the same for containerd; the
+e2e hosts use them, docs/testing.md).
 """
 
 import json
@@ -216,13 +218,95 @@ def sysctl(args):
     return 0
 
 
+IMAGE_STORE = "/var/lib/docker/kubecrate-standin-images.json"
+CTR_STORE = "/var/lib/containerd/kubecrate-standin-images.json"
+
+
+def _store(path):
+    """This host's image store (reference -> image ID), under its own root, so every host
+    sees only what the installer loaded there."""
+    try:
+        with open(rooted(path)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_store(path, images):
+    target = rooted(path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target + ".tmp", "w") as out:
+        json.dump(images, out, sort_keys=True)
+    os.replace(target + ".tmp", target)
+
+
+def short_ref(tag):
+    """A reference as `docker images` shows it: docker.io/ and library/ dropped."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        tag = tag[len(prefix):] if tag.startswith(prefix) else tag
+    return tag
+
+
+def seed_images(root, refs, runtime="docker"):
+    """Tests that skip the images step: put `refs` in `root`'s image store, as a load would."""
+    path = os.path.join(str(root), (IMAGE_STORE if runtime == "docker" else CTR_STORE).lstrip("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    images = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            images = json.load(handle)
+    for ref in refs:
+        images[short_ref(ref) if runtime == "docker" else ref] = "sha256:" + "0" * 64
+    with open(path, "w") as out:
+        json.dump(images, out, sort_keys=True)
+
+
+def _daemon_cgroup_driver():
+    """What dockerd reports as CgroupDriver: `exec-opts` native.cgroupdriver in
+    /etc/docker/daemon.json, else cgroupfs (dockerd's default on cgroup v1)."""
+    try:
+        with open(rooted("/etc/docker/daemon.json")) as handle:
+            opts = json.load(handle).get("exec-opts") or []
+    except (OSError, ValueError):
+        opts = []
+    for opt in opts:
+        if opt.replace(" ", "").startswith("native.cgroupdriver="):
+            return opt.split("=", 1)[1].strip()
+    return "cgroupfs"
+
+
 def recorded_docker(args):
-    """`docker load` and `docker images` without a daemon (e2e namespace hosts)."""
-    path = os.path.join(STATE, "docker-images.json")
-    images = json.load(open(path)) if os.path.exists(path) else {}
+    """`docker load|images|inspect|image inspect|rmi|info` without a daemon (e2e namespace
+    hosts, stand-in tests). The store is per host root: see IMAGE_STORE."""
+    images = _store(IMAGE_STORE)
+    words = [a for a in args if not a.startswith("-")]
     if args[:1] == ["images"]:
         for tag, image_id in sorted(images.items()):
             print("{} {}".format(tag, image_id))
+        return 0
+    if words[:1] == ["inspect"] or words[:2] == ["image", "inspect"]:
+        refs = words[2:] if words[0] == "image" else words[1:]
+        found = []
+        for ref in refs:
+            key = short_ref(ref)
+            if key not in images:
+                print("[]", flush=True)
+                print("Error: No such image: {}".format(ref), file=sys.stderr)
+                return 1
+            found.append({"Id": images[key], "RepoTags": [key]})
+        print(json.dumps(found, indent=4))
+        return 0
+    if words[:1] == ["rmi"] or words[:2] == ["image", "rm"]:
+        for ref in words[1:] if words[0] == "rmi" else words[2:]:
+            if images.pop(short_ref(ref), None) is None:
+                print("Error: No such image: {}".format(ref), file=sys.stderr)
+                return 1
+            print("Untagged: " + short_ref(ref))
+        _save_store(IMAGE_STORE, images)
+        return 0
+    if words[:1] == ["info"]:
+        print(_daemon_cgroup_driver() if any("CgroupDriver" in a for a in args)
+              else "Cgroup Driver: " + _daemon_cgroup_driver())
         return 0
     if args[:1] == ["load"]:
         with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
@@ -231,14 +315,59 @@ def recorded_docker(args):
                     for entry in json.load(tar.extractfile(member)):
                         config = os.path.basename(entry["Config"]).replace(".json", "")
                         for tag in entry.get("RepoTags") or []:
-                            for prefix in ("docker.io/library/", "docker.io/"):
-                                tag = tag[len(prefix):] if tag.startswith(prefix) else tag
-                            images[tag] = "sha256:" + config
-                            print("Loaded image: " + tag)
-        with open(path, "w") as out:
-            json.dump(images, out)
+                            images[short_ref(tag)] = "sha256:" + config
+                            print("Loaded image: " + short_ref(tag))
+        _save_store(IMAGE_STORE, images)
         return 0
     print("docker {}: not recorded".format(" ".join(args)), file=sys.stderr)
+    return 1
+
+
+def recorded_ctr(args):
+    """`ctr -n k8s.io images import -|ls` without containerd: the OCI index's
+    io.containerd.image.name annotations become this root's containerd image store."""
+    images = _store(CTR_STORE)
+    words = [a for a in args if not a.startswith("-") and a != "k8s.io"]
+    if words[:2] in (["images", "import"], ["image", "import"], ["i", "import"]):
+        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+            for member in tar:
+                if member.name == "index.json":
+                    for entry in json.load(tar.extractfile(member)).get("manifests") or []:
+                        notes = entry.get("annotations") or {}
+                        ref = notes.get("io.containerd.image.name")
+                        if ref:
+                            images[ref] = entry["digest"]
+                            print("unpacking {} ({})...done".format(ref, entry["digest"]))
+        _save_store(CTR_STORE, images)
+        return 0
+    if words[:2] in (["images", "ls"], ["image", "ls"], ["i", "ls"]):
+        print("REF TYPE DIGEST SIZE PLATFORMS LABELS")
+        for ref, digest in sorted(images.items()):
+            print("{} application/vnd.oci.image.manifest.v1+json {} 1.0 MiB linux/amd64 -"
+                  .format(ref, digest))
+        return 0
+    print("ctr {}: not recorded".format(" ".join(args)), file=sys.stderr)
+    return 1
+
+
+def recorded_crictl(args):
+    """`crictl inspecti REF` answered from this root's containerd image store (how kubeadm's
+    CRI runtime asks whether an image exists: cmd/kubeadm/app/util/runtime ImageExists)."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["inspecti"]:
+        images = _store(CTR_STORE)
+        ref = words[-1]
+        full = ref if "/" in ref.split(":")[0] and "." in ref.split("/")[0] else \
+            "docker.io/" + ("library/" + ref if "/" not in ref else ref)
+        if ref in images or full in images:
+            print(json.dumps({"status": {"repoTags": [full]}}))
+            return 0
+        print('FATA[0000] no such image "{}" present'.format(ref), file=sys.stderr)
+        return 1
+    if words[:1] == ["--version"] or "--version" in args:
+        print("crictl version v1.23.0")
+        return 0
+    print("crictl {}: not recorded".format(" ".join(args)), file=sys.stderr)
     return 1
 
 
@@ -269,6 +398,10 @@ def main():
         return 0
     if name == "docker" and not os.environ.get("KUBECRATE_TEST_DOCKER_HOST"):
         return recorded_docker(args)
+    if name == "ctr":
+        return recorded_ctr(args)
+    if name == "crictl":
+        return recorded_crictl(args)
     if name == "docker":
         if args[:1] == ["load"] and os.environ.get("KUBECRATE_TEST_SLOW_LOAD"):
             open(os.environ["KUBECRATE_TEST_SLOW_LOAD"], "w").close()

@@ -31,6 +31,7 @@ from installer.state import State
 from installer.steps import Context, all_steps, preflight_cluster, run_steps
 from installer.steps import kubeadm as kubeadm_step
 from tests.conftest import require_tool
+from tests.integration import readyhost
 from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
@@ -128,6 +129,7 @@ def standins(tmp_path_factory):
     for tool in ("kubeadm", "kubelet", "kubectl"):
         shutil.copy2(arch_dir / tool, bindir / tool)
     releases.write_host_tools(bindir)
+    readyhost.link_docker(bindir)
     return bindir
 
 
@@ -137,6 +139,12 @@ def lab(standins, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECRATE_STANDIN_TIMEOUT", "20")
     monkeypatch.setenv("KUBECRATE_STANDIN_MAX_LIFETIME", "900")
     monkeypatch.delenv("KUBECRATE_FAKE_NOW", raising=False)
+    # What the host steps leave (they need dnf and Docker: test_host_install, tests/e2e).
+    readyhost.write_kernel(tmp_path / "kernel")
+    monkeypatch.setenv("KUBECRATE_PROBE_ROOT", str(tmp_path / "kernel"))
+    for name, _, role in NODES:
+        readyhost.write_root(tmp_path / name, readyhost.CONTROL_PLANE_IMAGES
+                             if role == "control-plane" else readyhost.WORKER_IMAGES)
     (tmp_path / "cluster.yaml").write_text(CLUSTER)
     forwarder = Forwarder([address for _, address, role in NODES if role == "control-plane"])
     lab = SimpleNamespace(top=tmp_path, cluster=load_cluster(str(tmp_path / "cluster.yaml")))

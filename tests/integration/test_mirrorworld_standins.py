@@ -19,6 +19,7 @@ import pytest
 from mirrorworld import releases
 
 from tests.conftest import require_tool
+from tests.integration import readyhost
 from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
@@ -114,6 +115,7 @@ def tree(tmp_path_factory):
         bindir.mkdir(exist_ok=True)
         shutil.copy2(arch_dir / tool, bindir / tool)
     releases.write_host_tools(bindir)
+    readyhost.link_docker(bindir)
     return {"www": www, "work": work, "paths": paths, "bin": bindir}
 
 
@@ -126,11 +128,14 @@ def _free_port() -> int:
 class Host:
     def __init__(self, root: Path, bindir: Path):
         self.root, self.bindir = root, bindir
+        self.kernel = root.parent / (root.name + "-kernel")
         root.mkdir(parents=True)
+        readyhost.write_root(root)
+        readyhost.write_kernel(self.kernel)
 
     def run(self, *argv, fake_now=None, stdin=None, timeout=90):
         env = dict(os.environ, KUBECRATE_ROOT=str(self.root), KUBECRATE_STANDIN_TIMEOUT="20",
-                   KUBECRATE_STANDIN_MAX_LIFETIME="900",
+                   KUBECRATE_STANDIN_MAX_LIFETIME="900", KUBECRATE_PROBE_ROOT=str(self.kernel),
                    PATH="%s:%s" % (self.bindir, os.environ["PATH"]))
         env.pop("KUBECRATE_FAKE_NOW", None)
         if fake_now is not None:

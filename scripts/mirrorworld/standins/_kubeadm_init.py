@@ -8,6 +8,7 @@ import socket
 import string
 
 import _kubeadm_config as config
+import _kubeadm_preflight as pf
 import _pki
 from _common import (
     MINOR,
@@ -39,9 +40,11 @@ class PhaseError(StandinError):
         super().__init__("error execution phase %s: %s" % (phase, message))
 
 
-def preflight(errors: list, ignored) -> None:
+def preflight(errors: list, ignored, warnings=()) -> None:
     """Print warnings for ignored checks; raise kubeadm's aggregated error for the rest."""
     fatal = []
+    for name, message in warnings:
+        print("\t[WARNING %s]: %s" % (name, message))
     for name, message in errors:
         if "all" in ignored or name.lower() in ignored:
             print("\t[WARNING %s]: %s" % (name, message))
@@ -230,7 +233,7 @@ def init(config_path: str, upload: bool, ignored) -> str:
     ignored = set(ignored) | {str(x).lower() for x in nodereg.get("ignorePreflightErrors") or []}
     print("[init] Using Kubernetes version: " + VERSION)
     print("[preflight] Running pre-flight checks")
-    errors = []
+    errors = pf.control_plane(cfg["advertise"])
     if not free_port(cfg["advertise"], cfg["port"]):
         errors.append(("Port-%d" % cfg["port"], "Port %d is in use" % cfg["port"]))
     for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"):
@@ -239,7 +242,14 @@ def init(config_path: str, upload: bool, ignored) -> str:
             errors.append(("FileAvailable-" + path.replace("/", "-"), path + " already exists"))
     if os.path.isdir(rooted("/var/lib/etcd")) and os.listdir(rooted("/var/lib/etcd")):
         errors.append(("DirAvailable--var-lib-etcd", "/var/lib/etcd is not empty"))
-    preflight(errors, ignored)
+    socket_ = config.cri_socket(nodereg)
+    common, warnings = pf.common(socket_, cfg["advertise"])
+    errors += common
+    preflight(errors, ignored, warnings)
+    print("[preflight] Pulling images required for setting up a Kubernetes cluster")
+    preflight(pf.image_pull(config.images(VERSION, cfg["repo"]),
+                            str(nodereg.get("imagePullPolicy") or "IfNotPresent"), socket_),
+              ignored)
     print('[certs] Using certificateDir folder "/etc/kubernetes/pki"')
     for ca, cn in (("ca", "kubernetes"), ("front-proxy-ca", "front-proxy-ca"),
                    ("etcd/ca", "etcd-ca")):

@@ -9,6 +9,7 @@ import time
 
 import _kubeadm_config as config
 import _kubeadm_init as kinit
+import _kubeadm_preflight as pf
 import _pki
 from _common import (
     StandinError,
@@ -92,11 +93,14 @@ def _preflight(opts) -> None:
     if not opts["control_plane"] and os.path.exists(rooted("/etc/kubernetes/pki/ca.crt")):
         errors.append(("FileAvailable--etc-kubernetes-pki-ca.crt",
                        "/etc/kubernetes/pki/ca.crt already exists"))
+    host = opts["advertise"] or (opts["nodereg"].get("kubeletExtraArgs") or {}).get(
+        "node-ip") or "127.0.0.1"
     if opts["control_plane"]:
-        host = opts["advertise"] or "127.0.0.1"
+        errors += pf.control_plane(host)
         if not free_port(host, opts["port"]):
             errors.append(("Port-%d" % opts["port"], "Port %d is in use" % opts["port"]))
-    kinit.preflight(errors, opts["ignored"])
+    common, warnings = pf.common(config.cri_socket(opts["nodereg"]), host)
+    kinit.preflight(errors + common, opts["ignored"], warnings)
     if opts["control_plane"] and not opts["key"]:
         missing = [n for n in _pki.SHARED_CERTS if not os.path.exists(_pki.pki_path(n))]
         if missing:
@@ -171,6 +175,11 @@ def join(args) -> str:
     name = kinit.node_name(nodereg)
     repo = cluster.get("imageRepository") or config.DEFAULT_REPO
     endpoint = None
+    if opts["control_plane"]:  # RunPullImagesCheck, after the cluster's config is known
+        print("[preflight] Pulling images required for setting up a Kubernetes cluster")
+        kinit.preflight(pf.image_pull(config.images(config.VERSION, repo),
+                                      str(nodereg.get("imagePullPolicy") or "IfNotPresent"),
+                                      config.cri_socket(nodereg)), opts["ignored"])
     if opts["control_plane"]:
         if not cluster.get("controlPlaneEndpoint"):
             raise PhaseError("preflight", "\nOne or more conditions for hosting a new control "

@@ -272,6 +272,20 @@ def cmd_reset(args) -> None:
           "$HOME/.kube/config file.")
 
 
+# cmd/kubeadm/app/cmd/util/cmdutil.go, ValidateMixedArguments / isAllowedFlag: with --config,
+# every other flag that was set is refused except these and the skip-* ones.
+MIXABLE = {"config", "ignore-preflight-errors", "dry-run", "kubeconfig", "node-name",
+           "kubeconfig-dir", "upload-certs", "print-join-command", "rootfs", "v", "log-file"}
+
+
+def mixed_flags(argv: list) -> list:
+    """The flags set on argv that real kubeadm refuses beside --config (in argv order)."""
+    names = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
+    if "config" not in names:
+        return []
+    return [n for n in dict.fromkeys(names) if n not in MIXABLE and not n.startswith("skip-")]
+
+
 def run(args) -> None:
     if args.cmd == "version":
         cmd_version(args)
@@ -284,8 +298,6 @@ def run(args) -> None:
             raise StandinError("the stand-in supports only `init phase upload-certs`, not %r"
                                % " ".join(args.phase))
         else:
-            if args.certificate_key and args.config:
-                raise StandinError("can not mix '--config' with arguments [certificate-key]")
             if not args.config:
                 raise StandinError("the stand-in needs `kubeadm init --config FILE`")
             print(kinit.init(args.config, args.upload_certs, args.ignore_preflight_errors))
@@ -304,6 +316,9 @@ def run(args) -> None:
 def main(argv: list) -> int:
     args = parser().parse_args(argv)
     try:
+        mixed = mixed_flags(argv) if args.cmd in ("init", "join") else []
+        if mixed:
+            raise StandinError("can not mix '--config' with arguments [%s]" % " ".join(mixed))
         run(args)
     except kinit.PhaseError as exc:
         sys.stdout.flush()

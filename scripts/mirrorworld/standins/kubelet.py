@@ -1,19 +1,42 @@
-"""The kubelet stand-in: `--version`, and a daemon that runs the kube-apiserver static pod.
+"""The kubelet stand-in: `--version`, and a node agent that runs every static pod.
 
-Started by the systemctl stand-in (or by kubeadm directly when PATH has no systemctl stand-in),
-it watches <root>/etc/kubernetes/manifests/kube-apiserver.yaml: while the manifest exists it
-keeps an apiserver stand-in running (a detached child, pid in
-<root>/run/kubecrate-standin/kube-apiserver.pid, restarted 1 s after it dies, restarted when the
-manifest changes); when the manifest goes, it stops it. Like a real kubelet, stopping the kubelet
-leaves the "container" running. It refuses to start on the kubelet flags that the real binary
-would reject (see docs/testing.md).
+Started by the systemctl stand-in with the command line systemd builds from kubelet.service, its
+10-kubeadm.conf drop-in, /var/lib/kubelet/kubeadm-flags.env and /etc/sysconfig/kubelet (or, started
+directly by kubeadm where PATH has no systemctl stand-in, with the flags of those two files). It
+refuses to start where the real kubelet of its version refuses (logged, exit 1):
+
+- flags the version no longer has (--network-plugin from 1.24, --container-runtime from 1.27)
+  and a dockershim endpoint with --container-runtime=remote (tech-facts 0.3);
+- swap on while failSwapOn (default true): pkg/kubelet/cm/container_manager_linux.go,
+  NewContainerManager, "running with swap on is not supported, please disable swap! or set
+  --fail-swap-on flag to false. /proc/swaps contained: ...";
+- with dockershim, a cgroup driver other than Docker's (`docker info`):
+  pkg/kubelet/dockershim/docker_service.go, NewDockerService, "misconfiguration: kubelet cgroup
+  driver: %q is different from docker cgroup driver: %q".
+
+Then every manifest in staticPodPath (config.yaml, default /etc/kubernetes/manifests) is a pod
+(pkg/kubelet/config/file.go reads every file of the folder that does not start with a dot). A
+pod starts only when its sandbox can be made (the pause image is in this host's runtime:
+dockershim's ensureSandboxImageExists, else "Failed to create pod sandbox"), its hostPath
+volumes of type File/Directory exist (pkg/volume/hostpath: "hostPath type check failed"), and
+every container image is in the runtime (pkg/kubelet/images/image_manager.go EnsureImageExists:
+ErrImageNeverPull for pullPolicy Never, else an offline pull fails and the pod stays in
+ImagePullBackOff). Pod states are kept in <root>/run/kubecrate-standin/pods.json and logged.
+
+What a running pod runs: kube-apiserver -> the apiserver stand-in (pid kube-apiserver.pid);
+an image named */keepalived or */haproxy -> the host's `keepalived` / `haproxy` from PATH with
+`--kubecrate-root=ROOT` (tests/e2e/lbdaemon.py runs the real daemons on the mounted configs); any
+other pod is only marked Running. A dead process is restarted 1 s later, a changed manifest
+restarts it, a removed one stops it; stopping the kubelet leaves the "containers" running.
 """
 
+import json
 import os
 import shlex
 import sys
 import time
 
+import _node
 import _yaml
 from _common import (
     MINOR,
@@ -26,12 +49,20 @@ from _common import (
     rooted,
     spawn_detached,
     stop_pid,
+    write_file,
 )
 
-MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+MANIFESTS = "/etc/kubernetes/manifests"
+MANIFEST = MANIFESTS + "/kube-apiserver.yaml"
 CONFIG = "/var/lib/kubelet/config.yaml"
 FLAGS_ENV = "/var/lib/kubelet/kubeadm-flags.env"
+SYSCONFIG = "/etc/sysconfig/kubelet"
+STATUS = "/run/kubecrate-standin/pods.json"
+DEFAULT_PAUSE = "k8s.gcr.io/pause:3.6" if MINOR <= 23 else "registry.k8s.io/pause:3.9"
 MAX_LIFETIME = float(os.environ.get("KUBECRATE_STANDIN_MAX_LIFETIME", str(6 * 3600)))
+IMAGE_RECHECK = 2.0  # seconds between runtime queries for a waiting pod
+OFFLINE = ('Error response from daemon: Get "https://%s/v2/": dial tcp: lookup %s: no such '
+           'host')
 
 
 def log(msg: str) -> None:
@@ -39,22 +70,38 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def kubeadm_flags() -> list:
+def _env_value(path: str, key: str) -> str:
+    """KEY's value in an EnvironmentFile (one shell word, quotes removed), or ''."""
     try:
-        text = read_text(rooted(FLAGS_ENV))
+        text = read_text(rooted(path))
     except OSError:
-        return []
+        return ""
     for line in text.splitlines():
-        if line.startswith("KUBELET_KUBEADM_ARGS="):
-            # An EnvironmentFile value: one shell word (quoted), itself holding the flags.
+        if line.startswith(key + "="):
             words = shlex.split(line.split("=", 1)[1])
-            return shlex.split(words[0]) if words else []
-    return []
+            return words[0] if words else ""
+    return ""
 
 
-def check_flags(flags: list) -> None:
+def kubeadm_flags() -> list:
+    """Flags of kubeadm-flags.env and /etc/sysconfig/kubelet: the command line when the kubelet
+    is started without systemd (kubeadm's fallback on a machine without the stand-in)."""
+    return (["--config=" + CONFIG] + shlex.split(_env_value(FLAGS_ENV, "KUBELET_KUBEADM_ARGS"))
+            + shlex.split(_env_value(SYSCONFIG, "KUBELET_EXTRA_ARGS")))
+
+
+def parse_flags(flags: list) -> dict:
+    """--name=value flags (last one wins, as pflag does); a bare --flag is "true"."""
+    opts = {}
+    for flag in flags:
+        if flag.startswith("--") and not flag.startswith("--kubecrate-"):
+            name, _, value = flag[2:].partition("=")
+            opts[name] = value if "=" in flag else "true"
+    return opts
+
+
+def check_flags(opts: dict) -> None:
     """Fail as the real kubelet of this version does on a flag set it cannot run with."""
-    opts = dict(f[2:].split("=", 1) for f in flags if f.startswith("--") and "=" in f)
     if MINOR >= 24 and "network-plugin" in opts:
         raise StandinError("Error: failed to parse kubelet flag: unknown flag: --network-plugin")
     if MINOR >= 27 and "container-runtime" in opts:
@@ -69,47 +116,227 @@ def check_flags(flags: list) -> None:
             'unix %s: connect: no such file or directory"' % sock)
 
 
+def dockershim(opts: dict) -> bool:
+    return MINOR <= 23 and opts.get("container-runtime", "docker") == "docker"
+
+
+def check_node(opts: dict, config: dict) -> None:
+    """The start-up refusals that depend on the host: swap, the cgroup driver."""
+    fail_swap_on = config.get("failSwapOn", True)
+    if "fail-swap-on" in opts:
+        fail_swap_on = opts["fail-swap-on"] != "false"
+    swaps = _node.swap_lines()
+    if fail_swap_on and swaps:
+        raise StandinError(
+            "failed to run Kubelet: running with swap on is not supported, please disable swap! "
+            "or set --fail-swap-on flag to false. /proc/swaps contained: %s" % swaps)
+    driver = opts.get("cgroup-driver") or config.get("cgroupDriver") or "cgroupfs"
+    if dockershim(opts):
+        docker = _node.docker_cgroup_driver()
+        if docker is None:
+            raise StandinError(
+                "failed to run Kubelet: failed to create kubelet: failed to get docker version: "
+                "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the "
+                "docker daemon running?")
+        if docker != driver:
+            raise StandinError(
+                'failed to run Kubelet: failed to create kubelet: misconfiguration: kubelet cgroup '
+                'driver: "%s" is different from docker cgroup driver: "%s"' % (driver, docker))
+
+
+def load_config(path: str) -> dict:
+    docs = _yaml.load_all(read_text(rooted(path)))
+    return docs[0] if docs and isinstance(docs[0], dict) else {}
+
+
 def manifest_flags(path: str) -> dict:
     pod = _yaml.load_all(read_text(path))[0]
     command = pod["spec"]["containers"][0]["command"]
     return dict(a[2:].split("=", 1) for a in command if a.startswith("--") and "=" in a)
 
 
-def run_daemon() -> int:
+class Node:
+    """This kubelet's view of the runtime: pause image, image presence (briefly cached)."""
+
+    def __init__(self, opts: dict, config: dict):
+        self.opts = opts
+        self.socket = _node.DOCKERSHIM if dockershim(opts) else \
+            opts.get("container-runtime-endpoint", "unix:///run/containerd/containerd.sock")
+        if dockershim(opts):
+            self.pause = opts.get("pod-infra-container-image") or DEFAULT_PAUSE
+            self.mismatch = None
+        else:
+            self.pause = _node.containerd_sandbox_image(DEFAULT_PAUSE)
+            kubelet = opts.get("cgroup-driver") or config.get("cgroupDriver") or "cgroupfs"
+            runtime = _node.containerd_cgroup_driver()
+            self.mismatch = None if kubelet == runtime else (kubelet, runtime)
+        self.cache = {}
+
+    def has(self, image: str) -> bool:
+        at, found = self.cache.get(image, (0.0, False))
+        if time.monotonic() - at > IMAGE_RECHECK:
+            found = _node.image_exists(image, self.socket)
+            self.cache[image] = (time.monotonic(), found)
+        return found
+
+
+def _registry(image: str) -> str:
+    first = image.split("/")[0]
+    return first if "/" in image and ("." in first or ":" in first) else "registry-1.docker.io"
+
+
+def pod_problem(node: Node, pod: dict):
+    """(reason, message) that keeps the pod from running, or None."""
+    spec = pod.get("spec") or {}
+    name = (pod.get("metadata") or {}).get("name", "?")
+    if not node.has(node.pause):
+        return ("CreatePodSandboxError",
+                'Failed to create pod sandbox: rpc error: code = Unknown desc = failed pulling '
+                'image "%s": %s' % (node.pause, OFFLINE % ((_registry(node.pause),) * 2)))
+    if node.mismatch:
+        return ("CreatePodSandboxError",
+                "Failed to create pod sandbox: runc create failed: kubelet cgroup driver %r and "
+                "containerd's (SystemdCgroup) %r differ: expected cgroupsPath to be of format "
+                '"slice:prefix:name" for systemd cgroups' % node.mismatch)
+    for volume in spec.get("volumes") or []:
+        host_path = volume.get("hostPath") or {}
+        kind, path = host_path.get("type"), host_path.get("path", "")
+        if kind == "File" and not os.path.isfile(rooted(path)) or \
+                kind == "Directory" and not os.path.isdir(rooted(path)):
+            return ("FailedMount", 'MountVolume.SetUp failed for volume "%s" : hostPath type '
+                    "check failed: %s is not a %s" % (volume.get("name"), path,
+                                                       kind.lower() if kind == "File" else
+                                                       "directory"))
+    for container in spec.get("containers") or []:
+        image = str(container.get("image", ""))
+        if node.has(image):
+            continue
+        if container.get("imagePullPolicy") == "Never":
+            return ("ErrImageNeverPull", 'Container image "%s" is not present with pull policy '
+                    "of Never" % image)
+        return ("ImagePullBackOff", 'Back-off pulling image "%s" (pod %s): %s'
+                % (image, name, OFFLINE % ((_registry(image),) * 2)))
+    return None
+
+
+def program(name: str, pod: dict, path: str):
+    """(pid name, argv) of what runs for a pod, or None for a pod with nothing to run."""
+    image = str(((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", ""))
+    repo = image.rsplit(":", 1)[0].rsplit("/", 1)[-1]
+    if name == "kube-apiserver" and path == rooted(MANIFEST):
+        return "kube-apiserver", [sys.executable, os.path.abspath(sys.argv[0]),
+                                  "--kubecrate-static-pod=kube-apiserver",
+                                  "--kubecrate-root=" + root()]
+    if repo in ("keepalived", "haproxy"):
+        exe = _node.which_on_path(repo)
+        if exe:
+            return "pod-" + repo, [exe, "--kubecrate-root=" + root()]
+    return None
+
+
+class Pods:
+    """Every static pod of the manifests folder, reconciled twice a second."""
+
+    def __init__(self, node: Node, folder: str):
+        self.node, self.folder = node, folder
+        self.seen = {}  # path -> {"mtime", "name", "state", "next"}
+        self.status = {}
+
+    def manifests(self) -> list:
+        folder = rooted(self.folder)
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        return [os.path.join(folder, n) for n in names if not n.startswith(".")
+                and os.path.isfile(os.path.join(folder, n))]
+
+    def sync(self) -> None:
+        paths = self.manifests()
+        for path in list(self.seen):
+            if path not in paths:
+                self._stop(path, "static pod manifest removed")
+                del self.seen[path]
+        for path in paths:
+            self._sync_one(path)
+        write_file(rooted(STATUS), json.dumps(self.status, indent=1, sort_keys=True))
+
+    def _sync_one(self, path: str) -> None:
+        mtime = os.stat(path).st_mtime
+        entry = self.seen.get(path)
+        if entry and entry["mtime"] != mtime:
+            self._stop(path, "static pod manifest changed")
+            entry = None
+        if entry is None:
+            try:
+                pod = _yaml.load_all(read_text(path))[0]
+                name = str(pod["metadata"]["name"])
+            except (OSError, _yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+                self._set(os.path.basename(path), "Failed", "InvalidManifest",
+                          "could not process manifest file %s: %s" % (path, exc))
+                return
+            entry = self.seen[path] = {"mtime": mtime, "pod": pod, "name": name, "next": 0.0}
+        pod, name = entry["pod"], entry["name"]
+        problem = pod_problem(self.node, pod)
+        if problem:
+            self._set(name, "Pending", *problem)
+            return
+        run = program(name, pod, path)
+        if run is None:
+            self._set(name, "Running", "", "")
+            return
+        pid_name, argv = run
+        pid = read_pid(pid_name)
+        if pid is None and time.monotonic() >= entry["next"]:
+            pid = spawn_detached(argv, pid_name)
+            log("started static pod %s: pid %d" % (name, pid))
+            entry["next"] = time.monotonic() + 1.0
+        self._set(name, "Running", "", "", pid)
+
+    def _stop(self, path: str, why: str) -> None:
+        entry = self.seen.get(path)
+        if not entry:
+            return
+        run = program(entry["name"], entry["pod"], path)
+        pid = read_pid(run[0]) if run else None
+        if pid:
+            log("%s; stopping %s" % (why, entry["name"]))
+            stop_pid(pid)
+        self.status.pop(entry["name"], None)
+
+    def _set(self, name, phase, reason, message, pid=None) -> None:
+        old = self.status.get(name) or {}
+        if (old.get("phase"), old.get("reason")) != (phase, reason):
+            log("pod %s: %s%s" % (name, phase, " (%s) %s" % (reason, message) if reason else ""))
+        self.status[name] = {"phase": phase, "reason": reason, "message": message, "pid": pid}
+
+
+def run_daemon(argv: list) -> int:
+    flags = [a for a in argv if a.startswith("--") and not a.startswith("--kubecrate-")]
+    opts = parse_flags(flags or kubeadm_flags())
     try:
-        check_flags(kubeadm_flags())
+        check_flags(opts)
     except StandinError as exc:
         log(str(exc))
         return 1
-    log("started %s, root %s" % (VERSION, root()))
-    started, next_start, last_mtime, warned = time.monotonic(), 0.0, None, False
-    manifest = rooted(MANIFEST)
+    log("started %s, root %s, flags %s" % (VERSION, root(), " ".join(flags) or "(none)"))
+    config_path = opts.get("config") or CONFIG
+    started, warned, pods = time.monotonic(), False, None
     while time.monotonic() - started < MAX_LIFETIME and os.path.isdir(root()):
-        if not os.path.exists(rooted(CONFIG)):
-            if not warned:
+        if pods is None and not os.path.exists(rooted(config_path)):
+            if not warned:  # the real kubelet exits and systemd restarts it every 10 s
                 log('failed to load Kubelet config file %s, error failed to read kubelet '
                     'config file "%s", error: open %s: no such file or directory'
-                    % (CONFIG, CONFIG, CONFIG))
+                    % (config_path, config_path, config_path))
                 warned = True
-        elif os.path.exists(manifest):
-            mtime = os.stat(manifest).st_mtime
-            pid = read_pid("kube-apiserver")
-            if pid and last_mtime is not None and mtime != last_mtime:
-                log("static pod manifest changed; restarting kube-apiserver")
-                stop_pid(pid)
-                pid = None
-            if pid is None and time.monotonic() >= next_start:
-                argv = [sys.executable, os.path.abspath(sys.argv[0]),
-                        "--kubecrate-static-pod=kube-apiserver", "--kubecrate-root=" + root()]
-                log("starting kube-apiserver pid %d" % spawn_detached(argv, "kube-apiserver"))
-                next_start = time.monotonic() + 1.0
-            last_mtime = mtime
-        else:
-            pid = read_pid("kube-apiserver")
-            if pid:
-                log("static pod manifest removed; stopping kube-apiserver")
-                stop_pid(pid)
-            last_mtime = None
+        elif pods is None:
+            try:
+                config = load_config(config_path)
+                check_node(opts, config)
+            except (StandinError, _yaml.YAMLError, OSError) as exc:
+                log(str(exc))
+                return 1
+            node = Node(opts, config)
+            pods = Pods(node, str(config.get("staticPodPath") or MANIFESTS))
+        if pods is not None:
+            pods.sync()
         _reap()
         time.sleep(0.5)
     return 0
@@ -142,7 +369,7 @@ def main(argv: list) -> int:
         print("kubelet stand-in %s: --version, or run as the node agent (see docs/testing.md)"
               % VERSION)
         return 0
-    return run_daemon()
+    return run_daemon(argv)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,23 @@ $KUBECRATE_ROOT (default /). Units named in $KUBECRATE_SYSTEMCTL_RUN (comma list
 <unit> from PATH as a detached daemon (pid in <root>/run/kubecrate-standin/<unit>.pid, output in
 <root>/var/log/kubecrate-standin/<unit>.log); every other unit only records its state, so the
 installer can enable docker, chronyd, keepalived, ... without touching the real machine.
+
+As on CentOS, a unit needs a unit file: `start`, `restart` and `enable` of a unit with no
+<unit>.service under the root's /etc/systemd/system, /run/systemd/system or
+/usr/lib/systemd/system fail with "Unit <unit>.service not found." (exit 5, systemd's
+EXIT_NOTINSTALLED: src/systemctl/systemctl.c of systemd 219, the `start` verb's
+"Failed to start %s: Unit not found."). A unit that really runs gets the command line systemd
+would build (systemd.service(5) "Command lines", systemd.exec(5) Environment=/EnvironmentFile=):
+the unit file and its drop-ins <unit>.service.d/*.conf (sorted by name, later ones win, an empty
+`ExecStart=` resets it), Environment= assignments, then EnvironmentFile= files (a leading `-`
+means optional; their values override Environment=), `$VAR` split on whitespace into words and
+`${VAR}` kept as one word.
 """
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,6 +44,93 @@ def under_root(path):
 
 def run_units():
     return {u.strip() for u in os.environ.get("KUBECRATE_SYSTEMCTL_RUN", "kubelet").split(",")}
+
+
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system")
+EXIT_NOTINSTALLED = 5
+
+
+def unit_file(unit):
+    """The unit's file under the root, by systemd's search order, or None."""
+    for folder in UNIT_DIRS:
+        path = under_root("%s/%s.service" % (folder, unit))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _unit_lines(unit):
+    """(key, value) of the [Service] section of the unit file, then of its drop-ins."""
+    files = [unit_file(unit)]
+    drop_ins = {}
+    for folder in reversed(UNIT_DIRS):  # /etc overrides /run overrides /usr/lib, by name
+        path = under_root("%s/%s.service.d" % (folder, unit))
+        for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
+            if name.endswith(".conf"):
+                drop_ins[name] = os.path.join(path, name)
+    files += [drop_ins[name] for name in sorted(drop_ins)]
+    pairs = []
+    for path in files:
+        section = None
+        with open(path) as f:
+            for raw in f:
+                line = raw.strip()
+                if not line or line[0] in "#;":
+                    continue
+                if line.startswith("["):
+                    section = line
+                elif section == "[Service]" and "=" in line:
+                    key, value = line.split("=", 1)
+                    pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _env_file(path, env):
+    """KEY=VALUE lines of an EnvironmentFile (quotes removed, # and ; comments skipped)."""
+    with open(path) as f:
+        for raw in f:
+            line = raw.strip()
+            if not line or line[0] in "#;" or "=" not in line:
+                continue
+            key, value = line.split("=", 1)
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            env[key.strip()] = value
+
+
+def exec_start(unit):
+    """The argv systemd would run for the unit's ExecStart= (None without an ExecStart)."""
+    env, files, command = {}, [], None
+    for key, value in _unit_lines(unit):
+        if key == "Environment":
+            for word in shlex.split(value):
+                if "=" in word:
+                    name, val = word.split("=", 1)
+                    env[name] = val
+        elif key == "EnvironmentFile":
+            files.append(value)
+        elif key == "ExecStart":
+            command = value or None
+    for value in files:
+        optional = value.startswith("-")
+        path = under_root(value.lstrip("-"))
+        if os.path.isfile(path):
+            _env_file(path, env)
+        elif not optional:
+            raise SystemExit("Failed to load environment files: %s: No such file or directory"
+                             % value)
+    if command is None:
+        return None
+    argv = []
+    for word in shlex.split(command.lstrip("-@+!")):
+        whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
+        if whole:  # $VAR: split into words; an empty value gives none
+            argv.extend(env.get(whole.group(1), "").split())
+        else:
+            argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                               lambda m: env.get(m.group(1), ""), word))
+    return argv
 
 
 def unit_name(arg):
@@ -92,11 +192,13 @@ def start(unit):
     exe = binary(unit)
     if not exe:
         raise SystemExit("Failed to start %s.service: Unit %s.service not found." % (unit, unit))
+    command = exec_start(unit) or [exe]
     log = under_root("/var/log/kubecrate-standin/%s.log" % unit)
     os.makedirs(os.path.dirname(log), exist_ok=True)
     env = dict(os.environ, KUBECRATE_ROOT=root())
     with open(log, "ab") as out:
-        proc = subprocess.Popen([exe, "--kubecrate-root=" + root()], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([exe] + command[1:] + ["--kubecrate-root=" + root()],
+                                stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=out, env=env, start_new_session=True)
     os.makedirs(os.path.dirname(pid_file(unit)), exist_ok=True)
     with open(pid_file(unit), "w") as f:
@@ -141,6 +243,13 @@ def main(argv):
     code = 0
     for unit in units:
         state = load(unit)
+        if verb in ("start", "restart", "enable", "reload") and not unit_file(unit):
+            if verb == "enable":
+                print("Failed to execute operation: No such file or directory", file=sys.stderr)
+                return 1
+            print("Failed to %s %s.service: Unit %s.service not found." % (verb, unit, unit),
+                  file=sys.stderr)
+            return EXIT_NOTINSTALLED
         if verb in ("start", "restart") or (verb == "enable" and "--now" in flags):
             if state["masked"]:
                 print("Failed to start %s.service: Unit %s.service is masked." % (unit, unit),
