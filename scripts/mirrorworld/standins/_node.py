@@ -10,7 +10,6 @@ binaries and its container runtime (docs/testing.md, "What the host must offer")
   `crictl -r SOCKET inspecti IMAGE`), so the answer comes from that host's own image store.
 """
 
-import json
 import os
 import shutil
 import subprocess
