@@ -309,11 +309,15 @@ def build_cmd(recipe_path: Path, preset_path: Path | None, key_path: Path, out_d
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False, exists=True,
                                                          path_type=Path),
               help="Also check that the bundle's role sets are the recipe's.")
+@click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False, exists=True,
+                                                           path_type=Path),
+              help="Also check that the bundle carries what this cluster.yaml runs "
+                   "(the static-pod load balancer's images).")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, exists=True),
               help="Verify the signature and every member first, with this public key.")
 @verbose_option
-def lint_cmd(bundle_path: Path, recipe_path: Path | None, key_path: str | None,
-             verbose: int) -> None:
+def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | None,
+             key_path: str | None, verbose: int) -> None:
     """Check that BUNDLE holds every package and image its role sets and kubeadm need, and
     names no image by digest alone; exit 1 naming what is missing."""
     from builder.lint import LintFailed, lint_bundle
@@ -322,7 +326,12 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, key_path: str | None,
     configure_logging(verbose)
     recipe = load_recipe(recipe_path) if recipe_path else None
     key = minisig.load_public_key(key_path) if key_path else None
-    problems = lint_bundle(bundle_path, recipe, key)
+    cluster = None
+    if cluster_path:
+        from installer.cluster import load_cluster
+
+        cluster = load_cluster(str(cluster_path))
+    problems = lint_bundle(bundle_path, recipe, key, cluster)
     if problems:
         raise LintFailed(bundle_path, problems)
     click.echo(f"{bundle_path}: complete", err=True)

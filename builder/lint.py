@@ -12,6 +12,8 @@ Checked, from bundle.json and the members themselves (not from what bundle.json 
   add-on manifest runs is in the archive;
 - kubeadm, kubelet and kubectl are in bin/.
 With a recipe, its role sets (expanded with the kubeadm image set) must also be bundle.json's.
+With a cluster.yaml, what that cluster runs from the bundle must be there: in
+`load_balancer.mode: static-pods`, the keepalived and haproxy images in the control-plane set.
 """
 
 from __future__ import annotations
@@ -40,10 +42,34 @@ class LintFailed(BuildError):
         self.problems = tuple(problems)
 
 
-def lint_bundle(path: Path, recipe: Optional[Recipe] = None, key: Any = None) -> List[str]:
-    """Every problem found in bundle `path`, one line each naming the package or image."""
+def lint_bundle(path: Path, recipe: Optional[Recipe] = None, key: Any = None,
+                cluster: Any = None) -> List[str]:
+    """Every problem found in bundle `path`, one line each naming the package or image;
+    with `cluster` (an installer.cluster.Cluster) also what that cluster needs of it."""
     with open_bundle(path, key) as contents:
-        return lint_contents(contents, recipe)
+        problems = lint_contents(contents, recipe)
+        if cluster is not None:
+            problems += lint_cluster(contents, cluster)
+        return problems
+
+
+def lint_cluster(contents: BundleContents, cluster: Any) -> List[str]:
+    """What `cluster` runs from the bundle that the bundle lacks (static-pod load balancer)."""
+    from installer.steps.preflight_lb import static_pod_images
+
+    lb = cluster.load_balancer
+    roles = contents.manifest.get("roles") or {}
+    control_plane = {str(parse_image(ref)) for ref in
+                     (roles.get("control-plane") or {}).get("images") or []}
+    archived = {image.reference for image in contents.images()}
+    problems = []
+    for ref in static_pod_images(lb):
+        canonical = str(parse_image(ref))
+        if canonical not in control_plane or canonical not in archived:
+            problems.append(f"image {canonical}: load_balancer.mode static-pods runs it on every "
+                            "control-plane node, but the bundle's control-plane set lacks it "
+                            "(add \"@loadbalancer\" to the recipe's roles.control-plane.images)")
+    return problems
 
 
 def _by_digest_only(reference: str) -> bool:

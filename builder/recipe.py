@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Unio
 from builder.errors import BuildError
 from builder.mirrors import MirrorPreset, MirrorPresetError, parse_image
 from installer import yamldoc
+from installer.lbspec import HAPROXY_IMAGE, KEEPALIVED_IMAGE
 from installer.yamldoc import KeyPath, did_you_mean, key_text, kind
 
 __all__ = [
@@ -46,6 +47,9 @@ OPERATING_SYSTEMS = ("centos", "rocky", "almalinux", "rhel")
 ARCHES = ("x86_64", "aarch64")
 RUNTIMES = ("docker", "containerd")
 DOCKERSHIM_LAST_MINOR = 23  # dockershim left the kubelet in 1.24 (tech-facts 3.4)
+# `@loadbalancer`: what `load_balancer.mode: static-pods` runs by default (installer/lbspec.py);
+# the static pods pull nothing on an air-gapped host, so the bundle must carry them.
+LOADBALANCER_IMAGES = (KEEPALIVED_IMAGE, HAPROXY_IMAGE)
 
 _NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]*\Z")
 _PACKAGE_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
@@ -110,9 +114,10 @@ class PackageSpec:
 @dataclass(frozen=True)
 class ImageSelector:
     """One entry of an image set: `@kubeadm` (kubeadm's whole list), `@kubeadm:pause` (one of
-    its components), `@flannel` (an add-on's images) or a full image reference."""
+    its components), `@flannel` (an add-on's images), `@loadbalancer` (the keepalived and
+    haproxy images of the static-pod load balancer) or a full image reference."""
 
-    kind: str  # kubeadm | addon | image
+    kind: str  # kubeadm | addon | loadbalancer | image
     name: str  # component or add-on name, or the canonical reference
     text: str  # as written in the recipe
 
@@ -212,6 +217,8 @@ def role_images(recipe: Recipe, kubeadm_images: Sequence[str]) -> Dict[str, Tupl
                 refs.add(by_component[selector.name])
             elif selector.kind == "addon":
                 refs.update(recipe.addons[selector.name].images)
+            elif selector.kind == "loadbalancer":
+                refs.update(str(parse_image(ref)) for ref in LOADBALANCER_IMAGES)
             else:
                 refs.add(selector.name)
         result[role] = tuple(sorted(refs))
@@ -239,11 +246,22 @@ def check_against_preset(recipe: Recipe, preset: MirrorPreset) -> None:
                    for i, ref in enumerate(addon.images)]
     for path, selector in _explicit_images(recipe):
         wanted.append((path, parse_image(selector.name).registry))
+    for path, selector in _selectors(recipe):
+        if selector.kind == "loadbalancer":
+            wanted += [(path, parse_image(ref).registry) for ref in LOADBALANCER_IMAGES]
     for path, registry in wanted:
         if registry not in preset.registries:
             raise recipe.error(path, f"preset {preset.name!r} ({preset.source}) has no mirror "
                                f"for registry {registry!r}",
                                f"it has: {', '.join(sorted(preset.registries))}")
+
+
+def _selectors(recipe: Recipe) -> Iterable[Tuple[KeyPath, ImageSelector]]:
+    for index, selector in enumerate(recipe.images):
+        yield ("images", index), selector
+    for role in recipe.roles.values():
+        for index, selector in enumerate(role.images):
+            yield ("roles", role.name, "images", index), selector
 
 
 def _explicit_images(recipe: Recipe) -> Iterable[Tuple[KeyPath, ImageSelector]]:
@@ -395,9 +413,11 @@ class _Reader(yamldoc.Reader):
                                  did_you_mean(component, KUBEADM_COMPONENTS)
                                  or f"known: {', '.join(KUBEADM_COMPONENTS)}")
             return ImageSelector("kubeadm", component, text)
+        if name == "loadbalancer" and not component:
+            return ImageSelector("loadbalancer", "", text)
         if name in addons and not component:
             return ImageSelector("addon", name, text)
-        sets = ["@kubeadm"] + [f"@{a}" for a in addons]
+        sets = ["@kubeadm", "@loadbalancer"] + [f"@{a}" for a in addons]
         raise self.error(path, f"no image set {text!r}", did_you_mean(text, sets)
                          or f"image sets: {', '.join(sets)}, @kubeadm:<component>")
 
@@ -454,8 +474,8 @@ class _Reader(yamldoc.Reader):
         for name, spec in sorted(value.items(), key=lambda item: str(item[0])):
             path = ("addons", name)
             self.string(name, path, _NAME, "an add-on name such as flannel")
-            if name == "kubeadm":
-                raise self.error(path, "'kubeadm' names kubeadm's own image set")
+            if name in ("kubeadm", "loadbalancer"):
+                raise self.error(path, f"{name!r} names kubecrate's own image set @{name}")
             spec = self.mapping(spec, path, ("version", "images"))
             refs = tuple(self.image_ref(self.string(ref, path + ("images", i)),
                                         path + ("images", i))

@@ -26,6 +26,7 @@ from installer.redact import redact
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 15
+WATCH_POLL = 1.0
 DEFAULT_TIMEOUT = 1800.0  # a big `docker load` on a slow disk; every call is bounded
 
 
@@ -72,9 +73,12 @@ class Runner:
 
     def run(self, argv: Sequence[str], check: bool = True, readonly: bool = False,
             stdin: Optional[Callable[[BinaryIO], None]] = None,
-            timeout: float = DEFAULT_TIMEOUT, hint: Optional[str] = None) -> Result:
+            timeout: float = DEFAULT_TIMEOUT, hint: Optional[str] = None,
+            watch: Optional[Callable[[], Optional[StepFailed]]] = None) -> Result:
         """Run argv. `stdin`, if given, is called with the child's stdin pipe to stream into
-        it. `readonly` commands run even in dry-run mode. Raises CommandFailed when `check`."""
+        it. `readonly` commands run even in dry-run mode. Raises CommandFailed when `check`.
+        `watch`, if given, is called about every WATCH_POLL seconds while the command runs; a
+        StepFailed it returns stops the command (SIGKILL) and is raised."""
         argv = [str(arg) for arg in argv]
         if not argv or not all(argv):
             raise ValueError("empty command or argument: {!r}".format(argv))
@@ -103,7 +107,7 @@ class Runner:
                             proc.stdin.close()
                         except BrokenPipeError:
                             pass
-                returncode = proc.wait(timeout=timeout)
+                returncode = self._wait(proc, timeout, watch)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -127,6 +131,23 @@ class Runner:
                       redact(stderr.rstrip()))
             raise CommandFailed(argv, returncode, stderr or stdout, hint)
         return Result(argv, returncode, stdout, stderr)
+
+    @staticmethod
+    def _wait(proc: "subprocess.Popen[bytes]", timeout: float,
+              watch: Optional[Callable[[], Optional[StepFailed]]]) -> int:
+        if watch is None:
+            return proc.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return proc.wait(timeout=max(0.0, min(WATCH_POLL, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise
+            stop = watch()
+            if stop is not None:
+                log.error("stopping %s: %s", proc.args, stop)
+                raise stop
 
     def query(self, argv: Sequence[str], timeout: float = 120.0) -> Result:
         """A read-only command whose exit status is an answer, not a failure."""

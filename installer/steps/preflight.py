@@ -309,6 +309,15 @@ CHECKS: List[Callable] = [
 ]
 
 
+def _lb_images(ctx: Context) -> List[Finding]:
+    from installer.steps.preflight_lb import check_lb_images
+
+    return check_lb_images(ctx)
+
+
+CHECKS.append(_lb_images)
+
+
 def findings(ctx: Context) -> List[Finding]:
     """Run every check; the order is the order of the report."""
     found: List[Finding] = []

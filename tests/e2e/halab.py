@@ -38,19 +38,21 @@ def vip(subnet: int) -> str:
     return "10.213.{}.100".format(subnet)
 
 
-def cluster_yaml(subnet: int) -> str:
+ADDRESSES = {"cp1": 11, "cp2": 12, "cp3": 13, "w1": 14}
+
+
+def cluster_yaml(subnet: int, mode: str = "services", names: Sequence[str] = NAMES) -> str:
+    nodes = "".join("  - {{name: {0}, address: 10.213.{1}.{2}, role: {3}}}\n".format(
+        name, subnet, ADDRESSES[name], "worker" if name.startswith("w") else "control-plane")
+        for name in names)
     return """\
 cluster_name: e2e
 control_plane: {{vip: {vip}, port: {port}}}
 networking: {{pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}}
 firewall: disable
-load_balancer: {{mode: services, interface: eth0, router_id: 61, auth_pass: kcE2e01}}
+load_balancer: {{mode: {mode}, interface: eth0, router_id: 61, auth_pass: kcE2e01}}
 nodes:
-  - {{name: cp1, address: 10.213.{s}.11, role: control-plane}}
-  - {{name: cp2, address: 10.213.{s}.12, role: control-plane}}
-  - {{name: cp3, address: 10.213.{s}.13, role: control-plane}}
-  - {{name: w1, address: 10.213.{s}.14, role: worker}}
-""".format(vip=vip(subnet), port=LB_PORT, s=subnet)
+""".format(vip=vip(subnet), port=LB_PORT, mode=mode) + nodes
 
 
 def core_root(folder: Path) -> Path:
@@ -67,7 +69,7 @@ class Node:
     """One namespace host prepared to run the installer: its root, fake kernel, PATH."""
 
     def __init__(self, host: Host, core: Path, shiv_root: Path, subnet: int,
-                 session: Optional[Dict[str, str]] = None) -> None:
+                 session: Optional[Dict[str, str]] = None, cluster: str = "") -> None:
         self.host = host
         self.session = dict(session or {})  # the operator's locale variables (none: env -i)
         top = host.dir
@@ -89,7 +91,7 @@ class Node:
             {"active": [], "enabled": [], "ports": [], "protocols": []}))
         write_kernel(self.test_host, host.address)
         write_host_files(self.test_host)
-        (top / "cluster.yaml").write_text(cluster_yaml(subnet))
+        (top / "cluster.yaml").write_text(cluster or cluster_yaml(subnet))
         self.python_dir = py36.python3_shim(top / "python")
         self.env = {"PATH": "{}:{}".format(bin_dir, os.environ["PATH"]),
                     "KUBECRATE_PROBE_ROOT": str(self.test_host.kernel),
@@ -150,9 +152,18 @@ class Node:
 SESSIONS = ({}, {"LANG": "C"}, {"LANG": "C.UTF-8"}, {"LANG": "kc_XX.UTF-8"})
 
 
-def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int) -> Dict[str, Node]:
-    return {host.name: Node(host, core, shiv_root, subnet, SESSIONS[i % len(SESSIONS)])
-            for i, host in enumerate(lab.hosts)}
+def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int,
+            mode: str = "services") -> Dict[str, Node]:
+    """One Node per lab host; cluster.yaml names exactly the lab's hosts."""
+    cluster = cluster_yaml(subnet, mode, [host.name for host in lab.hosts])
+    return {host.name: Node(host, core, shiv_root, subnet, SESSIONS[i % len(SESSIONS)],
+                            cluster) for i, host in enumerate(lab.hosts)}
+
+
+def pods(node: Node) -> Dict[str, dict]:
+    """The kubelet stand-in's static pods on `node`: name -> {phase, reason, message, pid}."""
+    path = node.root / "run/kubecrate-standin/pods.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def get_nodes(client: Node, first: Node) -> List[List[str]]:

@@ -25,6 +25,7 @@ from tests.integration.test_build import RECIPE, kubecrate, seeded_cache
 pytestmark = pytest.mark.e2e
 
 SUBNET = 3
+STATIC_SUBNET = 5
 WINDOW_BOUND = 15.0  # issue 8: polling succeeds again within 15 s (measured about 3-4 s)
 
 
@@ -131,6 +132,34 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     assert bundle_dir.stat().st_mtime_ns == unpacked_at  # reused, not copied again
     rows = halab.get_nodes(w1, cp1)
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
+
+
+def test_static_pods_first_control_plane_and_a_joiner(netns_lab, mirror_world, built,  # noqa: F811
+                                                      core, tmp_path):
+    """load_balancer.mode static-pods (the CentOS 8 runbook), on two hosts to spare CI a second
+    four-node install: the kubelet starts keepalived and haproxy only inside `kubeadm init`,
+    from the images the bundle loaded on that node, and both nodes end Ready."""
+    for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
+        require_tool(tool)
+    lab = netns_lab("hasp", ("cp1", "cp2"), subnet=STATIC_SUBNET)
+    nodes = halab.prepare(lab, core, tmp_path / "shiv", STATIC_SUBNET, mode="static-pods")
+    join = tmp_path / "join.yaml"
+    vip = halab.vip(STATIC_SUBNET)
+    cp1, cp2 = nodes["cp1"], nodes["cp2"]
+
+    first = cp1.install(built, "--join-out", join)
+    assert first.returncode == 0, first.stdout + first.stderr + cp1.logs()
+    assert vip in cp1.host.addresses()  # keepalived, run by the kubelet as a static pod
+    running = halab.pods(cp1)
+    for pod in ("keepalived", "haproxy", "kube-apiserver"):
+        assert running[pod]["phase"] == "Running", running
+    assert not (cp1.root / "usr/sbin/keepalived").exists()  # no RPM in this mode
+    second = cp2.install(built, "--join", join)
+    assert second.returncode == 0, second.stdout + second.stderr + cp2.logs()
+    assert halab.pods(cp2)["keepalived"]["phase"] == "Running", halab.pods(cp2)
+    rows = halab.get_nodes(cp2, cp1)
+    assert sorted(r[0] for r in rows) == ["cp1", "cp2"], rows
+    assert {r[1] for r in rows} == {"Ready"}, rows
 
 
 def test_outage_is_the_longest_failed_run_after_the_event():
