@@ -42,7 +42,7 @@ ADDRESSES = {"cp1": 11, "cp2": 12, "cp3": 13, "w1": 14}
 
 
 def cluster_yaml(subnet: int, mode: str = "services", names: Sequence[str] = NAMES) -> str:
-    nodes = "".join("  - {{name: {0}, address: 10.213.{1}.{2}, role: {3}}}\n".format(
+    nodes = "".join("  - {{name: {}, address: 10.213.{}.{}, role: {}}}\n".format(
         name, subnet, ADDRESSES[name], "worker" if name.startswith("w") else "control-plane")
         for name in names)
     return """\
