@@ -26,9 +26,10 @@ class VipWatch:
     """A Runner `watch`: None while all is well, a StepFailed once the bound has passed
     without the VIP on this host; quiet for good once the VIP was seen."""
 
-    def __init__(self, ctx: Context, bound: float = INIT_VIP_BOUND,
+    def __init__(self, ctx: Context, bound: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.ctx, self.bound, self.clock = ctx, bound, clock
+        self.ctx, self.clock = ctx, clock
+        self.bound = INIT_VIP_BOUND if bound is None else bound
         self.started = clock()
         self.seen = False
 

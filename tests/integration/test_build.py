@@ -229,6 +229,51 @@ def test_lint_names_an_image_removed_from_a_resigned_bundle(world_build, tmp_pat
     assert kubecrate("lint", world_build["cold"]["out"] / f"{NAME}.tar").returncode == 0
 
 
+STATIC_PODS_CLUSTER = """\
+cluster_name: lb
+control_plane: {vip: 10.0.0.100}
+networking: {pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}
+load_balancer: {mode: static-pods, interface: eth0, auth_pass: kcLb01}
+nodes:
+  - {name: cp1, address: 10.0.0.11, role: control-plane}
+"""
+
+
+def test_lint_cluster_refuses_static_pods_without_the_load_balancer_images(world_build,
+                                                                          tmp_path):
+    """Issue 12 item 2: a bundle built without "@loadbalancer" is complete for itself, but not
+    for a cluster.yaml in static-pods mode, whose kubelets would pull keepalived and haproxy."""
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(STATIC_PODS_CLUSTER)
+    built = world_build["cold"]["out"] / f"{NAME}.tar"
+    done = kubecrate("lint", built, "--cluster", cluster)
+    assert done.returncode == 0, done.stderr  # the shipped recipe carries @loadbalancer
+
+    tree = tmp_path / "tree"
+    with tarfile.open(built) as tar:
+        tar.extractall(tree, filter="data")
+    manifest = json.loads((tree / MANIFEST_NAME).read_text())
+    (tree / MANIFEST_NAME).unlink()
+    keepalived = "docker.io/osixia/keepalived:2.0.20"
+    roles = manifest["roles"]["control-plane"]
+    roles["images"] = [ref for ref in roles["images"] if ref != keepalived]
+    manifest["images"] = [i for i in manifest.get("images") or []
+                          if i.get("reference") != keepalived]
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({k: v for k, v in manifest.items()
+                                    if k not in ("format_version", "name", "created", "files")}))
+    _without_image(tree / "images" / "images.tar", keepalived)
+    without = tmp_path / f"{NAME}.tar"
+    done = kubecrate("pack", tree, "--out", without, "--key", world_build["secret"],
+                     "--metadata", metadata, "--name", NAME)
+    assert done.returncode == 0, done.stderr
+    assert kubecrate("lint", without).returncode == 0  # complete for its own role sets
+    done = kubecrate("lint", without, "--cluster", cluster)
+    assert done.returncode == 1, done.stderr
+    assert f"image {keepalived}: load_balancer.mode static-pods runs it" in done.stderr
+    assert "haproxy" not in done.stderr
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -24,7 +24,7 @@ from builder.recipe import Addon
 from installer import joinfile, session
 from installer.bundleinfo import BundleImage
 from installer.cluster import load_cluster
-from installer.errors import ExitCode, PreconditionError
+from installer.errors import ExitCode, PreconditionError, StepFailed
 from installer.host import Host, Probes
 from installer.runner import Runner
 from installer.state import State
@@ -32,6 +32,7 @@ from installer.steps import Context, all_steps, preflight_cluster, run_steps
 from installer.steps import kubeadm as kubeadm_step
 from tests.conftest import require_tool
 from tests.integration import readyhost
+from tests.integration.hoststandins import seed_images
 from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
@@ -331,3 +332,35 @@ def test_a_clone_of_a_node_in_the_cluster_is_refused_before_it_joins(lab):
     assert install(lab, "w1", join=out)["kubeadm"] == ["kubeadm join 127.0.0.100:8443 as a "
                                                        "worker"]
     assert set(nodes(lab)) == {"cp1", "w1"}
+
+
+STATIC_PODS = CLUSTER.replace("load_balancer: {mode: external}",
+                              "load_balancer: {mode: static-pods, interface: lo, router_id: 71, "
+                              "auth_pass: kcIt01}")
+
+
+def test_static_pods_init_stops_when_the_vip_cannot_appear_and_says_why(lab, monkeypatch):
+    """Issue 12 item 2: in static-pods mode keepalived runs only inside `kubeadm init`; without
+    its image the VIP never comes, and the installer stops init after its bound, naming the
+    image, instead of letting kubeadm wait out wait-control-plane."""
+    from installer.steps import vipwatch
+
+    (lab.top / "static.yaml").write_text(STATIC_PODS)
+    lab.cluster = load_cluster(str(lab.top / "static.yaml"))
+    monkeypatch.setattr(vipwatch, "INIT_VIP_BOUND", 3.0)
+    started = time.monotonic()
+    with pytest.raises(StepFailed) as failed:
+        install(lab, "cp1")
+    took = time.monotonic() - started
+    assert "kubeadm init stopped: the VIP 127.0.0.100 did not appear on lo within 3s" in \
+        str(failed.value)
+    assert "image docker.io/osixia/keepalived:2.0.20 and docker.io/library/haproxy:2.8 is not " \
+           "in the container runtime" in str(failed.value)
+    assert "@loadbalancer" in failed.value.hint
+    assert took < 15, took  # kubeadm itself would have waited KUBECRATE_STANDIN_TIMEOUT (20 s)
+    assert (lab.top / "cp1/etc/kubernetes/manifests/keepalived.yaml").exists()
+    # with the images loaded, what is left to blame is the pod or VRRP
+    seed_images(lab.top / "cp1", ["docker.io/osixia/keepalived:2.0.20",
+                                  "docker.io/library/haproxy:2.8"])
+    other = vipwatch.diagnose(context(lab, "cp1"), 3.0)
+    assert "keepalived's static pod is not running, or VRRP (IP protocol 112)" in str(other)

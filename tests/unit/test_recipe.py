@@ -71,7 +71,8 @@ def test_primary_recipe_role_images_and_preset():
     check_against_preset(recipe, load_preset(recipe.preset_path))
     images = role_images(recipe, KUBEADM_1_23_17)
     flannel = {"docker.io/flannel/flannel:v0.22.3", "docker.io/flannel/flannel-cni-plugin:v1.2.0"}
-    assert set(images["control-plane"]) == set(KUBEADM_1_23_17) | flannel
+    loadbalancer = {"docker.io/osixia/keepalived:2.0.20", "docker.io/library/haproxy:2.8"}
+    assert set(images["control-plane"]) == set(KUBEADM_1_23_17) | flannel | loadbalancer
     assert set(images["worker"]) == flannel | {
         "registry.k8s.io/kube-proxy:v1.23.17", "registry.k8s.io/pause:3.6",
         "registry.k8s.io/coredns/coredns:v1.8.6"}

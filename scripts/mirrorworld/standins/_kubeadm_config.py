@@ -4,6 +4,7 @@ import ipaddress
 import re
 import sys
 
+import _kubeadm_schema
 import _yaml
 from _common import MINOR, TOKEN_RE, VERSION, StandinError, arg_path, read_text
 
@@ -47,14 +48,20 @@ def load(path: str) -> dict:
         api, kind = doc.get("apiVersion", ""), doc.get("kind", "")
         if api.startswith(GROUP + "/") and kind in KNOWN:
             _check_api(api, kind)
-            unknown = sorted(set(doc) - KNOWN[kind] - {"apiVersion", "kind"})
-            for field in unknown:
-                sys.stderr.write('W0101 00:00:00.000000 strict.go:55] error unmarshaling '
-                                 'configuration %s: json: unknown field "%s"\n' % (kind, field))
         elif (api, kind) not in OTHER_KINDS:
             sys.stderr.write("[config] WARNING: Ignored YAML document with GroupVersionKind "
                              "%s, Kind=%s\n" % (api, kind))
             continue
+        # kubeadm 1.23 only warns here (strict.go VerifyUnmarshalStrict); the stand-in refuses
+        # so that no rendered config carries a field kubeadm drops (_kubeadm_schema.py).
+        unknown = _kubeadm_schema.unknown_fields(kind, doc)
+        if unknown:
+            raise StandinError('error unmarshaling configuration %s/%s from %s: strict decoding '
+                               'error: %s' % (api, kind, path, ", ".join(
+                                   'unknown field "%s"' % f for f in unknown)))
+        if kind in out:
+            raise StandinError("duplicate %s in %s: kubeadm reads one of each kind"
+                               % (kind, path))
         out[kind] = doc
     return out
 

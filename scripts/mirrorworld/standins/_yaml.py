@@ -35,8 +35,10 @@ def load_all(text: str) -> list:
             continue
         if body[0] in "{[":
             try:
-                out.append(json.loads(body))
+                out.append(json.loads(body, object_pairs_hook=_unique_pairs))
                 continue
+            except YAMLError:
+                raise
             except ValueError:
                 pass
         out.append(_Parser(lines).document())
@@ -221,6 +223,16 @@ def _flow_depth(text):
         elif ch in "]}":
             depth -= 1
     return depth
+
+
+def _unique_pairs(pairs):
+    """A JSON object whose keys are all different (YAML forbids duplicate keys too)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise YAMLError("duplicate key %r" % key)
+        out[key] = value
+    return out
 
 
 def _resolve(text):
