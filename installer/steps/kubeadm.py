@@ -174,14 +174,14 @@ def init(ctx: Context) -> str:
     config = kubeadmconfig.init_config(settings(ctx), node_address(ctx), token, key,
                                        lb.apiserver_port, sans)
     ctx.host.write(INIT_CONFIG, config, 0o600)
-    watch = None
+    extra = {}
     if lb.mode == "static-pods" and not ctx.runner.dry_run:
         from installer.steps.vipwatch import VipWatch  # keepalived starts inside init
 
-        watch = VipWatch(ctx)
+        extra["watch"] = VipWatch(ctx)
     ctx.runner.run(["kubeadm", "init", "--config", INIT_CONFIG, "--upload-certs"],
-                   timeout=KUBEADM_TIMEOUT, watch=watch,
-                   hint="see `journalctl -u kubelet`; `reset` undoes a half-done init")
+                   timeout=KUBEADM_TIMEOUT,
+                   hint="see `journalctl -u kubelet`; `reset` undoes a half-done init", **extra)
     if ctx.runner.dry_run:
         return "kubeadm init, then write join.yaml"
     info = joinfile.JoinInfo(str(endpoint), token,

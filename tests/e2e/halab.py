@@ -160,10 +160,20 @@ def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int,
                             cluster) for i, host in enumerate(lab.hosts)}
 
 
-def pods(node: Node) -> Dict[str, dict]:
-    """The kubelet stand-in's static pods on `node`: name -> {phase, reason, message, pid}."""
+def pods(node: Node, running: Sequence[str] = (), limit: float = 20.0) -> Dict[str, dict]:
+    """The kubelet stand-in's static pods on `node`: name -> {phase, reason, message, pid},
+    once the pods named in `running` are Running (or `limit` seconds have passed)."""
     path = node.root / "run/kubecrate-standin/pods.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            found = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:  # written as the test reads it
+            found = {}
+        if all((found.get(n) or {}).get("phase") == "Running" for n in running) or \
+                time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def get_nodes(client: Node, first: Node) -> List[List[str]]:
