@@ -17,6 +17,7 @@ from installer.runner import Runner
 from tests import lbsamples
 from tests.conftest import require_tool
 from tests.e2e.netns import netns_lab  # noqa: F401 (fixture)
+from tests.integration import readyhost
 from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,7 @@ def kube_bin(tmp_path_factory):
     for tool in ("kubeadm", "kubelet", "kubectl"):
         shutil.copy2(str(arch_dir / tool), str(bindir / tool))
     releases.write_host_tools(bindir)
+    readyhost.link_docker(bindir)
     return bindir
 
 
@@ -93,6 +95,8 @@ def _free_port() -> int:
 def standin_root(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
+    readyhost.write_root(root)  # what the host steps leave for kubeadm
+    readyhost.write_kernel(tmp_path / "kernel")
     yield root
     kill_standins(root)
 
@@ -107,6 +111,7 @@ def test_standin_kubeadm_inits_from_rendered_config(kube_bin, standin_root):
         k, kubeadmconfig.NodeAddress("cp1", "127.0.0.1"), token, key, apiserver_port=port))
     runner = Runner(str(standin_root), env={
         "PATH": "{}:{}".format(kube_bin, os.environ["PATH"]),
+        "KUBECRATE_PROBE_ROOT": str(standin_root.parent / "kernel"),
         "KUBECRATE_STANDIN_TIMEOUT": "20", "KUBECRATE_STANDIN_MAX_LIFETIME": "600"})
     try:
         init = runner.run(["kubeadm", "init", "--config", str(config), "--upload-certs"],
