@@ -5,6 +5,7 @@ in docs/testing.md.
 """
 
 import json
+import os
 import time
 
 import pytest
@@ -34,6 +35,14 @@ def _with_policy(path: str, policy_line: str) -> str:
 def _kubelet_log(host) -> str:
     log = host.path("/var/log/kubecrate-standin/kubelet.log")
     return log.read_text() if log.exists() else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _pods(host, want, limit=15.0) -> dict:
@@ -172,11 +181,20 @@ def test_static_pods_run_the_host_daemon_only_when_their_image_is_loaded(hosts, 
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "--kubecrate-root=%s" % host.root in marker.read_text()
+    keepalived = pods["keepalived"]["pid"] or _pods(host, lambda p: p["keepalived"]["pid"])[
+        "keepalived"]["pid"]
+    assert keepalived and os.path.exists("/proc/%d" % keepalived)
     # haproxy's image is loaded too now, but its config file is missing
     seed_images(host.root, ["docker.io/library/haproxy:2.8"])
     pods = _pods(host, lambda p: p.get("haproxy", {}).get("reason") == "FailedMount")
     assert "hostPath type check failed: /etc/haproxy/haproxy.cfg is not a file" in \
         pods["haproxy"]["message"], pods
+    # kubeadm reset removes "all containers": keepalived would otherwise keep the VIP
+    assert host.run("kubeadm", "reset", "-f").returncode == 0
+    deadline = time.monotonic() + 10
+    while _alive(keepalived) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(keepalived)
 
 
 def test_kubelet_gets_the_command_line_systemd_builds(hosts):  # noqa: F811

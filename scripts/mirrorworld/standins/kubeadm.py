@@ -12,6 +12,7 @@ import _kubeadm_config as config
 import _kubeadm_init as kinit
 import _pki
 from _common import (
+    STATE_DIR,
     VERSION,
     StandinError,
     go_version_struct,
@@ -247,9 +248,16 @@ def cmd_reset(args) -> None:
     stop_kubelet()
     print('[reset] Unmounting mounted directories in "/var/lib/kubelet"\n'
           "[reset] Removing all containers")
-    pid = read_pid("kube-apiserver")
-    if pid:
-        stop_pid(pid)
+    # "Removing all containers": every static pod the kubelet stand-in runs (the apiserver,
+    # and keepalived/haproxy in static-pods mode, which would otherwise keep the VIP).
+    names, state = ["kube-apiserver"], rooted(STATE_DIR)
+    if os.path.isdir(state):
+        names += sorted(f[:-4] for f in os.listdir(state)
+                        if f.startswith("pod-") and f.endswith(".pid"))
+    for name in names:
+        pid = read_pid(name)
+        if pid:
+            stop_pid(pid)
     print("[reset] Deleting contents of directories: %s" % RESET_DIRS)
     for folder in RESET_DIRS:
         path = rooted(folder)
