@@ -354,7 +354,7 @@ def recorded_crictl(args):
     """`crictl inspecti REF` answered from this root's containerd image store (how kubeadm's
     CRI runtime asks whether an image exists: cmd/kubeadm/app/util/runtime ImageExists)."""
     words = [a for a in args if not a.startswith("-")]
-    if words[:1] == ["inspecti"]:
+    if "inspecti" in words:  # after global options such as -r SOCKET
         images = _store(CTR_STORE)
         ref = words[-1]
         full = ref if "/" in ref.split(":")[0] and "." in ref.split("/")[0] else \

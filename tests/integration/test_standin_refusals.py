@@ -250,3 +250,38 @@ def test_kubeadm_decodes_every_kind_strictly(hosts, old, new, message):  # noqa:
     assert result.returncode == 1
     assert message in result.stderr, result.stderr
     assert not host.path("/etc/kubernetes/manifests").exists()
+
+
+def test_recorded_containerd_store_is_per_host_and_answers_crictl(tmp_path):
+    """The containerd side of the per-host image stores: `ctr -n k8s.io images import -` keeps
+    the references of the OCI index's io.containerd.image.name annotations under that host's
+    root, and `crictl inspecti` (how kubeadm's CRI runtime asks) answers from them."""
+    import io
+    import subprocess
+    import tarfile
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    readyhost.link_docker(bindir)
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "digest": "sha256:" + "1" * 64, "annotations": {
+            "io.containerd.image.name": "registry.k8s.io/pause:3.9"}}]}).encode()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        member = tarfile.TarInfo("index.json")
+        member.size = len(index)
+        tar.addfile(member, io.BytesIO(index))
+
+    def run(root, *argv, data=None):
+        env = dict(os.environ, KUBECRATE_ROOT=str(root))
+        return subprocess.run([str(bindir / argv[0])] + list(argv[1:]), input=data, env=env,
+                              capture_output=True, timeout=60)
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    loaded = run(one, "ctr", "-n", "k8s.io", "images", "import", "-", data=archive.getvalue())
+    assert loaded.returncode == 0, loaded.stderr
+    sock = "unix:///run/containerd/containerd.sock"
+    assert run(one, "crictl", "-r", sock, "inspecti", "registry.k8s.io/pause:3.9").returncode == 0
+    missing = run(two, "crictl", "-r", sock, "inspecti", "registry.k8s.io/pause:3.9")
+    assert missing.returncode == 1 and b"no such image" in missing.stderr
+    assert b"registry.k8s.io/pause:3.9" in run(one, "ctr", "-n", "k8s.io", "images", "ls").stdout
