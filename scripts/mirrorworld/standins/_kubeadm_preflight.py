@@ -25,10 +25,8 @@ case-insensitive, `all` for every check). What is modelled, per check of checks.
   absent from the runtime (ImageExists) is pulled, which fails offline: "failed to pull image %s".
 """
 
-import socket
-
 import _node
-from _common import MINOR
+from _common import MINOR, free_port
 
 CONTROL_PLANE_CPUS = 2
 CONTROL_PLANE_MEM_MB = 1700
@@ -42,17 +40,8 @@ BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def ports(host: str, numbers) -> list:
-    return [("Port-%d" % p, "Port %d is in use" % p) for p in numbers if not _port_free(host, p)]
+    return [("Port-%d" % p, "Port %d is in use" % p) for p in numbers if not free_port(host, p)]
 
 
 def control_plane(host: str) -> list:
