@@ -133,12 +133,13 @@ class Host:
         readyhost.write_root(root)
         readyhost.write_kernel(self.kernel)
 
-    def run(self, *argv, fake_now=None, stdin=None, timeout=90, path_first=None):
+    def run(self, *argv, fake_now=None, stdin=None, timeout=90, path_first=None, extra=None):
         env = dict(os.environ, KUBECRATE_ROOT=str(self.root), KUBECRATE_STANDIN_TIMEOUT="20",
                    KUBECRATE_STANDIN_MAX_LIFETIME="900", KUBECRATE_PROBE_ROOT=str(self.kernel),
                    PATH="%s:%s" % (self.bindir, os.environ["PATH"]))
         if path_first:
             env["PATH"] = "%s:%s" % (path_first, env["PATH"])
+        env.update(extra or {})
         env.pop("KUBECRATE_FAKE_NOW", None)
         if fake_now is not None:
             env["KUBECRATE_FAKE_NOW"] = str(fake_now)

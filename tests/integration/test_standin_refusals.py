@@ -22,6 +22,7 @@ from tests.integration.test_mirrorworld_standins import (  # noqa: F401 (fixture
 pytestmark = pytest.mark.integration
 
 NEVER = "  imagePullPolicy: Never\n"
+SHORT = {"KUBECRATE_STANDIN_TIMEOUT": "6"}  # init is expected to fail in wait-control-plane
 
 
 def _with_policy(path: str, policy_line: str) -> str:
@@ -90,7 +91,7 @@ def test_preflight_refuses_an_unprepared_host_and_honours_ignore(hosts):  # noqa
     ignored = host.run("kubeadm", "init", "--config", config, "--ignore-preflight-errors",
                        "swap,FileContent--proc-sys-net-bridge-bridge-nf-call-iptables,"
                        "FileContent--proc-sys-net-ipv4-ip_forward,NumCPU,Mem,"
-                       "FileExisting-conntrack")
+                       "FileExisting-conntrack", extra=SHORT)
     assert "[WARNING Swap]: running with swap on is not supported" in ignored.stdout
     # ...but the kubelet itself still refuses swap (its own failSwapOn), so init cannot finish
     assert ignored.returncode == 1
@@ -102,7 +103,8 @@ def test_preflight_refuses_an_unprepared_host_and_honours_ignore(hosts):  # noqa
 def test_kubelet_refuses_a_cgroup_driver_other_than_dockers(hosts):  # noqa: F811
     host = hosts("cgroupfs")
     host.path("/etc/docker/daemon.json").write_text('{"log-driver": "json-file"}\n')
-    result = host.run("kubeadm", "init", "--config", _init_config(host, _free_port()))
+    result = host.run("kubeadm", "init", "--config", _init_config(host, _free_port()),
+                      extra=SHORT)
     assert '[WARNING IsDockerSystemdCheck]: detected "cgroupfs" as the Docker cgroup driver' \
         in result.stdout
     assert result.returncode == 1 and "wait-control-plane" in result.stderr
@@ -124,7 +126,7 @@ def test_control_plane_images_must_be_in_this_hosts_runtime(hosts):  # noqa: F81
     assert "registry.k8s.io/pause:3.6" not in pulled.stderr  # that one is loaded
     # imagePullPolicy Never (what the installer renders): kubeadm skips the check, as 1.23
     # does, and the kubelet keeps the pod waiting for its image.
-    never = host.run("kubeadm", "init", "--config", _with_policy(config, NEVER))
+    never = host.run("kubeadm", "init", "--config", _with_policy(config, NEVER), extra=SHORT)
     assert never.returncode == 1 and "wait-control-plane" in never.stderr
     pods = _pods(host, lambda p: "kube-apiserver" in p)
     assert pods["kube-apiserver"]["reason"] == "ImagePullBackOff", pods
@@ -136,7 +138,7 @@ def test_no_pod_starts_without_the_pause_image(hosts):  # noqa: F811
     host.path("/var/lib/docker/kubecrate-standin-images.json").unlink()
     seed_images(host.root, [i for i in readyhost.CONTROL_PLANE_IMAGES if "pause" not in i])
     config = _with_policy(_init_config(host, _free_port()), NEVER)
-    result = host.run("kubeadm", "init", "--config", config)
+    result = host.run("kubeadm", "init", "--config", config, extra=SHORT)
     assert result.returncode == 1
     pods = _pods(host, lambda p: "etcd" in p)
     assert pods["etcd"]["reason"] == "CreatePodSandboxError", pods
