@@ -99,6 +99,9 @@ class Node:
                     "KUBECRATE_STANDIN_LOG": str(top / "calls.jsonl"),
                     "KUBECRATE_SYSTEMCTL_RUN": "kubelet,keepalived,haproxy",
                     "KUBECRATE_STANDIN_TIMEOUT": "60", "KUBECRATE_STANDIN_MAX_LIFETIME": "1800",
+                    # the kubelet stand-in records this namespace's interfaces for the per-node
+                    # CNI model (scripts/mirrorworld/standins/_nodenet.py)
+                    "KUBECRATE_STANDIN_NET": "netns",
                     "SHIV_ROOT": str(shiv_root)}
 
     @property
@@ -186,6 +189,18 @@ def get_nodes(client: Node, first: Node) -> List[List[str]]:
     if done.returncode != 0:
         raise RuntimeError("kubectl get nodes failed: " + done.stderr)
     return [line.split() for line in done.stdout.splitlines()[1:]]
+
+
+def flannel_mtus(first: Node) -> Dict[str, int]:
+    """Per node, the VXLAN MTU the stand-ins' per-node CNI model gives flannel there
+    (annotation kubecrate.standin/flannel-mtu of `kubectl get nodes -o json`)."""
+    admin = first.root / "etc/kubernetes/admin.conf"
+    done = first.run([first.root / "usr/bin/kubectl", "--kubeconfig", admin, "get", "nodes",
+                      "-o", "json"], timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError("kubectl get nodes failed: " + done.stderr)
+    return {n["metadata"]["name"]: int(n["metadata"]["annotations"].get(
+        "kubecrate.standin/flannel-mtu", 0)) for n in json.loads(done.stdout)["items"]}
 
 
 def vip_holder(nodes: Dict[str, Node], address: str) -> str:

@@ -9,6 +9,7 @@ import string
 
 import _kubeadm_config as config
 import _kubeadm_preflight as pf
+import _nodenet
 import _pki
 from _common import (
     MINOR,
@@ -154,6 +155,7 @@ def node_object(name, address, control_plane, cri, endpoint=None) -> dict:
             taints.append({"key": "node-role.kubernetes.io/control-plane",
                            "effect": "NoSchedule"})
     annotations = {"kubeadm.alpha.kubernetes.io/cri-socket": cri}
+    annotations.update(_nodenet.annotation(address))  # the node's network, for _podnet.py
     if endpoint:
         annotations["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"] = endpoint
     return {"apiVersion": "v1", "kind": "Node",

@@ -5,6 +5,7 @@ import os
 import sys
 
 import _pki
+import _podnet
 import _yaml
 from _common import (
     MINOR,
@@ -18,8 +19,6 @@ from _common import (
     rooted,
     version_info,
 )
-
-CNI_HINTS = ("flannel", "calico")
 
 
 def split_globals(argv):
@@ -120,11 +119,80 @@ def _age(stamp):
     return "%ds" % seconds
 
 
+def _flag_values(args, short, long):
+    """(values of -x V / --xx=V / --xx V, the remaining args)."""
+    values, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg in (short, long) and i + 1 < len(args):
+            values.append(args[i + 1])
+            i += 1
+        elif arg.startswith(long + "=") or (short and arg.startswith(short + "=")):
+            values.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return values, rest
+
+
+def node_status(client, nodes, objects):
+    """Each Node's Ready condition from the per-node CNI model (_podnet.py); flannel's own
+    annotations (public-ip, backend-type: subnet/kube/kube.go AcquireLease) where it runs."""
+    other = _podnet.other_cni(objects)
+    for node in nodes:
+        flannel = _podnet.flannel_on(node, objects)
+        ready = flannel["running"] or other
+        node["status"]["conditions"] = [{
+            "type": "Ready", "status": "True" if ready else "False",
+            "reason": "KubeletReady" if ready else "KubeletNotReady",
+            "message": flannel["message"]}]
+        if flannel["running"]:
+            node["metadata"].setdefault("annotations", {}).update({
+                "flannel.alpha.coreos.com/public-ip": flannel["public_ip"],
+                "flannel.alpha.coreos.com/backend-type": "vxlan",
+                "kubecrate.standin/flannel-mtu": str(flannel["mtu"])})
+    return nodes
+
+
+def synthetic_pods(client, nodes, objects):
+    """The pods the model says would exist: one kube-flannel pod per node (DaemonSet) and one
+    CoreDNS pod per Ready node (the Deployment may land on any of them)."""
+    pods = []
+    try:
+        cm = client.call("GET", "/api/v1/namespaces/kube-system/configmaps/coredns")
+    except StandinError:
+        cm = None
+    corefile = _podnet.corefile(objects, {"kube-system/coredns": cm} if cm else {})
+    for node in nodes:
+        name = node["metadata"]["name"]
+        ready = node["status"]["conditions"][0]["status"] == "True"
+        if _podnet.flannel_pods(objects):
+            flannel = _podnet.flannel_on(node, objects)
+            pods.append(_pod("kube-flannel-ds-" + name, "kube-flannel", {"app": "flannel"},
+                             name, flannel["running"], flannel["message"]))
+        if ready:
+            dns = _podnet.coredns_on(node, corefile)
+            pods.append(_pod("coredns-" + name, "kube-system", {"k8s-app": "kube-dns"}, name,
+                             dns["ready"], dns["message"]))
+    return pods
+
+
+def _pod(name, namespace, labels, node, ready, message):
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                       "message": message}]}}
+
+
 def cmd_get(client, args):
     output = next((a.split("=", 1)[1] for a in args if a.startswith("-o=")
                    or a.startswith("--output=")), None)
     if "-o" in args:
         output = args[args.index("-o") + 1]
+    namespaces, args = _flag_values(args, "-n", "--namespace")
+    selectors, args = _flag_values(args, "-l", "--selector")
     what = [a for a in args if not a.startswith("-") and a != output]
     if not what:
         raise StandinError("You must specify the type of resource to get.")
@@ -132,11 +200,15 @@ def cmd_get(client, args):
     if kind in ("node", "nodes", "no"):
         items = client.call("GET", "/api/v1/nodes")["items"]
         objects = client.call("GET", "/kubecrate/v1/objects")["items"]
-        ready = any(o.get("kind") == "DaemonSet" and any(h in o["metadata"]["name"]
-                                                         for h in CNI_HINTS) for o in objects)
-        for node in items:
-            node["status"]["conditions"] = [{"type": "Ready",
-                                             "status": "True" if ready else "False"}]
+        node_status(client, items, objects)
+    elif kind in ("pod", "pods", "po"):
+        objects = client.call("GET", "/kubecrate/v1/objects")["items"]
+        nodes = node_status(client, client.call("GET", "/api/v1/nodes")["items"], objects)
+        items = [p for p in synthetic_pods(client, nodes, objects)
+                 if not namespaces or p["metadata"]["namespace"] in namespaces]
+        for selector in selectors:
+            key, _, value = selector.partition("=")
+            items = [p for p in items if p["metadata"]["labels"].get(key) == value]
     else:
         objects = client.call("GET", "/kubecrate/v1/objects")["items"]
         items = [o for o in objects if o.get("kind", "").lower() in (kind, kind.rstrip("s"))]
