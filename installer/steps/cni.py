@@ -3,8 +3,18 @@
 
 The bundled kube-flannel.yml is customised structurally, not with sed: its net-conf.json gets
 the cluster's pod CIDR, and the kube-flannel container (when it runs with --kube-subnet-mgr)
-gets `--iface=<node address>`: air-gapped hosts often have no default route, and flannel's
---iface takes an address as well as an interface name. The result is written as JSON documents
+selects its interface per node: env FLANNELD_IFACE from the downward API `status.hostIP` (the
+node's InternalIP, i.e. the kubelet's --node-ip = the node's cluster.yaml address). Air-gapped
+hosts often have no default route, so flannel's default (the default-route interface) cannot
+be relied on; and one `--iface=<address>` in the cluster-wide DaemonSet only exists on one node:
+flanneld on every other node logs "Failed to find interface to use that matches the interfaces
+and/or regexes provided" and exits (flannel main.go, the LookupExtIface loop in main()). flannel
+reads FLANNELD_<FLAG> for every flag not given on the command line (main.go
+flagutil.SetFlagsFromEnv(flannelFlags, "FLANNELD")), and --iface takes an address as well as a
+name (LookupExtIface: net.ParseIP, then ip.GetInterfaceByIP). Any --iface* argument in the
+bundled manifest is removed, because a command-line flag would win over the env. flannel's
+VXLAN MTU is left alone: flanneld derives it from the chosen interface (docs/cluster.md).
+The result is written as JSON documents
 (JSON is YAML, and it stays inside the subset the stand-ins read) to MANIFEST; STAMP records the
 digest of what was applied, so a re-run applies nothing unless the manifest changed.
 """
@@ -24,6 +34,8 @@ from installer.steps.loadbalancer import ADMIN_CONF, is_first
 MANIFEST = "/etc/kubernetes/kubecrate/kube-flannel.yml"
 STAMP = "/var/lib/kubecrate/cni-applied"
 FLANNEL_CONTAINER = "kube-flannel"
+IFACE_ENV = "FLANNELD_IFACE"
+IFACE_FLAGS = ("--iface", "--iface-regex", "--iface-can-reach")
 
 
 def bundled_manifest(ctx: Context) -> Optional[str]:
@@ -33,8 +45,9 @@ def bundled_manifest(ctx: Context) -> Optional[str]:
     return found[0] if found else None
 
 
-def customize(text: str, pod_cidr: str, node_address: str) -> str:
-    """kube-flannel.yml with `pod_cidr` in net-conf.json and --iface=`node_address`."""
+def customize(text: str, pod_cidr: str) -> str:
+    """kube-flannel.yml with `pod_cidr` in net-conf.json and the per-node interface selection
+    (FLANNELD_IFACE = status.hostIP) on the kube-flannel container."""
     docs = [doc for doc in yaml.safe_load_all(text) if doc]
     for doc in docs:
         data = doc.get("data") if doc.get("kind") == "ConfigMap" else None
@@ -47,9 +60,31 @@ def customize(text: str, pod_cidr: str, node_address: str) -> str:
                 args = container.get("args")
                 if container.get("name") == FLANNEL_CONTAINER and isinstance(args, list) and \
                         "--kube-subnet-mgr" in args:
-                    container["args"] = [a for a in args if not str(a).startswith("--iface=")] \
-                        + ["--iface=" + node_address]
+                    select_iface_per_node(container)
     return "".join("---\n" + json.dumps(doc, indent=1, sort_keys=True) + "\n" for doc in docs)
+
+
+def select_iface_per_node(container: dict) -> None:
+    """Drop any --iface/--iface-regex/--iface-can-reach argument and set env FLANNELD_IFACE
+    from the downward API status.hostIP (replacing an existing FLANNELD_IFACE*)."""
+    args, kept, skip = container.get("args") or [], [], False
+    for arg in args:
+        text = str(arg)
+        if skip:
+            skip = False
+            continue
+        if text in IFACE_FLAGS:
+            skip = True  # "--iface eth0": the value is the next argument
+            continue
+        if text.split("=", 1)[0] in IFACE_FLAGS:
+            continue
+        kept.append(arg)
+    container["args"] = kept
+    env = [e for e in container.get("env") or []
+           if not (isinstance(e, dict) and str(e.get("name", "")).startswith(IFACE_ENV))]
+    env.append({"name": IFACE_ENV,
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}})
+    container["env"] = env
 
 
 def _containers(doc: Any) -> List[dict]:
@@ -71,14 +106,17 @@ class CniStep(ActionStep):
         if not ctx.unpacked():
             return [Action("apply {} (pod CIDR {})".format(source, ctx.cluster.pod_cidr),
                            lambda: None)]
+        return self._flannel(ctx, source)
+
+    def _flannel(self, ctx: Context, source: str) -> List[Action]:
         with open(os.path.join(ctx.bundle_dir, source), "r", encoding="utf-8") as handle:
-            text = customize(handle.read(), ctx.cluster.pod_cidr, ctx.node.address)
+            text = customize(handle.read(), ctx.cluster.pod_cidr)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if (ctx.host.read_text(STAMP) or "").strip() == digest and \
                 ctx.host.needs_write(MANIFEST, text.encode("utf-8")) is None:
             return []
-        return [Action("apply {} with pod CIDR {} and --iface={}".format(
-            source, ctx.cluster.pod_cidr, ctx.node.address),
+        return [Action("apply {} with pod CIDR {} and {} = each node's status.hostIP".format(
+            source, ctx.cluster.pod_cidr, IFACE_ENV),
             partial(self._apply, ctx, text, digest))]
 
     def _apply(self, ctx: Context, text: str, digest: str) -> None:

@@ -238,13 +238,21 @@ def test_expired_or_missing_join_material_is_a_precondition(tmp_path, monkeypatc
     assert kubeadm.join_findings(make_ctx(tmp_path, "cp1")) == []
 
 
-def test_flannel_gets_the_pod_cidr_and_the_node_address_as_iface():
-    text = cni.customize(FLANNEL, "10.32.0.0/16", "10.0.0.11")
+def test_flannel_gets_the_pod_cidr_and_a_per_node_iface_not_the_first_nodes_address():
+    # issue 12 item 1: one DaemonSet runs on every node, so the interface selection must be
+    # per node (the downward API's status.hostIP), never this node's own address.
+    text = cni.customize(FLANNEL.replace('"--kube-subnet-mgr"]',
+                                         '"--kube-subnet-mgr", "--iface", "eth9"]'),
+                         "10.32.0.0/16")
     docs = list(yaml.safe_load_all(text))
     assert json.loads(docs[0]["data"]["net-conf.json"])["Network"] == "10.32.0.0/16"
-    args = docs[1]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == ["--ip-masq", "--kube-subnet-mgr", "--iface=10.0.0.11"]
-    assert cni.customize(text, "10.32.0.0/16", "10.0.0.11") == text
+    container = docs[1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--ip-masq", "--kube-subnet-mgr"]
+    assert not any("10.0.0.11" in str(v) for v in container.values())
+    assert [e for e in container["env"] if e["name"].startswith("FLANNELD_")] == [
+        {"name": "FLANNELD_IFACE",
+         "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}}]
+    assert cni.customize(text, "10.32.0.0/16") == text
 
 
 @pytest.mark.parametrize("change, message", [
