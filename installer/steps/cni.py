@@ -28,7 +28,7 @@ from typing import Any, List, Optional
 import yaml
 
 from installer.errors import VerificationError
-from installer.steps import Action, ActionStep, Context
+from installer.steps import Action, ActionStep, Context, coredns
 from installer.steps.loadbalancer import ADMIN_CONF, is_first
 
 MANIFEST = "/etc/kubernetes/kubecrate/kube-flannel.yml"
@@ -94,7 +94,7 @@ def _containers(doc: Any) -> List[dict]:
 
 class CniStep(ActionStep):
     name = "cni"
-    title = "flannel from the bundle's addons/ (first control-plane node)"
+    title = "flannel from the bundle's addons/ and CoreDNS's forwarder (first control-plane node)"
 
     def actions(self, ctx: Context) -> List[Action]:
         if not is_first(ctx):
@@ -106,7 +106,7 @@ class CniStep(ActionStep):
         if not ctx.unpacked():
             return [Action("apply {} (pod CIDR {})".format(source, ctx.cluster.pod_cidr),
                            lambda: None)]
-        return self._flannel(ctx, source)
+        return self._flannel(ctx, source) + coredns.actions(ctx)
 
     def _flannel(self, ctx: Context, source: str) -> List[Action]:
         with open(os.path.join(ctx.bundle_dir, source), "r", encoding="utf-8") as handle:

@@ -301,10 +301,18 @@ def check_cluster(ctx: Context) -> List[Finding]:
     return preflight_cluster.findings(ctx)
 
 
+def check_dns(ctx: Context) -> List[Finding]:
+    """What CoreDNS will forward to, from this node's resolv.conf: installer/steps/coredns.py."""
+    from installer.steps import coredns  # it imports Finding from here
+
+    return coredns.findings(ctx)
+
+
 CHECKS: List[Callable] = [
     check_os, check_arch, check_kernel, check_resources, check_swap, check_selinux,
     check_firewalld, check_ports, check_modules, check_filesystem, check_disk, check_identity,
     check_hostname, check_time, check_el8, check_iptables, check_cluster, check_proxy,
+    check_dns,
     check_packages,
 ]
 

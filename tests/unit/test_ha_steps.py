@@ -147,8 +147,11 @@ def test_steps_run_in_order_and_host_only_stops_after_binaries():
 def test_first_node_holds_the_vip_before_kubeadm_init_then_applies_flannel(tmp_path):
     ctx = make_ctx(tmp_path, "cp1")
     reports = run_steps(ctx, cluster_steps())
-    assert ctx.runner.events == ["keepalived started", "vip", "init", "cni"]
+    assert ctx.runner.events == ["keepalived started", "vip", "init", "cni", "cni"]
     calls = [" ".join(c) for c in ctx.runner.calls]
+    assert calls[-1] == "kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f " \
+        "/etc/kubernetes/kubecrate/coredns.yaml"  # no nameserver, no upstream_dns: zone only
+    assert "forward" not in ctx.host.read_text("/etc/kubernetes/kubecrate/coredns.yaml")
     assert calls.index("systemctl start haproxy") < calls.index("systemctl start keepalived")
     assert any(c.startswith("haproxy -c -f ") for c in calls)
     init = calls.index("kubeadm init --config /etc/kubernetes/kubecrate/kubeadm-init.yaml "
