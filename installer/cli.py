@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from installer import __version__, bundle, minisig, runlog, textlocale
 from installer.clikit import common_options, configure_logging, run
-from installer.errors import EXIT_CODES_HELP, UsageError
+from installer.errors import EXIT_CODES_HELP, ExitCode, UsageError
 from installer.hostfiles import naming_full_disk, require_regular_file
 
 HELP = (
@@ -255,6 +255,17 @@ def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_
         click.echo("{} {} change(s) on {} ({}) from bundle {}".format(
             "would make" if dry_run else "made", outcome.changes, outcome.node, outcome.role,
             outcome.bundle))
+    _echo_smoke(*outcome.smoke)
+
+
+def _echo_smoke(lines, passed, note) -> None:
+    """The smoke check's lines (installer/smoke.py), or why it did not run here."""
+    if lines:
+        click.echo("smoke check: " + ("passed" if passed else "FAILED"))
+        for line in lines:
+            click.echo("  " + line)
+    if note:
+        click.echo("smoke check: " + note)
 
 
 def _print_steps(steps, clean: str, start: int = 1) -> None:
@@ -267,15 +278,28 @@ def _print_steps(steps, clean: str, start: int = 1) -> None:
 
 
 @cli.command("status")
+@click.option("--check", "check", is_flag=True,
+              help="Also check the cluster (control-plane node): every node Ready, CoreDNS "
+              "Ready, flannel on every node; exit 5 when a check fails.")
 @json_option
 @common_options
-def status_cmd(as_json, root, dry_run, verbose):
+def status_cmd(check, as_json, root, dry_run, verbose):
     """What is installed on this host, from which bundle."""
     import json
 
     from installer import session
 
     _begin(verbose, root, dry_run)
+    if check:
+        lines, passed, note = session.smoke(root)
+        if as_json:
+            click.echo(json.dumps({"passed": passed and not note, "checks": lines,
+                                   "note": note}, indent=1, sort_keys=True))
+        else:
+            _echo_smoke(lines, passed, note)
+        if note or not passed:
+            return int(ExitCode.STEP_FAILED)
+        return
     result = session.status(root)
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))

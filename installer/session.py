@@ -48,6 +48,7 @@ class Outcome(NamedTuple):
     findings: List[Finding]
     preflight_skipped: bool  # install on a host where preflight already passed
     steps: List[StepReport]
+    smoke: Tuple[List[str], bool, str] = ([], True, "")  # smoke_after_install
 
     @property
     def changes(self) -> int:
@@ -127,7 +128,9 @@ def install(options: Options) -> Outcome:
                               cluster=os.path.abspath(ctx.cluster.source))
             state.record("preflight", inputs, 0)
             reports = run_steps(ctx, steps, state, apply=True, progress=options.echo)
-        return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports)
+        checked = smoke_after_install(ctx) if not options.host_only else ([], True, "")
+        return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports,
+                       checked)
 
 
 def status(root: str) -> Dict[str, Any]:
@@ -294,3 +297,44 @@ def to_json(outcome: Outcome) -> str:
                   for s in outcome.steps],
         "changes": outcome.changes,
     }, indent=1)
+
+
+def smoke(root: str) -> Tuple[List[str], bool, str]:
+    """`status --check` (installer/smoke.py): (lines, all passed, why it could not run)."""
+    from installer import smoke as smoke_check
+
+    host = Host(root, dry_run=True)
+    if not host.exists(ADMIN_CONF):
+        return [], False, "no {} here: run `status --check` on a control-plane node".format(
+            ADMIN_CONF)
+    checks = smoke_check.smoke_check(Runner(root, dry_run=True), host.path(ADMIN_CONF),
+                                     _cluster_nodes(host))
+    return smoke_check.render(checks), all(c.ok for c in checks), ""
+
+
+def _cluster_nodes(host: Host) -> List[str]:
+    """The node names of the cluster.yaml install used (state.json), if it is still there."""
+    path = State.load(host).data.get("cluster")
+    if not path or not os.path.isfile(path):
+        return []
+    try:
+        return [n.name for n in load_cluster(path).nodes]
+    except (OSError, ValueError, KubecrateError):
+        return []
+
+
+def smoke_after_install(ctx: Context) -> Tuple[List[str], bool, str]:
+    """At the end of install: the smoke check when this install completed the cluster (every
+    node of cluster.yaml registered), run where admin credentials are (control planes); on a
+    worker that completes it, a pointer to `status --check`."""
+    from installer import smoke as smoke_check
+
+    expected = [n.name for n in ctx.cluster.nodes]
+    if not ctx.host.exists(ADMIN_CONF):
+        return [], True, "run `status --check` on a control-plane node once every node of " \
+            "cluster.yaml has joined"
+    kubeconfig = ctx.host.path(ADMIN_CONF)
+    if not smoke_check.cluster_complete(ctx.runner, kubeconfig, expected):
+        return [], True, ""
+    checks = smoke_check.smoke_check(ctx.runner, kubeconfig, expected)
+    return smoke_check.render(checks), all(c.ok for c in checks), ""

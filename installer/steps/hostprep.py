@@ -8,7 +8,7 @@ from typing import Dict, List
 from installer import owned
 from installer.host import fstab_swaps
 from installer.render import render
-from installer.steps import Action, ActionStep, Context
+from installer.steps import Action, ActionStep, Context, nmconf
 from installer.steps.preflight import required_modules
 
 HOSTS_BEGIN = "# BEGIN kubecrate"
@@ -95,6 +95,7 @@ class HostPrepStep(ActionStep):
             write("/etc/selinux/config", selinux_content(selinux))
 
         found.extend(self._firewall(ctx))
+        found.extend(nmconf.actions(ctx))
 
         modules = required_modules(host.probes.kernel())
         write(MODULES_FILE, render("modules-load.conf.j2", modules=modules))

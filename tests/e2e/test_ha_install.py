@@ -19,13 +19,14 @@ from installer.errors import ExitCode
 from tests.bundles import make_key
 from tests.conftest import require_tool
 from tests.e2e import halab
-from tests.e2e.netns import netns_lab, require_root  # noqa: F401 (fixture)
+from tests.e2e.netns import ip, netns_lab, require_root  # noqa: F401 (fixture)
 from tests.integration.test_build import RECIPE, kubecrate, seeded_cache
 
 pytestmark = pytest.mark.e2e
 
 SUBNET = 3
 STATIC_SUBNET = 5
+W1_MTU = 1400  # w1's eth0: flannel.1 there gets 1350
 WINDOW_BOUND = 15.0  # issue 8: polling succeeds again within 15 s (measured about 3-4 s)
 
 
@@ -53,7 +54,11 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
         require_tool(tool)
     lab = netns_lab("ha", halab.NAMES, subnet=SUBNET)
+    w1_host = next(h for h in lab.hosts if h.name == "w1")  # a VPN/VLAN-like underlay
+    ip("-n", w1_host.ns, "link", "set", w1_host.interface, "mtu", str(W1_MTU))
     nodes = halab.prepare(lab, core, tmp_path / "shiv", SUBNET)
+    for node in nodes.values():  # air-gapped: no nameserver, no upstream_dns (issue 12 item 3)
+        (node.root / "etc/resolv.conf").write_text("search e2e.local\n")
     join = tmp_path / "join.yaml"
     vip = halab.vip(SUBNET)
 
@@ -73,6 +78,8 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
         if name != "w1":  # its own keepalived and haproxy, started only after the join
             conf = node.root / "etc/keepalived/keepalived.conf"
             assert "state BACKUP" in conf.read_text()
+    # w1 completes the cluster but has no admin credentials: it says where to check
+    assert "smoke check: run `status --check` on a control-plane node" in done.stdout
 
     # Through the preamble, on CPython 3.6: cp1 without LANG, the others with LANG=C,
     # LANG=C.UTF-8 and a locale the host lacks (halab.SESSIONS).
@@ -85,7 +92,9 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
         (cp1.root / "etc/kubernetes/admin.conf").read_text()
     rows = halab.get_nodes(nodes["w1"], cp1)
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
-    assert {r[1] for r in rows} == {"Ready"}, rows  # flannel applied from addons/
+    # Ready only where flanneld finds its interface (the per-node CNI model, issue 12 item 1)
+    assert {r[1] for r in rows} == {"Ready"}, rows
+    smoke_check_after_install(cp1, nodes, built)
 
     for name, node in nodes.items():  # a second install changes nothing
         again = node.install(built, *(("--join", join) if name != "cp1" else ()))
@@ -162,6 +171,26 @@ def test_static_pods_first_control_plane_and_a_joiner(netns_lab, mirror_world, b
     rows = halab.get_nodes(cp2, cp1)
     assert sorted(r[0] for r in rows) == ["cp1", "cp2"], rows
     assert {r[1] for r in rows} == {"Ready"}, rows
+
+
+def smoke_check_after_install(cp1, nodes, built) -> None:
+    """issue 12 items 3 and 8 on the installed cluster: `status --check` passes (every node
+    Ready, CoreDNS Ready although the hosts have no nameserver, flannel on every node);
+    flannel's VXLAN MTU follows each node's interface MTU; NetworkManager leaves flannel's
+    devices alone."""
+    check = cp1.pyz(built, "status", "--check", "--root", cp1.root)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "smoke check: passed" in check.stdout
+    for name in halab.NAMES:
+        assert "ok   node {}: Ready".format(name) in check.stdout, check.stdout
+        assert "ok   pod network {}: VXLAN endpoint".format(name) in check.stdout
+    assert "ok   CoreDNS on cp1: Ready" in check.stdout
+    mtus = halab.flannel_mtus(cp1)
+    assert mtus == {"cp1": 1450, "cp2": 1450, "cp3": 1450, "w1": W1_MTU - 50}, mtus
+    for name, node in nodes.items():
+        conf = node.root / "etc/NetworkManager/conf.d/kubecrate-cni.conf"
+        assert "unmanaged-devices=interface-name:cni0;interface-name:flannel.1;" \
+               "interface-name:veth*" in conf.read_text(), name
 
 
 def test_outage_is_the_longest_failed_run_after_the_event():
