@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from installer.steps import cni
-from tests.unit.test_ha_steps import FLANNEL
+from installer.steps import cni, run_steps
+from tests.unit.test_ha_steps import FLANNEL, cluster_steps, make_ctx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts/mirrorworld/standins"))
 import _nodenet  # noqa: E402
@@ -72,3 +72,30 @@ def test_flannel_flag_and_env_precedence_and_the_default_route():
     assert _podnet.flannel_on(no_route, list(yaml.safe_load_all(
         cni.customize(FLANNEL, "10.244.0.0/16"))))["running"]  # air-gapped: no default route
     assert not _podnet.flannel_on(NODES[0], [])["running"]  # no CNI applied: NotReady
+
+
+def _applied(ctx):
+    """Every object the cluster steps applied with kubectl on the first node."""
+    docs = []
+    for argv in ctx.runner.calls:
+        if argv[0] == "kubectl" and "apply" in argv:
+            path = ctx.host.path(argv[argv.index("-f") + 1])
+            with open(path) as handle:
+                docs += [d for d in yaml.safe_load_all(handle) if d]
+    return docs
+
+
+def test_what_the_first_node_applies_makes_every_node_ready(tmp_path):
+    ctx = make_ctx(tmp_path, "cp1")  # cp1 10.0.0.11, cp2 10.0.0.12, w1 10.0.0.21
+    run_steps(ctx, cluster_steps())
+    applied = _applied(ctx)
+    states = {n["metadata"]["name"]: _podnet.flannel_on(n, applied) for n in NODES}
+    assert all(s["running"] for s in states.values()), states
+
+
+def test_what_the_first_node_applies_keeps_coredns_ready_without_a_nameserver(tmp_path):
+    ctx = make_ctx(tmp_path, "cp1")  # its root has no /etc/resolv.conf, cluster.yaml no
+    run_steps(ctx, cluster_steps())  # upstream_dns: kubeadm's default Corefile would crash
+    corefile = _podnet.corefile(_applied(ctx), {})
+    served = _podnet.coredns_on(NODES[0], corefile)  # NODES have no nameservers
+    assert served["ready"], served
