@@ -55,3 +55,22 @@ def test_a_not_ready_node_crashing_coredns_and_a_missing_node_fail():
            "node" in lines
     assert not smoke.cluster_complete(runner, "admin.conf", ["cp1", "cp2", "w1"])
     assert smoke.cluster_complete(runner, "admin.conf", ["cp1", "cp2"])
+
+
+def test_host_prep_tells_networkmanager_to_leave_flannels_devices_alone(tmp_path):
+    from installer import session
+    from installer.steps import hostprep, nmconf, run_steps
+    from tests.unit.test_ha_steps import make_ctx
+    from tests.unit.test_reset_owned import UnitsRunner
+
+    ctx = make_ctx(tmp_path, "w1")
+    ctx.runner = UnitsRunner(active={"NetworkManager"}, enabled={"NetworkManager"})
+    run_steps(ctx, [hostprep.HostPrepStep()])
+    assert ctx.host.read_text(nmconf.CONF).splitlines()[1:] == [
+        "[keyfile]",
+        "unmanaged-devices=interface-name:cni0;interface-name:flannel.1;interface-name:veth*"]
+    assert ["systemctl", "reload", "NetworkManager"] in ctx.runner.calls
+    again = run_steps(ctx, [hostprep.HostPrepStep()])[0].changes  # (the fake kernel does not
+    assert not [c for c in again if nmconf.CONF in c]  # load modules): written once
+    session.reset_host(ctx.host.root, runner=ctx.runner)
+    assert not ctx.host.exists(nmconf.CONF)  # reset --host takes it away again
