@@ -9,8 +9,8 @@ Where the facts come from:
   `ip -o -4 addr show`, `ip -o link show` and `ip -4 route show default`, i.e. what flanneld
   in a hostNetwork pod on that node would see (netlink).
 - otherwise the host model of the host tests: `$KUBECRATE_PROBE_ROOT` (the fake kernel the
-  installer's probes read): the LOCAL addresses of /proc/net/fib_trie on the first non-lo
-  interface of /sys/class/net (its `mtu` file, else 1500), the default route of
+  installer's probes read): the LOCAL addresses of /proc/net/fib_trie but 127.0.0.1 on the
+  first non-lo interface of /sys/class/net (its `mtu` file, else 1500), the default route of
   /proc/net/route. Without a probe root: the registered address on `eth0`, MTU 1500.
 - nameservers: `<root>/etc/resolv.conf`, the file the kubelet hands to `dnsPolicy: Default`
   pods such as CoreDNS (kubelet --resolv-conf, default /etc/resolv.conf).
@@ -113,9 +113,15 @@ def _from_probe_root(address: str) -> dict:
         match = re.match(r"^[\s|`+-]*(\d+\.\d+\.\d+\.\d+)\s*$", line)
         if match:
             last = match.group(1)
-        elif "/32 host LOCAL" in line and last and not last.startswith("127.") \
-                and last not in local:
+        elif "/32 host LOCAL" in line and last and last != "127.0.0.1" and last not in local:
+            # (the host tests' loopback-range node addresses, 127.0.0.11 ..., are the node's)
             local.append(last)
+    if address and address not in local:
+        # The registered address is the kubelet's --node-ip, which the real kubelet only
+        # accepts on a local interface (kubernetes pkg/kubelet/kubelet_node_status.go
+        # validateNodeIP: "node IP: ... not found in the host's network interfaces"); the
+        # host tests share one fake kernel between their nodes.
+        local.append(address)
     interfaces = [lo]
     for index, name in enumerate(names):
         mtu = (_read(base, "/sys/class/net/%s/mtu" % name) or "").strip()
