@@ -2,6 +2,7 @@
 and chrony. Every file is written atomically with its original kept (installer/host.py)."""
 
 import re
+import string
 from functools import partial
 from typing import Dict, List
 
@@ -21,6 +22,7 @@ SYSCTL = (("net.bridge.bridge-nf-call-iptables", "1"),
 FLANNEL_VXLAN = "8472/udp"
 NODE_PORTS = "30000-32767/tcp"  # kube-apiserver --service-node-port-range default
 FLANNEL_INTERFACES = ("cni0", "flannel.1")
+UNIT_NAME_CHARS = string.ascii_letters + string.digits + ":_"
 
 
 def hosts_content(ctx: Context, current: str) -> str:
@@ -47,6 +49,52 @@ def fstab_content(current: str) -> str:
     for index, line in fstab_swaps(current):
         lines[index] = "#kubecrate swap off# " + line
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def swap_unit(what: str) -> str:
+    """The systemd swap unit of device `what` (a path, or fstab's UUID=/LABEL= form), named
+    the way systemd-fstab-generator names it: the path escaped as `systemd-escape --path`
+    does (systemd.unit(5), "String Escaping for Inclusion in Unit Names") plus ".swap"."""
+    for tag, folder in (("UUID=", "/dev/disk/by-uuid/"), ("LABEL=", "/dev/disk/by-label/"),
+                        ("PARTUUID=", "/dev/disk/by-partuuid/")):
+        if what.startswith(tag):
+            what = folder + what[len(tag):]
+    parts = [p for p in what.split("/") if p]
+    escaped = []
+    for number, part in enumerate(parts):
+        chars = []
+        for index, char in enumerate(part):
+            if char in UNIT_NAME_CHARS or (char == "." and (index or number)):
+                chars.append(char)
+            else:
+                chars.extend("\\x{:02x}".format(b) for b in char.encode("utf-8"))
+        escaped.append("".join(chars))
+    return ("-".join(escaped) or "-") + ".swap"
+
+
+def swap_actions(ctx: Context, write) -> List[Action]:
+    """Swap off now (`swapoff -a`), its fstab lines commented out, and every swap unit systemd
+    knows of it masked, so that neither fstab nor systemd-gpt-auto-generator turns it back on
+    at the next boot (the kubelet refuses to start with swap on)."""
+    host, run = ctx.host, ctx.runner
+    found: List[Action] = []
+    active = host.probes.active_swaps()
+    if active:
+        found.append(Action("turn swap off ({})".format(", ".join(active)),
+                            partial(run.run, ["swapoff", "-a"])))
+    fstab = host.read_text("/etc/fstab")
+    devices = list(active)
+    if fstab is not None:
+        devices += [line.split()[0] for _, line in fstab_swaps(fstab)]
+        devices += [line.split()[3] for line in fstab.splitlines()
+                    if line.startswith("#kubecrate swap off# ") and len(line.split()) > 4]
+        write("/etc/fstab", fstab_content(fstab))
+    units = sorted(set(swap_unit(device) for device in devices))
+    for unit in units:
+        if run.query(["systemctl", "is-enabled", unit]).stdout.strip() != "masked":
+            found.append(Action("mask " + unit, partial(
+                owned.systemctl, host, run, "host-prep", "mask", unit)))
+    return found
 
 
 def selinux_content(current: str) -> str:
@@ -81,11 +129,7 @@ class HostPrepStep(ActionStep):
             write("/etc/hostname", name + "\n", [["hostnamectl", "set-hostname", name]])
         write("/etc/hosts", hosts_content(ctx, host.read_text("/etc/hosts") or ""))
 
-        if host.probes.active_swaps():
-            found.append(Action("turn swap off", partial(run.run, ["swapoff", "-a"])))
-        fstab = host.read_text("/etc/fstab")
-        if fstab is not None:
-            write("/etc/fstab", fstab_content(fstab))
+        found.extend(swap_actions(ctx, write))
 
         if host.probes.selinux_mode() == "enforcing":
             found.append(Action("set SELinux permissive now",

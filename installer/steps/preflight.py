@@ -142,15 +142,18 @@ def check_resources(ctx: Context) -> List[Finding]:
 
 
 def check_swap(ctx: Context) -> Finding:
+    """Swap on is a change host prep makes (swapoff -a, fstab, masked swap units), not a
+    failure: the kubelet refuses swap, but only once it starts, after host prep."""
     active = ctx.host.probes.active_swaps()
-    if active:
-        return Finding(FAIL, "swap", "swap is on ({}): the kubelet refuses to run with swap"
-                       .format(", ".join(active)),
-                       "run `swapoff -a` and comment out the swap lines in /etc/fstab")
     entries = fstab_swaps(ctx.host.read_text("/etc/fstab") or "")
+    if active:
+        return Finding(WARN, "swap", "swap is on ({}); host prep turns it off now (`swapoff "
+                       "-a`), comments out {} swap line(s) in /etc/fstab and masks its systemd "
+                       "swap units".format(", ".join(active), len(entries)),
+                       "nothing to do: install does it (the kubelet refuses to run with swap)")
     if entries:
         return Finding(PASS, "swap", "swap is off; host prep comments out {} swap line(s) in "
-                       "/etc/fstab".format(len(entries)))
+                       "/etc/fstab and masks their systemd swap units".format(len(entries)))
     return Finding(PASS, "swap", "swap is off")
 
 

@@ -78,9 +78,22 @@ def systemctl(args):
         print("active" if ok else "inactive")
         return 0 if ok else 3
     if verb == "is-enabled":
+        # systemctl(1), is-enabled: a masked unit prints "masked" and exits non-zero.
+        if rest[0] in state.get("masked", []):
+            print("masked")
+            return 1
         ok = rest[0] in state["enabled"]
         print("enabled" if ok else "disabled")
         return 0 if ok else 1
+    if verb in ("mask", "unmask"):  # systemctl(1): mask links the unit to /dev/null
+        masked = state.setdefault("masked", [])
+        for unit in rest:
+            if verb == "mask" and unit not in masked:
+                masked.append(unit)
+            if verb == "unmask" and unit in masked:
+                masked.remove(unit)
+        save_state(state)
+        return 0
     for unit in rest:
         if verb == "enable" and unit not in state["enabled"]:
             state["enabled"].append(unit)

@@ -173,10 +173,20 @@ def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_h
                 if p.name.startswith(".")]
 
 
-def _swap_on(host, bundle):
+def test_swap_on_is_a_change_host_prep_makes_not_a_preflight_failure(host_bundle,  # noqa: F811
+                                                                     test_host):  # noqa: F811
+    """README and docs/cluster.md say host prep turns swap off: preflight must let it."""
+    host = test_host
     host.kernel_file("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
                      "/dev/dm-1 partition 2097148 0 -2\n")
-    return args(host, bundle), "swap is on (/dev/dm-1)"
+    checked = host.installer("preflight", *args(host, host_bundle))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "swap is on (/dev/dm-1); host prep turns it off" in checked.stdout + checked.stderr
+    plan = host.installer("plan", *args(host, host_bundle))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "turn swap off (/dev/dm-1)" in plan.stdout
+    assert "mask dev-dm\\x2d1.swap" in plan.stdout
+    assert "mask dev-mapper-centos\\x2dswap.swap" in plan.stdout
 
 
 def _wrong_release(host, bundle):
@@ -194,8 +204,8 @@ def _conflicting_package(host, bundle):
     return args(host, bundle), "conflicts with"
 
 
-@pytest.mark.parametrize("make", [_swap_on, _wrong_release, _other_arch, _conflicting_package],
-                         ids=["swap-on", "wrong-os-release", "other-arch", "conflicting-package"])
+@pytest.mark.parametrize("make", [_wrong_release, _other_arch, _conflicting_package],
+                         ids=["wrong-os-release", "other-arch", "conflicting-package"])
 def test_preflight_failures_exit_4_and_change_nothing(host_bundle, test_host, make):  # noqa: F811
     host = test_host
     argv, message = make(host, host_bundle)

@@ -75,3 +75,33 @@ def test_preflight_refuses_ipvs_mode_when_the_kernel_lacks_ip_vs(tmp_path):
     assert finding.level == "fail"
     assert "ip_vs, ip_vs_rr, ip_vs_wrr, ip_vs_sh" in finding.message
     assert "kube_proxy_mode" in finding.message and "iptables" in finding.fix
+
+
+FSTAB = ("/dev/mapper/centos-root / xfs defaults 0 0\n"
+         "/dev/mapper/centos-swap swap swap defaults 0 0\n")
+
+
+def test_host_prep_turns_swap_off_now_in_fstab_and_masks_its_units(tmp_path):
+    ctx = ctx_for(tmp_path, files={"/etc/fstab": FSTAB}, kernel_files={
+        "proc/swaps": "Filename Type Size Used Priority\n/dev/dm-1 partition 2097148 0 -2\n"})
+    actions = [a.what for a in hostprep.HostPrepStep().actions(ctx)]
+    assert "turn swap off (/dev/dm-1)" in actions and "write /etc/fstab" in actions
+    assert "mask dev-dm\\x2d1.swap" in actions
+    assert "mask dev-mapper-centos\\x2dswap.swap" in actions
+    assert preflight.check_swap(ctx).level == "warn"
+
+
+def test_masked_swap_units_and_a_commented_fstab_need_nothing_more(tmp_path):
+    ctx = ctx_for(tmp_path, files={"/etc/fstab": hostprep.fstab_content(FSTAB)},
+                  answers={("systemctl", "is-enabled"): (1, "masked\n")})
+    actions = [a.what for a in hostprep.HostPrepStep().actions(ctx)]
+    assert not [a for a in actions if "swap" in a or "fstab" in a]
+    ctx.runner.answers = {}
+    assert "mask dev-mapper-centos\\x2dswap.swap" in [
+        a.what for a in hostprep.HostPrepStep().actions(ctx)]
+
+
+def test_swap_units_are_named_as_systemd_escape_path_names_them():
+    assert hostprep.swap_unit("/dev/mapper/centos-swap") == "dev-mapper-centos\\x2dswap.swap"
+    assert hostprep.swap_unit("UUID=0a-1b") == "dev-disk-by\\x2duuid-0a\\x2d1b.swap"
+    assert hostprep.swap_unit("/swap file") == "swap\\x20file.swap"
