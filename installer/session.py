@@ -23,7 +23,8 @@ from installer.steps import kubeadm as kubeadm_step
 from installer.steps.loadbalancer import ADMIN_CONF, KUBELET_CONF
 from installer.steps.preflight import FAIL, Finding, run_preflight
 
-PREP_STEPS = ("preflight", "unpack", "host-prep", "local-repo", "runtime", "images", "binaries")
+PREP_STEPS = ("preflight", "unpack", "host-prep", "local-repo", "time", "runtime", "images",
+              "binaries")
 CLUSTER_STEPS = ("loadbalancer", "kubeadm", "cni")
 HOST_STEPS = PREP_STEPS + CLUSTER_STEPS
 

@@ -114,11 +114,13 @@ def all_steps(host_only: bool = False) -> List[Step]:
         loadbalancer,
         repo,
         runtime,
+        timesync,
         unpack,
     )
 
     steps = [unpack.UnpackStep(), hostprep.HostPrepStep(), repo.RepoStep(),
-             runtime.RuntimeStep(), images.ImagesStep(), binaries.BinariesStep()]  # type: List[Step]
+             timesync.TimeStep(), runtime.RuntimeStep(), images.ImagesStep(),
+             binaries.BinariesStep()]  # type: List[Step]
     if not host_only:
         steps += [loadbalancer.LoadBalancerStep(), kubeadm.KubeadmStep(), cni.CniStep()]
     return steps

@@ -1,5 +1,6 @@
-"""Host preparation: hostname, /etc/hosts, swap, SELinux, firewalld, kernel modules, sysctl
-and chrony. Every file is written atomically with its original kept (installer/host.py)."""
+"""Host preparation: hostname, /etc/hosts, swap, SELinux, firewalld, kernel modules and sysctl
+(chrony comes after the local repo: installer/steps/timesync.py). Every file is written
+atomically with its original kept (installer/host.py)."""
 
 import re
 import string
@@ -113,7 +114,7 @@ def firewall_ports(ctx: Context) -> List[str]:
 
 class HostPrepStep(ActionStep):
     name = "host-prep"
-    title = "Prepare the host (hostname, hosts, swap, SELinux, firewall, modules, sysctl, NTP)"
+    title = "Prepare the host (hostname, hosts, swap, SELinux, firewall, modules, sysctl)"
 
     def actions(self, ctx: Context) -> List[Action]:
         host, run = ctx.host, ctx.runner
@@ -154,12 +155,7 @@ class HostPrepStep(ActionStep):
             found.append(Action("write {} and apply it ({})".format(
                 SYSCTL_FILE, ", ".join(stale) or "file changed"),
                 partial(_write_then, ctx, SYSCTL_FILE, sysctl, [["sysctl", "-p", SYSCTL_FILE]])))
-
-        if ctx.cluster.ntp_servers:
-            chrony = render("chrony.conf.j2", cluster_name=ctx.cluster.name,
-                            servers=ctx.cluster.ntp_servers)
-            write("/etc/chrony.conf", chrony, [["systemctl", "restart", "chronyd"]])
-            found.extend(_enabled(ctx, "chronyd", start=False))
+        # chrony: installer/steps/timesync.py, after the local repo has installed it
         return found
 
     def _firewall(self, ctx: Context) -> List[Action]:

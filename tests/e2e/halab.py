@@ -31,7 +31,7 @@ NAME = "k8s-1.23.17-el7"
 NAMES = ("cp1", "cp2", "cp3", "w1")
 LB_PORT = 8443
 RECORDED = ("yum", "rpm", "modprobe", "sysctl", "swapoff", "setenforce", "hostnamectl",
-            "firewall-cmd", "docker")
+            "firewall-cmd", "docker", "chronyc")
 
 
 def vip(subnet: int) -> str:

@@ -288,6 +288,44 @@ def _daemon_cgroup_driver():
     return "cgroupfs"
 
 
+def chronyc(args):
+    """`chronyc tracking` as chrony 3.4 (CentOS 7.9) prints it: chronyc(1), "tracking"
+    (https://chrony-project.org/doc/3.4/chronyc.html#tracking): `System time` is "<seconds>
+    seconds slow|fast of NTP time", `Leap status` one of Normal, Insert second, Delete second,
+    Not synchronised; with chronyd not running chronyc prints "506 Cannot talk to daemon" and
+    exits 1 (chrony client.c). The test sets the clock in $KUBECRATE_STANDIN_STATE/chrony.json:
+    {"offset": seconds (negative: slow), "synchronised": bool, "running": bool}."""
+    path = os.path.join(STATE, "chrony.json")
+    clock = {"offset": -0.000012, "synchronised": True, "running": True}
+    if os.path.exists(path):
+        clock.update(json.load(open(path)))
+    if args[:1] != ["tracking"]:
+        print("chronyc {}: not recorded".format(" ".join(args)), file=sys.stderr)
+        return 1
+    if not clock["running"]:
+        print("506 Cannot talk to daemon")
+        return 1
+    offset, synced = float(clock["offset"]), clock["synchronised"]
+    lines = [("Reference ID", "0A000001 (10.0.0.1)" if synced else "00000000 ()"),
+             ("Stratum", "3" if synced else "0"),
+             ("Ref time (UTC)", "Thu Jan 01 00:00:00 2026" if synced
+              else "Thu Jan 01 00:00:00 1970"),
+             ("System time", "{:.9f} seconds {} of NTP time".format(
+                 abs(offset), "slow" if offset < 0 else "fast")),
+             ("Last offset", "{:+.9f} seconds".format(offset if synced else 0)),
+             ("RMS offset", "0.000035087 seconds"),
+             ("Frequency", "3.225 ppm slow"),
+             ("Residual freq", "-0.000 ppm"),
+             ("Skew", "0.129 ppm"),
+             ("Root delay", "0.013639022 seconds"),
+             ("Root dispersion", "0.001100737 seconds"),
+             ("Update interval", "64.2 seconds" if synced else "0.0 seconds"),
+             ("Leap status", "Normal" if synced else "Not synchronised")]
+    for key, value in lines:
+        print("{:<16}: {}".format(key, value))
+    return 0
+
+
 def recorded_docker(args):
     """`docker load|images|inspect|image inspect|rmi|info` without a daemon (e2e namespace
     hosts, stand-in tests). The store is per host root: see IMAGE_STORE."""
@@ -400,6 +438,8 @@ def main():
         return modprobe(args)
     if name == "sysctl":
         return sysctl(args)
+    if name == "chronyc":
+        return chronyc(args)
     if name == "swapoff":
         probe_write("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n")
         return 0

@@ -3,14 +3,22 @@
 swap turned off by host prep, chrony served by the first control plane, crictl.yaml for
 Docker, one --node-ip, and the yum result verified with rpm -q."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from installer.bundleinfo import BundleImage
 from installer.cluster import parse_cluster
 from installer.host import Host, Probes
-from installer.steps import hostprep, preflight
+from installer.steps import all_steps, hostprep, preflight, timesync
 from tests.unit.test_host_steps import GOOD, FakeRunner
 
+STANDINS = Path(__file__).resolve().parents[1] / "integration" / "hoststandins.py"
 KERNEL7 = "3.10.0-1160.el7.x86_64"
 BASE_DEP = ("kernel/fs/overlayfs/overlay.ko.xz:\nkernel/net/bridge/br_netfilter.ko.xz:\n"
             "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz:\n")
@@ -105,3 +113,60 @@ def test_swap_units_are_named_as_systemd_escape_path_names_them():
     assert hostprep.swap_unit("/dev/mapper/centos-swap") == "dev-mapper-centos\\x2dswap.swap"
     assert hostprep.swap_unit("UUID=0a-1b") == "dev-disk-by\\x2duuid-0a\\x2d1b.swap"
     assert hostprep.swap_unit("/swap file") == "swap\\x20file.swap"
+
+
+def test_without_ntp_servers_the_first_control_plane_serves_time_to_the_others(tmp_path):
+    first = ctx_for(tmp_path / "cp1", node=0)
+    conf = timesync.chrony_conf(first)
+    assert "local stratum 10\n" in conf and "allow 10.0.0.0/24\n" in conf
+    assert "\nserver " not in conf
+    worker = timesync.chrony_conf(ctx_for(tmp_path / "w1", node=1))
+    assert "server 10.0.0.11 iburst\n" in worker and "allow" not in worker
+    given = ctx_for(tmp_path / "ntp", GOOD + "ntp_servers: [10.0.0.1]\n", node=0)
+    conf = timesync.chrony_conf(given)
+    assert "server 10.0.0.1 iburst\n" in conf and "local stratum" not in conf
+
+
+def test_chrony_is_configured_after_the_repo_step_installs_it(tmp_path):
+    names = [step.name for step in all_steps()]
+    assert names.index("local-repo") < names.index("time") < names.index("runtime")
+    ctx = ctx_for(tmp_path, GOOD + "ntp_servers: [10.0.0.1]\n")
+    assert not [a.what for a in hostprep.HostPrepStep().actions(ctx) if "chrony" in a.what]
+    actions = timesync.TimeStep().actions(ctx)
+    assert [a.what for a in actions] == ["write /etc/chrony.conf and restart chronyd",
+                                         "enable chronyd"]
+
+
+def chronyc_answer(tmp_path, **clock):
+    """What the chronyc stand-in (tests/integration/hoststandins.py) prints for `clock`."""
+    link = tmp_path / "bin" / "chronyc"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(STANDINS)
+    (tmp_path / "chrony.json").write_text(json.dumps(clock))
+    done = subprocess.run([sys.executable, str(link), "tracking"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ,
+                                                      "KUBECRATE_STANDIN_STATE": str(tmp_path)})
+    return done.returncode, done.stdout
+
+
+@pytest.mark.parametrize("clock, level, words", [
+    ({"offset": -0.000012}, "pass", "clock offset -0.000"),
+    ({"offset": 2.5}, "fail", "2.500 s fast of NTP time"),
+    ({"offset": -1.5}, "fail", "1.500 s slow of NTP time"),
+    ({"offset": 0.3}, "warn", "clock offset +0.300"),
+    ({"offset": 0.0, "synchronised": False}, "warn", "not synchronised"),
+    ({"running": False}, "warn", "506 Cannot talk to daemon"),
+])
+def test_preflight_reads_the_clock_from_chronyc_tracking(tmp_path, clock, level, words):
+    code, out = chronyc_answer(tmp_path / "standin", **clock)
+    ctx = ctx_for(tmp_path, GOOD + "ntp_servers: [0.centos.pool.ntp.org]\n",
+                  answers={("chronyc", "tracking"): (code, out)},
+                  files={"/etc/chrony.conf": "server 0.centos.pool.ntp.org iburst\n"})
+    finding = preflight.check_time(ctx)
+    assert finding.level == level and words in finding.message, finding
+
+
+def test_preflight_without_chronyc_warns_that_the_bundle_installs_it(tmp_path):
+    ctx = ctx_for(tmp_path, answers={("chronyc",): (127, "")})
+    finding = preflight.check_time(ctx)
+    assert finding.level == "warn" and "cp1 serves time" in finding.message
