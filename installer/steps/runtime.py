@@ -15,6 +15,10 @@ DOCKER_CONFIG = "/etc/docker/daemon.json"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CRICTL_CONFIG = "/etc/crictl.yaml"
 CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
+# The kubelet's built-in dockershim (1.23, the last release with it) serves CRI here. Without
+# /etc/crictl.yaml crictl probes its default endpoints and warns that doing so is deprecated
+# (cri-tools cmd/crictl/main.go, defaultRuntimeEndpoints): name the endpoint explicitly.
+DOCKERSHIM_ENDPOINT = "unix:///var/run/dockershim.sock"
 
 
 def docker_daemon_json(ctx: Context) -> str:
@@ -49,15 +53,19 @@ class RuntimeStep(ActionStep):
     title = "Configure, enable and start the container runtime"
 
     def actions(self, ctx: Context) -> List[Action]:
+        found = []
         if ctx.info.runtime == "docker":
             unit, files = "docker", [(DOCKER_CONFIG, docker_daemon_json(ctx))]
+            crictl = render("crictl.yaml.j2", endpoint=DOCKERSHIM_ENDPOINT)
+            if ctx.host.needs_write(CRICTL_CONFIG, crictl.encode("utf-8")) is not None:
+                found.append(Action("write " + CRICTL_CONFIG, partial(
+                    ctx.host.write, CRICTL_CONFIG, crictl)))  # crictl only: no restart
         else:
             unit = "containerd"
             files = [(CONTAINERD_CONFIG, containerd_config(ctx)),
                      (CRICTL_CONFIG, render("crictl.yaml.j2", endpoint=CONTAINERD_SOCKET))]
         stale = [(path, text) for path, text in files
                  if ctx.host.needs_write(path, text.encode("utf-8")) is not None]
-        found = []
         if stale:
             def write_and_restart() -> None:
                 for path, text in stale:
@@ -74,4 +82,4 @@ class RuntimeStep(ActionStep):
                 found.append(Action("enable " + unit, partial(
                     owned.systemctl, ctx.host, ctx.runner, "runtime", "enable", unit)))
             return found
-        return _enabled(ctx, unit, start=True, step="runtime")
+        return found + _enabled(ctx, unit, start=True, step="runtime")

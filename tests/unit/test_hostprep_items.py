@@ -15,7 +15,7 @@ import pytest
 from installer.bundleinfo import BundleImage
 from installer.cluster import parse_cluster
 from installer.host import Host, Probes
-from installer.steps import all_steps, hostprep, preflight, timesync
+from installer.steps import all_steps, hostprep, preflight, runtime, timesync
 from tests.unit.test_host_steps import GOOD, FakeRunner
 
 STANDINS = Path(__file__).resolve().parents[1] / "integration" / "hoststandins.py"
@@ -170,3 +170,16 @@ def test_preflight_without_chronyc_warns_that_the_bundle_installs_it(tmp_path):
     ctx = ctx_for(tmp_path, answers={("chronyc",): (127, "")})
     finding = preflight.check_time(ctx)
     assert finding.level == "warn" and "cp1 serves time" in finding.message
+
+
+def test_docker_hosts_get_a_crictl_yaml_for_the_dockershim_without_a_restart(tmp_path):
+    ctx = ctx_for(tmp_path, answers={("systemctl", "is-active"): (0, "active\n"),
+                                     ("systemctl", "is-enabled"): (0, "enabled\n")})
+    ctx.host.write(runtime.DOCKER_CONFIG, runtime.docker_daemon_json(ctx))
+    actions = runtime.RuntimeStep().actions(ctx)
+    assert [a.what for a in actions] == ["write /etc/crictl.yaml"]
+    actions[0].do()
+    text = ctx.host.read_text("/etc/crictl.yaml")
+    assert "runtime-endpoint: unix:///var/run/dockershim.sock\n" in text
+    assert "image-endpoint: unix:///var/run/dockershim.sock\n" in text
+    assert runtime.RuntimeStep().actions(ctx) == []
