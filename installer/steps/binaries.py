@@ -1,6 +1,7 @@
 """Binaries and the kubelet unit: kubeadm, kubelet, kubectl and crictl to /usr/bin, the CNI
 plugins to /opt/cni/bin, upstream's kubelet.service and 10-kubeadm.conf drop-in (tech-facts 2.3;
-there are no 1.23.17 RPMs any more), /etc/sysconfig/kubelet with --node-ip, kubelet enabled.
+there are no 1.23.17 RPMs any more), /etc/sysconfig/kubelet (empty KUBELET_EXTRA_ARGS:
+--node-ip comes from kubeadm's kubeletExtraArgs, once), kubelet enabled.
 
 Bundle layout read: bin/<name> plain files (or bin/<name>.gz), bin/crictl-*.tar.gz, and the CNI
 plugins as files under bin/cni/ or a bin/cni-plugins-*.tgz.
@@ -90,7 +91,7 @@ class BinariesStep(ActionStep):
                     found.append(Action("install {} from {}".format(path, source),
                                         partial(host.write, path, data, 0o755)))
         units = [(UNIT, render("kubelet.service.j2")), (DROP_IN, render("10-kubeadm.conf.j2")),
-                 (SYSCONFIG, render("sysconfig-kubelet.j2", node_ip=ctx.node.address))]
+                 (SYSCONFIG, render("sysconfig-kubelet.j2"))]
         stale = [(p, t) for p, t in units if host.needs_write(p, t.encode("utf-8")) is not None]
         if stale:
             def write_units() -> None:
