@@ -96,7 +96,11 @@ def check_packages(ctx: Context) -> Finding:
             out.write(render(
                 "kubecrate.repo.j2", bundle_name=ctx.info.name, enabled=1,
                 main=[("cachedir", scratch + "/cache"), ("reposdir", scratch + "/repos.d"),
-                      ("keepcache", "0"), ("gpgcheck", "1"), ("plugins", "0")],
+                      ("keepcache", "0"), ("gpgcheck", "1"), ("plugins", "0"),
+                      # yum 3 saves every solved but unrun transaction as
+                      # /tmp/yum_save_tx.*.yumtx unless told not to (yum.conf(5),
+                      # autosavets, default True): a dry run must leave nothing behind.
+                      ("autosavets", "0")],
                 baseurl=os.path.join(source, ctx.info.repo_path),
                 gpgkeys=[os.path.join(source, key) for key in ctx.info.gpgkeys]))
         result = ctx.runner.query(

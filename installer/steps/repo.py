@@ -10,6 +10,7 @@ import struct
 from functools import partial
 from typing import List, Optional
 
+from installer.errors import StepFailed
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
 
@@ -97,6 +98,21 @@ class RepoStep(ActionStep):
         missing = missing_packages(ctx, specs)
         if missing:
             found.append(Action("install {} package(s): {}".format(len(missing), " ".join(missing)),
-                                partial(ctx.runner.run, ["yum", "-y"] + ONLY_BUNDLE
-                                        + ["install"] + specs, timeout=1800)))
+                                partial(install_packages, ctx, specs)))
         return found
+
+
+def install_packages(ctx: Context, specs: List[str]) -> None:
+    """`yum install` from the bundle repo alone, then `rpm -q` of every requested package:
+    yum 3 only warns "No package X available." for a name it cannot find and still exits 0
+    when it installed the others (yum cli.py installPkgs), so its exit code proves nothing."""
+    ctx.runner.run(["yum", "-y"] + ONLY_BUNDLE + ["install"] + specs, timeout=1800)
+    if ctx.runner.dry_run:
+        return
+    still = missing_packages(ctx, specs)
+    if still:
+        raise StepFailed("yum exited 0 but {} package(s) are not installed: {}".format(
+            len(still), " ".join(still)),
+            hint="the bundle repo at {}/{} lacks them: check `yum --disablerepo=* "
+                 "--enablerepo=kubecrate list {}`, or rebuild the bundle".format(
+                     ctx.bundle_host_dir, ctx.info.repo_path, " ".join(still)))

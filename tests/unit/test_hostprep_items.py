@@ -11,11 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from installer.bundleinfo import BundleImage
 from installer.cluster import parse_cluster
+from installer.errors import StepFailed
 from installer.host import Host, Probes
-from installer.steps import all_steps, hostprep, preflight, runtime, timesync
+from installer.steps import all_steps, hostprep, preflight, repo, runtime, timesync
 from tests.unit.test_host_steps import GOOD, FakeRunner
 
 STANDINS = Path(__file__).resolve().parents[1] / "integration" / "hoststandins.py"
@@ -183,3 +185,77 @@ def test_docker_hosts_get_a_crictl_yaml_for_the_dockershim_without_a_restart(tmp
     assert "runtime-endpoint: unix:///var/run/dockershim.sock\n" in text
     assert "image-endpoint: unix:///var/run/dockershim.sock\n" in text
     assert runtime.RuntimeStep().actions(ctx) == []
+
+
+def kubelet_command_line(drop_in, env_files):
+    """The kubelet's argv as systemd expands 10-kubeadm.conf's ExecStart (systemd.service(5):
+    `$VAR` splits the variable's value at whitespace), the EnvironmentFile= contents given."""
+    env = {}
+    for text in env_files:
+        for line in text.splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, _, value = line.partition("=")
+                env[key.strip()] = value.strip().strip('"')
+    for line in drop_in.splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line[len("Environment="):].strip('"').partition("=")
+            env[key] = value
+    exec_start = [line for line in drop_in.splitlines() if line.startswith("ExecStart=/")][-1]
+    argv = []
+    for word in exec_start[len("ExecStart="):].split():
+        argv.extend(env.get(word[1:], "").split() if word.startswith("$") else [word])
+    return argv
+
+
+def test_the_kubelet_gets_node_ip_exactly_once():
+    """kubeadm writes nodeRegistration.kubeletExtraArgs into kubeadm-flags.env as
+    KUBELET_KUBEADM_ARGS (kubeadm cmd/kubeadm/app/phases/kubelet/flags.go, buildKubeletArgMap
+    + WriteKubeletDynamicEnvFile); the drop-in also expands /etc/sysconfig/kubelet's
+    KUBELET_EXTRA_ARGS."""
+    from installer import kubeadmconfig
+    from installer.render import render
+    from tests import lbsamples
+
+    init = yaml.safe_load_all(kubeadmconfig.init_config(
+        lbsamples.kubeadm_1_23(), lbsamples.WORKER, lbsamples.TOKEN, lbsamples.CERT_KEY))
+    extra = next(d for d in init if d.get("kind") == "InitConfiguration")[
+        "nodeRegistration"]["kubeletExtraArgs"]
+    flags_env = 'KUBELET_KUBEADM_ARGS="--network-plugin=cni {}"\n'.format(
+        " ".join("--{}={}".format(k, v) for k, v in sorted(extra.items())))
+    argv = kubelet_command_line(render("10-kubeadm.conf.j2"),
+                                [flags_env, render("sysconfig-kubelet.j2",
+                                                   node_ip=lbsamples.WORKER.address)])
+    assert [a for a in argv if a.startswith("--node-ip")] == ["--node-ip=10.213.0.21"]
+
+
+class ConfReadingRunner(FakeRunner):
+    """Also keeps the text of the yum.conf a `yum -c CONF` query names (preflight removes it)."""
+
+    def query(self, argv, timeout=0):
+        if argv[:2] == ["yum", "-c"]:
+            self.conf = Path(argv[2]).read_text()
+        return super().query(argv, timeout)
+
+
+def test_preflight_yum_dry_run_turns_autosavets_off(tmp_path):
+    ctx = ctx_for(tmp_path, repo_path="repo", gpgkeys=("repo/KEY",))
+    ctx.runner = ConfReadingRunner({("yum",): (1, "Exiting on user command\n")})
+    ctx.source_dir, ctx.node = str(tmp_path / "src"), ctx.cluster.nodes[1]
+    assert preflight.check_packages(ctx).level == "pass"
+    main = ctx.runner.conf.split("[kubecrate]")[0]
+    assert "[main]\n" in main and "\nautosavets=0\n" in main
+
+
+def test_packages_yum_skipped_are_refused_by_name(tmp_path):
+    ctx = ctx_for(tmp_path, repo_path="repo", digest="d" * 64,
+                  answers={("yum",): (0, "No package socat available.\n"),
+                           ("rpm", "-q"): (1, "docker-ce-20.10.24-3.el7.x86_64\n"
+                                              "package socat is not installed\n")})
+    ctx.bundle_host_dir = "/var/lib/kubecrate/bundles/" + "d" * 64
+    with pytest.raises(StepFailed) as err:
+        repo.install_packages(ctx, ["docker-ce", "socat"])
+    assert "yum exited 0 but 1 package(s) are not installed: socat" in err.value.message
+    assert ["yum", "-y", "--disablerepo=*", "--enablerepo=kubecrate", "install", "docker-ce",
+            "socat"] in ctx.runner.calls
+    ctx.runner.answers[("rpm", "-q")] = (0, "")
+    repo.install_packages(ctx, ["docker-ce", "socat"])
