@@ -40,14 +40,15 @@ def pack_source(source: Path, out: Path, key: keys.SecretKey, **kwargs):
 
 
 def hostile_bundle(out: Path, key: keys.SecretKey, members: list[tuple[tarfile.TarInfo, bytes]],
-                   listed: list[dict] | None = None) -> Path:
+                   listed: list[dict] | None = None, format_version: int = 1) -> Path:
     """A correctly signed bundle whose tar holds exactly `members` after a bundle.json that
-    lists `listed` (default: the regular members, honestly described)."""
+    lists `listed` (default: the regular members, honestly described) under
+    `format_version`."""
     if listed is None:
         listed = [{"path": info.name, "size": len(data), "mode": 0o644,
                    "sha256": hashlib.sha256(data).hexdigest()}
                   for info, data in members if info.isfile()]
-    manifest = dump_manifest({"format_version": 1, "name": "hostile", "created": 0,
+    manifest = dump_manifest({"format_version": format_version, "name": "hostile", "created": 0,
                               "files": listed})
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("bundle.json")
