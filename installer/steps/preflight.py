@@ -291,9 +291,7 @@ def check_el8(ctx: Context) -> List[Finding]:
     if ctx.info.major_release == "7":
         return []
     found = []
-    if not any(ctx.host.exists(p) for p in ("/usr/sbin/tc", "/sbin/tc")):
-        found.append(Finding(WARN, "tc", "tc (iproute-tc) is missing; kubeadm preflight warns",
-                             "add iproute-tc to the bundle's packages"))
+    found.extend(check_tc(ctx))
     if ctx.info.runtime == "docker":
         result = ctx.runner.query(["rpm", "-q", "podman", "runc"])
         installed = [line.split()[0] for line in result.stdout.splitlines()
@@ -303,6 +301,23 @@ def check_el8(ctx: Context) -> List[Finding]:
                                  "containerd.io".format(", ".join(installed)),
                                  "yum remove podman runc"))
     return found
+
+
+def bundle_installs(ctx: Context, name: str) -> bool:
+    """Whether the role's bundle packages name `name` (plain, or name-version / name = EVR)."""
+    return any(re.match(r"^{}(\s*[<>=]|-\d|$)".format(re.escape(name)), spec.strip())
+               for spec in ctx.info.packages_for(ctx.node.role))
+
+
+def check_tc(ctx: Context) -> List[Finding]:
+    """EL8+ ships tc in iproute-tc, which kubeadm's preflight wants; the local-repo step
+    installs it when the bundle carries it, so only its absence from both is worth a warning."""
+    if any(ctx.host.exists(p) for p in ("/usr/sbin/tc", "/sbin/tc")):
+        return []
+    if bundle_installs(ctx, "iproute-tc"):
+        return [Finding(PASS, "tc", "tc is missing; the bundle's iproute-tc installs it")]
+    return [Finding(WARN, "tc", "tc (iproute-tc) is missing and not in the bundle; kubeadm "
+                    "preflight warns", "add iproute-tc to the bundle's packages")]
 
 
 def check_iptables(ctx: Context) -> Finding:
