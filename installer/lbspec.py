@@ -277,6 +277,17 @@ def parse_kubeadm(data: Any, bundle_version: str, bundle_repository: str, runtim
     if not isinstance(repository, str) or not _REPOSITORY.match(repository):
         raise SpecError(section + ("image_repository",), "{!r} is not an image repository like "
                         "registry.k8s.io".format(repository))
+    if repository != bundle_repository:
+        # kubeadm names every image <imageRepository>/<name>, and CoreDNS <repository>/coredns
+        # once the repository is not its default (kubernetes cmd/kubeadm/app/images/images.go,
+        # GetDNSImage): none of that is what the bundle loaded, and offline it cannot pull.
+        raise SpecError(section + ("image_repository",), "{} differs from the bundle's {}: "
+                        "kubeadm would look for {}/pause, {}/kube-apiserver, ... and {}/coredns, "
+                        "which the bundle does not carry, and try to pull them offline".format(
+                            repository, bundle_repository, repository, repository, repository),
+                        hint="remove kubeadm.image_repository (the bundle's {} is used), or "
+                             "build a bundle whose recipe sets kubernetes.image_repository: {}"
+                             .format(bundle_repository, repository))
     runtime = _choice(("runtime",), runtime, RUNTIMES)
     if runtime == "docker" and minor > 23:
         raise SpecError(("runtime",), "Kubernetes {} has no dockershim; use containerd".format(
