@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from installer.bundleinfo import BundleImage
-from installer.cluster import parse_cluster
-from installer.errors import StepFailed
+from installer.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
+from installer.errors import ExitCode, StepFailed
 from installer.host import Host, Probes
 from installer.steps import all_steps, hostprep, preflight, repo, runtime, timesync
 from tests.unit.test_host_steps import GOOD, FakeRunner
@@ -259,3 +259,32 @@ def test_packages_yum_skipped_are_refused_by_name(tmp_path):
             "socat"] in ctx.runner.calls
     ctx.runner.answers[("rpm", "-q")] = (0, "")
     repo.install_packages(ctx, ["docker-ce", "socat"])
+
+
+@pytest.mark.parametrize("packages, level", [
+    (("docker-ce", "iproute-tc"), "pass"),
+    (("docker-ce", "iproute-tc-5.18.0-1.el8"), "pass"),
+    (("docker-ce", "iproute"), "warn"),
+])
+def test_el8_tc_warns_only_when_the_bundle_does_not_install_iproute_tc(tmp_path, packages,
+                                                                       level):
+    ctx = ctx_for(tmp_path, major_release="8", runtime="containerd",
+                  packages_for=lambda role: packages)
+    found = [f for f in preflight.check_el8(ctx) if f.check == "tc"]
+    assert [f.level for f in found] == [level]
+
+
+def test_an_image_repository_the_bundle_does_not_carry_is_refused_naming_the_key(tmp_path):
+    source = tmp_path / "cluster.yaml"
+    source.write_text(GOOD + "kubeadm:\n  image_repository: registry.example.com/k8s\n")
+    cluster = parse_cluster(source.read_text(), str(source))
+    with pytest.raises(ClusterConfigError) as err:
+        kubeadm_settings(cluster, "v1.23.17", "registry.k8s.io", "docker")
+    text = err.value.diagnostics()
+    assert "cluster.yaml:8" in text and "kubeadm.image_repository" in text
+    assert "registry.example.com/k8s/pause" in text and "registry.example.com/k8s/coredns" in text
+    assert "remove kubeadm.image_repository" in text
+    assert err.value.exit_code == ExitCode.USAGE
+    same = parse_cluster(GOOD + "kubeadm: {image_repository: registry.k8s.io}\n")
+    assert kubeadm_settings(same, "v1.23.17", "registry.k8s.io", "docker").image_repository \
+        == "registry.k8s.io"
