@@ -288,3 +288,46 @@ def test_an_image_repository_the_bundle_does_not_carry_is_refused_naming_the_key
     same = parse_cluster(GOOD + "kubeadm: {image_repository: registry.k8s.io}\n")
     assert kubeadm_settings(same, "v1.23.17", "registry.k8s.io", "docker").image_repository \
         == "registry.k8s.io"
+
+
+def test_keepalived_priority_follows_cluster_yaml_order_not_name_order():
+    """The first control plane in cluster.yaml initialises the cluster and must hold the VIP
+    first; names that sort the other way round prove the order is cluster.yaml's."""
+    import re
+
+    from installer import lbconfig
+
+    cluster = parse_cluster(GOOD.replace(
+        "  - {name: cp1, address: 10.0.0.11, role: control-plane}\n",
+        "  - {name: master-b, address: 10.0.0.12, role: control-plane}\n"
+        "  - {name: master-a, address: 10.0.0.11, role: control-plane}\n"))
+    lb = cluster.load_balancer
+    seen = {}
+    for name in ("master-a", "master-b"):
+        text = lbconfig.keepalived_conf(lb, name)
+        seen[name] = (re.search(r"state (\w+)", text).group(1),
+                      int(re.search(r"priority (\d+)", text).group(1)))
+    assert seen["master-b"][0] == "MASTER" and seen["master-a"][0] == "BACKUP"
+    assert seen["master-b"][1] > seen["master-a"][1]
+
+
+def test_a_file_replaced_atomically_keeps_its_selinux_label(tmp_path):
+    """rename(2) keeps the new inode's label (its folder's type), not the target's: the
+    installer copies the replaced file's security.selinux label (installer/atomic.py).
+    Setting a security.* attribute needs root, as the installer has on a host."""
+    label = b"system_u:object_r:container_config_t:s0\x00"
+    host = Host(str(tmp_path / "root"), probes=Probes(str(tmp_path)))
+    host.write("/etc/docker/daemon.json", "{}\n")
+    real = host.path("/etc/docker/daemon.json")
+    try:
+        os.setxattr(real, "security.selinux", label)
+    except PermissionError:
+        pytest.fail("setting security.selinux needs root: run the unit tests as root")
+    assert host.write("/etc/docker/daemon.json", '{"a": 1}\n').action == "update"
+    assert os.getxattr(real, "security.selinux") == label
+    source = tmp_path / "kubeadm"
+    source.write_bytes(b"#!/bin/sh\n")
+    host.write("/usr/bin/kubeadm", b"old", 0o755)
+    os.setxattr(host.path("/usr/bin/kubeadm"), "security.selinux", label)
+    host.copy_in(str(source), "/usr/bin/kubeadm")
+    assert os.getxattr(host.path("/usr/bin/kubeadm"), "security.selinux") == label
