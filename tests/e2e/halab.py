@@ -41,7 +41,9 @@ def vip(subnet: int) -> str:
 ADDRESSES = {"cp1": 11, "cp2": 12, "cp3": 13, "w1": 14}
 
 
-def cluster_yaml(subnet: int, mode: str = "services", names: Sequence[str] = NAMES) -> str:
+def cluster_yaml(subnet: int, mode: str = "services", names: Sequence[str] = NAMES,
+                 kube_proxy_mode: str = "") -> str:
+    """The e2e cluster.yaml; `kube_proxy_mode` (e.g. "ipvs") adds a `kubeadm:` section."""
     nodes = "".join("  - {{name: {}, address: 10.213.{}.{}, role: {}}}\n".format(
         name, subnet, ADDRESSES[name], "worker" if name.startswith("w") else "control-plane")
         for name in names)
@@ -52,7 +54,8 @@ networking: {{pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}}
 firewall: disable
 load_balancer: {{mode: {mode}, interface: eth0, router_id: 61, auth_pass: kcE2e01}}
 nodes:
-""".format(vip=vip(subnet), port=LB_PORT, mode=mode) + nodes
+""".format(vip=vip(subnet), port=LB_PORT, mode=mode) + nodes + (
+        "kubeadm: {{kube_proxy_mode: {}}}\n".format(kube_proxy_mode) if kube_proxy_mode else "")
 
 
 def core_root(folder: Path) -> Path:
@@ -156,9 +159,9 @@ SESSIONS = ({}, {"LANG": "C"}, {"LANG": "C.UTF-8"}, {"LANG": "kc_XX.UTF-8"})
 
 
 def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int,
-            mode: str = "services") -> Dict[str, Node]:
+            mode: str = "services", kube_proxy_mode: str = "") -> Dict[str, Node]:
     """One Node per lab host; cluster.yaml names exactly the lab's hosts."""
-    cluster = cluster_yaml(subnet, mode, [host.name for host in lab.hosts])
+    cluster = cluster_yaml(subnet, mode, [host.name for host in lab.hosts], kube_proxy_mode)
     return {host.name: Node(host, core, shiv_root, subnet, SESSIONS[i % len(SESSIONS)],
                             cluster) for i, host in enumerate(lab.hosts)}
 

@@ -56,7 +56,8 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     lab = netns_lab("ha", halab.NAMES, subnet=SUBNET)
     w1_host = next(h for h in lab.hosts if h.name == "w1")  # a VPN/VLAN-like underlay
     ip("-n", w1_host.ns, "link", "set", w1_host.interface, "mtu", str(W1_MTU))
-    nodes = halab.prepare(lab, core, tmp_path / "shiv", SUBNET)
+    # kube-proxy in IPVS mode in this run: every node loads and persists the ip_vs modules.
+    nodes = halab.prepare(lab, core, tmp_path / "shiv", SUBNET, kube_proxy_mode="ipvs")
     for node in nodes.values():  # air-gapped: no nameserver, no upstream_dns (issue 12 item 3)
         (node.root / "etc/resolv.conf").write_text("search e2e.local\n")
     join = tmp_path / "join.yaml"
@@ -87,6 +88,12 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
                                                                "kc_XX.UTF-8"]
     for name, node in nodes.items():
         assert "kubecrate-installer.pyz install" in node.python36_runs(), name
+    for name, node in nodes.items():  # kube_proxy_mode: ipvs reached every node's kernel
+        loaded = (node.test_host.kernel / "proc/modules").read_text().split()
+        persisted = (node.root / "etc/modules-load.d/kubecrate.conf").read_text().split()
+        for module in ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack_ipv4"):
+            assert module in loaded and module in persisted, (name, module)
+    assert 'mode: "ipvs"' in (cp1.root / "etc/kubernetes/kubecrate/kubeadm-init.yaml").read_text()
 
     assert "https://{}:{}".format(vip, halab.LB_PORT) in \
         (cp1.root / "etc/kubernetes/admin.conf").read_text()

@@ -262,9 +262,13 @@ def write_kernel(host: TestHost, address: str = "10.0.0.21") -> None:
     k("/proc/modules", "")
     k("/proc/mounts", "/dev/sda1 / ext4 rw 0 0\n")
     k("/proc/sys/net/ipv4/ip_forward", "0\n")
+    # As CentOS 7's kernel package lists them (the ip_vs modules too: kube_proxy_mode: ipvs).
+    ipvs = "kernel/net/netfilter/ipvs/ip_vs.ko.xz"
     k(f"/lib/modules/{KERNEL}/modules.dep",
       "kernel/fs/overlayfs/overlay.ko.xz:\nkernel/net/bridge/br_netfilter.ko.xz:\n"
-      "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz:\n")
+      "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz:\n" + f"{ipvs}:\n" + "".join(
+          f"kernel/net/netfilter/ipvs/{m}.ko.xz: {ipvs}\n" for m in ("ip_vs_rr", "ip_vs_wrr",
+                                                                     "ip_vs_sh")))
     k("/sys/fs/selinux/enforce", "1\n")
     # Each host its own machine: product UUID, MAC and machine-id derived from its address,
     # as separately installed VMs have (a cloned set would be refused at join).
