@@ -15,6 +15,8 @@ import os
 import tempfile
 from typing import BinaryIO, Callable, Optional
 
+from installer.hostfiles import naming_full_disk
+
 SELINUX_XATTR = "security.selinux"
 
 
@@ -26,8 +28,6 @@ def _label_of(path: str) -> Optional[bytes]:
         if err.errno in (errno.ENOENT, errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return None
         raise
-
-from installer.hostfiles import naming_full_disk
 
 
 def replace_file(target: str, fill: Callable[[BinaryIO], None], mode: int) -> None:
