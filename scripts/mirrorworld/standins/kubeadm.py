@@ -286,8 +286,9 @@ MIXABLE = {"config", "ignore-preflight-errors", "dry-run", "kubeconfig", "node-n
            "kubeconfig-dir", "upload-certs", "print-join-command", "rootfs", "v", "log-file"}
 
 
-def mixed_flags(argv: list) -> list:
-    """The flags set on argv that real kubeadm refuses beside --config (in argv order)."""
+def mixed_argv(argv: list) -> list:
+    """The flags set on argv that real kubeadm refuses beside --config (in argv order): init
+    and join, whatever they set; mixed_flags() above checks named flags of other commands."""
     names = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
     if "config" not in names:
         return []
@@ -324,7 +325,7 @@ def run(args) -> None:
 def main(argv: list) -> int:
     args = parser().parse_args(argv)
     try:
-        mixed = mixed_flags(argv) if args.cmd in ("init", "join") else []
+        mixed = mixed_argv(argv) if args.cmd in ("init", "join") else []
         if mixed:
             raise StandinError("can not mix '--config' with arguments [%s]" % " ".join(mixed))
         run(args)
