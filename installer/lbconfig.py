@@ -7,6 +7,7 @@ for the bundled images; the first control-plane node gets the manifests before `
 the others only after they joined (kubeadm join refuses a non-empty manifests folder).
 """
 
+import re
 from typing import List, NamedTuple
 
 from installer.lbspec import CHECK_WEIGHT, LoadBalancer
@@ -20,20 +21,66 @@ MANIFESTS = "/etc/kubernetes/manifests"
 
 class HealthCheck(NamedTuple):
     """Timings shared by keepalived's vrrp_script and haproxy's server checks, in seconds.
-    A dead apiserver fails `fall` checks `interval` apart, each bounded by `timeout`: it is
-    noticed within interval * fall + timeout = 3 s."""
-    interval: int = 1
-    timeout: int = 1
+
+    A busy but healthy apiserver must pass: its /healthz runs the etcd check, which may take up
+    to 2 s (kube-apiserver --etcd-healthcheck-timeout, default 2s), so each probe may take
+    `probe_timeout` = 4 s and keepalived kills the script only after `timeout` = 5 s. A dead
+    apiserver refuses connections at once, so it fails `fall` checks `interval` apart and its
+    node drops below every healthy one within about interval * fall = 4 s; haproxy routes
+    around it sooner (observe layer4, on-error mark-down)."""
+    interval: int = 2
+    timeout: int = 5
+    probe_timeout: int = 4
     fall: int = 2
     rise: int = 2
     weight: int = CHECK_WEIGHT
 
     @property
     def detection_seconds(self) -> int:
-        return self.interval * self.fall + self.timeout
+        """Worst case for an apiserver that still accepts connections but never answers."""
+        return self.interval * (self.fall - 1) + self.timeout
 
 
 CHECK = HealthCheck()
+HAPROXY_INTER = 1  # haproxy checks each apiserver every second, every 250 ms once one failed
+CONNECT_TIMEOUT = 1
+
+
+class Vrrp(NamedTuple):
+    """The VRRP version and advertisement interval for the keepalived a node runs. A backup
+    takes over when it has heard nothing for 3 intervals plus a skew below one interval
+    (RFC 5798 section 6.1), so the interval bounds the failover after a silent loss."""
+    version: int
+    advert_int: str  # as keepalived.conf spells it
+
+    def master_down_seconds(self, priority: int) -> float:
+        """How long a backup of `priority` waits after the last advert it heard."""
+        interval = float(self.advert_int)
+        return 3 * interval + (256 - priority) * interval / 256
+
+
+# keepalived 1.3.5 (CentOS 7) refuses a sub-second advert_int with VRRPv2 (vrrp.c,
+# vrrp_complete_instance: "sub-second advertisement interval not supported in version 2"),
+# and its VRRPv3 is unusable with more than one unicast peer: the checksum of every second
+# peer's advert was left 0 until 1.3.7 (keepalived ChangeLog, 1.3.7: "Fix calculation of
+# checksum for VRRPv3 IPv4 unicast peers"), and 1.3.6 changed the VRRPv3 unicast checksum.
+# So EL7 hosts keep VRRPv2 with 1 s adverts (about 3.2 s to fail over after a silent loss);
+# keepalived >= 1.3.7 (EL8's 2.1, EL9's 2.2, the 2.0.20 image) gets VRRPv3 at 0.2 s (0.65 s).
+VRRP_V2 = Vrrp(2, "1")
+VRRP_V3 = Vrrp(3, "0.2")
+VRRPV3_UNICAST_FIXED = (1, 3, 7)
+_VERSION_TAG = re.compile(r"\A[vV]?(\d+)\.(\d+)\.(\d+)")
+
+
+def vrrp_for(lb: LoadBalancer, os_release: str) -> Vrrp:
+    """The VRRP profile for the keepalived this cluster runs: the bundle's RPM for the target
+    release (`services`; "7" = CentOS 7's 1.3.5), or the version in the image tag
+    (`static-pods`; a tag that names no version keeps the conservative VRRPv2)."""
+    if lb.mode == "static-pods":
+        match = _VERSION_TAG.match(lb.keepalived_image.rsplit(":", 1)[1])
+        version = tuple(int(part) for part in match.groups()) if match else (0, 0, 0)
+        return VRRP_V3 if version >= VRRPV3_UNICAST_FIXED else VRRP_V2
+    return VRRP_V2 if os_release.split(".")[0] == "7" else VRRP_V3
 
 
 class RenderedFile(NamedTuple):
@@ -48,14 +95,15 @@ def _node(lb: LoadBalancer, node_name: str):
     return lb.peer(node_name)
 
 
-def keepalived_conf(lb: LoadBalancer, node_name: str, check_script: str = CHECK_SCRIPT) -> str:
+def keepalived_conf(lb: LoadBalancer, node_name: str, check_script: str = CHECK_SCRIPT,
+                    vrrp: Vrrp = VRRP_V2) -> str:
     """keepalived.conf for control-plane node `node_name` (first node: MASTER, highest priority;
-    unicast to every other peer)."""
+    unicast to every other peer), speaking `vrrp` (see vrrp_for)."""
     node = _node(lb, node_name)
     peers = [address for address in lb.unicast_peers if address != node.address]
     return render("keepalived.conf.j2", lb=lb, node=node, first=lb.is_first(node_name),
                   priority=lb.priority(node_name), peers=peers, check=CHECK,
-                  check_script=check_script)
+                  check_script=check_script, vrrp=vrrp)
 
 
 def check_script(lb: LoadBalancer, node_name: str) -> str:
@@ -68,16 +116,17 @@ def haproxy_cfg(lb: LoadBalancer, static_pod: bool = False) -> str:
     and keeps the image's own user."""
     if not lb.on_control_planes:
         raise ValueError("load balancer mode 'external' renders no keepalived or haproxy")
-    return render("haproxy.cfg.j2", lb=lb, check=CHECK, static_pod=static_pod)
+    return render("haproxy.cfg.j2", lb=lb, check=CHECK, static_pod=static_pod,
+                  haproxy_inter=HAPROXY_INTER, connect_timeout=CONNECT_TIMEOUT)
 
 
-def config_files(lb: LoadBalancer, node_name: str) -> List[RenderedFile]:
+def config_files(lb: LoadBalancer, node_name: str, vrrp: Vrrp = VRRP_V2) -> List[RenderedFile]:
     """The keepalived and haproxy configs node `node_name` needs in either mode (none for an
     external load balancer)."""
     if not lb.on_control_planes:
         return []
     return [
-        RenderedFile(KEEPALIVED_CONF, keepalived_conf(lb, node_name), 0o644),
+        RenderedFile(KEEPALIVED_CONF, keepalived_conf(lb, node_name, vrrp=vrrp), 0o644),
         RenderedFile(CHECK_SCRIPT, check_script(lb, node_name), 0o755),
         RenderedFile(HAPROXY_CFG, haproxy_cfg(lb, static_pod=lb.mode == "static-pods"), 0o644),
     ]

@@ -94,7 +94,8 @@ def bring_up(ctx: Context) -> List[Action]:
             found.append(Action("install " + " ".join(missing), partial(
                 runner.run, ["yum", "-y"] + ONLY_BUNDLE + ["install"] + list(PACKAGES),
                 timeout=1800)))
-    files = lbconfig.config_files(lb, ctx.node.name) + lbconfig.static_pod_files(lb)
+    vrrp = lbconfig.vrrp_for(lb, ctx.info.release)
+    files = lbconfig.config_files(lb, ctx.node.name, vrrp) + lbconfig.static_pod_files(lb)
     stale = [f for f in files if host.needs_write(f.path, f.content.encode("utf-8"), f.mode)]
     if stale:
         def write() -> None:

@@ -1,18 +1,36 @@
-"""A minimal HTTPS apiserver stand-in for the VIP tests: GET /healthz answers 200 "ok".
+"""A minimal HTTPS apiserver stand-in for the VIP tests: GET /healthz answers 200 "ok", GET
+/version answers 200 at once (the real apiserver serves it without asking etcd).
 
-python3 healthz_server.py ADDRESS PORT CERT KEY; it runs until killed (a test host's process).
+python3 healthz_server.py ADDRESS PORT CERT KEY [STALL_FILE]; it runs until killed (a test
+host's process). While STALL_FILE exists, /healthz first waits the seconds written in it: a
+busy etcd, whose check the real apiserver's /healthz runs with a 2 s timeout
+(kube-apiserver --etcd-healthcheck-timeout, default 2s).
 """
 
 import http.server
 import socketserver
 import ssl
 import sys
+import time
+
+STALL_FILE = ""
+
+
+def stall_seconds() -> float:
+    try:
+        with open(STALL_FILE) as handle:
+            return min(float(handle.read().strip() or 0), 2.0)
+    except (OSError, ValueError):
+        return 0.0
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = b"ok" if self.path == "/healthz" else b"not found"
-        self.send_response(200 if self.path == "/healthz" else 404)
+        known = self.path in ("/healthz", "/version")
+        if self.path == "/healthz" and STALL_FILE:
+            time.sleep(stall_seconds())
+        body = b"ok" if known else b"not found"
+        self.send_response(200 if known else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -40,7 +58,9 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         super().finish_request(request, client_address)
 
 
-def main(address: str, port: str, cert: str, key: str) -> None:
+def main(address: str, port: str, cert: str, key: str, stall: str = "") -> None:
+    global STALL_FILE
+    STALL_FILE = stall
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = Server((address, int(port)), Handler)
@@ -49,4 +69,4 @@ def main(address: str, port: str, cert: str, key: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -50,14 +50,17 @@ def test_keepalived_accepts_rendered_configs_where_the_interface_exists(netns_la
     lb = lbsamples.load_balancer()
     lab = netns_lab("kat", ["cp1"])
     (host,) = lab.hosts
-    for peer in lb.peers:
-        script = host.dir / "check.sh"
-        script.write_text(lbconfig.check_script(lb, peer.name))
-        script.chmod(0o755)
-        conf = host.dir / "keepalived-{}.conf".format(peer.name)
-        conf.write_text(lbconfig.keepalived_conf(lb, peer.name, check_script=str(script)))
-        check = host.run([keepalived, "-t", "-f", conf], check=False)
-        assert check.returncode == 0, check.stdout + check.stderr
+    # both profiles: VRRPv2 at 1 s (CentOS 7's 1.3.5) and VRRPv3 at 0.2 s (keepalived >= 1.3.7)
+    for vrrp in (lbconfig.VRRP_V2, lbconfig.VRRP_V3):
+        for peer in lb.peers:
+            script = host.dir / "check.sh"
+            script.write_text(lbconfig.check_script(lb, peer.name))
+            script.chmod(0o755)
+            conf = host.dir / "keepalived-{}-v{}.conf".format(peer.name, vrrp.version)
+            conf.write_text(lbconfig.keepalived_conf(lb, peer.name, check_script=str(script),
+                                                     vrrp=vrrp))
+            check = host.run([keepalived, "-t", "-f", conf], check=False)
+            assert check.returncode == 0, check.stdout + check.stderr
     # The same test fails when the configured interface is missing: it is a real check.
     other = lbsamples.load_balancer(interface="ens3")
     conf = host.dir / "keepalived-ens3.conf"

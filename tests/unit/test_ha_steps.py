@@ -122,7 +122,7 @@ def make_ctx(tmp_path, name, join=None, text=CLUSTER):
     (bundle / "bundle.json").write_text("{}")
     (bundle / "addons/flannel/kube-flannel.yml").write_text(FLANNEL)
     info = SimpleNamespace(
-        name="b", digest=digest, runtime="docker", kubernetes_version="v1.23.17",
+        name="b", digest=digest, runtime="docker", kubernetes_version="v1.23.17", release="7",
         files=("addons/flannel/kube-flannel.yml",),
         images=(BundleImage("registry.k8s.io/kube-apiserver:v1.23.17", "sha256:aa", 1,
                             ("control-plane",)),))

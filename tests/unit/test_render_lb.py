@@ -25,9 +25,11 @@ def test_check_script_and_haproxy_match_golden():
 
 def test_static_pod_files_match_golden():
     lb = lbsamples.load_balancer("static-pods")
-    files = {f.path: f for f in lbconfig.static_pod_files(lb) + lbconfig.config_files(lb, "cp1")}
+    files = {f.path: f for f in lbconfig.static_pod_files(lb) + lbconfig.config_files(
+        lb, "cp1", lbconfig.vrrp_for(lb, "7"))}
     for path in ("/etc/kubernetes/manifests/keepalived.yaml",
-                 "/etc/kubernetes/manifests/haproxy.yaml", "/etc/haproxy/haproxy.cfg"):
+                 "/etc/kubernetes/manifests/haproxy.yaml", "/etc/haproxy/haproxy.cfg",
+                 "/etc/keepalived/keepalived.conf"):
         lbsamples.check_golden("lb/static-pods/" + path.rsplit("/", 1)[1], files[path].content)
 
 
@@ -55,18 +57,59 @@ def test_unicast_peers_are_the_other_nodes():
     assert "unicast_src_ip 10.213.0.12" in text
 
 
-def test_dead_apiserver_is_noticed_within_three_seconds():
+def test_dead_apiserver_leaves_but_a_busy_one_stays():
+    """A busy apiserver's /healthz waits up to 2 s for its etcd check: every probe allows more
+    than that, in the check script and in haproxy. A dead one refuses connections and drops its
+    node below every healthy one within interval * fall; haproxy drops it on the first failed
+    connection from a client."""
     lb = lbsamples.load_balancer()
     text = lbconfig.keepalived_conf(lb, "cp1")
     interval = int(re.search(r"interval (\d+)", text).group(1))
     fall = int(re.search(r"fall (\d+)", text).group(1))
     timeout = int(re.search(r"timeout (\d+)", text).group(1))
-    assert interval * fall + timeout <= 3
+    assert interval * fall <= 4
+    script = lbconfig.check_script(lb, "cp1")
+    probes = [int(t) for t in re.findall(r"--max-time (\d+)", script)]
+    assert len(probes) == 2 and all(2 < t < timeout for t in probes)
+    assert script.count(" &\n") == 2  # both probes at once: the script ends within one timeout
     cfg = lbconfig.haproxy_cfg(lb)
-    assert re.search(r"default-server inter 1s fall 2 rise 2", cfg)
+    assert int(re.search(r"timeout check (\d+)s", cfg).group(1)) > 2
+    assert re.search(r"default-server inter 1s fastinter 250ms fall 2 rise 2 observe layer4 "
+                     r"error-limit 1 on-error mark-down", cfg)
+    assert "option redispatch" in cfg and re.search(r"retries [1-9]", cfg)
     assert "balance roundrobin" in cfg and "balance source" not in cfg
     assert cfg.count("check check-ssl verify none") == 3
     assert "option httpchk GET /healthz" in cfg
+
+
+@pytest.mark.parametrize("mode,release,image,version", [
+    ("services", "7", None, 2), ("services", "7.9", None, 2), ("services", "8", None, 3),
+    ("services", "9", None, 3), ("static-pods", "7", None, 3),
+    ("static-pods", "7", "docker.io/osixia/keepalived:1.3.5", 2),
+    ("static-pods", "8", "registry.local/keepalived:latest", 2),
+    ("static-pods", "7", "registry.local/keepalived:v2.2.7", 3)])
+def test_vrrp_follows_the_keepalived_that_runs(mode, release, image, version):
+    """CentOS 7's keepalived 1.3.5 keeps VRRPv2 (its VRRPv3 breaks with two unicast peers);
+    EL8/EL9 and the default 2.0.20 image get VRRPv3; an image tag that names no version is
+    treated like 1.3.5."""
+    lb = lbsamples.load_balancer(mode, **({"keepalived_image": image} if image else {}))
+    vrrp = lbconfig.vrrp_for(lb, release)
+    assert vrrp.version == version
+    text = lbconfig.keepalived_conf(lb, "cp2", vrrp=vrrp)
+    if version == 3:
+        # RFC 5798 has no authentication; keepalived -t refuses the block with VRRPv3
+        assert "vrrp_version 3" in text and "authentication" not in text
+        assert "advert_int 0.2\n" in text
+    else:
+        assert "vrrp_version" not in text and "auth_pass kc3cret1" in text
+        assert "advert_int 1\n" in text  # 1.3.5 refuses a fraction with VRRPv2
+
+
+def test_vrrpv3_fails_over_within_a_second_after_a_silent_loss():
+    lb = lbsamples.load_balancer()
+    for peer in lb.peers[1:]:
+        assert lbconfig.VRRP_V3.master_down_seconds(lb.priority(peer.name)) < 0.7
+        assert lbconfig.VRRP_V2.master_down_seconds(lb.priority(peer.name)) > 3
 
 
 def test_haproxy_services_mode_uses_only_the_haproxy_1_5_subset():

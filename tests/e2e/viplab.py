@@ -1,0 +1,132 @@
+"""The apiserver VIP on network-namespace control planes that run the real keepalived and
+haproxy with the rendered configs, in front of tests/e2e/healthz_server.py: what
+tests/e2e/test_vip_failover.py and the failover and flapping benchmarks (scripts/benchmarks/)
+start, and how they read the VIP holder and a client's polls.
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from installer import lbconfig
+from tests import lbsamples
+
+HERE = Path(__file__).parent
+POLL_INTERVAL = 0.1
+VIP_WAIT = 20.0
+
+
+def wait(predicate, timeout: float, what: str, step: float = 0.1, lab=None,
+         since: float = 0.0) -> float:
+    """Poll `predicate` until true (bounded); returns the seconds since `since` (default: the
+    call)."""
+    started = time.monotonic()
+    since = since or started
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - since
+        time.sleep(step)
+    raise AssertionError("timed out after {:.0f}s waiting for {}{}".format(
+        timeout, what, logs(lab) if lab else ""))
+
+
+def logs(lab) -> str:
+    text = ""
+    for host in lab.hosts[:3]:
+        for key in ("keepalived", "haproxy"):
+            tail = "\n".join(host.log(key).splitlines()[-25:])
+            text += "\n--- {} {} (last lines)\n{}".format(host.name, key, tail)
+    return text
+
+
+def holders(lab):
+    return [h.name for h in lab.hosts[:3] if lbsamples.VIP in h.addresses()]
+
+
+def settle(lab, expected, hold: float = 2.0) -> None:
+    """Wait (bounded) until `expected` alone has held the VIP for `hold` seconds, so that a
+    scenario starts from a stable state rather than a passing two-master moment."""
+    since = [None]
+
+    def stable() -> bool:
+        if holders(lab) != expected:
+            since[0] = None
+            return False
+        since[0] = since[0] or time.monotonic()
+        return time.monotonic() - since[0] >= hold
+
+    wait(stable, VIP_WAIT, "{} to hold the VIP steadily".format(expected), lab=lab)
+
+
+def certificate(folder: Path):
+    cert, key = folder / "apiserver.crt", folder / "apiserver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=kube-apiserver", "-keyout", str(key), "-out", str(cert)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    return cert, key
+
+
+def start_apiserver(host, cert, key):
+    host.start("apiserver", [sys.executable, HERE / "healthz_server.py", host.address, "6443",
+                             cert, key, host.lab.base / "stall"])
+
+
+def start_keepalived(host):
+    d = host.dir
+    host.start("keepalived", ["keepalived", "--dont-fork", "--log-console", "--log-detail",
+                              "--vrrp", "--use-file", d / "keepalived.conf",
+                              "--pid", d / "keepalived.pid", "--vrrp_pid", d / "vrrp.pid",
+                              "--checkers_pid", d / "checkers.pid"])
+
+
+def start_load_balancer(host, lb, vrrp=lbconfig.VRRP_V3):
+    conf = lbconfig.keepalived_conf(lb, host.name, check_script=str(host.dir / "check.sh"),
+                                    vrrp=vrrp)
+    (host.dir / "keepalived.conf").write_text(conf)
+    script = host.dir / "check.sh"
+    script.write_text(lbconfig.check_script(lb, host.name))
+    script.chmod(0o755)
+    (host.dir / "haproxy.cfg").write_text(lbconfig.haproxy_cfg(lb))
+    host.run(["haproxy", "-c", "-f", host.dir / "haproxy.cfg"])
+    host.start("haproxy", ["haproxy", "-db", "-f", host.dir / "haproxy.cfg"])
+    start_keepalived(host)
+
+
+class Poller:
+    """The client's poll of https://VIP:PORT/healthz every 100 ms, read back as outage windows."""
+
+    def __init__(self, client, url: str, duration: float) -> None:
+        self.client = client
+        client.start("poller", [sys.executable, HERE / "poller.py", url, POLL_INTERVAL,
+                                duration])
+
+    def samples(self):
+        out = []
+        for line in self.client.log("poller").splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out.append((float(parts[0]), parts[1] == "1"))
+        return out
+
+    def ok_since(self, moment: float, count: int = 5) -> bool:
+        recent = [ok for t, ok in self.samples() if t >= moment]
+        return len(recent) >= count and all(recent[-count:])
+
+    def outage(self, since: float) -> float:
+        """Longest stretch after `since` from the last success before a failure to the next
+        success (0 when no poll failed)."""
+        worst, last_ok, failing = 0.0, None, False
+        for moment, ok in self.samples():
+            if moment < since:
+                last_ok = moment if ok else last_ok
+                continue
+            if ok:
+                if failing and last_ok is not None:
+                    worst = max(worst, moment - last_ok)
+                last_ok, failing = moment, False
+            else:
+                failing = True
+        if failing:
+            raise AssertionError("the endpoint never came back after {:.1f}s".format(since))
+        return worst
