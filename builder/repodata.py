@@ -4,11 +4,13 @@ against its checksum in repomd.xml before it is parsed (tech-facts 4.1).
     session = requests.Session()
     repos = load_repos(preset, ["base", "updates", "extras", "docker-ce-stable"], session)
     repos[0].packages            # Package records from primary.xml.gz
-    repos[0].groups()["core"]    # comps, plain or gzip
+    repos[0].groups()["core"]    # comps, plain or compressed
     repos[0].files()             # filelists.xml.gz, fetched only when first asked for
 
 All network I/O goes through one injected `requests.Session` with explicit timeouts and a few
-bounded retries; `file://` base URLs are read from disk.
+bounded retries; `file://` base URLs are read from disk. Metadata may be gzip, xz, bzip2 or
+zstd (createrepo_c >= 1.0 writes zstd by default); the checksum repomd.xml gives is checked on
+the stored (compressed) bytes, the open-checksum on the decompressed ones.
 """
 
 from __future__ import annotations
@@ -228,7 +230,9 @@ class Repo:
     def groups(self) -> Dict[str, Group]:
         """comps groups by id; empty when the repo has no comps (plain `group` preferred)."""
         if self._groups is None:
-            kind = "group" if self.has("group") else "group_gz" if self.has("group_gz") else None
+            # plain comps first, then any compressed copy (Stream 9 serves `.xml.zst`)
+            kinds = ["group"] + [f"group_{c}" for c in ("gz", "xz", "zst", "bz2")]
+            kind = next((k for k in kinds if self.has(k)), None)
             self._groups = parse_comps(self.metadata(kind), f"{self.id}: comps") if kind else {}
         return self._groups
 
@@ -321,7 +325,7 @@ class _OpenStream(io.RawIOBase):
     def _read(self, size: int) -> bytes:
         try:
             chunk = self._inner.read(size)
-        except (OSError, EOFError, lzma.LZMAError) as err:
+        except _DECOMPRESS_ERRORS as err:
             raise RepodataError(f"{self._what}: cannot decompress: {err}") from None
         if self._hash is not None:
             if chunk:
@@ -332,6 +336,9 @@ class _OpenStream(io.RawIOBase):
                        self._what, "uncompressed ")
                 self._hash = None
         return chunk
+
+
+_DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError)
 
 
 def _algorithm(kind: str, what: str) -> str:
@@ -357,7 +364,36 @@ def _decompressor(data: bytes, href: str, what: str) -> Any:
         return lzma.LZMAFile(raw)
     if href.endswith(".bz2"):
         return bz2.BZ2File(raw)
-    if href.endswith((".zst", ".zck")):
-        raise RepodataError(f"{what}: zstd/zchunk metadata is not supported",
-                            hint="point the preset at a mirror with gzip metadata")
+    if href.endswith(".zst"):
+        return _zstd_reader(raw, what)
+    if href.endswith(".zck"):
+        # repomd always names a plain compressed twin beside a zchunk file; only a repo that
+        # lists zchunk alone lands here.
+        raise RepodataError(f"{what}: zchunk metadata is not supported",
+                            hint="point the preset at a mirror that also serves gz/xz/zstd")
     return raw
+
+
+def _zstd_reader(raw: BinaryIO, what: str) -> Any:
+    """A reader of zstd-compressed bytes (createrepo_c >= 1.0's default, Stream 9's comps).
+    The stdlib has no zstd before Python 3.14, so the pinned `zstandard` wheel decodes it."""
+    try:
+        import zstandard
+    except ImportError:
+        raise RepodataError(f"{what}: zstd metadata needs the `zstandard` package",
+                            hint="reinstall kubecrate (pip install -e .), which pins it") from None
+    return _ZstdReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True),
+                       zstandard.ZstdError)
+
+
+class _ZstdReader:
+    """zstandard's reader, its errors raised as OSError like gzip's, lzma's and bz2's."""
+
+    def __init__(self, inner: Any, error: type):
+        self._inner, self._error = inner, error
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._inner.read(size)
+        except self._error as err:
+            raise OSError(f"zstd: {err}") from None
