@@ -30,6 +30,7 @@ from builder.cache import Cache
 from builder.errors import BuildError
 from builder.kubeadm_images import kubeadm_images
 from builder.mirrors import MirrorPreset
+from builder.modules import module_view
 from builder.recipe import PackageSpec, Recipe, check_against_preset, role_images
 from builder.registry import pull_images
 from builder.repodata import load_repos
@@ -124,9 +125,11 @@ def make_lock(recipe: Recipe, preset: MirrorPreset, *, session: Any, cache: Cach
     roles = role_images(recipe, kubeadm)
 
     repos = load_repos(preset, recipe.repos, session, cache=cache)
-    base = _base(recipe, repos)
-    result = resolve([request_text(s) for s in recipe.all_packages()], repos,
-                     arch=recipe.target.arch, base=base)
+    requests = [request_text(s) for s in recipe.all_packages()]
+    visible = module_view(repos)  # EL8+: what dnf on the host would offer
+    visible.check_requests(requests)
+    base = _base(recipe, visible.repos)
+    result = resolve(requests, visible.repos, arch=recipe.target.arch, base=base)
     _check_ranges(recipe, result)
     by_id = {r.id: r for r in repos}
     keys = fetch_keys([preset.repo(r) for r in recipe.repos], session)

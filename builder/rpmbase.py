@@ -11,6 +11,7 @@ import logging
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from builder.modules import module_view
 from builder.repodata import load_repos
 from builder.resolve import NO_BASE, AssumedBase, Resolution, ResolveError, resolve
 from builder.rpmmd import Dep, Package
@@ -120,5 +121,6 @@ def resolve_from_preset(preset: Any, requests: Sequence[str], *, session: Any,
                         arch: str = "x86_64", cache: Any = None) -> Resolution:
     """Load the preset's yum repos (all, in preset order, unless `repo_ids`), build the assumed
     base from `base` (see base_from_spec) and resolve `requests` against it."""
-    repos = load_repos(preset, list(repo_ids or preset.yum), session, cache=cache)
-    return resolve(requests, repos, arch=arch, base=base_from_spec(base, repos, arch))
+    view = module_view(load_repos(preset, list(repo_ids or preset.yum), session, cache=cache))
+    view.check_requests(requests)
+    return resolve(requests, view.repos, arch=arch, base=base_from_spec(base, view.repos, arch))

@@ -12,11 +12,13 @@ marks Requires(pre)); `files` go to primary.xml, `more_files` only to filelists.
 
 import gzip
 import hashlib
+import lzma
 from pathlib import Path
 from typing import Dict, List, Optional
 from xml.sax.saxutils import escape, quoteattr
 
 import requests
+import yaml
 
 from builder.mirrors import YumRepo
 from builder.repodata import load_repo
@@ -120,9 +122,27 @@ def comps_xml(groups: Dict[str, Dict[str, List[str]]]) -> bytes:
     return ("".join(out) + "</comps>\n").encode()
 
 
+def modules_yaml(streams: List[dict], defaults: Dict[str, str]) -> bytes:
+    """A modules.yaml: modulemd v2 documents ({"name", "stream", "artifacts": [nevra, ...],
+    optional "version", "context", "requires": {module: [streams]}}) and modulemd-defaults."""
+    docs = []
+    for s in streams:
+        docs.append({"document": "modulemd", "version": 2, "data": {
+            "name": s["name"], "stream": s["stream"], "version": s.get("version", 8050020211112),
+            "context": s.get("context", "f8e95b4e"), "arch": "x86_64",
+            "summary": f"{s['name']} for tests", "description": "test module",
+            "license": {"module": ["MIT"]},
+            "dependencies": [{"requires": dict({"platform": ["el8"]}, **s.get("requires", {}))}],
+            "artifacts": {"rpms": list(s["artifacts"])}}})
+    for module, stream in defaults.items():
+        docs.append({"document": "modulemd-defaults", "version": 1,
+                     "data": {"module": module, "stream": stream}})
+    return yaml.safe_dump_all(docs, explicit_start=True, sort_keys=False).encode() + b"...\n"
+
+
 def write_repo(root: Path, specs: List[dict], *, comps: Optional[dict] = None,
                comps_gz: bool = False, checksum_type: str = "sha256", drop: str = "",
-               corrupt: str = "") -> Path:
+               corrupt: str = "", modules: Optional[bytes] = None) -> Path:
     """Write repodata/ under `root`; `corrupt` names a metadata type whose file is altered
     after repomd.xml was written ("primary", or "primary-open" for a wrong open-checksum)."""
     data = root / "repodata"
@@ -142,6 +162,13 @@ def write_repo(root: Path, specs: List[dict], *, comps: Optional[dict] = None,
                        f'    <open-checksum type="sha256">{open_digest}</open-checksum>\n'
                        f'    <location href="{href}"/>\n    <size>{len(stored)}</size>\n'
                        "  </data>\n")
+    if modules is not None:
+        stored = lzma.compress(modules)
+        digest = hashlib.sha256(stored).hexdigest()
+        href = f"repodata/{digest}-modules.yaml.xz"
+        (root / href).write_bytes(stored)
+        entries.append(f'  <data type="modules">\n    <checksum type="sha256">{digest}</checksum>'
+                       f'\n    <location href="{href}"/>\n  </data>\n')
     if comps is not None:
         xml = comps_xml(comps)
         stored = gzip.compress(xml, mtime=0) if comps_gz else xml
@@ -166,11 +193,14 @@ def load(root: Path, repo_id: Optional[str] = None, priority: Optional[int] = No
     return load_repo(yum_repo(root, repo_id, priority), requests.Session())
 
 
-def repos(tmp_path: Path, layout: Dict[str, List[dict]], priorities=None, comps=None):
-    """Several repos at once: {"base": [pkg(...)], "updates": [...]} -> [Repo, ...]."""
+def repos(tmp_path: Path, layout: Dict[str, List[dict]], priorities=None, comps=None,
+          modules=None):
+    """Several repos at once: {"base": [pkg(...)], "updates": [...]} -> [Repo, ...];
+    `modules` maps a repo id to its modules.yaml bytes."""
     priorities = priorities or {}
     out = []
     for rid, specs in layout.items():
-        root = write_repo(tmp_path / rid, specs, comps=(comps or {}).get(rid))
+        root = write_repo(tmp_path / rid, specs, comps=(comps or {}).get(rid),
+                          modules=(modules or {}).get(rid))
         out.append(load(root, rid, priorities.get(rid)))
     return out
