@@ -4,9 +4,8 @@ non-default container-tools stream), resolved by the builder through its module 
 as the bundle repo, and installed by real `dnf --installroot` through the repo file the
 installer writes. Without `module_hotfixes=1` dnf refuses the bundle's modular RPMs."""
 
-import requests
-
 import pytest
+import requests
 
 from builder.cache import Cache
 from builder.mirrors import GpgKey as PinnedKey
