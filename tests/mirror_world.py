@@ -56,6 +56,11 @@ class MirrorWorld:
         return Path(self.state["presets"]["aliyun"])
 
     @property
+    def preset_el8(self) -> Path:
+        """The EL8/EL9 slice: CentOS 8.5 baseos/appstream (modular), Stream 9 c9s-baseos."""
+        return Path(self.state["presets"]["el8"])
+
+    @property
     def access_log(self) -> Path:
         """nginx's access log, for counting requests (warm builds download nothing)."""
         return Path(self.state["nginx"]["access_log"])

@@ -94,6 +94,15 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
             "registries": registries,
         },
     }
+    if state.get("yum_el8"):
+        presets["el8"] = {
+            "name": "mirror-world-el8",
+            "description": "scripts/mirror-world: CentOS 8.5 BaseOS/AppStream (modular) and a "
+            "Stream 9 BaseOS in zstd",
+            **common,
+            "yum": _el8_repos(state["yum_el8"], base, www),
+            "registries": registries,
+        }
     if "aliyun" in instances:
         aliyun = {
             **plain("aliyun"),
@@ -136,6 +145,19 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
             "registries": {**registries, "registry.k8s.io": auth},
         }
     return presets
+
+
+def _el8_repos(result: Dict[str, Any], base: str, www: Path) -> Dict[str, Any]:
+    """The EL8/EL9 slice under the ids its repo files use (baseos, appstream, c9s-baseos)."""
+    keys = result["gpgkeys"]
+    return {
+        rid: {
+            "baseurl": f"{base}/{rel.strip('/')}/",
+            "gpgkeys": [{"url": _www_url(base, www, keys[result["repo_keys"][rid]]["path"]),
+                         "fingerprint": keys[result["repo_keys"][rid]]["fingerprint"]}],
+        }
+        for rid, rel in result["repos"].items()
+    }
 
 
 def docker_config(state: Dict[str, Any], run: Path) -> str:

@@ -38,6 +38,7 @@ LOCK_TIMEOUT = 900.0  # a cold generation by another `up` may take minutes
 # Which generator files feed which stage (everything else in this folder feeds all stages).
 STAGE_FILES = {
     "yum": ("yum", "rpm", "comps", "gpg"),
+    "yum_el8": ("yum", "rpm", "comps", "gpg"),
     "releases": ("releases", "standin", "stand_in", "kube", "apiserver", "tarball"),
     "registry": ("registry", "images"),  # registry.generate keeps its own stamp
 }
@@ -238,6 +239,12 @@ def up(paths: Paths, say: Say = _stderr, stages: Optional[Dict[str, Any]] = None
             "yum", paths, lambda: stages["yum"].generate(www, work), _yum_present(www)
         )
         timed("yum repos", secs, reused)
+        yum_el8 = None
+        if hasattr(stages["yum"], "EL8"):  # the EL8/EL9 slice (yum_el8.yaml), same generator
+            yum_el8, secs, reused = _stage(
+                "yum_el8", paths, lambda: stages["yum"].generate(www, work, stages["yum"].EL8),
+                _yum_present(www))
+            timed("yum repos el8/9", secs, reused)
         rel, secs, reused = _stage(
             "releases",
             paths,
@@ -261,6 +268,7 @@ def up(paths: Paths, say: Say = _stderr, stages: Optional[Dict[str, Any]] = None
         "work": str(work),
         "run": str(paths.run),
         "yum": yum,
+        **({"yum_el8": yum_el8} if yum_el8 else {}),
         "releases": rel,
     }
     try:
@@ -359,6 +367,8 @@ def env_lines(paths: Paths) -> str:
     }
     if "aliyun" in state["presets"]:
         values["KUBECRATE_MW_PRESET_ALIYUN"] = state["presets"]["aliyun"]
+    if "el8" in state["presets"]:
+        values["KUBECRATE_MW_PRESET_EL8"] = state["presets"]["el8"]
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
 
 

@@ -8,6 +8,12 @@ GPG key (generated once in a private GNUPGHOME under `work`), and writes the rep
 XML with SHA-256 checksums, and a plain comps.xml (`@core`) in the os repo. yum 3 reads neither
 zstd metadata nor compressed-only comps, which createrepo_c >= 1.0 would write by default.
 
+`generate(www, work, EL8)` builds the EL8/EL9 slice of yum_el8.yaml the same way, plus what
+EL8 and Stream 9 repos have that CentOS 7's do not: modular RPMs (%{modularitylabel}) with a
+modules.yaml (modifyrepo_c, xz) naming each stream's artifacts and the default stream, and
+repos in createrepo_c >= 1.0's zstd shape (the createrepo_c wheel's own binary: Debian ships
+0.17, which cannot write zstd).
+
 A stamp holding the SHA-256 of every input (the data file, this module, the tools' versions)
 makes a warm call return at once. `python3 scripts/mirrorworld/yum.py WWW WORK` runs it.
 """
@@ -31,12 +37,14 @@ import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 DATA = HERE / "yum_packages.yaml"
+EL8 = HERE / "yum_el8.yaml"
 FORMAT = "1"  # bump when the output layout written here changes
 SOURCE_DATE_EPOCH = 1700000000  # build times, file mtimes, signature times, repomd revision
 KEY_CREATED = "20200101T000000"
 TOOLS = ("rpmbuild", "rpmsign", "createrepo_c", "gpg")
+COMPRESS = ("gz", "zstd")
 PKG_KEYS = {"name", "evr", "arch", "repo", "requires", "requires_pre", "requires_post",
-            "provides", "obsoletes", "conflicts", "files", "dirs"}
+            "provides", "obsoletes", "conflicts", "files", "dirs", "module"}
 DEP_LISTS = ("requires", "requires_pre", "requires_post", "provides", "obsoletes", "conflicts")
 # Everything that reaches a spec file: no '%' (macros), no newlines, no shell metacharacters.
 SAFE = re.compile(r"^[A-Za-z0-9_.+:/()<>=~@ -]+$")
@@ -58,6 +66,7 @@ class Package(NamedTuple):
     deps: dict  # DEP_LISTS key -> tuple of rpm dependency strings
     files: tuple
     dirs: tuple
+    module: str = ""  # "name:stream" of a modular package
 
     @property
     def nevra(self) -> str:
@@ -85,9 +94,16 @@ def load(path: pathlib.Path = DATA) -> dict:
         if repo not in raw["repos"]:
             raise YumWorldError(f"{where}: unknown repo {repo!r}")
         deps = {k: tuple(str(d) for d in entry.get(k) or ()) for k in DEP_LISTS}
+        module = str(entry.get("module", ""))
+        if module:
+            mname, _, mstream = module.partition(":")
+            if mstream not in ((raw.get("modules") or {}).get(mname) or {}).get("streams", {}):
+                raise YumWorldError(f"{where}: module {module!r} is not under `modules`")
+            if not raw["repos"][repo].get("modules"):
+                raise YumWorldError(f"{where}: modular, but repo {repo!r} publishes no modules")
         pkg = Package(entry["name"], int(match.group(1) or 0), match.group(2), match.group(3),
                       entry.get("arch", "x86_64"), repo, deps,
-                      tuple(entry.get("files") or ()), tuple(entry.get("dirs") or ()))
+                      tuple(entry.get("files") or ()), tuple(entry.get("dirs") or ()), module)
         strings = [pkg.name, pkg.version, pkg.release, *pkg.files, *pkg.dirs]
         strings += [d for ds in deps.values() for d in ds]
         bad = [s for s in strings if not SAFE.match(s)]
@@ -101,8 +117,11 @@ def load(path: pathlib.Path = DATA) -> dict:
                if n not in names]
     if missing:
         raise YumWorldError(f"{path.name}: comps names packages that do not exist: {missing}")
+    bad_compress = [r for r, v in raw["repos"].items() if v.get("compress", "gz") not in COMPRESS]
+    if bad_compress:
+        raise YumWorldError(f"{path.name}: repos {bad_compress}: compress is one of {COMPRESS}")
     return {"keys": raw["keys"], "repos": raw["repos"], "comps": raw["comps"],
-            "packages": packages}
+            "modules": raw.get("modules") or {}, "packages": packages}
 
 
 def _check(packages: list) -> None:
@@ -156,12 +175,27 @@ def _tool(name: str) -> str:
     return path
 
 
-def _inputs_digest() -> str:
+def _tool_1x(name: str) -> str:
+    """createrepo_c/modifyrepo_c >= 1.0 from the createrepo_c wheel (setup.cfg's test extra)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("createrepo_c")
+    tool = pathlib.Path(spec.origin).parent / "data" / "bin" / name if spec and spec.origin \
+        else None
+    if tool is None or not os.access(tool, os.X_OK):
+        raise YumWorldError(f"{name} >= 1.0 (the createrepo_c wheel) is not installed: "
+                            "run scripts/setup-dev")
+    return str(tool)
+
+
+def _inputs_digest(data: pathlib.Path = DATA) -> str:
     h = hashlib.sha256(FORMAT.encode())
-    h.update(DATA.read_bytes())
+    h.update(data.read_bytes())
     h.update(pathlib.Path(__file__).read_bytes())
     for tool in TOOLS:
         h.update(_run([_tool(tool), "--version"]).splitlines()[0].encode())
+    if data != DATA:
+        h.update(_run([_tool_1x("createrepo_c"), "--version"]).splitlines()[0].encode())
     return h.hexdigest()
 
 
@@ -203,7 +237,38 @@ def _spec(pkg: Package, key: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _build(pkg: Package, key: dict, top: pathlib.Path) -> pathlib.Path:
+def _label(pkg: Package, modules: dict) -> str:
+    name, stream = pkg.module.split(":", 1)
+    build = modules[name]["streams"][stream]
+    return f"{name}:{stream}:{build['version']}:{build['context']}"
+
+
+def _modules_yaml(world: dict, rid: str) -> bytes:
+    """modulemd v2 documents (one per stream with packages in `rid`) and modulemd-defaults."""
+    docs = []
+    for name, module in world["modules"].items():
+        for stream, build in module["streams"].items():
+            artifacts = sorted(f"{p.name}-{p.epoch}:{p.version}-{p.release}.{p.arch}"
+                               for p in world["packages"]
+                               if p.repo == rid and p.module == f"{name}:{stream}")
+            if not artifacts:
+                continue
+            docs.append({"document": "modulemd", "version": 2, "data": {
+                "name": name, "stream": str(stream), "version": build["version"],
+                "context": build["context"], "arch": "x86_64",
+                "summary": f"{name} stand-in for the kubecrate mirror world",
+                "description": "Stream of the mirror world's EL8 slice.",
+                "license": {"module": ["MIT"]},
+                "dependencies": [{"buildrequires": {"platform": ["el8.5.0"]},
+                                  "requires": {"platform": ["el8"]}}],
+                "artifacts": {"rpms": artifacts}}})
+        if "default" in module:
+            docs.append({"document": "modulemd-defaults", "version": 1,
+                         "data": {"module": name, "stream": str(module["default"])}})
+    return yaml.safe_dump_all(docs, explicit_start=True, sort_keys=False).encode() + b"...\n"
+
+
+def _build(pkg: Package, key: dict, top: pathlib.Path, modules: dict) -> pathlib.Path:
     """rpmbuild one package in its own _topdir; return the .rpm."""
     shutil.rmtree(top, ignore_errors=True)
     root = top / "SOURCES" / "root"
@@ -230,6 +295,8 @@ def _build(pkg: Package, key: dict, top: pathlib.Path) -> pathlib.Path:
     }
     argv = [_tool("rpmbuild"), "-bb", "--nodeps", "--quiet",
             "--target", "x86_64" if pkg.arch == "noarch" else pkg.arch]
+    if pkg.module:  # what a module build system sets; rpm stores it as %{modularitylabel}
+        defines["modularitylabel"] = _label(pkg, modules)
     for name, value in defines.items():
         argv += ["--define", f"{name} {value}"]
     _run(argv + [str(spec)])
@@ -304,16 +371,22 @@ def _comps_xml(comps: dict) -> bytes:
     return head + ET.tostring(root, encoding="utf-8") + b"\n"
 
 
-def _createrepo(repo_dir: pathlib.Path, comps: pathlib.Path | None) -> None:
+def _createrepo(repo_dir: pathlib.Path, comps: pathlib.Path | None, compress: str = "gz",
+                modules: pathlib.Path | None = None) -> None:
     # CentOS 7 shape: gzip XML with sha256, plain comps beside a gzip copy, sqlite databases;
     # no zchunk, no zstd (createrepo_c >= 1.0's default, which yum 3 cannot read). CentOS
     # compresses the databases with bzip2; here they are gzip too, which yum 3 also reads.
+    # zstd: createrepo_c >= 1.0 with its defaults (zstd XML, comps compressed only, no sqlite).
     argv = [_tool("createrepo_c"), "--quiet", "--checksum=sha256", "--general-compress-type=gz",
-            "--database", "--workers=2",
-            f"--revision={SOURCE_DATE_EPOCH}", "--set-timestamp-to-revision"]
+            "--database", "--workers=2"] if compress == "gz" else [
+        _tool_1x("createrepo_c"), "--quiet", "--workers=2"]
+    argv += [f"--revision={SOURCE_DATE_EPOCH}", "--set-timestamp-to-revision"]
     if comps is not None:
         argv += ["--groupfile", str(comps)]
     _run(argv + [str(repo_dir)])
+    if modules is not None:  # EL8 AppStream publishes modules.yaml.xz next to gzip XML
+        _run([_tool_1x("modifyrepo_c"), "--mdtype=modules", "--compress-type=xz",
+              str(modules), str(repo_dir / "repodata")])
 
 
 def _cached(stamp: pathlib.Path, digest: str, www: pathlib.Path) -> dict | None:
@@ -330,36 +403,38 @@ def _cached(stamp: pathlib.Path, digest: str, www: pathlib.Path) -> dict | None:
     return result
 
 
-def generate(www: pathlib.Path, work: pathlib.Path) -> dict:
+def generate(www: pathlib.Path, work: pathlib.Path, data: pathlib.Path = DATA) -> dict:
     """Build, sign and publish the yum repos under `www` (scratch and keys under `work`);
     a no-op while the inputs are unchanged. Returns repo paths and GPG keys relative to `www`:
     {"repos": {id: path}, "gpgkeys": {"centos"|"docker": {"path", "fingerprint"}}}."""
     www, work = pathlib.Path(www).resolve(), pathlib.Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    stamp = work / "yum-stamp.json"
-    digest = _inputs_digest()
+    prefix = "yum" if data == DATA else f"yum-{data.stem}"
+    stamp = work / f"{prefix}-stamp.json"
+    digest = _inputs_digest(data)
     # Parallel sessions sharing one cache: one builds, the others wait and reuse it.
-    with open(work / ".yum.lock", "w") as lock:
+    with open(work / f".{prefix}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         cached = _cached(stamp, digest, www)
         if cached is not None:
             return cached
         stamp.unlink(missing_ok=True)
-        result = _generate(load(), www, work)
+        result = _generate(load(data), www, work, prefix)
         stamp.write_text(json.dumps({"digest": digest, "result": result}, indent=1))
     return result
 
 
-def _generate(world: dict, www: pathlib.Path, work: pathlib.Path) -> dict:
+def _generate(world: dict, www: pathlib.Path, work: pathlib.Path, prefix: str = "yum") -> dict:
     home = work / "gnupg"
-    build, stage = work / "yum-build", work / "yum-stage"
+    build, stage = work / f"{prefix}-build", work / f"{prefix}-stage"
     for scratch in (build, stage):
         shutil.rmtree(scratch, ignore_errors=True)
     try:
         fingerprints = {kid: _ensure_key(home, key["uid"]) for kid, key in world["keys"].items()}
         key_of = {rid: world["keys"][repo["key"]] for rid, repo in world["repos"].items()}
         with concurrent.futures.ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as ex:
-            futures = [(pkg, ex.submit(_build, pkg, key_of[pkg.repo], build / f"{i:03d}"))
+            futures = [(pkg, ex.submit(_build, pkg, key_of[pkg.repo], build / f"{i:03d}",
+                                       world["modules"]))
                        for i, pkg in enumerate(world["packages"])]
             rpms = [(pkg, fut.result()) for pkg, fut in futures]
         for kid in world["keys"]:
@@ -375,11 +450,18 @@ def _generate(world: dict, www: pathlib.Path, work: pathlib.Path) -> dict:
                     os.utime(target, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
             comps = None
             if repo.get("comps"):
-                # The name CentOS gives it (repodata/<sha256>-c7-x86_64-comps.xml).
-                comps = build / "comps" / "c7-x86_64-comps.xml"
+                # The names CentOS gives it (repodata/<sha256>-c7-x86_64-comps.xml on 7,
+                # <sha256>-comps-BaseOS.x86_64.xml[.zst] on 8 and Stream 9).
+                comps = build / "comps" / rid / (
+                    "c7-x86_64-comps.xml" if prefix == "yum" else "comps-BaseOS.x86_64.xml")
                 comps.parent.mkdir(parents=True, exist_ok=True)
                 comps.write_bytes(_comps_xml(world["comps"]))
-            _createrepo(stage / rid, comps)
+            modules = None
+            if repo.get("modules"):
+                modules = build / "modules" / rid / "modules.yaml"
+                modules.parent.mkdir(parents=True, exist_ok=True)
+                modules.write_bytes(_modules_yaml(world, rid))
+            _createrepo(stage / rid, comps, repo.get("compress", "gz"), modules)
         for rid, repo in world["repos"].items():
             target = www / repo["path"]
             shutil.rmtree(target, ignore_errors=True)
@@ -399,6 +481,7 @@ def _generate(world: dict, www: pathlib.Path, work: pathlib.Path) -> dict:
             shutil.rmtree(scratch, ignore_errors=True)
     return {
         "repos": {rid: repo["path"] for rid, repo in world["repos"].items()},
+        "repo_keys": {rid: repo["key"] for rid, repo in world["repos"].items()},
         "gpgkeys": {kid: {"path": key["publish"][0], "fingerprint": fingerprints[kid]}
                     for kid, key in world["keys"].items()},
     }

@@ -1,0 +1,143 @@
+"""The mirror world's EL8/EL9 slice (scripts/mirrorworld/yum_el8.yaml), judged by real dnf:
+the builder's module filter sees exactly what dnf sees in the modular CentOS 8.5 AppStream, the
+EL8 resolved set holds nothing from the non-default container-tools stream (whose newer
+container-selinux is a decoy), the bundle repo written from it installs with real dnf through
+the installer's repo file, and the Stream 9 repo in createrepo_c 1.x's zstd shape is read."""
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+import requests
+from mirrorworld import yum
+
+from builder.cache import Cache
+from builder.mirrors import GpgKey, YumRepo, load_preset
+from builder.modules import module_view, parse_modules
+from builder.repodata import load_repo, load_repos
+from builder.resolve import resolve
+from builder.rpms import RpmFile, fetch_keys, fetch_rpms, keyrings
+from builder.yumrepo import gather_xml, write_repo
+from installer.render import render
+from tests.conftest import require_tool
+from tests.dnfroot import dnf, installed
+
+pytestmark = pytest.mark.integration
+
+EL8_HOST = ["podman", "container-selinux", "runc", "fuse-overlayfs", "haproxy", "keepalived",
+            "conntrack-tools"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    for tool in ("rpmbuild", "rpmsign", "createrepo_c", "gpg", "gpgconf", "dnf", "rpm"):
+        require_tool(tool)
+    cache = os.environ.get("KUBECRATE_MW_CACHE")
+    cache = pathlib.Path(cache) if cache else tmp_path_factory.mktemp("mw-cache")
+    www, work = cache / "www", cache / "work"
+    return www, yum.generate(www, work, yum.EL8)
+
+
+def yum_repo(world, rid):
+    www, result = world
+    key = result["gpgkeys"][result["repo_keys"][rid]]
+    return YumRepo(rid, (www / result["repos"][rid]).as_uri() + "/",
+                   (GpgKey((www / key["path"]).as_uri(), key["fingerprint"]),))
+
+
+@pytest.fixture(scope="module")
+def el8(world):
+    session = requests.Session()
+    return [load_repo(yum_repo(world, rid), session) for rid in ("baseos", "appstream")]
+
+
+def dnf_visible(world, tmp):
+    """name-evr.arch of every package real dnf offers from baseos + appstream on an EL8
+    platform, module metadata and defaults applied by dnf itself."""
+    www, result = world
+    repos_d = tmp / "repos.d"
+    repos_d.mkdir(parents=True)
+    (repos_d / "el8.repo").write_text("".join(
+        f"[{rid}]\nname={rid}\nbaseurl=file://{www / result['repos'][rid]}/\ngpgcheck=0\n"
+        for rid in ("baseos", "appstream")))
+    (tmp / "dnf.conf").write_text(f"[main]\nreposdir={repos_d}\ncachedir={tmp / 'cache'}\n"
+                                  "plugins=False\nmodule_platform_id=platform:el8\n")
+    (tmp / "root").mkdir()
+    out = subprocess.run(
+        [require_tool("dnf"), "-q", "--installroot", str(tmp / "root"), "--config",
+         str(tmp / "dnf.conf"), f"--setopt=reposdir={repos_d}", "--releasever=8",
+         "--forcearch=x86_64", "--noplugins", "repoquery", "--qf", "%{name}-%{evr}.%{arch}"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def test_the_module_filter_sees_what_real_dnf_sees(world, el8, tmp_path):
+    view = module_view(el8)
+    assert view.active == ("container-tools:rhel8",)
+    ours = {p.nevra for r in view.repos for p in r.packages}
+    assert ours == dnf_visible(world, tmp_path)
+    everything = {p.nevra for r in el8 for p in r.packages}
+    assert "container-selinux-2:2.229.0-2.module_el8.6.0+1107+d59a301b.noarch" in \
+        everything - ours
+
+
+def test_el8_resolution_holds_nothing_from_a_non_default_stream(el8):
+    appstream = el8[1]
+    streams, defaults = parse_modules(appstream.metadata("modules"), "appstream")
+    assert defaults == {"container-tools": "rhel8"}
+    non_default = {f"{a[0]}-{a[2]}-{a[3]}.{a[4]}" for s in streams if s.stream != "rhel8"
+                   for a in s.artifacts}
+    assert non_default  # the decoy stream exists and has packages
+    result = resolve(EL8_HOST, module_view(el8).repos)
+    shipped = {f"{p.name}-{p.version}-{p.release}.{p.arch}" for p in result.packages}
+    assert not shipped & non_default
+    assert result.package("container-selinux").version == "2.167.0"
+    # the same request without the filter takes the decoy: what the filter prevents
+    assert resolve(EL8_HOST, el8).package("container-selinux").version == "2.229.0"
+
+
+def test_the_el8_bundle_repo_installs_with_real_dnf(world, el8, tmp_path):
+    view = module_view(el8)
+    result = resolve(["podman", "keepalived"], view.repos)
+    session = requests.Session()
+    keys = fetch_keys([r.config for r in el8], session)
+    by_id = {r.id: r for r in el8}
+    paths = fetch_rpms([RpmFile.of(p, by_id[p.repo]) for p in result.packages],
+                       keyrings(keys), Cache(tmp_path / "cache"), session)
+    filelists, other = gather_xml(result.packages, el8)
+    repo = tmp_path / "bundle" / "repo"
+    written = write_repo(repo, result.packages, paths, filelists, other, keys,
+                         timestamp=1700000000)
+    repos_d = tmp_path / "dnf" / "repos.d"
+    repos_d.mkdir(parents=True)
+    (repos_d / "kubecrate.repo").write_text(render(
+        "kubecrate.repo.j2", bundle_name="el8", main=[], enabled=1, baseurl=str(repo),
+        gpgkeys=[str(repo / k) for k in written.keys]))
+    conf = tmp_path / "dnf" / "dnf.conf"
+    conf.write_text(f"[main]\ngpgcheck=1\nreposdir={repos_d}\ncachedir={tmp_path / 'dc'}\n"
+                    "plugins=False\ninstall_weak_deps=False\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    dnf(root, conf, repos_d, "--releasever=8", "install", "podman", "keepalived")
+    got = installed(root)
+    assert got["container-selinux"] == ["2.167.0-1.module_el8.5.0+911+f19012f9.noarch"]
+    assert got["runc"] == ["1.0.2-1.module_el8.5.0+911+f19012f9.x86_64"]
+    assert got["podman"] == ["3.3.1-9.module_el8.5.0+988+b1f0b741.x86_64"]
+
+
+def test_the_worlds_el8_preset_serves_the_slice_over_http(mirror_world):
+    preset = load_preset(mirror_world.preset_el8)
+    repos = load_repos(preset, ["baseos", "appstream", "c9s-baseos"], requests.Session())
+    view = module_view(repos[:2])
+    assert view.active == ("container-tools:rhel8",)
+    assert resolve(["runc"], view.repos).package("runc").release.startswith("1.module_el8.5.0")
+    assert repos[2].repomd.files["primary"].href.endswith(".zst")
+
+
+def test_the_stream9_zstd_repo_is_read(world):
+    repo = load_repo(yum_repo(world, "c9s-baseos"), requests.Session())
+    assert repo.repomd.files["primary"].href.endswith(".xml.zst")
+    assert repo.repomd.files["group"].href.endswith("comps-BaseOS.x86_64.xml.zst")
+    assert repo.groups()["core"].mandatory == ("bash", "filesystem")
+    assert resolve(["bash"], [repo]).package("bash").release == "6.el9"
