@@ -25,6 +25,7 @@ import requests
 
 from builder import __version__
 from builder.cache import Cache
+from builder.cryptopolicy import check_crypto_policy
 from builder.fetch import FetchStats, fetch_locked
 from builder.keys import SecretKey
 from builder.lint import LintFailed, lint_bundle
@@ -157,6 +158,11 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         with clock.stage("fetch"):
             fetched = fetch_locked(lock, preset, session=session, cache=cache,
                                    lock_path=lock_path, progress=progress)
+            # EL9 distrusts SHA-1 signatures: refuse here what its rpm would refuse there
+            check_crypto_policy(
+                int(str(lock["target"]["release"]).split(".")[0]),
+                [(p.nevra, p.repo, fetched.rpm_paths[p.sha256]) for p in fetched.packages],
+                [(k.repo, k.url, k.data) for k in fetched.keys])
     finally:
         if own_session:
             session.close()

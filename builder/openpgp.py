@@ -26,14 +26,20 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from builder.errors import BuildError, VerificationError
 
 __all__ = ["Keyring", "KeyPinError", "OpenPGPError", "PublicKey", "Signature", "SignatureError",
-           "dearmor", "parse_signature", "pinned_key", "read_keys"]
+           "dearmor", "hash_name", "parse_signature", "pinned_key", "read_keys",
+           "self_signature_hashes"]
 
 # RFC 4880 9.4 hash algorithm ids; MD5 (1) is deliberately absent.
 HASHES = {2: ("sha1", hashes.SHA1), 8: ("sha256", hashes.SHA256), 9: ("sha384", hashes.SHA384),
           10: ("sha512", hashes.SHA512), 11: ("sha224", hashes.SHA224)}
+# RFC 4880 9.4 names of every hash id, for reporting (and refusing) weak ones.
+HASH_NAMES = {1: "MD5", 2: "SHA1", 3: "RIPEMD160", 8: "SHA256", 9: "SHA384", 10: "SHA512",
+              11: "SHA224"}
 RSA_ALGOS = (1, 3)  # RSA (encrypt or sign), RSA sign-only; 2 is encrypt-only
 TAG_SIGNATURE, TAG_PUBLIC_KEY, TAG_USER_ID, TAG_PUBLIC_SUBKEY = 2, 6, 13, 14
 SUBKEY_BINDING = 0x18
+CERTIFICATIONS = (0x10, 0x11, 0x12, 0x13)  # a user id bound to its key
+DIRECT_KEY = 0x1F
 _ARMOR = re.compile(rb"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(.*?)-----END PGP PUBLIC KEY "
                     rb"BLOCK-----", re.S)
 
@@ -94,7 +100,12 @@ class Signature(NamedTuple):
 
     @property
     def hash_name(self) -> str:
-        return HASHES.get(self.hash_algo, (f"hash#{self.hash_algo}",))[0].upper()
+        return hash_name(self.hash_algo)
+
+
+def hash_name(algo: int) -> str:
+    """"SHA256", "SHA1", ... for an RFC 4880 hash id."""
+    return HASH_NAMES.get(algo, f"HASH#{algo}")
 
 
 def dearmor(data: bytes, what: str = "key") -> List[bytes]:
@@ -319,6 +330,32 @@ def read_keys(data: bytes, what: str = "key") -> List[PublicKey]:
     if not keys:
         raise OpenPGPError(f"{what}: no public key in the file")
     return keys
+
+
+def self_signature_hashes(data: bytes, what: str = "key") -> List[Tuple[str, str, str]]:
+    """(primary fingerprint, what is bound, hash name) for every self-signature of every key in
+    a key file: user id certifications, direct-key signatures and subkey bindings made by the
+    primary key. A host's crypto policy judges a key by these (RFC 4880 5.2.1)."""
+    found: List[Tuple[str, str, str]] = []
+    for block in dearmor(data, what):
+        fpr, bound = "", ""
+        for tag, body in packets(block, what):
+            if tag == TAG_PUBLIC_KEY:
+                fpr, bound = _fingerprint(body), "the key itself"
+            elif tag == TAG_USER_ID:
+                bound = "user id " + repr(body.decode("utf-8", "replace"))
+            elif tag == TAG_PUBLIC_SUBKEY:
+                bound = "subkey " + _fingerprint(body)
+            elif tag == TAG_SIGNATURE and fpr:
+                try:
+                    sig = _signature(body, what)
+                except OpenPGPError:
+                    continue  # not RSA: nothing RPM verification relies on
+                if sig.issuer != fpr[-16:]:
+                    continue  # a third party's certification
+                if sig.sig_type in CERTIFICATIONS + (SUBKEY_BINDING, DIRECT_KEY):
+                    found.append((fpr, bound, sig.hash_name))
+    return found
 
 
 def _binds(primary: Dict[str, Any], sub: Tuple[bytes, Any], body: bytes, what: str) -> bool:

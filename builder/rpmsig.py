@@ -33,7 +33,8 @@ from builder.openpgp import (
     parse_signature,
 )
 
-__all__ = ["RpmSignatureError", "RpmSignatures", "RpmVerifier", "verify_rpm"]
+__all__ = ["RpmSignatureError", "RpmSignatures", "RpmVerifier", "signature_hashes",
+           "verify_rpm"]
 
 LEAD_SIZE = 96
 LEAD_MAGIC = b"\xed\xab\xee\xdb"
@@ -275,3 +276,33 @@ def verify_rpm(path: Union[str, Path], keyring: Keyring, what: Optional[str] = N
         for block in iter(lambda: handle.read(chunk), b""):
             verifier.update(block)
     return verifier.finish()
+
+
+def signature_hashes(path: Union[str, Path], what: Optional[str] = None
+                     ) -> List[Tuple[str, str, str]]:
+    """(kind, hash name, issuer key id) of every OpenPGP signature in an RPM's signature
+    header ("header", "header+payload"), read from the lead and that header alone: what a
+    host's crypto policy judges. Verification is verify_rpm's job, not this one's."""
+    path = Path(path)
+    what = what or path.name
+    with open(path, "rb") as handle:
+        lead = handle.read(LEAD_SIZE)
+        if len(lead) < LEAD_SIZE or lead[:4] != LEAD_MAGIC:
+            raise RpmSignatureError(f"{what}: not an RPM file (bad lead magic)")
+        preamble = handle.read(16)
+        size = _header_size(preamble, what, "signature", (MAX_SIG_ENTRIES, MAX_SIG_DATA))
+        raw = preamble + handle.read(size - 16)
+    if len(raw) < size:
+        raise RpmSignatureError(f"{what}: truncated RPM (ends inside its signature header)")
+    sig = _parse_header(raw, what, "signature")
+    found = []
+    for tag, kind in ((SIG_RSA, "header"), (SIG_PGP, "header+payload")):
+        packet = sig.bin(tag)
+        if packet is None:
+            continue
+        try:
+            parsed = parse_signature(packet, f"{what}: {kind} signature")
+        except OpenPGPError as err:
+            raise RpmSignatureError(err.message) from None
+        found.append((kind, parsed.hash_name, parsed.issuer or "unknown"))
+    return found

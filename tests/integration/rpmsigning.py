@@ -28,13 +28,15 @@ def _run(argv: List[str], env: Optional[Dict[str, str]] = None) -> str:
 class GpgKey:
     """An RSA-2048 signing key in a private GNUPGHOME; `close()` stops its agent."""
 
-    def __init__(self, home: pathlib.Path, uid: str):
+    def __init__(self, home: pathlib.Path, uid: str, cert_digest: Optional[str] = None):
+        """`cert_digest` ("SHA1") sets the hash of the key's self-signatures."""
         self.home, self.uid = home, uid
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.env = {"GNUPGHOME": str(home)}
         gpg = require_tool("gpg")
-        _run([gpg, "--batch", "--passphrase", "", "--quick-gen-key", uid, "rsa2048", "sign",
-              "never"], self.env)
+        digest = ["--cert-digest-algo", cert_digest] if cert_digest else []
+        _run([gpg, "--batch", "--passphrase", "", *digest, "--quick-gen-key", uid, "rsa2048",
+              "sign", "never"], self.env)
         out = _run([gpg, "--batch", "--with-colons", "--list-secret-keys", f"={uid}"], self.env)
         self.fingerprint = next(ln.split(":")[9] for ln in out.splitlines()
                                 if ln.startswith("fpr:"))
