@@ -237,7 +237,8 @@ def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_
     The first control-plane node in cluster.yaml brings up its load balancer, runs kubeadm init
     and writes join.yaml (mode 0600; its path is printed). Every other node joins with
     --join join.yaml; an expired join.yaml fails with exit 4 (run join-info on a control-plane
-    node for a fresh one).
+    node for a fresh one). On the control-plane node whose install completes the cluster, the
+    smoke check of `status --check` runs last; when it fails, exit 5.
     """
     from installer import session
 
@@ -246,7 +247,7 @@ def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_
                                        dry_run, join_path, join_out, host_only))
     if as_json:
         click.echo(session.to_json(outcome))
-        return
+        return _smoke_verdict(outcome)
     _print_steps(outcome.steps, "unchanged")
     if outcome.changes == 0:
         click.echo("nothing to change: {} ({}) already has bundle {} installed".format(
@@ -256,6 +257,22 @@ def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_
             "would make" if dry_run else "made", outcome.changes, outcome.node, outcome.role,
             outcome.bundle))
     _echo_smoke(*outcome.smoke)
+    return _smoke_verdict(outcome)
+
+
+def _smoke_verdict(outcome) -> Optional[int]:
+    """Exit 5 when the smoke check at the end of install failed: the install itself is done
+    (a re-run changes nothing), the cluster is not yet usable."""
+    lines, passed, _note = outcome.smoke
+    if not lines or passed:
+        return None
+    from installer.smoke import failed
+
+    what = "; ".join(line[len("FAIL "):] for line in failed(lines))
+    click.echo("install finished on {}, but the smoke check FAILED: {}. Fix what it names, "
+               "then run `{} status --check` on a control-plane node.".format(
+                   outcome.node, what, _prog_name()), err=True)
+    return int(ExitCode.STEP_FAILED)
 
 
 def _echo_smoke(lines, passed, note) -> None:
@@ -280,7 +297,8 @@ def _print_steps(steps, clean: str, start: int = 1) -> None:
 @cli.command("status")
 @click.option("--check", "check", is_flag=True,
               help="Also check the cluster (control-plane node): every node Ready, CoreDNS "
-              "Ready, flannel on every node; exit 5 when a check fails.")
+              "answers kubernetes.default from every node, each node reaches the next one's "
+              "pod network; exit 5 when a check fails.")
 @json_option
 @common_options
 def status_cmd(check, as_json, root, dry_run, verbose):

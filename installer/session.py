@@ -297,6 +297,8 @@ def to_json(outcome: Outcome) -> str:
         "steps": [{"name": s.name, "title": s.title, "changes": s.changes}
                   for s in outcome.steps],
         "changes": outcome.changes,
+        "smoke": {"checks": outcome.smoke[0], "passed": outcome.smoke[1],
+                  "note": outcome.smoke[2]},
     }, indent=1)
 
 
@@ -308,20 +310,28 @@ def smoke(root: str) -> Tuple[List[str], bool, str]:
     if not host.exists(ADMIN_CONF):
         return [], False, "no {} here: run `status --check` on a control-plane node".format(
             ADMIN_CONF)
+    cluster = _installed_cluster(host)
     checks = smoke_check.smoke_check(Runner(root, dry_run=True), host.path(ADMIN_CONF),
-                                     _cluster_nodes(host))
+                                     [n.name for n in cluster.nodes] if cluster else [],
+                                     _dns_domain(cluster))
     return smoke_check.render(checks), all(c.ok for c in checks), ""
 
 
-def _cluster_nodes(host: Host) -> List[str]:
-    """The node names of the cluster.yaml install used (state.json), if it is still there."""
+def _installed_cluster(host: Host) -> Optional[Any]:
+    """The cluster.yaml install used (state.json), if it is still there and loads."""
     path = State.load(host).data.get("cluster")
     if not path or not os.path.isfile(path):
-        return []
+        return None
     try:
-        return [n.name for n in load_cluster(path).nodes]
+        return load_cluster(path)
     except (OSError, ValueError, KubecrateError):
-        return []
+        return None
+
+
+def _dns_domain(cluster: Optional[Any]) -> str:
+    """cluster.yaml's kubeadm.dns_domain (docs/load-balancer.md), else kubeadm's default."""
+    return str(dict(cluster.kubeadm).get("dns_domain") or "cluster.local") if cluster \
+        else "cluster.local"
 
 
 def smoke_after_install(ctx: Context) -> Tuple[List[str], bool, str]:
@@ -337,5 +347,5 @@ def smoke_after_install(ctx: Context) -> Tuple[List[str], bool, str]:
     kubeconfig = ctx.host.path(ADMIN_CONF)
     if not smoke_check.cluster_complete(ctx.runner, kubeconfig, expected):
         return [], True, ""
-    checks = smoke_check.smoke_check(ctx.runner, kubeconfig, expected)
+    checks = smoke_check.smoke_check(ctx.runner, kubeconfig, expected, _dns_domain(ctx.cluster))
     return smoke_check.render(checks), all(c.ok for c in checks), ""

@@ -182,7 +182,8 @@ def test_static_pods_first_control_plane_and_a_joiner(netns_lab, mirror_world, b
 
 def smoke_check_after_install(cp1, nodes, built) -> None:
     """issue 12 items 3 and 8 on the installed cluster: `status --check` passes (every node
-    Ready, CoreDNS Ready although the hosts have no nameserver, flannel on every node);
+    Ready; from every node CoreDNS answers kubernetes.default although the hosts have no
+    nameserver; each node pings the next one's flannel.1, in registration order);
     flannel's VXLAN MTU follows each node's interface MTU; NetworkManager leaves flannel's
     devices alone."""
     check = cp1.pyz(built, "status", "--check", "--root", cp1.root)
@@ -190,7 +191,13 @@ def smoke_check_after_install(cp1, nodes, built) -> None:
     assert "smoke check: passed" in check.stdout
     for name in halab.NAMES:
         assert "ok   node {}: Ready".format(name) in check.stdout, check.stdout
-        assert "ok   pod network {}: VXLAN endpoint".format(name) in check.stdout
+        assert "ok   DNS from {}: CoreDNS answers kubernetes.default: 10.96.0.1 (asked " \
+               "kube-dns 10.96.0.10)".format(name) in check.stdout
+    ring = list(halab.NAMES) + [halab.NAMES[0]]
+    for i, (src, dst) in enumerate(zip(ring, ring[1:])):  # each node pings the next one's
+        assert "ok   pod network {} -> {}: {}'s flannel.1 10.244.{}.0 answers (VXLAN to " \
+               "10.213.{}.{})".format(src, dst, dst, (i + 1) % len(halab.NAMES), SUBNET,
+                                     halab.ADDRESSES[dst]) in check.stdout, check.stdout
     assert "ok   CoreDNS on cp1: Ready" in check.stdout
     mtus = halab.flannel_mtus(cp1)
     assert mtus == {"cp1": 1450, "cp2": 1450, "cp3": 1450, "w1": W1_MTU - 50}, mtus

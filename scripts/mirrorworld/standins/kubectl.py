@@ -1,10 +1,13 @@
-"""The kubectl stand-in: `version --client`, `apply -f`, `get nodes` (and applied kinds)."""
+"""The kubectl stand-in: `version --client`, `apply -f`, `get nodes` (and pods, services and
+applied kinds), `exec` into the model's pods (_podexec.py), `delete node`."""
 
 import json
 import os
 import sys
 
+import _kubeadm_config
 import _pki
+import _podexec
 import _podnet
 import _yaml
 from _common import (
@@ -135,10 +138,24 @@ def _flag_values(args, short, long):
     return values, rest
 
 
-def node_status(client, nodes, objects):
+def cluster_config(client):
+    """The ClusterConfiguration kubeadm init uploaded (ConfigMap kube-system/kubeadm-config),
+    or {} before init."""
+    try:
+        cm = client.call("GET", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+        return json.loads((cm.get("data") or {}).get("ClusterConfiguration") or "{}")
+    except (StandinError, ValueError):
+        return {}
+
+
+def node_status(client, nodes, objects, config=None):
     """Each Node's Ready condition from the per-node CNI model (_podnet.py); flannel's own
-    annotations (public-ip, backend-type: subnet/kube/kube.go AcquireLease) where it runs."""
+    annotations (public-ip, backend-type: subnet/kube/kube.go AcquireLease) where it runs;
+    spec.podCIDR as kube-controller-manager allocates it from kubeadm's podSubnet
+    (_podexec.pod_cidrs)."""
     other = _podnet.other_cni(objects)
+    subnet = ((config or {}).get("networking") or {}).get("podSubnet")
+    cidrs = _podexec.pod_cidrs(nodes, subnet) if subnet else {}
     for node in nodes:
         flannel = _podnet.flannel_on(node, objects)
         ready = flannel["running"] or other
@@ -146,6 +163,8 @@ def node_status(client, nodes, objects):
             "type": "Ready", "status": "True" if ready else "False",
             "reason": "KubeletReady" if ready else "KubeletNotReady",
             "message": flannel["message"]}]
+        if node["metadata"]["name"] in cidrs:
+            node.setdefault("spec", {})["podCIDR"] = cidrs[node["metadata"]["name"]]
         if flannel["running"]:
             node["metadata"].setdefault("annotations", {}).update({
                 "flannel.alpha.coreos.com/public-ip": flannel["public_ip"],
@@ -154,7 +173,7 @@ def node_status(client, nodes, objects):
     return nodes
 
 
-def synthetic_pods(client, nodes, objects):
+def synthetic_pods(client, nodes, objects, config=None):
     """The pods the model says would exist: one kube-flannel pod per node (DaemonSet) and one
     CoreDNS pod per Ready node (the Deployment may land on any of them)."""
     pods = []
@@ -163,27 +182,57 @@ def synthetic_pods(client, nodes, objects):
     except StandinError:
         cm = None
     corefile = _podnet.corefile(objects, {"kube-system/coredns": cm} if cm else {})
+    flannel_pods = _podnet.flannel_pods(objects)
+    coredns_image = [i for i in _kubeadm_config.images(VERSION, (config or {}).get(
+        "imageRepository")) if "coredns" in i][0]
     for node in nodes:
         name = node["metadata"]["name"]
         ready = node["status"]["conditions"][0]["status"] == "True"
-        if _podnet.flannel_pods(objects):
+        if flannel_pods:
             flannel = _podnet.flannel_on(node, objects)
+            container = flannel_pods[1]
             pods.append(_pod("kube-flannel-ds-" + name, "kube-flannel", {"app": "flannel"},
-                             name, flannel["running"], flannel["message"]))
+                             name, flannel["running"], flannel["message"],
+                             (container.get("name", "kube-flannel"),
+                              container.get("image", ""))))
         if ready:
             dns = _podnet.coredns_on(node, corefile)
             pods.append(_pod("coredns-" + name, "kube-system", {"k8s-app": "kube-dns"}, name,
-                             dns["ready"], dns["message"]))
+                             dns["ready"], dns["message"], ("coredns", coredns_image)))
     return pods
 
 
-def _pod(name, namespace, labels, node, ready, message):
+def services(config):
+    """The two Services a kubeadm cluster has from the start: `kubernetes` (the apiserver's,
+    1st address of the service subnet) and kubeadm's `kube-dns` (addons/dns, the 10th)."""
+    if not config:
+        return []
+    api_ip, dns_ip = _podexec.service_ips(
+        (config.get("networking") or {}).get("serviceSubnet") or "10.96.0.0/12")
+    return [{"apiVersion": "v1", "kind": "Service", "metadata": {
+        "name": name, "namespace": namespace, "labels": labels},
+        "spec": {"clusterIP": address, "ports": ports}} for name, namespace, labels, address,
+        ports in (
+            ("kubernetes", "default", {"component": "apiserver", "provider": "kubernetes"},
+             api_ip, [{"name": "https", "port": 443, "protocol": "TCP"}]),
+            ("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, dns_ip,
+             [{"name": "dns", "port": 53, "protocol": "UDP"},
+              {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]))]
+
+
+def _pod(name, namespace, labels, node, ready, message, container):
+    """A Running pod whose one container runs when Ready, else waits in CrashLoopBackOff."""
+    state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}} if ready else {
+        "waiting": {"reason": "CrashLoopBackOff", "message": message}}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"nodeName": node},
+            "spec": {"nodeName": node, "containers": [{"name": container[0],
+                                                       "image": container[1]}]},
             "status": {"phase": "Running",
                        "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                       "message": message}]}}
+                                       "message": message}],
+                       "containerStatuses": [{"name": container[0], "image": container[1],
+                                              "ready": ready, "state": state}]}}
 
 
 def cmd_get(client, args):
@@ -200,12 +249,17 @@ def cmd_get(client, args):
     if kind in ("node", "nodes", "no"):
         items = client.call("GET", "/api/v1/nodes")["items"]
         objects = client.call("GET", "/kubecrate/v1/objects")["items"]
-        node_status(client, items, objects)
-    elif kind in ("pod", "pods", "po"):
-        objects = client.call("GET", "/kubecrate/v1/objects")["items"]
-        nodes = node_status(client, client.call("GET", "/api/v1/nodes")["items"], objects)
-        items = [p for p in synthetic_pods(client, nodes, objects)
-                 if not namespaces or p["metadata"]["namespace"] in namespaces]
+        node_status(client, items, objects, cluster_config(client))
+    elif kind in ("pod", "pods", "po", "service", "services", "svc"):
+        config = cluster_config(client)
+        if kind.startswith("s"):
+            items = services(config)
+        else:
+            objects = client.call("GET", "/kubecrate/v1/objects")["items"]
+            nodes = node_status(client, client.call("GET", "/api/v1/nodes")["items"], objects,
+                                config)
+            items = synthetic_pods(client, nodes, objects, config)
+        items = [p for p in items if not namespaces or p["metadata"]["namespace"] in namespaces]
         for selector in selectors:
             key, _, value = selector.partition("=")
             items = [p for p in items if p["metadata"]["labels"].get(key) == value]
@@ -242,6 +296,73 @@ def cmd_get(client, args):
             print(obj["metadata"]["name"])
 
 
+def cmd_exec(client, args):
+    """`kubectl exec [-n NS] POD [-c CONTAINER] -- COMMAND...` into a pod of the model, with
+    the refusals of kubectl (staging/src/k8s.io/kubectl/pkg/cmd/exec/exec.go), the kubelet
+    (pkg/kubelet/kubelet_pods.go GetExec: only a running container is found) and the runtime
+    (a command the image lacks). The command's own exit code is kubectl's, after "command
+    terminated with exit code N" (exec.go, uexec.CodeExitError)."""
+    command = args[args.index("--") + 1:] if "--" in args else None
+    args = args[:args.index("--")] if "--" in args else args
+    namespaces, args = _flag_values(args, "-n", "--namespace")
+    containers, args = _flag_values(args, "-c", "--container")
+    rest = [a for a in args if a not in ("-i", "--stdin", "-t", "--tty", "-it", "-ti", "-q",
+                                         "--quiet")]
+    if command is None and len(rest) > 1:
+        sys.stderr.write("kubectl exec [POD] [COMMAND] is DEPRECATED and will be removed in a "
+                         "future version. Use kubectl exec [POD] -- [COMMAND] instead.\n")
+        command, rest = rest[1:], rest[:1]
+    if not rest:
+        raise StandinError("error: pod, type/name or --filename must be specified\n"
+                           "See 'kubectl exec -h' for help and examples")
+    if not command:
+        raise StandinError("error: you must specify at least one command for the container")
+    name = rest[0].split("/", 1)[1] if rest[0].startswith(("pod/", "pods/", "po/")) \
+        else rest[0]
+    namespace = namespaces[-1] if namespaces else "default"
+    config = cluster_config(client)
+    objects = client.call("GET", "/kubecrate/v1/objects")["items"]
+    nodes = node_status(client, client.call("GET", "/api/v1/nodes")["items"], objects, config)
+    pods = synthetic_pods(client, nodes, objects, config)
+    pod = next((p for p in pods if p["metadata"]["name"] == name
+                and p["metadata"]["namespace"] == namespace), None)
+    if pod is None:
+        raise StandinError('Error from server (NotFound): pods "%s" not found' % name)
+    wanted = containers[-1] if containers else pod["spec"]["containers"][0]["name"]
+    status = next((c for c in pod["status"]["containerStatuses"] if c["name"] == wanted), {})
+    if "running" not in (status.get("state") or {}):
+        raise StandinError('error: unable to upgrade connection: container not found ("%s")'
+                           % wanted)
+    if not _podexec.image_has(status["image"], command[0]):
+        oci = "OCI runtime exec failed: exec failed: %s: exec: \"%s\": executable file " \
+              "not found in $PATH: unknown" % (
+                  "container_linux.go:380: starting container process caused" if MINOR <= 23
+                  else "unable to start container process", command[0])
+        if MINOR > 23:  # containerd's CRI fails the exec before any stream (kubelet: 500)
+            raise StandinError("error: Internal error occurred: error executing command in "
+                               "container: failed to exec in container: failed to start exec "
+                               '"%s": %s' % ("0" * 64, oci))
+        print(oci)  # dockershim streams docker's exec error, then its exit code 126
+        sys.stderr.write("command terminated with exit code 126\n")
+        return 126
+    if pod["metadata"]["labels"].get("app") != "flannel":
+        raise StandinError("the stand-in runs commands in kube-flannel pods only")
+    networking = config.get("networking") or {}
+    model = _podexec.Model(
+        nodes, {n["metadata"]["name"]: _podnet.flannel_on(n, objects) for n in nodes},
+        {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in nodes
+         if (n.get("spec") or {}).get("podCIDR")},
+        [p["spec"]["nodeName"] for p in pods if p["metadata"]["labels"].get("k8s-app") ==
+         "kube-dns" and p["status"]["conditions"][0]["status"] == "True"],
+        networking.get("serviceSubnet") or "10.96.0.0/12",
+        networking.get("dnsDomain") or "cluster.local")
+    code, out = _podexec.run(model, pod["spec"]["nodeName"], command)
+    sys.stdout.write(out)
+    if code:
+        sys.stderr.write("command terminated with exit code %d\n" % code)
+    return code
+
+
 def cmd_delete(client, args):
     """`kubectl delete node NAME...`: what an operator runs before a reset node rejoins under
     the same name (kubeadm join refuses a name that is still registered and Ready)."""
@@ -260,7 +381,8 @@ def main(argv):
     opts, args = split_globals(argv)
     try:
         if not args or args[0] in ("-h", "--help"):
-            print("kubectl stand-in %s: version --client, apply -f, get, delete node" % VERSION)
+            print("kubectl stand-in %s: version --client, apply -f, get, exec, delete node"
+                  % VERSION)
         elif args[0] == "version":
             cmd_version(args[1:])
         elif args[0] == "apply":
@@ -269,6 +391,8 @@ def main(argv):
             cmd_get(Client(opts), args[1:])
         elif args[0] == "delete":
             cmd_delete(Client(opts), args[1:])
+        elif args[0] == "exec":
+            return cmd_exec(Client(opts), args[1:])
         else:
             raise StandinError('error: unknown command "%s" for "kubectl" (stand-in)' % args[0])
     except StandinError as exc:
