@@ -6,8 +6,9 @@ through the VIP; `kubectl get nodes` through the VIP then shows four nodes, a se
 every host changes nothing; killing the VIP holder's keepalived, haproxy and apiserver, and
 taking its link down, each move the VIP with the endpoint back within 15 s, and bringing the
 node back keeps the endpoint answering; a day later join-info gives fresh join material that a
-reset worker rejoins with, from the bundle cache. The hosts are tests/e2e/halab.py (shared with
-scripts/demo); docs/testing.md says what is real on them.
+reset worker rejoins with, from the bundle cache. The same four nodes are installed again in
+load_balancer.mode static-pods, without the drills. The hosts are tests/e2e/halab.py (shared
+with scripts/demo); docs/testing.md says what is real on them.
 """
 
 import time
@@ -150,18 +151,20 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
 
 
-def test_static_pods_first_control_plane_and_a_joiner(netns_lab, mirror_world, built,  # noqa: F811
+def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world, built,  # noqa: F811
                                                       core, tmp_path):
-    """load_balancer.mode static-pods (the CentOS 8 runbook), on two hosts to spare CI a second
-    four-node install: the kubelet starts keepalived and haproxy only inside `kubeadm init`,
-    from the images the bundle loaded on that node, and both nodes end Ready."""
+    """load_balancer.mode static-pods (the CentOS 8 runbook) on the same four nodes, without
+    the failover drills of the services run: the kubelet starts keepalived and haproxy only
+    inside `kubeadm init` (on the joiners after their join), from the images the bundle loaded
+    on that node. cp3 joins last, so its install completes the cluster and runs the smoke
+    check; every node ends Ready."""
     for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
         require_tool(tool)
-    lab = netns_lab("hasp", ("cp1", "cp2"), subnet=STATIC_SUBNET)
+    lab = netns_lab("hasp", halab.NAMES, subnet=STATIC_SUBNET)
     nodes = halab.prepare(lab, core, tmp_path / "shiv", STATIC_SUBNET, mode="static-pods")
     join = tmp_path / "join.yaml"
     vip = halab.vip(STATIC_SUBNET)
-    cp1, cp2 = nodes["cp1"], nodes["cp2"]
+    cp1 = nodes["cp1"]
 
     first = cp1.install(built, "--join-out", join)
     assert first.returncode == 0, first.stdout + first.stderr + cp1.logs()
@@ -170,13 +173,22 @@ def test_static_pods_first_control_plane_and_a_joiner(netns_lab, mirror_world, b
     running = halab.pods(cp1, lb_pods)
     for pod in lb_pods:
         assert running[pod]["phase"] == "Running", running
-    second = cp2.install(built, "--join", join)
-    assert second.returncode == 0, second.stdout + second.stderr + cp2.logs()
-    running = halab.pods(cp2, lb_pods)  # its load balancer comes only after its join
-    for pod in lb_pods:
-        assert running.get(pod, {}).get("phase") == "Running", running
-    rows = halab.get_nodes(cp2, cp1)
-    assert sorted(r[0] for r in rows) == ["cp1", "cp2"], rows
+    for name in ("cp2", "w1", "cp3"):
+        node = nodes[name]
+        done = node.install(built, "--join", join)
+        assert done.returncode == 0, name + "\n" + done.stdout + done.stderr + node.logs()
+        if name != "w1":  # its load balancer comes only after its join
+            running = halab.pods(node, lb_pods)
+            for pod in lb_pods:
+                assert running.get(pod, {}).get("phase") == "Running", (name, running)
+    # cp3 completed the cluster: its install ran the smoke check, with queries and pings
+    assert "smoke check: passed" in done.stdout, done.stdout
+    for name in halab.NAMES:
+        assert "ok   DNS from {}: CoreDNS answers kubernetes.default".format(name) \
+            in done.stdout, done.stdout
+    assert "ok   pod network w1 -> cp1: cp1's flannel.1 10.244.0.0 answers" in done.stdout
+    rows = halab.get_nodes(nodes["w1"], cp1)
+    assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
     assert {r[1] for r in rows} == {"Ready"}, rows
 
 
