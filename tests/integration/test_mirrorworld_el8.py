@@ -10,15 +10,18 @@ import subprocess
 
 import pytest
 import requests
+from click.testing import CliRunner
 from mirrorworld import yum
 
 from builder.cache import Cache
+from builder.cli import cli, main
 from builder.mirrors import GpgKey, YumRepo, load_preset
 from builder.modules import module_view, parse_modules
 from builder.repodata import load_repo, load_repos
 from builder.resolve import resolve
 from builder.rpms import RpmFile, fetch_keys, fetch_rpms, keyrings
 from builder.yumrepo import gather_xml, write_repo
+from installer.errors import ExitCode
 from installer.render import render
 from tests.conftest import require_tool
 from tests.dnfroot import dnf, installed
@@ -133,6 +136,23 @@ def test_the_worlds_el8_preset_serves_the_slice_over_http(mirror_world):
     assert view.active == ("container-tools:rhel8",)
     assert resolve(["runc"], view.repos).package("runc").release.startswith("1.module_el8.5.0")
     assert repos[2].repomd.files["primary"].href.endswith(".zst")
+
+
+def test_kubecrate_why_on_the_el8_preset(mirror_world, capsys):
+    """The CLI: the chain names the default stream's build; a pin only the non-default stream
+    has is refused, naming the module stream and the repo."""
+    preset = str(mirror_world.preset_el8)
+    args = ["--mirrors", preset, "--repos", "baseos,appstream", "--base", "none"]
+    out = CliRunner().invoke(cli, ["why", "container-selinux", *args, "-p", "podman"])
+    assert out.exit_code == 0, out.output
+    assert "container-selinux-2:2.167.0-1.module_el8.5.0+911+f19012f9.noarch (appstream): " \
+        "needed by podman" in out.output
+    with pytest.raises(SystemExit) as exited:
+        main(["why", "runc", *args, "-p", "runc-1.1.4"])
+    assert exited.value.code == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert "runc-1.1.4: runc-1:1.1.4-1.module_el8.6.0+1107+d59a301b.x86_64 (appstream) is in " \
+        "stream container-tools:4.0, not the default stream container-tools:rhel8" in err
 
 
 def test_the_stream9_zstd_repo_is_read(world):
