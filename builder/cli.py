@@ -189,6 +189,7 @@ def why(package: str, recipe_path: Path | None, preset_path: Path | None, reques
     configure_logging(verbose)
     wanted = [item.strip() for text in requested for item in text.split(",") if item.strip()]
     repo_ids = [r.strip() for r in repos.split(",")] if repos else None
+    platform = None
     if recipe_path is not None:
         from builder.lock import request_text
         from builder.recipe import load_recipe
@@ -198,12 +199,13 @@ def why(package: str, recipe_path: Path | None, preset_path: Path | None, reques
         preset_path = preset_path or recipe.preset_path
         repo_ids = repo_ids or list(recipe.repos)
         base, arch = recipe.target.base[0], recipe.target.arch
+        platform = f"el{recipe.target.major}"
     if preset_path is None or not wanted:
         raise UsageError("give --recipe, or --mirrors and -p")
     with http.Session() as session:
         result = resolve_from_preset(
             load_preset(preset_path), wanted, session=session, base=base, arch=arch,
-            repo_ids=repo_ids)
+            repo_ids=repo_ids, platform=platform)
     for line in explain(result, package):
         click.echo(line)
 

@@ -126,7 +126,8 @@ def make_lock(recipe: Recipe, preset: MirrorPreset, *, session: Any, cache: Cach
 
     repos = load_repos(preset, recipe.repos, session, cache=cache)
     requests = [request_text(s) for s in recipe.all_packages()]
-    visible = module_view(repos)  # EL8+: what dnf on the host would offer
+    # EL8+: what dnf on the host would offer (its platform stream is el<major>)
+    visible = module_view(repos, f"el{recipe.target.major}")
     visible.check_requests(requests)
     base = _base(recipe, visible.repos)
     result = resolve(requests, visible.repos, arch=recipe.target.arch, base=base)

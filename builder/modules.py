@@ -14,15 +14,19 @@ states:
   active stream is filtered out, across all repos (so the module's older build wins over a
   newer non-modular one);
 - repos without `modules` metadata take part only through that second rule.
+- every version and context of an active stream stays visible (dnf lists them all), but a
+  default stream is active only when a build of its newest version runs on the target's
+  platform stream (`el8` for every EL8 minor: os-release PLATFORM_ID); otherwise dnf reports
+  "Modular dependency problem: ... nothing provides module(platform:el9)" and offers nothing
+  of the stream (what dnf 4.14 does, checked in tests/integration/test_modular_bundle_repo.py).
 What is not modelled: `dnf module enable` by a user (the host is a fresh install, so nothing is
-enabled), contexts chosen by platform (every context of an active stream stays visible), and
-demodularized RPM lists.
+enabled), demodularized RPM lists and modulemd-obsoletes.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 import yaml
 
@@ -56,6 +60,15 @@ class ModuleStream(NamedTuple):
     @property
     def nsvc(self) -> str:
         return f"{self.name}:{self.stream}:{self.version}:{self.context}"
+
+    def runs_on(self, platform: Optional[str]) -> bool:
+        """Whether this build's `requires: platform` admits `platform` (None: any)."""
+        wanted = dict(self.requires).get("platform", ())
+        if platform is None or not wanted:
+            return True
+        if f"-{platform}" in wanted:
+            return False
+        return platform in wanted or all(w.startswith("-") for w in wanted)
 
 
 def parse_modules(data: bytes, where: str) -> Tuple[List[ModuleStream], Dict[str, str]]:
@@ -172,10 +185,11 @@ def _pin_forms(nevra: str, name: str) -> Set[str]:
     return {f"{name}-{v}" for v in (plain, version, epoch + plain, epoch + version)}
 
 
-def module_view(repos: Sequence[Any]) -> ModuleView:
+def module_view(repos: Sequence[Any], platform: Optional[str] = None) -> ModuleView:
     """Apply dnf's modular filtering to `repos` (objects with `id`, `packages`, and `has()` /
-    `metadata()` for the `modules` entry). Repos without modules metadata pass unchanged
-    unless a non-modular package shadows an active stream's package."""
+    `metadata()` for the `modules` entry) for a host whose platform stream is `platform`
+    ("el8"; None admits every build). Repos without modules metadata pass unchanged unless a
+    non-modular package shadows an active stream's package."""
     streams: List[ModuleStream] = []
     defaults: Dict[str, str] = {}
     for repo in repos:
@@ -187,22 +201,31 @@ def module_view(repos: Sequence[Any]) -> ModuleView:
                 defaults.setdefault(module, stream)  # the first repo's default wins
     if not streams:
         return ModuleView(tuple(repos), (), (), defaults, {})
-    active = _active(streams, defaults)
+    broken = _broken_defaults(streams, defaults, platform)
+    active = _active(streams, {m: s for m, s in defaults.items() if m not in broken})
+
+    def live(s: ModuleStream) -> bool:
+        return (s.name, s.stream) in active
+
     owner: Dict[Tuple[str, int, str, str, str], ModuleStream] = {}
     for s in streams:
         for artifact in s.artifacts:
-            if (s.name, s.stream) in active or artifact not in owner:
+            if live(s) or artifact not in owner:
                 owner[artifact] = s
-    shadowing = {a[0] for s in streams if (s.name, s.stream) in active for a in s.artifacts}
+    shadowing = {a[0] for s in streams if live(s) for a in s.artifacts}
     hidden: Dict[str, List[Tuple[str, str, str]]] = {}
     views = []
     for repo in repos:
         keep = []
         for p in repo.packages:
             module = owner.get(_key(p))
-            if module is not None and (module.name, module.stream) not in active:
+            if module is not None and not live(module):
                 default = defaults.get(module.name)
-                why = (f"is in stream {module.name}:{module.stream}, not the default stream "
+                why = (f"is in the default stream {module.name}:{module.stream}, whose newest "
+                       f"build {broken[module.name]} does not run on platform {platform}: dnf "
+                       "reports a modular dependency problem and offers nothing of the stream"
+                       if module.name in broken and module.stream == default else
+                       f"is in stream {module.name}:{module.stream}, not the default stream "
                        f"{module.name}:{default}" if default else
                        f"is in module {module.name} (stream {module.stream}), which has no "
                        "default stream")
@@ -216,6 +239,22 @@ def module_view(repos: Sequence[Any]) -> ModuleView:
         views.append(repo if len(keep) == len(repo.packages) else _Filtered(repo, tuple(keep)))
     return ModuleView(tuple(views), tuple(sorted(f"{n}:{s}" for n, s in active)),
                       tuple(streams), defaults, {k: tuple(v) for k, v in hidden.items()})
+
+
+def _broken_defaults(streams: Sequence[ModuleStream], defaults: Mapping[str, str],
+                     platform: Optional[str]) -> Dict[str, str]:
+    """Module name -> the newest build of its default stream, when no build of that newest
+    version runs on `platform` (dnf's module solver then fails on its best candidate)."""
+    broken: Dict[str, str] = {}
+    for module, stream in defaults.items():
+        builds = [s for s in streams if (s.name, s.stream) == (module, stream)]
+        if not builds or platform is None:
+            continue
+        newest = max(b.version for b in builds)
+        tops = [b for b in builds if b.version == newest]
+        if not any(b.runs_on(platform) for b in tops):
+            broken[module] = tops[0].nsvc
+    return broken
 
 
 def _active(streams: Sequence[ModuleStream], defaults: Mapping[str, str]) -> Set[Tuple[str, str]]:

@@ -118,9 +118,12 @@ def base_from_spec(spec: str, repos: Sequence[Any], arch: str) -> AssumedBase:
 
 def resolve_from_preset(preset: Any, requests: Sequence[str], *, session: Any,
                         repo_ids: Optional[Sequence[str]] = None, base: str = "@core",
-                        arch: str = "x86_64", cache: Any = None) -> Resolution:
+                        arch: str = "x86_64", cache: Any = None,
+                        platform: Optional[str] = None) -> Resolution:
     """Load the preset's yum repos (all, in preset order, unless `repo_ids`), build the assumed
-    base from `base` (see base_from_spec) and resolve `requests` against it."""
-    view = module_view(load_repos(preset, list(repo_ids or preset.yum), session, cache=cache))
+    base from `base` (see base_from_spec) and resolve `requests` against it, as dnf on a host
+    of `platform` ("el8") would see modular repos."""
+    view = module_view(load_repos(preset, list(repo_ids or preset.yum), session, cache=cache),
+                       platform)
     view.check_requests(requests)
     return resolve(requests, view.repos, arch=arch, base=base_from_spec(base, view.repos, arch))

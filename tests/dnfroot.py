@@ -51,3 +51,23 @@ def installed(root: Path) -> Dict[str, List[str]]:
         name, vra = line.split()
         found.setdefault(name, []).append(vra)
     return found
+
+
+def repoquery(folder: Path, baseurls: Dict[str, str], platform: str = "el8") -> List[str]:
+    """name-[epoch:]version-release.arch of every package real dnf offers from `baseurls` (id ->
+    URL) on a host whose platform stream is `platform`: dnf applies module metadata, default
+    streams and platform contexts itself (no GPG checks: only the metadata is read)."""
+    repos_d = folder / "repos.d"
+    repos_d.mkdir(parents=True)
+    (repos_d / "query.repo").write_text("".join(
+        f"[{rid}]\nname={rid}\nbaseurl={url}\ngpgcheck=0\n" for rid, url in baseurls.items()))
+    conf = folder / "dnf.conf"
+    conf.write_text(f"[main]\nreposdir={repos_d}\ncachedir={folder / 'cache'}\nplugins=False\n"
+                    f"module_platform_id=platform:{platform}\n")
+    (folder / "root").mkdir()
+    out = subprocess.run(
+        [shutil.which("dnf") or "dnf", "-q", "--installroot", str(folder / "root"), "--config",
+         str(conf), f"--setopt=reposdir={repos_d}", f"--releasever={platform[2:]}",
+         "--forcearch=x86_64", "--noplugins", "repoquery", "--qf", "%{name}-%{evr}.%{arch}"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    return sorted(line.strip() for line in out.splitlines() if line.strip())

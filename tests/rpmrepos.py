@@ -124,7 +124,8 @@ def comps_xml(groups: Dict[str, Dict[str, List[str]]]) -> bytes:
 
 def modules_yaml(streams: List[dict], defaults: Dict[str, str]) -> bytes:
     """A modules.yaml: modulemd v2 documents ({"name", "stream", "artifacts": [nevra, ...],
-    optional "version", "context", "requires": {module: [streams]}}) and modulemd-defaults."""
+    optional "version", "context", "platform" (el8), "requires": {module: [streams]}}) and
+    modulemd-defaults."""
     docs = []
     for s in streams:
         docs.append({"document": "modulemd", "version": 2, "data": {
@@ -132,7 +133,8 @@ def modules_yaml(streams: List[dict], defaults: Dict[str, str]) -> bytes:
             "context": s.get("context", "f8e95b4e"), "arch": "x86_64",
             "summary": f"{s['name']} for tests", "description": "test module",
             "license": {"module": ["MIT"]},
-            "dependencies": [{"requires": dict({"platform": ["el8"]}, **s.get("requires", {}))}],
+            "dependencies": [{"requires": dict({"platform": [s.get("platform", "el8")]},
+                                               **s.get("requires", {}))}],
             "artifacts": {"rpms": list(s["artifacts"])}}})
     for module, stream in defaults.items():
         docs.append({"document": "modulemd-defaults", "version": 1,

@@ -16,7 +16,7 @@ from builder.resolve import resolve
 from builder.rpms import RpmFile, fetch_keys, fetch_rpms, keyrings
 from builder.yumrepo import gather_xml, write_repo
 from installer.render import render
-from tests.dnfroot import dnf, installed
+from tests.dnfroot import dnf, installed, repoquery
 from tests.integration.rpmsigning import GpgKey
 from tests.rpmrepos import modules_yaml
 from tests.tinyrpms import build_rpm, createrepo
@@ -117,3 +117,31 @@ def test_without_module_hotfixes_dnf_refuses_the_bundles_modular_rpms(appstream,
     assert proc.returncode != 0
     assert "No available modular metadata for modular package" in proc.stdout + proc.stderr
     assert "container-selinux" not in installed(root)
+
+
+@pytest.mark.parametrize("el9_version, expect", [
+    (0, ["runc-1.0.0-1.m1.noarch", "runc-1.0.2-1.m2.noarch", "runc-1.0.3-1.m3.noarch"]),
+    (3, ["runc-1.2.0-1.el8.noarch"]),
+])
+def test_versions_and_platform_contexts_as_real_dnf_sees_them(tmp_path, el9_version, expect):
+    """Every version and context of the default stream is offered, the non-default stream is
+    not; when the stream's newest build needs another platform dnf offers nothing of it and
+    the non-modular package reappears. module_view and `dnf repoquery` list the same set."""
+    repo = tmp_path / "repo"
+    builds = [("rhel8", 1, "c1", "el8", "1.0.0-1.m1"), ("rhel8", 2, "c1", "el8", "1.0.2-1.m2"),
+              ("rhel8", el9_version, "c9", "el9", "1.0.3-1.m3"),
+              ("4.0", 4, "c1", "el8", "1.1.4-1.m4")]
+    for stream, version, context, _, evr in builds:
+        build_rpm(repo, "runc", evr, modularitylabel=f"ct:{stream}:{version}:{context}")
+    build_rpm(repo, "runc", "1.2.0-1.el8")  # non-modular: shadowed while a stream is active
+    build_rpm(repo, "haproxy", "1.8.27-2.el8")
+    streams = [{"name": "ct", "stream": stream, "version": version, "context": context,
+                "platform": platform, "artifacts": [artifact("runc", evr)]}
+               for stream, version, context, platform, evr in builds]
+    (tmp_path / "modules.yaml").write_bytes(modules_yaml(streams, {"ct": "rhel8"}))
+    createrepo(repo, modules=tmp_path / "modules.yaml")
+    view = module_view([load_repo(YumRepo("appstream", repo.as_uri() + "/", ()),
+                                  requests.Session())], "el8")
+    ours = sorted(p.nevra for p in view.repos[0].packages)
+    assert ours == ["haproxy-1.8.27-2.el8.noarch"] + expect
+    assert ours == repoquery(tmp_path / "dnf", {"appstream": repo.as_uri() + "/"})

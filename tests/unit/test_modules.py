@@ -93,6 +93,30 @@ def test_module_dependencies_activate_the_stream_they_require(tmp_path):
     view.check_requests(["lonely"])
 
 
+@pytest.mark.parametrize("el9_version, visible", [
+    (0, ["1.0.0", "1.0.2", "1.0.3"]),  # an older build for el9: every build stays listed
+    (3, ["1.2.0"]),  # the newest is for el9: no stream is active, the non-modular one shows
+])
+def test_builds_and_platforms_as_dnf_treats_them(tmp_path, el9_version, visible):
+    """Checked against real dnf in tests/integration/test_modular_bundle_repo.py."""
+    streams = [
+        {"name": "ct", "stream": "rhel8", "version": 1, "artifacts": ["runc-0:1.0.0-1.m1.x86_64"]},
+        {"name": "ct", "stream": "rhel8", "version": 2, "artifacts": ["runc-0:1.0.2-1.m2.x86_64"]},
+        {"name": "ct", "stream": "rhel8", "version": el9_version, "context": "9999",
+         "platform": "el9", "artifacts": ["runc-0:1.0.3-1.m3.x86_64"]},
+    ]
+    world = repos(tmp_path, {"appstream": [pkg("runc", v) for v in
+                                           ("1.0.0-1.m1", "1.0.2-1.m2", "1.0.3-1.m3",
+                                            "1.2.0-1.el8")]},
+                  modules={"appstream": modules_yaml(streams, {"ct": "rhel8"})})
+    view = module_view(world, "el8")
+    assert sorted(p.version for p in view.repos[0].packages) == visible
+    if el9_version == 3:
+        assert "newest build ct:rhel8:3:9999 does not run on platform el8" in \
+            view.hidden["runc"][0][2]
+    assert len(module_view(world).repos[0].packages) == 3  # no platform given: all builds
+
+
 @pytest.mark.parametrize("text, message", [
     (b"document: modulemd\nversion: 3\ndata: {name: a, stream: b}\n", "version 3"),
     (b"document: surprise\nversion: 1\ndata: {}\n", "unknown document kind 'surprise'"),
