@@ -20,7 +20,7 @@ import difflib
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from builder.errors import BuildError
-from builder.rpmmd import Dep, Package
+from builder.rpmmd import Dep, Package, no_gc
 from builder.rpmvercmp import EVR, evr_key, overlaps, rpmvercmp
 
 __all__ = ["AssumedBase", "Reason", "Resolution", "ResolveError", "explain", "resolve"]
@@ -80,12 +80,14 @@ def resolve(requests: Sequence[str], repos: Sequence[Any], *, arch: str = "x86_6
     `files()` giving filelists by pkgid) that `base` lacks. Raises ResolveError naming every
     unknown request, unmet requirement and conflict, before anything is downloaded."""
     forced: Dict[str, int] = {}
-    for _ in range(_MAX_RESTARTS):
-        solver = _Solver(repos, arch, base, forced)
-        result = solver.run(requests)
-        if result is not None:
-            return result
-        forced = solver.forced
+    with no_gc():
+        index = _index(repos, arch, base)
+        for _ in range(_MAX_RESTARTS):
+            solver = _Solver(index, arch, base, forced)
+            result = solver.run(requests)
+            if result is not None:
+                return result
+            forced = solver.forced
     raise ResolveError("resolution did not settle on one version per package name")
 
 
@@ -132,32 +134,42 @@ def _common_prefix(a: str, b: str) -> int:
     return n
 
 
-class _Solver:
-    def __init__(self, repos: Sequence[Any], arch: str, base: AssumedBase,
-                 forced: Dict[str, int]):
-        self.repos, self.arch, self.base = repos, arch, base
-        self.forced = dict(forced)
-        self.allowed = {arch, "noarch"}
+class _Index:
+    """Everything the solver looks up that does not depend on the requests: the packages, which
+    are candidates (target arch, best repo priority per name), providers by name and by file,
+    versions by name, newest first, and what obsoletes what. Built once per repos, arch and base
+    and kept (see `_index`), so a second resolve over the same metadata starts solving at once;
+    `whatprovides` answers are memoised per dependency."""
+
+    def __init__(self, repos: Sequence[Any], arch: str, base: AssumedBase):
+        self.repos = repos
+        allowed = {arch, "noarch"}
         self.pkgs: List[Package] = []
         self.candidate: List[bool] = []
         self.provides: Dict[str, List[Tuple[Dep, int]]] = collections.defaultdict(list)
         self.files: Dict[str, List[int]] = collections.defaultdict(list)
         self.filelists_loaded = False
+        self._what: Dict[Dep, Tuple[int, ...]] = {}
+        self._candidates: Dict[Dep, Tuple[int, ...]] = {}
         best: Dict[str, int] = {}
         for repo in repos:
             for p in repo.packages:
-                if p.arch in self.allowed and best.get(p.name, 1 << 30) > repo.priority:
+                if p.arch in allowed and best.get(p.name, 1 << 30) > repo.priority:
                     best[p.name] = repo.priority
         for repo in repos:
             for p in repo.packages:
-                self._add(p, p.arch in self.allowed and best.get(p.name) == repo.priority)
+                self._add(p, p.arch in allowed and best.get(p.name) == repo.priority)
         self.installed = frozenset(self._add(p, False) for p in base.packages)
+        self.installed_by_name: Dict[str, List[int]] = collections.defaultdict(list)
+        for b in sorted(self.installed):
+            self.installed_by_name[self.pkgs[b].name].append(b)
         self.by_name: Dict[str, List[int]] = collections.defaultdict(list)
         for i, p in enumerate(self.pkgs):
             if self.candidate[i]:
                 self.by_name[p.name].append(i)
         for ids in self.by_name.values():  # newest first; ties: earlier repo, then location
-            ids.sort(key=lambda i: (evr_key(self.pkgs[i].evr), -i), reverse=True)
+            if len(ids) > 1:
+                ids.sort(key=lambda i: (evr_key(self.pkgs[i].evr), -i), reverse=True)
         self.rank = {i: r for ids in self.by_name.values() for r, i in enumerate(ids)}
         self.obsoleted_by: Dict[int, int] = {}
         for name in sorted(self.by_name):
@@ -172,31 +184,52 @@ class _Solver:
         i = len(self.pkgs)
         self.pkgs.append(p)
         self.candidate.append(candidate)
+        provides = self.provides
         seen_self = False
         for dep in p.provides:
-            self.provides[dep.name].append((dep, i))
+            provides[dep.name].append((dep, i))
             seen_self = seen_self or dep.name == p.name
         if not seen_self:  # rpm adds `name = EVR` to every package; hand-made metadata may not
-            self.provides[p.name].append((Dep(p.name, "EQ", p.evr), i))
+            provides[p.name].append((Dep(p.name, "EQ", p.evr), i))
+        files = self.files
         for path in p.files:
-            self.files[path].append(i)
+            files[path].append(i)
         return i
 
-    # ------------------------------------------------------------------ lookups
+    def whatprovides(self, dep: Dep) -> Tuple[int, ...]:
+        found = self._what.get(dep)
+        if found is None:
+            found = self._what[dep] = self._whatprovides(dep)
+        return found
 
-    def whatprovides(self, dep: Dep) -> List[int]:
-        found = [i for pdep, i in self.provides.get(dep.name, ())
-                 if overlaps(pdep.flags, pdep.evr, dep.flags, dep.evr)]
+    def candidates(self, dep: Dep) -> Tuple[int, ...]:
+        """The providers of `dep` the closure may take (target arch, best repo priority)."""
+        found = self._candidates.get(dep)
+        if found is None:
+            candidate = self.candidate
+            found = self._candidates[dep] = tuple(
+                i for i in self.whatprovides(dep) if candidate[i])
+        return found
+
+    def _whatprovides(self, dep: Dep) -> Tuple[int, ...]:
+        flags, evr = dep.flags, dep.evr
+        if not flags or evr is None:
+            found = [i for _pdep, i in self.provides.get(dep.name, ())]
+        else:
+            found = [i for pdep, i in self.provides.get(dep.name, ())
+                     if overlaps(pdep.flags, pdep.evr, flags, evr)]
         if dep.name.startswith("/"):
             found += self.files.get(dep.name, ())
             if not found and not self.filelists_loaded:
                 self._load_filelists()
-                return self.whatprovides(dep)
-        return list(dict.fromkeys(found))
+                return self._whatprovides(dep)
+        return tuple(dict.fromkeys(found))
 
     def _load_filelists(self) -> None:
         """Only now, for a file requirement primary.xml cannot answer, read filelists.xml."""
         self.filelists_loaded = True
+        self._what.clear()  # earlier answers for files did not know these
+        self._candidates.clear()
         by_pkgid: Dict[str, List[int]] = collections.defaultdict(list)
         for i, p in enumerate(self.pkgs):
             by_pkgid[p.sha256].append(i)
@@ -208,6 +241,36 @@ class _Solver:
                     for path in paths:
                         if i not in self.files[path]:
                             self.files[path].append(i)
+
+
+_INDEXES: List[Tuple[Tuple[Any, ...], _Index]] = []  # the last few, newest first
+
+
+def _index(repos: Sequence[Any], arch: str, base: AssumedBase) -> _Index:
+    """The _Index of these repos (the same objects holding the same package tuples), arch and
+    base, built now or kept from an earlier resolve."""
+    key = (tuple(repos), tuple(r.packages for r in repos), tuple(r.priority for r in repos),
+           arch, base)
+    for n, (seen, index) in enumerate(_INDEXES):
+        if (len(seen[0]) == len(key[0]) and all(a is b for a, b in zip(seen[0], key[0]))
+                and all(a is b for a, b in zip(seen[1], key[1])) and seen[2:4] == key[2:4]
+                and seen[4] is base):
+            _INDEXES.insert(0, _INDEXES.pop(n))
+            return index
+    index = _Index(repos, arch, base)
+    _INDEXES.insert(0, (key, index))
+    del _INDEXES[2:]
+    return index
+
+
+class _Solver:
+    def __init__(self, index: _Index, arch: str, base: AssumedBase, forced: Dict[str, int]):
+        self.index, self.repos, self.arch, self.base = index, index.repos, arch, base
+        self.forced = dict(forced)
+        self.pkgs, self.candidate, self.provides = index.pkgs, index.candidate, index.provides
+        self.installed, self.by_name, self.rank = index.installed, index.by_name, index.rank
+        self.obsoleted_by = index.obsoleted_by
+        self.whatprovides = index.whatprovides
 
     def satisfies(self, i: int, dep: Dep) -> bool:
         return i in self.whatprovides(dep)
@@ -256,13 +319,12 @@ class _Solver:
         self._check_conflicts()
         if self.errors:
             raise ResolveError("\n".join(dict.fromkeys(self.errors)))
-        chosen = sorted(self.chosen.values(),
-                        key=lambda i: (self.pkgs[i].name, self.pkgs[i].arch,
-                                       evr_key(self.pkgs[i].evr)))
+        chosen = [self.chosen[name] for name in sorted(self.chosen)]  # one package per name
+        nevras = [self.pkgs[i].nevra for i in chosen]
         return Resolution(
             arch=self.arch, requested=tuple(requests),
             packages=tuple(self.pkgs[i] for i in chosen),
-            reasons={self.pkgs[i].nevra: self.reasons[i] for i in chosen},
+            reasons={nevra: self.reasons[i] for i, nevra in zip(chosen, nevras)},
             base=self.base, in_base=in_base, replaces=tuple(sorted(set(self.replaces))),
             repos=tuple(r.id for r in self.repos), skipped=tuple(sorted(set(self.skipped))))
 
@@ -293,20 +355,22 @@ class _Solver:
 
     def _requires(self, i: int) -> None:
         pkg = self.pkgs[i]
+        view, whatprovides, candidates = self.view, self.whatprovides, self.index.candidates
+        nevra = ""
         for dep in pkg.requires:
-            if dep.name.startswith("rpmlib("):
+            if dep.name.startswith(("rpmlib(", "(")):
+                if dep.name[0] == "(":
+                    self.skipped.append(f"{dep} (needed by {pkg.nevra})")
                 continue
-            if dep.name.startswith("("):
-                self.skipped.append(f"{dep} (needed by {pkg.nevra})")
+            provided = whatprovides(dep)
+            if not view.isdisjoint(provided):
                 continue
-            provided = self.whatprovides(dep)
-            if any(p in self.view for p in provided):
-                continue
-            ids = [p for p in provided if self.candidate[p]]
+            ids = candidates(dep)
             if not ids:
                 self.errors.append(self._unmet(dep, pkg, provided))
                 continue
-            self._take(ids, dep, Reason(parent=pkg.nevra, requirement=dep), pkg.nevra)
+            nevra = nevra or pkg.nevra
+            self._take(ids, dep, Reason(parent=nevra, requirement=dep), nevra, i)
 
     def _unmet(self, dep: Dep, pkg: Package, provided: List[int]) -> str:
         message = (f"nothing provides {str(dep)!r} needed by {pkg.nevra} ({pkg.repo}); "
@@ -316,33 +380,42 @@ class _Solver:
             message += f" (only {', '.join(elsewhere)}, which is not for {self.arch})"
         return message
 
-    def _take(self, ids: List[int], dep: Dep, reason: Reason, needer: str) -> None:
-        """Choose one of the candidate providers `ids` of `dep` and queue it."""
+    def _take(self, ids: Sequence[int], dep: Dep, reason: Reason, needer: str,
+              parent: Optional[int] = None) -> None:
+        """Choose one of the candidate providers `ids` of `dep` (needed by package `parent`, or
+        asked for) and queue it."""
+        pkgs, forced, rank = self.pkgs, self.forced, self.rank
         best: Dict[str, int] = {}
         for i in ids:
-            name = self.pkgs[i].name
-            if name in self.forced and i != self.forced[name]:
+            name = pkgs[i].name
+            pin = forced.get(name)
+            if pin is not None and i != pin:
                 continue
-            if name not in best or self.rank[i] < self.rank[best[name]]:
+            have = best.get(name)
+            if have is None or rank[i] < rank[have]:
                 best[name] = i
         if not best:
-            self.errors.append(self._clash(ids, dep, needer))
+            self.errors.append(self._clash(list(ids), dep, needer))
             return
-        kept = {n: i for n, i in best.items() if self.obsoleted_by.get(i) not in best.values()}
-        best = kept or best
-        for name, i in best.items():  # a name already chosen in another version
-            if name in self.chosen and self.chosen[name] != i and len(best) == 1:
+        if len(best) > 1:
+            kept = {n: i for n, i in best.items()
+                    if self.obsoleted_by.get(i) not in best.values()}
+            best = kept or best
+        if len(best) == 1:
+            (name, pick), = best.items()
+            if self.chosen.get(name, pick) != pick:  # a name already chosen in another version
                 self._reconcile(name, dep, needer)
                 return
-        parent_name = _name_of_nevra(reason.parent) if reason.parent else ""
-        parent_src = (self.pkgs[self.chosen[parent_name]].sourcerpm
-                      if parent_name in self.chosen else "")
-        pick = min(best.values(), key=lambda i: (
-            self.pkgs[i].name != dep.name,
-            not (parent_src and self.pkgs[i].sourcerpm == parent_src),
-            -_common_prefix(self.pkgs[i].name, parent_name),
-            len(self.pkgs[i].name), self.pkgs[i].name))
-        name = self.pkgs[pick].name
+        else:
+            parent_name = pkgs[parent].name if parent is not None else ""
+            parent_src = (pkgs[self.chosen[parent_name]].sourcerpm
+                          if parent_name in self.chosen else "")
+            pick = min(best.values(), key=lambda i: (
+                pkgs[i].name != dep.name,
+                not (parent_src and pkgs[i].sourcerpm == parent_src),
+                -_common_prefix(pkgs[i].name, parent_name),
+                len(pkgs[i].name), pkgs[i].name))
+            name = pkgs[pick].name
         self.demands[name].append((dep, needer))
         if name in self.chosen:
             return
@@ -353,14 +426,15 @@ class _Solver:
         self.chosen[pkg.name] = i
         self.reasons[i] = reason
         self.view.add(i)
-        for b in sorted(self.installed & self.view):
-            old = self.pkgs[b]
-            upgraded = old.name == pkg.name
-            obsoleted = any(dep.name == old.name and overlaps(dep.flags, dep.evr, "EQ", old.evr)
-                            for dep in pkg.obsoletes)
-            if upgraded or obsoleted:
+        installed = self.index.installed_by_name
+        if installed:
+            replaced = set(installed.get(pkg.name, ()))
+            for dep in pkg.obsoletes:
+                replaced.update(b for b in installed.get(dep.name, ())
+                                if overlaps(dep.flags, dep.evr, "EQ", self.pkgs[b].evr))
+            for b in sorted(replaced & self.view):
                 self.view.discard(b)
-                self.replaces.append((pkg.nevra, old.nevra))
+                self.replaces.append((pkg.nevra, self.pkgs[b].nevra))
         self.queue.append(i)
 
     def _reconcile(self, name: str, dep: Dep, needer: str) -> None:
@@ -427,10 +501,6 @@ class _Solver:
                     if (o.name != pkg.name and other in shipped
                             and overlaps(dep.flags, dep.evr, "EQ", o.evr)):
                         self.errors.append(f"{pkg.nevra} obsoletes {o.nevra}; both are needed")
-
-
-def _name_of_nevra(nevra: str) -> str:
-    return nevra.rsplit("-", 2)[0]
 
 
 def _pin_splits(text: str) -> List[Tuple[str, EVR]]:

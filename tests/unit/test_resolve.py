@@ -227,3 +227,23 @@ def test_rpm_qa_base_from_a_host(world):
     assert base.missing == ("bash-4.2.46-35.el7.x86_64",)  # taken from 34's metadata
     result = resolve(["tool"], world, base=base)
     assert names(result) == ["tool-1.0-1.el7.x86_64", "tool-data-1.0-1.el7.noarch"]
+
+
+def test_the_provides_index_is_built_once_per_metadata(world, monkeypatch):
+    import builder.resolve as resolve_module
+
+    built = []
+    real = resolve_module._Index
+
+    def counting(*args):
+        built.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(resolve_module, "_Index", counting)
+    monkeypatch.setattr(resolve_module, "_INDEXES", [])
+    first = resolve(["docker-ce"], world, base=NO_BASE)
+    assert names(resolve(["docker-ce"], world, base=NO_BASE)) == names(first)
+    assert len(built) == 1
+    world[1].packages = ()  # other metadata (updates emptied): a new index, a new answer
+    assert resolve(["python3"], world, base=NO_BASE).package("python3").repo == "base"
+    assert len(built) == 2
