@@ -13,6 +13,8 @@ from builder.rpmvercmp import overlaps
 pytestmark = pytest.mark.integration
 solv = pytest.importorskip("solv", reason="libsolv's bindings are Linux-only")
 from tests.libsolv_oracle import Oracle  # noqa: E402
+from tests.rpmrepos import load  # noqa: E402
+from tests.tinyrpms import build_rpm, createrepo  # noqa: E402
 
 REPOS = ["base", "updates", "extras", "docker-ce-stable"]
 PRIMARY = ["docker-ce-20.10.24", "keepalived", "haproxy", "conntrack-tools", "socat", "python3"]
@@ -125,3 +127,29 @@ def test_unknown_package_fails_naming_it_and_the_repos(repos, core):
     assert "no version of docker-ce matches 'docker-ce-19.03.15'" in err.value.message
     assert "no package 'kubelet'" in err.value.message
     assert "searched base, updates, extras, docker-ce-stable" in err.value.message
+
+
+def test_a_requirement_on_a_newer_base_package_upgrades_it_and_what_pins_it(repos, core, tmp_path):
+    """A local repo's real RPM needs selinux-policy >= the updates build, newer than @core's:
+    selinux-policy is upgraded from updates, and selinux-policy-targeted (in the base, pinned to
+    the old policy by `=`) must follow, as yum and libsolv do."""
+    local = tmp_path / "local"
+    build_rpm(local, "needs-new-policy", "1.0-1",
+              requires=["selinux-policy >= 3.13.1-268.el7_9.2"])
+    world = repos + [load(createrepo(local))]
+    assert "selinux-policy-3.13.1-266.el7.noarch" in {p.nevra for p in core.packages}
+    result = resolve(["needs-new-policy"], world, base=core)
+    assert [p.nevra for p in result.packages] == [
+        "needs-new-policy-1.0-1.noarch", "selinux-policy-3.13.1-268.el7_9.2.noarch",
+        "selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"]
+    assert result.replaces == (
+        ("selinux-policy-3.13.1-268.el7_9.2.noarch", "selinux-policy-3.13.1-266.el7.noarch"),
+        ("selinux-policy-targeted-3.13.1-268.el7_9.2.noarch",
+         "selinux-policy-targeted-3.13.1-266.el7.noarch"))
+    assert "upgrades base package selinux-policy-targeted-3.13.1-266.el7.noarch" in (
+        result.reasons["selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"].note)
+    expected, problems = Oracle(tmp_path / "oracle", world, core.packages).solve(
+        ["needs-new-policy"])
+    assert problems == []
+    assert [p.nevra for p in result.packages] == expected
+    assert_closed(result)
