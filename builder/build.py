@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 
 import requests
 
-from builder import __version__
+from builder import __version__, rebuild
 from builder.cache import Cache
 from builder.cryptopolicy import check_crypto_policy
 from builder.fetch import FetchStats, fetch_locked
@@ -66,6 +66,7 @@ class BuildReport(NamedTuple):
     fetch: FetchStats
     wheels_downloaded: int
     timings: Tuple[Tuple[str, float], ...]  # (stage, seconds)
+    reused: bool = False  # the outputs of an earlier build from the same inputs were kept
 
 
 class _Clock:
@@ -155,6 +156,15 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         with clock.stage("lock"):
             lock, lock_status = ensure_lock(recipe, preset, lock_path, session=session,
                                             cache=cache, progress=progress)
+        with clock.stage("verify outputs"):
+            vendor = python3_vendor_fingerprint(lock, preset)
+            inputs = rebuild.build_inputs(recipe_path, lock, key, vendor,
+                                          installer_source or INSTALLER_SOURCE)
+            kept = rebuild.reusable(cache, out_dir, recipe.name, inputs, key)
+        if kept is not None:
+            log.info("%s: the outputs in %s match the lock and verify; nothing to build",
+                     recipe.name, out_dir)
+            return _report_kept(kept, lock_path, lock_status, clock)
         with clock.stage("fetch"):
             fetched = fetch_locked(lock, preset, session=session, cache=cache,
                                    lock_path=lock_path, progress=progress)
@@ -182,22 +192,37 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
             pyz = build_zipapp(work / INSTALLER_NAME, key.public_key.to_file_text(), key,
                                cache=cache, source_date_epoch=created,
                                installer_source=installer_source or INSTALLER_SOURCE,
-                               vendor_fingerprint=python3_vendor_fingerprint(lock, preset))
+                               vendor_fingerprint=vendor)
         with clock.stage("lint"):
             problems = lint_bundle(packed.path, recipe)
             if problems:
                 raise LintFailed(packed.path.relative_to(work), problems)
         finals = []
+        rebuild.forget(cache, out_dir, recipe.name)
         for path in (pyz.path, pyz.signature_path, packed.path, packed.signature_path):
             final = out_dir / path.name
             os.replace(path, final)
             finals.append(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    rebuild.record(cache, out_dir, recipe.name, inputs, {
+        "bundle": finals[2], "installer": finals[0], "manifest_sha256": packed.manifest_sha256,
+        "bundle_size": packed.size, "installer_size": pyz.size, "sections": staged.sections,
+        "counts": staged.counts, "digests": {"bundle": packed.blake2b}})
     return BuildReport(finals[2], finals[3], finals[0], finals[1], packed.manifest_sha256,
                        packed.size, pyz.size, lock_path, lock_status, staged.sections,
                        staged.counts, fetched.stats, len(pyz.downloaded),
                        tuple(clock.timings))
+
+
+def _report_kept(kept: Dict[str, Any], lock_path: Path, lock_status: str,
+                 clock: _Clock) -> BuildReport:
+    bundle, installer = kept["bundle"], kept["installer"]
+    return BuildReport(bundle, bundle.with_name(bundle.name + ".minisig"), installer,
+                       installer.with_name(installer.name + ".minisig"), kept["manifest_sha256"],
+                       kept["bundle_size"], kept["installer_size"], lock_path, lock_status,
+                       kept["sections"], kept["counts"], FetchStats(0, 0, 0, 0), 0,
+                       tuple(clock.timings), reused=True)
 
 
 def _mib(n: int) -> str:
@@ -210,6 +235,14 @@ def format_report(report: BuildReport) -> List[str]:
     counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
     stats = report.fetch
     timings = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.timings)
+    if report.reused:
+        return [
+            f"bundle    {report.bundle} ({_mib(report.bundle_size)}; bundle.json sha256 "
+            f"{report.manifest_sha256[:16]}...): kept, it matches the lock and verifies",
+            f"installer {report.installer} ({_mib(report.installer_size)}): kept",
+            f"lock      {report.lock} ({report.lock_status})",
+            f"time      {timings}",
+        ]
     return [
         f"bundle    {report.bundle} ({_mib(report.bundle_size)}; bundle.json sha256 "
         f"{report.manifest_sha256[:16]}...) and {report.signature.name}",

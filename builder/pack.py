@@ -41,6 +41,7 @@ class Packed(NamedTuple):
     trusted_comment: str
     files: int
     size: int
+    blake2b: str = ""  # of the whole file, hex: what the signature signs
 
 
 def source_date_epoch() -> int:
@@ -154,7 +155,8 @@ def pack(
         raise
     signature_path = out.with_name(out.name + ".minisig")
     write_signature(signature_path, signature)
-    return Packed(out, signature_path, manifest_sha256, trusted, len(files), writer.size)
+    return Packed(out, signature_path, manifest_sha256, trusted, len(files), writer.size,
+                  writer.hash.hexdigest())
 
 
 def _add_file(tar, source: Path, entry: dict, created: int, progress) -> None:

@@ -77,15 +77,27 @@ def world_build(mirror_world, tmp_path_factory):
     cache = seeded_cache(root / "cache")
     lock = root / f"{NAME}.lock"
     runs = []
-    for name in ("cold", "warm"):
+    # cold cache; warm cache into a new folder; the same lock into the cold build's folder
+    # (kept as it is); into the warm build's folder after its bundle was tampered with
+    for name, out in (("cold", "cold"), ("warm", "warm"), ("rebuild", "cold"),
+                      ("tampered", "warm")):
+        if name == "tampered":
+            with open(root / out / f"{NAME}.tar", "r+b") as bundle:
+                bundle.seek(100_000)
+                byte = bundle.read(1)
+                bundle.seek(100_000)
+                bundle.write(bytes([byte[0] ^ 1]))
         before = build_requests(mirror_world)
+        files = {n: os.stat(root / out / n) for n in OUTPUTS if (root / out / n).exists()}
         done = kubecrate("build", RECIPE, "--mirrors", mirror_world.preset, "--key", secret,
-                         "--out", root / name, "--lock", lock, "--cache", cache)
+                         "--out", root / out, "--lock", lock, "--cache", cache)
         assert done.returncode == 0, done.stderr
-        runs.append({"out": root / name, "requests": build_requests(mirror_world) - before,
-                     "stdout": done.stdout, "stderr": done.stderr})
+        runs.append({"out": root / out, "requests": build_requests(mirror_world) - before,
+                     "stdout": done.stdout, "stderr": done.stderr, "before": files,
+                     "after": {n: os.stat(root / out / n) for n in OUTPUTS}})
     return {"root": root, "secret": secret, "public": public, "cache": cache, "lock": lock,
-            "cold": runs[0], "warm": runs[1], "preset": mirror_world.preset}
+            "cold": runs[0], "warm": runs[1], "rebuild": runs[2], "tampered": runs[3],
+            "preset": mirror_world.preset}
 
 
 # --------------------------------------------------------------------------- the artifacts
@@ -164,6 +176,28 @@ def test_warm_rebuild_downloads_nothing_and_gives_the_same_bytes(world_build):
         first = (world_build["cold"]["out"] / name).read_bytes()
         assert first == (world_build["warm"]["out"] / name).read_bytes(), name
     assert "0.0 KiB downloaded" in world_build["warm"]["stderr"]
+
+
+def test_a_rebuild_from_the_same_lock_keeps_the_verified_outputs_untouched(world_build):
+    """Nothing is staged, packed or written again: same inodes, same mtimes, same bytes."""
+    rebuild = world_build["rebuild"]
+    assert rebuild["requests"] == 0
+    for name in OUTPUTS:
+        before, after = rebuild["before"][name], rebuild["after"][name]
+        assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+            before.st_ino, before.st_mtime_ns, before.st_size), name
+    assert "kept, it matches the lock and verifies" in rebuild["stderr"]
+    assert "pack" not in rebuild["stderr"].split("time", 1)[1]
+
+
+def test_a_tampered_output_is_built_again_not_trusted(world_build):
+    tampered = world_build["tampered"]
+    assert "do not verify" in tampered["stderr"] and "kept" not in tampered["stderr"]
+    bundle = f"{NAME}.tar"
+    assert tampered["after"][bundle].st_ino != tampered["before"][bundle].st_ino
+    for name in OUTPUTS:
+        assert (world_build["cold"]["out"] / name).read_bytes() == (
+            tampered["out"] / name).read_bytes(), name
 
 
 def test_inspect_lists_the_bundle(world_build):
