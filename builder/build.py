@@ -186,6 +186,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         with clock.stage("pack"):
             packed = pack(work / "tree", work / f"{recipe.name}.tar", key, name=recipe.name,
                           metadata=staged.metadata, created=created,
+                          digests=staged.digests, modes=staged.modes,
                           progress=progress("pack", sum(staged.sections.values()))
                           if progress else None)
         with clock.stage("installer"):

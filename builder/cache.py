@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +31,17 @@ def default_root() -> Path:
         return Path(os.environ["KUBECRATE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "kubecrate"
+
+
+def place(source: Path, target: Path) -> None:
+    """Put the bytes of `source` (a cache file) at `target`: a hard link where the file system
+    allows it (no bytes read or written), else a copy. Callers never write to `target` nor
+    change its mode: a hard link shares both with the cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, links not allowed, link count exhausted
+        shutil.copyfile(source, target)
 
 
 def hex_of(digest: str) -> str:

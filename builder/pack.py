@@ -15,7 +15,7 @@ import stat
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from builder.errors import BuildError, UsageError
 from builder.hashio import HashingReader, HashingWriter
@@ -58,8 +58,12 @@ def source_date_epoch() -> int:
     return epoch
 
 
-def scan(source: Path) -> list[dict[str, Any]]:
-    """Every regular file under `source`, sorted, with size, clamped mode and SHA-256."""
+def scan(source: Path, digests: Optional[Mapping[str, str]] = None,
+         modes: Optional[Mapping[str, int]] = None) -> list[dict[str, Any]]:
+    """Every regular file under `source`, sorted, with size, clamped mode and SHA-256.
+    `digests` (relpath -> SHA-256 hex) spares reading files whose digest the caller knows (pack
+    checks it while it copies them), `modes` gives modes of hard-linked files."""
+    digests, modes = digests or {}, modes or {}
     if not source.is_dir():
         raise BuildError(f"{source} is not a folder")
     entries = []
@@ -80,7 +84,8 @@ def scan(source: Path) -> list[dict[str, Any]]:
                                  hint="pass extra bundle.json sections with --metadata")
             check_member_path(relpath)
             entries.append({"path": relpath, "size": info.st_size,
-                            "mode": clamp_mode(info.st_mode), "sha256": _sha256(path)})
+                            "mode": clamp_mode(modes.get(relpath, info.st_mode)),
+                            "sha256": digests.get(relpath) or _sha256(path)})
     entries.sort(key=lambda entry: entry["path"])
     return entries
 
@@ -111,9 +116,12 @@ def pack(
     metadata: Optional[dict[str, Any]] = None,
     progress: Optional[Callable[[int], None]] = None,
     created: Optional[int] = None,
+    digests: Optional[Mapping[str, str]] = None,
+    modes: Optional[Mapping[str, int]] = None,
 ) -> Packed:
     """Pack `source` into `out` and sign it as `out`.minisig; both appear only when complete.
-    `created` (every mtime) defaults to SOURCE_DATE_EPOCH, else now."""
+    `created` (every mtime) defaults to SOURCE_DATE_EPOCH, else now; `digests` and `modes` as
+    `scan` takes them."""
     if compress not in (None, "gzip"):
         raise UsageError(f"unknown compression {compress!r} (use gzip or none)")
     if comment and ("\n" in comment or "\t" in comment):
@@ -123,7 +131,7 @@ def pack(
         raise UsageError(f"metadata may not set {', '.join(clash)}: pack writes them")
     created = source_date_epoch() if created is None else int(created)
     name = name or out.name.split(".tar")[0]
-    files = scan(source)
+    files = scan(source, digests, modes)
     document = dict(metadata or {})
     document.update(format_version=FORMAT_VERSION, name=name, created=created, files=files)
     manifest = dump_manifest(document)

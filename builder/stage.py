@@ -15,7 +15,6 @@ Every timestamp inside comes from the lock's `created`, so the same lock gives t
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple
 
@@ -23,7 +22,7 @@ from builder import __version__
 from builder.addons import DEFAULT_POD_CIDR, render_addons
 from builder.archive import bundle_images, write_archive
 from builder.binaries import KUBE_BINARIES
-from builder.cache import Cache
+from builder.cache import Cache, hex_of, place
 from builder.fetch import Fetched
 from builder.lock import dump_lock
 from builder.recipe import PackageSpec, Recipe
@@ -38,6 +37,8 @@ class Staged(NamedTuple):
     metadata: Dict[str, Any]  # bundle.json sections besides pack's own
     sections: Dict[str, int]  # bytes per top-level folder
     counts: Dict[str, int]  # rpms, binaries, images, addons
+    digests: Dict[str, str] = {}  # relpath -> sha256 already known (cache files, the archive)
+    modes: Dict[str, int] = {}  # relpath -> mode in the bundle, for files linked from the cache
 
 
 def install_spec(spec: PackageSpec) -> str:
@@ -46,13 +47,6 @@ def install_spec(spec: PackageSpec) -> str:
     if spec.op == "=":
         return f"{spec.name}-{spec.evr.split(':', 1)[-1]}"
     return spec.name
-
-
-def _copy(source: Path, target: Path, mode: int) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    target.chmod(mode)
-    return target.stat().st_size
 
 
 def _size(folder: Path) -> int:
@@ -66,16 +60,23 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
     written = write_repo(folder / "repo", fetched.packages, fetched.rpm_paths,
                          fetched.filelists, fetched.other, fetched.keys, timestamp=created)
 
+    # Files from the cache are hard-linked (see cache.place): their SHA-256 is known and their
+    # mode is given to pack, so the links are never written to nor chmod-ed.
+    digests = {f"repo/{path}": sha for path, sha in zip(written.packages, written.package_sha256)}
+    modes: Dict[str, int] = {}
     binaries: List[Dict[str, Any]] = []
     for item in sorted(fetched.binaries, key=lambda f: (f.name, f.filename)):
         plain = item.name in KUBE_BINARIES
         path = f"bin/{item.name if plain else item.filename}"
-        _copy(cache.path(item.sha256), folder / path, 0o755 if plain else 0o644)
+        place(cache.path(item.sha256), folder / path)
+        digests[path] = hex_of(item.sha256)
+        modes[path] = 0o755 if plain else 0o644
         binaries.append({"name": item.name, "version": item.version, "arch": item.arch,
                          "path": path, "url": item.url, "sha256": item.sha256,
                          "size": item.size})
 
     summary = write_archive(list(fetched.images), cache, folder / IMAGE_ARCHIVE, mtime=created)
+    digests[IMAGE_ARCHIVE] = summary.sha256
     role_refs = {role: tuple(section["images"]) for role, section in lock["roles"].items()}
     by_ref: Dict[str, List[str]] = {}
     for role, refs in role_refs.items():
@@ -120,7 +121,7 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
     sections = {name: _size(folder / name) for name in ("repo", "bin", "images", "addons")}
     counts = {"rpms": len(fetched.packages), "binaries": len(binaries), "images": len(images),
               "addons": len(addons)}
-    return Staged(metadata, sections, counts)
+    return Staged(metadata, sections, counts, digests, modes)
 
 
 def _requested_as(recipe: Recipe, name: str) -> str:

@@ -17,12 +17,12 @@ import gzip
 import hashlib
 import io
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from xml.sax.saxutils import quoteattr
 
+from builder.cache import place
 from builder.errors import BuildError
 from builder.pack import source_date_epoch
 from builder.rpmmd import NS_COMMON, NS_FILELISTS, NS_RPM, Package, RepodataError
@@ -53,6 +53,7 @@ class WrittenRepo(NamedTuple):
     packages: Tuple[str, ...]  # "Packages/x.rpm"
     metadata: Tuple[str, ...]  # "repodata/repomd.xml", "repodata/<sha>-primary.xml.gz", ...
     keys: Tuple[str, ...]  # "RPM-GPG-KEY-CentOS-7", ...
+    package_sha256: Tuple[str, ...] = ()  # of each of `packages`, in the same order
 
 
 def gather_xml(packages: Iterable[Package], repos: Iterable[Any]
@@ -170,9 +171,10 @@ def _repomd(entries: Sequence[Tuple[str, str, bytes, bytes]], timestamp: int) ->
 def write_repo(out: Path, packages: Iterable[Package], rpm_paths: Mapping[str, Path],
                filelists: Mapping[str, bytes], other: Mapping[str, bytes],
                keys: Iterable[KeyFile], timestamp: Optional[int] = None) -> WrittenRepo:
-    """Write `out/Packages/*.rpm` (copied from `rpm_paths`, by sha256), `out/repodata/` and the
-    key files into a folder that must not exist yet or be empty. `timestamp` defaults to
-    SOURCE_DATE_EPOCH. Every package needs its filelists and other element (by pkgid)."""
+    """Write `out/Packages/*.rpm` (hard-linked or copied from `rpm_paths`, by sha256),
+    `out/repodata/` and the key files into a folder that must not exist yet or be empty.
+    `timestamp` defaults to SOURCE_DATE_EPOCH. Every package needs its filelists and other
+    element (by pkgid)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BuildError(f"{out}: already exists and is not empty")
@@ -193,10 +195,11 @@ def write_repo(out: Path, packages: Iterable[Package], rpm_paths: Mapping[str, P
         raise RepodataError("cannot write the bundle repo:\n  " + "\n  ".join(lacking))
 
     (out / "Packages").mkdir(parents=True, exist_ok=True)
-    written = []
+    written, sums = [], []
     for name, package in zip(sorted(chosen), ordered):
-        shutil.copyfile(rpm_paths[package.pkgid], out / "Packages" / name)
+        place(rpm_paths[package.pkgid], out / "Packages" / name)
         written.append(f"Packages/{name}")
+        sums.append(package.sha256)
     docs = {
         "primary": _document("primary", [_relocated(p, _file_name(p)) for p in ordered]),
         "filelists": _document("filelists", [filelists[p.pkgid] for p in ordered]),
@@ -215,4 +218,4 @@ def write_repo(out: Path, packages: Iterable[Package], rpm_paths: Mapping[str, P
     for name, keyfile in names.items():
         (out / name).write_bytes(keyfile.data)
     metadata = ["repodata/repomd.xml"] + [href for _, href, _, _ in entries]
-    return WrittenRepo(tuple(written), tuple(sorted(metadata)), tuple(names))
+    return WrittenRepo(tuple(written), tuple(sorted(metadata)), tuple(names), tuple(sums))

@@ -10,6 +10,7 @@ import tarfile
 import pytest
 
 from builder import keys
+from builder.errors import BuildError
 from installer.errors import ExitCode
 from tests.bundles import (
     files_under,
@@ -276,3 +277,24 @@ def test_unpack_reusing_an_earlier_signature_check_still_catches_a_swapped_file(
         bundle.unpack(str(kit["bundle"]), kit["key"].public_key, str(kit["root"]),
                       verified=checked)
     assert files_under(kit["root"]) == []
+
+
+def test_known_digests_and_modes_give_the_same_bundle_and_a_wrong_digest_is_caught(tmp_path):
+    """What stage hands pack for files linked from the cache: their SHA-256 (not re-read) and
+    their mode (a link's own mode is the cache's); pack still checks the digest as it copies."""
+    from builder.pack import pack, scan
+
+    key = keys.generate()
+    source = make_source(tmp_path / "src")
+    plain = pack(source, tmp_path / "plain" / "k.tar", key, created=1)
+    entries = {e["path"]: e for e in scan(source)}
+    kubeadm = source / "bin" / "kubeadm"
+    kubeadm.chmod(0o644)  # as a hard link to a 0644 cache file would be
+    known = {path: e["sha256"] for path, e in entries.items()}
+    linked = pack(source, tmp_path / "linked" / "k.tar", key, created=1, digests=known,
+                  modes={"bin/kubeadm": 0o755})
+    assert linked.path.read_bytes() == plain.path.read_bytes()
+    wrong = dict(known, **{"bin/kubeadm": "0" * 64})
+    with pytest.raises(BuildError, match="bin/kubeadm changed while the bundle was being packed"):
+        pack(source, tmp_path / "wrong" / "k.tar", key, created=1, digests=wrong)
+    assert not (tmp_path / "wrong" / "k.tar").exists()

@@ -180,3 +180,11 @@ def test_unsafe_file_names_are_refused(tmp_path):
     packages, paths, filelists, other = fixture_packages(tmp_path, evil)
     with pytest.raises(RepodataError, match="unsafe package file name"):
         write_repo(tmp_path / "repo", packages, paths, filelists, other, [], timestamp=0)
+
+
+def test_rpms_are_hard_linked_from_the_cache_not_copied(tmp_path):
+    packages, paths, filelists, other = fixture_packages(tmp_path)
+    result = write_repo(tmp_path / "repo", packages, paths, filelists, other, [], timestamp=0)
+    assert sorted(result.package_sha256) == sorted(paths)
+    for relpath, sha in zip(result.packages, result.package_sha256):
+        assert (tmp_path / "repo" / relpath).stat().st_ino == paths[sha].stat().st_ino, relpath
