@@ -19,16 +19,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import requests
 
 from builder import __version__, rebuild
 from builder.cache import Cache
-from builder.cryptopolicy import check_crypto_policy
-from builder.fetch import FetchStats, fetch_locked
 from builder.keys import SecretKey
-from builder.lint import LintFailed, lint_bundle
 from builder.lock import (
     compare,
     input_changes,
@@ -40,8 +37,10 @@ from builder.lock import (
 from builder.mirrors import MirrorPreset, MirrorPresetError, load_preset
 from builder.pack import pack
 from builder.recipe import Recipe, load_recipe
-from builder.stage import stage_bundle
 from builder.zipapp import CENTOS7_FINGERPRINT, INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
+
+if TYPE_CHECKING:
+    from builder.fetch import FetchStats
 
 __all__ = ["BuildReport", "build", "ensure_lock", "format_report", "new_session"]
 
@@ -63,7 +62,7 @@ class BuildReport(NamedTuple):
     lock_status: str  # "up to date", "written", "updated"
     sections: Dict[str, int]  # bytes per bundle folder
     counts: Dict[str, int]
-    fetch: FetchStats
+    fetch: Optional[FetchStats]  # None when the outputs were kept
     wheels_downloaded: int
     timings: Tuple[Tuple[str, float], ...]  # (stage, seconds)
     reused: bool = False  # the outputs of an earlier build from the same inputs were kept
@@ -165,6 +164,12 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
             log.info("%s: the outputs in %s match the lock and verify; nothing to build",
                      recipe.name, out_dir)
             return _report_kept(kept, lock_path, lock_status, clock)
+        # Imported only now: a warm rebuild that keeps its outputs needs none of them.
+        from builder.cryptopolicy import check_crypto_policy
+        from builder.fetch import fetch_locked
+        from builder.lint import LintFailed, lint_bundle
+        from builder.stage import stage_bundle
+
         with clock.stage("fetch"):
             fetched = fetch_locked(lock, preset, session=session, cache=cache,
                                    lock_path=lock_path, progress=progress)
@@ -222,7 +227,7 @@ def _report_kept(kept: Dict[str, Any], lock_path: Path, lock_status: str,
     return BuildReport(bundle, bundle.with_name(bundle.name + ".minisig"), installer,
                        installer.with_name(installer.name + ".minisig"), kept["manifest_sha256"],
                        kept["bundle_size"], kept["installer_size"], lock_path, lock_status,
-                       kept["sections"], kept["counts"], FetchStats(0, 0, 0, 0), 0,
+                       kept["sections"], kept["counts"], None, 0,
                        tuple(clock.timings), reused=True)
 
 

@@ -23,21 +23,17 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from builder.binaries import fetch_kubernetes, fetch_release
 from builder.cache import Cache
 from builder.errors import BuildError
 from builder.kubeadm_images import kubeadm_images
 from builder.mirrors import MirrorPreset
-from builder.modules import module_view
 from builder.recipe import PackageSpec, Recipe, check_against_preset, role_images
-from builder.registry import pull_images
-from builder.repodata import load_repos
-from builder.resolve import Resolution, ResolveError, resolve
-from builder.rpmbase import base_from_spec
-from builder.rpms import fetch_keys
 from builder.rpmvercmp import overlaps, parse_evr
+
+if TYPE_CHECKING:
+    from builder.resolve import Resolution
 
 __all__ = ["LOCK_VERSION", "LockError", "StaleLock", "compare", "go_arch", "input_changes",
            "inputs_of", "load_lock", "lock_path_for", "make_lock", "platform_of",
@@ -101,6 +97,7 @@ def request_text(spec: PackageSpec) -> str:
 
 def _check_ranges(recipe: Recipe, result: Resolution) -> None:
     """Specs with < <= > >= are resolved by name (newest) and must then satisfy their range."""
+    from builder.resolve import ResolveError
     for spec in recipe.all_packages():
         if spec.op in (None, "="):
             continue
@@ -119,6 +116,14 @@ def make_lock(recipe: Recipe, preset: MirrorPreset, *, session: Any, cache: Cach
               created: Optional[int] = None) -> Dict[str, Any]:
     """Resolve `recipe` through `preset` into a lock document (not yet written). RecipeError,
     ResolveError, RegistryError or BinaryError name whatever does not exist or answer."""
+    # Imported here, not at the top: checking a lock (a warm rebuild) needs none of them.
+    from builder.binaries import fetch_kubernetes, fetch_release
+    from builder.modules import module_view
+    from builder.registry import pull_images
+    from builder.repodata import load_repos
+    from builder.resolve import resolve
+    from builder.rpms import fetch_keys
+
     check_against_preset(recipe, preset)
     document = inputs_of(recipe, preset)
     kubeadm = document["kubeadm_images"]
@@ -190,6 +195,8 @@ def _base(recipe: Recipe, repos: Sequence[Any]) -> Any:
     if len(specs) != 1 or not (specs[0].startswith("@") or specs[0] == "none"):
         raise recipe.error(("target", "base"), "only one comps group (\"@core\") is supported "
                            "as the base for now")
+    from builder.rpmbase import base_from_spec
+
     return base_from_spec(specs[0], repos, recipe.target.arch)
 
 

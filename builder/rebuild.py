@@ -15,6 +15,13 @@ Outputs are reused only when the record's inputs equal today's, the four files e
 file's BLAKE2b-512 equals the record's and its minisign signature verifies with the signing
 key, and the bundle's signed trusted comment names the recorded bundle.json digest. Anything
 else (a missing or edited file, a re-signed bundle, a record from other inputs) builds again.
+
+The BLAKE2b of a file is taken from the record, not read again, only while the file's stat
+identity (device, inode, size, mtime and ctime in ns) is the one recorded and its ctime is
+older than the record by RACY_NS (as git trusts its index): any write, rename over, chmod or
+utime of the file sets its ctime to the current time, which no user can set back. A file
+changed within RACY_NS before the record was written is read in full, and the record is then
+refreshed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -38,7 +46,9 @@ __all__ = ["build_inputs", "forget", "record", "reusable"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+RACY_NS = 2_000_000_000  # coarse file-system timestamps and clock steps
+KINDS = ("bundle", "installer")
 BUILDER_SOURCE = Path(__file__).resolve().parent
 
 
@@ -83,10 +93,20 @@ def record(cache: Cache, out_dir: Path, name: str, inputs: str, outputs: Dict[st
     known = outputs.get("digests") or {}
     document = dict(outputs, format=FORMAT, inputs=inputs,
                     digests={kind: known.get(kind) or minisig.file_digest(str(outputs[kind])).hex()
-                             for kind in ("bundle", "installer")})
-    document["bundle"] = Path(outputs["bundle"]).name
-    document["installer"] = Path(outputs["installer"]).name
-    path = _record_path(cache, out_dir, name)
+                             for kind in KINDS},
+                    stat={kind: _identity(Path(outputs[kind])) for kind in KINDS},
+                    written_ns=time.time_ns())
+    for kind in KINDS:
+        document[kind] = Path(outputs[kind]).name
+    _write(_record_path(cache, out_dir, name), document)
+
+
+def _identity(path: Path) -> list:
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _write(path: Path, document: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(document, indent=1, sort_keys=True))
@@ -110,10 +130,17 @@ def reusable(cache: Cache, out_dir: Path, name: str, inputs: str,
     if document.get("format") != FORMAT or document.get("inputs") != inputs:
         log.info("building %s: its inputs changed since the last build in %s", name, out_dir)
         return None
+    reread = False
     try:
-        for kind in ("bundle", "installer"):
+        for kind in KINDS:
             target = Path(out_dir) / document[kind]
-            digest = minisig.file_digest(str(target))
+            identity = _identity(target)
+            if (identity == document["stat"][kind]
+                    and identity[4] < document["written_ns"] - RACY_NS):
+                digest = bytes.fromhex(document["digests"][kind])
+            else:
+                digest = minisig.file_digest(str(target))
+                reread = True
             if digest.hex() != document["digests"][kind]:
                 raise VerificationError(f"{target} changed since it was built")
             signature = minisig.load_signature(str(target) + ".minisig")
@@ -121,10 +148,14 @@ def reusable(cache: Cache, out_dir: Path, name: str, inputs: str,
             if kind == "bundle" and (f"{COMMENT_MANIFEST_SHA256}:{document['manifest_sha256']}"
                                      not in signature.trusted_comment.split("\t")):
                 raise VerificationError(f"{target}.minisig names another bundle.json")
-    except (OSError, KeyError, TypeError, VerificationError) as err:
+    except (OSError, KeyError, TypeError, ValueError, VerificationError) as err:
         log.warning("building %s again: the outputs in %s do not verify (%s)", name, out_dir,
                     getattr(err, "message", err))
         return None
+    if reread:  # verified in full: later rebuilds may trust the stat identity
+        document.update(stat={kind: _identity(Path(out_dir) / document[kind]) for kind in KINDS},
+                        written_ns=time.time_ns())
+        _write(path, document)
     document["bundle"] = Path(out_dir) / document["bundle"]
     document["installer"] = Path(out_dir) / document["installer"]
     return document

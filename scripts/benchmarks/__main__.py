@@ -22,7 +22,7 @@ from benchmarks.timing import Result
 
 REPO = Path(__file__).resolve().parents[2]
 # modules here with run(work, runs) -> [Result]
-BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch", "failover"]
+BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch", "rebuild", "failover"]
 
 
 def machine() -> str:
