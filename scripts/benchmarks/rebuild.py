@@ -1,12 +1,12 @@
 """Warm rebuild vs cold build of the primary recipe (k8s-1.23.17-el7), with real-sized images.
 
-RPMs and binaries come from the mirror world (scripts/mirror-world up, its own run folder);
+RPMs and binaries come from the mirror world (scripts/mirror-world up, its own run folder),
 registry.k8s.io's images from the pull benchmark's docker-registry, which has them at about
 real sizes (benchmarks/pull.py), so staging, packing and linting weigh what they do on a real
-build; docker.io's (flannel, haproxy, keepalived) are the world's small ones. Both sides run `kubecrate build` with the same lock and a warm download cache:
-the peer into an empty output folder (everything is staged, packed, linted), ours into the
-folder that already holds that build's outputs. The outputs of both are checked to be
-byte-identical.
+build; docker.io's (flannel, haproxy, keepalived) are the world's small ones. Both sides run
+`kubecrate build` with the same lock and a warm download cache: the peer into an empty output
+folder (everything is staged, packed, linted), ours into the folder that already holds that
+build's outputs. The outputs of both are checked to be byte-identical.
 """
 
 from __future__ import annotations
