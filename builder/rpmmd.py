@@ -345,6 +345,7 @@ _F_ATTRS = re.compile(  # ( ver=") and ( rel=") tell an absent attribute from an
     r'name="(' + _VAL + r'+)"(?: flags="(LT|GT|EQ|LE|GE)")?(?: epoch="([0-9]*)")?'
     r'(?:( ver=")(' + _VAL + r'*)")?(?:( rel=")(' + _VAL + r'*)")?(?: pre="([01]|true|false)")?'
     r"\s*")
+_F_UNSURE = re.compile(rb"<[!?]|xmlns")  # comments, CDATA, PIs, namespace declarations
 _new = tuple.__new__  # NamedTuple's own __new__ is a Python function: too slow here
 
 
@@ -353,7 +354,7 @@ def _fast_package(raw: bytes, repo: str, cache: Dict[str, Dep]) -> Optional[Pack
     element is shaped otherwise (the caller then asks ElementTree). Each field is found by
     `str.find` and read by an anchored pattern; with no comments, CDATA or entities in the
     element, every `<` starts a tag, so a tag name found is that element."""
-    if b"<!" in raw or b"<?" in raw or b"xmlns" in raw:
+    if _F_UNSURE.search(raw):
         return None
     try:
         text = raw.decode()
@@ -379,22 +380,11 @@ def _fast_package(raw: bytes, repo: str, cache: Dict[str, Dep]) -> Optional[Pack
                 or text.find(tag, start + len(tag)) >= 0):  # <rpm:requires/>, or a repeat
             return None
         body = text[start + len(start_tag):end]
-        deps = []
-        for attrs in _F_ENTRY.findall(body):
-            dep = cache.get(attrs)
-            if dep is None:
-                match = _F_ATTRS.fullmatch(attrs)
-                if match is None:
-                    return None
-                dname, flags, depoch, has_ver, dver, has_rel, drel, pre = match.groups()
-                evr = (_new(EVR, (int(depoch or 0), dver, drel if has_rel else None))
-                       if has_ver else None)
-                dep = cache[attrs] = _new(Dep, (sys.intern(dname), flags, evr,
-                                                pre in ("1", "true")))
-            deps.append(dep)
-        if len(deps) != body.count("<"):  # an entry the pattern did not read
+        get = cache.get
+        deps = tuple([get(attrs) or _fast_dep(attrs, cache) for attrs in _F_ENTRY.findall(body)])
+        if len(deps) != body.count("<") or None in deps:  # an entry the patterns did not read
             return None
-        found[kind] = tuple(deps)
+        found[kind] = deps
     texts = _F_FILE.findall(text, pos)
     if text.count("<file", pos) != len(texts):
         return None
@@ -409,7 +399,17 @@ def _fast_package(raw: bytes, repo: str, cache: Dict[str, Dep]) -> Optional[Pack
     return _new(Package, (
         sys.intern(name), int(epoch or 0), ver, rel, sys.intern(arch), repo, location.group(1),
         checksum.strip().lower(), int(size.group(1)), found["provides"], found["requires"],
-        found["obsoletes"], found["conflicts"], tuple(t for t in texts if t), sourcerpm, raw))
+        found["obsoletes"], found["conflicts"], tuple(filter(None, texts)), sourcerpm, raw))
+
+
+def _fast_dep(attrs: str, cache: Dict[str, Dep]) -> Optional[Dep]:
+    match = _F_ATTRS.fullmatch(attrs)
+    if match is None:
+        return None
+    name, flags, epoch, has_ver, ver, has_rel, rel, pre = match.groups()
+    evr = _new(EVR, (int(epoch or 0), ver, rel if has_rel else None)) if has_ver else None
+    dep = cache[attrs] = _new(Dep, (sys.intern(name), flags, evr, pre in ("1", "true")))
+    return dep
 
 
 def iter_filelists(stream: BinaryIO, what: str = "filelists.xml"
