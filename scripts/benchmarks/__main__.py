@@ -61,6 +61,10 @@ def render(records: dict) -> str:
         names = ", ".join(n for n, r in sorted(records.items())
                           if (r["date"], r["machine"], r["runs"]) == (date, where, runs))
         lines.append(f"- {names}: measured {date} on {where}; {runs} runs per tool")
+    loads = [f"{name} {r['load']}" for name, r in sorted(records.items()) if r.get("load")]
+    if loads:
+        lines.append("- load on the machine while measuring (1-minute load average, other work "
+                     "included): " + "; ".join(loads))
     lines += [
         "",
         "| benchmark | kubecrate | peer | kubecrate (median) | peer (median) | ratio | goal |",
@@ -101,13 +105,16 @@ def main() -> None:
     for name in args.only or BENCHMARKS:
         print(f"==> benchmark {name} ({args.runs} runs each)", flush=True)
         module = importlib.import_module(f"benchmarks.{name}")
+        load_before = os.getloadavg()[0]
         results = module.run(args.work / name, args.runs)
+        load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
         for result in results:
             figure = (f"ratio {result.ratio:.2f}x" if result.ratio is not None else
                       f"median {statistics.median(result.ours_seconds):.2f} {result.unit}")
             print(f"    {result.name}: {figure}", flush=True)
         records[name] = {"date": datetime.date.today().isoformat(), "machine": where,
-                         "runs": args.runs, "results": [r._asdict() for r in results]}
+                         "runs": args.runs, "load": load,
+                         "results": [r._asdict() for r in results]}
         store.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
     args.out.write_text(render(records))
     print(f"wrote {args.out}")
