@@ -47,7 +47,7 @@ __all__ = ["build_inputs", "forget", "record", "reusable"]
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-RACY_NS = 2_000_000_000  # coarse file-system timestamps and clock steps
+RACY_NS = 100_000_000  # file-system timestamps lag the clock by up to a jiffy
 KINDS = ("bundle", "installer")
 BUILDER_SOURCE = Path(__file__).resolve().parent
 
