@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-import requests
-
 from builder import __version__, rebuild
 from builder.cache import Cache
 from builder.keys import SecretKey
@@ -40,6 +38,8 @@ from builder.recipe import Recipe, load_recipe
 from builder.zipapp import CENTOS7_FINGERPRINT, INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
 
 if TYPE_CHECKING:
+    import requests
+
     from builder.fetch import FetchStats
 
 __all__ = ["BuildReport", "build", "ensure_lock", "format_report", "new_session"]
@@ -98,6 +98,8 @@ def _byte_progress(progress: Optional[ProgressFactory], what: str):
 def new_session() -> requests.Session:
     """The one session a build or lock uses; mirrors see which tool asks (and tests can tell
     a build's requests from others' in the servers' logs)."""
+    import requests
+
     session = requests.Session()
     session.headers["User-Agent"] = f"kubecrate/{__version__} {session.headers['User-Agent']}"
     return session
@@ -150,11 +152,15 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         preset = load_preset(preset_path or recipe.preset_path)
     lock_path = lock_path or lock_path_for(recipe_path)
     own_session = session is None
-    session = session or new_session()
     try:
         with clock.stage("lock"):
-            lock, lock_status = ensure_lock(recipe, preset, lock_path, session=session,
-                                            cache=cache, progress=progress)
+            current = load_lock(lock_path) if lock_path.exists() else None
+            if current is not None and not input_changes(current, recipe, preset):
+                lock, lock_status = current, "up to date"  # no network: no session yet
+            else:
+                session = session or new_session()
+                lock, lock_status = ensure_lock(recipe, preset, lock_path, session=session,
+                                                cache=cache, progress=progress)
         with clock.stage("verify outputs"):
             vendor = python3_vendor_fingerprint(lock, preset)
             inputs = rebuild.build_inputs(recipe_path, lock, key, vendor,
@@ -170,6 +176,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         from builder.lint import LintFailed, lint_bundle
         from builder.stage import stage_bundle
 
+        session = session or new_session()
         with clock.stage("fetch"):
             fetched = fetch_locked(lock, preset, session=session, cache=cache,
                                    lock_path=lock_path, progress=progress)
@@ -179,7 +186,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
                 [(p.nevra, p.repo, fetched.rpm_paths[p.sha256]) for p in fetched.packages],
                 [(k.repo, k.url, k.data) for k in fetched.keys])
     finally:
-        if own_session:
+        if own_session and session is not None:
             session.close()
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from builder import __version__, keys
 from builder import zipapp as zipapp_core
@@ -93,6 +92,8 @@ def pack(source: Path, out: Path, key_path: Path, compress: str, comment: str | 
         if not isinstance(extra, dict):
             raise UsageError(f"{metadata}: must hold a JSON object")
     key = load_signing_key(key_path)
+    from tqdm import tqdm
+
     with tqdm(unit="B", unit_scale=True, desc="pack", disable=None, leave=False) as bar:
         result = pack_bundle(source, out, key, name=name,
                              compress=None if compress == "none" else compress,
@@ -221,6 +222,8 @@ cache_option = click.option(
 
 
 def _tqdm_progress(what: str, total: int):
+    from tqdm import tqdm  # not imported for commands that never draw a bar
+
     bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=what, disable=None,
                leave=False)
     return bar.update
