@@ -1,10 +1,15 @@
-"""Verify and unpack a signed bundle: signature first, then every member, nothing trusted early.
+"""Verify and extract a signed bundle tar in ONE read; nothing extracted is used before the
+signature verified.
 
-Pass 1 hashes the whole file with BLAKE2b-512 and checks the minisign signature before a single
-tar header is parsed. Pass 2 streams the tar once: each member is checked against bundle.json
-(name, kind, size, SHA-256) while it is written into a private temporary folder, and the raw bytes
-are hashed again so that a file swapped between the passes is caught. Only when everything
-matched is the folder renamed into the cache, named by bundle.json's SHA-256.
+First, what needs no byte of the tar: the key id and the global signature over the signature
+and its trusted comment (minisig.check_comment), so a kubecrate trusted comment's bundle.json
+digest is the key holder's word. Then the file is opened once and read once: every byte goes to
+BLAKE2b-512 (the message of the prehashed signature) on a worker thread, while every member is
+checked against bundle.json (name, kind, size, SHA-256) as it is written into a private staging
+folder (installer/bundlecache.py). When the last byte was read, the Ed25519 signature over that
+digest is checked; only then does walk() return, and only then may the caller rename the
+staging folder into the cache. Reading once is what makes the bytes checked the bytes installed:
+a file swapped or rewritten after the check has no second read to slip into.
 """
 
 import errno
@@ -13,8 +18,6 @@ import hashlib
 import logging
 import os
 import queue
-import shutil
-import tempfile
 import threading
 import zlib
 from typing import Callable, List, NamedTuple, Optional, Tuple
@@ -132,7 +135,12 @@ WRITE_SLICE = 128 << 10  # measured: page-cache writes of this size beat 1 MiB o
 def _write(item: Tuple[object, Optional[bytes]]) -> None:
     sink, block = item
     if block is None:
-        sink.close()
+        try:
+            sink.flush()
+            if getattr(sink, "durable", False):  # cache files reach the disk before the rename
+                os.fsync(sink.fileno())
+        finally:
+            sink.close()
         return
     view = memoryview(block)
     for start in range(0, len(view), WRITE_SLICE):
@@ -143,108 +151,50 @@ def signature_path_for(bundle_path: str) -> str:
     return bundle_path + ".minisig"
 
 
-def check_signature(
-    bundle_path: str,
-    public_key: minisig.PublicKey,
-    signature_path: Optional[str] = None,
-    progress: Progress = None,
-) -> Tuple[bytes, minisig.Signature]:
-    """Pass 1: BLAKE2b the file and verify its minisign signature. Returns (digest, signature)."""
-    signature = minisig.load_signature(signature_path or signature_path_for(bundle_path))
-    try:
-        digest = minisig.verify_file(
-            bundle_path, public_key, signature, minisig.file_digest(bundle_path, progress)
-        )
-    except OSError as err:
-        raise VerificationError("cannot read bundle {}: {}".format(bundle_path, err.strerror))
-    log.info("signature OK (key %s): %s", public_key.id_hex, signature.trusted_comment)
-    return digest, signature
+def claimed_manifest_sha256(signature: minisig.Signature) -> Optional[str]:
+    """The bundle.json SHA-256 a kubecrate trusted comment names (None for a bundle re-signed
+    with stock `minisign -S`). Trust it only after minisig.check_comment()."""
+    return signature.comment_fields().get(COMMENT_MANIFEST_SHA256)
 
 
 def walk(
     bundle_path: str,
-    digest: bytes,
+    public_key: minisig.PublicKey,
     signature: minisig.Signature,
     open_member: Callable,
     progress: Progress = None,
 ) -> Bundle:
-    """Pass 2: stream the tar, checking every member against bundle.json. `open_member(entry)`
-    returns a writable file object for a member's bytes, or None to only hash them."""
-    problems: List[str] = []
-    with open(bundle_path, "rb", buffering=0) as raw:
+    """Read the tar once: hash it for the signature and check every member against bundle.json.
+    `open_member(entry)` returns a writable file object for a member's bytes, or None to only
+    hash them. Returns only when the signature verified over exactly the bytes read; whatever
+    `open_member` got must not be used when this raises."""
+    minisig.check_comment(public_key, signature, bundle_path)
+    try:
+        raw = open(bundle_path, "rb", buffering=0)
+    except OSError as err:
+        raise VerificationError("cannot read bundle {}: {}".format(bundle_path, err.strerror))
+    with raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         hashing = _HashingReader(raw, progress)
         writer = _Background(_write, "writer")
         try:
-            stream = gzip.GzipFile(fileobj=hashing, mode="rb") if compressed else hashing
-            reader = TarReader(stream)
-            entries = reader.entries()
-            manifest_raw = _read_manifest(reader, entries, signature)
-            manifest = parse_manifest(manifest_raw)
-            expected = manifest.by_path()
-            folders = {path.rsplit("/", 1)[0] for path in expected if "/" in path}
-            folders = {
-                "/".join(f.split("/")[: i + 1]) for f in folders for i in range(f.count("/") + 1)
-            }
-            seen = set()
             try:
-                for entry in entries:
-                    name = check_member_path(entry.name)
-                    if entry.kind == "dir":
-                        if name not in folders:
-                            raise VerificationError(
-                                "bundle holds folder {!r}, which bundle.json does not list".format(
-                                    name
-                                )
-                            )
-                        continue
-                    if entry.kind != "file":
-                        raise VerificationError(
-                            "bundle member {!r} is {}: bundles hold only regular files and "
-                            "folders".format(name, kind_phrase(entry.kind))
-                        )
-                    if name in seen or name == MANIFEST_NAME:
-                        raise VerificationError("bundle member {!r} appears twice".format(name))
-                    seen.add(name)
-                    spec = expected.get(name)
-                    if spec is None:
-                        raise VerificationError(
-                            "bundle member {!r} is not listed in bundle.json".format(name)
-                        )
-                    if entry.size != spec.size:
-                        raise VerificationError(
-                            "bundle member {!r}: size {} but bundle.json says {}".format(
-                                name, entry.size, spec.size
-                            )
-                        )
-                    actual = _copy_member(reader, open_member(spec), writer)
-                    if actual != spec.sha256:
-                        problems.append(
-                            "{}: sha256 {} but bundle.json says {}".format(
-                                name, actual, spec.sha256
-                            )
-                        )
-            except EOFError:
-                raise VerificationError("bundle is truncated (compressed stream ended early)")
-            except (OSError, zlib.error) as err:
-                if isinstance(err, OSError) and err.errno is not None:
-                    raise  # a real I/O error (disk full, permissions), not a bad bundle
-                raise VerificationError("bundle is corrupt: {}".format(err))
-            for path in sorted(set(expected) - seen):
-                problems.append("{}: listed in bundle.json but missing from the tar".format(path))
-            reread = hashing.finish()
-            writer.join()  # every member written and closed, or its error raised here
+                manifest_raw, problems = _members(hashing, compressed, signature, open_member,
+                                                  writer)
+            except VerificationError:
+                # A bundle the key never signed should say so, not what its tar looks like.
+                writer.stop()
+                digest = hashing.finish()
+                minisig.verify_digest(public_key, signature, digest, bundle_path)
+                raise
+            digest = hashing.finish()
+            writer.join()  # every member written, flushed and closed, or its error raised here
         finally:
             hashing.close()
             writer.stop()
-    if reread != digest:
-        raise VerificationError(
-            "{} changed while it was read (its bytes no longer match the signed digest)".format(
-                bundle_path
-            ),
-            hint="copy the bundle again and re-run",
-        )
+    minisig.verify_digest(public_key, signature, digest, bundle_path)
+    log.info("signature OK (key %s): %s", public_key.id_hex, signature.trusted_comment)
     if problems:
         raise VerificationError(
             "{} member(s) do not match bundle.json:\n  {}".format(
@@ -253,12 +203,76 @@ def walk(
         )
     return Bundle(
         bundle_path,
-        manifest,
+        parse_manifest(manifest_raw),
         hashlib.sha256(manifest_raw).hexdigest(),
         manifest_raw,
         digest,
         signature,
     )
+
+
+def _members(
+    hashing: "_HashingReader",
+    compressed: bool,
+    signature: minisig.Signature,
+    open_member: Callable,
+    writer: _Background,
+) -> Tuple[bytes, List[str]]:
+    """Stream the tar's members; returns bundle.json's bytes and the members that did not
+    match it (a structural problem raises at once)."""
+    problems: List[str] = []
+    stream = gzip.GzipFile(fileobj=hashing, mode="rb") if compressed else hashing
+    reader = TarReader(stream)
+    entries = reader.entries()
+    try:
+        manifest_raw = _read_manifest(reader, entries, signature)
+        expected = parse_manifest(manifest_raw).by_path()
+        folders = {path.rsplit("/", 1)[0] for path in expected if "/" in path}
+        folders = {
+            "/".join(f.split("/")[: i + 1]) for f in folders for i in range(f.count("/") + 1)
+        }
+        seen = set()
+        for entry in entries:
+            name = check_member_path(entry.name)
+            if entry.kind == "dir":
+                if name not in folders:
+                    raise VerificationError(
+                        "bundle holds folder {!r}, which bundle.json does not list".format(name)
+                    )
+                continue
+            if entry.kind != "file":
+                raise VerificationError(
+                    "bundle member {!r} is {}: bundles hold only regular files and "
+                    "folders".format(name, kind_phrase(entry.kind))
+                )
+            if name in seen or name == MANIFEST_NAME:
+                raise VerificationError("bundle member {!r} appears twice".format(name))
+            seen.add(name)
+            spec = expected.get(name)
+            if spec is None:
+                raise VerificationError(
+                    "bundle member {!r} is not listed in bundle.json".format(name)
+                )
+            if entry.size != spec.size:
+                raise VerificationError(
+                    "bundle member {!r}: size {} but bundle.json says {}".format(
+                        name, entry.size, spec.size
+                    )
+                )
+            actual = _copy_member(reader, open_member(spec), writer)
+            if actual != spec.sha256:
+                problems.append(
+                    "{}: sha256 {} but bundle.json says {}".format(name, actual, spec.sha256)
+                )
+    except EOFError:
+        raise VerificationError("bundle is truncated (compressed stream ended early)")
+    except (OSError, zlib.error) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # a real I/O error (disk full, permissions), not a bad bundle
+        raise VerificationError("bundle is corrupt: {}".format(err))
+    for path in sorted(set(expected) - seen):
+        problems.append("{}: listed in bundle.json but missing from the tar".format(path))
+    return manifest_raw, problems
 
 
 def _read_manifest(
@@ -274,7 +288,7 @@ def _read_manifest(
         raise VerificationError("bundle.json is too large ({} bytes)".format(first.size))
     raw = b"".join(reader.read_data())
     manifest_sha256 = hashlib.sha256(raw).hexdigest()
-    claimed = signature.comment_fields().get(COMMENT_MANIFEST_SHA256) if signature else None
+    claimed = claimed_manifest_sha256(signature) if signature else None
     if claimed is not None and claimed != manifest_sha256:
         raise VerificationError(
             "bundle.json has sha256 {} but the signed trusted comment says {}".format(
@@ -304,119 +318,21 @@ def verify(
     signature_path: Optional[str] = None,
     progress: Progress = None,
 ) -> Bundle:
-    """Check the signature, then every member against bundle.json, writing nothing.
-    `progress(n)` is told about every byte read: twice the file size in all."""
-    digest, signature = check_signature(bundle_path, public_key, signature_path, progress)
-    return walk(bundle_path, digest, signature, lambda spec: None, progress)
+    """Check the signature and every member against bundle.json in one read, writing
+    nothing."""
+    signature = minisig.load_signature(signature_path or signature_path_for(bundle_path))
+    return walk(bundle_path, public_key, signature, lambda spec: None, progress)
 
 
 def cache_root(root: str) -> str:
+    """<root>/var/lib/kubecrate/bundles, the bundle cache (installer/bundlecache.py)."""
     return os.path.join(os.path.abspath(root), CACHE_DIR)
 
 
-def unpack(
-    bundle_path: str,
-    public_key: minisig.PublicKey,
-    root: str = "/",
-    signature_path: Optional[str] = None,
-    progress: Progress = None,
-    verified: Optional[Tuple[bytes, minisig.Signature]] = None,
-) -> Unpacked:
-    """Verify and extract into <root>/var/lib/kubecrate/bundles/<bundle.json sha256>/.
-
-    A bundle already in the cache is a no-op once its signature checked out. On any failure
-    nothing is left behind but what existed before. `verified` is what check_signature()
-    already returned for this file and key in this process (install's preflight): pass 1 is
-    then skipped, and pass 2 still requires every byte read to reproduce that signed digest.
-    """
-    digest, signature = verified or check_signature(
-        bundle_path, public_key, signature_path, progress
-    )
-    cache = cache_root(root)
-    cached = find_cached(
-        cache,
-        signature.comment_fields().get(COMMENT_MANIFEST_SHA256)
-        or _peek_manifest_sha256(bundle_path),
-    )
-    if cached is not None:
-        directory, raw = cached
-        bundle = Bundle(
-            bundle_path, parse_manifest(raw), os.path.basename(directory), raw, digest, signature
-        )
-        log.info("bundle already unpacked in %s", directory)
-        return Unpacked(bundle, directory, True)
-    created = _makedirs(cache)
-    staging = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
-    try:
-        bundle = walk(
-            bundle_path,
-            digest,
-            signature,
-            lambda spec: create_file(staging, spec.path, spec.mode),
-            progress,
-        )
-        with create_file(staging, MANIFEST_NAME, 0o644) as out:
-            out.write(bundle.manifest_raw)
-        final = os.path.join(cache, bundle.manifest_sha256)
-        os.chmod(staging, 0o755)
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in reversed(created):
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break
-        raise
-    log.info("unpacked %s into %s", bundle_path, final)
-    return Unpacked(bundle, final, False)
-
-
-def _makedirs(path: str) -> List[str]:
-    """Create `path` and its missing parents; returns the ones created, outermost first, so a
-    failed unpack can leave the root exactly as it found it."""
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for folder in reversed(missing):
-        os.mkdir(folder, 0o755)
-    return list(reversed(missing))
-
-
-def _peek_manifest_sha256(bundle_path: str) -> Optional[str]:
-    """SHA-256 of the bundle.json at the head of an already signature-checked bundle."""
-    try:
-        with open(bundle_path, "rb") as raw:
-            compressed = raw.read(2) == GZIP_MAGIC
-            raw.seek(0)
-            stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
-            reader = TarReader(stream)
-            return hashlib.sha256(_read_manifest(reader, reader.entries(), None)).hexdigest()
-    except (VerificationError, OSError, EOFError, zlib.error):
-        return None  # pass 2 reports the problem properly
-
-
-def find_cached(cache: str, manifest_sha256: Optional[str]) -> Optional[tuple]:
-    """(folder, bundle.json bytes) when the cache folder `cache` (see cache_root) holds a
-    complete copy of the bundle whose bundle.json has this SHA-256."""
-    if not manifest_sha256:
-        return None
-    directory = os.path.join(cache, manifest_sha256)
-    try:
-        with open(os.path.join(directory, MANIFEST_NAME), "rb") as handle:
-            raw = handle.read(MAX_MANIFEST_SIZE + 1)
-    except OSError:
-        return None
-    return (directory, raw) if hashlib.sha256(raw).hexdigest() == manifest_sha256 else None
-
-
-def create_file(staging: str, relpath: str, mode: int) -> object:
+def create_file(staging: str, relpath: str, mode: int, durable: bool = False) -> object:
     """Create a new file under `staging` (parents as needed) for a member's bytes; never
-    follows a link, never overwrites. An `open_member` for walk() usually calls this."""
+    follows a link, never overwrites. `durable`: fsync it when the writer closes it (files
+    bound for the cache). An `open_member` for walk() usually calls this."""
     target = os.path.join(staging, relpath)
     parent = os.path.dirname(target)
     if parent != staging:
@@ -431,4 +347,34 @@ def create_file(staging: str, relpath: str, mode: int) -> object:
             )
         raise
     os.fchmod(fd, mode)
-    return os.fdopen(fd, "wb")
+    handle = os.fdopen(fd, "wb")
+    if durable:
+        handle = _DurableFile(handle)
+    return handle
+
+
+class _DurableFile:
+    """A file the writer thread fsyncs before closing it."""
+
+    durable = True
+
+    def __init__(self, handle: object) -> None:
+        self._handle = handle
+
+    def write(self, data: bytes) -> int:
+        return self._handle.write(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "_DurableFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

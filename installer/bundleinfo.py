@@ -11,21 +11,16 @@ bundle.json sections read here (the builder writes them; unknown sections are ig
   repo: {path: repo, gpgkeys: [repo/RPM-GPG-KEY-CentOS-7, ...]}  (optional; default: repo/ and
         every file directly in it that is not repodata)
 
-Preflight must change nothing under the root, so it cannot unpack: open_for_preflight() checks
-the signature and every member, extracting only repo/repodata and the GPG keys into a private
-temporary folder (or uses the cache when this bundle is already unpacked).
+Preflight must change nothing under the root, so it cannot unpack: its view of a bundle
+(installer/source.py) holds only repo/repodata and the GPG keys, in a private temporary folder
+(or is the checked cache folder when this bundle is already unpacked).
 """
 
-import contextlib
 import os
-import shutil
-import tempfile
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from installer import bundle as bundlemod
-from installer import minisig
 from installer.errors import VerificationError
-from installer.manifest import MANIFEST_NAME, BundleManifest, parse_manifest
+from installer.manifest import BundleManifest
 
 RUNTIMES = ("docker", "containerd")
 
@@ -128,46 +123,12 @@ def read_info(manifest: BundleManifest, digest: str) -> BundleInfo:
         {entry.path: entry.sha256 for entry in manifest.files})
 
 
-class OpenBundle(NamedTuple):
-    info: BundleInfo
-    directory: str  # holds at least bundle.json, the repo metadata and the keys
-    cached: bool  # True: the full unpacked bundle in <root>/var/lib/kubecrate/bundles/
-    verified: Tuple[bytes, minisig.Signature]  # check_signature()'s result, for unpack
-
-
-def _wanted(path: str, info_repo: str) -> bool:
+def wanted_for_preflight(path: str, info_repo: str = "repo") -> bool:
+    """What preflight reads from a bundle it may not unpack: the repo metadata and the keys."""
     if path.startswith(info_repo + "/repodata/"):
         return True
     return path.startswith(info_repo + "/") and path.count("/") == info_repo.count("/") + 1 \
         and not path.endswith(".rpm")
-
-
-@contextlib.contextmanager
-def open_for_preflight(bundle_path: str, key: minisig.PublicKey, root: str
-                       ) -> Iterator[OpenBundle]:
-    """A verified view of the bundle that writes nothing under `root`."""
-    digest, signature = bundlemod.check_signature(bundle_path, key)
-    claimed = signature.comment_fields().get(bundlemod.COMMENT_MANIFEST_SHA256)
-    cached = bundlemod.find_cached(bundlemod.cache_root(root), claimed) if claimed else None
-    if cached is not None:
-        directory, raw = cached
-        yield OpenBundle(read_info(parse_manifest(raw), os.path.basename(directory)),
-                         directory, True, (digest, signature))
-        return
-    scratch = tempfile.mkdtemp(prefix="kubecrate-preflight-")
-    try:
-        def sink(spec: Any) -> Optional[Any]:
-            if not _wanted(spec.path, "repo"):
-                return None
-            return bundlemod.create_file(scratch, spec.path, spec.mode)
-
-        checked = bundlemod.walk(bundle_path, digest, signature, sink)
-        with open(os.path.join(scratch, MANIFEST_NAME), "wb") as out:
-            out.write(checked.manifest_raw)
-        yield OpenBundle(read_info(checked.manifest, checked.manifest_sha256), scratch, False,
-                         (digest, signature))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def list_files(directory: str, prefix: str) -> List[str]:

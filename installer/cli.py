@@ -10,9 +10,11 @@ import click
 from tqdm import tqdm
 
 from installer import __version__, bundle, minisig, runlog, textlocale
+from installer.bundlecache import cache_root
 from installer.clikit import common_options, configure_logging, run
 from installer.errors import EXIT_CODES_HELP, ExitCode, UsageError
-from installer.hostfiles import naming_full_disk, require_regular_file
+from installer.hostfiles import naming_full_disk
+from installer.source import BundleSource, open_source
 
 HELP = (
     """Install a kubecrate bundle on this host.
@@ -24,7 +26,9 @@ Typical use on an isolated host:
   kubecrate-installer.pyz install --bundle k8s.tar --cluster cluster.yaml
 
 The signature X.tar.minisig must sit next to X.tar. The builder's public key is embedded in
-the .pyz; --key overrides it.
+the .pyz; --key overrides it. Wherever a bundle tar is taken, its cache folder
+(/var/lib/kubecrate/bundles/<digest>, kept by unpack and install) is taken too: a reinstall
+needs no tar.
 
 """
     + EXIT_CODES_HELP
@@ -84,57 +88,61 @@ def cli() -> None:
 
 
 @cli.command("verify")
-@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
 @key_option
 @signature_option
 @common_options
 def verify_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
-    """Check BUNDLE's signature, then every member against bundle.json.
+    """Check BUNDLE, a bundle tar or a cache folder (ROOT/var/lib/kubecrate/bundles/<digest>):
+    its signature and every file against bundle.json, in one read.
 
-    Writes nothing. Exit code 3 names what failed: the signature, or the member with its
+    Writes nothing. Exit code 3 names what failed: the signature, or the file with its
     expected and actual digest.
     """
     _begin(verbose, root, dry_run)
-    require_regular_file(bundle_path)
+    source = open_source(bundle_path, signature_path)
     key = trusted_key(key_path)
-    with _progress_bar(bundle_path, "verify") as progress:
-        checked = bundle.verify(bundle_path, key, signature_path, progress)
+    with _progress_bar(source, "verify") as progress:
+        checked = source.verify(key, progress)
     _report(checked, "verified")
 
 
 @cli.command("unpack")
-@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
 @key_option
 @signature_option
 @common_options
 def unpack_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
     """Verify BUNDLE and extract it into ROOT/var/lib/kubecrate/bundles/<digest>/.
 
-    The signature is checked before the tar is read; members are checked while they are
-    extracted into a temporary folder, which is renamed into place only when all matched.
-    A bundle already in the cache is not extracted again.
+    The bundle is read once: hashed for its signature while every member is checked and
+    written into a staging folder beside the cache, which is renamed into place only when the
+    signature and every member matched. A bundle already in the cache is checked file by file
+    instead, and not extracted again.
     """
     _begin(verbose, root, dry_run)
     if dry_run:
-        click.echo("would unpack {} into {}".format(bundle_path, bundle.cache_root(root)))
+        click.echo("would unpack {} into {}".format(bundle_path, cache_root(root)))
         return
-    require_regular_file(bundle_path)
+    source = open_source(bundle_path, signature_path)
     key = trusted_key(key_path)
-    with _progress_bar(bundle_path, "unpack") as progress, \
-            naming_full_disk(bundle.cache_root(root), "unpacking " + bundle_path):
-        result = bundle.unpack(bundle_path, key, root, signature_path, progress)
-    _report(result.bundle, "already unpacked" if result.reused else "unpacked")
-    click.echo(result.directory)
+    with _progress_bar(source, "unpack") as progress, \
+            naming_full_disk(cache_root(root), "unpacking " + bundle_path):
+        staged = source.stage(key, root, progress)
+        reused = staged.in_cache
+        try:
+            directory = staged.commit()
+        finally:
+            staged.discard()
+    _report(staged.bundle, "already unpacked" if reused else "unpacked")
+    click.echo(directory)
 
 
 @contextlib.contextmanager
-def _progress_bar(bundle_path: str, what: str) -> Iterator:
-    """A byte bar on a TTY (the bundle is read twice: signature, then members), else nothing."""
-    try:
-        total = 2 * os.path.getsize(bundle_path)  # type: Optional[int]
-    except OSError:
-        total = None
-    with tqdm(total=total, unit="B", unit_scale=True, desc=what, disable=None, leave=False) as bar:
+def _progress_bar(source: BundleSource, what: str) -> Iterator:
+    """A byte bar on a TTY (a tar is read once), else nothing."""
+    with tqdm(total=source.size(), unit="B", unit_scale=True, desc=what, disable=None,
+              leave=False) as bar:
         yield bar.update
 
 
@@ -143,8 +151,9 @@ def _progress_bar(bundle_path: str, what: str) -> Iterator:
 host_only_option = click.option(
     "--host-only", "host_only", is_flag=True,
     help="Only the host steps (through binaries): prepare this host now, join it later.")
-bundle_option = click.option("--bundle", "bundle_path", required=True,
-                             type=click.Path(dir_okay=False), help="The signed bundle tar.")
+bundle_option = click.option("--bundle", "bundle_path", required=True, type=click.Path(),
+                             help="The signed bundle tar, or its cache folder "
+                             "(ROOT/var/lib/kubecrate/bundles/<digest>) without the tar.")
 cluster_option = click.option("--cluster", "cluster_path", required=True,
                               type=click.Path(dir_okay=False), help="cluster.yaml.")
 node_option = click.option("--node", "node_name", help="This host's node name in cluster.yaml "

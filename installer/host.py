@@ -24,6 +24,7 @@ import struct
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from installer.atomic import replace_file
+from installer.bundlecache import copy_verified
 
 ORIG_SUFFIX = ".kubecrate-orig"
 KUBECRATE_DIR = "/var/lib/kubecrate/"
@@ -110,24 +111,28 @@ class Host:
         replace_file(target, lambda handle: handle.write(data), mode)
         return change
 
-    def copy_in(self, source: str, host_path: str, mode: int = 0o755) -> Optional[FileChange]:
-        """Atomically copy the real file `source` to `host_path` unless it holds the same bytes."""
+    def copy_in(self, source: str, host_path: str, mode: int = 0o755,
+                sha256: Optional[str] = None, what: str = "") -> Optional[FileChange]:
+        """Atomically copy the real file `source` to `host_path` unless it holds the same bytes.
+        With `sha256` (a bundle cache file's signed digest) the bytes are hashed while copying
+        and nothing is renamed into place unless they match (VerificationError, exit 3)."""
         if self.dry_run:
             return FileChange(host_path, "update" if self.exists(host_path) else "create")
-        with open(source, "rb") as handle:
-            digest = hashlib.sha256()
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        if self.sha256(host_path) == digest.hexdigest() and self.mode(host_path) == mode:
+        if sha256 is None:
+            with open(source, "rb") as handle:
+                digest = hashlib.sha256()
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            wanted = digest.hexdigest()
+        else:
+            wanted = sha256
+        if self.sha256(host_path) == wanted and self.mode(host_path) == mode:
             return None
         change = FileChange(host_path, "update" if self.exists(host_path) else "create")
-        if self.dry_run:
-            return change
         self._remember(host_path, change.action)
         target = self.path(host_path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(source, "rb") as handle:
-            replace_file(target, lambda out: shutil.copyfileobj(handle, out, 1 << 20), mode)
+        replace_file(target, lambda out: copy_verified(source, wanted, out, what or source), mode)
         return change
 
     def remove(self, host_path: str) -> Optional[FileChange]:

@@ -21,8 +21,8 @@ class DiskFull(KubecrateError):
 
 
 def require_regular_file(path: str, what: str = "bundle") -> None:
-    """UsageError unless `path` is a regular file (following links): the bundle is read
-    twice, signature first, so a pipe or a device cannot serve it."""
+    """UsageError unless `path` is a regular file (following links): a pipe or a device
+    cannot serve the bundle (its start is read twice to tell gzip from tar)."""
     try:
         info = os.stat(path)
     except OSError as err:
@@ -32,8 +32,8 @@ def require_regular_file(path: str, what: str = "bundle") -> None:
         return
     kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
     raise UsageError("{} {} is {}, not a regular file".format(what, path, kind),
-                     hint="the {} is read twice (its signature first, then every member): "
-                          "copy it to a regular file and pass that".format(what))
+                     hint="copy it to a regular file and pass that, or pass the {}'s cache "
+                          "folder".format(what))
 
 
 @contextlib.contextmanager

@@ -12,10 +12,12 @@ Python 3.6, stdlib only; tar parsing goes through installer.tarstream, which tru
 import difflib
 import hashlib
 import json
+import os
 import re
 import tarfile
 from typing import Any, BinaryIO, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
+from installer.bundlecache import VerifiedReader
 from installer.errors import VerificationError
 from installer.tarstream import BLOCK, TarReader
 
@@ -61,10 +63,13 @@ def list_images(path: str) -> List[ArchivedImage]:
 
 
 def write_subset(path: str, references: Iterable[str], out: BinaryIO,
-                 mtime: int = 0) -> List[ArchivedImage]:
+                 mtime: int = 0, sha256: Optional[str] = None) -> List[ArchivedImage]:
     """Stream to `out` a tar of the same shape holding only `references` (each blob once,
     checked against its digest) and return those images. Raises ImageArchiveError, naming
-    the reference or blob, when the archive lacks one; `out` then holds a partial tar."""
+    the reference or blob, when the archive lacks one; `out` then holds a partial tar. With
+    `sha256` (the archive's signed digest) the whole archive is hashed while it streams and
+    a mismatch raises VerificationError before the tar's end marker is written, so the reader
+    (docker load) gets a truncated tar and loads nothing."""
     meta = _read_metadata(path)
     wanted = _select(meta.images, references)
     names = {image.reference for image in wanted}
@@ -83,7 +88,8 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
     for folder in ("blobs", BLOB_DIR):
         out.write(_header(folder, 0, 0o755, mtime, tarfile.DIRTYPE))
     written: Set[str] = set()
-    with open(path, "rb") as handle:
+    with open(path, "rb") as raw:
+        handle = VerifiedReader(raw, sha256, os.path.basename(path), path) if sha256 else raw
         reader = TarReader(handle)
         seen: Set[str] = set()
         for entry in reader.entries():
@@ -107,6 +113,8 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
                     hint="unpack the bundle again from its signed file")
             out.write(b"\0" * (-entry.size % BLOCK))
             written.add(hexd)
+        if sha256:
+            handle.check()
     missing = sorted(set(needed) - written)
     if missing:
         raise ImageArchiveError("{}: blob sha256:{} of {} is missing".format(

@@ -197,9 +197,10 @@ def _ed25519_ok(key: bytes, signature: bytes, message: bytes) -> bool:
         return False
 
 
-def verify_digest(public_key: PublicKey, signature: Signature, digest: bytes, what: str) -> None:
-    """Check a prehashed signature against a file's BLAKE2b-512 digest, then the global
-    signature that binds the trusted comment. Raises VerificationError naming what failed."""
+def check_comment(public_key: PublicKey, signature: Signature, what: str) -> None:
+    """Check what needs no byte of the signed file: the key id, the algorithm, and the global
+    signature that binds the signature and its trusted comment. After this the trusted comment
+    (say, the bundle.json digest it names) is the key holder's word."""
     if signature.key_id != public_key.key_id:
         raise VerificationError(
             "{} was signed with key {}, not with the trusted key {}".format(
@@ -212,16 +213,22 @@ def verify_digest(public_key: PublicKey, signature: Signature, digest: bytes, wh
             "{}: legacy (non-prehashed) minisign signature is not supported".format(what),
             hint="re-sign with `minisign -S` without -l",
         )
-    if not _ed25519_ok(public_key.key, signature.signature, digest):
-        raise VerificationError(
-            "{}: signature does not match key {}".format(what, public_key.id_hex)
-        )
     comment = signature.trusted_comment.encode("utf-8")
     if not _ed25519_ok(public_key.key, signature.global_signature, signature.signature + comment):
         raise VerificationError(
             "{}: trusted comment does not match its signature (key {})".format(
                 what, public_key.id_hex
             )
+        )
+
+
+def verify_digest(public_key: PublicKey, signature: Signature, digest: bytes, what: str) -> None:
+    """Check a prehashed signature against a file's BLAKE2b-512 digest, and the global
+    signature that binds the trusted comment. Raises VerificationError naming what failed."""
+    check_comment(public_key, signature, what)
+    if not _ed25519_ok(public_key.key, signature.signature, digest):
+        raise VerificationError(
+            "{}: signature does not match key {}".format(what, public_key.id_hex)
         )
 
 

@@ -8,14 +8,16 @@ import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from installer import joinfile, minisig, owned
-from installer.bundleinfo import open_for_preflight, read_info
+from installer.bundlecache import cache_root
+from installer.bundleinfo import read_info, wanted_for_preflight
 from installer.cluster import find_node, load_cluster
 from installer.errors import KubecrateError, PreconditionError
 from installer.host import Host
-from installer.hostfiles import require_regular_file
+from installer.hostfiles import naming_full_disk
 from installer.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
 from installer.manifest import parse_manifest
 from installer.runner import Runner
+from installer.source import open_source
 from installer.state import HostLock, State
 from installer.steps import BUNDLES_DIR, Context, StepReport, all_steps, run_steps
 from installer.steps import cni as cni_step
@@ -57,24 +59,40 @@ class Outcome(NamedTuple):
 
 
 @contextlib.contextmanager
-def open_context(options: Options) -> Iterator[Context]:
-    """Load cluster.yaml, verify the bundle (writing nothing) and find this host's node."""
+def open_context(options: Options, stage: bool = False) -> Iterator[Context]:
+    """Load cluster.yaml, check the bundle and find this host's node. Without `stage` nothing is
+    written under the root (preflight's view of the bundle); with it (install) the bundle is
+    read once into a staging folder beside the cache, which the unpack step renames into the
+    cache and which is removed when anything fails before that."""
     cluster = load_cluster(options.cluster_path)
     host = Host(options.root, dry_run=options.dry_run)
     runner = Runner(options.root, dry_run=options.dry_run, echo=options.echo)
     node = find_node(cluster, host.probes.addresses(), options.node_name)
-    require_regular_file(options.bundle_path)
+    source = open_source(options.bundle_path)
     join = None
     if options.join_path:
         try:
             join = joinfile.load(options.join_path)
         except joinfile.JoinFileError as err:  # a precondition of the join: exit 4
             raise PreconditionError(err.message, err.hint)
-    with open_for_preflight(options.bundle_path, options.key, options.root) as opened:
-        ctx = Context(host, runner, cluster, node, opened.info, options.bundle_path,
-                      options.key, opened.directory, join, options.join_out, opened.verified)
+
+    def context(checked: Any, directory: str, staged: Any = None) -> Context:
+        ctx = Context(host, runner, cluster, node,
+                      read_info(checked.manifest, checked.manifest_sha256), options.bundle_path,
+                      options.key, directory, join, options.join_out, staged)
         kubeadm_step.settings(ctx)  # the kubeadm: section against this bundle (exit 2)
-        yield ctx
+        return ctx
+
+    if stage:
+        with naming_full_disk(cache_root(options.root), "unpacking " + options.bundle_path):
+            staged = source.stage(options.key, options.root)
+        try:
+            yield context(staged.bundle, staged.directory, staged)
+        finally:
+            staged.discard()  # a no-op once the unpack step committed it
+        return
+    with source.view(options.key, options.root, wanted_for_preflight) as view:
+        yield context(view.bundle, view.directory)
 
 
 def _join_checks(ctx: Context, required: bool, source: Optional[str] = None
@@ -112,7 +130,7 @@ def plan(options: Options) -> Outcome:
 def install(options: Options) -> Outcome:
     """Preflight (unless it passed before for the same inputs), then every step under the host
     lock, each recorded in state.json. Re-running changes only what is still missing."""
-    with open_context(options) as ctx:
+    with open_context(options, stage=not options.dry_run) as ctx:
         inputs = ctx.inputs()
         skipped = State.load(ctx.host).done("preflight", inputs)
         found = [] if skipped else run_preflight(ctx)

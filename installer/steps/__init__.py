@@ -25,7 +25,7 @@ class Context:
     def __init__(self, host: Host, runner: Runner, cluster: Cluster, node: Node,
                  info: BundleInfo, bundle_path: str, key: object,
                  source_dir: Optional[str] = None, join: Optional[Any] = None,
-                 join_out: Optional[str] = None, verified: Optional[Any] = None) -> None:
+                 join_out: Optional[str] = None, staged: Optional[Any] = None) -> None:
         self.host = host
         self.runner = runner
         self.cluster = cluster
@@ -38,7 +38,9 @@ class Context:
         self.source_dir = source_dir
         self.join = join  # the JoinInfo of `install --join join.yaml`, if given
         self.join_out = join_out  # where `install --join-out` wants the first node's join.yaml
-        self.verified = verified  # (digest, signature) preflight checked: unpack skips pass 1
+        # install: the bundle read once into a staging folder (installer/source.Staged) that
+        # the unpack step commits into the cache; None for plan, preflight and --dry-run
+        self.staged = staged
 
     @property
     def bundle_host_dir(self) -> str:

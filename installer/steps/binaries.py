@@ -9,11 +9,13 @@ plugins as files under bin/cni/ or a bin/cni-plugins-*.tgz.
 
 import gzip
 import hashlib
+import io
 import os
 import tarfile
 from functools import partial
 from typing import Iterator, List, Tuple
 
+from installer.bundlecache import read_verified
 from installer.errors import VerificationError
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
@@ -48,9 +50,9 @@ def _sources(ctx: Context) -> Iterator[Tuple[str, str, str]]:
             yield CNI_DIR, path, "*"
 
 
-def _tar_members(archive: str, member: str) -> Iterator[Tuple[str, bytes]]:
+def _tar_members(data: bytes, member: str) -> Iterator[Tuple[str, bytes]]:
     """(name, bytes) of regular files in a release tarball, by basename; nothing else."""
-    with tarfile.open(archive, "r:gz") as tar:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for info in tar:
             name = os.path.basename(info.name)
             if not info.isfile() or name.startswith("."):
@@ -72,17 +74,19 @@ class BinariesStep(ActionStep):
             if not member and not source.endswith(".gz"):
                 if host.sha256(target) != ctx.info.hashes[source] or host.mode(target) != 0o755:
                     found.append(Action("install {} from {}".format(target, source),
-                                        partial(host.copy_in, real, target, 0o755)))
+                                        partial(host.copy_in, real, target, 0o755,
+                                                ctx.info.hashes[source], source)))
                 continue
             if not ctx.unpacked():
                 found.append(Action("install {} from {}".format(target, source), lambda: None))
                 continue
+            # checked against the signed bundle.json before a byte is unpacked from it
+            packed = read_verified(real, ctx.info.hashes[source], source)
             if member == "":
-                with gzip.open(real, "rb") as handle:
-                    contents = [(os.path.basename(target), handle.read())]
+                contents = [(os.path.basename(target), gzip.decompress(packed))]
                 folder = os.path.dirname(target)
             else:
-                contents = list(_tar_members(real, member))
+                contents = list(_tar_members(packed, member))
                 folder = target if member == "*" else os.path.dirname(target)
             for name, data in contents:
                 path = folder + "/" + name

@@ -27,6 +27,7 @@ from typing import Any, List, Optional
 
 import yaml
 
+from installer.bundlecache import read_verified
 from installer.errors import VerificationError
 from installer.steps import Action, ActionStep, Context, coredns
 from installer.steps.loadbalancer import ADMIN_CONF, is_first
@@ -109,8 +110,8 @@ class CniStep(ActionStep):
         return self._flannel(ctx, source) + coredns.actions(ctx)
 
     def _flannel(self, ctx: Context, source: str) -> List[Action]:
-        with open(os.path.join(ctx.bundle_dir, source), "r", encoding="utf-8") as handle:
-            text = customize(handle.read(), ctx.cluster.pod_cidr)
+        raw = read_verified(os.path.join(ctx.bundle_dir, source), ctx.info.hashes[source], source)
+        text = customize(raw.decode("utf-8"), ctx.cluster.pod_cidr)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if (ctx.host.read_text(STAMP) or "").strip() == digest and \
                 ctx.host.needs_write(MANIFEST, text.encode("utf-8")) is None:

@@ -73,7 +73,8 @@ class ImagesStep(ActionStep):
         else:
             argv = ["ctr", "-n", "k8s.io", "images", "import", "-"]
         started = time.monotonic()
-        ctx.runner.run(argv, stdin=lambda pipe: imagearchive.write_subset(archive, missing, pipe))
+        ctx.runner.run(argv, stdin=lambda pipe: imagearchive.write_subset(
+            archive, missing, pipe, sha256=ctx.info.hashes.get(ctx.info.image_archive)))
         if ctx.runner.dry_run:
             return "load {} image(s)".format(len(missing))
         still = missing_images(ctx)

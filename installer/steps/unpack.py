@@ -1,10 +1,10 @@
-"""Unpack: verify the bundle and extract it into <root>/var/lib/kubecrate/bundles/<digest>/
-(installer/bundle.py); a bundle already in the cache is reused, so a reinstall copies nothing."""
+"""Unpack: put the bundle into <root>/var/lib/kubecrate/bundles/<digest>/. install has already
+read and checked it once into a staging folder beside the cache (installer/source.py); this
+step renames that folder into place. A bundle already in the cache was checked file by file
+when install opened it, so a reinstall copies nothing."""
 
 from typing import List
 
-from installer import bundle
-from installer.hostfiles import naming_full_disk
 from installer.steps import Action, ActionStep, Context
 
 
@@ -20,11 +20,7 @@ class UnpackStep(ActionStep):
                        lambda: self._unpack(ctx))]
 
     def _unpack(self, ctx: Context) -> None:
-        if ctx.host.dry_run:
+        if ctx.host.dry_run or ctx.staged is None:
             ctx.runner.echo("would unpack {} into {}".format(ctx.bundle_path, ctx.bundle_dir))
             return
-        with naming_full_disk(bundle.cache_root(ctx.host.root),
-                              "unpacking {}".format(ctx.bundle_path)):
-            result = bundle.unpack(ctx.bundle_path, ctx.key, ctx.host.root,
-                                   verified=ctx.verified)
-        ctx.source_dir = result.directory
+        ctx.source_dir = ctx.staged.commit()

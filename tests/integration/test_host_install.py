@@ -136,6 +136,35 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
     assert not host.file("etc/docker/daemon.json").exists()
     assert not host.file("usr/bin/kubeadm").exists()
     assert (host.root / "var/lib/kubecrate/bundles" / digest_dir / "bundle.json").exists()
+    reinstall_from_the_cache_alone(host, host_bundle, digest_dir)
+
+
+def reinstall_from_the_cache_alone(host, bundle, digest_dir):
+    """Issue 13 item 5: with the tar gone, `install --bundle <cache folder>` rebuilds the host
+    from the cache, its kept signature and every file checked; with one cached RPM changed,
+    the same run is refused before it changes anything, naming the RPM, exit 3."""
+    cached = host.root / "var/lib/kubecrate/bundles" / digest_dir
+    signature = bundle.tar.with_name(bundle.tar.name + ".minisig")
+    away = [(path, path.with_name("away-" + path.name)) for path in (bundle.tar, signature)]
+    for path, aside in away:
+        os.replace(path, aside)
+    try:
+        rpm = next((cached / "repo").rglob("socat-*.rpm"))
+        good = rpm.read_bytes()
+        rpm.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        before = snapshot(host.root)
+        refused = host.installer("install", "--host-only", *args(host, bundle, tar=cached))
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert str(rpm.relative_to(cached)) in refused.stderr
+        assert snapshot(host.root) == before
+        rpm.write_bytes(good)
+        again = host.installer("install", "--host-only", *args(host, bundle, tar=cached))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "made" in again.stdout and host.file("usr/bin/kubeadm").exists()
+        assert not host.file("etc/docker/daemon.json").read_text() == ""
+    finally:
+        for path, aside in away:
+            os.replace(aside, path)
 
 
 def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_host,  # noqa: F811

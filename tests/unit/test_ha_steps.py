@@ -4,6 +4,7 @@ kubeadm join), join.yaml preconditions, the flannel manifest, and cluster.yaml's
 load-balancer validation with file:line:key messages."""
 
 import datetime
+import hashlib
 import json
 import os
 from types import SimpleNamespace
@@ -124,6 +125,7 @@ def make_ctx(tmp_path, name, join=None, text=CLUSTER):
     info = SimpleNamespace(
         name="b", digest=digest, runtime="docker", kubernetes_version="v1.23.17", release="7",
         files=("addons/flannel/kube-flannel.yml",),
+        hashes={"addons/flannel/kube-flannel.yml": hashlib.sha256(FLANNEL.encode()).hexdigest()},
         images=(BundleImage("registry.k8s.io/kube-apiserver:v1.23.17", "sha256:aa", 1,
                             ("control-plane",)),))
     host = Host(str(root), probes=Probes(str(tmp_path / "kernel")))

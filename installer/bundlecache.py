@@ -1,0 +1,313 @@
+"""The bundle cache, <root>/var/lib/kubecrate/bundles/<bundle.json sha256>/: how a folder gets
+there (staged, then renamed), how it is proven to be what the builder signed without the tar,
+and how the steps read from it with their bytes checked.
+
+A cache folder holds the bundle's files, its bundle.json and its signature (`bundle.minisig`).
+minisign's global signature covers the trusted comment, which names bundle.json's SHA-256,
+which lists every file's size and SHA-256: so the folder is checked with the builder's key
+alone. Anything else in it, a file missing, changed or of another kind, is refused (exit 3)
+and named.
+
+Staging folders (`.unpack-*`) are flocked by the process filling them; a killed unpack leaves
+one unlocked, and the next unpack or install removes it.
+"""
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from typing import Dict, Iterator, List, Optional
+
+from installer import minisig
+from installer.bundle import Bundle, cache_root, claimed_manifest_sha256
+from installer.errors import VerificationError
+from installer.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, BundleManifest, parse_manifest
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_NAME = "bundle.minisig"
+STAGING_PREFIX = ".unpack-"
+CHUNK = 1 << 20
+
+
+def folder_for(root: str, manifest_sha256: str) -> str:
+    return os.path.join(cache_root(root), manifest_sha256)
+
+
+def _damaged(directory: str, problems: List[str]) -> VerificationError:
+    return VerificationError(
+        "the bundle cache {} does not match its signed bundle.json ({} problem(s)):\n  {}".format(
+            directory, len(problems), "\n  ".join(problems)),
+        hint="nothing was used from it; remove it (rm -rf {}) and run `unpack` or `install` "
+             "again with the bundle tar".format(directory))
+
+
+def load_cached(directory: str, public_key: minisig.PublicKey,
+                signature: Optional[minisig.Signature] = None) -> Bundle:
+    """bundle.json of a cache folder, authenticated by the folder's signature (or `signature`,
+    a tar's, when given): the global signature over its trusted comment, whose bundle.json
+    digest must be this bundle.json's and the folder's name. The files are not read here
+    (check_files)."""
+    try:
+        with open(os.path.join(directory, MANIFEST_NAME), "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_SIZE + 1)
+    except OSError as err:
+        raise _damaged(directory, ["{}: {}".format(MANIFEST_NAME, err.strerror)])
+    if signature is None:
+        sig_path = os.path.join(directory, SIGNATURE_NAME)
+        if not os.path.isfile(sig_path):
+            raise VerificationError(
+                "{} has no {}: the cache cannot be checked without the bundle tar".format(
+                    directory, SIGNATURE_NAME),
+                hint="run `unpack X.tar` (or install --bundle X.tar) once with this installer; "
+                     "it keeps the signature in the cache")
+        signature = minisig.load_signature(sig_path)
+    minisig.check_comment(public_key, signature, directory)
+    actual = hashlib.sha256(raw).hexdigest()
+    claimed = claimed_manifest_sha256(signature)
+    if claimed is None:
+        raise VerificationError(
+            "{}: the signature's trusted comment names no bundle.json digest (the bundle was "
+            "signed with stock `minisign -S`), so the cache cannot be checked without the "
+            "tar".format(directory),
+            hint="pass the bundle tar with --bundle, or re-sign it with `kubecrate pack`")
+    if actual != claimed or os.path.basename(os.path.normpath(directory)) != claimed:
+        raise _damaged(directory, ["{}: sha256 {} but the signed trusted comment says {}".format(
+            MANIFEST_NAME, actual, claimed)])
+    return Bundle(directory, parse_manifest(raw), actual, raw, b"", signature)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_files(directory: str, manifest: BundleManifest) -> None:
+    """Every file bundle.json lists is a regular file there with its size and SHA-256, and
+    nothing else is there; all problems are collected, then raised once."""
+    expected = manifest.by_path()
+    problems: List[str] = []
+    found: Dict[str, os.stat_result] = {}
+    for folder, dirs, names in os.walk(directory):
+        for name in dirs + names:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, directory)
+            st = os.lstat(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                if not any(p.startswith(rel + "/") for p in expected):
+                    problems.append("{}/: a folder bundle.json does not list".format(rel))
+                continue
+            if rel in (MANIFEST_NAME, SIGNATURE_NAME):
+                continue
+            if rel not in expected:
+                problems.append("{}: not in bundle.json (added)".format(rel))
+            elif not os.path.isfile(path) or os.path.islink(path):
+                problems.append("{}: not a regular file".format(rel))
+            else:
+                found[rel] = st
+    for rel, spec in sorted(expected.items()):
+        st = found.get(rel)
+        if st is None:
+            if not any(p.startswith(rel + ":") for p in problems):
+                problems.append("{}: missing (deleted)".format(rel))
+        elif st.st_size != spec.size:
+            problems.append("{}: size {} but bundle.json says {} (changed)".format(
+                rel, st.st_size, spec.size))
+        else:
+            actual = file_sha256(os.path.join(directory, rel))
+            if actual != spec.sha256:
+                problems.append("{}: sha256 {} but bundle.json says {} (changed)".format(
+                    rel, actual, spec.sha256))
+    if problems:
+        raise _damaged(directory, sorted(problems))
+
+
+def verified_cache(directory: str, public_key: minisig.PublicKey,
+                   signature: Optional[minisig.Signature] = None,
+                   manifest: Optional[BundleManifest] = None) -> Bundle:
+    """load_cached() and check_files(): the folder is exactly what the key signed. With
+    `manifest` (a tar's, just verified) the folder's own signature is not needed."""
+    if manifest is not None:
+        bundle = Bundle(directory, manifest, os.path.basename(directory),
+                        b"", b"", signature)
+        if not os.path.isfile(os.path.join(directory, MANIFEST_NAME)):
+            raise _damaged(directory, [MANIFEST_NAME + ": missing (deleted)"])
+    else:
+        bundle = load_cached(directory, public_key, signature)
+    check_files(directory, bundle.manifest)
+    log.info("bundle cache %s verified: %d files", directory, len(bundle.manifest.files))
+    return bundle
+
+
+# ---------------------------------------------------------------- staging
+
+
+class Staging:
+    """A private `.unpack-*` folder beside the cache, flocked while this process fills it;
+    commit() fsyncs and renames it to the cache folder, discard() removes it and the cache
+    folders this run created."""
+
+    def __init__(self, root: str) -> None:
+        self.cache = cache_root(root)
+        self.created = _makedirs(self.cache)
+        self.path = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.cache)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def write(self, name: str, data: bytes) -> None:
+        with open(os.path.join(self.path, name), "xb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+
+    def commit(self, manifest_sha256: str) -> str:
+        final = os.path.join(self.cache, manifest_sha256)
+        os.chmod(self.path, 0o755)
+        _fsync_dirs(self.path)
+        try:
+            os.rename(self.path, final)
+        except OSError as err:
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise _damaged(final, ["appeared while this run unpacked the bundle"])
+            raise
+        self.path = final
+        _fsync_dirs(self.cache, recursive=False)
+        self._unlock()
+        return final
+
+    def discard(self) -> None:
+        if os.path.basename(self.path).startswith(STAGING_PREFIX):
+            shutil.rmtree(self.path, ignore_errors=True)
+        self._unlock()
+        for folder in reversed(self.created):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        self.created = []
+
+    def _unlock(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def remove_stale(cache: str) -> List[str]:
+    """Remove the `.unpack-*` folders no living process holds (killed unpacks); returns them."""
+    removed = []
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        path = os.path.join(cache, name)
+        if not name.startswith(STAGING_PREFIX) or os.path.islink(path) \
+                or not os.path.isdir(path):
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # another run is filling it
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        log.warning("removed %s, left by an unpack that was killed", path)
+        removed.append(path)
+    return removed
+
+
+def _makedirs(path: str) -> List[str]:
+    """Create `path` and its missing parents; returns the ones created, outermost first, so a
+    failed unpack can leave the root exactly as it found it."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        os.mkdir(folder, 0o755)
+    return list(reversed(missing))
+
+
+def _fsync_dirs(top: str, recursive: bool = True) -> None:
+    """fsync folders, so that the names of the fsynced files survive a crash too."""
+    folders = [folder for folder, _, _ in os.walk(top)] if recursive else [top]
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------- reading what the steps use
+
+
+def read_verified(path: str, sha256: str, what: str) -> bytes:
+    """The bytes of a cached file, refused (exit 3, named) unless they hash to `sha256`."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    _require(what, hashlib.sha256(data).hexdigest(), sha256, path)
+    return data
+
+
+def copy_verified(source: str, sha256: str, out: object, what: str) -> None:
+    """Copy a cached file into `out`, hashing while copying; raises before the caller can
+    rename `out` into place when the bytes are not the signed ones."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+            out.write(block)
+    _require(what, digest.hexdigest(), sha256, source)
+
+
+class VerifiedReader:
+    """A file reader that hashes what it returns; check() at the end of the stream."""
+
+    def __init__(self, handle: object, sha256: str, what: str, path: str) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self._expected = sha256
+        self._what = what
+        self._path = path
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._handle.read(size)
+        self._digest.update(block)
+        return block
+
+    def check(self) -> None:
+        for block in iter(lambda: self._handle.read(CHUNK), b""):
+            self._digest.update(block)
+        _require(self._what, self._digest.hexdigest(), self._expected, self._path)
+
+
+def _require(what: str, actual: str, expected: str, path: str) -> None:
+    if actual != expected:
+        directory = os.path.dirname(path)
+        raise VerificationError(
+            "{} in the bundle cache has sha256 {} but the signed bundle.json says {} "
+            "(changed): not used".format(what, actual, expected),
+            hint="remove the cache folder under {} and run `unpack` or `install` again with "
+                 "the bundle tar".format(directory))
+
+
+def staging_folders(cache: str) -> Iterator[str]:
+    """The `.unpack-*` folders under `cache` (tests, status)."""
+    try:
+        names = sorted(os.listdir(cache))
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(STAGING_PREFIX):
+            yield os.path.join(cache, name)

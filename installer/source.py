@@ -1,0 +1,230 @@
+"""What `--bundle` (and `verify`/`unpack`'s BUNDLE) names: a bundle source.
+
+Every kind answers the same three questions, so the commands never ask which kind they got:
+  verify(key)            -> the checked Bundle, writing nothing (`verify`);
+  view(key, root)        -> a folder holding at least bundle.json, the repo metadata and the
+                            vendor keys, checked, written outside `root` (`preflight`, `plan`,
+                            `install --dry-run`);
+  stage(key, root)       -> a Staged bundle: the complete, checked folder, either already the
+                            cache folder or a staging folder beside it that commit() renames
+                            into the cache (`unpack`, `install`).
+Kinds today: TarSource (X.tar with X.tar.minisig, read exactly once) and CacheSource (a cache
+folder, /var/lib/kubecrate/bundles/<digest>, checked with its kept signature). A later kind (a
+delta plus its base, a URL on the first control plane, split parts) is one more subclass whose
+stage() fills a Staging folder with checked bytes; docs/bundle-format.md says how the .pyz's sh
+preamble finds the python3 RPMs in each kind.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Callable, NamedTuple, Optional
+
+from installer import bundle as bundlemod
+from installer import bundlecache, minisig
+from installer.errors import UsageError
+from installer.manifest import MANIFEST_NAME
+
+Wanted = Callable[[str], bool]  # which bundle paths a view needs
+
+
+class View(NamedTuple):
+    bundle: bundlemod.Bundle
+    directory: str
+    cached: bool  # directory is the complete cache folder under the root
+
+
+class Staged:
+    """A complete, checked bundle folder; `directory` is usable now, commit() puts it into the
+    cache (a no-op when it already is there), discard() forgets a staging folder."""
+
+    def __init__(self, bundle: bundlemod.Bundle, directory: str,
+                 staging: Optional[bundlecache.Staging] = None) -> None:
+        self.bundle = bundle
+        self.directory = directory
+        self._staging = staging
+
+    @property
+    def in_cache(self) -> bool:
+        return self._staging is None
+
+    def commit(self) -> str:
+        if self._staging is not None:
+            self.directory = self._staging.commit(self.bundle.manifest_sha256)
+            self._staging = None
+        return self.directory
+
+    def discard(self) -> None:
+        if self._staging is not None:
+            self._staging.discard()
+            self._staging = None
+
+
+class BundleSource:
+    """Base of the kinds; `location` is what the user gave."""
+
+    kind = ""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    def verify(self, key: minisig.PublicKey, progress: bundlemod.Progress = None
+               ) -> bundlemod.Bundle:
+        raise NotImplementedError
+
+    def view(self, key: minisig.PublicKey, root: str, wanted: Wanted
+             ) -> "contextlib.AbstractContextManager[View]":
+        raise NotImplementedError
+
+    def stage(self, key: minisig.PublicKey, root: str, progress: bundlemod.Progress = None
+              ) -> Staged:
+        raise NotImplementedError
+
+    def size(self) -> Optional[int]:
+        """Bytes verify() or stage() read, for a progress bar; None when unknown."""
+        return None
+
+
+def _cached_in_root(key: minisig.PublicKey, root: str, manifest_sha256: str,
+                    signature: minisig.Signature) -> Optional[bundlemod.Bundle]:
+    """The root's cache folder for this bundle, checked, or None when there is none."""
+    folder = bundlecache.folder_for(root, manifest_sha256)
+    if not os.path.lexists(folder):
+        return None
+    return bundlecache.verified_cache(folder, key, signature)
+
+
+class TarSource(BundleSource):
+    kind = "tar"
+
+    def __init__(self, location: str, signature_path: Optional[str] = None) -> None:
+        super().__init__(location)
+        self.signature_path = signature_path or bundlemod.signature_path_for(location)
+
+    def _signature(self, key: minisig.PublicKey) -> minisig.Signature:
+        signature = minisig.load_signature(self.signature_path)
+        minisig.check_comment(key, signature, self.location)
+        return signature
+
+    def size(self) -> Optional[int]:
+        try:
+            return os.path.getsize(self.location)
+        except OSError:
+            return None
+
+    def verify(self, key, progress=None):
+        return bundlemod.walk(self.location, key, self._signature(key),
+                              lambda spec: None, progress)
+
+    @contextlib.contextmanager
+    def view(self, key, root, wanted):
+        signature = self._signature(key)
+        claimed = bundlemod.claimed_manifest_sha256(signature)
+        cached = _cached_in_root(key, root, claimed, signature) if claimed else None
+        if cached is not None:
+            yield View(cached, cached.path, True)
+            return
+        scratch = tempfile.mkdtemp(prefix="kubecrate-preflight-")
+        try:
+            def sink(spec):
+                return bundlemod.create_file(scratch, spec.path, spec.mode) \
+                    if wanted(spec.path) else None
+
+            checked = bundlemod.walk(self.location, key, signature, sink)
+            with open(os.path.join(scratch, MANIFEST_NAME), "wb") as out:
+                out.write(checked.manifest_raw)
+            yield View(checked, scratch, False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def stage(self, key, root, progress=None):
+        bundlecache.remove_stale(bundlecache.cache_root(root))
+        signature = self._signature(key)
+        claimed = bundlemod.claimed_manifest_sha256(signature)
+        cached = _cached_in_root(key, root, claimed, signature) if claimed else None
+        if cached is not None:
+            _keep_signature(cached.path, signature)
+            return Staged(cached, cached.path)
+        staging = bundlecache.Staging(root)
+        try:
+            checked = bundlemod.walk(
+                self.location, key, signature,
+                lambda spec: bundlemod.create_file(staging.path, spec.path, spec.mode, True),
+                progress)
+            final = bundlecache.folder_for(root, checked.manifest_sha256)
+            if os.path.lexists(final):  # stock-signed: the cache was found by bundle.json
+                staging.discard()
+                cached = bundlecache.verified_cache(final, key, signature, checked.manifest)
+                _keep_signature(final, signature)
+                return Staged(checked, final)
+            staging.write(MANIFEST_NAME, checked.manifest_raw)
+            staging.write(bundlecache.SIGNATURE_NAME, signature.to_file_text().encode("utf-8"))
+        except BaseException:
+            staging.discard()
+            raise
+        return Staged(checked, staging.path, staging)
+
+
+class CacheSource(BundleSource):
+    kind = "cache folder"
+
+    def verify(self, key, progress=None):
+        return bundlecache.verified_cache(self.location, key)
+
+    @contextlib.contextmanager
+    def view(self, key, root, wanted):
+        checked = self.verify(key)
+        here = os.path.realpath(self.location) == os.path.realpath(
+            bundlecache.folder_for(root, checked.manifest_sha256))
+        yield View(checked, self.location, here)
+
+    def stage(self, key, root, progress=None):
+        bundlecache.remove_stale(bundlecache.cache_root(root))
+        checked = self.verify(key)
+        final = bundlecache.folder_for(root, checked.manifest_sha256)
+        if os.path.realpath(self.location) == os.path.realpath(final):
+            return Staged(checked, final)
+        if os.path.lexists(final):
+            return Staged(bundlecache.verified_cache(final, key), final)
+        # Another root's cache (a copied folder): copied in, every byte checked while copying.
+        staging = bundlecache.Staging(root)
+        try:
+            for spec in checked.manifest.files:
+                with bundlemod.create_file(staging.path, spec.path, spec.mode) as out:
+                    bundlecache.copy_verified(os.path.join(self.location, spec.path),
+                                              spec.sha256, out, spec.path)
+                    out.flush()
+                    os.fsync(out.fileno())
+            staging.write(MANIFEST_NAME, checked.manifest_raw)
+            staging.write(bundlecache.SIGNATURE_NAME,
+                          checked.signature.to_file_text().encode("utf-8"))
+        except BaseException:
+            staging.discard()
+            raise
+        return Staged(checked, staging.path, staging)
+
+
+def _keep_signature(folder: str, signature: minisig.Signature) -> None:
+    """A cache folder unpacked by an older installer lacks the signature: add it (atomically)."""
+    path = os.path.join(folder, bundlecache.SIGNATURE_NAME)
+    if os.path.exists(path):
+        return
+    from installer.atomic import replace_file
+
+    text = signature.to_file_text().encode("utf-8")
+    replace_file(path, lambda out: out.write(text), 0o644)
+
+
+def open_source(location: str, signature_path: Optional[str] = None) -> BundleSource:
+    """The source `location` names: a cache folder, else a bundle tar (with its .minisig)."""
+    if os.path.isdir(location):
+        if signature_path:
+            raise UsageError("--signature applies to a bundle tar, not to the cache folder "
+                             "{} (it keeps its own {})".format(location,
+                                                               bundlecache.SIGNATURE_NAME))
+        return CacheSource(location)
+    from installer.hostfiles import require_regular_file
+
+    require_regular_file(location)
+    return TarSource(location, signature_path)
