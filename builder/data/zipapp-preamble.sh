@@ -2,7 +2,8 @@
 # kubecrate-installer: a Python zipapp (`unzip -l` lists it) behind this sh preamble, which
 # finds a Python >= 3.6 to run it with: python3, else /usr/libexec/platform-python (EL8), else
 # python3.6. CentOS 7 minimal has Python 2 only: then the python3 RPMs inside the bundle given
-# with --bundle are checked with `rpm -K` against the keys already in the host's rpm database
+# with --bundle (a tar: listed and extracted with tar; a cache folder: its repo/Packages/ read
+# in place; docs/bundle-format.md, "Bundle sources") are checked with `rpm -K` against the keys already in the host's rpm database
 # (the CentOS key), installed with `rpm -Uvh`, and the installer carries on with them. A fresh
 # minimal host has the CentOS key only as a file until its first `yum install`: then the
 # host's own /etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7 is imported, if and only if its full
@@ -64,7 +65,14 @@ for tool in tar rpm mktemp; do
 done
 
 arch=$(uname -m)
-members=$(tar -tf "$bundle") || { say "cannot list $bundle with tar"; exit 3; }
+if [ -d "$bundle" ]; then  # a cache folder (/var/lib/kubecrate/bundles/<digest>)
+    members=
+    for path in "$bundle"/repo/Packages/*.rpm; do
+        [ -f "$path" ] && [ ! -L "$path" ] && members="$members repo/Packages/${path##*/}"
+    done
+else
+    members=$(tar -tf "$bundle") || { say "cannot list $bundle with tar"; exit 3; }
+fi
 wanted=
 nl='
 '
@@ -93,8 +101,13 @@ trap 'exit 130' INT TERM
 old_ifs=$IFS
 IFS=$nl
 set -f
-# shellcheck disable=SC2086  # one member per line, no globbing
-tar -xf "$bundle" -C "$work" $wanted || { say "cannot extract the python3 RPMs from $bundle"; exit 3; }
+rpms=$work/repo/Packages
+if [ -d "$bundle" ]; then
+    rpms=$bundle/repo/Packages  # rpm -K and rpm -Uvh read the cached RPMs in place
+else
+    # shellcheck disable=SC2086  # one member per line, no globbing
+    tar -xf "$bundle" -C "$work" $wanted || { say "cannot extract the python3 RPMs from $bundle"; exit 3; }
+fi
 set +f
 IFS=$old_ifs
 
@@ -154,7 +167,8 @@ fi
 # packages too. rpm 4.11 (EL7) lists the checks ("rsa sha1 (md5) pgp md5 OK"); rpm >= 4.14
 # says "digests signatures OK". A missing key fails with "NOT OK" / "NOKEY".
 install=
-for rpmfile in "$work"/repo/Packages/*.rpm; do
+for name in $wanted; do
+    rpmfile=$rpms/${name##*/}
     result=$(rpm -K "$rpmfile" 2>&1)
     status=$?
     case $result in

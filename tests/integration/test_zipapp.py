@@ -624,8 +624,16 @@ def ran_the_installer(result: subprocess.CompletedProcess) -> bool:
     return result.returncode == 2 and "cannot read cluster.yaml" in result.stderr
 
 
-def test_preamble_installs_python3_from_verified_rpms_and_reexecs(pinned, host, python_rpms):
+@pytest.mark.parametrize("kind", ["tar", "cache folder"])
+def test_preamble_installs_python3_from_verified_rpms_and_reexecs(pinned, host, python_rpms,
+                                                                  tmp_path, kind):
     bundle = python_rpms["bundles"]["vendor"]
+    if kind == "cache folder":  # a reinstall from /var/lib/kubecrate/bundles/<digest>
+        folder = tmp_path / "bundles" / ("d" * 64)
+        folder.mkdir(parents=True)
+        with tarfile.open(bundle) as tar:
+            tar.extractall(folder)
+        bundle = folder
     result = host.plan(pinned, str(bundle))
     assert ran_the_installer(result), result.stderr
     assert "installing python3 from" in result.stderr
