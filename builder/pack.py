@@ -25,6 +25,7 @@ from installer.bundle import COMMENT_BUNDLE, COMMENT_MANIFEST_SHA256
 from installer.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    RESERVED_NAMES,
     check_member_path,
     clamp_mode,
     dump_manifest,
@@ -79,8 +80,9 @@ def scan(source: Path, digests: Optional[Mapping[str, str]] = None,
                 kind = "symlink" if stat.S_ISLNK(info.st_mode) else "special file"
                 raise BuildError(f"{path} is a {kind}: bundles hold only regular files",
                                  hint="copy the target in place of the link")
-            if relpath == MANIFEST_NAME:
-                raise BuildError(f"{path}: {MANIFEST_NAME} is written by pack itself",
+            if relpath in RESERVED_NAMES:
+                raise BuildError(f"{path}: {relpath} is written by pack (or the host's cache) "
+                                 "itself",
                                  hint="pass extra bundle.json sections with --metadata")
             check_member_path(relpath)
             entries.append({"path": relpath, "size": info.st_size,

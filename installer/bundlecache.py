@@ -24,11 +24,16 @@ from typing import Dict, Iterator, List, Optional
 from installer import minisig
 from installer.bundle import Bundle, cache_root, claimed_manifest_sha256
 from installer.errors import VerificationError
-from installer.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, BundleManifest, parse_manifest
+from installer.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_SIZE,
+    SIGNATURE_NAME,
+    BundleManifest,
+    parse_manifest,
+)
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_NAME = "bundle.minisig"
 STAGING_PREFIX = ".unpack-"
 CHUNK = 1 << 20
 

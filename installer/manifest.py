@@ -11,6 +11,8 @@ from typing import Any, Dict, NamedTuple, Tuple
 from installer.errors import VerificationError
 
 MANIFEST_NAME = "bundle.json"
+SIGNATURE_NAME = "bundle.minisig"  # the signature a cache folder keeps beside bundle.json
+RESERVED_NAMES = (MANIFEST_NAME, SIGNATURE_NAME)
 FORMAT_VERSION = 1
 MAX_MANIFEST_SIZE = 64 << 20
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -93,7 +95,7 @@ def parse_manifest(raw: bytes, source: str = MANIFEST_NAME) -> BundleManifest:
         if not isinstance(item, dict):
             raise VerificationError(where + " is not an object")
         path = check_member_path(_require(item, "path", str, where))
-        if path == MANIFEST_NAME or path in seen:
+        if path in RESERVED_NAMES or path in seen:
             raise VerificationError("{}: duplicate or reserved path {!r}".format(where, path))
         seen.add(path)
         size = _require(item, "size", int, where)

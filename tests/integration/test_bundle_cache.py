@@ -310,3 +310,13 @@ def test_a_killed_unpack_leaves_no_staging_folder_after_the_next_start(kit):
     again = unpack(kit)  # the bundle is in the cache now: nothing to stage, still cleaned
     assert again.returncode == 0 and "already unpacked" in again.stderr
     assert sorted(p.name for p in cache.iterdir()) == [kit["packed"].manifest_sha256]
+
+
+def test_a_member_may_not_take_the_name_of_the_kept_signature(kit, tmp_path):
+    from tests.bundles import hostile_bundle, member
+
+    forged = hostile_bundle(tmp_path / "h.tar", kit["key"], [member("bundle.minisig", b"x")])
+    result = unpack(kit, forged)
+    assert result.returncode == ExitCode.VERIFY_FAILED
+    assert "duplicate or reserved path 'bundle.minisig'" in result.stderr
+    assert files_under(kit["root"]) == []
