@@ -52,12 +52,6 @@ class Bundle(NamedTuple):
     signature: minisig.Signature
 
 
-class Unpacked(NamedTuple):
-    bundle: Bundle
-    directory: str
-    reused: bool  # True when the cache already held this bundle
-
-
 class _Background:
     """One worker thread applying `work(item)` in order, fed through a bounded queue. hashlib
     and file writes release the GIL, so on two or more cores this overlaps them with the main

@@ -135,14 +135,20 @@ def check_files(directory: str, manifest: BundleManifest) -> None:
 
 def verified_cache(directory: str, public_key: minisig.PublicKey,
                    signature: Optional[minisig.Signature] = None,
-                   manifest: Optional[BundleManifest] = None) -> Bundle:
+                   trusted: Optional[Bundle] = None) -> Bundle:
     """load_cached() and check_files(): the folder is exactly what the key signed. With
-    `manifest` (a tar's, just verified) the folder's own signature is not needed."""
-    if manifest is not None:
-        bundle = Bundle(directory, manifest, os.path.basename(directory),
-                        b"", b"", signature)
-        if not os.path.isfile(os.path.join(directory, MANIFEST_NAME)):
-            raise _damaged(directory, [MANIFEST_NAME + ": missing (deleted)"])
+    `trusted` (a tar just verified in full) its bundle.json stands in for the folder's
+    signature: the cached bundle.json must be byte for byte the same."""
+    if trusted is not None:
+        try:
+            with open(os.path.join(directory, MANIFEST_NAME), "rb") as handle:
+                same = hashlib.sha256(handle.read(MAX_MANIFEST_SIZE + 1)).hexdigest() \
+                    == trusted.manifest_sha256
+        except OSError as err:
+            raise _damaged(directory, ["{}: {}".format(MANIFEST_NAME, err.strerror)])
+        if not same:
+            raise _damaged(directory, [MANIFEST_NAME + ": not the bundle's (changed)"])
+        bundle = trusted
     else:
         bundle = load_cached(directory, public_key, signature)
     check_files(directory, bundle.manifest)
@@ -299,12 +305,12 @@ class VerifiedReader:
 
 def _require(what: str, actual: str, expected: str, path: str) -> None:
     if actual != expected:
-        directory = os.path.dirname(path)
+        directory = path[:-len(what) - 1] if path.endswith("/" + what) else os.path.dirname(path)
         raise VerificationError(
             "{} in the bundle cache has sha256 {} but the signed bundle.json says {} "
             "(changed): not used".format(what, actual, expected),
-            hint="remove the cache folder under {} and run `unpack` or `install` again with "
-                 "the bundle tar".format(directory))
+            hint="nothing was installed from it; remove the cache folder (rm -rf {}) and run "
+                 "`unpack` or `install` again with the bundle tar".format(directory))
 
 
 def staging_folders(cache: str) -> Iterator[str]:

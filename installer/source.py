@@ -155,7 +155,7 @@ class TarSource(BundleSource):
             final = bundlecache.folder_for(root, checked.manifest_sha256)
             if os.path.lexists(final):  # stock-signed: the cache was found by bundle.json
                 staging.discard()
-                cached = bundlecache.verified_cache(final, key, signature, checked.manifest)
+                bundlecache.verified_cache(final, key, signature, checked)
                 _keep_signature(final, signature)
                 return Staged(checked, final)
             staging.write(MANIFEST_NAME, checked.manifest_raw)

@@ -168,6 +168,22 @@ def test_a_damaged_cache_is_refused_named_and_not_used(kit, how):
     assert cached.returncode == ExitCode.VERIFY_FAILED and name in cached.stderr
 
 
+@pytest.mark.parametrize("how", ["changed", "bundle.json changed"])
+def test_a_damaged_cache_of_a_stock_signed_bundle_is_refused_too(kit, how):
+    """No bundle.json digest in the signature: the tar, read in full, vouches for the cache."""
+    _restyle(kit["bundle"], kit["key"], "stock")
+    assert unpack(kit).returncode == 0
+    if how == "changed":
+        name = _change(kit["folder"])
+    else:
+        manifest = kit["folder"] / "bundle.json"
+        manifest.write_text(manifest.read_text().replace('"name": "k8s"', '"name": "k9s"'))
+        name = "bundle.json: not the bundle's"
+    again = unpack(kit)
+    assert again.returncode == ExitCode.VERIFY_FAILED, again.stdout + again.stderr
+    assert name in again.stderr and "rm -rf" in again.stderr
+
+
 def test_binaries_are_hashed_while_copied_from_the_cache(tmp_path):
     """The cache changed after it was checked: the copy into /usr/bin refuses and writes
     nothing."""
