@@ -40,19 +40,29 @@ class Staged:
     cache (a no-op when it already is there), discard() forgets a staging folder."""
 
     def __init__(self, bundle: bundlemod.Bundle, directory: str,
-                 staging: Optional[bundlecache.Staging] = None) -> None:
+                 staging: Optional[bundlecache.Staging] = None,
+                 keep: Optional[minisig.Signature] = None) -> None:
         self.bundle = bundle
         self.directory = directory
         self._staging = staging
+        self._keep = keep  # a signature the cache folder lacks (unpacked by an older installer)
 
     @property
     def in_cache(self) -> bool:
         return self._staging is None
 
+    def pending(self) -> bool:
+        """True while commit() has something to write."""
+        return self._staging is not None or (
+            self._keep is not None
+            and not os.path.exists(os.path.join(self.directory, bundlecache.SIGNATURE_NAME)))
+
     def commit(self) -> str:
         if self._staging is not None:
             self.directory = self._staging.commit(self.bundle.manifest_sha256)
             self._staging = None
+        elif self.pending():
+            _keep_signature(self.directory, self._keep)
         return self.directory
 
     def discard(self) -> None:
@@ -144,8 +154,7 @@ class TarSource(BundleSource):
         claimed = bundlemod.claimed_manifest_sha256(signature)
         cached = _cached_in_root(key, root, claimed, signature) if claimed else None
         if cached is not None:
-            _keep_signature(cached.path, signature)
-            return Staged(cached, cached.path)
+            return Staged(cached, cached.path, keep=signature)
         staging = bundlecache.Staging(root)
         try:
             checked = bundlemod.walk(
@@ -156,8 +165,7 @@ class TarSource(BundleSource):
             if os.path.lexists(final):  # stock-signed: the cache was found by bundle.json
                 staging.discard()
                 bundlecache.verified_cache(final, key, signature, checked)
-                _keep_signature(final, signature)
-                return Staged(checked, final)
+                return Staged(checked, final, keep=signature)
             staging.write(MANIFEST_NAME, checked.manifest_raw)
             staging.write(bundlecache.SIGNATURE_NAME, signature.to_file_text().encode("utf-8"))
         except BaseException:
@@ -207,11 +215,9 @@ class CacheSource(BundleSource):
 
 def _keep_signature(folder: str, signature: minisig.Signature) -> None:
     """A cache folder unpacked by an older installer lacks the signature: add it (atomically)."""
-    path = os.path.join(folder, bundlecache.SIGNATURE_NAME)
-    if os.path.exists(path):
-        return
     from installer.atomic import replace_file
 
+    path = os.path.join(folder, bundlecache.SIGNATURE_NAME)
     text = signature.to_file_text().encode("utf-8")
     replace_file(path, lambda out: out.write(text), 0o644)
 

@@ -15,6 +15,9 @@ class UnpackStep(ActionStep):
     def actions(self, ctx: Context) -> List[Action]:
         if ctx.unpacked():
             ctx.source_dir = ctx.bundle_dir
+            if ctx.staged is not None and ctx.staged.pending():  # a cache without its signature
+                return [Action("keep the bundle's signature in " + ctx.bundle_host_dir,
+                               ctx.staged.commit)]
             return []
         return [Action("unpack {} into {}".format(ctx.bundle_path, ctx.bundle_host_dir),
                        lambda: self._unpack(ctx))]

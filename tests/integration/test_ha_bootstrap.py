@@ -8,6 +8,7 @@ through the endpoint, never a host's own address. The steps run in-process (the 
 before them need dnf and Docker: tests/integration/test_host_install.py and tests/e2e).
 """
 
+import hashlib
 import os
 import shutil
 import socket
@@ -171,6 +172,8 @@ def context(lab, name, join=None, join_out=None):
     info = SimpleNamespace(
         name="k8s", digest=digest, runtime="docker", kubernetes_version=VERSION,
         files=("addons/flannel/kube-flannel.yml",),
+        hashes={"addons/flannel/kube-flannel.yml": hashlib.sha256(
+            (bundle / "addons/flannel/kube-flannel.yml").read_bytes()).hexdigest()},
         images=(BundleImage("registry.k8s.io/kube-apiserver:" + VERSION, "sha256:a", 1,
                             ("control-plane",)),))
     host = Host(str(root), probes=Probes(str(lab.top / "kernel")))
