@@ -129,12 +129,7 @@ WRITE_SLICE = 128 << 10  # measured: page-cache writes of this size beat 1 MiB o
 def _write(item: Tuple[object, Optional[bytes]]) -> None:
     sink, block = item
     if block is None:
-        try:
-            sink.flush()
-            if getattr(sink, "durable", False):  # cache files reach the disk before the rename
-                os.fsync(sink.fileno())
-        finally:
-            sink.close()
+        sink.close()
         return
     view = memoryview(block)
     for start in range(0, len(view), WRITE_SLICE):
@@ -323,10 +318,9 @@ def cache_root(root: str) -> str:
     return os.path.join(os.path.abspath(root), CACHE_DIR)
 
 
-def create_file(staging: str, relpath: str, mode: int, durable: bool = False) -> object:
+def create_file(staging: str, relpath: str, mode: int) -> object:
     """Create a new file under `staging` (parents as needed) for a member's bytes; never
-    follows a link, never overwrites. `durable`: fsync it when the writer closes it (files
-    bound for the cache). An `open_member` for walk() usually calls this."""
+    follows a link, never overwrites. An `open_member` for walk() usually calls this."""
     target = os.path.join(staging, relpath)
     parent = os.path.dirname(target)
     if parent != staging:
@@ -341,34 +335,4 @@ def create_file(staging: str, relpath: str, mode: int, durable: bool = False) ->
             )
         raise
     os.fchmod(fd, mode)
-    handle = os.fdopen(fd, "wb")
-    if durable:
-        handle = _DurableFile(handle)
-    return handle
-
-
-class _DurableFile:
-    """A file the writer thread fsyncs before closing it."""
-
-    durable = True
-
-    def __init__(self, handle: object) -> None:
-        self._handle = handle
-
-    def write(self, data: bytes) -> int:
-        return self._handle.write(data)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def fileno(self) -> int:
-        return self._handle.fileno()
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> "_DurableFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    return os.fdopen(fd, "wb")

@@ -174,13 +174,11 @@ class Staging:
     def write(self, name: str, data: bytes) -> None:
         with open(os.path.join(self.path, name), "xb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
 
     def commit(self, manifest_sha256: str) -> str:
         final = os.path.join(self.cache, manifest_sha256)
         os.chmod(self.path, 0o755)
-        _fsync_dirs(self.path)
+        _fsync_tree(self.path)
         try:
             os.rename(self.path, final)
         except OSError as err:
@@ -188,7 +186,7 @@ class Staging:
                 raise _damaged(final, ["appeared while this run unpacked the bundle"])
             raise
         self.path = final
-        _fsync_dirs(self.cache, recursive=False)
+        _fsync_tree(self.cache, recursive=False)
         self._unlock()
         return final
 
@@ -249,11 +247,17 @@ def _makedirs(path: str) -> List[str]:
     return list(reversed(missing))
 
 
-def _fsync_dirs(top: str, recursive: bool = True) -> None:
-    """fsync folders, so that the names of the fsynced files survive a crash too."""
-    folders = [folder for folder, _, _ in os.walk(top)] if recursive else [top]
-    for folder in folders:
-        fd = os.open(folder, os.O_RDONLY)
+def _fsync_tree(top: str, recursive: bool = True) -> None:
+    """fsync every file and folder under `top` (only `top` itself unless `recursive`), so that
+    what the rename publishes survives a crash. Done once, before the rename, not per file
+    while extracting: the kernel has been writing back meanwhile, and the extraction never
+    waits on the disk."""
+    paths = [top]
+    if recursive:
+        for folder, dirs, names in os.walk(top):
+            paths += [os.path.join(folder, name) for name in dirs + names]
+    for path in reversed(paths):  # files before the folders that name them
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.fsync(fd)
         finally:

@@ -159,7 +159,7 @@ class TarSource(BundleSource):
         try:
             checked = bundlemod.walk(
                 self.location, key, signature,
-                lambda spec: bundlemod.create_file(staging.path, spec.path, spec.mode, True),
+                lambda spec: bundlemod.create_file(staging.path, spec.path, spec.mode),
                 progress)
             final = bundlecache.folder_for(root, checked.manifest_sha256)
             if os.path.lexists(final):  # stock-signed: the cache was found by bundle.json
@@ -202,8 +202,6 @@ class CacheSource(BundleSource):
                 with bundlemod.create_file(staging.path, spec.path, spec.mode) as out:
                     bundlecache.copy_verified(os.path.join(self.location, spec.path),
                                               spec.sha256, out, spec.path)
-                    out.flush()
-                    os.fsync(out.fileno())
             staging.write(MANIFEST_NAME, checked.manifest_raw)
             staging.write(bundlecache.SIGNATURE_NAME,
                           checked.signature.to_file_text().encode("utf-8"))

@@ -56,8 +56,8 @@ def test_a_bundle_name_too_long_for_its_signature_says_so(tmp_path, capfd, kit):
 
 
 def test_a_full_disk_names_the_cache_and_leaves_nothing(tmp_path, capfd, kit, monkeypatch):
-    def full(staging, relpath, mode, durable=False):
-        handle = real(staging, relpath, mode, durable)
+    def full(staging, relpath, mode):
+        handle = real(staging, relpath, mode)
 
         def write(data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
