@@ -43,7 +43,9 @@ class HealthCheck(NamedTuple):
 
 CHECK = HealthCheck()
 HAPROXY_INTER = 1  # haproxy checks each apiserver every second, every 250 ms once one failed
-CONNECT_TIMEOUT = 1
+# a SYN to a host that dropped off the link goes unanswered: a client waits this long before
+# haproxy redispatches it (a connect on the shared link takes well under 1 ms)
+CONNECT_TIMEOUT_MS = 500
 
 
 class Vrrp(NamedTuple):
@@ -117,7 +119,7 @@ def haproxy_cfg(lb: LoadBalancer, static_pod: bool = False) -> str:
     if not lb.on_control_planes:
         raise ValueError("load balancer mode 'external' renders no keepalived or haproxy")
     return render("haproxy.cfg.j2", lb=lb, check=CHECK, static_pod=static_pod,
-                  haproxy_inter=HAPROXY_INTER, connect_timeout=CONNECT_TIMEOUT)
+                  haproxy_inter=HAPROXY_INTER, connect_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
 def config_files(lb: LoadBalancer, node_name: str, vrrp: Vrrp = VRRP_V2) -> List[RenderedFile]:

@@ -50,8 +50,9 @@ def _key(home: Path) -> tuple[str, bytes]:
     return fpr, _run(["gpg", "--batch", "--armor", "--export", fpr], env).encode()
 
 
-def _build(www: Path, work: Path) -> tuple[list[Path], bytes]:
-    """Build and sign the RPMs once (a stamp marks a complete set); return them and the key."""
+def build(www: Path, work: Path, shape: list = SHAPE) -> tuple[list[Path], bytes]:
+    """Build and sign the RPMs of `shape` once (a stamp marks a complete set); return them and
+    the key."""
     home = work / "gnupg"
     fpr, armored = _key(home)
     packages = www / "Packages"
@@ -62,7 +63,7 @@ def _build(www: Path, work: Path) -> tuple[list[Path], bytes]:
     packages.mkdir(parents=True)
     rng = random.Random(4)
     try:
-        for kind, size, index in SHAPE:
+        for kind, size, index in shape:
             name = f"bench-{kind}-{index:02d}"
             top = work / "rpmbuild" / name
             shutil.rmtree(top, ignore_errors=True)
@@ -95,7 +96,7 @@ def _build(www: Path, work: Path) -> tuple[list[Path], bytes]:
 
 def run(work: Path, runs: int) -> list[Result]:
     www = work / "www"
-    rpms, armored = _build(www, work)
+    rpms, armored = build(www, work)
     total = sum(p.stat().st_size for p in rpms)
     ring = {"bench": Keyring(read_keys(armored, "benchmark key"))}
     nginx = start_nginx(www, work / "run")

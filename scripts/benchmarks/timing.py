@@ -47,3 +47,14 @@ def side_by_side(runs: int, ours, peer, before: Callable[[], None]) -> tuple[lis
             before()
             sink.append(timed(command))
     return ours_times, peer_times
+
+
+def rotated(runs: int, commands: list, before: Callable[[], None]) -> list[list[float]]:
+    """Like side_by_side for several commands: each run starts with the next one in turn."""
+    times: list[list[float]] = [[] for _ in commands]
+    for index in range(runs):
+        for offset in range(len(commands)):
+            which = (index + offset) % len(commands)
+            before()
+            times[which].append(timed(commands[which]))
+    return times
