@@ -45,8 +45,8 @@ from builder.rpmmd import (
     Package,
     RepodataError,
     iter_filelists,
-    iter_packages,
     raw_by_pkgid,
+    read_packages,
 )
 from installer.errors import ExitCode
 
@@ -273,7 +273,7 @@ def load_repo(repo: YumRepo, session: Any, *, cache: Optional[Cache] = None,
 
     result = Repo(repo, repomd, (), fetch)
     with result.open("primary") as stream:
-        result.packages = tuple(iter_packages(stream, repo.id))
+        result.packages = read_packages(stream, repo.id)
     stored.pop("primary")  # every record keeps its raw XML; the file itself is not needed
     log.debug("%s: %d packages (repomd revision %s)", repo.id, len(result.packages),
               repomd.revision)

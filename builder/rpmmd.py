@@ -22,7 +22,7 @@ from builder.errors import BuildError
 from builder.rpmvercmp import EVR
 
 __all__ = ["Dep", "Package", "RepodataError", "iter_elements", "iter_filelists",
-           "iter_packages"]
+           "iter_packages", "read_packages"]
 
 NS_COMMON = "http://linux.duke.edu/metadata/common"
 NS_RPM = "http://linux.duke.edu/metadata/rpm"
@@ -198,6 +198,14 @@ def iter_packages(stream: BinaryIO, repo: str, what: str = "primary.xml") -> Ite
             pending = []
     if pending:
         yield from _package_batch(root, pending, repo, where, index, deps)
+
+
+def read_packages(stream: BinaryIO, repo: str, what: str = "primary.xml") -> Tuple[Package, ...]:
+    """Every record of iter_packages at once, with the cyclic GC paused for the whole read:
+    the records are acyclic, and a collector let run between batches walks every record made
+    so far, again and again (a third of the time on a large primary.xml)."""
+    with no_gc():
+        return tuple(iter_packages(stream, repo, what))
 
 
 def _package_batch(root: bytes, raws: List[bytes], repo: str, where: str, index: int,

@@ -16,7 +16,7 @@ from typing import List, Tuple
 
 from benchmarks.timing import Result, side_by_side
 from builder.resolve import resolve
-from builder.rpmmd import iter_packages
+from builder.rpmmd import read_packages
 
 PACKAGES = 12_000
 REPOS = ("os", "updates", "extras")
@@ -84,7 +84,7 @@ class _Repo:
     def __init__(self, repo_id: str, path: Path):
         self.id, self.priority = repo_id, 99
         with gzip.open(path, "rb") as stream:
-            self.packages = tuple(iter_packages(stream, repo_id))
+            self.packages = read_packages(stream, repo_id)
 
 
 def ours_load_and_solve(paths: List[Path], requests: List[str]) -> List[str]:
@@ -135,7 +135,7 @@ def run(work: Path, runs: int) -> List[Result]:
     total = sum(len(r.packages) for r in repos)
     return [
         Result(name=f"resolve: load {total}-package primary.xml.gz and solve",
-               ours="builder.rpmmd.iter_packages + builder.resolve.resolve",
+               ours="builder.rpmmd.read_packages + builder.resolve.resolve",
                peer="solv.Pool add_rpmmd + createwhatprovides + Solver.solve",
                ours_seconds=full[0], peer_seconds=full[1], goal=1.5, note=note),
         Result(name="resolve: solve only, metadata loaded",
