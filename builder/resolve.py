@@ -156,6 +156,7 @@ class _Index:
             for p in repo.packages:
                 if p.arch in allowed and best.get(p.name, 1 << 30) > repo.priority:
                     best[p.name] = repo.priority
+        self.by_name: Dict[str, List[int]] = collections.defaultdict(list)
         for repo in repos:
             for p in repo.packages:
                 self._add(p, p.arch in allowed and best.get(p.name) == repo.priority)
@@ -163,10 +164,6 @@ class _Index:
         self.installed_by_name: Dict[str, List[int]] = collections.defaultdict(list)
         for b in sorted(self.installed):
             self.installed_by_name[self.pkgs[b].name].append(b)
-        self.by_name: Dict[str, List[int]] = collections.defaultdict(list)
-        for i, p in enumerate(self.pkgs):
-            if self.candidate[i]:
-                self.by_name[p.name].append(i)
         for ids in self.by_name.values():  # newest first; ties: earlier repo, then location
             if len(ids) > 1:
                 ids.sort(key=lambda i: (evr_key(self.pkgs[i].evr), -i), reverse=True)
@@ -184,13 +181,16 @@ class _Index:
         i = len(self.pkgs)
         self.pkgs.append(p)
         self.candidate.append(candidate)
-        provides = self.provides
+        if candidate:
+            self.by_name[p.name].append(i)
+        provides, name = self.provides, p.name
         seen_self = False
         for dep in p.provides:
             provides[dep.name].append((dep, i))
-            seen_self = seen_self or dep.name == p.name
+            if dep.name == name:
+                seen_self = True
         if not seen_self:  # rpm adds `name = EVR` to every package; hand-made metadata may not
-            provides[p.name].append((Dep(p.name, "EQ", p.evr), i))
+            provides[name].append((Dep(name, "EQ", p.evr), i))
         files = self.files
         for path in p.files:
             files[path].append(i)
