@@ -353,7 +353,6 @@ _F_ATTRS = re.compile(  # ( ver=") and ( rel=") tell an absent attribute from an
     r'name="(' + _VAL + r'+)"(?: flags="(LT|GT|EQ|LE|GE)")?(?: epoch="([0-9]*)")?'
     r'(?:( ver=")(' + _VAL + r'*)")?(?:( rel=")(' + _VAL + r'*)")?(?: pre="([01]|true|false)")?'
     r"\s*")
-_F_UNSURE = re.compile(rb"<[!?]|xmlns")  # comments, CDATA, PIs, namespace declarations
 _new = tuple.__new__  # NamedTuple's own __new__ is a Python function: too slow here
 
 
@@ -362,7 +361,7 @@ def _fast_package(raw: bytes, repo: str, cache: Dict[str, Dep]) -> Optional[Pack
     element is shaped otherwise (the caller then asks ElementTree). Each field is found by
     `str.find` and read by an anchored pattern; with no comments, CDATA or entities in the
     element, every `<` starts a tag, so a tag name found is that element."""
-    if _F_UNSURE.search(raw):
+    if b"<!" in raw or b"<?" in raw or b"xmlns" in raw:  # comments, CDATA, PIs, namespaces
         return None
     try:
         text = raw.decode()
