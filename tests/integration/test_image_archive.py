@@ -136,6 +136,25 @@ def test_subset_holds_only_the_blobs_of_its_images(archive, tmp_path):
     assert out.stat().st_size < archive.size
 
 
+def test_a_changed_cached_archive_is_refused_before_the_stream_ends(archive, tmp_path):
+    """The image archive is hashed while it streams to the runtime (issue 14 item 2): a
+    mismatch raises before the tar's end marker, so `docker load` gets a truncated tar."""
+    import hashlib
+
+    from installer.errors import VerificationError
+
+    signed = hashlib.sha256(archive.path.read_bytes()).hexdigest()
+    out = tmp_path / "pause.tar"
+    with open(out, "wb") as handle:
+        write_subset(str(archive.path), ["registry.k8s.io/pause:3.6"], handle, sha256=signed)
+    whole = out.read_bytes()
+    with open(out, "wb") as handle, pytest.raises(VerificationError, match="images.tar in the "
+                                                  "bundle cache has sha256 .* \\(changed\\)"):
+        write_subset(str(archive.path), ["registry.k8s.io/pause:3.6"], handle,
+                     sha256="0" * 64)
+    assert whole.endswith(b"\0" * 1024) and out.read_bytes() == whole[:-1024]
+
+
 def test_skopeo_reads_it_as_docker_archive_and_oci_archive(archive, tmp_path):
     skopeo = require_tool("skopeo")
     auth = tmp_path / "auth.json"
