@@ -170,7 +170,7 @@ def context(lab, name, join=None, join_out=None):
             "flannel", "v0.22.3", ("docker.io/flannel/flannel:v0.22.3",
                                    "docker.io/flannel/flannel-cni-plugin:v1.2.0"))))
     info = SimpleNamespace(
-        name="k8s", digest=digest, runtime="docker", kubernetes_version=VERSION,
+        name="k8s", digest=digest, runtime="docker", kubernetes_version=VERSION, release="7",
         files=("addons/flannel/kube-flannel.yml",),
         hashes={"addons/flannel/kube-flannel.yml": hashlib.sha256(
             (bundle / "addons/flannel/kube-flannel.yml").read_bytes()).hexdigest()},
