@@ -86,8 +86,7 @@ def run(work: Path, runs: int) -> list[Result]:
     reset()
     size_gib = os.path.getsize(bundle) / 2**30
     note = ("Kubecrate fsyncs the whole cache folder before its rename (a crash must not "
-            "leave a cache that looks complete), tar does not: that write-back is most of the "
-            "difference")
+            "leave a cache that looks complete); tar does not")
     return [Result(
         name=f"unpack a {size_gib:.2f} GiB bundle ({total_size() / 2**30:.2f} GiB of files)",
         ours="python3 -m installer unpack X.tar --key K --root R",
