@@ -1,5 +1,6 @@
 """Release binaries: kubeadm/kubelet/kubectl from a dl.k8s.io-shaped tree, crictl and CNI plugin
-tarballs from their release URL templates, all through the mirror preset (builder/mirrors.py).
+tarballs from their release URL templates, all through the mirror preset
+(builder/inputs/mirrors.py).
 
 Each file is checked against upstream's checksum file next to it (tech-facts 2.1, 2.2): dl.k8s.io
 `<file>.sha256` holds only the hex digest, GitHub release assets hold `<hex>  <file>`. The bytes
@@ -20,7 +21,7 @@ import requests
 
 from builder.cache import Cache, DigestMismatch
 from builder.errors import BuildError
-from builder.mirrors import NETRC_HINT, MirrorPreset
+from builder.inputs.mirrors import NETRC_HINT, MirrorPreset
 
 __all__ = [
     "KUBE_BINARIES",

@@ -2,9 +2,9 @@
 
     report = build(Path("manifests/k8s-1.23.17-el7.yaml"), key=secret, out_dir=Path("bundles"))
 
-Locks when the lock is missing or its inputs changed (builder/lock.py), fetches only what the
+Locks when the lock is missing or its inputs changed (builder/inputs/lock.py), fetches only what the
 cache lacks over one requests.Session (builder/fetch.py), stages the tree in a temporary folder
-(builder/stage.py), packs and signs `<name>.tar` with the lock's `created` time, builds the
+(builder/bundle/stage.py), packs and signs `<name>.tar` with the lock's `created` time, builds the
 signed `kubecrate-installer.pyz` trusting the signing key, and lints the packed bundle. The four
 files are written under temporary names inside `out_dir` and renamed into place only when
 everything succeeded, so a failure leaves `out_dir` as it was.
@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from builder import __version__, rebuild
+from builder import __version__
+from builder.bundle import rebuild
+from builder.bundle.keys import SecretKey
+from builder.bundle.pack import pack
 from builder.cache import Cache
-from builder.keys import SecretKey
-from builder.lock import (
+from builder.inputs.lock import (
     compare,
     input_changes,
     load_lock,
@@ -32,9 +34,8 @@ from builder.lock import (
     make_lock,
     write_lock,
 )
-from builder.mirrors import MirrorPreset, MirrorPresetError, load_preset
-from builder.pack import pack
-from builder.recipe import Recipe, load_recipe
+from builder.inputs.mirrors import MirrorPreset, MirrorPresetError, load_preset
+from builder.inputs.recipe import Recipe, load_recipe
 from builder.zipapp import CENTOS7_FINGERPRINT, INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
 
 if TYPE_CHECKING:
@@ -171,10 +172,10 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
                      recipe.name, out_dir)
             return _report_kept(kept, lock_path, lock_status, clock)
         # Imported only now: a warm rebuild that keeps its outputs needs none of them.
-        from builder.cryptopolicy import check_crypto_policy
+        from builder.bundle.lint import LintFailed, lint_bundle
+        from builder.bundle.stage import stage_bundle
         from builder.fetch import fetch_locked
-        from builder.lint import LintFailed, lint_bundle
-        from builder.stage import stage_bundle
+        from builder.rpm.cryptopolicy import check_crypto_policy
 
         session = session or new_session()
         with clock.stage("fetch"):

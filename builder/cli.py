@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from builder import __version__, keys
+from builder import __version__
 from builder import zipapp as zipapp_core
+from builder.bundle import keys
+from builder.bundle.pack import pack as pack_bundle
 from builder.errors import UsageError
-from builder.pack import pack as pack_bundle
 from installer import bundle, minisig
 from installer.clikit import configure_logging, run
 from installer.errors import EXIT_CODES_HELP
@@ -183,17 +184,17 @@ def why(package: str, recipe_path: Path | None, preset_path: Path | None, reques
     """
     import requests as http
 
-    from builder.mirrors import load_preset
-    from builder.resolve import explain
-    from builder.rpmbase import resolve_from_preset
+    from builder.inputs.mirrors import load_preset
+    from builder.rpm.base import resolve_from_preset
+    from builder.rpm.resolve import explain
 
     configure_logging(verbose)
     wanted = [item.strip() for text in requested for item in text.split(",") if item.strip()]
     repo_ids = [r.strip() for r in repos.split(",")] if repos else None
     platform = None
     if recipe_path is not None:
-        from builder.lock import request_text
-        from builder.recipe import load_recipe
+        from builder.inputs.lock import request_text
+        from builder.inputs.recipe import load_recipe
 
         recipe = load_recipe(recipe_path)
         wanted = wanted or [request_text(spec) for spec in recipe.all_packages()]
@@ -246,9 +247,16 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
     """
     from builder.build import new_session
     from builder.cache import Cache
-    from builder.lock import StaleLock, compare, load_lock, lock_path_for, make_lock, write_lock
-    from builder.mirrors import load_preset
-    from builder.recipe import load_recipe
+    from builder.inputs.lock import (
+        StaleLock,
+        compare,
+        load_lock,
+        lock_path_for,
+        make_lock,
+        write_lock,
+    )
+    from builder.inputs.mirrors import load_preset
+    from builder.inputs.recipe import load_recipe
 
     configure_logging(verbose)
     recipe = load_recipe(recipe_path)
@@ -325,8 +333,8 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
              key_path: str | None, verbose: int) -> None:
     """Check that BUNDLE holds every package and image its role sets and kubeadm need, and
     names no image by digest alone; exit 1 naming what is missing."""
-    from builder.lint import LintFailed, lint_bundle
-    from builder.recipe import load_recipe
+    from builder.bundle.lint import LintFailed, lint_bundle
+    from builder.inputs.recipe import load_recipe
 
     configure_logging(verbose)
     recipe = load_recipe(recipe_path) if recipe_path else None
@@ -349,8 +357,8 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
 @verbose_option
 def inspect_cmd(bundle_path: Path, as_json: bool, verbose: int) -> None:
     """List what BUNDLE holds: target, roles, packages, images, binaries and sizes."""
-    from builder.contents import open_bundle
-    from builder.listing import describe, format_listing
+    from builder.bundle.contents import open_bundle
+    from builder.bundle.listing import describe, format_listing
 
     configure_logging(verbose)
     with open_bundle(bundle_path) as contents:

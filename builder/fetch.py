@@ -4,7 +4,7 @@ missing, and hand the pieces to the staging step.
     fetched = fetch_locked(lock, preset, session=session, cache=cache)
 
 With a warm cache nothing touches the network: the lock pins `repomd.xml` and the GPG keys by
-digest, so they are served from the cache (builder/pinned.py), the other repodata files are
+digest, so they are served from the cache (builder/net/pinned.py), the other repodata files are
 cached under the checksums repomd.xml gives, RPMs are re-verified in place, and binaries and
 images are taken from the cache by their locked digests. `Fetched.stats` says how many bytes
 came from the network and how many from the cache.
@@ -18,16 +18,16 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 from builder.binaries import FetchedFile, fetch_kubernetes, fetch_release
 from builder.cache import Cache
 from builder.errors import BuildError
-from builder.images import PulledImage
-from builder.lock import StaleLock, go_arch
-from builder.mirrors import MirrorPreset
-from builder.openpgp import pinned_key
-from builder.pinned import pin_urls
-from builder.registry import pull_images
-from builder.repodata import Repo, load_repos
-from builder.rpmmd import Package
-from builder.rpms import KeyFile, RpmFile, fetch_keys, fetch_rpms, keyrings
-from builder.yumrepo import gather_xml
+from builder.inputs.lock import StaleLock, go_arch
+from builder.inputs.mirrors import MirrorPreset
+from builder.net.pinned import pin_urls
+from builder.registry.client import pull_images
+from builder.registry.images import PulledImage
+from builder.rpm.metadata import Package
+from builder.rpm.openpgp import pinned_key
+from builder.rpm.packages import KeyFile, RpmFile, fetch_keys, fetch_rpms, keyrings
+from builder.rpm.repodata import Repo, load_repos
+from builder.rpm.yumrepo import gather_xml
 
 __all__ = ["FetchStats", "Fetched", "fetch_locked"]
 

@@ -25,10 +25,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
+from builder.bundle.keys import SecretKey
+from builder.bundle.sign import sign_file
 from builder.cache import Cache
 from builder.errors import BuildError
-from builder.keys import SecretKey
-from builder.sign import sign_file
 from installer import __version__ as installer_version
 from installer import minisig
 

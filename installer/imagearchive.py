@@ -1,6 +1,7 @@
 """Read the bundle's image archive and stream out the subset of images a node needs.
 
-The archive (written by builder/archive.py) is one tar: `oci-layout`, `index.json` (for
+The archive (written by builder/registry/image_archive.py) is one tar: `oci-layout`,
+`index.json` (for
 `ctr images import`), `manifest.json` (for `docker load`), then `blobs/sha256/<hex>`.
 `docker load` copies its whole input under /var/lib/docker/tmp before loading, so the installer
 pipes it only the images a role needs: `write_subset()` streams a smaller archive of the same

@@ -1,6 +1,7 @@
 """`bundle.json`: the bundle's table of contents, the first member of every bundle tar.
 
-The builder writes it (builder/pack.py) and everything on the host trusts a file only after it
+The builder writes it (builder/bundle/pack.py) and everything on the host trusts a file only
+after it
 matched the size and SHA-256 recorded here.
 """
 

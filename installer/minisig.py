@@ -1,7 +1,7 @@
 """minisign key and signature formats (../shared/reference/minisign.md), verified in pure Python.
 
 Only verification lives here, because hosts run it on Python 3.6; the builder signs with
-`cryptography` in builder/sign.py and imports the parsing from here.
+`cryptography` in builder/bundle/sign.py and imports the parsing from here.
 """
 
 import base64

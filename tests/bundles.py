@@ -10,9 +10,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-from builder import keys
-from builder.pack import pack
-from builder.sign import sign_file
+from builder.bundle import keys
+from builder.bundle.pack import pack
+from builder.bundle.sign import sign_file
 from installer.manifest import dump_manifest
 
 REPO = Path(__file__).resolve().parent.parent

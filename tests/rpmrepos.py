@@ -4,7 +4,7 @@
         pkg("bash", "4.2-1", requires=["glibc >= 2.17"], files=["/bin/sh"]),
         pkg("glibc", "2.17-1", arch="i686"),
     ], comps={"core": {"mandatory": ["bash"]}})
-    loaded = load(repo)           # builder.repodata.Repo over file://
+    loaded = load(repo)           # builder.rpm.repodata.Repo over file://
 
 `pkg` takes rpm dependency strings ("name", "name >= [epoch:]version[-release]"; a "pre:" prefix
 marks Requires(pre)); `files` go to primary.xml, `more_files` only to filelists.xml.
@@ -20,9 +20,9 @@ from xml.sax.saxutils import escape, quoteattr
 import requests
 import yaml
 
-from builder.mirrors import YumRepo
-from builder.repodata import load_repo
-from builder.rpmvercmp import parse_evr
+from builder.inputs.mirrors import YumRepo
+from builder.rpm.repodata import load_repo
+from builder.rpm.vercmp import parse_evr
 
 OPS = {"<": "LT", ">": "GT", "=": "EQ", "<=": "LE", ">=": "GE"}
 

@@ -3,9 +3,9 @@
 The images are synthetic but shaped like the v1.23.17 + flannel + keepalived/haproxy set: the
 kube control-plane images share a distroless-like base, gzip layers of the published sizes
 (scaled), with contents about as compressible as Go binaries. Our archive is written by
-builder/archive.py; the peer is `docker save IMAGE` (Docker 20.10, private daemon) once per
-image, the way per-image tarballs are usually shipped. This row reports sizes in MiB, not
-seconds; the ratio is ours/peer.
+builder/registry/image_archive.py; the peer is `docker save IMAGE` (Docker 20.10, private
+daemon) once per image, the way per-image tarballs are usually shipped. This row reports sizes
+in MiB, not seconds; the ratio is ours/peer.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from benchmarks.timing import Result
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # tests.integration.runtimes: the private dockerd
 
-from builder.archive import write_archive  # noqa: E402
 from builder.cache import Cache  # noqa: E402
-from builder.images import PulledImage  # noqa: E402
-from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST  # noqa: E402
+from builder.registry.image_archive import write_archive  # noqa: E402
+from builder.registry.images import PulledImage  # noqa: E402
+from builder.registry.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST  # noqa: E402
 from tests.integration.runtimes import private_dockerd  # noqa: E402
 
 MIB = 1 << 20
@@ -108,7 +108,7 @@ def run(work: Path, runs: int) -> list[Result]:
     return [Result(
         name=(f"image archive size ({len(images)} images, "
               f"{layer_mib:.0f} MiB of gzip layers counted per image)"),
-        ours="builder.archive.write_archive (one tar, blobs once, gzip layers)",
+        ours="builder.registry.image_archive.write_archive (one tar, blobs once, gzip layers)",
         peer="docker save -o X.tar IMAGE, once per image (Docker 20.10)",
         ours_seconds=[archive.size / MIB], peer_seconds=[peer / MIB], goal=None, unit="MiB",
         note=(f"sizes, not times (measured once; --runs does not apply): ours "

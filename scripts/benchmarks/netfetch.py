@@ -171,8 +171,8 @@ FETCH_RPMS = """
 import json, sys
 import requests
 from builder.cache import Cache
-from builder.openpgp import Keyring, read_keys
-from builder.rpms import RpmFile, fetch_rpms
+from builder.rpm.openpgp import Keyring, read_keys
+from builder.rpm.packages import RpmFile, fetch_rpms
 job = json.load(open(sys.argv[1]))
 ring = {"bench": Keyring(read_keys(job["key"].encode(), "benchmark key"))}
 with requests.Session() as session:

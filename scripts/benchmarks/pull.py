@@ -29,7 +29,7 @@ import requests
 import yaml
 
 from benchmarks.timing import Result, side_by_side
-from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
+from builder.registry.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
 
 REPO = Path(__file__).resolve().parents[2]
 FORMAT = "1"  # bump when the generated images change
@@ -178,9 +178,9 @@ def write_preset(path: Path, url: str) -> None:
 PULL = """
 import sys
 from builder.cache import Cache
-from builder.mirrors import load_preset
-from builder.registry import pull_images
-from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
+from builder.inputs.mirrors import load_preset
+from builder.registry.client import pull_images
+from builder.registry.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
 pull_images(sys.argv[3:], "linux/amd64", load_preset(sys.argv[1]), Cache(sys.argv[2]))
 """
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import List, Tuple
 
 from benchmarks.timing import Result, side_by_side
-from builder.resolve import resolve
-from builder.rpmmd import read_packages
+from builder.rpm.metadata import read_packages
+from builder.rpm.resolve import resolve
 
 PACKAGES = 12_000
 REPOS = ("os", "updates", "extras")
@@ -135,11 +135,11 @@ def run(work: Path, runs: int) -> List[Result]:
     total = sum(len(r.packages) for r in repos)
     return [
         Result(name=f"resolve: load {total}-package primary.xml.gz and solve",
-               ours="builder.rpmmd.read_packages + builder.resolve.resolve",
+               ours="builder.rpm.metadata.read_packages + builder.rpm.resolve.resolve",
                peer="solv.Pool add_rpmmd + createwhatprovides + Solver.solve",
                ours_seconds=full[0], peer_seconds=full[1], goal=1.5, note=note),
         Result(name="resolve: solve only, metadata loaded",
-               ours="builder.resolve.resolve", peer="solv Solver.solve",
+               ours="builder.rpm.resolve.resolve", peer="solv Solver.solve",
                ours_seconds=solve_only[0], peer_seconds=solve_only[1], goal=4, note=note),
     ]
 

@@ -21,8 +21,8 @@ from mirrorworld.nginx import start_nginx, stop_nginx
 
 from benchmarks.timing import Result, side_by_side
 from builder.cache import Cache
-from builder.openpgp import Keyring, read_keys
-from builder.rpms import RpmFile, fetch_rpms
+from builder.rpm.openpgp import Keyring, read_keys
+from builder.rpm.packages import RpmFile, fetch_rpms
 
 SHAPE = [("big", 30_000_000, i) for i in range(6)] + [("small", 500_000, i) for i in range(40)]
 UID = "kubecrate benchmark key <bench@example.invalid>"

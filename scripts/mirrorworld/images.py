@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from builder.mediatypes import (
+from builder.registry.mediatypes import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_LIST,

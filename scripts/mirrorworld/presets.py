@@ -177,7 +177,7 @@ def docker_config(state: Dict[str, Any], run: Path) -> str:
 def write(state: Dict[str, Any], www: Path, run: Path) -> Dict[str, str]:
     """Write every variant into `run`, each checked with the builder's own loader; return
     {variant: path}."""
-    from builder.mirrors import load_preset
+    from builder.inputs.mirrors import load_preset
 
     written = {}
     for variant, data in world_presets(state, www).items():

@@ -388,7 +388,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     st = sub.add_parser("status", help="show what runs")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))  # builder.mirrors validates the presets up writes
+    sys.path.insert(0, str(REPO))  # builder.inputs.mirrors validates the presets up writes
     paths = Paths.from_env()
     try:
         if args.command == "up":

@@ -128,7 +128,7 @@ class Sandbox:
         shutil.copyfile(world.preset_aliyun, presets / "china.yaml")
         # `kubecrate` before the document installs its own venv: this checkout's.
         (top / "bin" / "kubecrate").symlink_to(Path(sys.executable).with_name("kubecrate"))
-        from tests.integration.test_build import seeded_cache
+        from tests.integration.builder.test_build import seeded_cache
 
         cache = seeded_cache(top / "cache")
         path = os.pathsep.join([str(self.home / ".venvs" / "kubecrate" / "bin"), str(top / "bin"),

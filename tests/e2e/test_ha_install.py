@@ -21,7 +21,7 @@ from tests.bundles import make_key
 from tests.conftest import require_tool
 from tests.e2e import halab
 from tests.e2e.netns import ip, netns_lab, require_root  # noqa: F401 (fixture)
-from tests.integration.test_build import RECIPE, kubecrate, seeded_cache
+from tests.integration.builder.test_build import RECIPE, kubecrate, seeded_cache
 
 pytestmark = pytest.mark.e2e
 

@@ -25,10 +25,10 @@ from typing import Dict, List, Optional
 import pytest
 from mirrorworld import yum as yumworld
 
-from builder.archive import bundle_images, write_archive
 from builder.cache import Cache
-from builder.images import PulledImage
-from builder.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
+from builder.registry.image_archive import bundle_images, write_archive
+from builder.registry.images import PulledImage
+from builder.registry.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
 from tests import py36
 from tests.bundles import REPO, make_key, pack_source
 from tests.dnfroot import dnf, write_config

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from builder.sign import sign_file
+from builder.bundle.sign import sign_file
 from installer import cli
 from installer.errors import ExitCode, VerificationError
 from tests.bundles import REPO, files_under, make_key, make_source, pack_source, run_installer

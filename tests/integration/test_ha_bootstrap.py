@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import pytest
 from mirrorworld import releases
 
-from builder.addons import render_flannel
-from builder.recipe import Addon
+from builder.bundle.addons import render_flannel
+from builder.inputs.recipe import Addon
 from installer import joinfile, session
 from installer.bundleinfo import BundleImage
 from installer.cluster import load_cluster

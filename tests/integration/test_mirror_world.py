@@ -15,7 +15,7 @@ import pytest
 import requests
 from mirrorworld import nginx, world
 
-from builder.mirrors import load_preset
+from builder.inputs.mirrors import load_preset
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,12 @@ from mirrorworld import yum
 
 from builder.cache import Cache
 from builder.cli import cli, main
-from builder.mirrors import GpgKey, YumRepo, load_preset
-from builder.modules import module_view, parse_modules
-from builder.repodata import load_repo, load_repos
-from builder.resolve import resolve
-from builder.rpms import RpmFile, fetch_keys, fetch_rpms, keyrings
-from builder.yumrepo import gather_xml, write_repo
+from builder.inputs.mirrors import GpgKey, YumRepo, load_preset
+from builder.rpm.modules import module_view, parse_modules
+from builder.rpm.packages import RpmFile, fetch_keys, fetch_rpms, keyrings
+from builder.rpm.repodata import load_repo, load_repos
+from builder.rpm.resolve import resolve
+from builder.rpm.yumrepo import gather_xml, write_repo
 from installer.errors import ExitCode
 from installer.render import render
 from tests.conftest import require_tool

@@ -1,0 +1,133 @@
+"""Stage the bundle tree from fetched pieces, and describe it for bundle.json.
+
+    staged = stage_bundle(folder, recipe, lock, fetched, cache)
+    pack(folder, out, key, name=recipe.name, metadata=staged.metadata, created=lock["created"])
+
+Layout (DESIGN.md, the bundle; docs/bundle-format.md lists the bundle.json sections):
+  repo/                 RPMs, yum-3-readable repodata, the vendors' GPG keys
+                        (builder/rpm/yumrepo.py)
+  bin/                  kubeadm, kubelet, kubectl (0755), crictl-*.tar.gz, cni-plugins-*.tgz,
+                        as installer/steps/binaries.py reads them
+  images/images.tar     every image once, shared layers once (builder/registry/image_archive.py)
+  addons/<name>/        rendered add-on manifests (builder/bundle/addons.py)
+Every timestamp inside comes from the lock's `created`, so the same lock gives the same tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, NamedTuple
+
+from builder import __version__
+from builder.binaries import KUBE_BINARIES
+from builder.bundle.addons import DEFAULT_POD_CIDR, render_addons
+from builder.cache import Cache, hex_of, place
+from builder.fetch import Fetched
+from builder.inputs.lock import dump_lock
+from builder.inputs.recipe import PackageSpec, Recipe
+from builder.registry.image_archive import bundle_images, write_archive
+from builder.rpm.yumrepo import write_repo
+
+__all__ = ["IMAGE_ARCHIVE", "Staged", "install_spec", "stage_bundle"]
+
+IMAGE_ARCHIVE = "images/images.tar"
+
+
+class Staged(NamedTuple):
+    metadata: Dict[str, Any]  # bundle.json sections besides pack's own
+    sections: Dict[str, int]  # bytes per top-level folder
+    counts: Dict[str, int]  # rpms, binaries, images, addons
+    digests: Dict[str, str] = {}  # relpath -> sha256 already known (cache files, the archive)
+    modes: Dict[str, int] = {}  # relpath -> mode in the bundle, for files linked from the cache
+
+
+def install_spec(spec: PackageSpec) -> str:
+    """What the installer passes to `rpm -q` and `yum install`: name-version[-release] for
+    an exact pin (both accept it; neither takes an epoch or an operator), else the name."""
+    if spec.op == "=":
+        return f"{spec.name}-{spec.evr.split(':', 1)[-1]}"
+    return spec.name
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched: Fetched,
+                 cache: Cache) -> Staged:
+    """Write the bundle tree into the empty `folder` and return bundle.json's sections."""
+    created = int(lock["created"])
+    written = write_repo(folder / "repo", fetched.packages, fetched.rpm_paths,
+                         fetched.filelists, fetched.other, fetched.keys, timestamp=created)
+
+    # Files from the cache are hard-linked (see cache.place): their SHA-256 is known and their
+    # mode is given to pack, so the links are never written to nor chmod-ed.
+    digests = {f"repo/{path}": sha for path, sha in zip(written.packages, written.package_sha256)}
+    modes: Dict[str, int] = {}
+    binaries: List[Dict[str, Any]] = []
+    for item in sorted(fetched.binaries, key=lambda f: (f.name, f.filename)):
+        plain = item.name in KUBE_BINARIES
+        path = f"bin/{item.name if plain else item.filename}"
+        place(cache.path(item.sha256), folder / path)
+        digests[path] = hex_of(item.sha256)
+        modes[path] = 0o755 if plain else 0o644
+        binaries.append({"name": item.name, "version": item.version, "arch": item.arch,
+                         "path": path, "url": item.url, "sha256": item.sha256,
+                         "size": item.size})
+
+    summary = write_archive(list(fetched.images), cache, folder / IMAGE_ARCHIVE, mtime=created)
+    digests[IMAGE_ARCHIVE] = summary.sha256
+    role_refs = {role: tuple(section["images"]) for role, section in lock["roles"].items()}
+    by_ref: Dict[str, List[str]] = {}
+    for role, refs in role_refs.items():
+        for ref in refs:
+            by_ref.setdefault(ref, []).append(role)
+    images = bundle_images(summary, by_ref)
+    sources = {image.reference: image.source for image in fetched.images}
+
+    addons = render_addons(recipe.addons, folder / "addons")
+    kubeadm = list(lock["kubeadm_images"])
+    pause = next((ref for ref in kubeadm if ref.rsplit("/", 1)[-1].startswith("pause:")), None)
+    metadata = {
+        "target": dict(lock["target"]),
+        "kubernetes_version": lock["kubernetes_version"],
+        "runtime": {"name": recipe.runtime.name, "version": recipe.runtime.version},
+        "assumed_base": dict(lock["base"]),
+        "roles": {role: {"packages": [install_spec(s) for s in recipe.role_packages(role)],
+                         "images": list(role_refs.get(role, ()))}
+                  for role in sorted(recipe.roles)},
+        "kubeadm_images": kubeadm,
+        "pause_image": pause,
+        "images": images,
+        "image_archive": IMAGE_ARCHIVE,
+        "repo": {"path": "repo", "gpgkeys": [f"repo/{name}" for name in written.keys]},
+        "addons": {name: {"version": addon.version, "images": list(addon.images),
+                          **({"manifest": addons[name]} if name in addons else {}),
+                          **({"pod_cidr": DEFAULT_POD_CIDR} if name == "flannel" else {})}
+                   for name, addon in sorted(recipe.addons.items())},
+        "components": {
+            "rpms": [{"nevra": p.nevra, "repo": p.repo, "sha256": p.sha256, "size": p.size,
+                      "requested_as": _requested_as(recipe, p.name)}
+                     for p in sorted(fetched.packages, key=lambda p: (p.name, p.nevra))],
+            "binaries": binaries,
+            "images": [{"reference": i.reference, "platform": i.platform,
+                        "manifest_digest": i.manifest_digest, "config_digest": i.config_digest,
+                        "source": sources.get(i.reference, "")} for i in summary.images],
+        },
+        "lock": {"sha256": _sha256(dump_lock(lock)), "recipe": lock["recipe"],
+                 "preset": {"name": lock["preset"]["name"], "sha256": lock["preset"]["sha256"]}},
+        "builder": {"name": "kubecrate", "version": __version__},
+    }
+    sections = {name: _size(folder / name) for name in ("repo", "bin", "images", "addons")}
+    counts = {"rpms": len(fetched.packages), "binaries": len(binaries), "images": len(images),
+              "addons": len(addons)}
+    return Staged(metadata, sections, counts, digests, modes)
+
+
+def _requested_as(recipe: Recipe, name: str) -> str:
+    return next((str(s) for s in recipe.all_packages() if s.name == name), "")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

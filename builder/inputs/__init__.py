@@ -1,0 +1,1 @@
+"""What a build starts from: the recipe, the mirror preset, the lock."""

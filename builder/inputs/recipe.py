@@ -1,0 +1,486 @@
+"""Bundle recipes (`manifests/*.yaml`): what a bundle holds, for which target. Schema and
+examples: docs/recipe.md.
+
+`load_recipe()` reads a recipe with `yaml.safe_load` into immutable objects and rejects anything
+it does not understand, naming the file, the line and the key. Where things come from is the
+mirror preset's business (builder/inputs/mirrors.py); `check_against_preset()` cross-checks the two.
+`role_images()` expands the per-role image selectors once kubeadm's image list is known.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+from builder.errors import BuildError
+from builder.inputs.mirrors import MirrorPreset, MirrorPresetError, parse_image
+from installer import yamldoc
+from installer.lbspec import HAPROXY_IMAGE, KEEPALIVED_IMAGE
+from installer.yamldoc import KeyPath, did_you_mean, key_text, kind
+
+__all__ = [
+    "KUBEADM_COMPONENTS",
+    "ROLES",
+    "Addon",
+    "ImageSelector",
+    "KubernetesSpec",
+    "PackageSpec",
+    "Recipe",
+    "RecipeError",
+    "Role",
+    "Runtime",
+    "Target",
+    "check_against_preset",
+    "load_recipe",
+    "parse_recipe",
+    "role_images",
+]
+
+ROLES = ("control-plane", "worker")
+# What `kubeadm config images list` prints, by the last component of the repository path.
+KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                      "kube-proxy", "pause", "etcd", "coredns")
+OPERATING_SYSTEMS = ("centos", "rocky", "almalinux", "rhel")
+ARCHES = ("x86_64", "aarch64")
+RUNTIMES = ("docker", "containerd")
+DOCKERSHIM_LAST_MINOR = 23  # dockershim left the kubelet in 1.24 (tech-facts 3.4)
+# `@loadbalancer`: what `load_balancer.mode: static-pods` runs by default (installer/lbspec.py);
+# the static pods pull nothing on an air-gapped host, so the bundle must carry them.
+LOADBALANCER_IMAGES = (KEEPALIVED_IMAGE, HAPROXY_IMAGE)
+
+_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]*\Z")
+_PACKAGE_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
+_GROUP = re.compile(r"\A@[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+_EVR = re.compile(r"\A(?:[0-9]+:)?[A-Za-z0-9._+~^]+(?:-[A-Za-z0-9._+~^]+)?\Z")
+_PACKAGE_SPEC = re.compile(r"\A(?P<name>\S+?)\s*(?:(?P<op>=|>=|<=|<|>)\s*(?P<evr>\S+))?\Z")
+_K8S_VERSION = re.compile(r"\Av?([0-9]+)\.([0-9]+)\.([0-9]+)\Z")
+_VERSION = re.compile(r"\Av?[0-9]+(?:\.[0-9]+)*(?:[-+~][A-Za-z0-9._-]+)?\Z")
+_RELEASE = re.compile(r"\A[0-9]+(?:\.[0-9]+)?\Z")
+_HOST = re.compile(r"\A[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[a-z0-9._/-]+)?\Z")
+
+
+
+class RecipeError(BuildError, yamldoc.DocumentError):
+    """A recipe is malformed, or names something its mirror preset cannot provide."""
+
+
+# --------------------------------------------------------------------------- the typed recipe
+
+
+@dataclass(frozen=True)
+class Target:
+    os: str  # centos | rocky | almalinux | rhel
+    release: str  # "7.9"
+    arch: str  # x86_64 | aarch64
+    base: Tuple[str, ...]  # what a host already has: comps groups ("@core") and package names
+
+    @property
+    def major(self) -> int:
+        return int(self.release.split(".")[0])
+
+
+@dataclass(frozen=True)
+class KubernetesSpec:
+    version: str  # always with the leading "v": "v1.23.17"
+    image_repository: str  # the registry kubeadm pulls from, e.g. registry.k8s.io
+
+    @property
+    def minor(self) -> int:
+        return int(self.version[1:].split(".")[1])
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str  # docker | containerd
+    version: str
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """An RPM by name, optionally constrained as in rpm's dependencies:
+    `docker-ce = 3:20.10.24-3.el7`."""
+
+    name: str
+    op: Optional[str] = None  # = >= <= < >
+    evr: Optional[str] = None  # [epoch:]version[-release]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.op} {self.evr}" if self.op else self.name
+
+
+@dataclass(frozen=True)
+class ImageSelector:
+    """One entry of an image set: `@kubeadm` (kubeadm's whole list), `@kubeadm:pause` (one of
+    its components), `@flannel` (an add-on's images), `@loadbalancer` (the keepalived and
+    haproxy images of the static-pod load balancer) or a full image reference."""
+
+    kind: str  # kubeadm | addon | loadbalancer | image
+    name: str  # component or add-on name, or the canonical reference
+    text: str  # as written in the recipe
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Addon:
+    name: str
+    version: str
+    images: Tuple[str, ...]  # canonical references, e.g. docker.io/flannel/flannel:v0.22.3
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one node role installs on top of the recipe's common sets."""
+
+    name: str
+    packages: Tuple[PackageSpec, ...]
+    images: Tuple[ImageSelector, ...]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    source: str  # the file it came from, for messages
+    description: str
+    target: Target
+    kubernetes: KubernetesSpec
+    runtime: Runtime
+    mirrors: str  # a preset name (manifests/mirrors/NAME.yaml) or a path relative to the recipe
+    repos: Tuple[str, ...]  # yum repo ids of the preset, in priority order
+    packages: Tuple[PackageSpec, ...]  # installed on every node
+    images: Tuple[ImageSelector, ...]  # loaded on every node
+    roles: Mapping[str, Role]
+    binaries: Mapping[str, str]  # release source name in the preset -> version ("v1.23.0")
+    addons: Mapping[str, Addon]
+    lines: Mapping[KeyPath, int]  # line of every key, for messages raised after loading
+
+    @property
+    def preset_path(self) -> Path:
+        """The mirror preset this recipe names; `--mirrors` overrides it."""
+        if "/" in self.mirrors or self.mirrors.endswith((".yaml", ".yml")):
+            return Path(self.source).parent / self.mirrors
+        return Path(self.source).parent / "mirrors" / f"{self.mirrors}.yaml"
+
+    def role_packages(self, role: str) -> Tuple[PackageSpec, ...]:
+        """The packages a node of `role` installs: the common ones, then the role's."""
+        return self.packages + self._role(role).packages
+
+    def role_image_selectors(self, role: str) -> Tuple[ImageSelector, ...]:
+        return self.images + self._role(role).images
+
+    def all_packages(self) -> Tuple[PackageSpec, ...]:
+        """Every package the bundle must carry (with its closure), each name once."""
+        seen: Dict[str, PackageSpec] = {}
+        for spec in self.packages + tuple(p for r in self.roles.values() for p in r.packages):
+            seen.setdefault(spec.name, spec)
+        return tuple(seen.values())
+
+    def error(self, path: KeyPath, message: str, hint: Optional[str] = None) -> RecipeError:
+        """An error pointing at `path` (a key path such as ("repos", 2)) in the recipe file."""
+        return RecipeError(message, hint, file=self.source, line=yamldoc.line_for(self.lines, path),
+                           key=key_text(path) or None)
+
+    def _role(self, role: str) -> Role:
+        try:
+            return self.roles[role]
+        except KeyError:
+            raise RecipeError(f"no role {role!r} in recipe {self.name!r}",
+                              did_you_mean(role, self.roles), file=self.source) from None
+
+
+# --------------------------------------------------------------------------- after loading
+
+
+def role_images(recipe: Recipe, kubeadm_images: Sequence[str]) -> Dict[str, Tuple[str, ...]]:
+    """Each role's canonical image references, given what `kubeadm config images list
+    --kubernetes-version V` prints for the shipped kubeadm; sorted, each once."""
+    by_component: Dict[str, str] = {}
+    for ref in kubeadm_images:
+        component = parse_image(ref).repository.rsplit("/", 1)[-1]
+        by_component[component] = str(parse_image(ref))
+    result = {}
+    for role in recipe.roles:
+        refs = set()
+        for index, selector in enumerate(recipe.role_image_selectors(role)):
+            if selector.kind == "kubeadm" and not selector.name:
+                refs.update(by_component.values())
+            elif selector.kind == "kubeadm":
+                if selector.name not in by_component:
+                    path = (("images", index) if index < len(recipe.images)
+                            else ("roles", role, "images", index - len(recipe.images)))
+                    raise recipe.error(path, f"kubeadm's image list has no {selector.name!r}",
+                                       f"it lists: {', '.join(sorted(by_component))}")
+                refs.add(by_component[selector.name])
+            elif selector.kind == "addon":
+                refs.update(recipe.addons[selector.name].images)
+            elif selector.kind == "loadbalancer":
+                refs.update(str(parse_image(ref)) for ref in LOADBALANCER_IMAGES)
+            else:
+                refs.add(selector.name)
+        result[role] = tuple(sorted(refs))
+    return result
+
+
+def check_against_preset(recipe: Recipe, preset: MirrorPreset) -> None:
+    """Raise a RecipeError naming the recipe's key when the preset lacks a repo, a release
+    source or a registry the recipe needs."""
+    for index, repo in enumerate(recipe.repos):
+        if repo not in preset.yum:
+            raise recipe.error(("repos", index), f"preset {preset.name!r} ({preset.source}) has "
+                               f"no yum repo {repo!r}", did_you_mean(repo, preset.yum)
+                               or f"it has: {', '.join(sorted(preset.yum))}")
+    for name in recipe.binaries:
+        if name not in preset.releases:
+            raise recipe.error(("binaries", name), f"preset {preset.name!r} ({preset.source}) "
+                               f"has no release source {name!r}",
+                               did_you_mean(name, preset.releases)
+                               or f"it has: {', '.join(sorted(preset.releases))}")
+    kubeadm_registry = recipe.kubernetes.image_repository.split("/")[0]
+    wanted = [(("kubernetes", "image_repository"), kubeadm_registry)]
+    for name, addon in recipe.addons.items():
+        wanted += [(("addons", name, "images", i), parse_image(ref).registry)
+                   for i, ref in enumerate(addon.images)]
+    for path, selector in _explicit_images(recipe):
+        wanted.append((path, parse_image(selector.name).registry))
+    for path, selector in _selectors(recipe):
+        if selector.kind == "loadbalancer":
+            wanted += [(path, parse_image(ref).registry) for ref in LOADBALANCER_IMAGES]
+    for path, registry in wanted:
+        if registry not in preset.registries:
+            raise recipe.error(path, f"preset {preset.name!r} ({preset.source}) has no mirror "
+                               f"for registry {registry!r}",
+                               f"it has: {', '.join(sorted(preset.registries))}")
+
+
+def _selectors(recipe: Recipe) -> Iterable[Tuple[KeyPath, ImageSelector]]:
+    for index, selector in enumerate(recipe.images):
+        yield ("images", index), selector
+    for role in recipe.roles.values():
+        for index, selector in enumerate(role.images):
+            yield ("roles", role.name, "images", index), selector
+
+
+def _explicit_images(recipe: Recipe) -> Iterable[Tuple[KeyPath, ImageSelector]]:
+    for index, selector in enumerate(recipe.images):
+        if selector.kind == "image":
+            yield ("images", index), selector
+    for role in recipe.roles.values():
+        for index, selector in enumerate(role.images):
+            if selector.kind == "image":
+                yield ("roles", role.name, "images", index), selector
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: Union[str, Path]) -> Recipe:
+    """Read and validate a recipe file; every problem is a RecipeError naming the file, the
+    line where known, and the key."""
+    text = yamldoc.read(str(path), "recipe", RecipeError)
+    return parse_recipe(text, str(path))
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    """Validate recipe YAML text; `source` names it in messages and anchors relative paths."""
+    document = yamldoc.parse(text, source, RecipeError)
+    return _Reader(document).recipe(document.data)
+
+
+class _Reader(yamldoc.Reader):
+    """Walks the plain data from safe_load, checking as it goes; knows lines from compose."""
+
+    error_class = RecipeError
+
+    # ---- the recipe
+
+    def recipe(self, data: Any) -> Recipe:
+        top = self.mapping(data, (), ("name", "target", "kubernetes", "runtime", "mirrors",
+                                      "repos", "packages", "roles"),
+                           ("description", "images", "binaries", "addons"))
+        addons = self.addons(top.get("addons"))
+        packages = self.packages(top["packages"], ("packages",))
+        images = self.images(top.get("images"), ("images",), addons, allow_empty=True)
+        roles = self.roles(top["roles"], addons, packages)
+        repos = tuple(self.string(r, ("repos", i)) for i, r in
+                      enumerate(self.items(top["repos"], ("repos",))))
+        self.unique(repos, ("repos",))
+        kubernetes = self.kubernetes(top["kubernetes"])
+        return Recipe(
+            name=self.string(top["name"], ("name",), _NAME,
+                             "a bundle name (lower-case letters, digits, . _ -)"),
+            source=self.source,
+            description=self.string(top["description"], ("description",))
+            if top.get("description") is not None else "",
+            target=self.target(top["target"]),
+            kubernetes=kubernetes,
+            runtime=self.runtime(top["runtime"], kubernetes),
+            mirrors=self.string(top["mirrors"], ("mirrors",)),
+            repos=repos,
+            packages=packages,
+            images=images,
+            roles=roles,
+            binaries=self.binaries(top.get("binaries")),
+            addons=addons,
+            lines=MappingProxyType(dict(self.lines)),
+        )
+
+    def target(self, value: Any) -> Target:
+        path = ("target",)
+        spec = self.mapping(value, path, ("os", "release", "arch", "base"))
+        base = self.items(spec["base"], path + ("base",))
+        names = []
+        for index, item in enumerate(base):
+            text = self.string(item, path + ("base", index))
+            if not (_GROUP.match(text) or _PACKAGE_NAME.match(text)):
+                raise self.error(path + ("base", index),
+                                 f"{text!r} is neither a comps group (@core) nor a package name")
+            names.append(text)
+        self.unique(names, path + ("base",))
+        return Target(
+            os=self.choice(spec["os"], path + ("os",), OPERATING_SYSTEMS),
+            release=self.string(spec["release"], path + ("release",), _RELEASE,
+                                "a release such as \"7.9\" or \"8\""),
+            arch=self.choice(spec["arch"], path + ("arch",), ARCHES),
+            base=tuple(names),
+        )
+
+    def kubernetes(self, value: Any) -> KubernetesSpec:
+        path = ("kubernetes",)
+        spec = self.mapping(value, path, ("version",), ("image_repository",))
+        version = self.string(spec["version"], path + ("version",), _K8S_VERSION,
+                              "a Kubernetes release such as v1.23.17")
+        version = version if version.startswith("v") else "v" + version
+        major, minor, patch = (int(x) for x in _K8S_VERSION.match(version).groups())
+        if spec.get("image_repository") is not None:
+            repository = self.string(spec["image_repository"], path + ("image_repository",),
+                                     _HOST, "a registry host[/path] such as registry.k8s.io")
+        else:
+            # kubeadm's own default for that version (tech-facts 1.2).
+            old = (major, minor) < (1, 23) or (minor == 23 and patch < 15) or (
+                minor == 24 and patch < 9)
+            repository = "k8s.gcr.io" if major == 1 and old else "registry.k8s.io"
+        return KubernetesSpec(version, repository)
+
+    def runtime(self, value: Any, kubernetes: KubernetesSpec) -> Runtime:
+        path = ("runtime",)
+        spec = self.mapping(value, path, ("name", "version"))
+        name = self.choice(spec["name"], path + ("name",), RUNTIMES)
+        if name == "docker" and kubernetes.minor > DOCKERSHIM_LAST_MINOR:
+            raise self.error(path + ("name",), f"Kubernetes {kubernetes.version} has no dockershim "
+                             "(removed in 1.24)", "use containerd for 1.24 and later")
+        version = self.string(spec["version"], path + ("version",), _VERSION,
+                              "a version such as 20.10.24")
+        return Runtime(name, version)
+
+    def package(self, value: Any, path: KeyPath) -> PackageSpec:
+        text = self.string(value, path)
+        match = _PACKAGE_SPEC.match(text)
+        if not match or not _PACKAGE_NAME.match(match.group("name")):
+            raise self.error(path, f"{text!r} is not a package: want NAME or NAME OP EVR",
+                             "e.g. socat, or docker-ce = 3:20.10.24-3.el7")
+        evr = match.group("evr")
+        if evr is not None and not _EVR.match(evr):
+            raise self.error(path, f"{evr!r} is not an [epoch:]version[-release]")
+        return PackageSpec(match.group("name"), match.group("op"), evr)
+
+    def packages(self, value: Any, path: KeyPath, allow_empty: bool = False
+                 ) -> Tuple[PackageSpec, ...]:
+        specs = tuple(self.package(item, path + (index,)) for index, item in
+                      enumerate(self.items(value, path, allow_empty)))
+        self.unique(specs, path, key=lambda spec: spec.name)
+        return specs
+
+    def images(self, value: Any, path: KeyPath, addons: Mapping[str, Addon],
+               allow_empty: bool = False) -> Tuple[ImageSelector, ...]:
+        selectors = tuple(self.image(item, path + (index,), addons) for index, item in
+                          enumerate(self.items(value, path, allow_empty)))
+        self.unique(selectors, path, key=lambda selector: selector.name
+                    if selector.kind == "image" else selector.text)
+        return selectors
+
+    def image(self, value: Any, path: KeyPath, addons: Mapping[str, Addon]) -> ImageSelector:
+        text = self.string(value, path)
+        if not text.startswith("@"):
+            return ImageSelector("image", self.image_ref(text, path), text)
+        name, _, component = text[1:].partition(":")
+        if name == "kubeadm":
+            if component and component not in KUBEADM_COMPONENTS:
+                raise self.error(path, f"kubeadm has no image {component!r}",
+                                 did_you_mean(component, KUBEADM_COMPONENTS)
+                                 or f"known: {', '.join(KUBEADM_COMPONENTS)}")
+            return ImageSelector("kubeadm", component, text)
+        if name == "loadbalancer" and not component:
+            return ImageSelector("loadbalancer", "", text)
+        if name in addons and not component:
+            return ImageSelector("addon", name, text)
+        sets = ["@kubeadm", "@loadbalancer"] + [f"@{a}" for a in addons]
+        raise self.error(path, f"no image set {text!r}", did_you_mean(text, sets)
+                         or f"image sets: {', '.join(sets)}, @kubeadm:<component>")
+
+    def image_ref(self, text: str, path: KeyPath) -> str:
+        try:
+            image = parse_image(text)
+        except MirrorPresetError as exc:
+            raise self.error(path, exc.message) from None
+        if image.digest:
+            # docker load keeps no RepoDigests, so a digest reference never resolves on a host.
+            raise self.error(path, f"{text!r}: refer to images by tag, not by digest",
+                             "the lock pins digests; the recipe names tags")
+        if image.tag == "latest" and not text.endswith(":latest"):
+            raise self.error(path, f"{text!r} has no tag", "name an explicit tag")
+        return str(image)
+
+    def roles(self, value: Any, addons: Mapping[str, Addon],
+              common: Tuple[PackageSpec, ...]) -> Mapping[str, Role]:
+        path = ("roles",)
+        spec = self.mapping(value, path, ROLES)
+        roles = {}
+        for name in ROLES:
+            role = self.mapping(spec[name], path + (name,), (), ("packages", "images"))
+            packages = self.packages(role.get("packages"), path + (name, "packages"), True)
+            shared = {p.name for p in common}
+            for index, package in enumerate(packages):
+                if package.name in shared:
+                    raise self.error(path + (name, "packages", index),
+                                     f"{package.name!r} is already in the common packages")
+            roles[name] = Role(name, packages,
+                               self.images(role.get("images"), path + (name, "images"), addons,
+                                           allow_empty=True))
+        return MappingProxyType(roles)
+
+    def binaries(self, value: Any) -> Mapping[str, str]:
+        if value is None:
+            return MappingProxyType({})
+        if not isinstance(value, dict):
+            raise self.error(("binaries",), f"must be a mapping, not {kind(value)}")
+        result = {}
+        for name, version in sorted(value.items(), key=lambda item: str(item[0])):
+            path = ("binaries", name)
+            self.string(name, path, _NAME, "a release source name such as crictl")
+            version = self.string(version, path, _VERSION, "a version such as v1.23.0")
+            result[name] = version if version.startswith("v") else "v" + version
+        return MappingProxyType(result)
+
+    def addons(self, value: Any) -> Mapping[str, Addon]:
+        if value is None:
+            return MappingProxyType({})
+        if not isinstance(value, dict):
+            raise self.error(("addons",), f"must be a mapping, not {kind(value)}")
+        result = {}
+        for name, spec in sorted(value.items(), key=lambda item: str(item[0])):
+            path = ("addons", name)
+            self.string(name, path, _NAME, "an add-on name such as flannel")
+            if name in ("kubeadm", "loadbalancer"):
+                raise self.error(path, f"{name!r} names kubecrate's own image set @{name}")
+            spec = self.mapping(spec, path, ("version", "images"))
+            refs = tuple(self.image_ref(self.string(ref, path + ("images", i)),
+                                        path + ("images", i))
+                         for i, ref in enumerate(self.items(spec["images"], path + ("images",))))
+            self.unique(refs, path + ("images",))
+            result[name] = Addon(name, self.string(spec["version"], path + ("version",), _VERSION,
+                                                   "a version such as v0.22.3"), refs)
+        return MappingProxyType(result)

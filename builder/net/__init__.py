@@ -1,0 +1,1 @@
+"""The network: the one HTTP transport and the pinned-cache adapter."""

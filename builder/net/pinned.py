@@ -1,0 +1,72 @@
+"""Serve URLs whose content a lock pins straight from the cache, through the one session.
+
+`repomd.xml` and the vendors' GPG keys are the only files the builder reads by URL without
+knowing their digest in advance; once a lock records those digests, a build mounts them on
+its `requests.Session` so that every module asking for them (builder/rpm/repodata.py,
+builder/rpm/packages.py) gets the cached, already pinned bytes and the network sees no request:
+
+    pin_urls(session, cache, {"http://.../repodata/repomd.xml": "sha256:..."})
+
+A URL whose blob is not in the cache is left alone (it is fetched as usual, and checked by the
+module that reads it). Any other URL under a mounted prefix goes to the normal HTTP adapter.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Dict, Mapping
+
+import requests
+from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+
+from builder.cache import Cache
+
+__all__ = ["CachedURLAdapter", "pin_urls"]
+
+
+class CachedURLAdapter(BaseAdapter):
+    """Answers GETs of exactly the pinned URLs with 200 and the cached bytes."""
+
+    def __init__(self, cache: Cache, pins: Mapping[str, str]) -> None:
+        super().__init__()
+        self.cache = cache
+        self.pins: Dict[str, str] = dict(pins)
+        self.served = 0  # how many answers came from the cache
+        self._http = HTTPAdapter()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        digest = self.pins.get(request.url or "")
+        if request.method != "GET" or digest is None or not self.cache.has(digest):
+            return self._http.send(request, **kwargs)
+        data = self.cache.path(digest).read_bytes()
+        offset = _range_start(request.headers.get("Range", ""))
+        response = requests.Response()
+        response.status_code = 206 if offset else 200
+        response.reason = "OK (kubecrate cache)"
+        response.headers = CaseInsensitiveDict({"Content-Length": str(len(data) - offset)})
+        response.raw = io.BytesIO(data[offset:])
+        response.url = request.url or ""
+        response.request = request
+        response.encoding = None
+        self.served += 1
+        return response
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _range_start(header: str) -> int:
+    if header.startswith("bytes=") and header.endswith("-") and header[6:-1].isdigit():
+        return int(header[6:-1])
+    return 0
+
+
+def pin_urls(session: requests.Session, cache: Cache, pins: Mapping[str, str]
+             ) -> CachedURLAdapter:
+    """Mount an adapter on `session` that serves each pinned URL (-> "sha256:...") from
+    `cache` when the blob is there; returns it (its `served` counts cache answers)."""
+    adapter = CachedURLAdapter(cache, pins)
+    for url in pins:
+        session.mount(url, adapter)
+    return adapter

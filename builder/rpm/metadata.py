@@ -1,0 +1,441 @@
+"""The rpm-md XML formats: `Package` records from primary.xml, files from filelists.xml, and the
+raw `<package>` elements of primary, filelists and other, kept byte for byte so that the bundle's
+own repodata can be written from them.
+
+Parsing streams: the decompressed XML is read in chunks, each complete `<package>...</package>`
+is cut out as raw bytes and the cut elements are parsed in batches by the C XML parser. That keeps
+memory bounded by the chunk size plus the records, and gives the exact upstream bytes of every
+element (tech-facts 4.2 describes the record).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import re
+import sys
+import xml.etree.ElementTree as ET
+from typing import BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from xml.parsers import expat
+
+from builder.errors import BuildError
+from builder.rpm.vercmp import EVR
+
+__all__ = ["Dep", "Package", "RepodataError", "iter_elements", "iter_filelists",
+           "iter_packages", "read_packages"]
+
+NS_COMMON = "http://linux.duke.edu/metadata/common"
+NS_RPM = "http://linux.duke.edu/metadata/rpm"
+NS_FILELISTS = "http://linux.duke.edu/metadata/filelists"
+CHUNK = 1 << 20
+_MAX_ELEMENT = 64 << 20  # no single package record is anywhere near this: a broken file
+_OPEN = re.compile(rb"<package[\s>]")
+_CLOSE = b"</package>"
+_ROOT = re.compile(rb"<([A-Za-z_][\w.:-]*)[^>]*>")
+_FLAGS = frozenset({"LT", "GT", "EQ", "LE", "GE"})
+_C = "{%s}" % NS_COMMON
+_R = "{%s}" % NS_RPM
+_DEP_KINDS = ("provides", "requires", "obsoletes", "conflicts")
+
+
+class RepodataError(BuildError):
+    """Repository metadata is missing, malformed, or does not match its checksum."""
+
+
+class Dep(NamedTuple):
+    """One rpm dependency entry: `name`, optionally `flags` (LT GT EQ LE GE) and an EVR;
+    `pre` marks Requires(pre) (createrepo writes `pre="1"`)."""
+
+    name: str
+    flags: Optional[str] = None
+    evr: Optional[EVR] = None
+    pre: bool = False
+
+    def __str__(self) -> str:
+        if not self.flags or self.evr is None:
+            return self.name
+        op = {"LT": "<", "GT": ">", "EQ": "=", "LE": "<=", "GE": ">="}[self.flags]
+        return f"{self.name} {op} {self.evr}"
+
+
+class Package(NamedTuple):
+    """One package of one repository, as primary.xml describes it.
+
+    `sha256` is both the checksum of the .rpm file and the pkgid that filelists.xml and
+    other.xml use; `location` is relative to the repo's baseurl ("Packages/x.rpm"); `files` are
+    the "primary" files only (/etc/*, */bin/*, /usr/lib/sendmail); `xml` is the raw bytes of the
+    `<package>` element, in the namespaces of primary.xml's root."""
+
+    name: str
+    epoch: int
+    version: str
+    release: str
+    arch: str
+    repo: str
+    location: str
+    sha256: str
+    size: int
+    provides: Tuple[Dep, ...]
+    requires: Tuple[Dep, ...]  # Requires and Requires(pre), in primary's order
+    obsoletes: Tuple[Dep, ...]
+    conflicts: Tuple[Dep, ...]
+    files: Tuple[str, ...]
+    sourcerpm: str = ""
+    xml: bytes = b""
+
+    @property
+    def evr(self) -> EVR:
+        return EVR(self.epoch, self.version, self.release)
+
+    @property
+    def nevra(self) -> str:
+        """name-[epoch:]version-release.arch, as yum and dnf print it (no `0:`)."""
+        if self.epoch:
+            return f"{self.name}-{self.epoch}:{self.version}-{self.release}.{self.arch}"
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
+
+    @property
+    def requires_pre(self) -> Tuple[Dep, ...]:
+        return tuple(dep for dep in self.requires if dep.pre)
+
+    @property
+    def pkgid(self) -> str:
+        return self.sha256
+
+    def __repr__(self) -> str:
+        return f"<Package {self.nevra} from {self.repo}>"
+
+
+def iter_elements(stream: BinaryIO, what: str = "metadata") -> Iterator[Tuple[bytes, bytes]]:
+    """Yield (root start tag, raw `<package>` element) for every package element of an
+    rpm-md XML stream (primary, filelists or other), in file order."""
+    buf = b""
+    root: Optional[bytes] = None
+    eof = False
+    while not eof:
+        chunk = stream.read(CHUNK)
+        eof = not chunk
+        buf += chunk
+        if root is None:
+            root = _root_tag(buf, eof, what)
+            if root is None:
+                continue
+        pos = 0
+        while True:
+            start = _OPEN.search(buf, pos)
+            if start is None:
+                pos = max(pos, len(buf) - len(b"<package "))
+                break
+            end = buf.find(_CLOSE, start.start())
+            if end < 0:
+                pos = start.start()
+                break
+            end += len(_CLOSE)
+            yield root, buf[start.start():end]
+            pos = end
+        buf = buf[pos:]
+        if len(buf) > _MAX_ELEMENT:
+            raise RepodataError(f"{what}: a <package> element longer than {_MAX_ELEMENT} bytes")
+    if root is None:
+        raise RepodataError(f"{what}: no XML root element")
+    if _OPEN.search(buf):
+        raise RepodataError(f"{what}: truncated (a <package> element never ends)")
+
+
+def _root_tag(buf: bytes, eof: bool, what: str) -> Optional[bytes]:
+    pos = 0
+    while True:
+        match = _ROOT.search(buf, pos)
+        if match is None:
+            if eof:
+                raise RepodataError(f"{what}: no XML root element")
+            return None
+        if buf[match.start() + 1:match.start() + 2] in (b"?", b"!"):
+            pos = match.end()
+            continue
+        return match.group(0)
+
+
+def _parse_batch(root: bytes, raws: List[bytes], what: str) -> List[ET.Element]:
+    name = _ROOT.match(root).group(1)  # type: ignore[union-attr]
+    text = root + b"".join(raws) + b"</" + name + b">"
+    try:
+        return list(ET.fromstring(text))
+    except ET.ParseError as err:
+        raise RepodataError(f"{what}: not well-formed XML ({err})") from None
+
+
+def _batches(stream: BinaryIO, what: str) -> Iterator[Tuple[bytes, ET.Element]]:
+    pending: List[bytes] = []
+    root = b""
+    for root, raw in iter_elements(stream, what):
+        pending.append(raw)
+        if len(pending) >= 512:
+            yield from zip(pending, _parse_batch(root, pending, what))
+            pending = []
+    if pending:
+        yield from zip(pending, _parse_batch(root, pending, what))
+
+
+def iter_packages(stream: BinaryIO, repo: str, what: str = "primary.xml") -> Iterator[Package]:
+    """Parse a (decompressed) primary.xml stream into Package records for repository `repo`.
+    A record without name, arch, version, SHA-256 checksum, location or size is an error.
+
+    Records in createrepo's own layout are read by `_fast_package` (regular expressions over the
+    raw bytes, after expat has checked each batch is well-formed); any record it is not sure of
+    (entities, comments, other namespaces, missing or odd fields) goes through ElementTree, which
+    gives the same Package or the error. Equal dependency entries share one Dep object."""
+    where = f"{repo}: {what}"
+    deps: Dict[str, Dep] = {}
+    index = 0
+    pending: List[bytes] = []
+    root = b""
+    for root, raw in iter_elements(stream, where):
+        pending.append(raw)
+        if len(pending) >= 512:
+            yield from _package_batch(root, pending, repo, where, index, deps)
+            index += len(pending)
+            pending = []
+    if pending:
+        yield from _package_batch(root, pending, repo, where, index, deps)
+
+
+def read_packages(stream: BinaryIO, repo: str, what: str = "primary.xml") -> Tuple[Package, ...]:
+    """Every record of iter_packages at once, with the cyclic GC paused for the whole read:
+    the records are acyclic, and a collector let run between batches walks every record made
+    so far, again and again (a third of the time on a large primary.xml)."""
+    with no_gc():
+        return tuple(iter_packages(stream, repo, what))
+
+
+def _package_batch(root: bytes, raws: List[bytes], repo: str, where: str, index: int,
+                   deps: Dict[str, Dep]) -> List[Package]:
+    with no_gc():
+        return _read_batch(root, raws, repo, where, index, deps)
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic records: its passes over
+    every tuple made so far are a third of the time of reading a large primary.xml."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _read_batch(root: bytes, raws: List[bytes], repo: str, where: str, index: int,
+                deps: Dict[str, Dep]) -> List[Package]:
+    fast = _fast_root(root)
+    if fast:
+        _check_well_formed(root, raws, where)
+    out: List[Package] = []
+    elements: Optional[List[ET.Element]] = None
+    for n, raw in enumerate(raws):
+        pkg = _fast_package(raw, repo, deps) if fast else None
+        if pkg is None:
+            if elements is None:
+                elements = _parse_batch(root, raws, where)
+            pkg = _package(elements[n], raw, repo, f"{where}: package #{index + n + 1}")
+        out.append(pkg)
+    return out
+
+
+def _fast_root(root: bytes) -> bool:
+    """Whether the root binds the default namespace to rpm-md's common one and `rpm:` to its rpm
+    one, as createrepo writes them (the fast reader relies on those prefixes)."""
+    return (b'xmlns="' + NS_COMMON.encode() + b'"' in root
+            and b'xmlns:rpm="' + NS_RPM.encode() + b'"' in root)
+
+
+def _check_well_formed(root: bytes, raws: List[bytes], where: str) -> None:
+    name = _ROOT.match(root).group(1)  # type: ignore[union-attr]
+    parser = expat.ParserCreate(namespace_separator="}")
+    try:
+        parser.Parse(root + b"".join(raws) + b"</" + name + b">", True)
+    except expat.ExpatError as err:
+        raise RepodataError(f"{where}: not well-formed XML ({err})") from None
+
+
+def _package(el: ET.Element, raw: bytes, repo: str, where: str) -> Package:
+    if el.tag != _C + "package":
+        raise RepodataError(f"{where}: unexpected element {el.tag!r}")
+    name = el.findtext(_C + "name")
+    arch = el.findtext(_C + "arch")
+    if name:
+        where += f" ({name})"
+    version = el.find(_C + "version")
+    checksum = el.find(_C + "checksum")
+    location = el.find(_C + "location")
+    size = el.find(_C + "size")
+    missing = [field for field, ok in (
+        ("name", name), ("arch", arch),
+        ("version ver/rel", version is not None and version.get("ver") is not None
+         and version.get("rel") is not None),
+        ("checksum", checksum is not None and checksum.text),
+        ("location href", location is not None and location.get("href")),
+        ("size package", size is not None and size.get("package")),
+    ) if not ok]
+    if missing:
+        raise RepodataError(f"{where}: required field(s) missing: {', '.join(missing)}")
+    assert version is not None and checksum is not None and location is not None
+    assert size is not None
+    if checksum.get("type") != "sha256":
+        raise RepodataError(
+            f"{where}: package checksum type is {checksum.get('type')!r}, kubecrate needs sha256",
+            hint="regenerate the repository with `createrepo_c` (sha256 is its default)")
+    try:
+        epoch = int(version.get("epoch") or 0)
+        nbytes = int(size.get("package") or "")
+    except ValueError:
+        raise RepodataError(f"{where}: epoch or size is not a number") from None
+    deps: Dict[str, Tuple[Dep, ...]] = {kind: () for kind in _DEP_KINDS}
+    files: List[str] = []
+    sourcerpm = ""
+    fmt = el.find(_C + "format")
+    if fmt is not None:
+        for child in fmt:
+            tag = child.tag
+            if tag == _C + "file":
+                if child.text:
+                    files.append(child.text)
+            elif tag.startswith(_R):
+                kind = tag[len(_R):]
+                if kind in deps:
+                    deps[kind] = tuple(_dep(entry, where) for entry in child)
+                elif kind == "sourcerpm":
+                    sourcerpm = child.text or ""
+    return Package(
+        name=sys.intern(name or ""), epoch=epoch, version=version.get("ver") or "",
+        release=version.get("rel") or "", arch=sys.intern(arch or ""), repo=repo,
+        location=location.get("href") or "", sha256=(checksum.text or "").strip().lower(),
+        size=nbytes, provides=deps["provides"], requires=deps["requires"],
+        obsoletes=deps["obsoletes"], conflicts=deps["conflicts"], files=tuple(files),
+        sourcerpm=sourcerpm, xml=raw)
+
+
+def _dep(entry: ET.Element, where: str) -> Dep:
+    name = entry.get("name")
+    if not name:
+        raise RepodataError(f"{where}: a dependency entry without a name")
+    flags = entry.get("flags") or None
+    if flags is not None and flags not in _FLAGS:
+        raise RepodataError(f"{where}: {name}: unknown flags {flags!r}")
+    ver = entry.get("ver")
+    evr = None
+    if ver is not None:
+        try:
+            evr = EVR(int(entry.get("epoch") or 0), ver, entry.get("rel"))
+        except ValueError:
+            raise RepodataError(f"{where}: {name}: epoch is not a number") from None
+    return Dep(sys.intern(name), flags, evr, entry.get("pre") in ("1", "true"))
+
+
+# Attribute values and text as the fast reader takes them: no entity references and no
+# characters an XML parser would normalise, so the text is what ElementTree would give.
+_VAL = r'[^"<&\t\n\r]'
+_TXT = r"[^<&\r]"
+_F_HEAD = re.compile(
+    r'<package type="rpm">\s*<name>(' + _TXT + r'+)</name>\s*<arch>(' + _TXT + r'+)</arch>'
+    r'\s*<version epoch="([0-9]*)" ver="(' + _VAL + r'+)" rel="(' + _VAL + r'+)"\s*/>'
+    r'\s*<checksum type="sha256" pkgid="YES">([0-9A-Fa-f \n\t]+)</checksum>')
+_F_SIZE = re.compile(r'<size package="([0-9]+)"')
+_F_LOCATION = re.compile(r'<location(?: xml:base="' + _VAL + r'*")? href="(' + _VAL + r'+)"')
+_F_SECTIONS = tuple((kind, f"<rpm:{kind}", f"<rpm:{kind}>", f"</rpm:{kind}>")
+                    for kind in _DEP_KINDS)
+_F_SOURCERPM = re.compile(r"<rpm:sourcerpm>(" + _TXT + r"*)</rpm:sourcerpm>")
+_F_FILE = re.compile(r'<file(?: type="[a-z]+")?>(' + _TXT + r"*)</file>")
+_F_ENTRY = re.compile(r"<rpm:entry ([^<>]*)/>")
+_F_ATTRS = re.compile(  # ( ver=") and ( rel=") tell an absent attribute from an empty one
+    r'name="(' + _VAL + r'+)"(?: flags="(LT|GT|EQ|LE|GE)")?(?: epoch="([0-9]*)")?'
+    r'(?:( ver=")(' + _VAL + r'*)")?(?:( rel=")(' + _VAL + r'*)")?(?: pre="([01]|true|false)")?'
+    r"\s*")
+_new = tuple.__new__  # NamedTuple's own __new__ is a Python function: too slow here
+
+
+def _fast_package(raw: bytes, repo: str, cache: Dict[str, Dep]) -> Optional[Package]:
+    """The Package of one createrepo-shaped, well-formed `<package>` element, or None when the
+    element is shaped otherwise (the caller then asks ElementTree). Each field is found by
+    `str.find` and read by an anchored pattern; with no comments, CDATA or entities in the
+    element, every `<` starts a tag, so a tag name found is that element."""
+    if b"<!" in raw or b"<?" in raw or b"xmlns" in raw:  # comments, CDATA, PIs, namespaces
+        return None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    head = _F_HEAD.match(text)
+    if head is None:
+        return None
+    pos = head.end()
+    size = _F_SIZE.match(text, text.find("<size", pos))
+    location = _F_LOCATION.match(text, text.find("<location", pos))
+    if size is None or location is None or text.find("<size", size.end()) >= 0 or text.find(
+            "<location", location.end()) >= 0:
+        return None
+    found = {}
+    for kind, tag, start_tag, end_tag in _F_SECTIONS:
+        start = text.find(tag, pos)
+        if start < 0:
+            found[kind] = ()
+            continue
+        end = text.find(end_tag, start)
+        if (end < 0 or not text.startswith(start_tag, start)
+                or text.find(tag, start + len(tag)) >= 0):  # <rpm:requires/>, or a repeat
+            return None
+        body = text[start + len(start_tag):end]
+        get = cache.get
+        deps = tuple([get(attrs) or _fast_dep(attrs, cache) for attrs in _F_ENTRY.findall(body)])
+        if len(deps) != body.count("<") or None in deps:  # an entry the patterns did not read
+            return None
+        found[kind] = deps
+    texts = _F_FILE.findall(text, pos)
+    if text.count("<file", pos) != len(texts):
+        return None
+    sourcerpm = ""
+    start = text.find("<rpm:sourcerpm", pos)
+    if start >= 0:
+        match = _F_SOURCERPM.match(text, start)
+        if match is None:
+            return None
+        sourcerpm = match.group(1)
+    name, arch, epoch, ver, rel, checksum = head.groups()
+    return _new(Package, (
+        sys.intern(name), int(epoch or 0), ver, rel, sys.intern(arch), repo, location.group(1),
+        checksum.strip().lower(), int(size.group(1)), found["provides"], found["requires"],
+        found["obsoletes"], found["conflicts"], tuple(filter(None, texts)), sourcerpm, raw))
+
+
+def _fast_dep(attrs: str, cache: Dict[str, Dep]) -> Optional[Dep]:
+    match = _F_ATTRS.fullmatch(attrs)
+    if match is None:
+        return None
+    name, flags, epoch, has_ver, ver, has_rel, rel, pre = match.groups()
+    evr = _new(EVR, (int(epoch or 0), ver, rel if has_rel else None)) if has_ver else None
+    dep = cache[attrs] = _new(Dep, (sys.intern(name), flags, evr, pre in ("1", "true")))
+    return dep
+
+
+def iter_filelists(stream: BinaryIO, what: str = "filelists.xml"
+                   ) -> Iterator[Tuple[str, Tuple[str, ...], bytes]]:
+    """Yield (pkgid, every file and directory path, raw element) from a filelists.xml stream."""
+    tag = "{%s}file" % NS_FILELISTS
+    for raw, el in _batches(stream, what):
+        pkgid = el.get("pkgid")
+        if not pkgid:
+            raise RepodataError(f"{what}: a <package> without pkgid")
+        yield pkgid.lower(), tuple(f.text for f in el.iter(tag) if f.text), raw
+
+
+def raw_by_pkgid(stream: BinaryIO, pkgids: frozenset[str], what: str) -> Dict[str, bytes]:
+    """The raw `<package>` elements of filelists.xml or other.xml for the given pkgids."""
+    found: Dict[str, bytes] = {}
+    pattern = re.compile(rb'pkgid="([0-9A-Fa-f]+)"')
+    for _root, raw in iter_elements(stream, what):
+        match = pattern.search(raw, 0, raw.find(b">"))
+        if match and match.group(1).decode().lower() in pkgids:
+            found[match.group(1).decode().lower()] = raw
+    return found
