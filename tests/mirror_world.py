@@ -61,6 +61,11 @@ class MirrorWorld:
         return Path(self.state["presets"]["el8"])
 
     @property
+    def preset_aliyun_el8(self) -> Path:
+        """The EL8 slice with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
+        return Path(self.state["presets"]["aliyun-el8"])
+
+    @property
     def access_log(self) -> Path:
         """nginx's access log, for counting requests (warm builds download nothing)."""
         return Path(self.state["nginx"]["access_log"])

@@ -125,6 +125,15 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
             },
             "registries": {**registries, "registry.k8s.io": aliyun},
         }
+    if "aliyun" in presets and "el8" in presets:
+        # The k8s-1.23.17-el8 recipe's China-shaped build: Aliyun registry + DaoCloud binaries
+        # (as mirror-world-aliyun) over the EL8 slice.
+        presets["aliyun-el8"] = {
+            **presets["aliyun"],
+            "name": "mirror-world-aliyun-el8",
+            "description": "scripts/mirror-world: the aliyun variant over the EL8 slice",
+            "yum": presets["el8"]["yum"],
+        }
     if "token" in instances:
         presets["token"] = {
             "name": "mirror-world-token",

@@ -1,0 +1,121 @@
+"""manifests/k8s-1.23.17-el8.yaml (CentOS 8.5 + Docker CE 20.10.24) built against the mirror
+world's EL8 slice with its upstream-shaped and China-shaped presets, linted, checked for packages
+of the non-default container-tools stream (the slice's decoy), and judged by real dnf: a minimal
+EL8 root with podman and runc installed has them removed as the recipe says, then takes every
+package of the bundle from the bundle's repo alone, gpgcheck=1."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+
+import pytest
+import requests
+
+from builder.inputs.mirrors import load_preset
+from builder.rpm.modules import parse_modules
+from builder.rpm.repodata import load_repos
+from installer.render import render
+from tests.bundles import REPO, make_key
+from tests.conftest import require_tool
+from tests.dnfroot import dnf, installed, write_config
+from tests.integration.builder.test_build import kubecrate, seeded_cache
+
+pytestmark = pytest.mark.integration
+
+RECIPE = REPO / "manifests" / "k8s-1.23.17-el8.yaml"
+NAME = "k8s-1.23.17-el8"
+EL8 = ("--releasever=8", "--setopt=module_platform_id=platform:el8")
+
+
+def removals() -> list:
+    """The packages the recipe says to remove first (its `dnf remove ...` line)."""
+    found = re.search(r"^#\s+dnf remove (.+)$", RECIPE.read_text(), re.M)
+    assert found, f"{RECIPE.name} names no packages to remove"
+    return found.group(1).split()
+
+
+@pytest.fixture(scope="module")
+def builds(mirror_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("el8")
+    _key, secret, public = make_key(root / "keys")
+    cache = seeded_cache(root / "cache")
+    out = {}
+    for variant, preset in (("upstream", mirror_world.preset_el8),
+                            ("china", mirror_world.preset_aliyun_el8)):
+        done = kubecrate("build", RECIPE, "--mirrors", preset, "--key", secret,
+                         "--out", root / variant, "--lock", root / f"{variant}.lock",
+                         "--cache", cache)
+        assert done.returncode == 0, done.stderr
+        bundle = root / variant / f"{NAME}.tar"
+        lint = kubecrate("lint", bundle, "--recipe", RECIPE, "--key", public)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        out[variant] = bundle
+    return out
+
+
+def rpm_names(bundle) -> dict:
+    with tarfile.open(bundle) as tar:
+        return {m.name.rsplit("/", 1)[1]: m for m in tar.getmembers()
+                if m.name.startswith("repo/Packages/") and m.name.endswith(".rpm")}
+
+
+def test_both_presets_give_the_same_packages(builds):
+    assert sorted(rpm_names(builds["upstream"])) == sorted(rpm_names(builds["china"]))
+
+
+def test_nothing_from_the_non_default_stream(builds, mirror_world):
+    appstream = load_repos(load_preset(mirror_world.preset_el8), ["appstream"],
+                           requests.Session())[0]
+    streams, defaults = parse_modules(appstream.metadata("modules"), "appstream")
+    assert defaults == {"container-tools": "rhel8"}
+    decoys = {f"{a[0]}-{a[2]}-{a[3]}.{a[4]}.rpm" for s in streams if s.stream != "rhel8"
+              for a in s.artifacts}
+    assert "container-selinux-2.229.0-2.module_el8.6.0+1107+d59a301b.noarch.rpm" in decoys
+    shipped = set(rpm_names(builds["upstream"]))
+    assert not shipped & decoys
+    assert "container-selinux-2.167.0-1.module_el8.5.0+911+f19012f9.noarch.rpm" in shipped
+    assert {"containerd.io-1.6.32-3.1.el8.x86_64.rpm", "docker-ce-20.10.24-3.el8.x86_64.rpm",
+            "iproute-tc-5.12.0-4.el8.x86_64.rpm"} <= shipped
+
+
+def test_real_dnf_installs_the_bundle_after_the_removals(builds, mirror_world, tmp_path):
+    for tool in ("dnf", "rpm"):
+        require_tool(tool)
+    # A minimal EL8 root with podman (and so runc) from the world's CentOS 8.5 repos.
+    preset = load_preset(mirror_world.preset_el8)
+    world = {r.id: (r.baseurl, [k.url for k in r.gpgkeys]) for r in preset.yum.values()
+             if r.id in ("baseos", "appstream")}
+    conf, repos_d = write_config(tmp_path / "world", world)
+    root = tmp_path / "root"
+    root.mkdir()
+    dnf(root, conf, repos_d, *EL8, "install", "filesystem", "bash", "podman")
+    before = installed(root)
+    assert "runc" in before and "podman" in before
+
+    with tarfile.open(builds["upstream"]) as tar:
+        tar.extractall(tmp_path / "bundle", members=[m for m in tar.getmembers()
+                                                      if m.name.startswith("repo/")])
+    repo = tmp_path / "bundle" / "repo"
+    keys = sorted(str(k) for k in repo.glob("RPM-GPG-KEY-*"))
+    bundle_d = tmp_path / "bundle.d"
+    bundle_d.mkdir()
+    (bundle_d / "kubecrate.repo").write_text(render(
+        "kubecrate.repo.j2", bundle_name=NAME, main=[], enabled=1, baseurl=str(repo),
+        gpgkeys=keys))
+    bconf = tmp_path / "bundle.conf"
+    bconf.write_text(f"[main]\ngpgcheck=1\nreposdir={bundle_d}\ncachedir={tmp_path / 'bc'}\n"
+                     "plugins=False\ninstall_weak_deps=False\n")
+    names = sorted({n.rsplit("-", 2)[0] for n in rpm_names(builds["upstream"])})
+    # Without the removals dnf refuses: containerd.io conflicts with runc, podman needs runc.
+    refused = dnf(root, bconf, bundle_d, *EL8, "install", *names, check=False)
+    assert refused.returncode != 0 and "runc" in refused.stdout + refused.stderr
+    dnf(root, conf, repos_d, *EL8, "remove", *removals())
+    assert not {"runc", "podman"} & set(installed(root))
+    dnf(root, bconf, bundle_d, *EL8, "install", *names)
+    got = installed(root)
+    assert got["containerd.io"] == ["1.6.32-3.1.el8.x86_64"]
+    assert got["docker-ce"] == ["20.10.24-3.el8.x86_64"]
+    assert got["container-selinux"] == ["2.167.0-1.module_el8.5.0+911+f19012f9.noarch"]
+    assert "runc" not in got and "podman" not in got
+    assert set(names) <= set(got)
