@@ -119,6 +119,7 @@ def make_lock(recipe: Recipe, preset: MirrorPreset, *, session: Any, cache: Cach
     # Imported here, not at the top: checking a lock (a warm rebuild) needs none of them.
     from builder.binaries import fetch_kubernetes, fetch_release
     from builder.registry.client import pull_images
+    from builder.rpm.elrelease import el_release_problems
     from builder.rpm.modules import module_view
     from builder.rpm.packages import fetch_keys
     from builder.rpm.repodata import load_repos
@@ -130,6 +131,11 @@ def make_lock(recipe: Recipe, preset: MirrorPreset, *, session: Any, cache: Cach
     roles = role_images(recipe, kubeadm)
 
     repos = load_repos(preset, recipe.repos, session, cache=cache)
+    wrong_release = el_release_problems(repos, recipe.target.major)
+    if wrong_release:
+        raise recipe.error(("target", "release"), f"the recipe targets EL{recipe.target.major}, "
+                           f"but preset {preset.name!r} ({preset.source}) does not serve it: "
+                           + "; ".join(wrong_release))
     requests = [request_text(s) for s in recipe.all_packages()]
     # EL8+: what dnf on the host would offer (its platform stream is el<major>)
     visible = module_view(repos, f"el{recipe.target.major}")

@@ -119,3 +119,18 @@ def test_real_dnf_installs_the_bundle_after_the_removals(builds, mirror_world, t
     assert got["container-selinux"] == ["2.167.0-1.module_el8.5.0+911+f19012f9.noarch"]
     assert "runc" not in got and "podman" not in got
     assert set(names) <= set(got)
+
+
+def test_a_release_the_preset_lacks_is_refused_naming_repo_and_file(mirror_world, tmp_path):
+    """The same recipe for EL9: the EL8 preset resolves it, but dnf on an EL9 host would be
+    handed EL8 builds. The build stops at the lock, naming the recipe's key, the repo and its
+    primary file."""
+    recipe = tmp_path / "k8s-el9.yaml"
+    recipe.write_text(RECIPE.read_text().replace('release: "8.5"', 'release: "9"'))
+    done = kubecrate("lock", recipe, "--mirrors", mirror_world.preset_el8,
+                     "--cache", tmp_path / "cache")
+    assert done.returncode != 0
+    assert "targets EL9" in done.stderr and "target.release" in done.stderr, done.stderr
+    assert "repo baseos (" in done.stderr and "primary.xml.gz) serves EL8 (" in done.stderr
+    assert "repo docker-ce-stable (" in done.stderr
+    assert not (tmp_path / "k8s-el9.lock").exists()
