@@ -61,6 +61,11 @@ class MirrorWorld:
         return Path(self.state["presets"]["el8"])
 
     @property
+    def preset_el9(self) -> Path:
+        """Rocky 9.4 baseos/appstream, docker-ce centos/9, pkgs.k8s.io v1.30 (kubernetes)."""
+        return Path(self.state["presets"]["el9"])
+
+    @property
     def preset_aliyun_el8(self) -> Path:
         """The EL8 slice with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
         return Path(self.state["presets"]["aliyun-el8"])

@@ -26,6 +26,10 @@ REPO_IDS = (
     ("download.docker.com/", "docker-ce-stable"),
 )
 
+# The EL9 preset's repo ids -> yum_el8.yaml's (whose ids are unique across the slice).
+EL9_IDS = {"baseos": "rocky9-baseos", "appstream": "rocky9-appstream",
+           "docker-ce-stable": "docker-ce-stable-9", "kubernetes": "kubernetes-v1.30"}
+
 
 def _repo_order(rel: str) -> tuple:
     ids = [marker for marker, _ in REPO_IDS]
@@ -124,6 +128,18 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
                 for name, spec in upstream["releases"].items()
             },
             "registries": {**registries, "registry.k8s.io": aliyun},
+        }
+    if state.get("yum_el8") and "kubernetes-v1.30" in state["yum_el8"]["repos"]:
+        # Rocky 9.4 + docker-ce centos/9 + pkgs.k8s.io v1.30 under the ids a Rocky 9 host's
+        # repo files use, for the k8s-1.30 containerd profiles.
+        el9 = _el8_repos(state["yum_el8"], base, www)
+        presets["el9"] = {
+            "name": "mirror-world-el9",
+            "description": "scripts/mirror-world: Rocky 9.4 BaseOS/AppStream (vault), "
+            "docker-ce centos/9, pkgs.k8s.io v1.30",
+            **common,
+            "yum": {rid: el9[given] for rid, given in EL9_IDS.items()},
+            "registries": registries,
         }
     if "aliyun" in presets and "el8" in presets:
         # The k8s-1.23.17-el8 recipe's China-shaped build: Aliyun registry + DaoCloud binaries
