@@ -66,6 +66,11 @@ class MirrorWorld:
         return Path(self.state["presets"]["el9"])
 
     @property
+    def preset_aliyun_el9(self) -> Path:
+        """The EL9 repos with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
+        return Path(self.state["presets"]["aliyun-el9"])
+
+    @property
     def preset_aliyun_el8(self) -> Path:
         """The EL8 slice with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
         return Path(self.state["presets"]["aliyun-el8"])

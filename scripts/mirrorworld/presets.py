@@ -150,6 +150,13 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
             "description": "scripts/mirror-world: the aliyun variant over the EL8 slice",
             "yum": presets["el8"]["yum"],
         }
+    if "aliyun" in presets and "el9" in presets:
+        presets["aliyun-el9"] = {
+            **presets["aliyun"],
+            "name": "mirror-world-aliyun-el9",
+            "description": "scripts/mirror-world: the aliyun variant over the EL9 repos",
+            "yum": presets["el9"]["yum"],
+        }
     if "token" in instances:
         presets["token"] = {
             "name": "mirror-world-token",

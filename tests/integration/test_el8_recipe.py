@@ -1,8 +1,10 @@
-"""manifests/k8s-1.23.17-el8.yaml (CentOS 8.5 + Docker CE 20.10.24) built against the mirror
-world's EL8 slice with its upstream-shaped and China-shaped presets, linted, checked for packages
-of the non-default container-tools stream (the slice's decoy), and judged by real dnf: a minimal
-EL8 root with podman and runc installed has them removed as the recipe says, then takes every
-package of the bundle from the bundle's repo alone, gpgcheck=1."""
+"""manifests/k8s-1.23.17-el8.yaml (CentOS 8.5 + Docker CE 20.10.24) and
+manifests/k8s-1.30-el9-containerd.yaml (Rocky 9.4 + containerd + pkgs.k8s.io v1.30) built against
+the mirror world's EL8/EL9 slice with upstream-shaped and China-shaped presets, linted, checked
+for packages of the non-default container-tools stream (the slice's decoy), and judged by real
+dnf: a minimal EL8 root with podman and runc installed has them removed as the recipe says, then
+takes every package of the bundle from the bundle's repo alone, gpgcheck=1; a minimal EL9 root
+takes every package of the EL9 bundle the same way."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 RECIPE = REPO / "manifests" / "k8s-1.23.17-el8.yaml"
 NAME = "k8s-1.23.17-el8"
+RECIPE_EL9 = REPO / "manifests" / "k8s-1.30-el9-containerd.yaml"
+NAME_EL9 = "k8s-1.30-el9-containerd"
 EL8 = ("--releasever=8", "--setopt=module_platform_id=platform:el8")
 
 
@@ -41,14 +45,17 @@ def builds(mirror_world, tmp_path_factory):
     _key, secret, public = make_key(root / "keys")
     cache = seeded_cache(root / "cache")
     out = {}
-    for variant, preset in (("upstream", mirror_world.preset_el8),
-                            ("china", mirror_world.preset_aliyun_el8)):
-        done = kubecrate("build", RECIPE, "--mirrors", preset, "--key", secret,
+    for variant, recipe, preset in (
+            ("upstream", RECIPE, mirror_world.preset_el8),
+            ("china", RECIPE, mirror_world.preset_aliyun_el8),
+            ("el9-upstream", RECIPE_EL9, mirror_world.preset_el9),
+            ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9)):
+        done = kubecrate("build", recipe, "--mirrors", preset, "--key", secret,
                          "--out", root / variant, "--lock", root / f"{variant}.lock",
                          "--cache", cache)
         assert done.returncode == 0, done.stderr
-        bundle = root / variant / f"{NAME}.tar"
-        lint = kubecrate("lint", bundle, "--recipe", RECIPE, "--key", public)
+        bundle = root / variant / f"{recipe.stem}.tar"
+        lint = kubecrate("lint", bundle, "--recipe", recipe, "--key", public)
         assert lint.returncode == 0, lint.stdout + lint.stderr
         out[variant] = bundle
     return out
@@ -60,8 +67,28 @@ def rpm_names(bundle) -> dict:
                 if m.name.startswith("repo/Packages/") and m.name.endswith(".rpm")}
 
 
+def bundle_repo(bundle, tmp_path):
+    """The bundle's repo/ unpacked under `tmp_path` behind the installer's repo file, the only
+    repo of a dnf.conf of its own; returns (dnf.conf, reposdir, package names)."""
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "bundle", members=[m for m in tar.getmembers()
+                                                      if m.name.startswith("repo/")])
+    repo = tmp_path / "bundle" / "repo"
+    keys = sorted(str(k) for k in repo.glob("RPM-GPG-KEY-*"))
+    bundle_d = tmp_path / "bundle.d"
+    bundle_d.mkdir()
+    (bundle_d / "kubecrate.repo").write_text(render(
+        "kubecrate.repo.j2", bundle_name=bundle.stem, main=[], enabled=1, baseurl=str(repo),
+        gpgkeys=keys))
+    bconf = tmp_path / "bundle.conf"
+    bconf.write_text(f"[main]\ngpgcheck=1\nreposdir={bundle_d}\ncachedir={tmp_path / 'bc'}\n"
+                     "plugins=False\ninstall_weak_deps=False\n")
+    return bconf, bundle_d, sorted({n.rsplit("-", 2)[0] for n in rpm_names(bundle)})
+
+
 def test_both_presets_give_the_same_packages(builds):
     assert sorted(rpm_names(builds["upstream"])) == sorted(rpm_names(builds["china"]))
+    assert sorted(rpm_names(builds["el9-upstream"])) == sorted(rpm_names(builds["el9-china"]))
 
 
 def test_nothing_from_the_non_default_stream(builds, mirror_world):
@@ -93,20 +120,7 @@ def test_real_dnf_installs_the_bundle_after_the_removals(builds, mirror_world, t
     before = installed(root)
     assert "runc" in before and "podman" in before
 
-    with tarfile.open(builds["upstream"]) as tar:
-        tar.extractall(tmp_path / "bundle", members=[m for m in tar.getmembers()
-                                                      if m.name.startswith("repo/")])
-    repo = tmp_path / "bundle" / "repo"
-    keys = sorted(str(k) for k in repo.glob("RPM-GPG-KEY-*"))
-    bundle_d = tmp_path / "bundle.d"
-    bundle_d.mkdir()
-    (bundle_d / "kubecrate.repo").write_text(render(
-        "kubecrate.repo.j2", bundle_name=NAME, main=[], enabled=1, baseurl=str(repo),
-        gpgkeys=keys))
-    bconf = tmp_path / "bundle.conf"
-    bconf.write_text(f"[main]\ngpgcheck=1\nreposdir={bundle_d}\ncachedir={tmp_path / 'bc'}\n"
-                     "plugins=False\ninstall_weak_deps=False\n")
-    names = sorted({n.rsplit("-", 2)[0] for n in rpm_names(builds["upstream"])})
+    bconf, bundle_d, names = bundle_repo(builds["upstream"], tmp_path)
     # Without the removals dnf refuses: containerd.io conflicts with runc, podman needs runc.
     refused = dnf(root, bconf, bundle_d, *EL8, "install", *names, check=False)
     assert refused.returncode != 0 and "runc" in refused.stdout + refused.stderr
@@ -134,3 +148,25 @@ def test_a_release_the_preset_lacks_is_refused_naming_repo_and_file(mirror_world
     assert "repo baseos (" in done.stderr and "primary.xml.gz) serves EL8 (" in done.stderr
     assert "repo docker-ce-stable (" in done.stderr
     assert not (tmp_path / "k8s-el9.lock").exists()
+
+
+def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_path):
+    """The five Kubernetes RPMs from the pkgs.k8s.io-shaped repo, containerd.io from centos/9,
+    the rest from Rocky 9.4: all of it on a minimal EL9 root from the bundle repo alone."""
+    for tool in ("dnf", "rpm"):
+        require_tool(tool)
+    preset = load_preset(mirror_world.preset_el9)
+    baseos = preset.yum["baseos"]
+    conf, repos_d = write_config(tmp_path / "world",
+                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
+    root = tmp_path / "root"
+    root.mkdir()
+    el9 = ("--releasever=9", "--setopt=module_platform_id=platform:el9")
+    dnf(root, conf, repos_d, *el9, "install", "filesystem", "bash")
+    bconf, bundle_d, names = bundle_repo(builds["el9-upstream"], tmp_path)
+    assert {"kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni"} <= set(names)
+    dnf(root, bconf, bundle_d, *el9, "install", *names)
+    got = installed(root)
+    assert got["kubeadm"] == ["1.30.14-150500.1.1.x86_64"]
+    assert got["containerd.io"] == ["1.6.33-3.1.el9.x86_64"]
+    assert set(names) <= set(got)

@@ -23,7 +23,7 @@ from builder.rpm.yumrepo import gather_xml, write_repo
 from installer.errors import ExitCode
 from installer.render import render
 from tests.conftest import require_tool
-from tests.dnfroot import dnf, installed, repoquery, write_config
+from tests.dnfroot import dnf, installed, repoquery
 
 pytestmark = pytest.mark.integration
 
@@ -144,59 +144,3 @@ def test_the_stream9_zstd_repo_is_read(world):
     assert repo.groups()["core"].mandatory == ("bash", "filesystem")
     assert resolve(["bash"], [repo]).package("bash").release == "6.el9"
 
-
-# The k8s-1.30 containerd set on EL9: the five Kubernetes packages listed explicitly (kubeadm
-# 1.30's RPM requires only cri-tools, and from 1.32 nothing: el8-el9-facts 3).
-EL9_CONTAINERD = ["containerd.io", "kubelet", "kubeadm", "kubectl", "cri-tools", "kubernetes-cni",
-                  "conntrack-tools", "socat", "ipvsadm", "ipset", "iproute-tc", "chrony"]
-
-
-def test_the_el9_containerd_set_installs_with_real_dnf(mirror_world, tmp_path):
-    """Rocky 9.4 + docker-ce centos/9 + a pkgs.k8s.io-shaped v1.30 repo through the world's el9
-    preset: resolved over @core, checked against the EL9 crypto policy, written as the bundle
-    repo and installed by real dnf on a minimal EL9 root, gpgcheck=1, with no other repo."""
-    from builder.rpm.base import base_from_spec
-    from builder.rpm.cryptopolicy import check_crypto_policy
-
-    preset = load_preset(mirror_world.preset_el9)
-    ids = ["baseos", "appstream", "docker-ce-stable", "kubernetes"]
-    session = requests.Session()
-    repos = load_repos(preset, ids, session)
-    view = module_view(repos, "el9")
-    result = resolve(EL9_CONTAINERD, view.repos, arch="x86_64",
-                     base=base_from_spec("@core", view.repos, "x86_64"))
-    names = {p.name for p in result.packages}
-    assert {"bash", "filesystem"}.isdisjoint(names)
-    assert result.package("kubeadm").release == "150500.1.1"
-    assert result.package("containerd.io").release == "3.1.el9"
-    keys = fetch_keys([r.config for r in repos], session)
-    by_id = {r.id: r for r in repos}
-    paths = fetch_rpms([RpmFile.of(p, by_id[p.repo]) for p in result.packages],
-                       keyrings(keys), Cache(tmp_path / "cache"), session)
-    check_crypto_policy(9, [(p.nevra, p.repo, paths[p.sha256]) for p in result.packages],
-                        [(k.repo, k.url, k.data) for k in keys])
-    filelists, other = gather_xml(result.packages, repos)
-    repo = tmp_path / "bundle" / "repo"
-    written = write_repo(repo, result.packages, paths, filelists, other, keys,
-                         timestamp=1700000000)
-
-    root = tmp_path / "root"
-    root.mkdir()
-    world = {"baseos": (preset.yum["baseos"].baseurl, [preset.yum["baseos"].gpgkeys[0].url])}
-    conf, repos_d = write_config(tmp_path / "world", world)
-    el9 = ("--releasever=9", "--setopt=module_platform_id=platform:el9")
-    dnf(root, conf, repos_d, *el9, "install", "filesystem", "bash")
-    bundle_d = tmp_path / "bundle.d"
-    bundle_d.mkdir()
-    (bundle_d / "kubecrate.repo").write_text(render(
-        "kubecrate.repo.j2", bundle_name="el9", main=[], enabled=1, baseurl=str(repo),
-        gpgkeys=[str(repo / k) for k in written.keys]))
-    bconf = tmp_path / "bundle.conf"
-    bconf.write_text(f"[main]\ngpgcheck=1\nreposdir={bundle_d}\ncachedir={tmp_path / 'bc'}\n"
-                     "plugins=False\ninstall_weak_deps=False\n")
-    dnf(root, bconf, bundle_d, *el9, "install", *EL9_CONTAINERD)
-    got = installed(root)
-    assert got["kubeadm"] == ["1.30.14-150500.1.1.x86_64"]
-    assert got["containerd.io"] == ["1.6.33-3.1.el9.x86_64"]
-    assert got["container-selinux"] == ["2.229.0-1.el9.noarch"]
-    assert names <= set(got)
