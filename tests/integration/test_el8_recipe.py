@@ -22,6 +22,7 @@ from tests.bundles import REPO, make_key
 from tests.conftest import require_tool
 from tests.dnfroot import dnf, installed, write_config
 from tests.integration.builder.test_build import kubecrate, seeded_cache
+from tests.integration.runtimes import containerd  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +171,19 @@ def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_p
     assert got["kubeadm"] == ["1.30.14-150500.1.1.x86_64"]
     assert got["containerd.io"] == ["1.6.33-3.1.el9.x86_64"]
     assert set(names) <= set(got)
+
+
+def test_real_containerd_imports_the_el9_bundles_images(builds, containerd, tmp_path):  # noqa: F811
+    """containerd 1.6's `ctr -n k8s.io images import` of the EL9 bundle's archive: kubeadm
+    v1.30.14's images, flannel v0.25.7 and the load balancer's, each under its name."""
+    with tarfile.open(builds["el9-upstream"]) as tar:
+        tar.extract("images/images.tar", tmp_path)
+    refs = containerd.references()
+    if refs:
+        containerd.ctr("images", "rm", "--sync", *refs)
+    containerd.ctr("images", "import", str(tmp_path / "images" / "images.tar"))
+    got = containerd.references()
+    assert {"registry.k8s.io/kube-apiserver:v1.30.14", "registry.k8s.io/pause:3.9",
+            "registry.k8s.io/etcd:3.5.15-0", "registry.k8s.io/coredns/coredns:v1.11.3",
+            "docker.io/flannel/flannel:v0.25.7"} <= set(got), got
+    assert not [r for r in got if "v1.23.17" in r or r.endswith(":3.6")]
