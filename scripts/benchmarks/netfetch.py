@@ -298,8 +298,11 @@ def _images(link: Link, work: Path, runs: int) -> list[Result]:
 
     curl = _curl_argv(urls, curl_dir)
 
+    fetched = []  # bytes curl wrote, read right after its run (a later tool's reset empties it)
+
     def peer() -> None:
         _in(CLIENT, curl, check=True, env=env)
+        fetched.append(sum(path.stat().st_size for path in curl_dir.iterdir()))
 
     host = f"{MIRROR_IP}:{REGISTRY_PORT}"
 
@@ -311,7 +314,7 @@ def _images(link: Link, work: Path, runs: int) -> list[Result]:
                 stdout=subprocess.DEVNULL)
 
     ours_t, curl_t, skopeo_t = rotated(runs, [ours, peer, skopeo], reset)
-    size = sum(path.stat().st_size for path in curl_dir.iterdir()) / 1e6
+    size = fetched[-1] / 1e6
     reset()
     what = (f"pull {len(IMAGES)} images ({len(urls)} manifests and blobs, {size:.0f} MB) over "
             "50 ms RTT / 100 Mbit/s / 0.1% loss")
