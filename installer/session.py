@@ -142,8 +142,8 @@ def install(options: Options) -> Outcome:
             return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports)
         with HostLock(ctx.host):
             state = State.load(ctx.host)
-            state.data.update(bundle=ctx.info.digest, bundle_name=ctx.info.name,
-                              node=ctx.node.name, role=ctx.node.role,
+            state.use_bundle(ctx.info.digest)
+            state.data.update(bundle_name=ctx.info.name, node=ctx.node.name, role=ctx.node.role,
                               cluster=os.path.abspath(ctx.cluster.source))
             state.record("preflight", inputs, 0)
             reports = run_steps(ctx, steps, state, apply=True, progress=options.echo)

@@ -59,6 +59,15 @@ class State:
             self.steps.pop(step, None)
         self.save()
 
+    def use_bundle(self, digest: str) -> None:
+        """Record `digest` as the bundle in use; the one it replaces becomes
+        "previous_bundle", the way back after an upgrade, which `cache prune` keeps
+        (installer/cachecare.py). Not saved here: the caller's next record() saves it."""
+        current = self.data.get("bundle")
+        if current and current != digest:
+            self.data["previous_bundle"] = current
+        self.data["bundle"] = digest
+
     def set(self, **values: Any) -> None:
         self.data.update(values)
         self.save()
