@@ -2,7 +2,7 @@
 tarballs from their release URL templates, all through the mirror preset
 (builder/inputs/mirrors.py).
 
-Each file is checked against upstream's checksum file next to it (tech-facts 2.1, 2.2): dl.k8s.io
+Each file is checked against upstream's checksum file next to it (docs/mirrors.md): dl.k8s.io
 `<file>.sha256` holds only the hex digest, GitHub release assets hold `<hex>  <file>`. The bytes
 stream into the content-addressed cache, which keeps them only when they hash to that digest, so
 a mismatch or a cut connection leaves nothing behind. A file already cached is not downloaded.

@@ -64,7 +64,7 @@ SHIV_DEFAULT_EPOCH = 315532800  # shiv's --reproducible default (1980-01-01)
 CENTOS7_FINGERPRINT = "6341AB2753D78A78A7C27BB124C6A8A7F4A80EB5"
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
 
-# pip resolves for the hosts' interpreter, not the building one (tech-facts 7.2).
+# pip resolves for the hosts' interpreter, not the building one (pip's --python-version).
 PIP_TARGET = ("--only-binary=:all:", "--python-version", "3.6", "--implementation", "cp",
               "--abi", "cp36m", "--abi", "none", "--platform", "manylinux1_x86_64",
               "--platform", "manylinux2010_x86_64", "--platform", "manylinux2014_x86_64",

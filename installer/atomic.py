@@ -1,5 +1,5 @@
 """Atomic file replacement: every file the installer writes on a host appears whole or not at
-all (STYLE.md rule 8), so a killed run never leaves a half-written config behind.
+all, so a killed run never leaves a half-written config behind.
 
 A replaced file keeps its SELinux label. The temporary file is a new inode labelled from its
 folder's type (or a type transition), not from the policy's file context of the target

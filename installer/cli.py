@@ -146,7 +146,7 @@ def _progress_bar(source: BundleSource, what: str) -> Iterator:
         yield bar.update
 
 
-# ------------------------------------------------------------------ host commands (issue 7)
+# ------------------------------------------------------------------ host commands
 
 host_only_option = click.option(
     "--host-only", "host_only", is_flag=True,

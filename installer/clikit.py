@@ -76,7 +76,7 @@ def _outcome(group: click.Group, argv: object, prog_name: Optional[str]) -> int:
 
 
 def common_options(func: Callable) -> Callable:
-    """--root, --dry-run and -v, which every installer command takes (DESIGN.md)."""
+    """--root, --dry-run and -v, which every installer command takes."""
     func = click.option("-v", "--verbose", count=True, help="More diagnostics (-vv: debug).")(func)
     func = click.option(
         "--dry-run", is_flag=True, help="Print the commands instead of running them."

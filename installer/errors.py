@@ -1,4 +1,5 @@
-"""The installer's error root and exit codes (DESIGN.md), shared with the builder.
+"""The installer's error root and exit codes (the README's exit-code table), shared with the
+builder.
 
 Core code raises these; the CLI edge catches them once and maps them to an ExitCode.
 """

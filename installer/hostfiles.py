@@ -1,5 +1,5 @@
 """What the operator hands the installer and where it writes, checked so that an OS error
-becomes a message naming the file and saying what to do (issue 14 item 10): a bundle that is
+becomes a message naming the file and saying what to do: a bundle that is
 a FIFO or a folder ("Illegal seek"), a full disk ("No space left on device" without a path).
 """
 

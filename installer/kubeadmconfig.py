@@ -1,5 +1,5 @@
 """kubeadm v1beta3 configuration files for `kubeadm init --config` and `kubeadm join --config`,
-rendered from installer/templates/ (tech-facts 6.1).
+rendered from installer/templates/ (kubeadm's cmd/kubeadm/app/apis/kubeadm/v1beta3).
 
 Everything is explicit because the hosts are offline: kubernetesVersion (else kubeadm asks
 dl.k8s.io), imageRepository (the bundle's), criSocket (exactly /var/run/dockershim.sock for 1.23
@@ -49,7 +49,7 @@ def refresh_config(kubernetes_version: str, token: Optional[str] = None,
                    certificate_key: Optional[str] = None, cri_socket: Optional[str] = None) -> str:
     """The 0600 config of `kubeadm token create --config` (with `token`) or `kubeadm init phase
     upload-certs --config` (with `certificate_key`): kubeadm refuses --certificate-key next to
-    --config, and without kubernetesVersion it asks dl.k8s.io first (issue 12 item 7)."""
+    --config, and without kubernetesVersion it asks dl.k8s.io first."""
     if (token is None) == (certificate_key is None):
         raise ValueError("a refresh config carries either a token or a certificate key")
     if token is not None and not TOKEN_RE.match(token):

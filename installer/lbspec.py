@@ -20,7 +20,8 @@ RUNTIMES = ("docker", "containerd")
 APISERVER_PORT = 6443
 SHARED_LB_PORT = 8443  # the load balancer shares a host with an apiserver on 6443
 DEFAULT_ROUTER_ID = 51
-DOCKERSHIM_SOCKET = "/var/run/dockershim.sock"  # exactly, no unix:// (tech-facts 0.3)
+# exactly, no unix://: kubeadm 1.23 compares criSocket with this string literally
+DOCKERSHIM_SOCKET = "/var/run/dockershim.sock"
 CONTAINERD_SOCKET = "unix:///run/containerd/containerd.sock"
 KEEPALIVED_IMAGE = "docker.io/osixia/keepalived:2.0.20"
 HAPROXY_IMAGE = "docker.io/library/haproxy:2.8"

@@ -1,4 +1,5 @@
-"""minisign key and signature formats (../shared/reference/minisign.md), verified in pure Python.
+"""minisign key and signature formats (docs/bundle-format.md, `X.tar.minisig`), verified in
+pure Python.
 
 Only verification lives here, because hosts run it on Python 3.6; the builder signs with
 `cryptography` in builder/bundle/sign.py and imports the parsing from here.

@@ -1,4 +1,4 @@
-"""The one place secrets are taken out of text before it is shown or logged (issue 14).
+"""The one place secrets are taken out of text before it is shown or logged (docs/security.md).
 
 Every message the runner logs or raises, every log record of the installer and builder
 loggers, every error the CLI edge prints and the per-run log file go through redact(). It

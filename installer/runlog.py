@@ -1,4 +1,4 @@
-"""The log of one installer run, for the operator to send (issue 13 item 12).
+"""The log of one installer run, for the operator to send (docs/troubleshooting.md).
 
 Every installer command (except with --dry-run) writes <root>/var/log/kubecrate/<command>-
 <UTC time>.log: everything the installer and builder loggers say at debug level, whatever -v

@@ -1,4 +1,4 @@
-"""The one way the installer runs a command on a host (STYLE.md rule 5).
+"""The one way the installer runs a command on a host.
 
 argv lists only, never a shell; output captured into temporary files (so a chatty command never
 blocks on a full pipe) and logged; a non-zero exit raises CommandFailed with argv and the tail

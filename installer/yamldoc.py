@@ -5,9 +5,10 @@ Recipes, mirror presets, cluster.yaml and the load-balancer settings are all rea
 shapes as it walks and names the file, line and key of the first problem, with a did-you-mean for
 unknown keys. Python 3.6 (hosts read cluster.yaml), so typing forms only.
 
-Hostile input is bounded before it is parsed (issue 14): a file larger than MAX_BYTES, more than
-MAX_ALIASES aliases (a 272-byte "billion laughs" expands to millions of nodes), or a document
-that expands to more than MAX_NODES nodes is refused with a clear error, in milliseconds.
+Hostile input is bounded before it is parsed (docs/security.md, "Secrets and hostile input"): a
+file larger than MAX_BYTES, more than MAX_ALIASES aliases (a 272-byte "billion laughs" expands
+to millions of nodes), or a document that expands to more than MAX_NODES nodes is refused with a
+clear error, in milliseconds.
 """
 
 import difflib

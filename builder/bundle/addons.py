@@ -3,9 +3,9 @@
     render_addons(recipe.addons, stage / "addons")  # {"flannel": "addons/flannel/...yml"}
 
 Only flannel has a manifest template so far (builder/data/kube-flannel.yml.j2, the objects of
-flannel's Documentation/kube-flannel.yml, tech-facts 1.3); other add-ons ship their images
+flannel's Documentation/kube-flannel.yml); other add-ons ship their images
 only. Manifests name images by their full canonical references with tags, never by digest:
-`docker load` keeps no RepoDigests (DESIGN.md, the bundle).
+`docker load` keeps no RepoDigests (docs/bundle-format.md).
 """
 
 from __future__ import annotations

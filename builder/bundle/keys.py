@@ -1,4 +1,5 @@
-"""Ed25519 signing keys in minisign's file formats (../shared/reference/minisign.md).
+"""Ed25519 signing keys in minisign's file formats
+(docs/bundle-format.md, `X.tar.minisig`; installer/minisig.py reads them).
 
 `kubecrate keygen` writes an unencrypted key exactly as `minisign -G -W` does; existing minisign
 keys, passphrase-protected or not, are read too.

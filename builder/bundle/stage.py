@@ -3,7 +3,7 @@
     staged = stage_bundle(folder, recipe, lock, fetched, cache)
     pack(folder, out, key, name=recipe.name, metadata=staged.metadata, created=lock["created"])
 
-Layout (DESIGN.md, the bundle; docs/bundle-format.md lists the bundle.json sections):
+Layout (docs/bundle-format.md, which also lists the bundle.json sections):
   repo/                 RPMs, yum-3-readable repodata, the vendors' GPG keys
                         (builder/rpm/yumrepo.py)
   bin/                  kubeadm, kubelet, kubectl (0755), crictl-*.tar.gz, cni-plugins-*.tgz,

@@ -148,7 +148,7 @@ class RegistryMirror:
         path = canonical_path
         if self.flatten_all or path in self.flatten:
             # kubeadm does the same with a custom imageRepository: <repo>/coredns, not
-            # <repo>/coredns/coredns (tech-facts 1.1, images.go).
+            # <repo>/coredns/coredns (cmd/kubeadm/app/images/images.go, GetDNSImage).
             path = path.rsplit("/", 1)[-1]
         return f"{self.namespace}/{path}" if self.namespace else path
 

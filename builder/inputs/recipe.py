@@ -46,7 +46,7 @@ KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-schedul
 OPERATING_SYSTEMS = ("centos", "rocky", "almalinux", "rhel")
 ARCHES = ("x86_64", "aarch64")
 RUNTIMES = ("docker", "containerd")
-DOCKERSHIM_LAST_MINOR = 23  # dockershim left the kubelet in 1.24 (tech-facts 3.4)
+DOCKERSHIM_LAST_MINOR = 23  # dockershim left the kubelet in 1.24 (KEP-2221)
 # `@loadbalancer`: what `load_balancer.mode: static-pods` runs by default (installer/lbspec.py);
 # the static pods pull nothing on an air-gapped host, so the bundle must carry them.
 LOADBALANCER_IMAGES = (KEEPALIVED_IMAGE, HAPROXY_IMAGE)
@@ -359,7 +359,8 @@ class _Reader(yamldoc.Reader):
             repository = self.string(spec["image_repository"], path + ("image_repository",),
                                      _HOST, "a registry host[/path] such as registry.k8s.io")
         else:
-            # kubeadm's own default for that version (tech-facts 1.2).
+            # kubeadm's own default for that version: registry.k8s.io from v1.23.15,
+            # v1.24.9 and v1.25 on (kubernetes PR #113393 for 1.23), k8s.gcr.io before.
             old = (major, minor) < (1, 23) or (minor == 23 and patch < 15) or (
                 minor == 24 and patch < 9)
             repository = "k8s.gcr.io" if major == 1 and old else "registry.k8s.io"

@@ -1,6 +1,7 @@
 """Write the bundle's single image archive (`images/images.tar`) from pulled images.
 
-One tar that three readers accept (tech-facts 5.2, 5.3):
+One tar that three readers accept (moby's image/tarexport, containerd's archive importer and
+skopeo's oci-archive transport):
 - `docker load` (Docker 20.10) reads `manifest.json`, whose Config/Layers point into
   `blobs/sha256/`; gzip layers are fine, and a layer shared by several images is read once.
 - `ctr -n k8s.io images import` (containerd 1.6) sees `oci-layout` and reads `index.json`, naming

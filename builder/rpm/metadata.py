@@ -5,7 +5,7 @@ own repodata can be written from them.
 Parsing streams: the decompressed XML is read in chunks, each complete `<package>...</package>`
 is cut out as raw bytes and the cut elements are parsed in batches by the C XML parser. That keeps
 memory bounded by the chunk size plus the records, and gives the exact upstream bytes of every
-element (tech-facts 4.2 describes the record).
+element (createrepo's primary.xml `<package>` record).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Yum repository metadata: fetch `repodata/repomd.xml`, then the files it names, each verified
-against its checksum in repomd.xml before it is parsed (tech-facts 4.1).
+against its checksum in repomd.xml before it is parsed (as yum does).
 
     session = requests.Session()
     repos = load_repos(preset, ["base", "updates", "extras", "docker-ce-stable"], session)

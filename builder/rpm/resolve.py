@@ -5,11 +5,11 @@
     result.packages          # what the bundle must carry, sorted
     explain(result, "fuse3-libs")
 
-Rules (DESIGN.md "RPM resolution", tech-facts 4.4): only the target arch and noarch (never
-i686), the best repo priority per package name (yum-plugin-priorities: lower wins), the newest
-EVR unless pinned or a requirement needs another, nothing the base already provides, a base
-package upgraded only when a requirement needs a newer one (and then every base package that
-depended on the old one is upgraded too), alternatives chosen by a fixed policy, Obsoletes
+Rules (the closure yum and repotrack compute; docs/recipe.md): only the target arch and noarch
+(never i686), the best repo priority per package name (yum-plugin-priorities: lower wins), the
+newest EVR unless pinned or a requirement needs another, nothing the base already provides, a
+base package upgraded only when a requirement needs a newer one (and then every base package
+that depended on the old one is upgraded too), alternatives chosen by a fixed policy, Obsoletes
 honoured, Conflicts reported. The same input always gives the same output.
 """
 

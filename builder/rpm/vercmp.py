@@ -1,6 +1,6 @@
 """rpm's version ordering, exactly: `rpmvercmp`, EVR comparison and dependency range overlap.
 
-The algorithm is rpm's (tech-facts 4.3: rpm 4.11's lib/rpmvercmp.c plus the `^` rule of
+The algorithm is rpm's (rpm 4.11's lib/rpmvercmp.c plus the `^` rule of
 rpm >= 4.15); the code is ours. Two strings are walked in segments of digits or ASCII letters,
 separators are skipped, `~` sorts before everything (even the end of the string) and `^` sorts
 after the end of the string but before any further segment.

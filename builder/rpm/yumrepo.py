@@ -4,11 +4,11 @@ yum 3 reads, and the vendors' public keys so that hosts keep `gpgcheck=1`.
     filelists, other = gather_xml(resolution.packages, repos)
     write_repo(bundle / "repo", resolution.packages, paths, filelists, other, keys)
 
-The repodata is built from the upstream `<package>` elements byte for byte (tech-facts 4.1,
-4.2), with only `location href` rewritten to `Packages/<file>`: primary, filelists and other
-as gzip-compressed XML named `<sha256>-<type>.xml.gz`, and `repomd.xml` with SHA-256
-checksum, open-checksum, size, open-size and a timestamp from SOURCE_DATE_EPOCH. No zstd, no
-sqlite (yum 3 falls back to the XML), no comps. The same inputs give the same bytes.
+The repodata is built from the upstream `<package>` elements byte for byte, with only `location
+href` rewritten to `Packages/<file>`: primary, filelists and other as gzip-compressed XML named
+`<sha256>-<type>.xml.gz`, and `repomd.xml` with SHA-256 checksum, open-checksum, size, open-size
+and a timestamp from SOURCE_DATE_EPOCH. No zstd, no sqlite (yum 3 falls back to the XML), no
+comps. The same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _ROOTS = {
                   b"</filelists>"),
     "other": (b'<otherdata xmlns="%s" packages="%%d">' % NS_OTHER.encode(), b"</otherdata>"),
 }
-# What yum 3's sqlitecachec / yum.packages read from every primary record (tech-facts 4.2).
+# What yum 3's sqlitecachec / yum.packages read from every primary record.
 PRIMARY_FIELDS = ("name", "arch", "version", "checksum", "summary", "time", "size", "location",
                   "format")
 

@@ -1,7 +1,8 @@
 """Binaries and the kubelet unit: kubeadm, kubelet, kubectl and crictl to /usr/bin, the CNI
-plugins to /opt/cni/bin, upstream's kubelet.service and 10-kubeadm.conf drop-in (tech-facts 2.3;
-there are no 1.23.17 RPMs any more), /etc/sysconfig/kubelet (empty KUBELET_EXTRA_ARGS:
---node-ip comes from kubeadm's kubeletExtraArgs, once), kubelet enabled.
+plugins to /opt/cni/bin, upstream's kubelet.service and 10-kubeadm.conf drop-in
+(kubernetes/release cmd/krel/templates; there are no 1.23.17 RPMs any more),
+/etc/sysconfig/kubelet (empty KUBELET_EXTRA_ARGS: --node-ip comes from kubeadm's
+kubeletExtraArgs, once), kubelet enabled.
 
 Bundle layout read: bin/<name> plain files (or bin/<name>.gz), bin/crictl-*.tar.gz, and the CNI
 plugins as files under bin/cni/ or a bin/cni-plugins-*.tgz.

@@ -3,7 +3,8 @@
 kubeadm 1.23 creates ConfigMap kube-system/coredns during init (kubernetes
 cmd/kubeadm/app/phases/addons/dns/dns.go createCoreDNSAddon, template CoreDNSConfigMap in
 manifests.go) with `forward . /etc/resolv.conf`. CoreDNS's pods run with `dnsPolicy: Default`,
-so that file is the node's resolv.conf as the kubelet hands it over. The rule (issue 12 item 3):
+so that file is the node's resolv.conf as the kubelet hands it over. The rule (docs/cluster.md,
+"CoreDNS's upstream"):
 
 - `upstream_dns` given: CoreDNS forwards to those addresses;
 - none given, the resolv.conf has a non-loopback nameserver: kubeadm's `forward .

@@ -1,4 +1,4 @@
-"""kubeadm: `init` on the first control-plane node, `join` everywhere else (tech-facts 6).
+"""kubeadm: `init` on the first control-plane node, `join` everywhere else (docs/cluster.md).
 
 First node: the installer generates the bootstrap token and the certificate key itself
 (installer/joinfile.py), renders the v1beta3 init config (installer/kubeadmconfig.py: pinned

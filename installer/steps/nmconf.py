@@ -1,4 +1,4 @@
-"""NetworkManager must leave flannel's devices alone (issue 12 item 8): cni0 (the bridge the
+"""NetworkManager must leave flannel's devices alone: cni0 (the bridge the
 flannel CNI plugin makes), flannel.1 (the VXLAN device) and the pods' veth* ends. A
 NetworkManager that manages them can take their addresses away or bring them down
 (flannel Documentation/troubleshooting.md, "NetworkManager"). The keyfile plugin's

@@ -1,4 +1,4 @@
-"""Preflight: an HTTP proxy that would swallow cluster traffic (issue 13 item 12).
+"""Preflight: an HTTP proxy that would swallow cluster traffic.
 
 kubeadm, the kubelet and the container runtime are Go programs: they send every HTTP(S)
 request whose host NO_PROXY does not cover to HTTP(S)_PROXY (golang.org/x/net/http/httpproxy:

@@ -1,6 +1,7 @@
-"""The container runtime: Docker's daemon.json (systemd cgroup driver, overlay2, log rotation;
-tech-facts 3.3) or containerd's config.toml with SystemdCgroup and the bundled pause image as
-sandbox image (3.5); then enabled, and started or restarted when its config changed."""
+"""The container runtime: Docker's daemon.json (systemd cgroup driver, overlay2, log rotation,
+as kubernetes.io "Container Runtimes" asks) or containerd's config.toml with SystemdCgroup and
+the bundled pause image as sandbox image; then enabled, and started or restarted when its config
+changed."""
 
 import json
 from functools import partial

@@ -107,7 +107,7 @@ def run(work: Path, runs: int) -> list[Result]:
         name=f"VIP failover, VRRPv3 at 0.2 s: {halab.DRILLS[how]}; endpoint unreachable",
         ours="rendered keepalived (VRRPv3 profile) + haproxy, 3 control planes, a client polls "
              "every 100 ms", peer="", ours_seconds=direct[how], peer_seconds=[],
-        goal=GOALS[how], note="issue 16's goal; keepalived 2.2.7, haproxy 2.6")
+        goal=GOALS[how], note="the goal of docs/load-balancer.md; keepalived 2.2.7, haproxy 2.6")
         for how in GOALS]
     return results + _installed(work, runs)
 
@@ -156,7 +156,7 @@ def _installed(work: Path, runs: int) -> list[Result]:
                  "endpoint unreachable",
             ours="installer-rendered keepalived + haproxy, 3 control planes, w1 polls every 100 ms",
             peer="", ours_seconds=windows[how], peer_seconds=[], goal=None,
-            note="issue 8 asks for polling to succeed again within 15 s; keepalived 1.3.5 "
+            note="the bound is polling succeeding again within 15 s; keepalived 1.3.5 "
                  "allows no faster VRRP here (docs/load-balancer.md)"))
         results.append(Result(
             name=f"VIP failover: node back after '{how}'; endpoint unreachable",

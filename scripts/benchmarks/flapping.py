@@ -1,8 +1,9 @@
 """No spurious VIP move: the VRRPv3 / 0.2 s lab of tests/e2e/viplab.py (via
-benchmarks.failover.vip_lab) runs for `duration` seconds (issue 16: 10 minutes) with the VIP
-holder's CPU saturated (busy loops in its namespace, two per core: on this machine every host
-shares the same cores, so all of them are starved alike) and every apiserver's /healthz held
-for 1.9 s, as a busy etcd's check does. A client polls https://VIP:8443/version every 100 ms.
+benchmarks.failover.vip_lab) runs for `duration` seconds (10 minutes in the recorded run) with
+the VIP holder's CPU saturated (busy loops in its namespace, two per core: on this machine every
+host shares the same cores, so all of them are starved alike) and every apiserver's /healthz
+held for 1.9 s, as a busy etcd's check does. A client polls https://VIP:8443/version every
+100 ms.
 
 Counted: VIP moves (the holder seen every 0.2 s), failed polls, check-script failures in
 keepalived's log and haproxy servers marked DOWN. The goal is zero of each. Needs root.

@@ -1,4 +1,4 @@
-"""Downloads the way mirrors behave (issue 16 item 4): the mirror sits behind a WAN link of
+"""Downloads the way mirrors behave: the mirror sits behind a WAN link of
 50 ms RTT, 100 Mbit/s and 0.1% loss, in network namespaces this benchmark makes
 (`kcb-fo-mirror` serves, `kcb-fo-client` fetches; 10.213.250.1 and .2 exist only there).
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 SUBNET = 3
 STATIC_SUBNET = 5
 W1_MTU = 1400  # w1's eth0: flannel.1 there gets 1350
-WINDOW_BOUND = 15.0  # issue 8: polling succeeds again within 15 s (measured about 3-4 s)
+WINDOW_BOUND = 15.0  # polling succeeds again within 15 s (measured about 3-4 s)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     ip("-n", w1_host.ns, "link", "set", w1_host.interface, "mtu", str(W1_MTU))
     # kube-proxy in IPVS mode in this run: every node loads and persists the ip_vs modules.
     nodes = halab.prepare(lab, core, tmp_path / "shiv", SUBNET, kube_proxy_mode="ipvs")
-    for node in nodes.values():  # air-gapped: no nameserver, no upstream_dns (issue 12 item 3)
+    for node in nodes.values():  # air-gapped: no nameserver, no upstream_dns
         (node.root / "etc/resolv.conf").write_text("search e2e.local\n")
     join = tmp_path / "join.yaml"
     vip = halab.vip(SUBNET)
@@ -100,7 +100,7 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
         (cp1.root / "etc/kubernetes/admin.conf").read_text()
     rows = halab.get_nodes(nodes["w1"], cp1)
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
-    # Ready only where flanneld finds its interface (the per-node CNI model, issue 12 item 1)
+    # Ready only where flanneld finds its interface (the per-node CNI model)
     assert {r[1] for r in rows} == {"Ready"}, rows
     smoke_check_after_install(cp1, nodes, built)
 
@@ -193,7 +193,7 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world, 
 
 
 def smoke_check_after_install(cp1, nodes, built) -> None:
-    """issue 12 items 3 and 8 on the installed cluster: `status --check` passes (every node
+    """The smoke check on the installed cluster: `status --check` passes (every node
     Ready; from every node CoreDNS answers kubernetes.default although the hosts have no
     nameserver; each node pings the next one's flannel.1, in registration order);
     flannel's VXLAN MTU follows each node's interface MTU; NetworkManager leaves flannel's

@@ -34,8 +34,8 @@ WINDOW_BOUND = 10.0  # any scenario without a goal of its own
 # VRRPv3 at 0.2 s adverts: a backup waits 0.65 s after the last advert. Measured here: a killed
 # holder 0.6-0.8 s, a lost link 0.6-1.6 s (a poll to the lost host fails only after its 0.5 s
 # timeout, so that window moves in 0.5 s steps). The bounds leave room for a loaded machine and
-# still fail VRRPv2 at 1 s adverts (2.8-3.3 s); issue 16's goals (1 s, 1.5 s) are measured by
-# scripts/bench (docs/benchmarks.md).
+# still fail VRRPv2 at 1 s adverts (2.8-3.3 s); the goals (1 s killed, 1.5 s link down) are
+# measured by scripts/bench (docs/benchmarks.md).
 KILLED_BOUND = 1.5
 LINK_DOWN_BOUND = 2.5
 STALL = 1.9  # seconds a busy etcd's check may hold /healthz (its timeout is 2 s)

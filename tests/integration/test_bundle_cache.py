@@ -1,4 +1,4 @@
-"""The bundle cache (issue 13 item 5, issue 14 items 2, 3 and 5): the bytes checked are the
+"""The bundle cache (docs/bundle-format.md, docs/security.md): the bytes checked are the
 bytes installed (one read, for both signature styles), the cache is checked whenever it is
 used and can stand in for the tar, and a killed unpack leaves no staging folder behind."""
 
@@ -47,7 +47,7 @@ def unpack(kit, bundle=None):
                          "--root", str(kit["root"]))
 
 
-# ------------------------------------------------------------ issue 14 item 3: one read
+# ------------------------------------------------------------------------------- one read
 
 
 def _restyle(path, key, style):
@@ -59,7 +59,7 @@ def _restyle(path, key, style):
 @pytest.mark.parametrize("style", ["stock", "kubecrate"])
 def test_a_bundle_swapped_after_the_signature_check_is_not_installed(kit, tmp_path, capfd,
                                                                      monkeypatch, style):
-    """The attack of issue 14 item 3: an older signed bundle (already in the cache) is swapped
+    """The attack: an older signed bundle (already in the cache) is swapped
     in for the new one after the installer checked the new one's signature. Each further open()
     of the bundle path sees the older bundle, deterministically; what gets unpacked must be
     the bundle whose signature was checked, or nothing."""
@@ -116,7 +116,7 @@ def test_unpack_reads_the_bundle_once_and_stages_nothing_before_the_signature(ki
     assert files_under(kit["root"]) == []
 
 
-# ------------------------------------------------- issue 14 item 2: the cache checked when used
+# ------------------------------------------------------------ the cache checked when used
 
 
 def _change(folder):
@@ -225,7 +225,7 @@ def test_cached_files_are_fsynced_before_the_rename(kit, monkeypatch):
     assert bundle.cache_root(str(kit["root"])) + "/.unpack-" in staging
 
 
-# ----------------------------------------- issue 13 item 5: the cache folder instead of the tar
+# ---------------------------------------------------- the cache folder instead of the tar
 
 
 def test_the_cache_folder_verifies_and_unpacks_without_the_tar(kit):
@@ -282,7 +282,7 @@ def test_a_stock_signed_cache_needs_the_tar(kit):
     assert "names no bundle.json digest" in checked.stderr and "--bundle" in checked.stderr
 
 
-# ------------------------------------------------ issue 14 item 5: killed unpacks leave nothing
+# ----------------------------------------------------------- killed unpacks leave nothing
 
 STALL = textwrap.dedent("""
     import sys, time

@@ -1,4 +1,4 @@
-"""The mirror world's release-file tree and kube stand-ins (issue 3, items 2 and 3).
+"""The mirror world's release-file tree and kube stand-ins (docs/testing.md).
 
 Hosts are separate KUBECRATE_ROOT folders on 127.0.0.1 with their own apiserver ports; every
 daemon a test starts names its root on its command line and is killed at teardown.
@@ -352,7 +352,7 @@ def test_ha_init_joins_expiry_kubectl_and_reset(hosts):
     reupload = cp1.run("kubeadm", "init", "phase", "upload-certs", "--upload-certs",
                        "--certificate-key", CERT_KEY, fake_now=later)
     assert reupload.returncode == 0, reupload.stderr
-    # without a config's kubernetesVersion kubeadm asks dl.k8s.io first (issue 12 item 7)
+    # without a config's kubernetesVersion kubeadm asks dl.k8s.io first
     assert "could not fetch a Kubernetes version from the internet" in reupload.stderr
     assert "[upload-certs] Using certificate key:\n" + CERT_KEY in reupload.stdout
     secret_config = cp1.root / "refresh.yaml"

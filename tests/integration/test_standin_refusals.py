@@ -1,5 +1,5 @@
-"""The kube stand-ins refuse what the real kubelet, kubeadm 1.23 and systemd refuse (issue 12,
-"The stand-ins"), each against a host root that tests/integration/readyhost.py made ready and
+"""The kube stand-ins refuse what the real kubelet, kubeadm 1.23 and systemd refuse
+(docs/testing.md), each against a host root that tests/integration/readyhost.py made ready and
 then spoiled in one way. The upstream source of each refusal is cited in the stand-in's code and
 in docs/testing.md.
 """

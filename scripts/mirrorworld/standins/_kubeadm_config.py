@@ -21,7 +21,7 @@ KNOWN = {
 }
 OTHER_KINDS = {("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"),
                ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration")}
-# tech-facts 1.1: what `kubeadm config images list` prints per minor.
+# What `kubeadm config images list` prints per minor (cmd/kubeadm/app/images/images.go).
 IMAGES = {23: ("3.6", "3.5.6-0", "v1.8.6"), 28: ("3.9", "3.5.15-0", "v1.10.1"),
           30: ("3.9", "3.5.15-0", "v1.11.3")}
 DEFAULT_REPO = "registry.k8s.io"
@@ -183,7 +183,7 @@ def validate_init(cfg: dict, upload_certs: bool) -> dict:
 
 
 def images(version: str, repo=None) -> list:
-    """The list `kubeadm config images list` prints (tech-facts 1.1, 1.2)."""
+    """The list `kubeadm config images list` prints (cmd/kubeadm/app/images/images.go)."""
     m = re.match(r"\Av?1\.(\d+)\.(\d+)\Z", str(version))
     if not m:
         raise StandinError('couldn\'t parse Kubernetes version "%s"' % version)
@@ -210,7 +210,8 @@ def cri_socket(nodereg: dict) -> str:
 
 
 def kubelet_flags(nodereg: dict, repo: str) -> str:
-    """KUBELET_KUBEADM_ARGS as kubeadm writes it (tech-facts 0.3 for 1.23)."""
+    """KUBELET_KUBEADM_ARGS as kubeadm writes it (1.23's
+    cmd/kubeadm/app/phases/kubelet/flags.go)."""
     sock = cri_socket(nodereg)
     pause = images(VERSION, repo)[4]
     if MINOR <= 23 and sock == DOCKERSHIM:

@@ -6,7 +6,8 @@ directly by kubeadm where PATH has no systemctl stand-in, with the flags of thos
 refuses to start where the real kubelet of its version refuses (logged, exit 1):
 
 - flags the version no longer has (--network-plugin from 1.24, --container-runtime from 1.27)
-  and a dockershim endpoint with --container-runtime=remote (tech-facts 0.3);
+  and a dockershim endpoint with --container-runtime=remote (kubeadm 1.23's
+  cmd/kubeadm/app/phases/kubelet/flags.go);
 - swap on while failSwapOn (default true): pkg/kubelet/cm/container_manager_linux.go,
   NewContainerManager, "running with swap on is not supported, please disable swap! or set
   --fail-swap-on flag to false. /proc/swaps contained: ...";

@@ -1,4 +1,4 @@
-"""Credentials for yum repos and binary mirrors (issue 14 item 7): a netrc file, never the URL.
+"""Credentials for yum repos and binary mirrors (docs/mirrors.md): a netrc file, never the URL.
 A loopback HTTP server asks for basic auth; the builder's fetch succeeds with $NETRC and says
 what to do without it."""
 

@@ -1,4 +1,4 @@
-"""Config injection (issue 14 item 8): every cluster.yaml / join.yaml value that reaches a
+"""Config injection (docs/security.md): every cluster.yaml / join.yaml value that reaches a
 rendered file is validated as a whole string, and the renderer escapes or refuses what could
 break out of its line."""
 

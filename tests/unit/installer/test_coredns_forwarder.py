@@ -1,6 +1,7 @@
-"""issue 12 item 3: CoreDNS's forwarder follows upstream_dns, else the node's resolv.conf, else
-none; a loopback-only resolv.conf without upstream_dns fails preflight. Each rendered Corefile
-is also judged by the CoreDNS stand-in model (scripts/mirrorworld/standins/_podnet.py)."""
+"""CoreDNS's forwarder (docs/cluster.md, "CoreDNS's upstream") follows upstream_dns, else the
+node's resolv.conf, else none; a loopback-only resolv.conf without upstream_dns fails preflight.
+Each rendered Corefile is also judged by the CoreDNS stand-in model
+(scripts/mirrorworld/standins/_podnet.py)."""
 
 import json
 import sys

@@ -232,7 +232,7 @@ def test_expired_or_missing_join_material_is_a_precondition(tmp_path, monkeypatc
     assert err.value.exit_code == ExitCode.PRECONDITION
     worker = make_ctx(tmp_path, "w1", join=info)
     assert [f[0] for f in kubeadm.join_findings(worker)] == ["pass"]  # the token still lives
-    # the message names the file the operator passed (issue 14 item 9)
+    # the message names the file the operator passed
     given = str(tmp_path / "from-cp1" / "join.yaml")
     with pytest.raises(PreconditionError) as err:
         session._join_checks(ctx, True, given)
@@ -244,7 +244,7 @@ def test_expired_or_missing_join_material_is_a_precondition(tmp_path, monkeypatc
 
 
 def test_flannel_gets_the_pod_cidr_and_a_per_node_iface_not_the_first_nodes_address():
-    # issue 12 item 1: one DaemonSet runs on every node, so the interface selection must be
+    # one DaemonSet runs on every node, so the interface selection must be
     # per node (the downward API's status.hostIP), never this node's own address.
     text = cni.customize(FLANNEL.replace('"--kube-subnet-mgr"]',
                                          '"--kube-subnet-mgr", "--iface", "eth9"]'),

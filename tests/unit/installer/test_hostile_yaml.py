@@ -1,4 +1,4 @@
-"""Hostile YAML (issue 14 item 6): an alias bomb or an oversized file is refused with a clear
+"""Hostile YAML (docs/security.md): an alias bomb or an oversized file is refused with a clear
 error, fast, wherever kubecrate reads YAML (cluster.yaml, recipes, mirror presets, join.yaml)."""
 
 import resource

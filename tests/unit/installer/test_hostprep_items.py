@@ -1,7 +1,7 @@
-"""Host preparation and preflight decisions a real CentOS host depends on (issue 12 items 4,
-5, 7; issue 13 items 3, 6, 10), checked with small fakes: the kernel modules of IPVS mode,
-swap turned off by host prep, chrony served by the first control plane, crictl.yaml for
-Docker, one --node-ip, and the yum result verified with rpm -q."""
+"""Host preparation and preflight decisions a real CentOS host depends on, checked with small
+fakes: the kernel modules of IPVS mode, swap turned off by host prep, chrony served by the first
+control plane, crictl.yaml for Docker, one --node-ip, and the yum result verified with
+`rpm -q`."""
 
 import json
 import os

@@ -1,6 +1,6 @@
 """`kubectl exec` in the kubectl stand-in (scripts/mirrorworld/standins/kubectl.py and
 _podexec.py): the refusals of the real kubectl, kubelet and runtime, and busybox nslookup and
-ping in a kube-flannel pod answered from the per-node model (issue 12 item 8).
+ping in a kube-flannel pod answered from the per-node model.
 
 The stand-in runs in-process against `Apiserver`, a dict-backed stand-in of the apiserver
 stand-in's storage; `StandinRunner` gives installer code the kubectl stand-in as its runner."""

@@ -1,4 +1,4 @@
-"""Messages that made the operator guess (issue 14 item 10): each names the file and says what
+"""Messages that made the operator guess: each names the file and says what
 to do, with the exit code of the README's table."""
 
 import errno

@@ -1,6 +1,6 @@
 """The stand-ins' per-node pod-network model (scripts/mirrorworld/standins/_podnet.py): a node
-is Ready only when flanneld would find its interface there (issue 12 item 1), and flannel's
-VXLAN MTU follows the chosen interface's MTU (item 8)."""
+is Ready only when flanneld would find its interface there, and flannel's
+VXLAN MTU follows the chosen interface's MTU."""
 
 import json
 import sys

@@ -1,5 +1,5 @@
-"""Preflight refuses static-pods mode with a bundle that lacks the load balancer's images
-(issue 12 item 2): the kubelet would try to pull them on a host that cannot."""
+"""Preflight refuses static-pods mode with a bundle that lacks the load balancer's images:
+the kubelet would try to pull them on a host that cannot."""
 
 from types import SimpleNamespace
 

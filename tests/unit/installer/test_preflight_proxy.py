@@ -1,4 +1,4 @@
-"""Preflight warns when an HTTP proxy would swallow cluster traffic (issue 13 item 12)."""
+"""Preflight warns when an HTTP proxy would swallow cluster traffic."""
 
 import os
 from types import SimpleNamespace

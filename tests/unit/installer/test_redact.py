@@ -1,4 +1,4 @@
-"""Secrets never reach a message or a log (issue 14 item 1): the runner and the CLI edge pass
+"""Secrets never reach a message or a log (docs/security.md): the runner and the CLI edge pass
 everything through installer.redact, at any verbosity."""
 
 import logging

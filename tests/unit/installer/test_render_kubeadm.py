@@ -1,5 +1,5 @@
 """kubeadm v1beta3 configs: golden files, and the fields whose mistakes break an offline HA
-install (tech-facts 0.3, 0.4, 6.1). Each config is also read with the stand-ins' strict YAML
+install (docs/cluster.md). Each config is also read with the stand-ins' strict YAML
 reader, which the real kubeadm's decoder is at least as lenient as."""
 
 import pytest

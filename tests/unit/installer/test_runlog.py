@@ -1,4 +1,4 @@
-"""Every installer run leaves a log the operator can send (issue 13 item 12): under --root,
+"""Every installer run leaves a log the operator can send: under --root,
 0600, with debug detail whatever -v said, the failure and the exit code, secrets redacted."""
 
 import logging

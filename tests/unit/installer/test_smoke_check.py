@@ -1,7 +1,7 @@
-"""issue 12 item 8: the smoke check proves what an operator checks first by hand: every node
-Ready, CoreDNS answers kubernetes.default (a query from every node), and each node reaches
-another node's pod network (a ping around the ring); it runs at the end of install only once
-the cluster is complete, and a failure there makes install exit 5.
+"""The smoke check (docs/cluster.md, "Smoke check") proves what an operator checks first by
+hand: every node Ready, CoreDNS answers kubernetes.default (a query from every node), and each
+node reaches another node's pod network (a ping around the ring); it runs at the end of install
+only once the cluster is complete, and a failure there makes install exit 5.
 
 The cluster is the kubectl stand-in's per-node model (tests/unit/installer/test_kubectl_exec.py)."""
 

@@ -139,7 +139,7 @@ def test_subset_holds_only_the_blobs_of_its_images(archive, tmp_path):
 
 
 def test_a_changed_cached_archive_is_refused_before_the_stream_ends(archive, tmp_path):
-    """The image archive is hashed while it streams to the runtime (issue 14 item 2): a
+    """The image archive is hashed while it streams to the runtime: a
     mismatch raises before the tar's end marker, so `docker load` gets a truncated tar."""
     import hashlib
 

@@ -21,7 +21,7 @@ from builder.inputs.recipe import (
 REPO = Path(__file__).resolve().parents[4]
 MANIFESTS = REPO / "manifests"
 PRIMARY = MANIFESTS / "k8s-1.23.17-el7.yaml"
-KUBEADM_1_23_17 = [  # tech-facts 1.1
+KUBEADM_1_23_17 = [  # `kubeadm config images list` of v1.23.17
     "registry.k8s.io/kube-apiserver:v1.23.17",
     "registry.k8s.io/kube-controller-manager:v1.23.17",
     "registry.k8s.io/kube-scheduler:v1.23.17",
