@@ -4,8 +4,9 @@ tarballs from their release URL templates, all through the mirror preset
 
 Each file is checked against upstream's checksum file next to it (docs/mirrors.md): dl.k8s.io
 `<file>.sha256` holds only the hex digest, GitHub release assets hold `<hex>  <file>`. The bytes
-stream into the content-addressed cache, which keeps them only when they hash to that digest, so
-a mismatch or a cut connection leaves nothing behind. A file already cached is not downloaded.
+stream into the content-addressed cache through builder/net/http.py, which keeps them only when
+they hash to that digest, so a mismatch leaves nothing behind; a cut connection resumes where it
+stopped, and 429/5xx answers are retried. A file already cached is not downloaded.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-import time
 from typing import Callable, Iterable, NamedTuple, Optional
 from urllib.parse import urlsplit
 
@@ -22,6 +22,15 @@ import requests
 from builder.cache import Cache, DigestMismatch
 from builder.errors import BuildError
 from builder.inputs.mirrors import NETRC_HINT, MirrorPreset
+from builder.net.http import (
+    HTTPError,
+    Policy,
+    StatusError,
+    TooLarge,
+    Unreachable,
+    fetch,
+    fetch_to_cache,
+)
 
 __all__ = [
     "KUBE_BINARIES",
@@ -36,8 +45,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 KUBE_BINARIES = ("kubeadm", "kubelet", "kubectl")
-CHUNK = 1 << 20
-TIMEOUT = (10.0, 60.0)  # connect, read (between bytes)
 ATTEMPTS = 3
 BACKOFF = 1.0
 MAX_CHECKSUM_FILE = 64 << 10
@@ -88,20 +95,35 @@ def fetch_release(session: requests.Session, preset: MirrorPreset, cache: Cache,
 
 def fetch_file(session: requests.Session, cache: Cache, url: str, checksum_url: str,
                expected: Optional[str] = None, attempts: int = ATTEMPTS,
-               backoff: float = BACKOFF, sleep: Callable[[float], None] = time.sleep,
+               backoff: float = BACKOFF, sleep: Optional[Callable[[float], None]] = None,
                progress: Optional[Callable[[int], None]] = None) -> FetchedFile:
-    """Fetch `url` into `cache`, checked against the digest in `checksum_url`. Connection
-    failures and 5xx answers are retried `attempts` times; 4xx and mismatches are not."""
+    """Fetch `url` into `cache`, checked against the digest in `checksum_url`, through
+    builder/net/http.py: dropped connections, 408, 429 and 5xx are retried (`attempts` in a
+    row) and a cut download resumes where it stopped; other answers and mismatches are final."""
     filename = posixpath.basename(urlsplit(url).path)
-    text = _retrying(lambda: _get_checksum(session, checksum_url), attempts, backoff, sleep)
+    policy = Policy(attempts=attempts, backoff=backoff, sleep=sleep)
+    try:
+        data = fetch(session, checksum_url, policy=policy, limit=MAX_CHECKSUM_FILE).data
+    except HTTPError as err:
+        raise _failed(err) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BinaryError(f"{checksum_url}: not a text checksum file") from None
     digest = parse_checksum(text, filename, checksum_url)
     if expected is not None and expected.lower().removeprefix("sha256:") != digest:
         raise BinaryError(f"{checksum_url} says sha256:{digest}, the lock says {expected}",
                           hint="upstream re-published the file, or the mirror serves another "
                                "one; re-lock only if you trust the new file")
     if not cache.has(digest):
-        _retrying(lambda: _download(session, cache, url, digest, progress), attempts, backoff,
-                  sleep)
+        try:
+            fetch_to_cache(session, cache, url, digest, policy=policy, progress=progress)
+        except DigestMismatch as exc:
+            raise BinaryError(exc.message + " (checksum from the file next to it)",
+                              hint="the mirror serves a different file than its checksum "
+                                   "says; nothing was cached") from None
+        except HTTPError as err:
+            raise _failed(err) from None
     else:
         log.debug("%s: sha256:%s already cached", url, digest)
     size = cache.path(digest).stat().st_size
@@ -130,79 +152,24 @@ def parse_checksum(text: str, filename: str, source: str) -> str:
     return found[0]
 
 
-# --------------------------------------------------------------------------- transport
+# --------------------------------------------------------------------------- errors
 
 
-class _Transient(Exception):
-    """A failure worth another attempt: the connection, or a 5xx answer."""
-
-    def __init__(self, error: BinaryError):
-        super().__init__(error.message)
-        self.error = error
-
-
-def _retrying(call, attempts: int, backoff: float, sleep):
-    for attempt in range(1, max(1, attempts) + 1):
-        try:
-            return call()
-        except _Transient as exc:
-            if attempt >= attempts:
-                raise exc.error from None
-            log.info("%s (attempt %d of %d, retrying)", exc.error.message, attempt, attempts)
-            sleep(backoff * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
-
-
-def _response(session: requests.Session, url: str) -> requests.Response:
-    try:
-        response = session.get(url, stream=True, timeout=TIMEOUT)
-    except requests.RequestException as exc:
-        error = BinaryError(f"{url}: unreachable: {exc}",
-                            hint="check the mirror preset's URL and the network")
-        raise _Transient(error) from None
-    if response.status_code != 200:
-        response.close()
+def _failed(err: HTTPError) -> BinaryError:
+    """A transport failure as the binaries' error, with a hint for what the user can do."""
+    if isinstance(err, StatusError):
         hints = {404: "the mirror may not carry this version/arch", 401: NETRC_HINT,
                  403: NETRC_HINT}
-        error = BinaryError(f"{url}: HTTP {response.status_code} {response.reason}",
-                            hint=hints.get(response.status_code))
-        if response.status_code >= 500:
-            raise _Transient(error)
-        raise error
-    return response
-
-
-def _get_checksum(session: requests.Session, url: str) -> str:
-    with _response(session, url) as response:
-        data = b""
-        try:
-            for block in response.iter_content(CHUNK):
-                data += block
-                if len(data) > MAX_CHECKSUM_FILE:
-                    raise BinaryError(f"{url}: too large for a checksum file")
-        except requests.RequestException as exc:
-            raise _Transient(BinaryError(f"{url}: download failed: {exc}")) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BinaryError(f"{url}: not a text checksum file") from None
-
-
-def _download(session: requests.Session, cache: Cache, url: str, digest: str,
-              progress) -> None:
-    with _response(session, url) as response:
-        try:
-            with cache.writer(digest, url) as out:
-                for block in response.iter_content(CHUNK):
-                    out.write(block)
-                    if progress:
-                        progress(len(block))
-        except DigestMismatch as exc:
-            raise BinaryError(exc.message + " (checksum from the file next to it)",
-                              hint="the mirror serves a different file than its checksum "
-                                   "says; nothing was cached") from None
-        except requests.RequestException as exc:
-            raise _Transient(BinaryError(f"{url}: download failed: {exc}")) from None
+        return BinaryError(err.message, hint=hints.get(err.status))
+    if isinstance(err, TooLarge):
+        return BinaryError(f"{err.url}: too large for a checksum file")
+    if isinstance(err, Unreachable) and err.status is not None:
+        return BinaryError(f"{err.url}: HTTP {err.status} {err.reason} (after {err.attempts} "
+                           "attempts)", hint="the mirror is overloaded or down; retry later")
+    if isinstance(err, Unreachable) and err.in_body:
+        return BinaryError(f"{err.url}: download failed: {err.detail}", hint=err.hint)
+    return BinaryError(f"{err.url}: unreachable: {err.detail}",
+                       hint="check the mirror preset's URL and the network")
 
 
 def _vtag(version: str) -> str:

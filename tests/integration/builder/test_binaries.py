@@ -112,10 +112,14 @@ def test_a_locked_digest_that_upstream_no_longer_serves_is_refused(mirror_world,
 
 class _Mirror(http.server.ThreadingHTTPServer):
     """Serves `files` {path: bytes}; a path in `cut` answers its first request with a
-    Content-Length it never fulfils, then behaves."""
+    Content-Length it never fulfils, then behaves; a path in `busy` answers its first request
+    429 with `Retry-After: 2`. With `ranges`, a `Range: bytes=N-` request gets 206 and the rest
+    of the file, as dl.k8s.io's CDN and GitHub's release storage do. `headers` records each
+    request's headers."""
 
-    def __init__(self, files: dict, cut=()):
-        self.files, self.cut, self.requests = files, set(cut), []
+    def __init__(self, files: dict, cut=(), busy=(), ranges=False):
+        self.files, self.cut, self.busy, self.ranges = files, set(cut), set(busy), ranges
+        self.requests, self.headers = [], []
         super().__init__(("127.0.0.1", 0), _Handler)
 
     @property
@@ -126,11 +130,24 @@ class _Mirror(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self.server.requests.append(self.path)
+        self.server.headers.append(dict(self.headers))
         data = self.server.files.get(self.path)
         if data is None:
             self.send_error(404)
             return
-        self.send_response(200)
+        if self.path in self.server.busy:
+            self.server.busy.discard(self.path)
+            self.send_response(429)
+            self.send_header("Retry-After", "2")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        wanted = self.headers.get("Range", "")
+        start = int(wanted[6:-1]) if self.server.ranges and wanted.startswith("bytes=") else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        data = data[start:]
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.path in self.server.cut:
@@ -149,8 +166,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def hostile():
     servers = []
 
-    def start(files, cut=()):
-        server = _Mirror(files, cut)
+    def start(files, cut=(), **options):
+        server = _Mirror(files, cut, **options)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server
@@ -199,6 +216,31 @@ def test_a_connection_cut_mid_way_is_retried(hostile, session, tmp_path):
                      sleep=lambda _s: None)
     assert server.requests.count(path) == 2
     assert cache.path(got.sha256).read_bytes() == files[path]
+
+
+def test_a_connection_cut_mid_way_resumes_where_it_stopped(hostile, session, tmp_path):
+    # A dropped download goes on with Range from the byte it reached, as RPMs and registry
+    # blobs do, instead of fetching the whole file again.
+    files = _tree(b"kubeadm bytes " * 1000, b"kubeadm bytes " * 1000)
+    path = f"/release/{VERSION}/bin/linux/{ARCH}/kubeadm"
+    server = hostile(files, cut=[path], ranges=True)
+    cache = Cache(tmp_path / "cache")
+    got = fetch_file(session, cache, server.url + path, server.url + path + ".sha256",
+                     sleep=lambda _s: None)
+    asked = [h.get("Range") for p, h in zip(server.requests, server.headers) if p == path]
+    assert asked == [None, f"bytes={len(files[path]) // 2}-"]
+    assert cache.path(got.sha256).read_bytes() == files[path]
+
+
+def test_429_is_retried_after_the_wait_the_mirror_asks_for(hostile, session, tmp_path):
+    files = _tree(b"kubeadm", b"kubeadm")
+    path = f"/release/{VERSION}/bin/linux/{ARCH}/kubeadm"
+    server = hostile(files, busy=[path, path + ".sha256"])
+    slept = []
+    got = fetch_file(session, Cache(tmp_path / "c"), server.url + path,
+                     server.url + path + ".sha256", sleep=slept.append)
+    assert got.size == len(b"kubeadm") and slept == [2.0, 2.0]
+    assert server.requests.count(path) == 2 and server.requests.count(path + ".sha256") == 2
 
 
 def test_an_unreachable_mirror_names_the_url(session, tmp_path):
