@@ -7,10 +7,10 @@ against its checksum in repomd.xml before it is parsed (as yum does).
     repos[0].groups()["core"]    # comps, plain or compressed
     repos[0].files()             # filelists.xml.gz, fetched only when first asked for
 
-All network I/O goes through one injected `requests.Session` with explicit timeouts and a few
-bounded retries; `file://` base URLs are read from disk. Metadata may be gzip, xz, bzip2 or
-zstd (createrepo_c >= 1.0 writes zstd by default); the checksum repomd.xml gives is checked on
-the stored (compressed) bytes, the open-checksum on the decompressed ones.
+All network I/O goes through one injected `requests.Session` and builder/net/http.py (explicit
+timeouts, a few bounded retries); `file://` base URLs are read from disk. Metadata may be gzip,
+xz, bzip2 or zstd (createrepo_c >= 1.0 writes zstd by default); the checksum repomd.xml gives is
+checked on the stored (compressed) bytes, the open-checksum on the decompressed ones.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import hashlib
 import io
 import logging
 import lzma
-import time
 import xml.etree.ElementTree as ET
 from typing import (
     Any,
@@ -35,7 +34,7 @@ from typing import (
     Optional,
     Tuple,
 )
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin
 
 from builder.cache import Cache
 from builder.inputs.mirrors import MirrorPreset, YumRepo
@@ -58,7 +57,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PRIORITY = 99  # yum-plugin-priorities' default; lower wins
 TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
-RETRIES = 3
+RETRIES = 3  # attempts in a row per file
 NS_REPO = "{http://linux.duke.edu/metadata/repo}"
 _HASHES = {"sha": "sha1", "sha1": "sha1", "sha224": "sha224", "sha256": "sha256",
            "sha384": "sha384", "sha512": "sha512", "md5": "md5"}
@@ -151,42 +150,14 @@ def parse_comps(data: bytes, what: str = "comps.xml") -> Dict[str, Group]:
     return groups
 
 
-class _Fetcher:
-    """GETs through one session with explicit timeouts and bounded retries; reads file:// URLs."""
+def _getter(session: Any, timeout: Tuple[float, float]) -> Callable[[str, str], bytes]:
+    """Whole metadata files through builder/net/http.py (bounded retries, file:// read)."""
+    from builder.net.http import Policy, read_url  # not at import time: the resolver needs none
 
-    def __init__(self, session: Any, timeout: Tuple[float, float] = TIMEOUT,
-                 retries: int = RETRIES, sleep: Optional[Callable[[float], None]] = None):
-        self.session = session
-        self.timeout = timeout
-        self.retries = retries
-        self.sleep = sleep
-
-    def get(self, url: str, what: str) -> bytes:
-        parts = urlsplit(url)
-        if parts.scheme == "file":
-            try:
-                with open(unquote(parts.path), "rb") as handle:
-                    return handle.read()
-            except OSError as err:
-                raise RepodataError(f"{what}: cannot read {url}: {err.strerror}") from None
-        import requests  # here, not at import time: the resolver must not need it
-
-        last = ""
-        for attempt in range(self.retries):
-            if attempt:
-                (self.sleep or time.sleep)(min(2.0 ** attempt, 8.0))
-            try:
-                response = self.session.get(url, timeout=self.timeout)
-            except requests.RequestException as err:
-                last = f"{type(err).__name__}: {err}"
-                continue
-            if response.status_code == 200:
-                return response.content
-            last = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
-                break
-        raise RepodataError(f"{what}: cannot fetch {url} ({last})",
-                            hint="check the mirror preset's baseurl and that the mirror is up")
+    policy = Policy(attempts=RETRIES, timeout=timeout)
+    return lambda url, what: read_url(
+        session, url, what, policy=policy, error=RepodataError,
+        hint="check the mirror preset's baseurl and that the mirror is up")
 
 
 class Repo:
@@ -259,8 +230,8 @@ def load_repo(repo: YumRepo, session: Any, *, cache: Optional[Cache] = None,
               timeout: Tuple[float, float] = TIMEOUT) -> Repo:
     """Fetch repomd.xml and primary.xml of one repository, verified; comps, filelists and other
     are fetched later, only if asked for, and kept (compressed) once fetched."""
-    fetcher = _Fetcher(session, timeout)
-    raw = fetcher.get(repo.url("repodata/repomd.xml"), f"{repo.id}: repomd.xml")
+    get = _getter(session, timeout)
+    raw = get(repo.url("repodata/repomd.xml"), f"{repo.id}: repomd.xml")
     repomd = parse_repomd(raw, repo.id)
     if "primary" not in repomd.files:
         raise RepodataError(f"{repo.id}: repomd.xml names no primary metadata")
@@ -268,7 +239,7 @@ def load_repo(repo: YumRepo, session: Any, *, cache: Optional[Cache] = None,
 
     def fetch(entry: MetadataFile) -> bytes:
         if entry.type not in stored:
-            stored[entry.type] = _fetch_verified(fetcher, repo, entry, cache)
+            stored[entry.type] = _fetch_verified(get, repo, entry, cache)
         return stored[entry.type]
 
     result = Repo(repo, repomd, (), fetch)
@@ -288,7 +259,7 @@ def load_repos(preset: MirrorPreset, repo_ids: Iterable[str], session: Any, *,
             for rid in repo_ids]
 
 
-def _fetch_verified(fetcher: _Fetcher, repo: YumRepo, entry: MetadataFile,
+def _fetch_verified(get: Callable[[str, str], bytes], repo: YumRepo, entry: MetadataFile,
                     cache: Optional[Cache]) -> bytes:
     """The file as stored (compressed), checked against repomd's checksum before anything
     reads it."""
@@ -297,7 +268,7 @@ def _fetch_verified(fetcher: _Fetcher, repo: YumRepo, entry: MetadataFile,
     if cacheable and cache.has(entry.checksum):
         data = cache.path(entry.checksum).read_bytes()
     else:
-        data = fetcher.get(repo.url(entry.href), what)
+        data = get(repo.url(entry.href), what)
     _check(hashlib.new(_algorithm(entry.checksum_type, what), data).hexdigest(), entry.checksum,
            entry.checksum_type, what, "")
     if cacheable and not cache.has(entry.checksum):
