@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from builder import __version__
 from builder.bundle import rebuild
 from builder.bundle.keys import SecretKey
 from builder.bundle.pack import pack
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
     from builder.fetch import FetchStats
 
-__all__ = ["BuildReport", "build", "ensure_lock", "format_report", "new_session"]
+__all__ = ["BuildReport", "build", "ensure_lock", "format_report"]
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +93,6 @@ def _byte_progress(progress: Optional[ProgressFactory], what: str):
         state["bar"](n)
 
     return update
-
-
-def new_session() -> requests.Session:
-    """The one session a build or lock uses; mirrors see which tool asks (and tests can tell
-    a build's requests from others' in the servers' logs)."""
-    import requests
-
-    session = requests.Session()
-    session.headers["User-Agent"] = f"kubecrate/{__version__} {session.headers['User-Agent']}"
-    return session
 
 
 def ensure_lock(recipe: Recipe, preset: MirrorPreset, lock_path: Path, *, session: Any,
@@ -159,6 +148,8 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
             if current is not None and not input_changes(current, recipe, preset):
                 lock, lock_status = current, "up to date"  # no network: no session yet
             else:
+                from builder.net.http import new_session
+
                 session = session or new_session()
                 lock, lock_status = ensure_lock(recipe, preset, lock_path, session=session,
                                                 cache=cache, progress=progress)
@@ -175,6 +166,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         from builder.bundle.lint import LintFailed, lint_bundle
         from builder.bundle.stage import stage_bundle
         from builder.fetch import fetch_locked
+        from builder.net.http import new_session
         from builder.rpm.cryptopolicy import check_crypto_policy
 
         session = session or new_session()

@@ -182,9 +182,8 @@ def why(package: str, recipe_path: Path | None, preset_path: Path | None, reques
           -p docker-ce-20.10.24,keepalived,haproxy,conntrack-tools,socat,python3
       kubecrate why fuse3-libs --recipe manifests/k8s-1.23.17-el7.yaml
     """
-    import requests as http
-
     from builder.inputs.mirrors import load_preset
+    from builder.net.http import new_session
     from builder.rpm.base import resolve_from_preset
     from builder.rpm.resolve import explain
 
@@ -204,7 +203,7 @@ def why(package: str, recipe_path: Path | None, preset_path: Path | None, reques
         platform = f"el{recipe.target.major}"
     if preset_path is None or not wanted:
         raise UsageError("give --recipe, or --mirrors and -p")
-    with http.Session() as session:
+    with new_session() as session:
         result = resolve_from_preset(
             load_preset(preset_path), wanted, session=session, base=base, arch=arch,
             repo_ids=repo_ids, platform=platform)
@@ -245,7 +244,6 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
 
     Images and binaries are verified by their bytes, so locking fetches them into the cache.
     """
-    from builder.build import new_session
     from builder.cache import Cache
     from builder.inputs.lock import (
         StaleLock,
@@ -257,6 +255,7 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
     )
     from builder.inputs.mirrors import load_preset
     from builder.inputs.recipe import load_recipe
+    from builder.net.http import new_session
 
     configure_logging(verbose)
     recipe = load_recipe(recipe_path)

@@ -1,5 +1,9 @@
 """`kubecrate why`, in-process, over hand-written repos named by a file:// mirror preset."""
 
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 from click.testing import CliRunner
 
@@ -21,6 +25,12 @@ KEY = '[{url: "file:///k", fingerprint: "6341AB2753D78A78A7C27BB124C6A8A7F4A80EB
 
 @pytest.fixture
 def preset(tmp_path):
+    return write_preset(tmp_path)
+
+
+def write_preset(tmp_path, base_url=None):
+    """The preset of two repos, by file:// URLs, or under `base_url` (an HTTP server's root
+    serving tmp_path)."""
     layout = {
         "base": [pkg("bash", "4.2-1", files=["/bin/sh"]), pkg("libfoo", "1-1")],
         "extras": [pkg("app", "2-1", requires=["helper >= 1", "/bin/sh"]),
@@ -31,7 +41,8 @@ def preset(tmp_path):
     for rid, specs in layout.items():
         root = write_repo(tmp_path / rid, specs,
                           comps={"core": {"mandatory": ["bash"]}} if rid == "base" else None)
-        lines.append(f"  {rid}: {{baseurl: \"{root.as_uri()}/\", gpgkeys: {KEY}}}")
+        url = f"{base_url}/{rid}" if base_url else root.as_uri()
+        lines.append(f"  {rid}: {{baseurl: \"{url}/\", gpgkeys: {KEY}}}")
     path = tmp_path / "preset.yaml"
     path.write_text(PRESET.format(repos="\n".join(lines)))
     return path
@@ -66,3 +77,28 @@ def test_why_errors_name_the_missing_package(preset, capsys):
     assert exited.value.code == ExitCode.ERROR
     err = capsys.readouterr().err
     assert "error: no version of app matches 'app-3' (available: 2-1, 1-1)" in err
+
+
+def test_why_tells_the_mirror_who_asks(tmp_path):
+    # `why` reads the repos over the same kind of session as a build: kubecrate's User-Agent.
+    agents = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            agents.append(self.headers.get("User-Agent", ""))
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        path = write_preset(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
+        out = CliRunner().invoke(cli, ["why", "libfoo", "--mirrors", str(path), "-p", "app"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.exit_code == 0, out.output
+    assert agents and all(a.startswith("kubecrate/") for a in agents), agents
