@@ -387,6 +387,32 @@ def join_info_cmd(out, root, dry_run, verbose):
         info.endpoint, info.token_expires, info.certificate_key_expires))
 
 
+@cli.command("collect-logs")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The archive to write (.tar.gz, mode 0600).")
+@common_options
+def collect_logs_cmd(out, root, dry_run, verbose):
+    """One archive of what a support engineer asks for: state.json and the installer's run
+    logs, the kubelet/docker/containerd/keepalived/haproxy journals, the configs kubecrate
+    rendered, `rpm -qa`, os-release, the tail of dmesg, addresses and routes, and on a
+    control-plane node `kubectl get` of nodes, pods and events.
+
+    Secrets are removed: the bootstrap token's secret, the certificate key, private keys,
+    kubeconfig key data and tokens, keepalived's auth_pass. Private key files, admin.conf and
+    join.yaml are never read into it. INDEX.txt inside lists what was and was not collected.
+    """
+    from installer import supportlogs
+
+    _begin(verbose, root, True)
+    if dry_run:
+        click.echo("would write {}".format(out))
+        return
+    index = supportlogs.collect(root, out)
+    skipped = [line for line in index if line.startswith("-  ")]
+    click.echo("wrote {} ({} item(s), {} not on this host or not collected: see INDEX.txt "
+               "inside)".format(out, len(index) - len(skipped), len(skipped)))
+
+
 @cli.group("cache")
 def cache_group() -> None:
     """The bundle cache (ROOT/var/lib/kubecrate/bundles): every unpack and install keeps a

@@ -8,6 +8,8 @@ removes, at any verbosity:
   `certificateKey: "K"`, kubeadm's "Using certificate key:\\nK");
 - PEM private key blocks;
 - credentials in URLs (`https://user:pass@host` -> `https://user:***@host`);
+- labelled secrets: kubeconfig `client-key-data`, `token` values (kubeconfig users,
+  service-account tokens), keepalived's `auth_pass`;
 - every value registered with remember() (join material the installer made or read), wherever
   it appears, since a 64-hex key looks like any SHA-256 digest without its label.
 """
@@ -23,6 +25,12 @@ _LABELLED_KEY = re.compile(
 _PEM_PRIVATE = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S)
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+# kubeconfig key data (base64 of a PEM key: the PEM pattern cannot see it), kubeconfig and
+# service-account tokens, keepalived's VRRP password: masked by their labels.
+# A bootstrap token keeps its public id (`token: abcdef.<redacted>`, _TOKEN).
+_LABELLED_SECRET = re.compile(
+    r"((?:\bclient-key-data|\btoken)[\"']?\s*:\s*[\"']?|\bauth_pass[ \t]+)"
+    r"(?![a-z0-9]{6}\.)[^\s\"']{6,}")
 
 _known = set()  # type: set
 _lock = threading.Lock()
@@ -43,6 +51,7 @@ def redact(text: object) -> str:
     text = _TOKEN.sub("\\1." + MASK, text)
     text = _LABELLED_KEY.sub("\\g<1>" + MASK, text)
     text = _URL_PASSWORD.sub("\\g<1>***@", text)
+    text = _LABELLED_SECRET.sub("\\g<1>" + MASK, text)
     with _lock:
         known = sorted(_known, key=len, reverse=True)
     for secret in known:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import socket
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from mirrorworld import releases
 
 from builder.bundle.addons import render_flannel
 from builder.inputs.recipe import Addon
-from installer import joinfile, session
+from installer import joinfile, session, supportlogs
 from installer.bundleinfo import BundleImage
 from installer.cluster import load_cluster
 from installer.errors import ExitCode, PreconditionError, StepFailed
@@ -295,6 +296,31 @@ def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeyp
     status = session.status(str(cp1))
     assert status["joined"] and set(status["expiry"]) >= {"bootstrap_token", "certificate_key",
                                                           "ca_certificate"}
+
+    # What a support engineer gets from cp1 holds none of its secrets (issue 19 item 5).
+    archive = lab.top / "cp1-logs.tar.gz"
+    index = supportlogs.collect(str(cp1), str(archive))
+    assert oct(archive.stat().st_mode & 0o777) == "0o600"
+    with tarfile.open(archive) as tar:
+        text = "\n".join(tar.extractfile(m).read().decode() for m in tar.getmembers())
+        names = [m.name.split("/", 1)[1] for m in tar.getmembers()]
+    assert {"INDEX.txt", "files/var/lib/kubecrate/state.json", "cluster/nodes.txt",
+            "files/etc/kubernetes/kubecrate/kubeadm-init.yaml",
+            "files/etc/kubernetes/kubelet.conf"} <= set(names), names
+    assert "w2" in text and "Ready" in text  # kubectl get nodes, through the admin.conf
+    secrets = {"token": info.token.split(".")[1], "old token": join.token.split(".")[1],
+               "certificate key": info.certificate_key,
+               "old certificate key": join.certificate_key}
+    for conf in ("admin.conf", "kubelet.conf"):
+        secrets[conf + " key data"] = next(
+            line.split(":", 1)[1].strip() for line in
+            (cp1 / "etc/kubernetes" / conf).read_text().splitlines()
+            if "client-key-data" in line)
+    for key in sorted((cp1 / "etc/kubernetes/pki").rglob("*.key")):
+        secrets[str(key)] = key.read_text().splitlines()[1]  # a line of the key's body
+    leaked = [what for what, value in secrets.items() if value in text]
+    assert not leaked and "PRIVATE KEY-----\n" not in text, leaked
+    assert any("never collected" in line for line in index)
 
 
 def test_reset_keeps_the_host_and_install_rebuilds_the_first_node(lab):

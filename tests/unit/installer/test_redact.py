@@ -77,3 +77,19 @@ def test_the_cli_edge_prints_no_secret_at_vv(capfd, noisy):
     assert "command failed (exit 3)" in err and "abcdef." + MASK in err
     assert "join with abcdef.{} and {}".format(MASK, MASK) in err
     assert shown(err) == [], err
+
+
+@pytest.mark.parametrize("text, kept, secret", [
+    ("    client-key-data: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVF",
+     "client-key-data: " + MASK, "LS0tLS1CRUdJTiBF"),
+    ("users:\n- name: sa\n  user:\n    token: eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.e30.c2ln",
+     "token: " + MASK, "eyJhbGciOiJSUzI1NiIs"),
+    ('{"token": "s3cr3t-service-token"}', '"token": "' + MASK, "s3cr3t-service-token"),
+    ("    auth_pass kcIt01\n", "auth_pass " + MASK, "kcIt01"),
+    ("token: abcdef.0123456789abcdef", "token: abcdef." + MASK, "0123456789abcdef"),
+])
+def test_labelled_secrets_of_configs_are_masked_and_a_token_keeps_its_id(text, kept, secret):
+    """What collect-logs copies from a host: kubelet.conf's key data (base64, invisible to the
+    PEM pattern), kubeconfig tokens, keepalived.conf's auth_pass."""
+    masked = redact(text)
+    assert kept in masked and secret not in masked, masked
