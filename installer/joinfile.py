@@ -32,11 +32,12 @@ TOKEN_TTL = datetime.timedelta(hours=24)  # kubeadm's DefaultTokenDuration
 CERTIFICATE_KEY_TTL = datetime.timedelta(hours=2)  # kubeadm's DefaultCertTokenDuration
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 KEYS = ("format_version", "endpoint", "token", "token_expires", "ca_cert_hash",
-        "certificate_key", "certificate_key_expires")
+        "certificate_key", "certificate_key_expires", "bundle")
 
 TOKEN_RE = re.compile(r"\A[a-z0-9]{6}\.[a-z0-9]{16}\Z")
 CERTIFICATE_KEY_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 CA_HASH_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
+BUNDLE_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 ENDPOINT_RE = re.compile(r"\A[A-Za-z0-9.-]+:\d{1,5}\Z")
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -52,6 +53,9 @@ class JoinInfo(NamedTuple):
     ca_cert_hash: str  # "sha256:<64 hex>"
     certificate_key: Optional[str]  # None: workers only
     certificate_key_expires: Optional[str]
+    # The bundle.json digest the cluster was installed from (its kubecrate-bundle ConfigMap):
+    # a node with another bundle is refused. None in files of older installers.
+    bundle: Optional[str] = None
 
     def token_expired(self, now: datetime.datetime) -> bool:
         return _parse_time(self.token_expires) <= now
@@ -118,6 +122,9 @@ def validate(info: JoinInfo, source: str = "join.yaml") -> None:
     if info.certificate_key is not None and (not isinstance(info.certificate_key, str) or
                                              not CERTIFICATE_KEY_RE.match(info.certificate_key)):
         raise bad("certificate_key", "not 64 lowercase hex digits (quote it in YAML)")
+    if info.bundle is not None and (not isinstance(info.bundle, str) or
+                                    not BUNDLE_RE.match(info.bundle)):
+        raise bad("bundle", "not a bundle.json digest (64 lowercase hex digits)")
     if (info.certificate_key is None) != (info.certificate_key_expires is None):
         raise bad("certificate_key_expires", "certificate_key and certificate_key_expires "
                   "come together")
@@ -157,7 +164,7 @@ def parse(text: str, source: str = "join.yaml") -> JoinInfo:
     remember(data.get("token"), data.get("certificate_key"))
     info = JoinInfo(data["endpoint"], data["token"], data["token_expires"],
                     data["ca_cert_hash"], data.get("certificate_key"),
-                    data.get("certificate_key_expires"))
+                    data.get("certificate_key_expires"), data.get("bundle"))
     validate(info, source)
     return info
 

@@ -28,7 +28,7 @@ from installer.errors import PreconditionError
 from installer.host import Host
 from installer.lbspec import Kubeadm
 from installer.runner import Runner
-from installer.steps import Action, ActionStep, Context, clones
+from installer.steps import Action, ActionStep, Context, clones, parity
 from installer.steps.loadbalancer import ADMIN_CONF, bring_up, is_first, joined
 
 STATE_DIR = "/etc/kubernetes/kubecrate"
@@ -129,8 +129,9 @@ def refresh_join(host: Host, runner: Runner, endpoint: str, moment: datetime.dat
                        timeout=KUBEADM_TIMEOUT)
         done.append("re-uploaded the control-plane certificates under a new key (expires "
                     "{})".format(key_expires))
+    bundle = parity.cluster_bundle(runner, ADMIN_CONF) if not runner.dry_run else None
     info = joinfile.JoinInfo(endpoint, token, token_expires, ca_cert_hash(host, runner), key,
-                             key_expires)
+                             key_expires, bundle)
     joinfile.validate(info)
     return info, done
 
@@ -184,10 +185,12 @@ def init(ctx: Context) -> str:
                    hint="see `journalctl -u kubelet`; `reset` undoes a half-done init", **extra)
     if ctx.runner.dry_run:
         return "kubeadm init, then write join.yaml"
+    parity.record(ctx, ADMIN_CONF)
     info = joinfile.JoinInfo(str(endpoint), token,
                              joinfile.format_time(moment + joinfile.TOKEN_TTL),
                              ca_cert_hash(ctx.host, ctx.runner), key,
-                             joinfile.format_time(moment + joinfile.CERTIFICATE_KEY_TTL))
+                             joinfile.format_time(moment + joinfile.CERTIFICATE_KEY_TTL),
+                             ctx.info.digest)
     written = write_join(ctx.host, info, ctx.join_out)
     return "kubeadm init as the first control-plane node of {}; {}".format(
         endpoint, "; ".join(written))
@@ -293,6 +296,7 @@ def join_findings(ctx: Context, source: str = "join.yaml") -> List[Tuple[str, st
                       "are deleted 2 h after the upload)".format(source,
                           "expired at " + str(info.certificate_key_expires)
                           if info.certificate_key else "is missing"), refresh))
+    found += parity.findings(ctx, info.bundle, source)
     if not found:
         found.append(("pass", "{}: token valid until {}{}".format(
             source, info.token_expires,

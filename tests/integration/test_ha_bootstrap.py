@@ -160,10 +160,9 @@ def lab(standins, tmp_path, monkeypatch):
             kill_standins(tmp_path / name)
 
 
-def context(lab, name, join=None, join_out=None):
+def context(lab, name, join=None, join_out=None, digest="c" * 64):
     """The Context `install` builds for node `name`, on an unpacked stand-in bundle."""
     root = lab.top / name
-    digest = "c" * 64
     bundle = root / "var/lib/kubecrate/bundles" / digest
     if not bundle.exists():
         (bundle / "addons/flannel").mkdir(parents=True)
@@ -183,9 +182,9 @@ def context(lab, name, join=None, join_out=None):
                    "k8s.tar", None, join=join, join_out=join_out)
 
 
-def install(lab, name, join=None, join_out=None):
+def install(lab, name, join=None, join_out=None, digest="c" * 64):
     """The cluster steps of `install` for `name`, checked and recorded as install does."""
-    ctx = context(lab, name, joinfile.load(str(join)) if join else None, join_out)
+    ctx = context(lab, name, joinfile.load(str(join)) if join else None, join_out, digest)
     kubeadm_step.require_join(ctx)
     return {r.name: r.changes for r in run_steps(ctx, all_steps()[-3:], State.load(ctx.host))}
 
@@ -281,6 +280,7 @@ def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeyp
     assert any(" upload-certs " in argv and " --config " in argv for argv in argvs), argvs
     assert not (cp1 / kubeadm_step.REFRESH_CONFIG.lstrip("/")).exists()
     assert info.token == join.token and info.certificate_key != join.certificate_key
+    assert info.bundle == "c" * 64  # read back from the cluster's kubecrate-bundle ConfigMap
     assert install(lab, "cp3", join=fresh)["kubeadm"][0].startswith("kubeadm join")
 
     # A day later the token is gone too: join-info on a control plane that joined (cp2)
@@ -359,6 +359,15 @@ def test_a_clone_of_a_node_in_the_cluster_is_refused_before_it_joins(lab):
     assert set(nodes(lab)) == {"cp1"}
 
     (lab.top / "w1/etc/machine-id").write_text("fedcba9876543210fedcba9876543210\n")
+    # Months later, from another bundle on the USB stick: refused, both bundles named, before
+    # kubeadm runs (issue 19 item 7: the cluster records its bundle at init).
+    assert joinfile.load(str(out)).bundle == "c" * 64
+    with pytest.raises(PreconditionError) as err:
+        install(lab, "w1", join=out, digest="d" * 64)
+    assert "is for a cluster installed from bundle {}, but this host is installing bundle " \
+           "{}".format("c" * 64, "d" * 64) in err.value.message
+    assert "cache list" in err.value.hint
+    assert not (lab.top / "w1/etc/kubernetes/kubelet.conf").exists()
     assert install(lab, "w1", join=out)["kubeadm"] == ["kubeadm join 127.0.0.100:8443 as a "
                                                        "worker"]
     assert set(nodes(lab)) == {"cp1", "w1"}

@@ -266,12 +266,19 @@ def cmd_get(client, args):
     else:
         objects = client.call("GET", "/kubecrate/v1/objects")["items"]
         items = [o for o in objects if o.get("kind", "").lower() in (kind, kind.rstrip("s"))]
+        if namespaces:  # a namespaced object is found only in its namespace
+            items = [o for o in items if (o.get("metadata") or {}).get("namespace", "")
+                     in namespaces + [""]]
     if len(what) > 1:
         items = [o for o in items if o["metadata"]["name"] in what[1:]]
         if not items:
             raise StandinError('Error from server (NotFound): %s "%s" not found'
                                % (kind, what[1]))
-    if output == "json":
+    if output == "json" and len(what) == 2:
+        # One named object prints as itself, not as a List (kubectl/pkg/cmd/get/get.go,
+        # GetOptions.Run: singleItemImplied), which is what a reader of `.data` relies on.
+        print(json.dumps(items[0], indent=2))
+    elif output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2))
     elif output == "name":
         for obj in items:

@@ -44,6 +44,7 @@ def test_expiry():
     ('certificate_key: "', "certificate_key: 0123 #", "certificate_key"),
     ('token_expires: "2024-01-02T12:00:00Z"', 'token_expires: "tomorrow"', "token_expires"),
     ("format_version: 1", "format_version: 1\nextra: 1", "extra"),
+    ("format_version: 1", 'format_version: 1\nbundle: "v1.23.17"', "bundle"),
 ])
 def test_invalid_join_file_names_the_key(old, new, key):
     text = joinfile.dump(lbsamples.join_info()).replace(old, new)
@@ -107,3 +108,11 @@ def test_a_0600_join_yaml_loads_quietly(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="installer"):
         joinfile.load(str(path))
     assert caplog.records == [] and joinfile.exposure(str(path)) is None
+
+
+def test_the_clusters_bundle_round_trips_and_older_files_have_none():
+    info = lbsamples.join_info()._replace(bundle="e" * 64)
+    text = joinfile.dump(info)
+    assert 'bundle: "{}"'.format("e" * 64) in text
+    assert joinfile.parse(text) == info
+    assert joinfile.parse(joinfile.dump(lbsamples.join_info())).bundle is None
