@@ -71,6 +71,16 @@ class MirrorWorld:
         return Path(self.state["presets"]["aliyun-el9"])
 
     @property
+    def preset_rocky8(self) -> Path:
+        """Rocky 8.9 baseos/appstream (modular), docker-ce centos/8, pkgs.k8s.io v1.30."""
+        return Path(self.state["presets"]["rocky8"])
+
+    @property
+    def preset_aliyun_rocky8(self) -> Path:
+        """The Rocky 8 repos with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
+        return Path(self.state["presets"]["aliyun-rocky8"])
+
+    @property
     def preset_aliyun_el8(self) -> Path:
         """The EL8 slice with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
         return Path(self.state["presets"]["aliyun-el8"])

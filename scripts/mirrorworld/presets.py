@@ -26,9 +26,19 @@ REPO_IDS = (
     ("download.docker.com/", "docker-ce-stable"),
 )
 
-# The EL9 preset's repo ids -> yum_el8.yaml's (whose ids are unique across the slice).
-EL9_IDS = {"baseos": "rocky9-baseos", "appstream": "rocky9-appstream",
-           "docker-ce-stable": "docker-ce-stable-9", "kubernetes": "kubernetes-v1.30"}
+# Presets over parts of the EL8/EL9 slice: variant -> (the repo ids a host's repo files use ->
+# yum_el8.yaml's, whose ids are unique across the slice; what the preset serves).
+SLICE_PRESETS = {
+    # for k8s-1.30-el9-containerd
+    "el9": ({"baseos": "rocky9-baseos", "appstream": "rocky9-appstream",
+             "docker-ce-stable": "docker-ce-stable-9", "kubernetes": "kubernetes-v1.30"},
+            "Rocky 9.4 BaseOS/AppStream (vault), docker-ce centos/9, pkgs.k8s.io v1.30"),
+    # for k8s-1.30-el8-containerd: docker-ce centos/8 is the one CentOS 8.5 uses too
+    "rocky8": ({"baseos": "rocky8-baseos", "appstream": "rocky8-appstream",
+                "docker-ce-stable": "docker-ce-stable", "kubernetes": "kubernetes-v1.30"},
+               "Rocky 8.9 BaseOS/AppStream (vault, modular), docker-ce centos/8, "
+               "pkgs.k8s.io v1.30"),
+}
 
 
 def _repo_order(rel: str) -> tuple:
@@ -129,34 +139,26 @@ def world_presets(state: Dict[str, Any], www: Path) -> Dict[str, Dict[str, Any]]
             },
             "registries": {**registries, "registry.k8s.io": aliyun},
         }
-    if state.get("yum_el8") and "kubernetes-v1.30" in state["yum_el8"]["repos"]:
-        # Rocky 9.4 + docker-ce centos/9 + pkgs.k8s.io v1.30 under the ids a Rocky 9 host's
-        # repo files use, for the k8s-1.30 containerd profiles.
-        el9 = _el8_repos(state["yum_el8"], base, www)
-        presets["el9"] = {
-            "name": "mirror-world-el9",
-            "description": "scripts/mirror-world: Rocky 9.4 BaseOS/AppStream (vault), "
-            "docker-ce centos/9, pkgs.k8s.io v1.30",
-            **common,
-            "yum": {rid: el9[given] for rid, given in EL9_IDS.items()},
-            "registries": registries,
-        }
-    if "aliyun" in presets and "el8" in presets:
-        # The k8s-1.23.17-el8 recipe's China-shaped build: Aliyun registry + DaoCloud binaries
-        # (as mirror-world-aliyun) over the EL8 slice.
-        presets["aliyun-el8"] = {
-            **presets["aliyun"],
-            "name": "mirror-world-aliyun-el8",
-            "description": "scripts/mirror-world: the aliyun variant over the EL8 slice",
-            "yum": presets["el8"]["yum"],
-        }
-    if "aliyun" in presets and "el9" in presets:
-        presets["aliyun-el9"] = {
-            **presets["aliyun"],
-            "name": "mirror-world-aliyun-el9",
-            "description": "scripts/mirror-world: the aliyun variant over the EL9 repos",
-            "yum": presets["el9"]["yum"],
-        }
+    slice_repos = _el8_repos(state["yum_el8"], base, www) if state.get("yum_el8") else {}
+    for variant, (ids, what) in SLICE_PRESETS.items():
+        if set(ids.values()) <= set(slice_repos):
+            presets[variant] = {
+                "name": f"mirror-world-{variant}",
+                "description": f"scripts/mirror-world: {what}",
+                **common,
+                "yum": {rid: slice_repos[given] for rid, given in ids.items()},
+                "registries": registries,
+            }
+    for variant in ("el8", *SLICE_PRESETS):
+        # China-shaped builds of the EL8/EL9 recipes: Aliyun registry + DaoCloud binaries (as
+        # mirror-world-aliyun) over the same repos.
+        if "aliyun" in presets and variant in presets:
+            presets[f"aliyun-{variant}"] = {
+                **presets["aliyun"],
+                "name": f"mirror-world-aliyun-{variant}",
+                "description": f"scripts/mirror-world: the aliyun variant over the {variant} repos",
+                "yum": presets[variant]["yum"],
+            }
     if "token" in instances:
         presets["token"] = {
             "name": "mirror-world-token",

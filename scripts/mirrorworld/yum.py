@@ -238,31 +238,36 @@ def _spec(pkg: Package, key: dict) -> str:
 
 
 def _label(pkg: Package, modules: dict) -> str:
-    name, stream = pkg.module.split(":", 1)
-    build = modules[name]["streams"][stream]
+    mid, stream = pkg.module.split(":", 1)
+    build = modules[mid]["streams"][stream]
+    name = modules[mid].get("name", mid)
     return f"{name}:{stream}:{build['version']}:{build['context']}"
 
 
 def _modules_yaml(world: dict, rid: str) -> bytes:
     """modulemd v2 documents (one per stream with packages in `rid`) and modulemd-defaults."""
     docs = []
-    for name, module in world["modules"].items():
+    for mid, module in world["modules"].items():
+        name = module.get("name", mid)  # one module built for two releases: two ids
+        ours = False  # defaults only beside this id's own streams
         for stream, build in module["streams"].items():
             artifacts = sorted(f"{p.name}-{p.epoch}:{p.version}-{p.release}.{p.arch}"
                                for p in world["packages"]
-                               if p.repo == rid and p.module == f"{name}:{stream}")
+                               if p.repo == rid and p.module == f"{mid}:{stream}")
             if not artifacts:
                 continue
+            ours = True
             docs.append({"document": "modulemd", "version": 2, "data": {
                 "name": name, "stream": str(stream), "version": build["version"],
                 "context": build["context"], "arch": "x86_64",
                 "summary": f"{name} stand-in for the kubecrate mirror world",
                 "description": "Stream of the mirror world's EL8 slice.",
                 "license": {"module": ["MIT"]},
-                "dependencies": [{"buildrequires": {"platform": ["el8.5.0"]},
+                "dependencies": [{"buildrequires": {
+                                      "platform": [module.get("platform", "el8.5.0")]},
                                   "requires": {"platform": ["el8"]}}],
                 "artifacts": {"rpms": artifacts}}})
-        if "default" in module:
+        if "default" in module and ours:
             docs.append({"document": "modulemd-defaults", "version": 1,
                          "data": {"module": name, "stream": str(module["default"])}})
     return yaml.safe_dump_all(docs, explicit_start=True, sort_keys=False).encode() + b"...\n"

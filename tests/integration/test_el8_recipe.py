@@ -1,4 +1,5 @@
-"""manifests/k8s-1.23.17-el8.yaml (CentOS 8.5 + Docker CE 20.10.24) and
+"""manifests/k8s-1.23.17-el8.yaml (CentOS 8.5 + Docker CE 20.10.24),
+manifests/k8s-1.30-el8-containerd.yaml (Rocky 8.9 + containerd + pkgs.k8s.io v1.30) and
 manifests/k8s-1.30-el9-containerd.yaml (Rocky 9.4 + containerd + pkgs.k8s.io v1.30) built against
 the mirror world's EL8/EL9 slice with upstream-shaped and China-shaped presets, linted, checked
 for packages of the non-default container-tools stream (the slice's decoy), and judged by real
@@ -28,15 +29,16 @@ pytestmark = pytest.mark.integration
 
 RECIPE = REPO / "manifests" / "k8s-1.23.17-el8.yaml"
 NAME = "k8s-1.23.17-el8"
+RECIPE_ROCKY8 = REPO / "manifests" / "k8s-1.30-el8-containerd.yaml"
 RECIPE_EL9 = REPO / "manifests" / "k8s-1.30-el9-containerd.yaml"
 NAME_EL9 = "k8s-1.30-el9-containerd"
 EL8 = ("--releasever=8", "--setopt=module_platform_id=platform:el8")
 
 
-def removals() -> list:
+def removals(recipe=RECIPE) -> list:
     """The packages the recipe says to remove first (its `dnf remove ...` line)."""
-    found = re.search(r"^#\s+dnf remove (.+)$", RECIPE.read_text(), re.M)
-    assert found, f"{RECIPE.name} names no packages to remove"
+    found = re.search(r"^#\s+dnf remove (.+)$", recipe.read_text(), re.M)
+    assert found, f"{recipe.name} names no packages to remove"
     return found.group(1).split()
 
 
@@ -49,6 +51,8 @@ def builds(mirror_world, tmp_path_factory):
     for variant, recipe, preset in (
             ("upstream", RECIPE, mirror_world.preset_el8),
             ("china", RECIPE, mirror_world.preset_aliyun_el8),
+            ("rocky8-upstream", RECIPE_ROCKY8, mirror_world.preset_rocky8),
+            ("rocky8-china", RECIPE_ROCKY8, mirror_world.preset_aliyun_rocky8),
             ("el9-upstream", RECIPE_EL9, mirror_world.preset_el9),
             ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9)):
         done = kubecrate("build", recipe, "--mirrors", preset, "--key", secret,
@@ -89,29 +93,49 @@ def bundle_repo(bundle, tmp_path):
 
 def test_both_presets_give_the_same_packages(builds):
     assert sorted(rpm_names(builds["upstream"])) == sorted(rpm_names(builds["china"]))
+    assert sorted(rpm_names(builds["rocky8-upstream"])) == sorted(rpm_names(builds["rocky8-china"]))
     assert sorted(rpm_names(builds["el9-upstream"])) == sorted(rpm_names(builds["el9-china"]))
 
 
-def test_nothing_from_the_non_default_stream(builds, mirror_world):
-    appstream = load_repos(load_preset(mirror_world.preset_el8), ["appstream"],
+EL8_CASES = {
+    # variant: (preset attribute, default-stream container-selinux, what the bundle must hold,
+    #           the recipe, what dnf installs: name -> version-release.arch)
+    "upstream": ("preset_el8", "2.167.0-1.module_el8.5.0+911+f19012f9",
+                 {"containerd.io-1.6.32-3.1.el8.x86_64.rpm", "docker-ce-20.10.24-3.el8.x86_64.rpm",
+                  "iproute-tc-5.12.0-4.el8.x86_64.rpm"}, RECIPE,
+                 {"containerd.io": "1.6.32-3.1.el8.x86_64", "docker-ce": "20.10.24-3.el8.x86_64"}),
+    "rocky8-upstream": ("preset_rocky8", "2.221.0-1.module+el8.9.0+1506+ad3a12f9",
+                        {"containerd.io-1.6.32-3.1.el8.x86_64.rpm",
+                         "kubeadm-1.30.14-150500.1.1.x86_64.rpm",
+                         "iproute-tc-6.2.0-5.el8_9.x86_64.rpm"}, RECIPE_ROCKY8,
+                        {"containerd.io": "1.6.32-3.1.el8.x86_64",
+                         "kubeadm": "1.30.14-150500.1.1.x86_64"}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(EL8_CASES))
+def test_nothing_from_the_non_default_stream(builds, mirror_world, variant):
+    attr, selinux, wanted, _recipe, _got = EL8_CASES[variant]
+    appstream = load_repos(load_preset(getattr(mirror_world, attr)), ["appstream"],
                            requests.Session())[0]
     streams, defaults = parse_modules(appstream.metadata("modules"), "appstream")
     assert defaults == {"container-tools": "rhel8"}
     decoys = {f"{a[0]}-{a[2]}-{a[3]}.{a[4]}.rpm" for s in streams if s.stream != "rhel8"
               for a in s.artifacts}
-    assert "container-selinux-2.229.0-2.module_el8.6.0+1107+d59a301b.noarch.rpm" in decoys
-    shipped = set(rpm_names(builds["upstream"]))
+    assert any(d.startswith("container-selinux-2.229.0-2.module") for d in decoys), decoys
+    shipped = set(rpm_names(builds[variant]))
     assert not shipped & decoys
-    assert "container-selinux-2.167.0-1.module_el8.5.0+911+f19012f9.noarch.rpm" in shipped
-    assert {"containerd.io-1.6.32-3.1.el8.x86_64.rpm", "docker-ce-20.10.24-3.el8.x86_64.rpm",
-            "iproute-tc-5.12.0-4.el8.x86_64.rpm"} <= shipped
+    assert f"container-selinux-{selinux}.noarch.rpm" in shipped
+    assert wanted <= shipped
 
 
-def test_real_dnf_installs_the_bundle_after_the_removals(builds, mirror_world, tmp_path):
+@pytest.mark.parametrize("variant", sorted(EL8_CASES))
+def test_real_dnf_installs_the_bundle_after_the_removals(builds, mirror_world, tmp_path, variant):
+    attr, selinux, _wanted, recipe, expected = EL8_CASES[variant]
     for tool in ("dnf", "rpm"):
         require_tool(tool)
-    # A minimal EL8 root with podman (and so runc) from the world's CentOS 8.5 repos.
-    preset = load_preset(mirror_world.preset_el8)
+    # A minimal EL8 root with podman (and so runc) from the world's BaseOS/AppStream.
+    preset = load_preset(getattr(mirror_world, attr))
     world = {r.id: (r.baseurl, [k.url for k in r.gpgkeys]) for r in preset.yum.values()
              if r.id in ("baseos", "appstream")}
     conf, repos_d = write_config(tmp_path / "world", world)
@@ -121,17 +145,17 @@ def test_real_dnf_installs_the_bundle_after_the_removals(builds, mirror_world, t
     before = installed(root)
     assert "runc" in before and "podman" in before
 
-    bconf, bundle_d, names = bundle_repo(builds["upstream"], tmp_path)
+    bconf, bundle_d, names = bundle_repo(builds[variant], tmp_path)
     # Without the removals dnf refuses: containerd.io conflicts with runc, podman needs runc.
     refused = dnf(root, bconf, bundle_d, *EL8, "install", *names, check=False)
     assert refused.returncode != 0 and "runc" in refused.stdout + refused.stderr
-    dnf(root, conf, repos_d, *EL8, "remove", *removals())
+    dnf(root, conf, repos_d, *EL8, "remove", *removals(recipe))
     assert not {"runc", "podman"} & set(installed(root))
     dnf(root, bconf, bundle_d, *EL8, "install", *names)
     got = installed(root)
-    assert got["containerd.io"] == ["1.6.32-3.1.el8.x86_64"]
-    assert got["docker-ce"] == ["20.10.24-3.el8.x86_64"]
-    assert got["container-selinux"] == ["2.167.0-1.module_el8.5.0+911+f19012f9.noarch"]
+    for name, vra in expected.items():
+        assert got[name] == [vra]
+    assert got["container-selinux"] == [f"{selinux}.noarch"]
     assert "runc" not in got and "podman" not in got
     assert set(names) <= set(got)
 

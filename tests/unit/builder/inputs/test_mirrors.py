@@ -46,11 +46,11 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("path", PRESETS, ids=[p.name for p in PRESETS])
 def test_every_shipped_preset_loads(path):
     preset = load_preset(path)
-    # the EL7 presets have CentOS-Base.repo's ids, the EL8 ones CentOS-Linux-*.repo's, the EL9
-    # ones rocky.repo's and the Kubernetes docs' kubernetes.repo
-    want = {"-el8": {"baseos", "appstream", "extras"},
-            "-el9": {"baseos", "appstream", "kubernetes"}}.get(path.stem[-4:],
-                                                              {"base", "updates", "extras"})
+    # the EL7 presets have CentOS-Base.repo's ids, the EL8 ones CentOS-Linux-*.repo's, the Rocky
+    # 8 and EL9 ones Rocky's and the Kubernetes docs' kubernetes.repo
+    rocky = {"baseos", "appstream", "kubernetes"}
+    want = {"-el8": {"baseos", "appstream", "extras"}, "-el9": rocky,
+            "cky8": rocky}.get(path.stem[-4:], {"base", "updates", "extras"})
     assert want | {"docker-ce-stable"} <= set(preset.yum)
     assert {"crictl", "cni"} <= set(preset.releases)
     assert {"registry.k8s.io", "docker.io"} <= set(preset.registries)
