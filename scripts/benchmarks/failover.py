@@ -6,7 +6,8 @@
   haproxy and apiserver are killed, (b) its link goes down, and when the node comes back.
 - The VRRPv3 / 0.2 s profile (keepalived >= 1.3.7: EL8, EL9, the static-pod image) on the lab
   of tests/e2e/viplab.py: three control planes with the rendered configs, a client polling
-  https://VIP:8443/version every 100 ms; the same two drills, `runs` times each. Issue 16's
+  https://VIP:8443/version every 100 ms (overlapping polls, so that a hanging one does not
+  hold the next back); the same two drills, `runs` times each. Issue 16's
   goals: under 1 s for a killed holder, under 1.5 s for a silent loss.
 """
 
@@ -77,7 +78,9 @@ def _direct_windows(work: Path, runs: int) -> dict[str, list[float]]:
             for how in GOALS:
                 viplab.settle(lab, ["cp1"], hold=3.0)
                 (lab["client"].dir / "poller.log").unlink(missing_ok=True)  # this drill's only
-                poller = viplab.Poller(lab["client"], url, 30)
+                # a poll every 100 ms whatever the earlier ones do: the window is read from
+                # when answers arrived, to 0.1 s, not in steps of a hanging poll's timeout
+                poller = viplab.Poller(lab["client"], url, 30, overlap=True)
                 viplab.wait(lambda: poller.ok_since(0), 10, "the first polls")  # noqa: B023
                 start = time.monotonic()
                 if how == "kill":
@@ -89,7 +92,7 @@ def _direct_windows(work: Path, runs: int) -> dict[str, list[float]]:
                             "cp2 to take the VIP", lab=lab)
                 viplab.wait(lambda: poller.ok_since(start, 10), 15,  # noqa: B023
                             "the endpoint to answer again")
-                windows[how].append(poller.outage(start))
+                windows[how].append(poller.unanswered(start))
                 lab["client"].stop("poller")
                 if how == "kill":
                     viplab.start_apiserver(cp1, *cert)
@@ -102,17 +105,20 @@ def _direct_windows(work: Path, runs: int) -> dict[str, list[float]]:
 
 
 def run(work: Path, runs: int) -> list[Result]:
+    """The VRRPv3 lab's windows; the installed CentOS 7 cluster's are failover_installed."""
     direct = _direct_windows(work / "viplab", runs)
-    results = [Result(
+    return [Result(
         name=f"VIP failover, VRRPv3 at 0.2 s: {halab.DRILLS[how]}; endpoint unreachable",
-        ours="rendered keepalived (VRRPv3 profile) + haproxy, 3 control planes, a client polls "
-             "every 100 ms", peer="", ours_seconds=direct[how], peer_seconds=[],
-        goal=GOALS[how], note="the goal of docs/load-balancer.md; keepalived 2.2.7, haproxy 2.6")
+        ours="rendered keepalived (VRRPv3 profile) + haproxy, 3 control planes, a client starts "
+             "a poll every 100 ms (overlapping, 3 s each)", peer="", ours_seconds=direct[how],
+        peer_seconds=[], goal=GOALS[how],
+        note="the goal of docs/load-balancer.md; keepalived 2.2.7, haproxy 2.6; the longest "
+             "time between two answers' arrivals once the drill began (about 0.1 s when "
+             "nothing fails)")
         for how in GOALS]
-    return results + _installed(work, runs)
 
 
-def _installed(work: Path, runs: int) -> list[Result]:
+def installed(work: Path, runs: int) -> list[Result]:
     work.mkdir(parents=True, exist_ok=True)
     run_dir = work / "mirror-world-run"
     _world("up", run_dir)

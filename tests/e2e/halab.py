@@ -306,8 +306,8 @@ def bring_back(nodes: Dict[str, Node], client: str, subnet: int, name: str, how:
 def _samples(text: str) -> List[Tuple[float, bool]]:
     points = []
     for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
+        parts = line.split()  # start, ok[, end] (tests/e2e/poller.py)
+        if len(parts) in (2, 3):
             points.append((float(parts[0]), parts[1] == "1"))
     return points
 

@@ -224,3 +224,4 @@ def test_outage_is_the_longest_failed_run_after_the_event():
     assert halab.outage(samples, since=1.5) == pytest.approx(1.0)
     assert halab.outage(samples, since=3.5) == pytest.approx(0.2)
     assert halab.outage("1.0 1\n", since=0.0) == 0.0
+    assert halab.outage("1.0 1 1.01\n2.0 0 2.5\n2.5 1 2.51\n", since=1.5) == pytest.approx(0.5)

@@ -96,18 +96,23 @@ def start_load_balancer(host, lb, vrrp=lbconfig.VRRP_V3):
 class Poller:
     """The client's poll of https://VIP:PORT/healthz every 100 ms, read back as outage windows."""
 
-    def __init__(self, client, url: str, duration: float) -> None:
+    def __init__(self, client, url: str, duration: float, overlap: bool = False) -> None:
         self.client = client
         client.start("poller", [sys.executable, HERE / "poller.py", url, POLL_INTERVAL,
-                                duration])
+                                duration] + (["overlap"] if overlap else []))
 
-    def samples(self):
+    def polls(self):
+        """(start, ok, end) of every poll that finished, in the order they finished."""
         out = []
         for line in self.client.log("poller").splitlines():
             parts = line.split()
-            if len(parts) == 2:
-                out.append((float(parts[0]), parts[1] == "1"))
+            if len(parts) == 3 and parts[1] in ("0", "1"):
+                out.append((float(parts[0]), parts[1] == "1", float(parts[2])))
         return out
+
+    def samples(self):
+        """(start, ok) of every finished poll, by start."""
+        return sorted((start, ok) for start, ok, _end in self.polls())
 
     def ok_since(self, moment: float, count: int = 5) -> bool:
         recent = [ok for t, ok in self.samples() if t >= moment]
@@ -130,3 +135,19 @@ class Poller:
         if failing:
             raise AssertionError("the endpoint never came back after {:.1f}s".format(since))
         return worst
+
+    def unanswered(self, since: float) -> float:
+        """For an `overlap` poller: the longest time without an answer around `since` and
+        after it, from one answer's arrival to the next one's (about POLL_INTERVAL when
+        nothing went wrong). A poll that hangs does not count, whether it then fails or is
+        answered by a retransmitted SYN: what counts is when answers arrived."""
+        return unanswered(self.polls(), since)
+
+
+def unanswered(polls, since: float) -> float:
+    """See Poller.unanswered; `polls` are (start, ok, end)."""
+    answers = sorted(end for _start, ok, end in polls if ok)
+    if not answers or answers[-1] <= since:
+        raise AssertionError("the endpoint never answered after {:.1f}s".format(since))
+    return max(later - earlier for earlier, later in zip(answers, answers[1:])
+               if later > since)

@@ -28,3 +28,16 @@ def test_namespace_tests_fail_under_ci_when_not_root(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         netns.require_root()  # on a developer's machine it may skip
+
+
+def test_unanswered_is_the_longest_time_between_answers_around_and_after_the_event():
+    from tests.e2e.viplab import unanswered
+
+    # (start, ok, end): a poll every 0.1 s; the one at 1.0 hangs until its timeout, the one at
+    # 1.1 is answered late (a retransmitted SYN), the one at 1.3 at once
+    polls = [(0.8, True, 0.81), (0.9, True, 0.91), (1.0, False, 4.0), (1.1, True, 2.15),
+             (1.2, False, 1.2), (1.3, True, 1.71), (1.4, True, 1.41)]
+    assert unanswered(polls, since=0.95) == pytest.approx(1.41 - 0.91)
+    assert unanswered(polls, since=1.8) == pytest.approx(2.15 - 1.71)
+    with pytest.raises(AssertionError, match="never answered"):
+        unanswered(polls, since=2.2)
