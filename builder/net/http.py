@@ -366,7 +366,7 @@ def download(session: Optional[requests.Session], url: str, sink: Any, *,
              size: Optional[int] = None, policy: Policy = DEFAULT,
              progress: Optional[Progress] = None, send: Optional[Send] = None) -> None:
     """Stream `url` into `sink` (`.size`, the bytes it holds; `.write()`), resuming with Range
-    after a cut. `size`, when known, is the whole length: more is TooLarge, less a cut."""
+    after a cut. `size`, when known, is the whole length: more is TooLarge."""
     if urlsplit(url).scheme == "file":
         data = _read_file(url)
         if size is not None and len(data) > size:
@@ -404,10 +404,9 @@ def _attempt(send: Send, url: str, sink: Any, size: Optional[int],
             skip = start  # the server ignored Range: drop what the sink already has
         else:
             raise _refused(response, url)
-        whole = size
-        length = _header(response, "Content-Length")
-        if whole is None and length.isdigit() and not _header(response, "Content-Encoding"):
-            whole = int(length) + (start if status == 206 else 0)
+        promised = _header(response, "Content-Length")
+        end = start + int(promised) if promised.isdigit() and status == 206 else \
+            int(promised) if promised.isdigit() else None
         try:
             for chunk in response.raw.stream(CHUNK, decode_content=False):
                 if skip:
@@ -415,13 +414,15 @@ def _attempt(send: Send, url: str, sink: Any, size: Optional[int],
                     chunk, skip = chunk[dropped:], skip - dropped
                     if not chunk:
                         continue
-                if whole is not None and sink.size + len(chunk) > whole:
-                    raise TooLarge(url, whole)
+                if size is not None and sink.size + len(chunk) > size:
+                    raise TooLarge(url, size)
                 _give(sink, chunk, progress)
         except TRANSIENT_ERRORS as exc:
             raise Transient(f"{type(exc).__name__}: {exc}", in_body=True) from None
-    if whole is not None and sink.size < whole:
-        raise Transient(f"connection closed after {sink.size} of {whole} bytes", in_body=True)
+    # A body that ends before its Content-Length is a cut; one that ends as it said, short of
+    # `size`, is what the server has: the caller's digest check refuses it, no retry can help.
+    if end is not None and sink.size < end and not _header(response, "Content-Encoding"):
+        raise Transient(f"connection closed after {sink.size} of {end} bytes", in_body=True)
 
 
 def _give(sink: Any, chunk: bytes, progress: Optional[Progress]) -> None:

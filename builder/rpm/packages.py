@@ -6,9 +6,11 @@ the cache, and their signatures against those keys before the file is committed)
     files = [RpmFile.of(pkg, repo) for pkg in resolution.packages]
     paths = fetch_rpms(files, keyrings(keys), cache, session, progress=bar.update)
 
-Every RPM enters the cache only through `Cache.writer`, and the signature check runs inside it:
-a wrong digest or a bad signature leaves no file behind. A file already cached is verified
-again before it is used, and removed if it no longer verifies (e.g. after a pin changed).
+Every RPM enters the cache only through builder/net/http.py's `fetch_to_cache` (retries, Range
+resume, the digest checked while streaming), and the signature check runs before the file is
+committed: a wrong digest or a bad signature leaves no file behind. A file already cached is
+verified again before it is used, and removed if it no longer verifies (e.g. after a pin
+changed).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import time
 from pathlib import Path
 from typing import (
     Any,
@@ -30,11 +31,19 @@ from typing import (
     Sequence,
     Tuple,
 )
-from urllib.parse import unquote, urlsplit
 
 from builder.cache import Cache, DigestMismatch
 from builder.errors import BuildError, KubecrateError, VerificationError
 from builder.inputs.mirrors import YumRepo
+from builder.net.http import (
+    HTTPError,
+    Policy,
+    StatusError,
+    TooLarge,
+    Unreachable,
+    fetch_to_cache,
+    read_url,
+)
 from builder.rpm.metadata import Package
 from builder.rpm.openpgp import Keyring, PublicKey, pinned_key
 from builder.rpm.signature import RpmSignatures, RpmVerifier, verify_rpm
@@ -44,12 +53,11 @@ __all__ = ["KeyFile", "RpmFetchError", "RpmFile", "fetch_keys", "fetch_rpms", "k
 log = logging.getLogger(__name__)
 
 TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
-ATTEMPTS = 4  # per file, resumes included
+ATTEMPTS = 4  # failures in a row per file (a resume that made progress starts again)
 # Parallel connections (requests' default pool keeps 10 per host). On a WAN link one TCP
 # connection is held back by loss (cubic at 50 ms RTT and 0.1% loss: about 20 Mbit/s), so
 # several are needed to fill the link: scripts/benchmarks/netfetch.py.
 WORKERS = 8
-CHUNK = 1 << 20
 
 
 class RpmFetchError(BuildError):
@@ -90,49 +98,6 @@ class KeyFile(NamedTuple):
     key: PublicKey
 
 
-class _Retry(Exception):
-    """A transient failure: the whole download starts again (or resumes)."""
-
-
-def _get(session: Any, url: str, timeout: Tuple[float, float], offset: int = 0) -> Any:
-    import requests  # kept out of import time: verification needs no network library
-
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    try:
-        response = session.get(url, stream=True, timeout=timeout, headers=headers)
-    except requests.RequestException as err:
-        raise _Retry(f"{type(err).__name__}: {err}") from None
-    if response.status_code in (200, 206):
-        return response
-    response.close()
-    if response.status_code >= 500 or response.status_code == 429:
-        raise _Retry(f"HTTP {response.status_code}")
-    raise BuildError(f"HTTP {response.status_code}")
-
-
-def _read_all(session: Any, url: str, timeout: Tuple[float, float], what: str) -> bytes:
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        try:
-            return Path(unquote(parts.path)).read_bytes()
-        except OSError as err:
-            raise BuildError(f"{what}: cannot read {url}: {err.strerror}") from None
-    last = ""
-    for attempt in range(ATTEMPTS):
-        if attempt:
-            time.sleep(min(2.0 ** attempt, 8.0))
-        try:
-            with contextlib.closing(_get(session, url, timeout)) as response:
-                return response.content
-        except _Retry as err:
-            last = str(err)
-        except BuildError as err:
-            last = err.message
-            break
-    raise BuildError(f"{what}: cannot fetch {url} ({last})",
-                     hint="check the mirror preset's gpgkeys URL and that the mirror is up")
-
-
 def fetch_keys(repos: Iterable[YumRepo], session: Any,
                timeout: Tuple[float, float] = TIMEOUT) -> List[KeyFile]:
     """Fetch every repo's pinned GPG keys and check each against its fingerprint; the same URL
@@ -142,7 +107,10 @@ def fetch_keys(repos: Iterable[YumRepo], session: Any,
     for repo in repos:
         for pin in repo.gpgkeys:
             if pin.url not in fetched:
-                fetched[pin.url] = _read_all(session, pin.url, timeout, f"{repo.id}: GPG key")
+                fetched[pin.url] = read_url(
+                    session, pin.url, f"{repo.id}: GPG key",
+                    policy=Policy(attempts=ATTEMPTS, timeout=timeout),
+                    hint="check the mirror preset's gpgkeys URL and that the mirror is up")
             key = pinned_key(fetched[pin.url], pin.fingerprint, repo=repo.id, url=pin.url)
             found.append(KeyFile(repo.id, pin.url, fetched[pin.url], key))
     return found
@@ -176,65 +144,23 @@ class _Fetcher:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 raise
-        last = ""
-        for attempt in range(ATTEMPTS):
-            if attempt:
-                time.sleep(min(0.5 * 2 ** attempt, 4.0))
-            try:
-                with self.cache.writer(item.sha256, item.url) as out:
-                    verifier = RpmVerifier(ring, item.filename)
-                    self._stream(item, out, verifier)
-                    actual = out.hash.hexdigest()
-                    if actual != item.sha256.lower():
-                        raise DigestMismatch(
-                            f"{item.filename}: downloaded bytes have sha256:{actual}, repodata "
-                            f"says sha256:{item.sha256}",
-                            hint="the mirror serves a different or damaged file than its "
-                                 "metadata promises; retry later or use another mirror")
-                    self._log(verifier.finish(), item)
-                return path
-            except _Retry as err:
-                last = str(err)
-                log.debug("%s: attempt %d failed: %s", item.url, attempt + 1, last)
-        raise BuildError(f"{item.filename}: download failed after {ATTEMPTS} attempts ({last})")
-
-    def _stream(self, item: RpmFile, out: Any, verifier: RpmVerifier) -> None:
-        """Write the file into `out` and `verifier`, resuming with Range after a broken
-        connection; a server that ignores Range restarts the whole download (_Retry)."""
-        parts = urlsplit(item.url)
-        if parts.scheme == "file":
-            try:
-                with open(unquote(parts.path), "rb") as handle:
-                    for chunk in iter(lambda: handle.read(CHUNK), b""):
-                        self._write(item, out, verifier, chunk)
-            except OSError as err:
-                raise BuildError(f"cannot read: {err.strerror}") from None
-            return
-        import requests
-
-        for resume in range(ATTEMPTS):
-            offset = out.size
-            response = _get(self.session, item.url, self.timeout, offset)
-            with contextlib.closing(response):
-                if offset and response.status_code != 206:
-                    raise _Retry("the server ignored the Range request")
-                try:
-                    for chunk in response.iter_content(CHUNK):
-                        self._write(item, out, verifier, chunk)
-                    return
-                except (requests.RequestException, OSError) as err:
-                    if resume == ATTEMPTS - 1:
-                        raise _Retry(f"{type(err).__name__}: {err}") from None
-                    log.debug("%s: resuming at byte %d after %s", item.url, out.size, err)
-
-    def _write(self, item: RpmFile, out: Any, verifier: RpmVerifier, chunk: bytes) -> None:
-        if item.size and out.size + len(chunk) > item.size:
+        verifier = RpmVerifier(ring, item.filename)
+        try:
+            return fetch_to_cache(
+                self.session, self.cache, item.url, item.sha256, size=item.size or None,
+                policy=Policy(attempts=ATTEMPTS, timeout=self.timeout), progress=self.progress,
+                tee=verifier.update, check=lambda: self._log(verifier.finish(), item),
+                hint="the mirror serves a different or damaged file than its metadata "
+                     "promises; retry later or use another mirror")
+        except TooLarge:
             raise DigestMismatch(f"{item.filename}: the mirror sends more than the "
-                                 f"{item.size} bytes repodata gives")
-        out.write(chunk)
-        verifier.update(chunk)
-        if self.progress is not None:
-            self.progress(len(chunk))
+                                 f"{item.size} bytes repodata gives") from None
+        except Unreachable as err:
+            raise BuildError(f"{item.filename}: download failed after {err.attempts} attempts "
+                             f"({err.detail})") from None
+        except HTTPError as err:  # a final answer (404, 403) or an unreadable file:// path
+            raise BuildError(err.detail if isinstance(err, StatusError) else err.message) \
+                from None
 
     @staticmethod
     def _log(result: RpmSignatures, item: RpmFile) -> None:
