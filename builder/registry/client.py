@@ -6,8 +6,9 @@ Each canonical reference is mapped to its mirror by the preset (builder/inputs/m
 tag or digest resolved through a manifest list / OCI index to the platform's manifest, and the
 manifest, config and layers stored in the cache, every one verified against its digest while
 streaming (layers also against the config's diff IDs). The returned PulledImage keeps the
-canonical name, whichever mirror served the bytes. Transport, auth and retries live in
-builder/registry/endpoint.py and builder/registry/auth.py; errors in builder/registry/errors.py.
+canonical name, whichever mirror served the bytes. Retries and resume live in builder/net/http.py,
+redirects and auth in builder/registry/endpoint.py and builder/registry/auth.py; errors in
+builder/registry/errors.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import requests
 
 from builder.cache import Cache, DigestMismatch
 from builder.inputs.mirrors import ImageName, MirrorPreset, PullRef, RegistryMirror, parse_image
+from builder.net.http import new_session
 from builder.registry.endpoint import Endpoint
 from builder.registry.errors import (
     BlobCorrupt,
@@ -89,7 +91,7 @@ def pull_images(references: Iterable[str], platform: Union[str, Platform], prese
     wanted = parse_platform(platform) if isinstance(platform, str) else platform
     references = list(references)
     own_session = session is None
-    session = session or requests.Session()
+    session = session or new_session()
     endpoints: Dict[RegistryMirror, Endpoint] = {}
     try:
         for ref in references:

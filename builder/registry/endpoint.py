@@ -1,6 +1,7 @@
 """One registry endpoint (a mirror's base URL) over the shared `requests.Session`: the `/v2/`
-ping, authentication, redirects, bounded retries with backoff, and blob downloads resumed with
-`Range`. builder/registry/client.py decides what to fetch; this module only moves bytes.
+ping, authentication and redirects. Retries, backoff and blob downloads resumed with `Range` are
+builder/net/http.py's, which this module hands its authenticated request to.
+builder/registry/client.py decides what to fetch; this module only moves bytes.
 
 Redirects are followed here, not by requests, so that the Authorization header goes only to
 the registry's own scheme, host and port (distribution-spec: clients MUST NOT forward it
@@ -9,38 +10,37 @@ across host boundaries); blob GETs are often redirected to a CDN or object store
 
 from __future__ import annotations
 
+import json
 import logging
-import random
 import threading
-import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import urllib3
 
 from builder.inputs.mirrors import RegistryMirror
+from builder.net.http import (
+    TIMEOUT,
+    Policy,
+    StatusError,
+    TLSFailed,
+    TooLarge,
+    Unreachable,
+    download,
+    fetch,
+    request,
+)
 from builder.registry.auth import Authenticator, CredentialFinder, Runner
 from builder.registry.errors import BlobCorrupt, ImageNotFound, RegistryError, RegistryUnreachable
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = (10.0, 60.0)  # connect, read (between bytes): a stalled mirror fails, a slow one not
 RETRIES = 4  # consecutive failures without progress before giving up on a request
-MAX_ATTEMPTS = 30  # hard cap per blob, however much each attempt progressed
 BACKOFF = 0.5  # seconds, doubled per consecutive failure, with jitter, capped at 8 s
 MAX_REDIRECTS = 5
 MAX_MANIFEST = 4 << 20  # containerd's limit for a manifest or index
-CHUNK = 1 << 20
 _REDIRECTS = (301, 302, 303, 307, 308)
-_TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
-_TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout,
-                     requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
-                     ConnectionError, TimeoutError)
-
-
-class _Transient(Exception):
-    """A failure worth retrying (a 5xx, a cut connection, a short body)."""
+_CA_HINT = "name the registry's CA bundle in the preset (`ca:`), docs/mirrors.md"
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -61,15 +61,13 @@ class Endpoint:
 
     def __init__(self, mirror: RegistryMirror, session: requests.Session, *,
                  timeout: Tuple[float, float] = TIMEOUT, retries: int = RETRIES,
-                 backoff: float = BACKOFF, sleep: Callable[[float], None] = time.sleep,
+                 backoff: float = BACKOFF, sleep: Optional[Callable[[float], None]] = None,
                  run: Optional[Runner] = None) -> None:
         self.mirror = mirror
         self.url = mirror.url
         self.session = session
         self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.sleep = sleep
+        self.policy = Policy(attempts=retries + 1, backoff=backoff, timeout=timeout, sleep=sleep)
         self._origin = _origin(self.url)
         finder = CredentialFinder(mirror.host, mirror.credentials, run=run)
         self.auth = Authenticator(self.url, finder, self._plain)
@@ -92,8 +90,8 @@ class Endpoint:
         """A token-server request: its own origin gets the Authorization header; transient
         errors retried."""
         origin = _origin(url)
-        return self._retry(
-            lambda: self._follow(method, url, headers or {}, False, origin, **kwargs)[0], url)
+        return _reachable(lambda: request(None, url, policy=self.policy, send=lambda extra: (
+            self._follow(method, url, {**(headers or {}), **extra}, False, origin, **kwargs)[0])))
 
     def _follow(self, method: str, url: str, headers: Dict[str, str], stream: bool,
                 origin: Optional[Tuple[str, str, Optional[int]]] = None,
@@ -117,29 +115,6 @@ class Endpoint:
             return response, url
         raise RegistryUnreachable(f"{url}: more than {MAX_REDIRECTS} redirects")
 
-    def _retry(self, attempt: Callable[[], Any], url: str) -> Any:
-        failures = 0
-        while True:
-            try:
-                return attempt()
-            except requests.exceptions.SSLError as exc:
-                raise RegistryUnreachable(
-                    f"{url}: TLS failed: {exc}",
-                    hint="name the registry's CA bundle in the preset (`ca:`), docs/mirrors.md"
-                ) from exc
-            except (_Transient, *_TRANSIENT_ERRORS) as exc:
-                failures += 1
-                if failures > self.retries:
-                    raise RegistryUnreachable(
-                        f"{url}: no usable answer after {failures} attempts: {exc}",
-                        hint="check that the mirror is up and reachable (proxy settings: "
-                             "HTTPS_PROXY/NO_PROXY)") from exc
-                log.info("retrying %s after: %s", url, exc)
-                self.sleep(self._delay(failures))
-
-    def _delay(self, failures: int) -> float:
-        return min(self.backoff * 2 ** (failures - 1), 8.0) * (0.75 + random.random() / 2)
-
     def ping(self) -> None:
         """`GET /v2/` once: is this a registry at all, reachable, and how does it authenticate
         (a 401 is fine here; the challenge is answered per repository scope later)."""
@@ -147,14 +122,8 @@ class Endpoint:
             if self._pinged:
                 return
             url = f"{self.url}/v2/"
-
-            def attempt() -> requests.Response:
-                response = self._follow("GET", url, {}, False)[0]
-                if response.status_code in _TRANSIENT_STATUS:
-                    raise _Transient(f"HTTP {response.status_code}")
-                return response
-
-            response = self._retry(attempt, url)
+            response = _reachable(lambda: request(None, url, policy=self.policy, send=lambda h: (
+                self._follow("GET", url, h, False)[0])))
             if response.status_code not in (200, 401):
                 raise RegistryUnreachable(
                     f"{url}: HTTP {response.status_code}; this is not an OCI registry API root",
@@ -187,30 +156,21 @@ class Endpoint:
         """GET a manifest: (bytes, content type, Docker-Content-Digest or "", url)."""
         url = f"{self.url}/v2/{repository}/manifests/{reference}"
         scope = f"repository:{repository}:pull"
-
-        def attempt() -> Tuple[bytes, str, str, str]:
-            with self.request("GET", url, scope, {"Accept": accept}, stream=True) as response:
-                status = response.status_code
-                if status in _TRANSIENT_STATUS:
-                    raise _Transient(f"HTTP {status}")
-                if status == 404:
-                    raise ImageNotFound(
-                        f"{image}: not found at {url} ({_error_code(response)})",
-                        hint="check the tag, and that the mirror carries this image "
-                             "(for a namespace mirror: its repository path)")
-                if status != 200:
-                    raise RegistryError(f"{image}: {url} answered HTTP {status} "
-                                        f"({_error_code(response)})")
-                body = bytearray()
-                for chunk in response.raw.stream(CHUNK, decode_content=True):
-                    body += chunk
-                    if len(body) > MAX_MANIFEST:
-                        raise RegistryError(f"{image}: manifest at {url} is larger than "
-                                            f"{MAX_MANIFEST >> 20} MiB")
-                ctype = response.headers.get("Content-Type", "").split(";")[0].strip()
-                return bytes(body), ctype, response.headers.get("Docker-Content-Digest", ""), url
-
-        return self._retry(attempt, url)
+        try:
+            reply = _reachable(lambda: fetch(None, url, policy=self.policy, limit=MAX_MANIFEST,
+                                             send=self._sender(url, scope, {"Accept": accept})))
+        except TooLarge:
+            raise RegistryError(f"{image}: manifest at {url} is larger than "
+                                f"{MAX_MANIFEST >> 20} MiB") from None
+        except StatusError as err:
+            if err.status == 404:
+                raise ImageNotFound(f"{image}: not found at {url} ({_error_code(err)})",
+                                    hint="check the tag, and that the mirror carries this image "
+                                         "(for a namespace mirror: its repository path)") from None
+            raise RegistryError(f"{image}: {url} answered HTTP {err.status} "
+                                f"({_error_code(err)})") from None
+        ctype = reply.headers.get("Content-Type", "").split(";")[0].strip()
+        return reply.data, ctype, reply.headers.get("Docker-Content-Digest", ""), url
 
     def blob(self, repository: str, digest: str, size: int, sink: Any, image: str,
              progress: Optional[Callable[[int], None]] = None) -> None:
@@ -218,70 +178,45 @@ class Endpoint:
         the sink hashes what it is given, so bytes already written are never fetched again."""
         url = f"{self.url}/v2/{repository}/blobs/{digest}"
         scope = f"repository:{repository}:pull"
-        failures = attempts = 0
-        while True:
-            attempts += 1
-            start = sink.size
-            try:
-                self._blob_attempt(url, scope, digest, size, sink, image, progress)
-                return
-            except requests.exceptions.SSLError as exc:
-                raise RegistryUnreachable(f"{url}: TLS failed: {exc}") from exc
-            except (_Transient, *_TRANSIENT_ERRORS) as exc:
-                failures = 1 if sink.size > start else failures + 1
-                if failures > self.retries or attempts >= MAX_ATTEMPTS:
-                    raise RegistryUnreachable(
-                        f"{image}: blob {digest} from {url} failed after {attempts} attempts "
-                        f"({sink.size} of {size} bytes): {exc}",
-                        hint="check the mirror; a re-run starts the blob again") from exc
-                log.info("%s: resuming blob %s at byte %d after: %s", image, digest,
-                         sink.size, exc)
-                self.sleep(self._delay(failures))
-
-    def _blob_attempt(self, url: str, scope: str, digest: str, size: int, sink: Any,
-                      image: str, progress: Optional[Callable[[int], None]]) -> None:
-        start = sink.size
-        # identity: Range offsets count the blob's own bytes, never a re-encoding of them
-        headers = {"Accept-Encoding": "identity"}
-        if start:
-            headers["Range"] = f"bytes={start}-"
-        with self.request("GET", url, scope, headers, stream=True) as response:
-            status = response.status_code
-            if status in _TRANSIENT_STATUS:
-                raise _Transient(f"HTTP {status}")
-            if status == 404:
+        try:
+            _reachable(lambda: download(None, url, sink, size=size, policy=self.policy,
+                                        progress=progress, send=self._sender(url, scope)),
+                       f"{image}: blob {digest} from {url}", size)
+        except TooLarge:
+            raise BlobCorrupt(f"{image}: blob {digest} from {url} is longer than the {size} "
+                              "bytes its descriptor says; nothing was kept") from None
+        except StatusError as err:
+            if err.status == 404:
                 raise ImageNotFound(f"{image}: blob {digest} not found at {url}",
-                                    hint="the mirror's copy of this image is incomplete")
-            skip = 0
-            if status == 206 and start:
-                if not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
-                    raise _Transient(f"unexpected Content-Range "
-                                     f"{response.headers.get('Content-Range')!r}")
-            elif status == 200:
-                skip = start  # the server ignored Range: drop what we already have
-            else:
-                raise RegistryError(f"{image}: blob {digest} at {url}: HTTP {status}")
-            for chunk in response.raw.stream(CHUNK, decode_content=False):
-                if skip:
-                    dropped = min(skip, len(chunk))
-                    chunk, skip = chunk[dropped:], skip - dropped
-                    if not chunk:
-                        continue
-                if sink.size + len(chunk) > size:
-                    raise BlobCorrupt(f"{image}: blob {digest} from {url} is longer than the "
-                                      f"{size} bytes its descriptor says; nothing was kept")
-                sink.write(chunk)
-                if progress:
-                    progress(len(chunk))
-        if sink.size < size:
-            raise _Transient(f"connection closed after {sink.size} of {size} bytes")
+                                    hint="the mirror's copy of this image is incomplete") from None
+            raise RegistryError(f"{image}: blob {digest} at {url}: HTTP {err.status}") from None
+
+    def _sender(self, url: str, scope: str, headers: Optional[Dict[str, str]] = None
+                ) -> Callable[[Dict[str, str]], requests.Response]:
+        """The transport's `send`: one authenticated, streamed GET of `url`."""
+        return lambda extra: self.request("GET", url, scope, {**(headers or {}), **extra},
+                                          stream=True)
 
 
-def _error_code(response: requests.Response) -> str:
+def _reachable(call: Callable[[], Any], what: str = "", size: int = 0) -> Any:
+    """`call()`, the transport's giving up raised as RegistryUnreachable (`what`: a blob)."""
+    try:
+        return call()
+    except TLSFailed as err:
+        raise RegistryUnreachable(f"{err.url}: {err.detail}", hint=_CA_HINT) from err
+    except Unreachable as err:
+        if not what:
+            raise RegistryUnreachable(err.message, hint=err.hint) from err
+        raise RegistryUnreachable(f"{what} failed after {err.attempts} attempts "
+                                  f"({err.received} of {size} bytes): {err.detail}",
+                                  hint="check the mirror; a re-run starts the blob again") from err
+
+
+def _error_code(err: StatusError) -> str:
     """The registry's error code (MANIFEST_UNKNOWN, NAME_UNKNOWN, ...) or the HTTP status."""
     try:
-        errors = response.json().get("errors") or []
+        errors = json.loads(err.body).get("errors") or []
         codes = [e.get("code") for e in errors if isinstance(e, dict) and e.get("code")]
-    except (ValueError, AttributeError, requests.RequestException):
+    except (ValueError, AttributeError):
         codes = []
-    return ", ".join(codes) or f"HTTP {response.status_code}"
+    return ", ".join(codes) or f"HTTP {err.status}"
