@@ -18,19 +18,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
-)
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from builder.cache import Cache, DigestMismatch
 from builder.errors import BuildError, KubecrateError, VerificationError

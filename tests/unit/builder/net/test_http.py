@@ -55,34 +55,26 @@ class _Handler(BaseHTTPRequestHandler):
                             self.headers.get("User-Agent", "")))
         step = server.script.pop(0) if server.script else "ok"
         if self.path == "/missing":
-            return self._send(404, b'{"errors": [{"code": "NOT_HERE"}]}')
+            return self._answer(404, b'{"errors": [{"code": "NOT_HERE"}]}')
         if step in ("429", "503"):
-            return self._send(int(step), b"busy", {"Retry-After": server.retry_after})
-        start = 0
+            return self._answer(int(step), b"busy", {"Retry-After": server.retry_after})
         wanted = self.headers.get("Range", "")
-        if wanted and step != "whole" and not server.ignore_range:
-            start = int(wanted[len("bytes="):-1])
-        body = BODY[start:]
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if step == "cut":
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
-            return
-        self.wfile.write(body)
+        honoured = wanted and step != "whole" and not server.ignore_range
+        start = int(wanted[len("bytes="):-1]) if honoured else 0
+        extra = {"Content-Range": f"bytes {start}-{len(BODY) - 1}/{len(BODY)}"} if start else {}
+        self._answer(206 if start else 200, BODY[start:], extra, cut=step == "cut")
 
-    def _send(self, status, body, headers=None):
+    def _answer(self, status, body, headers=None, cut=False):
+        """Send `body`; with `cut`, only its first half, then shut the connection."""
         self.send_response(status)
-        for key, value in (headers or {}).items():
+        for key, value in {**(headers or {}), "Content-Length": str(len(body))}.items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body[: len(body) // 2] if cut else body)
+        if cut:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, *args):
         pass
@@ -90,16 +82,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def flaky():
-    servers = []
+    started = []
 
     def start(*script, **options):
-        server = Flaky(script, **options)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return server
+        started.append(Flaky(script, **options))
+        threading.Thread(target=started[-1].serve_forever, args=(0.05,), daemon=True).start()
+        return started[-1]
 
     yield start
-    for server in servers:
+    for server in started:
         server.shutdown()
         server.server_close()
 
