@@ -7,18 +7,21 @@ builder/rpm/packages.py) gets the cached, already pinned bytes and the network s
 
     pin_urls(session, cache, {"http://.../repodata/repomd.xml": "sha256:..."})
 
-A URL whose blob is not in the cache is left alone (it is fetched as usual, and checked by the
-module that reads it). Any other URL under a mounted prefix goes to the normal HTTP adapter.
+A URL whose blob is not in the cache is left alone (it is fetched as usual, through
+builder/net/http.py, and checked by the module that reads it). Any other URL under a mounted
+prefix goes to the adapter the session had for it (the transport's pooled one), and a GET
+with `Range` (the transport resuming) gets the rest of the cached bytes.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPResponse
 
 from builder.cache import Cache
 
@@ -28,24 +31,33 @@ __all__ = ["CachedURLAdapter", "pin_urls"]
 class CachedURLAdapter(BaseAdapter):
     """Answers GETs of exactly the pinned URLs with 200 and the cached bytes."""
 
-    def __init__(self, cache: Cache, pins: Mapping[str, str]) -> None:
+    def __init__(self, cache: Cache, pins: Mapping[str, str],
+                 network: Optional[Mapping[str, BaseAdapter]] = None) -> None:
         super().__init__()
         self.cache = cache
         self.pins: Dict[str, str] = dict(pins)
         self.served = 0  # how many answers came from the cache
-        self._http = HTTPAdapter()
+        self._network = dict(network or {})  # scheme -> the adapter that goes to the network
+        self._own = HTTPAdapter()
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         digest = self.pins.get(request.url or "")
         if request.method != "GET" or digest is None or not self.cache.has(digest):
-            return self._http.send(request, **kwargs)
+            scheme = (request.url or "").split("://", 1)[0]
+            return self._network.get(scheme, self._own).send(request, **kwargs)
         data = self.cache.path(digest).read_bytes()
         offset = _range_start(request.headers.get("Range", ""))
         response = requests.Response()
         response.status_code = 206 if offset else 200
         response.reason = "OK (kubecrate cache)"
-        response.headers = CaseInsensitiveDict({"Content-Length": str(len(data) - offset)})
-        response.raw = io.BytesIO(data[offset:])
+        headers = {"Content-Length": str(len(data) - offset)}
+        if offset:
+            headers["Content-Range"] = f"bytes {offset}-{len(data) - 1}/{len(data)}"
+        response.headers = CaseInsensitiveDict(headers)
+        # a urllib3 response, as the network adapter gives: the transport streams `raw`
+        response.raw = HTTPResponse(body=io.BytesIO(data[offset:]), headers=headers,
+                                    status=response.status_code, preload_content=False,
+                                    decode_content=False)
         response.url = request.url or ""
         response.request = request
         response.encoding = None
@@ -53,7 +65,7 @@ class CachedURLAdapter(BaseAdapter):
         return response
 
     def close(self) -> None:
-        self._http.close()
+        self._own.close()  # the session closes the adapters it lent
 
 
 def _range_start(header: str) -> int:
@@ -66,7 +78,8 @@ def pin_urls(session: requests.Session, cache: Cache, pins: Mapping[str, str]
              ) -> CachedURLAdapter:
     """Mount an adapter on `session` that serves each pinned URL (-> "sha256:...") from
     `cache` when the blob is there; returns it (its `served` counts cache answers)."""
-    adapter = CachedURLAdapter(cache, pins)
+    network = {scheme: session.get_adapter(f"{scheme}://") for scheme in ("http", "https")}
+    adapter = CachedURLAdapter(cache, pins, network)
     for url in pins:
         session.mount(url, adapter)
     return adapter

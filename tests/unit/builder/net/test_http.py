@@ -253,3 +253,19 @@ def test_an_answer_without_a_session_of_ours_still_gets_timeouts(flaky):
     with Recording() as plain:
         download(plain, server.url + "/f", Sink(), policy=quick())
     assert calls == [(10.0, 60.0)]
+
+
+def test_pinned_urls_come_from_the_cache_and_others_from_the_network(flaky, session, tmp_path):
+    from builder.net.pinned import pin_urls
+
+    server = flaky()
+    cache = Cache(tmp_path / "cache")
+    digest = cache.put_bytes(b"pinned bytes")
+    adapter = pin_urls(session, cache, {server.url + "/pinned": digest,
+                                        server.url + "/f": "sha256:" + "0" * 64})
+    sink = Sink()
+    sink.write(b"pinned ")  # as if a first attempt had been cut there: the rest is asked for
+    download(session, server.url + "/pinned", sink, policy=quick())
+    assert bytes(sink.data) == b"pinned bytes" and adapter.served == 1
+    assert fetch(session, server.url + "/f", policy=quick()).data == BODY  # blob not cached
+    assert [path for path, _, _ in server.seen] == ["/f"]
