@@ -105,7 +105,7 @@ class FakeHostRunner:
         if argv[:3] == ["openssl", "dgst", "-sha256"]:
             out = HEX + " *" + argv[-1] + "\n"
         if argv[:2] == ["kubectl", "--kubeconfig"]:
-            self.events.append("cni")
+            self.events.append("record bundle" if argv[-2:] == ["-f", "-"] else "cni")
         return Result(argv, 0, out, "")
 
     def query(self, argv, timeout=0):
@@ -149,7 +149,8 @@ def test_steps_run_in_order_and_host_only_stops_after_binaries():
 def test_first_node_holds_the_vip_before_kubeadm_init_then_applies_flannel(tmp_path):
     ctx = make_ctx(tmp_path, "cp1")
     reports = run_steps(ctx, cluster_steps())
-    assert ctx.runner.events == ["keepalived started", "vip", "init", "cni", "cni"]
+    assert ctx.runner.events == ["keepalived started", "vip", "init", "record bundle", "cni",
+                                 "cni"]
     calls = [" ".join(c) for c in ctx.runner.calls]
     assert calls[-1] == "kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f " \
         "/etc/kubernetes/kubecrate/coredns.yaml"  # no nameserver, no upstream_dns: zone only
