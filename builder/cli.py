@@ -13,9 +13,9 @@ from builder import zipapp as zipapp_core
 from builder.bundle import keys
 from builder.bundle.pack import pack as pack_bundle
 from builder.errors import UsageError
-from installer import bundle, minisig
-from installer.clikit import configure_logging, run
-from installer.errors import EXIT_CODES_HELP
+from installer.format import bundle, minisig
+from installer.format.clikit import configure_logging, run
+from installer.format.errors import EXIT_CODES_HELP
 
 HELP = """Build signed offline Kubernetes bundles for air-gapped RHEL-family hosts.
 
@@ -340,7 +340,7 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
     key = minisig.load_public_key(key_path) if key_path else None
     cluster = None
     if cluster_path:
-        from installer.cluster import load_cluster
+        from installer.format.cluster import load_cluster
 
         cluster = load_cluster(str(cluster_path))
     problems = lint_bundle(bundle_path, recipe, key, cluster)

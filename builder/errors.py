@@ -1,6 +1,6 @@
 """The builder's errors: subclasses of the shared root, one per failure domain."""
 
-from installer.errors import KubecrateError, UsageError, VerificationError
+from installer.format.errors import KubecrateError, UsageError, VerificationError
 
 __all__ = ["BuildError", "KubecrateError", "SigningKeyError", "UsageError", "VerificationError"]
 

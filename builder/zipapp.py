@@ -30,7 +30,7 @@ from builder.bundle.sign import sign_file
 from builder.cache import Cache
 from builder.errors import BuildError
 from installer import __version__ as installer_version
-from installer import minisig
+from installer.format import minisig
 
 __all__ = [
     "INSTALLER_NAME",

@@ -21,10 +21,10 @@ import shutil
 import tempfile
 from typing import Dict, Iterator, List, Optional
 
-from installer import minisig
-from installer.bundle import Bundle, cache_root, claimed_manifest_sha256
-from installer.errors import VerificationError
-from installer.manifest import (
+from installer.format import minisig
+from installer.format.bundle import Bundle, cache_root, claimed_manifest_sha256
+from installer.format.errors import VerificationError
+from installer.format.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_SIZE,
     SIGNATURE_NAME,

@@ -24,10 +24,10 @@ import time
 from typing import Any, Dict, List, NamedTuple
 
 from installer import bundlecache
-from installer.bundle import cache_root
-from installer.errors import KubecrateError, VerificationError
+from installer.format.bundle import cache_root
+from installer.format.errors import KubecrateError, VerificationError
+from installer.format.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, parse_manifest
 from installer.host import Host
-from installer.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, parse_manifest
 from installer.state import HostLock, State
 
 PRUNED_PREFIX = bundlecache.STAGING_PREFIX + "pruned-"

@@ -9,10 +9,11 @@ from typing import Iterator, Optional
 import click
 from tqdm import tqdm
 
-from installer import __version__, bundle, minisig, runlog, textlocale
+from installer import __version__, runlog, textlocale
 from installer.bundlecache import cache_root
-from installer.clikit import common_options, configure_logging, run
-from installer.errors import EXIT_CODES_HELP, ExitCode, UsageError
+from installer.format import bundle, minisig
+from installer.format.clikit import common_options, configure_logging, run
+from installer.format.errors import EXIT_CODES_HELP, ExitCode, UsageError
 from installer.hostfiles import naming_full_disk
 from installer.source import BundleSource, open_source
 

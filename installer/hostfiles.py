@@ -9,7 +9,7 @@ import os
 import stat
 from typing import Iterator
 
-from installer.errors import KubecrateError, UsageError
+from installer.format.errors import KubecrateError, UsageError
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),

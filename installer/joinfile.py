@@ -19,10 +19,10 @@ import string
 import tempfile
 from typing import Any, List, NamedTuple, Optional
 
-from installer import yamldoc
 from installer.atomic import replace_file
-from installer.errors import UsageError
-from installer.redact import remember
+from installer.format import yamldoc
+from installer.format.errors import UsageError
+from installer.format.redact import remember
 from installer.render import render
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ The token and certificate key come from installer.joinfile, generated before ini
 
 from typing import NamedTuple, Optional, Sequence
 
+from installer.format.lbspec import APISERVER_PORT, Kubeadm
 from installer.joinfile import CERTIFICATE_KEY_RE, TOKEN_RE, JoinInfo, validate
-from installer.lbspec import APISERVER_PORT, Kubeadm
 from installer.render import render
 
 TOKEN_TTL = "24h0m0s"

@@ -10,7 +10,7 @@ the others only after they joined (kubeadm join refuses a non-empty manifests fo
 import re
 from typing import List, NamedTuple
 
-from installer.lbspec import CHECK_WEIGHT, LoadBalancer
+from installer.format.lbspec import CHECK_WEIGHT, LoadBalancer
 from installer.render import render
 
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"

@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from installer.errors import UsageError
+from installer.format.errors import UsageError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -3,7 +3,7 @@
 Every installer command (except with --dry-run) writes <root>/var/log/kubecrate/<command>-
 <UTC time>.log: everything the installer and builder loggers say at debug level, whatever -v
 was given, the traceback of a failure and the exit code, all through the same redaction as
-the terminal (installer.redact). The folder is 0700 and the files 0600: they name hosts,
+the terminal (installer.format.redact). The folder is 0700 and the files 0600: they name hosts,
 paths and commands. The newest KEEP logs per command are kept.
 """
 
@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Optional, Sequence
 
-from installer.redact import RedactingFormatter, redact
+from installer.format.redact import RedactingFormatter, redact
 
 LOG_DIR = "/var/log/kubecrate"
 KEEP = 50

@@ -10,7 +10,7 @@ on the test root they are given (docs/testing.md).
 
 Secrets never go on a command line (any local user reads argv in /proc): they go in 0600
 files. Whatever the runner shows, logs or raises (argv, stdout, stderr) passes through
-installer.redact first, so a token or key a command prints stays out of logs at any -v.
+installer.format.redact first, so a token or key a command prints stays out of logs at any -v.
 """
 
 import logging
@@ -20,8 +20,8 @@ import tempfile
 import time
 from typing import BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence
 
-from installer.errors import StepFailed
-from installer.redact import redact
+from installer.format.errors import StepFailed
+from installer.format.redact import redact
 
 log = logging.getLogger(__name__)
 

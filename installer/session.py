@@ -7,15 +7,16 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import joinfile, minisig, owned
+from installer import joinfile, owned
 from installer.bundlecache import cache_root
-from installer.bundleinfo import read_info, wanted_for_preflight
-from installer.cluster import find_node, load_cluster
-from installer.errors import KubecrateError, PreconditionError
+from installer.format import minisig
+from installer.format.bundleinfo import read_info, wanted_for_preflight
+from installer.format.cluster import find_node, load_cluster
+from installer.format.errors import KubecrateError, PreconditionError
+from installer.format.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
+from installer.format.manifest import parse_manifest
 from installer.host import Host
 from installer.hostfiles import naming_full_disk
-from installer.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
-from installer.manifest import parse_manifest
 from installer.runner import Runner
 from installer.source import open_source
 from installer.state import HostLock, State

@@ -21,10 +21,11 @@ import shutil
 import tempfile
 from typing import Callable, NamedTuple, Optional
 
-from installer import bundle as bundlemod
-from installer import bundlecache, minisig
-from installer.errors import UsageError
-from installer.manifest import MANIFEST_NAME
+from installer import bundlecache
+from installer.format import bundle as bundlemod
+from installer.format import minisig
+from installer.format.errors import UsageError
+from installer.format.manifest import MANIFEST_NAME
 
 Wanted = Callable[[str], bool]  # which bundle paths a view needs
 

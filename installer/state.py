@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any, Dict, Optional
 
-from installer.errors import KubecrateError
+from installer.format.errors import KubecrateError
 from installer.host import Host
 
 STATE_PATH = "/var/lib/kubecrate/state.json"

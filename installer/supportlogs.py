@@ -14,7 +14,7 @@ What goes in (each item is optional: what a host lacks is listed in INDEX.txt wi
 
 What never goes in: private key files (/etc/kubernetes/pki/*.key, sa.key), admin.conf and
 /root/.kube/config (cluster-admin credentials), join.yaml (nothing but join secrets). Every
-text that does go in passes through installer.redact, with this node's join material
+text that does go in passes through installer.format.redact, with this node's join material
 registered first, so the bootstrap token's secret and the certificate key are masked wherever
 they appear, labelled or not; kubeconfig key data, service-account tokens and keepalived's
 auth_pass are masked by their labels.
@@ -32,9 +32,9 @@ import time
 from typing import List, Optional, Tuple
 
 from installer import joinfile
-from installer.errors import KubecrateError
+from installer.format.errors import KubecrateError
+from installer.format.redact import redact, remember
 from installer.host import Host
-from installer.redact import redact, remember
 from installer.runner import CommandFailed, Runner
 from installer.steps import kubeadm as kubeadm_step
 

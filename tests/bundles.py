@@ -13,7 +13,7 @@ from pathlib import Path
 from builder.bundle import keys
 from builder.bundle.pack import pack
 from builder.bundle.sign import sign_file
-from installer.manifest import dump_manifest
+from installer.format.manifest import dump_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,8 @@ import difflib
 import os
 from pathlib import Path
 
-from installer import joinfile, lbspec
+from installer import joinfile
+from installer.format import lbspec
 from installer.kubeadmconfig import NodeAddress
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -4,7 +4,7 @@
         contents.manifest["roles"], contents.images(), contents.packages()
 
 The bundle is read in place with tarfile (nothing is extracted into the working tree); the
-image archive is copied to a temporary file only because installer/imagearchive.py reads a
+image archive is copied to a temporary file only because installer/format/imagearchive.py reads a
 path. Signature checks are `kubecrate verify`'s job; pass a key to `open_bundle` to run them
 first.
 """
@@ -23,9 +23,9 @@ from typing import Any, Dict, Iterator, List, Optional
 from builder.errors import BuildError
 from builder.rpm.metadata import Package, iter_packages
 from builder.rpm.repodata import parse_repomd
-from installer import bundle as bundlemod
-from installer.imagearchive import ArchivedImage, list_images
-from installer.manifest import MANIFEST_NAME
+from installer.format import bundle as bundlemod
+from installer.format.imagearchive import ArchivedImage, list_images
+from installer.format.manifest import MANIFEST_NAME
 
 __all__ = ["BundleContents", "open_bundle"]
 

@@ -1,5 +1,5 @@
 """Ed25519 signing keys in minisign's file formats
-(docs/bundle-format.md, `X.tar.minisig`; installer/minisig.py reads them).
+(docs/bundle-format.md, `X.tar.minisig`; installer/format/minisig.py reads them).
 
 `kubecrate keygen` writes an unencrypted key exactly as `minisign -G -W` does; existing minisign
 keys, passphrase-protected or not, are read too.
@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from builder.errors import SigningKeyError
-from installer.errors import VerificationError
-from installer.minisig import PublicKey, b64decode_strict
+from installer.format.errors import VerificationError
+from installer.format.minisig import PublicKey, b64decode_strict
 
 KDF_NONE = b"\0\0"
 KDF_SCRYPT = b"Sc"

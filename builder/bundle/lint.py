@@ -45,7 +45,7 @@ class LintFailed(BuildError):
 def lint_bundle(path: Path, recipe: Optional[Recipe] = None, key: Any = None,
                 cluster: Any = None) -> List[str]:
     """Every problem found in bundle `path`, one line each naming the package or image;
-    with `cluster` (an installer.cluster.Cluster) also what that cluster needs of it."""
+    with `cluster` (an installer.format.cluster.Cluster) also what that cluster needs of it."""
     with open_bundle(path, key) as contents:
         problems = lint_contents(contents, recipe)
         if cluster is not None:

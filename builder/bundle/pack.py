@@ -21,8 +21,8 @@ from builder.bundle.keys import SecretKey
 from builder.bundle.sign import sign_digest, write_signature
 from builder.errors import BuildError, UsageError
 from builder.hashio import HashingReader, HashingWriter
-from installer.bundle import COMMENT_BUNDLE, COMMENT_MANIFEST_SHA256
-from installer.manifest import (
+from installer.format.bundle import COMMENT_BUNDLE, COMMENT_MANIFEST_SHA256
+from installer.format.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     RESERVED_NAMES,

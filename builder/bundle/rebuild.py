@@ -38,9 +38,9 @@ from builder import __version__
 from builder.bundle.keys import SecretKey
 from builder.cache import Cache
 from builder.inputs.lock import dump_lock
-from installer import minisig
-from installer.bundle import COMMENT_MANIFEST_SHA256
-from installer.errors import VerificationError
+from installer.format import minisig
+from installer.format.bundle import COMMENT_MANIFEST_SHA256
+from installer.format.errors import VerificationError
 
 __all__ = ["build_inputs", "forget", "record", "reusable"]
 

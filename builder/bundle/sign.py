@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from builder.bundle.keys import SecretKey
-from installer import minisig
+from installer.format import minisig
 
 UNTRUSTED_COMMENT = "signature from kubecrate secret key"
 

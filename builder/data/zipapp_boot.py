@@ -36,7 +36,7 @@ import zipfile
 MANIFEST = "kubecrate-site-packages.json"
 PREFIX = "site-packages/"
 HONOURED = ("SHIV_ROOT",)
-EXIT_PRECONDITION = 4  # installer.errors.ExitCode.PRECONDITION
+EXIT_PRECONDITION = 4  # installer.format.errors.ExitCode.PRECONDITION
 
 
 class BootError(Exception):

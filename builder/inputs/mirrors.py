@@ -19,8 +19,8 @@ from typing import Any, Mapping, Optional, Tuple, Union
 from urllib.parse import urljoin, urlsplit
 
 from builder.errors import BuildError
-from installer import yamldoc
-from installer.yamldoc import did_you_mean, kind
+from installer.format import yamldoc
+from installer.format.yamldoc import did_you_mean, kind
 
 __all__ = [
     "Credentials",

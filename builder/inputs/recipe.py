@@ -17,9 +17,9 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Unio
 
 from builder.errors import BuildError
 from builder.inputs.mirrors import MirrorPreset, MirrorPresetError, parse_image
-from installer import yamldoc
-from installer.lbspec import HAPROXY_IMAGE, KEEPALIVED_IMAGE
-from installer.yamldoc import KeyPath, did_you_mean, key_text, kind
+from installer.format import yamldoc
+from installer.format.lbspec import HAPROXY_IMAGE, KEEPALIVED_IMAGE
+from installer.format.yamldoc import KeyPath, did_you_mean, key_text, kind
 
 __all__ = [
     "KUBEADM_COMPONENTS",
@@ -47,8 +47,9 @@ OPERATING_SYSTEMS = ("centos", "rocky", "almalinux", "rhel")
 ARCHES = ("x86_64", "aarch64")
 RUNTIMES = ("docker", "containerd")
 DOCKERSHIM_LAST_MINOR = 23  # dockershim left the kubelet in 1.24 (KEP-2221)
-# `@loadbalancer`: what `load_balancer.mode: static-pods` runs by default (installer/lbspec.py);
-# the static pods pull nothing on an air-gapped host, so the bundle must carry them.
+# `@loadbalancer`: what `load_balancer.mode: static-pods` runs by default
+# (installer/format/lbspec.py); the static pods pull nothing on an air-gapped host, so the
+# bundle must carry them.
 LOADBALANCER_IMAGES = (KEEPALIVED_IMAGE, HAPROXY_IMAGE)
 
 _NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]*\Z")

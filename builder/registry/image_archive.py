@@ -13,7 +13,7 @@ load keeps no RepoDigests, so an image known only by digest would arrive nameles
 
 Member order is fixed and content-derived: `oci-layout`, `index.json`, `manifest.json`, then
 `blobs/sha256/<hex>` sorted, every blob once. Metadata first lets the installer's subset reader
-(installer/imagearchive.py) decide what to keep before the first blob streams past.
+(installer/format/imagearchive.py) decide what to keep before the first blob streams past.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from builder.registry.mediatypes import (
     OCI_LAYER_TAR,
     OCI_MANIFEST,
 )
-from installer.imagearchive import (
+from installer.format.imagearchive import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
     BLOB_DIR,

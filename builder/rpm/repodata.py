@@ -47,7 +47,7 @@ from builder.rpm.metadata import (
     raw_by_pkgid,
     read_packages,
 )
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 
 __all__ = ["DEFAULT_PRIORITY", "Dep", "Group", "MetadataChecksumError", "MetadataFile",
            "Package", "Repo", "RepodataError", "Repomd", "load_repo", "load_repos",

@@ -11,8 +11,8 @@ import hashlib
 import os
 from typing import Any, Callable, List, NamedTuple, Optional
 
-from installer.bundleinfo import BundleInfo
-from installer.cluster import Cluster, Node
+from installer.format.bundleinfo import BundleInfo
+from installer.format.cluster import Cluster, Node
 from installer.host import Host
 from installer.runner import Runner
 

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Iterator, List, Tuple
 
 from installer.bundlecache import read_verified
-from installer.errors import VerificationError
+from installer.format.errors import VerificationError
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
 from installer.steps.hostprep import _enabled

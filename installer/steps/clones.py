@@ -28,7 +28,7 @@ from typing import List, NamedTuple, Optional
 import yaml
 
 from installer import joinfile
-from installer.errors import PreconditionError
+from installer.format.errors import PreconditionError
 from installer.steps import Context
 
 MACHINE_ID = "/etc/machine-id"

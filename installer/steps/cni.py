@@ -28,7 +28,7 @@ from typing import Any, List, Optional
 import yaml
 
 from installer.bundlecache import read_verified
-from installer.errors import VerificationError
+from installer.format.errors import VerificationError
 from installer.steps import Action, ActionStep, Context, coredns
 from installer.steps.loadbalancer import ADMIN_CONF, is_first
 

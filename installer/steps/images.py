@@ -2,17 +2,17 @@
 node's role needs and the runtime lacks; an image already present with the same ID is skipped.
 
 `docker load` copies its whole input under /var/lib/docker/tmp first, so the subset is written
-straight from the bundle's archive into the command's stdin (installer/imagearchive.py), never
-to a temporary file. A run killed half-way leaves the runtime with whole images or none, and
-the next run loads what is still missing.
+straight from the bundle's archive into the command's stdin
+(installer/format/imagearchive.py), never to a temporary file. A run killed half-way leaves
+the runtime with whole images or none, and the next run loads what is still missing.
 """
 
 import os
 import time
 from typing import Dict, List
 
-from installer import imagearchive
-from installer.errors import StepFailed
+from installer.format import imagearchive
+from installer.format.errors import StepFailed
 from installer.steps import Action, ActionStep, Context
 
 

@@ -23,10 +23,10 @@ from typing import Iterator, List, Optional, Tuple
 
 from installer import joinfile, kubeadmconfig
 from installer.atomic import replace_file
-from installer.cluster import kubeadm_settings
-from installer.errors import PreconditionError
+from installer.format.cluster import kubeadm_settings
+from installer.format.errors import PreconditionError
+from installer.format.lbspec import Kubeadm
 from installer.host import Host
-from installer.lbspec import Kubeadm
 from installer.runner import Runner
 from installer.steps import Action, ActionStep, Context, clones, parity
 from installer.steps.loadbalancer import ADMIN_CONF, bring_up, is_first, joined

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Callable, List
 
 from installer import lbconfig
-from installer.errors import PreconditionError, StepFailed
+from installer.format.errors import PreconditionError, StepFailed
 from installer.steps import Action, ActionStep, Context
 from installer.steps.hostprep import _enabled
 from installer.steps.repo import ONLY_BUNDLE, missing_packages

@@ -11,7 +11,7 @@ import re
 import tempfile
 from typing import Callable, List, NamedTuple, Optional
 
-from installer.errors import PreconditionError
+from installer.format.errors import PreconditionError
 from installer.host import fstab_swaps, parse_os_release
 from installer.render import render
 from installer.steps import Context

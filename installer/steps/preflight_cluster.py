@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Callable, List, Sequence
 
-from installer.errors import PreconditionError
+from installer.format.errors import PreconditionError
 from installer.steps import Context, clones
 from installer.steps.preflight import FAIL, PASS, WARN, Finding
 

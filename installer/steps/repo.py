@@ -10,7 +10,7 @@ import struct
 from functools import partial
 from typing import List, Optional
 
-from installer.errors import StepFailed
+from installer.format.errors import StepFailed
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
 

@@ -38,7 +38,7 @@ def docker_daemon_json(ctx: Context) -> str:
 
 def containerd_config(ctx: Context) -> str:
     if not ctx.info.pause_image:
-        from installer.errors import VerificationError
+        from installer.format.errors import VerificationError
 
         raise VerificationError("bundle.json names no pause image for containerd's sandbox",
                                 hint="the bundle must carry the pause image kubeadm uses")

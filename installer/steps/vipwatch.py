@@ -11,7 +11,7 @@ VIP has not appeared within INIT_VIP_BOUND seconds, stops init and says why.
 import time
 from typing import Callable, List, Optional
 
-from installer.errors import StepFailed
+from installer.format.errors import StepFailed
 from installer.steps import Context
 from installer.steps.images import normalize, present_images
 from installer.steps.loadbalancer import holds_vip

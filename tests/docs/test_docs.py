@@ -88,7 +88,7 @@ def test_every_mapped_test_exists():
 
 def test_cluster_yaml_examples_load(tmp_path):
     """The cluster.yaml the READMEs show is one the installer accepts."""
-    from installer.cluster import load_cluster
+    from installer.format.cluster import load_cluster
 
     found = 0
     for path in doc_files():

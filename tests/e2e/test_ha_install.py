@@ -16,7 +16,7 @@ import time
 import pytest
 
 from installer import joinfile
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from tests.bundles import make_key
 from tests.conftest import require_tool
 from tests.e2e import halab

@@ -16,7 +16,7 @@ import pytest
 
 from builder.bundle.sign import sign_file
 from installer import cli
-from installer.errors import ExitCode, VerificationError
+from installer.format.errors import ExitCode, VerificationError
 from tests.bundles import REPO, files_under, make_key, make_source, pack_source, run_installer
 
 CACHE = "var/lib/kubecrate/bundles"
@@ -201,7 +201,8 @@ def test_binaries_are_hashed_while_copied_from_the_cache(tmp_path):
 
 
 def test_cached_files_are_fsynced_before_the_rename(kit, monkeypatch):
-    from installer import bundle, bundlecache, source
+    from installer import bundlecache, source
+    from installer.format import bundle
 
     synced, renamed = set(), []
     real_fsync, real_rename = os.fsync, os.rename
@@ -286,7 +287,8 @@ def test_a_stock_signed_cache_needs_the_tar(kit):
 
 STALL = textwrap.dedent("""
     import sys, time
-    from installer import bundle, cli
+    from installer import cli
+    from installer.format import bundle
     real = bundle._write
     def stall(item):
         real(item)

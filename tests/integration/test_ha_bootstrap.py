@@ -24,9 +24,9 @@ from mirrorworld import releases
 from builder.bundle.addons import render_flannel
 from builder.inputs.recipe import Addon
 from installer import joinfile, session, supportlogs
-from installer.bundleinfo import BundleImage
-from installer.cluster import load_cluster
-from installer.errors import ExitCode, PreconditionError, StepFailed
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import load_cluster
+from installer.format.errors import ExitCode, PreconditionError, StepFailed
 from installer.host import Host, Probes
 from installer.runner import Runner
 from installer.state import State

@@ -20,7 +20,7 @@ from builder.rpm.packages import RpmFile, fetch_keys, fetch_rpms, keyrings
 from builder.rpm.repodata import load_repo, load_repos
 from builder.rpm.resolve import resolve
 from builder.rpm.yumrepo import gather_xml, write_repo
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from installer.render import render
 from tests.conftest import require_tool
 from tests.dnfroot import dnf, installed, repoquery

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from mirrorworld import releases
 
-from installer import joinfile, kubeadmconfig, lbconfig, lbspec
+from installer import joinfile, kubeadmconfig, lbconfig
+from installer.format import lbspec
 from installer.runner import Runner
 from tests import lbsamples
 from tests.conftest import require_tool

@@ -23,8 +23,8 @@ import yaml
 from builder import zipapp
 from builder.cache import Cache
 from builder.inputs.mirrors import load_preset
-from installer.imagearchive import DOCKER_MANIFEST_NAME, INDEX_NAME, list_images
-from installer.manifest import MANIFEST_NAME
+from installer.format.imagearchive import DOCKER_MANIFEST_NAME, INDEX_NAME, list_images
+from installer.format.manifest import MANIFEST_NAME
 from tests import py36
 from tests.bundles import REPO, make_key
 from tests.conftest import require_tool

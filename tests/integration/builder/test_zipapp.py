@@ -124,7 +124,7 @@ def test_project_code_inside_needs_python_3_6_only(built, tmp_path):
     with zipfile.ZipFile(built["pyz"]) as archive:
         ours = [n for n in archive.namelist() if n.startswith("site-packages/installer/")
                 or n in ("__main__.py", zipapp.BOOT_MODULE)]
-        assert "site-packages/installer/minisig.py" in ours and "__main__.py" in ours
+        assert "site-packages/installer/format/minisig.py" in ours and "__main__.py" in ours
         for name in ours:
             archive.extract(name, tmp_path)
     vermin = Path(sys.executable).with_name("vermin")

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from builder.cli import cli, main
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from tests.rpmrepos import pkg, write_repo
 
 PRESET = """name: test

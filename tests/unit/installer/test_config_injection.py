@@ -6,8 +6,8 @@ import pytest
 import tomllib
 
 from installer import joinfile
-from installer.cluster import ClusterConfigError, parse_cluster
-from installer.errors import ExitCode, KubecrateError
+from installer.format.cluster import ClusterConfigError, parse_cluster
+from installer.format.errors import ExitCode, KubecrateError
 from installer.render import render
 from tests import lbsamples
 

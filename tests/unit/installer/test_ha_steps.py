@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from installer import joinfile, session
-from installer.bundleinfo import BundleImage
-from installer.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
-from installer.errors import ExitCode, PreconditionError
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
+from installer.format.errors import ExitCode, PreconditionError
 from installer.host import Host, Probes
 from installer.runner import Result
 from installer.steps import Context, all_steps, cni, kubeadm, loadbalancer, run_steps

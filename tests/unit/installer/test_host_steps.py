@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from installer.bundleinfo import BundleImage
-from installer.cluster import ClusterConfigError, find_node, parse_cluster
-from installer.errors import ExitCode, PreconditionError
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import ClusterConfigError, find_node, parse_cluster
+from installer.format.errors import ExitCode, PreconditionError
 from installer.host import Host, Probes
 from installer.runner import CommandFailed, Result, Runner
 from installer.state import HostLock, LockedError

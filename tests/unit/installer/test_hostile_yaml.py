@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from installer import yamldoc
-from installer.errors import ExitCode
+from installer.format import yamldoc
+from installer.format.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[3]
 # "Billion laughs" in 272 bytes: 8 levels of 9 (63 aliases), 9**8 scalars when expanded.
@@ -20,7 +20,7 @@ BOMB = "\n".join(["a: &a [x,x,x,x,x,x,x,x,x]"] + [
 # What each loader does with the text, run in a child (at most 1 GiB of memory, 30 s) so that
 # the old, exploding behaviour fails the test instead of eating the machine's memory.
 LOADERS = {
-    "cluster.yaml": "from installer.cluster import load_cluster as load",
+    "cluster.yaml": "from installer.format.cluster import load_cluster as load",
     "recipe": "from builder.inputs.recipe import load_recipe as load",
     "mirror preset": "from builder.inputs.mirrors import load_preset as load",
     "join.yaml": "from installer.joinfile import load",
@@ -28,7 +28,7 @@ LOADERS = {
 CHILD = """
 import sys
 {importer}
-from installer.errors import KubecrateError
+from installer.format.errors import KubecrateError
 try:
     load(sys.argv[1])
 except KubecrateError as err:

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from installer.bundleinfo import BundleImage
-from installer.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
-from installer.errors import ExitCode, StepFailed
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
+from installer.format.errors import ExitCode, StepFailed
 from installer.host import Host, Probes
 from installer.steps import all_steps, hostprep, preflight, repo, runtime, timesync
 from tests.unit.installer.test_host_steps import GOOD, FakeRunner

@@ -2,7 +2,7 @@
 
 import pytest
 
-from installer import lbspec
+from installer.format import lbspec
 from tests import lbsamples
 
 

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from installer import atomic, bundle, cli, minisig
-from installer.errors import ExitCode
+from installer import atomic, cli
+from installer.format import bundle, minisig
+from installer.format.errors import ExitCode
 from tests.bundles import (
     files_under,
     hostile_bundle,

@@ -3,8 +3,8 @@ the kubelet would try to pull them on a host that cannot."""
 
 from types import SimpleNamespace
 
-from installer.bundleinfo import BundleImage
-from installer.cluster import parse_cluster
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import parse_cluster
 from installer.steps.preflight import findings
 
 CLUSTER = """\

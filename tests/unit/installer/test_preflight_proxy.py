@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from installer.cluster import parse_cluster
+from installer.format.cluster import parse_cluster
 from installer.host import Host, Probes
 from installer.steps import preflight
 from installer.steps.preflight_proxy import environment_of, uncovered

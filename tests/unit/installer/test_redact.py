@@ -1,5 +1,5 @@
 """Secrets never reach a message or a log (docs/security.md): the runner and the CLI edge pass
-everything through installer.redact, at any verbosity."""
+everything through installer.format.redact, at any verbosity."""
 
 import logging
 
@@ -7,9 +7,9 @@ import click
 import pytest
 
 from installer import joinfile
-from installer.clikit import configure_logging, run
-from installer.errors import ExitCode
-from installer.redact import MASK, redact
+from installer.format.clikit import configure_logging, run
+from installer.format.errors import ExitCode
+from installer.format.redact import MASK, redact
 from installer.runner import CommandFailed, Runner
 
 TOKEN = "abcdef.0123456789abcdef"

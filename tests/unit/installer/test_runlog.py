@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from installer import cli, joinfile, runlog
-from installer.errors import ExitCode
-from installer.redact import MASK
+from installer.format.errors import ExitCode
+from installer.format.redact import MASK
 
 
 def installer(capfd, *args):

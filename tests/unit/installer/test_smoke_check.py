@@ -10,7 +10,7 @@ import json
 import pytest
 
 from installer import smoke
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from installer.runner import Result
 from tests.unit.installer.test_kubectl_exec import Apiserver, StandinRunner, nodes, objects
 

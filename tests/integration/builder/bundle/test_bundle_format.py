@@ -11,7 +11,7 @@ import pytest
 
 from builder.bundle import keys
 from builder.errors import BuildError
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from tests.bundles import (
     files_under,
     hostile_bundle,

@@ -16,7 +16,7 @@ from builder.cache import Cache
 from builder.inputs.mirrors import load_preset
 from builder.registry.client import pull_images
 from builder.registry.image_archive import bundle_images, write_archive
-from installer.imagearchive import list_images, write_subset
+from installer.format.imagearchive import list_images, write_subset
 from tests.conftest import require_tool
 from tests.integration.runtimes import containerd, docker_images, dockerd  # noqa: F401
 
@@ -143,7 +143,7 @@ def test_a_changed_cached_archive_is_refused_before_the_stream_ends(archive, tmp
     mismatch raises before the tar's end marker, so `docker load` gets a truncated tar."""
     import hashlib
 
-    from installer.errors import VerificationError
+    from installer.format.errors import VerificationError
 
     signed = hashlib.sha256(archive.path.read_bytes()).hexdigest()
     out = tmp_path / "pause.tar"

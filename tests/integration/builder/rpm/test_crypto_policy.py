@@ -9,7 +9,7 @@ import pytest
 
 from builder.rpm.cryptopolicy import CryptoPolicyError, check_crypto_policy
 from builder.rpm.signature import signature_hashes
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from tests.conftest import require_tool
 from tests.integration.rpmsigning import GpgKey
 from tests.tinyrpms import build_rpm

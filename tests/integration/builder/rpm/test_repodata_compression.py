@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from builder.rpm.repodata import MetadataChecksumError, RepodataError
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from tests.rpmrepos import load
 from tests.tinyrpms import build_rpm, createrepo, repomd_hrefs
 

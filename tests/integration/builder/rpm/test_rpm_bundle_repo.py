@@ -18,7 +18,7 @@ from builder.rpm.packages import RpmFetchError, RpmFile, fetch_keys, fetch_rpms,
 from builder.rpm.repodata import load_repo, load_repos
 from builder.rpm.resolve import resolve
 from builder.rpm.yumrepo import gather_xml, write_repo
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from tests.conftest import require_tool
 from tests.dnfroot import dnf, installed, write_config
 from tests.integration.rpmsigning import GpgKey, copy_repo, createrepo, serve

@@ -7,8 +7,8 @@ import pytest
 
 from builder.bundle import keys
 from builder.bundle.sign import sign_digest
-from installer import minisig
-from installer.errors import VerificationError
+from installer.format import minisig
+from installer.format.errors import VerificationError
 
 DIGEST = hashlib.blake2b(b"bundle bytes").digest()
 

@@ -15,7 +15,7 @@ from builder.cache import Cache
 from builder.registry.image_archive import ArchiveError, write_archive
 from builder.registry.images import PulledImage
 from builder.registry.mediatypes import DOCKER_LAYER, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_ZSTD
-from installer.imagearchive import ImageArchiveError, list_images, write_subset
+from installer.format.imagearchive import ImageArchiveError, list_images, write_subset
 
 
 def _image(cache: Cache, ref: str, content: bytes, layer_type: str = DOCKER_LAYER) -> PulledImage:

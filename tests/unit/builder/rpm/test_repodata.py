@@ -15,7 +15,7 @@ from builder.rpm.repodata import (
     parse_repomd,
 )
 from builder.rpm.vercmp import EVR
-from installer.errors import ExitCode
+from installer.format.errors import ExitCode
 from tests.rpmrepos import load, pkg, primary_xml, write_repo, yum_repo
 
 SPECS = [

@@ -7,7 +7,7 @@ member's true kind, and never touches the file system.
 
 from typing import Dict, Iterator, NamedTuple, Optional
 
-from installer.errors import VerificationError
+from installer.format.errors import VerificationError
 
 BLOCK = 512
 MAX_EXTENDED_HEADER = 1 << 20

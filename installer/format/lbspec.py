@@ -11,8 +11,8 @@ import ipaddress
 import re
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from installer import yamldoc
-from installer.errors import UsageError
+from installer.format import yamldoc
+from installer.format.errors import UsageError
 
 MODES = ("services", "static-pods", "external")
 KUBE_PROXY_MODES = ("iptables", "ipvs")

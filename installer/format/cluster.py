@@ -10,9 +10,9 @@ import ipaddress
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from installer import yamldoc
-from installer.errors import UsageError
-from installer.lbspec import (
+from installer.format import yamldoc
+from installer.format.errors import UsageError
+from installer.format.lbspec import (
     Kubeadm,
     LoadBalancer,
     Peer,

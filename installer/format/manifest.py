@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any, Dict, NamedTuple, Tuple
 
-from installer.errors import VerificationError
+from installer.format.errors import VerificationError
 
 MANIFEST_NAME = "bundle.json"
 SIGNATURE_NAME = "bundle.minisig"  # the signature a cache folder keeps beside bundle.json

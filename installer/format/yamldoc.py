@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
-from installer.errors import KubecrateError
+from installer.format.errors import KubecrateError
 
 KeyPath = Tuple[Any, ...]
 MAX_BYTES = 1 << 20  # our largest recipe is ~3 kB; a cluster.yaml for 1000 nodes ~100 kB

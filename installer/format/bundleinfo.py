@@ -19,8 +19,8 @@ Preflight must change nothing under the root, so it cannot unpack: its view of a
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from installer.errors import VerificationError
-from installer.manifest import BundleManifest
+from installer.format.errors import VerificationError
+from installer.format.manifest import BundleManifest
 
 RUNTIMES = ("docker", "containerd")
 

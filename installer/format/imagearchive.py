@@ -7,7 +7,7 @@ The archive (written by builder/registry/image_archive.py) is one tar: `oci-layo
 pipes it only the images a role needs: `write_subset()` streams a smaller archive of the same
 shape straight from the bundle file to a writable object (a pipe), with no temporary copy.
 
-Python 3.6, stdlib only; tar parsing goes through installer.tarstream, which trusts nothing.
+Python 3.6, stdlib only; tar parsing goes through installer.format.tarstream, which trusts nothing.
 """
 
 import difflib
@@ -19,8 +19,8 @@ import tarfile
 from typing import Any, BinaryIO, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from installer.bundlecache import VerifiedReader
-from installer.errors import VerificationError
-from installer.tarstream import BLOCK, TarReader
+from installer.format.errors import VerificationError
+from installer.format.tarstream import BLOCK, TarReader
 
 LAYOUT_NAME = "oci-layout"
 INDEX_NAME = "index.json"

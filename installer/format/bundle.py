@@ -22,16 +22,16 @@ import threading
 import zlib
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
-from installer import minisig
-from installer.errors import VerificationError
-from installer.manifest import (
+from installer.format import minisig
+from installer.format.errors import VerificationError
+from installer.format.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_SIZE,
     BundleManifest,
     check_member_path,
     parse_manifest,
 )
-from installer.tarstream import TarReader, kind_phrase
+from installer.format.tarstream import TarReader, kind_phrase
 
 log = logging.getLogger(__name__)
 

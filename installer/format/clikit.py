@@ -8,8 +8,8 @@ from typing import Callable, Optional
 import click
 
 from installer import runlog
-from installer.errors import ExitCode, KubecrateError
-from installer.redact import RedactingFormatter, redact
+from installer.format.errors import ExitCode, KubecrateError
+from installer.format.redact import RedactingFormatter, redact
 
 _VERBOSITY = {"level": 0}
 

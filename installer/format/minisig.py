@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple, Optional
 
 from ecdsa import BadSignatureError, Ed25519, VerifyingKey  # pure Python, supports 3.6
 
-from installer.errors import VerificationError
+from installer.format.errors import VerificationError
 
 ALG_PREHASHED = b"ED"  # Ed25519 over BLAKE2b-512 of the file (minisign >= 0.8 default)
 ALG_LEGACY = b"Ed"  # Ed25519 over the raw file bytes (minisign -l)
