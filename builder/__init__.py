@@ -1,5 +1,5 @@
 """kubecrate builder: recipe -> lock -> fetch -> pack -> sign, on a connected workstation."""
 
-from installer import __version__
+from installer.format import __version__
 
 __all__ = ["__version__"]

@@ -29,7 +29,7 @@ from builder.bundle.keys import SecretKey
 from builder.bundle.sign import sign_file
 from builder.cache import Cache
 from builder.errors import BuildError
-from installer import __version__ as installer_version
+from installer.format import __version__ as installer_version
 from installer.format import minisig
 
 __all__ = [

@@ -1,4 +1,6 @@
 """kubecrate installer: runs on the isolated hosts (Python >= 3.6, stdlib + bundled pure-Python
-dependencies). Also holds the bundle format's reading side, which the builder imports."""
+dependencies). The part the builder imports too is installer/format/."""
 
-__version__ = "0.1.0"
+from installer.format import __version__
+
+__all__ = ["__version__"]

@@ -30,6 +30,7 @@ from installer.format.manifest import (
     SIGNATURE_NAME,
     BundleManifest,
     parse_manifest,
+    require_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def read_verified(path: str, sha256: str, what: str) -> bytes:
     """The bytes of a cached file, refused (exit 3, named) unless they hash to `sha256`."""
     with open(path, "rb") as handle:
         data = handle.read()
-    _require(what, hashlib.sha256(data).hexdigest(), sha256, path)
+    require_sha256(what, hashlib.sha256(data).hexdigest(), sha256, path)
     return data
 
 
@@ -283,38 +284,7 @@ def copy_verified(source: str, sha256: str, out: object, what: str) -> None:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
             out.write(block)
-    _require(what, digest.hexdigest(), sha256, source)
-
-
-class VerifiedReader:
-    """A file reader that hashes what it returns; check() at the end of the stream."""
-
-    def __init__(self, handle: object, sha256: str, what: str, path: str) -> None:
-        self._handle = handle
-        self._digest = hashlib.sha256()
-        self._expected = sha256
-        self._what = what
-        self._path = path
-
-    def read(self, size: int = -1) -> bytes:
-        block = self._handle.read(size)
-        self._digest.update(block)
-        return block
-
-    def check(self) -> None:
-        for block in iter(lambda: self._handle.read(CHUNK), b""):
-            self._digest.update(block)
-        _require(self._what, self._digest.hexdigest(), self._expected, self._path)
-
-
-def _require(what: str, actual: str, expected: str, path: str) -> None:
-    if actual != expected:
-        directory = path[:-len(what) - 1] if path.endswith("/" + what) else os.path.dirname(path)
-        raise VerificationError(
-            "{} in the bundle cache has sha256 {} but the signed bundle.json says {} "
-            "(changed): not used".format(what, actual, expected),
-            hint="nothing was installed from it; remove the cache folder (rm -rf {}) and run "
-                 "`unpack` or `install` again with the bundle tar".format(directory))
+    require_sha256(what, digest.hexdigest(), sha256, source)
 
 
 def staging_folders(cache: str) -> Iterator[str]:

@@ -4,7 +4,7 @@ import contextlib
 import os
 import pkgutil
 import sys
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import click
 from tqdm import tqdm
@@ -12,7 +12,7 @@ from tqdm import tqdm
 from installer import __version__, runlog, textlocale
 from installer.bundlecache import cache_root
 from installer.format import bundle, minisig
-from installer.format.clikit import common_options, configure_logging, run
+from installer.format.clikit import configure_logging, run
 from installer.format.errors import EXIT_CODES_HELP, ExitCode, UsageError
 from installer.hostfiles import naming_full_disk
 from installer.source import BundleSource, open_source
@@ -71,6 +71,22 @@ signature_option = click.option(
     type=click.Path(dir_okay=False),
     help="Signature file [default: BUNDLE.minisig].",
 )
+
+
+def common_options(func: Callable) -> Callable:
+    """--root, --dry-run and -v, which every installer command takes."""
+    func = click.option("-v", "--verbose", count=True, help="More diagnostics (-vv: debug).")(func)
+    func = click.option(
+        "--dry-run", is_flag=True, help="Print the commands instead of running them."
+    )(func)
+    func = click.option(
+        "--root",
+        default="/",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="Read and write every host file under this folder (like rpm --root).",
+    )(func)
+    return func
 
 
 def _begin(verbose: int, root: str, dry_run: bool) -> None:
@@ -508,4 +524,4 @@ def main(argv: object = None) -> None:
     if textlocale.ensure_utf8() is None and textlocale.preferred_is_ascii():
         textlocale.allow_ascii_click()
     configure_logging(0)
-    run(cli, argv, prog_name=_prog_name())
+    run(cli, argv, prog_name=_prog_name(), runlog=runlog)

@@ -55,15 +55,13 @@ def lint_bundle(path: Path, recipe: Optional[Recipe] = None, key: Any = None,
 
 def lint_cluster(contents: BundleContents, cluster: Any) -> List[str]:
     """What `cluster` runs from the bundle that the bundle lacks (static-pod load balancer)."""
-    from installer.steps.preflight_lb import static_pod_images
-
     lb = cluster.load_balancer
     roles = contents.manifest.get("roles") or {}
     control_plane = {str(parse_image(ref)) for ref in
                      (roles.get("control-plane") or {}).get("images") or []}
     archived = {image.reference for image in contents.images()}
     problems = []
-    for ref in static_pod_images(lb):
+    for ref in lb.static_pod_images():
         canonical = str(parse_image(ref))
         if canonical not in control_plane or canonical not in archived:
             problems.append(f"image {canonical}: load_balancer.mode static-pods runs it on every "

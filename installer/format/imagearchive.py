@@ -18,8 +18,8 @@ import re
 import tarfile
 from typing import Any, BinaryIO, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
-from installer.bundlecache import VerifiedReader
 from installer.format.errors import VerificationError
+from installer.format.manifest import VerifiedReader
 from installer.format.tarstream import BLOCK, TarReader
 
 LAYOUT_NAME = "oci-layout"

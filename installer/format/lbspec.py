@@ -9,7 +9,7 @@ loader can prefix file and line. The objects are immutable NamedTuples (Python 3
 
 import ipaddress
 import re
-from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from installer.format import yamldoc
 from installer.format.errors import UsageError
@@ -100,6 +100,13 @@ class LoadBalancer(NamedTuple):
 
     def is_first(self, name: str) -> bool:
         return bool(self.peers) and self.peers[0].name == name
+
+    def static_pod_images(self) -> List[str]:
+        """The images this mode runs as static pods (none outside static-pods mode): what
+        the installer's preflight and `kubecrate lint --cluster` require of the bundle."""
+        if self.mode != "static-pods":
+            return []
+        return [self.keepalived_image, self.haproxy_image]
 
 
 class Kubeadm(NamedTuple):

@@ -5,7 +5,9 @@ after it
 matched the size and SHA-256 recorded here.
 """
 
+import hashlib
 import json
+import os
 import re
 from typing import Any, Dict, NamedTuple, Tuple
 
@@ -16,6 +18,7 @@ SIGNATURE_NAME = "bundle.minisig"  # the signature a cache folder keeps beside b
 RESERVED_NAMES = (MANIFEST_NAME, SIGNATURE_NAME)
 FORMAT_VERSION = 1
 MAX_MANIFEST_SIZE = 64 << 20
+CHUNK = 1 << 20
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
@@ -114,3 +117,39 @@ def parse_manifest(raw: bytes, source: str = MANIFEST_NAME) -> BundleManifest:
                     "{}: {!r} is both a file and a folder".format(source, "/".join(parts[:depth]))
                 )
     return BundleManifest(version, name, created, tuple(entries), document)
+
+
+# ------------------------------------------------- a bundle file, checked while it is read
+
+
+class VerifiedReader:
+    """A file reader that hashes what it returns; check() at the end of the stream."""
+
+    def __init__(self, handle: object, sha256: str, what: str, path: str) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self._expected = sha256
+        self._what = what
+        self._path = path
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._handle.read(size)
+        self._digest.update(block)
+        return block
+
+    def check(self) -> None:
+        for block in iter(lambda: self._handle.read(CHUNK), b""):
+            self._digest.update(block)
+        require_sha256(self._what, self._digest.hexdigest(), self._expected, self._path)
+
+
+def require_sha256(what: str, actual: str, expected: str, path: str) -> None:
+    """Refuse (exit 3, named) a file of an unpacked bundle whose bytes are not the signed ones:
+    `path` is where it lies in the bundle cache, `what` its bundle path."""
+    if actual != expected:
+        directory = path[:-len(what) - 1] if path.endswith("/" + what) else os.path.dirname(path)
+        raise VerificationError(
+            "{} in the bundle cache has sha256 {} but the signed bundle.json says {} "
+            "(changed): not used".format(what, actual, expected),
+            hint="nothing was installed from it; remove the cache folder (rm -rf {}) and run "
+                 "`unpack` or `install` again with the bundle tar".format(directory))

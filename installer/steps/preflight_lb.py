@@ -14,13 +14,6 @@ from installer.steps import Context
 PASS, FAIL = "pass", "fail"
 
 
-def static_pod_images(lb) -> List[str]:
-    """The images `mode` runs as static pods (none outside static-pods mode)."""
-    if lb.mode != "static-pods":
-        return []
-    return [lb.keepalived_image, lb.haproxy_image]
-
-
 def _short(reference: str) -> str:
     for prefix in ("docker.io/library/", "docker.io/"):
         if reference.startswith(prefix):
@@ -30,7 +23,7 @@ def _short(reference: str) -> str:
 
 def missing_lb_images(ctx: Context) -> List[str]:
     """The static-pod images this control-plane node would run that its bundle set lacks."""
-    wanted = static_pod_images(ctx.cluster.load_balancer)
+    wanted = ctx.cluster.load_balancer.static_pod_images()
     have = {_short(image.reference) for image in ctx.info.images_for("control-plane")}
     return [ref for ref in wanted if _short(ref) not in have]
 
@@ -44,10 +37,10 @@ def check_lb_images(ctx: Context) -> list:
     if missing:
         return [Finding(FAIL, "lb-images", "load_balancer.mode static-pods runs {} as static "
                         "pods, but bundle {} does not carry {}".format(
-                            " and ".join(static_pod_images(ctx.cluster.load_balancer)),
+                            " and ".join(ctx.cluster.load_balancer.static_pod_images()),
                             ctx.info.name, " or ".join(missing)),
                         "build the bundle with \"@loadbalancer\" (or these references) in the "
                         "recipe's roles.control-plane.images, or set load_balancer.keepalived_image"
                         "/haproxy_image to images the bundle has, or use mode services")]
     return [Finding(PASS, "lb-images", "the bundle carries the static-pod images {}".format(
-        ", ".join(static_pod_images(ctx.cluster.load_balancer))))]
+        ", ".join(ctx.cluster.load_balancer.static_pod_images())))]

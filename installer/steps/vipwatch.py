@@ -15,7 +15,6 @@ from installer.format.errors import StepFailed
 from installer.steps import Context
 from installer.steps.images import normalize, present_images
 from installer.steps.loadbalancer import holds_vip
-from installer.steps.preflight_lb import static_pod_images
 
 # The kubelet's start, the pods' start and keepalived's first advertisements (about 3 s)
 # take well under a minute on a healthy node.
@@ -47,7 +46,7 @@ class VipWatch:
 def missing_images(ctx: Context) -> List[str]:
     """The static-pod images the container runtime does not have."""
     present = present_images(ctx)
-    return [ref for ref in static_pod_images(ctx.cluster.load_balancer)
+    return [ref for ref in ctx.cluster.load_balancer.static_pod_images()
             if normalize(ref) not in present]
 
 
