@@ -57,6 +57,7 @@ class ModuleStream(NamedTuple):
     repo: str
     artifacts: Tuple[Tuple[str, int, str, str, str], ...]  # (name, epoch, version, rel, arch)
     requires: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # module -> streams ([] = any)
+    source: str = ""  # "appstream: repodata/…-modules.yaml.xz", the file that declared it
 
     @property
     def nsvc(self) -> str:
@@ -94,7 +95,7 @@ def parse_modules(data: bytes, where: str) -> Tuple[List[ModuleStream], Dict[str
             if doc.get("version") != 2:
                 raise ModuleError(f"{at}: modulemd version {doc.get('version')!r}; "
                                   "repositories publish version 2")
-            streams.append(_stream(body, repo, at))
+            streams.append(_stream(body, repo, at)._replace(source=where))
         elif kind == "modulemd-defaults":
             module, stream = body.get("module"), body.get("stream")
             if not module:
@@ -195,8 +196,9 @@ def module_view(repos: Sequence[Any], platform: Optional[str] = None) -> ModuleV
     defaults: Dict[str, str] = {}
     for repo in repos:
         if getattr(repo, "has", None) and repo.has("modules"):
-            found, found_defaults = parse_modules(repo.metadata("modules"),
-                                                  f"{repo.id}: modules.yaml")
+            entry = getattr(getattr(repo, "repomd", None), "files", {}).get("modules")
+            found, found_defaults = parse_modules(
+                repo.metadata("modules"), f"{repo.id}: {entry.href if entry else 'modules.yaml'}")
             streams += found
             for module, stream in found_defaults.items():
                 defaults.setdefault(module, stream)  # the first repo's default wins
@@ -230,6 +232,7 @@ def module_view(repos: Sequence[Any], platform: Optional[str] = None) -> ModuleV
                        f"{module.name}:{default}" if default else
                        f"is in module {module.name} (stream {module.stream}), which has no "
                        "default stream")
+                why += f" (per {module.source})"
                 hidden.setdefault(p.name, []).append((p.nevra, repo.id, why))
             elif module is None and ({p.name} | {d.name for d in p.provides}) & shadowing:
                 hidden.setdefault(p.name, []).append(

@@ -70,6 +70,9 @@ def test_a_package_of_a_module_without_default_stream_is_a_clear_error(world):
         view.check_requests(["haproxy", "lonely"])
     assert "lonely" in err.value.message and "appstream" in err.value.message
     assert "module nodefault (stream 1), which has no default stream" in err.value.message
+    # the file that says so: appstream's modules metadata as repomd.xml names it
+    href = world[1].repomd.files["modules"].href
+    assert f"(per appstream: {href})" in err.value.message and "modules.yaml" in href
     view.check_requests(["runc", "runc-1.0.2", f"container-selinux-2:2.167.0-{RHEL8}"])
     with pytest.raises(ModuleError, match=r"runc-1\.1\.4: runc-1:1\.1\.4-.* \(appstream\) is in "
                        r"stream container-tools:4\.0, not the default stream"):
