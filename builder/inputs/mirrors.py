@@ -63,6 +63,8 @@ _DIGEST = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 class MirrorPresetError(BuildError, yamldoc.DocumentError):
     """A mirror preset is malformed, or it has no mirror for something a recipe asks for."""
 
+    guide = "docs/mirrors.md"
+
 
 # --------------------------------------------------------------------------- the typed preset
 

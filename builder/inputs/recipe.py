@@ -67,6 +67,8 @@ _HOST = re.compile(r"\A[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[a-z0-9._/-]+)?\Z")
 class RecipeError(BuildError, yamldoc.DocumentError):
     """A recipe is malformed, or names something its mirror preset cannot provide."""
 
+    guide = "docs/recipe.md"
+
 
 # --------------------------------------------------------------------------- the typed recipe
 

@@ -11,7 +11,6 @@ import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from installer.format import yamldoc
-from installer.format.errors import UsageError
 from installer.format.lbspec import (
     Kubeadm,
     LoadBalancer,
@@ -32,8 +31,10 @@ _NAME = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-
 Path = Tuple[Any, ...]
 
 
-class ClusterConfigError(UsageError, yamldoc.DocumentError):
+class ClusterConfigError(yamldoc.DocumentError):
     """cluster.yaml is missing, not YAML, or does not describe a valid cluster."""
+
+    guide = "docs/cluster.md"
 
 
 class Endpoint(NamedTuple):
@@ -97,18 +98,26 @@ RUNTIME_KEYS = ("registry_mirrors", "insecure_registries")
 NODE_KEYS = ("name", "address", "role")
 
 
-class _Doc:
-    """The parsed document and the line of every key, for messages."""
+class _Doc(yamldoc.Reader):
+    """The parsed document, read with the reader recipes and presets use (installer.yamldoc):
+    the same messages for unknown keys, wrong types and keys given twice."""
+
+    error_class = ClusterConfigError
 
     def __init__(self, document: yamldoc.Document) -> None:
-        self.source = document.source
+        super().__init__(document)
         self.data = document.data
-        self.lines = document.lines
 
     def fail(self, path: Path, message: str, hint: Optional[str] = None) -> None:
-        raise ClusterConfigError(message, hint, file=self.source,
-                                 line=yamldoc.line_for(self.lines, tuple(path)),
-                                 key=yamldoc.key_text(tuple(path)) or None)
+        raise self.error(tuple(path), message, hint)
+
+    def text(self, value: Any, path: Path, pattern: Any, what: str) -> str:
+        """A string matching `pattern` exactly (no stripping: a trailing newline is refused)."""
+        if not isinstance(value, str) or not value:
+            raise self.wrong_type(path, "a non-empty string", value)
+        if not pattern.match(value):
+            self.fail(path, "{!r} is not {}".format(value, what))
+        return value
 
 
 def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
@@ -116,9 +125,7 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     document = yamldoc.parse(text, source, ClusterConfigError)
     data = document.data
     doc = _Doc(document)
-    if not isinstance(data, dict):
-        doc.fail((), "the top level must be a mapping of keys (see docs/cluster.md)")
-    _known(doc, (), data, TOP_KEYS)
+    doc.mapping(data, (), optional=TOP_KEYS)
     for required in ("control_plane", "networking", "nodes"):
         if required not in data:
             doc.fail((), "required key {!r} is missing".format(required))
@@ -138,9 +145,8 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
         doc.fail(("firewall",), "{!r} is not one of {}{}".format(
             firewall, ", ".join(FIREWALL_POLICIES),
             yamldoc.suggestion(firewall, FIREWALL_POLICIES)))
-    name = data.get("cluster_name", "kubernetes")
-    if not isinstance(name, str) or not _NAME.match(name):
-        doc.fail(("cluster_name",), "{!r} is not a DNS-1123 name".format(name))
+    name = doc.text(data.get("cluster_name", "kubernetes"), ("cluster_name",), _NAME,
+                    "a DNS-1123 name")
     nodes = _nodes(doc, (pod, svc), endpoint)
     try:
         lb = parse_load_balancer(data.get("load_balancer"), endpoint.vip, endpoint.port,
@@ -149,7 +155,7 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
         doc.fail(err.path, err.detail, err.hint)
     kubeadm = data.get("kubeadm")
     if kubeadm is not None and not isinstance(kubeadm, dict):
-        doc.fail(("kubeadm",), "must be a mapping of keys (see docs/load-balancer.md)")
+        raise doc.wrong_type(("kubeadm",), "a mapping", kubeadm)
     return Cluster(source, name, endpoint._replace(port=lb.port), str(pod), str(svc),
                    _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
                    _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
@@ -206,24 +212,16 @@ def find_node(cluster: Cluster, addresses: Sequence[str], name: Optional[str] = 
 # --------------------------------------------------------------------------- sections
 
 
-def _known(doc: _Doc, path: Path, mapping: Dict[str, Any], allowed: Sequence[str]) -> None:
-    for key in mapping:
-        if key not in allowed:
-            doc.fail(path + (key,), "unknown key{}".format(yamldoc.suggestion(key, allowed)),
-                     hint="allowed here: " + ", ".join(allowed))
-
-
 def _mapping(doc: _Doc, path: Path, allowed: Sequence[str], optional: bool = False) -> Dict:
     value = doc.data.get(path[0]) if len(path) == 1 else None
     if value is None and optional:
         return {}
-    if not isinstance(value, dict):
-        doc.fail(path, "must be a mapping")
-    _known(doc, path, value, allowed)
-    return value
+    return doc.mapping(value, path, optional=allowed)
 
 
 def _ip(doc: _Doc, path: Path, value: Any) -> str:
+    if not isinstance(value, str):
+        raise doc.wrong_type(path, "a string (an IPv4 address)", value)
     try:
         return str(ipaddress.IPv4Address(str(value)))
     except ValueError:
@@ -247,18 +245,22 @@ def _endpoint(doc: _Doc, section: Dict[str, Any]) -> Endpoint:
         doc.fail(path, "give the control-plane endpoint as vip, dns_name or both")
     if vip is not None:
         vip = _ip(doc, path + ("vip",), vip)
-    if dns_name is not None and (not isinstance(dns_name, str) or not _NAME.match(dns_name)):
-        doc.fail(path + ("dns_name",), "{!r} is not a DNS name".format(dns_name))
+    if dns_name is not None:
+        doc.text(dns_name, path + ("dns_name",), _NAME, "a DNS name")
     port = section.get("port")  # None: the load balancer's default (lbspec)
-    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
-                             or not 0 < port < 65536):
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
+        raise doc.wrong_type(path + ("port",), "a whole number", port)
+    if port is not None and not 0 < port < 65536:
         doc.fail(path + ("port",), "{!r} is not a TCP port".format(port))
     return Endpoint(vip, dns_name, port)
 
 
 def _strings(doc: _Doc, path: Path, value: Any) -> Tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        doc.fail(path, "must be a list of strings")
+    if not isinstance(value, list):
+        raise doc.wrong_type(path, "a list of strings", value)
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise doc.wrong_type(path + (index,), "a non-empty string", item)
     return tuple(value)
 
 
@@ -307,21 +309,15 @@ def _servers(doc: _Doc, path: Path, value: Any, ip_only: bool = False) -> Tuple[
 
 def _nodes(doc: _Doc, networks: Sequence[ipaddress.IPv4Network], endpoint: Endpoint
            ) -> Tuple[Node, ...]:
-    items = doc.data.get("nodes")
-    if not isinstance(items, list) or not items:
-        doc.fail(("nodes",), "must be a non-empty list of nodes")
+    items = doc.items(doc.data.get("nodes"), ("nodes",))
     nodes: List[Node] = []
     for index, item in enumerate(items):
         path = ("nodes", index)
-        if not isinstance(item, dict):
-            doc.fail(path, "each node is a mapping with name, address and role")
-        _known(doc, path, item, NODE_KEYS)
+        doc.mapping(item, path, optional=NODE_KEYS)
         for key in NODE_KEYS:
             if key not in item:
                 doc.fail(path, "required key {!r} is missing".format(key))
-        name = item["name"]
-        if not isinstance(name, str) or not _NAME.match(name):
-            doc.fail(path + ("name",), "{!r} is not a lower-case DNS-1123 host name".format(name))
+        name = doc.text(item["name"], path + ("name",), _NAME, "a lower-case DNS-1123 host name")
         address = _ip(doc, path + ("address",), item["address"])
         role = item["role"]
         if role not in ROLES:

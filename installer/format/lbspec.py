@@ -45,6 +45,7 @@ _IMAGE = re.compile(r"\A[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)
 _DNS = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 
 Path = Tuple[Any, ...]
+GUIDE = "docs/load-balancer.md"  # describes the load_balancer and kubeadm sections
 
 
 class SpecError(UsageError):
@@ -130,10 +131,10 @@ def _known(path: Path, data: Any, keys: Sequence[str]) -> Mapping[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SpecError(path, "must be a mapping of keys (see docs/load-balancer.md)")
+        raise SpecError(path, *yamldoc.wrong_type("a mapping", data, GUIDE))
     for key in data:
         if key not in keys:
-            raise SpecError(path + (key,), "unknown key{}".format(yamldoc.suggestion(key, keys)))
+            raise SpecError(path + (key,), *yamldoc.unknown_key(key, keys))
     return data
 
 
@@ -145,7 +146,9 @@ def _choice(path: Path, value: Any, choices: Sequence[str]) -> str:
 
 
 def _int(path: Path, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(path, *yamldoc.wrong_type("a whole number", value, GUIDE))
+    if not low <= value <= high:
         raise SpecError(path, "{!r} must be a whole number from {} to {}".format(value, low, high))
     return value
 

@@ -5,6 +5,10 @@ Recipes, mirror presets, cluster.yaml and the load-balancer settings are all rea
 shapes as it walks and names the file, line and key of the first problem, with a did-you-mean for
 unknown keys. Python 3.6 (hosts read cluster.yaml), so typing forms only.
 
+Every problem in such a file is a DocumentError, a usage error (exit 2 in both CLIs), shaped
+`<file>:<line>: <key path>: <what is wrong>` with a hint saying what to do; an unknown key, a
+value of the wrong type and a key given twice read the same in every kind of file.
+
 Hostile input is bounded before it is parsed (docs/security.md, "Secrets and hostile input"): a
 file larger than MAX_BYTES, more than MAX_ALIASES aliases (a 272-byte "billion laughs" expands
 to millions of nodes), or a document that expands to more than MAX_NODES nodes is refused with a
@@ -13,11 +17,11 @@ clear error, in milliseconds.
 
 import difflib
 import re
-from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Type
 
 import yaml
 
-from installer.format.errors import KubecrateError
+from installer.format.errors import UsageError
 
 KeyPath = Tuple[Any, ...]
 MAX_BYTES = 1 << 20  # our largest recipe is ~3 kB; a cluster.yaml for 1000 nodes ~100 kB
@@ -26,8 +30,11 @@ MAX_NODES = 200000  # scalars, mappings and sequences after aliases are expanded
 _PLAIN_KEY = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
-class DocumentError(KubecrateError):
-    """A problem at a place in a document: rendered `file:line: key: message`."""
+class DocumentError(UsageError):
+    """A problem at a place in a document: rendered `file:line: key: message`. Subclasses name
+    the page that describes their schema in `guide`, for hints."""
+
+    guide = None  # type: Optional[str]
 
     def __init__(self, message: str, hint: Optional[str] = None, *, file: Optional[str] = None,
                  line: Optional[int] = None, key: Optional[str] = None) -> None:
@@ -73,6 +80,19 @@ def suggestion(word: Any, choices: Iterable[Any]) -> str:
     """` (did you mean 'x'?)` to append to a message, or an empty string."""
     close = did_you_mean(word, choices)
     return " ({})".format(close) if close else ""
+
+
+def unknown_key(key: Any, allowed: Iterable[Any]) -> Tuple[str, str]:
+    """(message, hint) for a key the schema does not have, the same in every file."""
+    return "unknown key", did_you_mean(key, allowed) or "allowed here: {}".format(
+        ", ".join(sorted(map(str, allowed))))
+
+
+def wrong_type(want: str, value: Any, guide: Optional[str] = None) -> Tuple[str, str]:
+    """(message, hint) for a value of the wrong type: `want` is e.g. "a non-empty string"."""
+    short = want.replace("non-empty ", "")
+    return "must be {}, not {}".format(want, kind(value)), "write {} here{}".format(
+        short, " ({} describes every key)".format(guide) if guide else "")
 
 
 def kind(value: Any) -> str:
@@ -145,6 +165,8 @@ def parse(text: str, source: str, error_class: type = DocumentError) -> Document
                 sub = path + (key_node.value,)
                 if sub in lines and key_node.value != "<<":
                     raise error_class("key given twice (YAML keeps only the last one)",
+                                      "keep one of them: the first is at line {}".format(
+                                          lines[sub]),
                                       file=source, line=key_node.start_mark.line + 1,
                                       key=key_text(sub))
                 lines[sub] = key_node.start_mark.line + 1
@@ -166,7 +188,7 @@ class Reader:
     """Walks a Document's data, checking shapes; subclasses add the schema's own methods and
     set `error_class` to their error type (a DocumentError)."""
 
-    error_class = DocumentError  # type: type
+    error_class: Type[DocumentError] = DocumentError
 
     def __init__(self, document: Document) -> None:
         self.document = document
@@ -180,16 +202,19 @@ class Reader:
         return self.error_class(message, hint, file=self.source,
                                 line=line_for(self.lines, path), key=key_text(path) or None)
 
+    def wrong_type(self, path: KeyPath, want: str, value: Any) -> Exception:
+        """The error for a value that is not `want` ("a mapping", "a non-empty string")."""
+        return self.error(path, *wrong_type(want, value, self.error_class.guide))
+
     def mapping(self, value: Any, path: KeyPath, required: Sequence[str] = (),
                 optional: Sequence[str] = ()) -> Dict[str, Any]:
         """A mapping with a fixed set of keys: unknown ones are errors with a suggestion."""
         if not isinstance(value, dict):
-            raise self.error(path, "must be a mapping, not {}".format(kind(value)))
+            raise self.wrong_type(path, "a mapping", value)
         allowed = set(required) | set(optional)
         for key in value:
             if key not in allowed:
-                raise self.error(path + (key,), "unknown key", did_you_mean(key, allowed)
-                                 or "allowed here: {}".format(", ".join(sorted(allowed))))
+                raise self.error(path + (key,), *unknown_key(key, allowed))
         for key in required:
             if value.get(key) is None:
                 raise self.error(path + (key,), "required key is missing")
@@ -198,8 +223,9 @@ class Reader:
     def table(self, value: Any, path: KeyPath) -> Dict[Any, Any]:
         """A non-empty mapping whose keys the user chooses (repo ids, hosts, node names)."""
         if not isinstance(value, dict) or not value:
-            raise self.error(path, "must be a non-empty mapping, not {}".format(
-                "an empty one" if value == {} else kind(value)))
+            if value == {}:
+                raise self.error(path, "must be a non-empty mapping, not an empty one")
+            raise self.wrong_type(path, "a non-empty mapping", value)
         return value
 
     def string(self, value: Any, path: KeyPath, pattern: Any = None, what: str = "") -> str:
@@ -207,7 +233,7 @@ class Reader:
             raise self.error(path, "must be a string, not {}".format(kind(value)),
                              'quote it: "{}" (YAML reads {} as a number)'.format(value, value))
         if not isinstance(value, str) or not value.strip():
-            raise self.error(path, "must be a non-empty string, not {}".format(kind(value)))
+            raise self.wrong_type(path, "a non-empty string", value)
         text = value.strip()
         if pattern is not None and not pattern.match(text):
             raise self.error(path, "{!r} is not {}".format(text, what or "valid here"))
@@ -215,13 +241,13 @@ class Reader:
 
     def boolean(self, value: Any, path: KeyPath) -> bool:
         if not isinstance(value, bool):
-            raise self.error(path, "must be true or false, not {}".format(kind(value)))
+            raise self.wrong_type(path, "true or false", value)
         return value
 
     def integer(self, value: Any, path: KeyPath, low: Optional[int] = None,
                 high: Optional[int] = None) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise self.error(path, "must be a whole number, not {}".format(kind(value)))
+            raise self.wrong_type(path, "a whole number", value)
         if (low is not None and value < low) or (high is not None and value > high):
             raise self.error(path, "{} is out of range {}..{}".format(value, low, high))
         return value
@@ -236,10 +262,10 @@ class Reader:
     def items(self, value: Any, path: KeyPath, allow_empty: bool = False) -> list:
         if value is None and allow_empty:
             return []
-        if not isinstance(value, list) or (not value and not allow_empty):
-            raise self.error(path, "must be a {}list, not {}".format(
-                "" if allow_empty else "non-empty ",
-                "an empty one" if value == [] else kind(value)))
+        if value == [] and not allow_empty:
+            raise self.error(path, "must be a non-empty list, not an empty one")
+        if not isinstance(value, list):
+            raise self.wrong_type(path, "a list" if allow_empty else "a non-empty list", value)
         return value
 
     def unique(self, values: Sequence[Any], path: KeyPath, key: Any = lambda v: v) -> None:

@@ -38,7 +38,7 @@ def test_cluster_parses_into_immutable_objects():
      "cluster.yaml:5: nodes[1].role: 'wroker' is not one of control-plane, worker "
      "(did you mean 'worker'?)"),
     (GOOD.replace("port: 8443", "prot: 8443"),
-     "cluster.yaml:1: control_plane.prot: unknown key (did you mean 'port'?)"),
+     "cluster.yaml:1: control_plane.prot: unknown key\nhint: did you mean 'port'?"),
     (GOOD.replace("10.0.0.21", "10.0.0.11"), "nodes[1].address: address 10.0.0.11 is also"),
     (GOOD.replace("10.0.0.21", "10.0.0.100"), "is the control-plane VIP"),
     (GOOD.replace("service_cidr: 10.96.0.0/12", "service_cidr: 10.244.0.0/24"), "overlaps"),
@@ -49,7 +49,7 @@ def test_cluster_parses_into_immutable_objects():
 def test_cluster_errors_name_line_key_and_suggest(text, message):
     with pytest.raises(ClusterConfigError) as err:
         parse_cluster(text)
-    assert message in err.value.message
+    assert message in err.value.diagnostics()
     assert err.value.exit_code == ExitCode.USAGE
 
 

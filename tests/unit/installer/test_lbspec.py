@@ -48,7 +48,7 @@ def test_invalid_load_balancer_names_the_key(overrides, key, words):
     with pytest.raises(lbspec.SpecError) as err:
         lbsamples.load_balancer(**overrides)
     assert err.value.message.startswith(key + ": ")
-    assert words in err.value.message
+    assert words in err.value.diagnostics()
     assert lbspec.dotted(err.value.path) == key
 
 
