@@ -351,18 +351,6 @@ class Probes:
         return False
 
 
-def parse_os_release(text: str) -> Dict[str, str]:
-    """/etc/os-release as a dict, quotes removed."""
-    values = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip("\"'")
-    return values
-
-
 def fstab_swaps(text: str) -> List[Tuple[int, str]]:
     """(line index, line) of active swap entries in an fstab."""
     found = []

@@ -90,7 +90,9 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
     kubeadm = list(lock["kubeadm_images"])
     pause = next((ref for ref in kubeadm if ref.rsplit("/", 1)[-1].startswith("pause:")), None)
     metadata = {
-        "target": dict(lock["target"]),
+        # target.hosts comes from the recipe, not the lock: it changes no resolved package
+        "target": {**lock["target"],
+                   **({"hosts": list(recipe.target.hosts)} if recipe.target.hosts else {})},
         "kubernetes_version": lock["kubernetes_version"],
         "runtime": {"name": recipe.runtime.name, "version": recipe.runtime.version},
         "assumed_base": dict(lock["base"]),
@@ -99,6 +101,7 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
                   for role in sorted(recipe.roles)},
         "kubeadm_images": kubeadm,
         "pause_image": pause,
+        **({"remove_packages": list(recipe.remove)} if recipe.remove else {}),
         "images": images,
         "image_archive": IMAGE_ARCHIVE,
         "repo": {"path": "repo", "gpgkeys": [f"repo/{name}" for name in written.keys]},

@@ -79,6 +79,9 @@ class Target:
     release: str  # "7.9"
     arch: str  # x86_64 | aarch64
     base: Tuple[str, ...]  # what a host already has: comps groups ("@core") and package names
+    # os-release IDs of the same EL platform the bundle serves (installer/osrelease.py);
+    # empty: hosts whose ID or ID_LIKE names `os`
+    hosts: Tuple[str, ...] = ()
 
     @property
     def major(self) -> int:
@@ -160,6 +163,8 @@ class Recipe:
     binaries: Mapping[str, str]  # release source name in the preset -> version ("v1.23.0")
     addons: Mapping[str, Addon]
     lines: Mapping[KeyPath, int]  # line of every key, for messages raised after loading
+    # installed packages the bundle's conflict with, which host prep removes (exactly these)
+    remove: Tuple[str, ...] = ()
 
     @property
     def preset_path(self) -> Path:
@@ -303,7 +308,7 @@ class _Reader(yamldoc.Reader):
     def recipe(self, data: Any) -> Recipe:
         top = self.mapping(data, (), ("name", "target", "kubernetes", "runtime", "mirrors",
                                       "repos", "packages", "roles"),
-                           ("description", "images", "binaries", "addons"))
+                           ("description", "images", "binaries", "addons", "remove"))
         addons = self.addons(top.get("addons"))
         packages = self.packages(top["packages"], ("packages",))
         images = self.images(top.get("images"), ("images",), addons, allow_empty=True)
@@ -329,11 +334,30 @@ class _Reader(yamldoc.Reader):
             binaries=self.binaries(top.get("binaries")),
             addons=addons,
             lines=MappingProxyType(dict(self.lines)),
+            remove=self.removals(top.get("remove"), packages, roles),
         )
+
+    def removals(self, value: Any, packages: Sequence[PackageSpec],
+                 roles: Mapping[str, Role]) -> Tuple[str, ...]:
+        """`remove`: package names host prep removes where installed (containerd.io conflicts
+        with runc, which podman and buildah require: docs/el8-el9.md); none the bundle
+        itself installs."""
+        if value is None:
+            return ()
+        path = ("remove",)
+        names = tuple(self.string(item, path + (i,), _PACKAGE_NAME, "a package name")
+                      for i, item in enumerate(self.items(value, path)))
+        self.unique(names, path)
+        shipped = {p.name for p in packages} | {p.name for role in roles.values()
+                                                for p in role.packages}
+        for index, name in enumerate(names):
+            if name in shipped:
+                raise self.error(path + (index,), f"{name} is also one of the bundle's packages")
+        return names
 
     def target(self, value: Any) -> Target:
         path = ("target",)
-        spec = self.mapping(value, path, ("os", "release", "arch", "base"))
+        spec = self.mapping(value, path, ("os", "release", "arch", "base"), ("hosts",))
         base = self.items(spec["base"], path + ("base",))
         names = []
         for index, item in enumerate(base):
@@ -343,12 +367,22 @@ class _Reader(yamldoc.Reader):
                                  f"{text!r} is neither a comps group (@core) nor a package name")
             names.append(text)
         self.unique(names, path + ("base",))
+        target_os = self.choice(spec["os"], path + ("os",), OPERATING_SYSTEMS)
+        hosts: Tuple[str, ...] = ()
+        if spec.get("hosts") is not None:
+            hosts = tuple(self.choice(h, path + ("hosts", i), OPERATING_SYSTEMS)
+                          for i, h in enumerate(self.items(spec["hosts"], path + ("hosts",))))
+            self.unique(hosts, path + ("hosts",))
+            if target_os not in hosts:
+                raise self.error(path + ("hosts",), f"does not list the target's own os "
+                                 f"{target_os!r}", f"add {target_os} to target.hosts")
         return Target(
-            os=self.choice(spec["os"], path + ("os",), OPERATING_SYSTEMS),
+            os=target_os,
             release=self.string(spec["release"], path + ("release",), _RELEASE,
                                 "a release such as \"7.9\" or \"8\""),
             arch=self.choice(spec["arch"], path + ("arch",), ARCHES),
             base=tuple(names),
+            hosts=hosts,
         )
 
     def kubernetes(self, value: Any) -> KubernetesSpec:

@@ -2,6 +2,10 @@
 
 bundle.json sections read here (the builder writes them; unknown sections are ignored):
   target: {os: centos, release: "7", arch: x86_64}
+          (optional hosts: [rocky, almalinux, rhel]: the os-release IDs of the same EL platform
+          the bundle serves; installer/osrelease.py)
+  remove_packages: [podman, buildah, runc]  (optional: what host prep removes where installed,
+        because the bundle's packages conflict with them; installer/steps/conflicts.py)
   kubernetes_version: v1.23.17
   runtime: docker | containerd            (or {name: docker, version: ...})
   roles: {worker: {packages: [docker-ce, ...]}, control-plane: {...}}
@@ -48,6 +52,8 @@ class BundleInfo(NamedTuple):
     gpgkeys: Tuple[str, ...]
     files: Tuple[str, ...]
     hashes: Dict[str, str]  # bundle path -> sha256
+    hosts: Tuple[str, ...] = ()  # target.hosts: os-release IDs served (empty: target.os)
+    remove_packages: Tuple[str, ...] = ()  # what host prep may remove (the recipe's `remove`)
 
     @property
     def major_release(self) -> str:
@@ -111,6 +117,12 @@ def read_info(manifest: BundleManifest, digest: str) -> BundleInfo:
         if path.startswith(repo_path + "/") and path.count("/") == repo_path.count("/") + 1
         and not path.endswith(".rpm")
     ]
+    hosts = target.get("hosts") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        _fail("target.hosts", "not a list of os-release IDs")
+    removals = data.get("remove_packages") or []
+    if not isinstance(removals, list) or not all(isinstance(r, str) and r for r in removals):
+        _fail("remove_packages", "not a list of package names")
     pause = data.get("pause_image") or next(
         (i.reference for i in images if i.reference.rsplit("/", 1)[-1].startswith("pause:")),
         None)
@@ -120,7 +132,7 @@ def read_info(manifest: BundleManifest, digest: str) -> BundleInfo:
         _str(target, "arch", "target."), str(data.get("kubernetes_version") or ""),
         str(runtime), packages, tuple(images), pause,
         str(data.get("image_archive") or "images/images.tar"), repo_path, tuple(gpgkeys), files,
-        {entry.path: entry.sha256 for entry in manifest.files})
+        {entry.path: entry.sha256 for entry in manifest.files}, tuple(hosts), tuple(removals))
 
 
 def wanted_for_preflight(path: str, info_repo: str = "repo") -> bool:

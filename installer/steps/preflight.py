@@ -12,7 +12,8 @@ import tempfile
 from typing import Callable, List, NamedTuple, Optional
 
 from installer.format.errors import PreconditionError
-from installer.host import fstab_swaps, parse_os_release
+from installer.host import fstab_swaps
+from installer.osrelease import read_os_release, refusal
 from installer.render import render
 from installer.steps import Context
 from installer.steps.preflight_proxy import check_proxy
@@ -46,21 +47,20 @@ def required_ports(ctx: Context) -> List[int]:
 
 
 def check_os(ctx: Context) -> Finding:
+    """The host's EL platform (PLATFORM_ID) and distribution (ID) against the bundle's target
+    and target.hosts (installer/osrelease.py)."""
     text = ctx.host.read_text("/etc/os-release")
     if text is None:
         return Finding(FAIL, "os", "/etc/os-release is missing: cannot tell which OS this is",
                        "run the installer on a {} {} host".format(ctx.info.os, ctx.info.release))
-    release = parse_os_release(text)
-    family = [release.get("ID", "")] + release.get("ID_LIKE", "").split()
-    major = release.get("VERSION_ID", "").split(".")[0]
-    host = "{} {}".format(release.get("NAME", release.get("ID", "?")),
-                          release.get("VERSION_ID", "?"))
-    if ctx.info.os not in family or major != ctx.info.major_release:
-        return Finding(FAIL, "os", "bundle {} is for {} {} but this host runs {}".format(
-            ctx.info.name, ctx.info.os, ctx.info.release, host),
-            "use a bundle built for {}".format(host))
-    return Finding(PASS, "os", "{} matches the bundle's target {} {}".format(
-        host, ctx.info.os, ctx.info.release))
+    host = read_os_release(text)
+    hosts = tuple(getattr(ctx.info, "hosts", ()) or ())
+    refused = refusal(host, ctx.info.name, ctx.info.os, ctx.info.release, hosts)
+    if refused:
+        return Finding(FAIL, "os", refused[0], refused[1])
+    return Finding(PASS, "os", "{} ({}) is served by the bundle's target {} {}{}".format(
+        host.name, host.platform_id, ctx.info.os, ctx.info.release,
+        " (target.hosts: {})".format(", ".join(hosts)) if hosts else ""))
 
 
 def check_arch(ctx: Context) -> Finding:

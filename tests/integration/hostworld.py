@@ -29,7 +29,7 @@ from builder.cache import Cache
 from builder.registry.image_archive import bundle_images, write_archive
 from builder.registry.images import PulledImage
 from builder.registry.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
-from tests import py36
+from tests import osreleases, py36
 from tests.bundles import REPO, make_key, pack_source
 from tests.dnfroot import dnf, write_config
 
@@ -60,8 +60,7 @@ nodes:
   - {name: cp1, address: 10.0.0.11, role: control-plane}
   - {name: w1, address: 10.0.0.21, role: worker}
 """
-CENTOS7 = ('NAME="CentOS Linux"\nVERSION="7 (Core)"\nID="centos"\nID_LIKE="rhel fedora"\n'
-           'VERSION_ID="7"\nPRETTY_NAME="CentOS Linux 7 (Core)"\n')
+CENTOS7 = osreleases.CENTOS7
 
 
 def _tar_gz(members: Dict[str, bytes]) -> bytes:

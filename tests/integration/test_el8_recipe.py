@@ -9,6 +9,7 @@ takes every package of the EL9 bundle the same way."""
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
 
@@ -16,12 +17,15 @@ import pytest
 import requests
 
 from builder.inputs.mirrors import load_preset
+from builder.inputs.recipe import load_recipe
 from builder.rpm.modules import parse_modules
 from builder.rpm.repodata import load_repos
 from installer.render import render
+from tests import osreleases
 from tests.bundles import REPO, make_key
 from tests.conftest import require_tool
 from tests.dnfroot import dnf, installed, write_config
+from tests.integration import hostworld
 from tests.integration.builder.test_build import kubecrate, seeded_cache
 from tests.integration.runtimes import containerd  # noqa: F401 (fixture)
 
@@ -35,11 +39,15 @@ NAME_EL9 = "k8s-1.30-el9-containerd"
 EL8 = ("--releasever=8", "--setopt=module_platform_id=platform:el8")
 
 
-def removals(recipe=RECIPE) -> list:
-    """The packages the recipe says to remove first (its `dnf remove ...` line)."""
-    found = re.search(r"^#\s+dnf remove (.+)$", recipe.read_text(), re.M)
-    assert found, f"{recipe.name} names no packages to remove"
-    return found.group(1).split()
+def removals(have, recipe=RECIPE) -> list:
+    """The packages host prep removes for `recipe` (its `remove:`), of those installed; a
+    recipe without the key says it in a comment (`#   dnf remove ...`)."""
+    names = list(load_recipe(recipe).remove)
+    if not names:
+        found = re.search(r"^#\s+dnf remove (.+)$", recipe.read_text(), re.M)
+        assert found, f"{recipe.name} names no packages to remove"
+        names = found.group(1).split()
+    return [name for name in names if name in have]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +71,7 @@ def builds(mirror_world, tmp_path_factory):
         lint = kubecrate("lint", bundle, "--recipe", recipe, "--key", public)
         assert lint.returncode == 0, lint.stdout + lint.stderr
         out[variant] = bundle
+    out["public_key"] = public
     return out
 
 
@@ -149,7 +158,7 @@ def test_real_dnf_installs_the_bundle_after_the_removals(builds, mirror_world, t
     # Without the removals dnf refuses: containerd.io conflicts with runc, podman needs runc.
     refused = dnf(root, bconf, bundle_d, *EL8, "install", *names, check=False)
     assert refused.returncode != 0 and "runc" in refused.stdout + refused.stderr
-    dnf(root, conf, repos_d, *EL8, "remove", *removals(recipe))
+    dnf(root, conf, repos_d, *EL8, "remove", *removals(before, recipe))
     assert not {"runc", "podman"} & set(installed(root))
     dnf(root, bconf, bundle_d, *EL8, "install", *names)
     got = installed(root)
@@ -211,3 +220,40 @@ def test_real_containerd_imports_the_el9_bundles_images(builds, containerd, tmp_
             "registry.k8s.io/etcd:3.5.15-0", "registry.k8s.io/coredns/coredns:v1.11.3",
             "docker.io/flannel/flannel:v0.25.7"} <= set(got), got
     assert not [r for r in got if "v1.23.17" in r or r.endswith(":3.6")]
+
+
+@pytest.mark.parametrize("os_release, refused_as", [
+    (osreleases.ROCKY94, None), (osreleases.ALMA9, None), (osreleases.RHEL9, None),
+    (osreleases.CENTOS8, "platform:el8 (CentOS Linux 8)"),
+    (osreleases.CENTOS7, "platform:el7 (CentOS Linux 7)"),
+], ids=["rocky9.4", "alma9", "rhel9", "centos8.5", "centos7"])
+def test_preflight_of_the_el9_bundle_by_host_platform(builds, tmp_path, os_release, refused_as):
+    """The signed Rocky 9.4 bundle's preflight (`python -m installer preflight`, its real
+    bundle.json) on hosts with each os-release: Alma 9 and RHEL 9 are served because the recipe
+    lists them in target.hosts; CentOS 8.5 and CentOS 7 are refused with both platforms
+    named. Only the `os` check is judged here; the host has nothing else to offer."""
+    host = hostworld.TestHost(tmp_path, tmp_path / "root", tmp_path / "kernel", tmp_path / "bin")
+    host.bin_dir.mkdir()
+    for name in hostworld.STANDIN_NAMES:
+        (host.bin_dir / name).symlink_to(hostworld.STANDINS)
+    hostworld.write_kernel(host)
+    host.file("/etc/os-release").parent.mkdir(parents=True, exist_ok=True)
+    host.file("/etc/os-release").write_text(os_release)
+    host.cluster.write_text(hostworld.CLUSTER_YAML)
+    (tmp_path / "state").mkdir()
+    host.env = {**os.environ, "PATH": f"{host.bin_dir}:{os.environ['PATH']}",
+                "KUBECRATE_PROBE_ROOT": str(host.kernel),
+                "KUBECRATE_STANDIN_STATE": str(tmp_path / "state")}
+    bundle = builds["el9-upstream"]
+    done = host.installer("preflight", "--bundle", str(bundle), "--cluster", str(host.cluster),
+                          "--key", str(builds["public_key"]),
+                          "--root", str(host.root), "--node", "w1")
+    output = done.stdout + done.stderr
+    assert done.returncode == 4, output  # this bare root fails other checks either way
+    refused = re.search(r"^\s*os: (.*)$", done.stderr, re.M)
+    if refused_as is None:
+        assert refused is None, output
+    else:
+        assert refused and refused.group(1).startswith(
+            "bundle k8s-1.30-el9-containerd is for platform:el9 (rocky 9.4) but this host is "
+            + refused_as), output

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import osreleases
 from tests.integration.hostworld import (  # noqa: F401 (fixtures)
     WORKER_IMAGES,
     core_root,
@@ -221,9 +222,9 @@ def test_swap_on_is_a_change_host_prep_makes_not_a_preflight_failure(host_bundle
 
 
 def _wrong_release(host, bundle):
-    host.file("/etc/os-release").write_text('NAME="Rocky Linux"\nID="rocky"\n'
-                                            'ID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\n')
-    return args(host, bundle), "is for centos 7 but this host runs Rocky Linux 8.9"
+    host.file("/etc/os-release").write_text(osreleases.CENTOS8)
+    return args(host, bundle), ("bundle k8s-1.23.17-el7 is for platform:el7 (centos 7) but this "
+                                "host is platform:el8 (CentOS Linux 8)")
 
 
 def _other_arch(host, bundle):

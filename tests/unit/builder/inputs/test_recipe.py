@@ -173,3 +173,38 @@ def test_recipe_is_immutable():
         recipe.name = "x"
     with pytest.raises(TypeError):
         recipe.roles["worker"] = None
+
+
+EL9 = MANIFESTS / "k8s-1.30-el9-containerd.yaml"
+EL8 = MANIFESTS / "k8s-1.23.17-el8.yaml"
+
+
+def test_target_hosts_and_removals_of_the_el_recipes():
+    assert load_recipe(EL9).target.hosts == ("rocky", "almalinux", "rhel", "centos")
+    assert load_recipe(EL8).remove == ("podman", "buildah", "runc")
+    assert load_recipe(PRIMARY).target.hosts == () and load_recipe(PRIMARY).remove == ()
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("hosts: [rocky, almalinux", "hosts: [almalinux", r"target\.hosts: does not list the "
+                                                      r"target's own os 'rocky'"),
+    ("hosts: [rocky, almalinux", "hosts: [rocky, alma", r"target\.hosts\[1\]: 'alma' is not one"),
+    ("hosts: [rocky, almalinux", "hosts: [rocky, rocky", r"target\.hosts\[1\]: 'rocky' is listed"),
+])
+def test_target_hosts_errors_name_the_key(tmp_path, old, new, expected):
+    path = tmp_path / EL9.name
+    path.write_text(EL9.read_text().replace(old, new))
+    with pytest.raises(RecipeError, match=rf"^{path}:\d+: {expected}"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("new,expected", [
+    ("remove: [podman, socat]", r"remove\[1\]: socat is also one of the bundle's packages"),
+    ("remove: [podman, haproxy]", r"remove\[1\]: haproxy is also one of the bundle's packages"),
+    ("remove: [podman, 'run c']", r"remove\[1\]: 'run c' is not a package name"),
+])
+def test_removal_errors_name_the_key(tmp_path, new, expected):
+    path = tmp_path / EL8.name
+    path.write_text(EL8.read_text().replace("remove: [podman, buildah, runc]", new))
+    with pytest.raises(RecipeError, match=rf"^{path}:\d+: {expected}"):
+        load_recipe(path)
