@@ -10,7 +10,7 @@ from typing import Dict, List
 from installer import owned
 from installer.host import fstab_swaps
 from installer.render import render
-from installer.steps import Action, ActionStep, Context, nmconf
+from installer.steps import Action, ActionStep, Context, conflicts, nmconf
 from installer.steps.preflight import kube_proxy_mode, required_modules
 
 HOSTS_BEGIN = "# BEGIN kubecrate"
@@ -141,6 +141,7 @@ class HostPrepStep(ActionStep):
 
         found.extend(self._firewall(ctx))
         found.extend(nmconf.actions(ctx))
+        found.extend(conflicts.actions(ctx))  # before the local repo installs containerd.io
 
         modules = required_modules(host.probes.kernel(), kube_proxy_mode(ctx) == "ipvs")
         write(MODULES_FILE, render("modules-load.conf.j2", modules=modules))

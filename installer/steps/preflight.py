@@ -88,7 +88,11 @@ def check_packages(ctx: Context) -> Finding:
     packages = ctx.info.packages_for(ctx.node.role)
     if not packages:
         return Finding(PASS, "packages", "the bundle lists no packages for role " + ctx.node.role)
+    from installer.steps import conflicts
+
     source = ctx.source_dir or ctx.bundle_dir
+    # Packages host prep removes first (EL8+, dnf): the dry run may erase those, and only those.
+    removing = conflicts.planned(ctx) if ctx.info.major_release != "7" else []
     scratch = tempfile.mkdtemp(prefix="kubecrate-yum-")
     try:
         conf = os.path.join(scratch, "yum.conf")
@@ -104,8 +108,9 @@ def check_packages(ctx: Context) -> Finding:
                 baseurl=os.path.join(source, ctx.info.repo_path),
                 gpgkeys=[os.path.join(source, key) for key in ctx.info.gpgkeys]))
         result = ctx.runner.query(
-            ["yum", "-c", conf, "--disablerepo=*", "--enablerepo=kubecrate", "--assumeno",
-             "install"] + list(packages), timeout=600)
+            ["yum", "-c", conf, "--disablerepo=*", "--enablerepo=kubecrate", "--assumeno"]
+            + (["--allowerasing"] if removing else []) + ["install"] + list(packages),
+            timeout=600)
     finally:
         import shutil
 
@@ -116,6 +121,14 @@ def check_packages(ctx: Context) -> Finding:
                           line)]
     if result.returncode == 127:
         return Finding(FAIL, "packages", "yum is not installed on this host", "install yum")
+    # EL7's yum replaces runc by containerd.io, which provides it there: not judged
+    extra = sorted(set(erased_by(output)) - set(removing)) \
+        if ctx.info.major_release != "7" else []
+    if extra:
+        return Finding(FAIL, "packages", "the bundle's {} packages would also remove {} from "
+                       "this host (host prep removes only {})".format(
+                           ctx.node.role, ", ".join(extra), ", ".join(removing)),
+                       "remove or keep them yourself before installing")
     if errors or (result.returncode != 0 and not re.search(
             r"Exiting on user command|Operation aborted|Nothing to do|already installed", output)):
         detail = "\n    ".join(errors[:12] or output.strip().splitlines()[-8:])
@@ -125,6 +138,23 @@ def check_packages(ctx: Context) -> Finding:
                        "base install")
     return Finding(PASS, "packages", "{} packages resolve against this host's rpm database "
                    "using only the bundle repo".format(len(packages)))
+
+
+def erased_by(output: str) -> List[str]:
+    """Package names a dnf transaction listing would erase: its "Removing…:" sections and the
+    "replacing NAME.ARCH" lines of obsoletes."""
+    names = []
+    section = False
+    for line in output.splitlines():
+        if line and not line[0].isspace():
+            section = line.startswith(("Removing", "Erasing")) and line.rstrip().endswith(":")
+            continue
+        words = line.split()
+        if words[:1] == ["replacing"] and len(words) > 1:
+            names.append(words[1].rsplit(".", 1)[0])
+        elif section and words and words[0] not in ("x86_64", "aarch64", "noarch", "i686"):
+            names.append(words[0])  # (a wrapped row continues with the arch)
+    return names
 
 
 def check_resources(ctx: Context) -> List[Finding]:
@@ -290,17 +320,36 @@ def check_time(ctx: Context) -> Finding:
 def check_el8(ctx: Context) -> List[Finding]:
     if ctx.info.major_release == "7":
         return []
-    found = []
-    found.extend(check_tc(ctx))
-    if ctx.info.runtime == "docker":
-        result = ctx.runner.query(["rpm", "-q", "podman", "runc"])
-        installed = [line.split()[0] for line in result.stdout.splitlines()
-                     if line and "not installed" not in line]
-        if installed:
-            found.append(Finding(FAIL, "podman", "{} installed: they conflict with Docker's "
-                                 "containerd.io".format(", ".join(installed)),
-                                 "yum remove podman runc"))
-    return found
+    return check_tc(ctx) + check_conflicts(ctx)
+
+
+def check_conflicts(ctx: Context) -> List[Finding]:
+    """podman, buildah, runc against containerd.io (installer/steps/conflicts.py): a change
+    host prep makes when the bundle's remove_packages cover them and removing them takes
+    nothing else along, else a failure naming them."""
+    from installer.steps import conflicts
+
+    found = conflicts.conflicting(ctx)
+    if not found:
+        return []
+    why = "containerd.io obsoletes and conflicts with runc, which {} require".format(
+        " and ".join(n for n in found if n != "runc") or "podman and buildah")
+    removable = set(getattr(ctx.info, "remove_packages", ()) or ())
+    kept = [name for name in found if name not in removable]
+    if kept:
+        return [Finding(FAIL, "conflicts", "{} installed: {}; the bundle does not remove {}"
+                        .format(", ".join(found), why, ", ".join(kept)),
+                        "yum remove {} (or build the bundle with `remove: [{}]` in its recipe)"
+                        .format(" ".join(found), ", ".join(conflicts.CONFLICTING)))]
+    blockers = conflicts.removal_blockers(ctx, conflicts.planned(ctx))
+    if blockers:
+        return [Finding(FAIL, "conflicts", "{} installed ({}), but removing them would break "
+                        "other packages:\n    {}".format(", ".join(found), why,
+                                                       "\n    ".join(blockers[:8])),
+                        "remove those packages first, or keep this host out of the cluster")]
+    return [Finding(WARN, "conflicts", "{} installed: {}; host prep removes exactly these "
+                    "(`rpm -e {}`, the bundle's remove_packages)".format(
+                        ", ".join(found), why, " ".join(conflicts.planned(ctx))))]
 
 
 def bundle_installs(ctx: Context, name: str) -> bool:

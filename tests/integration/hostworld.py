@@ -250,10 +250,14 @@ class TestHost:
         return self.root / path.lstrip("/")
 
 
-def write_kernel(host: TestHost, address: str = "10.0.0.21") -> None:
+KERNEL_EL8 = "4.18.0-348.el8.x86_64"  # CentOS 8.5.2111
+KERNEL_EL9 = "5.14.0-427.13.1.el9_4.x86_64"  # Rocky 9.4
+
+
+def write_kernel(host: TestHost, address: str = "10.0.0.21", kernel: str = KERNEL) -> None:
     k = host.kernel_file
     k("/proc/sys/kernel/arch", "x86_64\n")
-    k("/proc/sys/kernel/osrelease", KERNEL + "\n")
+    k("/proc/sys/kernel/osrelease", kernel + "\n")
     k("/proc/sys/kernel/hostname", "localhost.localdomain\n")
     k("/proc/cpuinfo", "processor\t: 0\n\nprocessor\t: 1\n\n")
     k("/proc/meminfo", "MemTotal:        3880000 kB\n")
@@ -261,11 +265,14 @@ def write_kernel(host: TestHost, address: str = "10.0.0.21") -> None:
     k("/proc/modules", "")
     k("/proc/mounts", "/dev/sda1 / ext4 rw 0 0\n")
     k("/proc/sys/net/ipv4/ip_forward", "0\n")
-    # As CentOS 7's kernel package lists them (the ip_vs modules too: kube_proxy_mode: ipvs).
+    # As CentOS 7's kernel package lists them (the ip_vs modules too: kube_proxy_mode: ipvs);
+    # EL8/EL9 kernels have nf_conntrack only (installer/steps/preflight.py required_modules).
     ipvs = "kernel/net/netfilter/ipvs/ip_vs.ko.xz"
-    k(f"/lib/modules/{KERNEL}/modules.dep",
+    conntrack = "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz" if kernel.startswith("3.") \
+        else "kernel/net/netfilter/nf_conntrack.ko.xz"
+    k(f"/lib/modules/{kernel}/modules.dep",
       "kernel/fs/overlayfs/overlay.ko.xz:\nkernel/net/bridge/br_netfilter.ko.xz:\n"
-      "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz:\n" + f"{ipvs}:\n" + "".join(
+      f"{conntrack}:\n" + f"{ipvs}:\n" + "".join(
           f"kernel/net/netfilter/ipvs/{m}.ko.xz: {ipvs}\n" for m in ("ip_vs_rr", "ip_vs_wrr",
                                                                      "ip_vs_sh")))
     k("/sys/fs/selinux/enforce", "1\n")
@@ -283,9 +290,9 @@ def write_kernel(host: TestHost, address: str = "10.0.0.21") -> None:
       f"        /32 host LOCAL\n     |-- {address}\n        /32 host LOCAL\n")
 
 
-def write_host_files(host: TestHost) -> None:
+def write_host_files(host: TestHost, os_release: str = CENTOS7) -> None:
     files = {
-        "/etc/os-release": CENTOS7,
+        "/etc/os-release": os_release,
         "/etc/hostname": "localhost.localdomain\n",
         "/etc/hosts": "127.0.0.1   localhost localhost.localdomain\n"
                       "::1         localhost localhost.localdomain\n",
@@ -313,11 +320,12 @@ def installer_pyz(tmp_path_factory) -> Path:
                                cache=Cache(), installer_source=source).path
 
 
-@pytest.fixture
-def test_host(core_root, host_bundle, dockerd, tmp_path) -> TestHost:  # noqa: F811
-    top = tmp_path
+def make_host(top: Path, core: Path, os_release: str = CENTOS7, kernel: str = KERNEL,
+              **env: str) -> TestHost:
+    """A test host under `top`: a copy of the root `core`, a fake kernel, the stand-ins first
+    on PATH, firewalld and chronyd running, CLUSTER_YAML; `env` adds to its environment."""
     root = top / "root"
-    shutil.copytree(core_root, root, symlinks=True)
+    shutil.copytree(core, root, symlinks=True)
     host = TestHost(top, root, top / "kernel", top / "bin")
     host.bin_dir.mkdir()
     for name in STANDIN_NAMES:
@@ -328,16 +336,22 @@ def test_host(core_root, host_bundle, dockerd, tmp_path) -> TestHost:  # noqa: F
         {"active": ["firewalld", "chronyd"], "enabled": ["firewalld", "chronyd"],
          "ports": [], "protocols": []}))
     host.cluster.write_text(CLUSTER_YAML)
-    write_kernel(host)
-    write_host_files(host)
+    write_kernel(host, kernel=kernel)
+    write_host_files(host, os_release)
     host.env = {**os.environ,
                 "PATH": f"{host.bin_dir}:{os.environ['PATH']}",
                 "KUBECRATE_PROBE_ROOT": str(host.kernel),
                 "KUBECRATE_STANDIN_STATE": str(top / "state"),
-                "KUBECRATE_STANDIN_LOG": str(host.calls_log),
-                "KUBECRATE_TEST_DOCKER_HOST": f"unix://{dockerd.socket}"}
+                "KUBECRATE_STANDIN_LOG": str(host.calls_log), **env}
     for name in ("DOCKER_HOST", "KUBECRATE_ROOT"):
         host.env.pop(name, None)
+    return host
+
+
+@pytest.fixture
+def test_host(core_root, host_bundle, dockerd, tmp_path) -> TestHost:  # noqa: F811
+    host = make_host(tmp_path, core_root,
+                     KUBECRATE_TEST_DOCKER_HOST=f"unix://{dockerd.socket}")
     for image in dockerd.run("images", "-q", text=True).stdout.split():
         dockerd.run("rmi", "-f", image, check=False)
     return host

@@ -257,3 +257,43 @@ def test_preflight_of_the_el9_bundle_by_host_platform(builds, tmp_path, os_relea
         assert refused and refused.group(1).startswith(
             "bundle k8s-1.30-el9-containerd is for platform:el9 (rocky 9.4) but this host is "
             + refused_as), output
+
+
+def test_host_prep_removes_podman_and_runc_then_installs_the_el8_bundle(builds, mirror_world,
+                                                                        tmp_path):
+    """issue 18, EL8 conflicts: on a CentOS 8.5 host with podman (and so runc) preflight names
+    both and says host prep removes them (the recipe's `remove`); `install --host-only` removes
+    exactly those with `rpm -e`, then real dnf installs the bundle from its repo alone."""
+    for tool in ("dnf", "rpm"):
+        require_tool(tool)
+    preset = load_preset(mirror_world.preset_el8)
+    world = {r.id: (r.baseurl, [k.url for k in r.gpgkeys]) for r in preset.yum.values()
+             if r.id in ("baseos", "appstream")}
+    conf, repos_d = write_config(tmp_path / "world", world)
+    core = tmp_path / "core"
+    core.mkdir()
+    dnf(core, conf, repos_d, *EL8, "install", "filesystem", "bash", "podman", "chrony")
+    host = hostworld.make_host(tmp_path / "host", core, osreleases.CENTOS8,
+                               hostworld.KERNEL_EL8)
+    before = installed(host.root)
+    assert {"podman", "runc"} <= set(before) and "buildah" not in before
+    argv = ("--bundle", str(builds["upstream"]), "--cluster", str(host.cluster),
+            "--key", str(builds["public_key"]), "--root", str(host.root))
+    checked = host.installer("preflight", *argv)
+    output = checked.stdout + checked.stderr
+    assert checked.returncode == 0, output
+    assert "conflicts: podman, runc installed: containerd.io obsoletes and conflicts with " \
+           "runc, which podman require; host prep removes exactly these (`rpm -e podman " \
+           "runc`" in output, output
+    done = host.installer("install", "--host-only", *argv)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "remove podman runc (the bundle's remove_packages" in done.stdout, done.stdout
+    removals = [c for c in host.calls() if c[:2] == ["rpm", "-e"]]
+    # preflight's read-only proof (preflight, then install's own), then the removal itself
+    assert removals == [["rpm", "-e", "--test", "podman", "runc"]] * 2 + [
+        ["rpm", "-e", "podman", "runc"]], removals
+    after = installed(host.root)
+    assert not {"podman", "runc"} & set(after)
+    assert set(before) - set(after) == {"podman", "runc"}  # nothing else went
+    assert after["containerd.io"] == ["1.6.32-3.1.el8.x86_64"]
+    assert after["iproute-tc"] == ["5.12.0-4.el8.x86_64"]
