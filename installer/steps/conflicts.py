@@ -2,7 +2,7 @@
 
 On EL8 and later, containerd.io `Obsoletes: runc` and `Conflicts: runc` but, unlike on EL7, does
 not provide runc, while podman and buildah require it (docker/containerd-packaging
-rpm/containerd.spec; containerd/containerd#5417; el8-el9-facts 0.4): yum refuses the bundle on a
+rpm/containerd.spec; containerd/containerd#5417; docs/el8-el9.md): yum refuses the bundle on a
 host that has them. The runbooks run `yum remove podman runc` first. kubecrate removes them only
 when the bundle says so (the recipe's `remove`, bundle.json `remove_packages`), and then exactly
 those: `rpm -e NAMES`, which refuses rather than take anything else along (yum's remove would
