@@ -1,5 +1,5 @@
 """/etc/os-release of the hosts kubecrate meets, as the distributions ship them (the fields the
-installer reads, as the distributions ship them; docs/el8-el9.md "Host identity").
+installer reads; docs/el8-el9.md "Host identity").
 CentOS 7 has no PLATFORM_ID; CentOS Linux 8 says VERSION_ID="8", without the minor."""
 
 CENTOS7 = ('NAME="CentOS Linux"\nVERSION="7 (Core)"\nID="centos"\nID_LIKE="rhel fedora"\n'
