@@ -223,9 +223,9 @@ def test_the_session_says_who_asks(flaky, session):
 
 def test_proxies_come_from_the_environment(flaky, monkeypatch):
     proxy = flaky()
+    for name in ("http_proxy", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     with new_session() as session:
         fetch(session, "http://mirror.invalid/f", policy=quick())
     assert proxy.seen[0][0] == "http://mirror.invalid/f"  # the absolute form a proxy receives
