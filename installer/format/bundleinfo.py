@@ -21,7 +21,7 @@ Preflight must change nothing under the root, so it cannot unpack: its view of a
 """
 
 import os
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple
 
 from installer.format.errors import VerificationError
 from installer.format.manifest import BundleManifest
@@ -66,7 +66,7 @@ class BundleInfo(NamedTuple):
         return tuple(image for image in self.images if role in image.roles)
 
 
-def _fail(key: str, what: str) -> None:
+def _fail(key: str, what: str) -> NoReturn:
     raise VerificationError("bundle.json: {}: {}".format(key, what),
                             hint="this bundle was not built for the host installer steps")
 
@@ -110,7 +110,9 @@ def read_info(manifest: BundleManifest, digest: str) -> BundleInfo:
                 if image.reference == reference and role not in image.roles:
                     images[position] = image._replace(roles=image.roles + (role,))
     files = tuple(entry.path for entry in manifest.files)
-    repo = data.get("repo") if isinstance(data.get("repo"), dict) else {}
+    repo = data.get("repo")
+    if not isinstance(repo, dict):
+        repo = {}
     repo_path = repo.get("path", "repo")
     gpgkeys = repo.get("gpgkeys") or [
         path for path in files

@@ -40,7 +40,7 @@ class ClusterConfigError(yamldoc.DocumentError):
 class Endpoint(NamedTuple):
     vip: Optional[str]  # the virtual IP clients reach the apiservers on
     dns_name: Optional[str]  # e.g. cluster-endpoint; mapped to the VIP in /etc/hosts
-    port: int  # None only while parsing; then the load balancer's port
+    port: int  # the load balancer's port (lbspec's default unless control_plane.port)
 
     @property
     def host(self) -> str:
@@ -129,7 +129,7 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     for required in ("control_plane", "networking", "nodes"):
         if required not in data:
             doc.fail((), "required key {!r} is missing".format(required))
-    endpoint = _endpoint(doc, _mapping(doc, ("control_plane",), ENDPOINT_KEYS))
+    vip, dns_name, asked_port = _endpoint(doc, _mapping(doc, ("control_plane",), ENDPOINT_KEYS))
     net = _mapping(doc, ("networking",), NETWORK_KEYS)
     pod = _cidr(doc, ("networking", "pod_cidr"), net.get("pod_cidr", "10.244.0.0/16"))
     svc = _cidr(doc, ("networking", "service_cidr"), net.get("service_cidr", "10.96.0.0/12"))
@@ -147,16 +147,16 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
             yamldoc.suggestion(firewall, FIREWALL_POLICIES)))
     name = doc.text(data.get("cluster_name", "kubernetes"), ("cluster_name",), _NAME,
                     "a DNS-1123 name")
-    nodes = _nodes(doc, (pod, svc), endpoint)
+    nodes = _nodes(doc, (pod, svc), vip)
     try:
-        lb = parse_load_balancer(data.get("load_balancer"), endpoint.vip, endpoint.port,
+        lb = parse_load_balancer(data.get("load_balancer"), vip, asked_port,
                                  [Peer(n.name, n.address) for n in nodes if n.is_control_plane])
     except SpecError as err:
         doc.fail(err.path, err.detail, err.hint)
     kubeadm = data.get("kubeadm")
     if kubeadm is not None and not isinstance(kubeadm, dict):
         raise doc.wrong_type(("kubeadm",), "a mapping", kubeadm)
-    return Cluster(source, name, endpoint._replace(port=lb.port), str(pod), str(svc),
+    return Cluster(source, name, Endpoint(vip, dns_name, lb.port), str(pod), str(svc),
                    _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
                    _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
                    firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())))
@@ -237,7 +237,9 @@ def _cidr(doc: _Doc, path: Path, value: Any) -> ipaddress.IPv4Network:
     raise AssertionError
 
 
-def _endpoint(doc: _Doc, section: Dict[str, Any]) -> Endpoint:
+def _endpoint(doc: _Doc, section: Dict[str, Any]
+              ) -> Tuple[Optional[str], Optional[str], Optional[int]]:
+    """The VIP, the DNS name and the port asked for (None: the load balancer's default)."""
     path = ("control_plane",)
     vip = section.get("vip")
     dns_name = section.get("dns_name")
@@ -252,7 +254,7 @@ def _endpoint(doc: _Doc, section: Dict[str, Any]) -> Endpoint:
         raise doc.wrong_type(path + ("port",), "a whole number", port)
     if port is not None and not 0 < port < 65536:
         doc.fail(path + ("port",), "{!r} is not a TCP port".format(port))
-    return Endpoint(vip, dns_name, port)
+    return vip, dns_name, port
 
 
 def _strings(doc: _Doc, path: Path, value: Any) -> Tuple[str, ...]:
@@ -307,7 +309,7 @@ def _servers(doc: _Doc, path: Path, value: Any, ip_only: bool = False) -> Tuple[
     return items
 
 
-def _nodes(doc: _Doc, networks: Sequence[ipaddress.IPv4Network], endpoint: Endpoint
+def _nodes(doc: _Doc, networks: Sequence[ipaddress.IPv4Network], vip: Optional[str]
            ) -> Tuple[Node, ...]:
     items = doc.items(doc.data.get("nodes"), ("nodes",))
     nodes: List[Node] = []
@@ -333,7 +335,7 @@ def _nodes(doc: _Doc, networks: Sequence[ipaddress.IPv4Network], endpoint: Endpo
             if ipaddress.IPv4Address(address) in network:
                 doc.fail(path + ("address",), "{} lies inside the cluster network {}".format(
                     address, network))
-        if endpoint.vip == address:
+        if vip == address:
             doc.fail(path + ("address",), "{} is the control-plane VIP; a VIP must be an "
                      "address no node owns".format(address))
         nodes.append(Node(name, address, role))

@@ -53,7 +53,7 @@ def dump_json(value: Any) -> bytes:
 
 class _Metadata(NamedTuple):
     layout: bytes
-    index: Dict[str, Any]
+    oci_index: Dict[str, Any]  # index.json
     docker: List[Dict[str, Any]]
     images: List[ArchivedImage]  # in index.json order
 
@@ -78,8 +78,8 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
     for image in wanted:
         for hexd in image.blobs:
             needed.setdefault(hexd, image.reference)
-    index = dict(meta.index)
-    index["manifests"] = [d for d in meta.index.get("manifests", []) if _name(d) in names]
+    index = dict(meta.oci_index)
+    index["manifests"] = [d for d in meta.oci_index.get("manifests", []) if _name(d) in names]
     docker = [dict(item, RepoTags=[t for t in item.get("RepoTags") or [] if t in names])
               for item in meta.docker
               if set(item.get("RepoTags") or []) & names]
@@ -90,8 +90,8 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
         out.write(_header(folder, 0, 0o755, mtime, tarfile.DIRTYPE))
     written: Set[str] = set()
     with open(path, "rb") as raw:
-        handle = VerifiedReader(raw, sha256, os.path.basename(path), path) if sha256 else raw
-        reader = TarReader(handle)
+        verified = VerifiedReader(raw, sha256, os.path.basename(path), path) if sha256 else None
+        reader = TarReader(verified or raw)
         seen: Set[str] = set()
         for entry in reader.entries():
             _check_member(path, entry.name, entry.kind)
@@ -114,8 +114,8 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
                     hint="unpack the bundle again from its signed file")
             out.write(b"\0" * (-entry.size % BLOCK))
             written.add(hexd)
-        if sha256:
-            handle.check()
+        if verified is not None:
+            verified.check()
     missing = sorted(set(needed) - written)
     if missing:
         raise ImageArchiveError("{}: blob sha256:{} of {} is missing".format(

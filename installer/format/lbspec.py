@@ -124,7 +124,10 @@ class Kubeadm(NamedTuple):
 
     @property
     def minor(self) -> int:
-        return int(_VERSION.match(self.kubernetes_version).group(1))
+        match = _VERSION.match(self.kubernetes_version)
+        if match is None:  # parse_kubeadm accepts only versions that match
+            raise ValueError("not a Kubernetes version: {!r}".format(self.kubernetes_version))
+        return int(match.group(1))
 
 
 def _known(path: Path, data: Any, keys: Sequence[str]) -> Mapping[str, Any]:

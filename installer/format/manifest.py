@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, NamedTuple, Tuple
 
 from installer.format.errors import VerificationError
+from installer.format.iotypes import Readable
 
 MANIFEST_NAME = "bundle.json"
 SIGNATURE_NAME = "bundle.minisig"  # the signature a cache folder keeps beside bundle.json
@@ -125,7 +126,7 @@ def parse_manifest(raw: bytes, source: str = MANIFEST_NAME) -> BundleManifest:
 class VerifiedReader:
     """A file reader that hashes what it returns; check() at the end of the stream."""
 
-    def __init__(self, handle: object, sha256: str, what: str, path: str) -> None:
+    def __init__(self, handle: Readable, sha256: str, what: str, path: str) -> None:
         self._handle = handle
         self._digest = hashlib.sha256()
         self._expected = sha256

@@ -8,6 +8,7 @@ member's true kind, and never touches the file system.
 from typing import Dict, Iterator, NamedTuple, Optional
 
 from installer.format.errors import VerificationError
+from installer.format.iotypes import Readable
 
 BLOCK = 512
 MAX_EXTENDED_HEADER = 1 << 20
@@ -84,7 +85,7 @@ def _pax_records(data: bytes) -> Dict[str, str]:
 class TarReader:
     """Iterate over a tar stream; call `read_data()` (or not) before the next entry."""
 
-    def __init__(self, stream: object) -> None:
+    def __init__(self, stream: Readable) -> None:
         self._stream = stream
         self._remaining = 0  # unread data bytes of the current entry
         self._padding = 0

@@ -17,7 +17,7 @@ clear error, in milliseconds.
 
 import difflib
 import re
-from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Type
 
 import yaml
 
@@ -150,7 +150,7 @@ def parse(text: str, source: str, error_class: type = DocumentError) -> Document
         raise error_class("not valid YAML: {}".format(getattr(exc, "problem", None) or exc),
                           file=source, line=mark.line + 1 if mark else None) from exc
     lines = {}  # type: Dict[KeyPath, int]
-    stack = [((), node)]
+    stack: List[Tuple[KeyPath, Any]] = [((), node)]
     visited = 0
     while stack:
         path, current = stack.pop()
