@@ -41,6 +41,11 @@ def kubeadm_1_28(**overrides) -> lbspec.Kubeadm:
                                 "containerd", VIP + ":8443", "10.244.0.0/16", "10.96.0.0/12")
 
 
+def kubeadm_1_33(**overrides) -> lbspec.Kubeadm:
+    return lbspec.parse_kubeadm(overrides or None, "v1.33.7", "registry.k8s.io",
+                                "containerd", VIP + ":8443", "10.244.0.0/16", "10.96.0.0/12")
+
+
 def join_info() -> joinfile.JoinInfo:
     return joinfile.new_join_info(VIP + ":8443", CA_HASH, NOW, TOKEN, CERT_KEY)
 

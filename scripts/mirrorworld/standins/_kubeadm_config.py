@@ -23,7 +23,7 @@ OTHER_KINDS = {("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"),
                ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration")}
 # What `kubeadm config images list` prints per minor (cmd/kubeadm/app/images/images.go).
 IMAGES = {23: ("3.6", "3.5.6-0", "v1.8.6"), 28: ("3.9", "3.5.15-0", "v1.10.1"),
-          30: ("3.9", "3.5.15-0", "v1.11.3")}
+          30: ("3.9", "3.5.15-0", "v1.11.3"), 33: ("3.10", "3.5.24-0", "v1.12.0")}
 DEFAULT_REPO = "registry.k8s.io"
 DOCKERSHIM = "/var/run/dockershim.sock"
 CONTAINERD = "unix:///var/run/containerd/containerd.sock"
@@ -54,7 +54,7 @@ def load(path: str) -> dict:
             continue
         # kubeadm 1.23 only warns here (strict.go VerifyUnmarshalStrict); the stand-in refuses
         # so that no rendered config carries a field kubeadm drops (_kubeadm_schema.py).
-        unknown = _kubeadm_schema.unknown_fields(kind, doc)
+        unknown = _kubeadm_schema.unknown_fields(kind, doc, api)
         if unknown:
             raise StandinError('error unmarshaling configuration %s/%s from %s: strict decoding '
                                'error: %s' % (api, kind, path, ", ".join(
@@ -75,8 +75,9 @@ def _check_api(api: str, kind: str) -> None:
             "instead and run 'kubeadm config migrate --old-config old.yaml --new-config "
             "new.yaml', which will write the new, similar spec using a newer API version."
             % (api, MINOR - 1))
-    if version != "v1beta3" and not (version == "v1beta2" or
-                                     (version == "v1beta4" and MINOR >= 31)):
+    if (version != "v1beta3" or MINOR >= 35) and not (
+            version == "v1beta2" or (version == "v1beta4" and MINOR >= 31)):
+        # v1beta3 is gone from 1.35 (kubernetes/kubernetes#136016)
         raise StandinError('no kind "%s" is registered for version "%s" in scheme '
                            '"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31"'
                            % (kind, api))
@@ -209,6 +210,14 @@ def cri_socket(nodereg: dict) -> str:
     return DOCKERSHIM if MINOR <= 23 else CONTAINERD
 
 
+def extra_args(value) -> dict:
+    """name -> value of an extraArgs field: a map in v1beta3, a list of {name, value} in
+    v1beta4 (where a repeated name is allowed; the last one wins here)."""
+    if isinstance(value, list):
+        return {str(a.get("name")): a.get("value") for a in value if isinstance(a, dict)}
+    return dict(value or {})
+
+
 def kubelet_flags(nodereg: dict, repo: str) -> str:
     """KUBELET_KUBEADM_ARGS as kubeadm writes it (1.23's
     cmd/kubeadm/app/phases/kubelet/flags.go)."""
@@ -220,7 +229,7 @@ def kubelet_flags(nodereg: dict, repo: str) -> str:
         flags = ["--container-runtime=remote", "--container-runtime-endpoint=" + sock]
     else:
         flags = ["--container-runtime-endpoint=" + sock, "--pod-infra-container-image=" + pause]
-    for key, value in sorted((nodereg.get("kubeletExtraArgs") or {}).items()):
+    for key, value in sorted(extra_args(nodereg.get("kubeletExtraArgs")).items()):
         flags.append("--%s=%s" % (key, value))
     return 'KUBELET_KUBEADM_ARGS="%s"\n' % " ".join(flags)
 

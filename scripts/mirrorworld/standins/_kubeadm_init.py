@@ -190,7 +190,7 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
         write_file(rooted("/etc/kubernetes/" + conf), _pki.kubeconfig(server, ca, user, admin),
                    0o600)
     images = config.images(VERSION, repo)
-    extra = (cluster.get("apiServer") or {}).get("extraArgs") or {}
+    extra = config.extra_args((cluster.get("apiServer") or {}).get("extraArgs"))
     args = {"advertise-address": advertise, "secure-port": port,
             "client-ca-file": "/etc/kubernetes/pki/ca.crt",
             "tls-cert-file": "/etc/kubernetes/pki/apiserver.crt",

@@ -93,8 +93,8 @@ def _preflight(opts) -> None:
     if not opts["control_plane"] and os.path.exists(rooted("/etc/kubernetes/pki/ca.crt")):
         errors.append(("FileAvailable--etc-kubernetes-pki-ca.crt",
                        "/etc/kubernetes/pki/ca.crt already exists"))
-    host = opts["advertise"] or (opts["nodereg"].get("kubeletExtraArgs") or {}).get(
-        "node-ip") or "127.0.0.1"
+    extra = config.extra_args(opts["nodereg"].get("kubeletExtraArgs"))
+    host = opts["advertise"] or extra.get("node-ip") or "127.0.0.1"
     if opts["control_plane"]:
         errors += pf.control_plane(host)
         if not free_port(host, opts["port"]):
@@ -212,8 +212,9 @@ def join(args) -> str:
         endpoint = "%s:%d" % (advertise, opts["port"])
     else:
         write_file(_pki.pki_path("ca.crt"), ca)
+    node_ip = config.extra_args(nodereg.get("kubeletExtraArgs")).get("node-ip")
     address = opts["advertise"] if opts["control_plane"] and opts["advertise"] else \
-        (nodereg.get("kubeletExtraArgs") or {}).get("node-ip") or _local_address(server, ca)
+        node_ip or _local_address(server, ca)
     resp = request(server, "POST", "/api/v1/nodes", kinit.node_object(
         name, address, opts["control_plane"], config.cri_socket(nodereg), endpoint),
         ca_pem=ca, bearer=token)

@@ -12,6 +12,15 @@ installer renders ever carries a field kubeadm would drop. Field names follow th
   staging/src/k8s.io/kube-proxy/config/v1alpha1/types.go (KubeProxyConfiguration) of 1.23: their
   top-level fields only (nested component-config structs are not checked).
 
+v1beta4 (kubeadm 1.31+, kubernetes/kubernetes#125029; cmd/kubeadm/app/apis/kubeadm/v1beta4/
+types.go and the v1beta4 page of the kubeadm config reference) differs where the installer's
+configs reach: every `extraArgs` and `nodeRegistration.kubeletExtraArgs` is a list of
+{name, value} (Arg), not a map; JoinConfiguration's `discovery.timeout` and ClusterConfiguration's
+`apiServer.timeoutForControlPlane` are gone, replaced by a `timeouts` struct on InitConfiguration
+and JoinConfiguration; `dryRun`, `extraEnvs`, `imagePullSerial`, `encryptionAlgorithm`, the
+certificate validity periods, `dns.disabled` and `proxy.disabled` are new. A map where v1beta4 has
+a list (and the reverse) is an error, as the strict decoder's type mismatch is.
+
 A schema is a dict field -> sub-schema; ANY is a scalar or a free-form value, MAP a map with
 free keys (extraArgs, featureGates), [schema] a list of that schema.
 """
@@ -85,15 +94,48 @@ KINDS = {
 }
 
 
-def unknown_fields(kind: str, doc) -> list:
-    """Dotted paths of every field of `doc` that kind's type does not have, at any depth."""
-    schema = KINDS.get(kind)
+ARG = {"name": ANY, "value": ANY}
+ENV = {"name": ANY, "value": ANY, "valueFrom": ANY}
+TIMEOUTS = {name: ANY for name in (
+    "controlPlaneComponentHealthCheck", "kubeletHealthCheck", "kubernetesAPICall",
+    "etcdAPICall", "tlsBootstrap", "discovery", "upgradeManifests")}
+NODE_REGISTRATION_4 = dict(NODE_REGISTRATION, kubeletExtraArgs=[ARG], imagePullSerial=ANY)
+COMPONENT_4 = {"extraArgs": [ARG], "extraVolumes": [HOSTPATH_MOUNT], "extraEnvs": [ENV]}
+KINDS_V1BETA4 = dict(KINDS)
+KINDS_V1BETA4.update({
+    "InitConfiguration": dict(KINDS["InitConfiguration"], nodeRegistration=NODE_REGISTRATION_4,
+                              dryRun=ANY, timeouts=TIMEOUTS),
+    "ClusterConfiguration": dict(
+        KINDS["ClusterConfiguration"],
+        etcd={"local": dict(LOCAL_ETCD, extraArgs=[ARG], extraEnvs=[ENV]),
+              "external": EXTERNAL_ETCD},
+        apiServer=dict(COMPONENT_4, certSANs=ANY), controllerManager=COMPONENT_4,
+        scheduler=COMPONENT_4, dns=dict(IMAGE_META, disabled=ANY), proxy={"disabled": ANY},
+        encryptionAlgorithm=ANY, certificateValidityPeriod=ANY,
+        caCertificateValidityPeriod=ANY),
+    "JoinConfiguration": dict(
+        KINDS["JoinConfiguration"], nodeRegistration=NODE_REGISTRATION_4, dryRun=ANY,
+        timeouts=TIMEOUTS,
+        discovery={"bootstrapToken": KINDS["JoinConfiguration"]["discovery"]["bootstrapToken"],
+                   "file": {"kubeConfigPath": ANY}, "tlsBootstrapToken": ANY}),
+})
+
+
+def unknown_fields(kind: str, doc, api: str = "kubeadm.k8s.io/v1beta3") -> list:
+    """Dotted paths of every field of `doc` that kind's type in `api` does not have, at any
+    depth (a path ending in "(want a list)" or "(want a map)": the wrong shape of value)."""
+    kinds = KINDS_V1BETA4 if api.endswith("/v1beta4") else KINDS
+    schema = kinds.get(kind)
     return [] if schema is None else _walk(schema, doc, "")
 
 
 def _walk(schema, value, path: str) -> list:
-    if schema is ANY or schema == MAP:
+    if schema is ANY:
         return []
+    if schema == MAP:
+        return [] if value is None or isinstance(value, dict) else [path + " (want a map)"]
+    if isinstance(schema, list) and value is not None and not isinstance(value, list):
+        return [path + " (want a list)"]
     if isinstance(schema, list):
         found = []
         for index, item in enumerate(value if isinstance(value, list) else []):

@@ -1,9 +1,11 @@
-"""kubeadm v1beta3 configs: golden files, and the fields whose mistakes break an offline HA
-install (docs/cluster.md). Each config is also read with the stand-ins' strict YAML
-reader, which the real kubeadm's decoder is at least as lenient as."""
+"""kubeadm configs, v1beta3 up to 1.30 and v1beta4 from 1.31: golden files, and the fields whose
+mistakes break an offline HA install (docs/cluster.md). Each config is also read with the
+stand-ins' strict YAML reader, which the real kubeadm's decoder is at least as lenient as, and
+checked against the stand-in's field lists of its API version (_kubeadm_schema.py)."""
 
 import pytest
 import yaml
+from mirrorworld.standins import _kubeadm_schema
 from mirrorworld.standins import _yaml as standin_yaml
 
 from installer import kubeadmconfig
@@ -13,6 +15,8 @@ from tests import lbsamples
 def _docs(text):
     docs = list(yaml.safe_load_all(text))
     assert docs == standin_yaml.load_all(text)
+    for doc in docs:
+        assert _kubeadm_schema.unknown_fields(doc["kind"], doc, doc["apiVersion"]) == []
     return {doc["kind"]: doc for doc in docs}
 
 
@@ -77,3 +81,57 @@ def test_control_plane_join_without_certificate_key_is_refused():
 def test_init_refuses_malformed_secrets(token, key):
     with pytest.raises(ValueError):
         kubeadmconfig.init_config(lbsamples.kubeadm_1_23(), lbsamples.WORKER, token, key)
+
+
+def test_1_33_renders_v1beta4_with_its_field_shapes():
+    """From 1.31 the configs are v1beta4: kubeletExtraArgs a list of {name, value}, the
+    discovery timeout under `timeouts`; every field is one v1beta4 has (the stand-in's list)."""
+    k = lbsamples.kubeadm_1_33()
+    init = kubeadmconfig.init_config(k, lbsamples.node(lbsamples.CONTROL_PLANES[0]),
+                                     lbsamples.TOKEN, lbsamples.CERT_KEY,
+                                     cert_sans=[lbsamples.VIP])
+    lbsamples.check_golden("kubeadm/init-1.33-v1beta4.yaml", init)
+    worker = kubeadmconfig.join_config(k, lbsamples.WORKER, lbsamples.join_info(),
+                                       control_plane=False)
+    lbsamples.check_golden("kubeadm/join-worker-1.33-v1beta4.yaml", worker)
+    cp = kubeadmconfig.join_config(k, lbsamples.node(lbsamples.CONTROL_PLANES[1]),
+                                   lbsamples.join_info(), control_plane=True)
+    refresh = kubeadmconfig.refresh_config("v1.33.7", token=lbsamples.TOKEN)
+    docs = _docs(init)
+    for text in (init, worker, cp, refresh):
+        kinds = [d for d in yaml.safe_load_all(text) if d["apiVersion"].startswith("kubeadm")]
+        assert kinds and {d["apiVersion"] for d in kinds} == {"kubeadm.k8s.io/v1beta4"}
+        _docs(text)
+    assert docs["InitConfiguration"]["nodeRegistration"]["kubeletExtraArgs"] == [
+        {"name": "node-ip", "value": "10.213.0.11"}]
+    assert docs["ClusterConfiguration"]["kubernetesVersion"] == "v1.33.7"
+    assert docs["ClusterConfiguration"]["apiServer"]["certSANs"] == [lbsamples.VIP]
+    join = _docs(worker)["JoinConfiguration"]
+    assert join["timeouts"] == {"discovery": "5m0s"} and "timeout" not in join["discovery"]
+    assert join["nodeRegistration"]["kubeletExtraArgs"] == [
+        {"name": "node-ip", "value": "10.213.0.21"}]
+    assert _docs(cp)["JoinConfiguration"]["controlPlane"]["certificateKey"] == lbsamples.CERT_KEY
+
+
+@pytest.mark.parametrize("version,api", [("v1.30.14", "v1beta3"), ("v1.31.0", "v1beta4"),
+                                         ("v1.34.1", "v1beta4")])
+def test_the_api_version_follows_the_minor(version, api):
+    text = kubeadmconfig.refresh_config(version, certificate_key=lbsamples.CERT_KEY)
+    assert {d["apiVersion"] for d in yaml.safe_load_all(text)} == {"kubeadm.k8s.io/" + api}
+
+
+def test_the_field_lists_refuse_the_other_versions_shapes():
+    """What kubeadm's strict decoder refuses: a v1beta3 config's shapes under v1beta4, and the
+    reverse (the stand-in's lists, checked here so that the golden files cannot drift)."""
+    v1beta3 = kubeadmconfig.join_config(lbsamples.kubeadm_1_28(), lbsamples.WORKER,
+                                        lbsamples.join_info(), control_plane=False)
+    doc = yaml.safe_load(v1beta3)
+    assert sorted(_kubeadm_schema.unknown_fields("JoinConfiguration", doc,
+                                                 "kubeadm.k8s.io/v1beta4")) == [
+        "discovery.timeout", "nodeRegistration.kubeletExtraArgs (want a list)"]
+    v1beta4 = kubeadmconfig.join_config(lbsamples.kubeadm_1_33(), lbsamples.WORKER,
+                                        lbsamples.join_info(), control_plane=False)
+    doc = yaml.safe_load(v1beta4)
+    assert sorted(_kubeadm_schema.unknown_fields("JoinConfiguration", doc,
+                                                 "kubeadm.k8s.io/v1beta3")) == [
+        "nodeRegistration.kubeletExtraArgs (want a map)", "timeouts"]
