@@ -358,7 +358,33 @@ def status_cmd(check, as_json, root, dry_run, verbose):
     for name, record in sorted(result.get("steps", {}).items(), key=lambda i: i[1]["at"]):
         click.echo("  {}: done, {} change(s)".format(name, record.get("changes", 0)))
     for name, moment in sorted(result.get("expiry", {}).items()):
-        click.echo("{} expires {}".format(name.replace("_", " "), moment))
+        if not name.endswith("_certificate"):  # listed with every certificate below
+            click.echo("{} expires {}".format(name.replace("_", " "), moment))
+    if result.get("certificates"):
+        from installer.certs import WARN_DAYS
+
+        click.echo("certificates (warning under {} days):".format(WARN_DAYS))
+        for item in result["certificates"]:
+            click.echo("  {:<26} {}  {:>5} day(s){}{}".format(
+                item["name"], item["expires"], item["days_left"],
+                "  CA" if item["authority"] else "", "  WARNING" if item["warning"] else ""))
+    for line in result.get("warnings", []):
+        click.echo(line, err=True)
+
+
+@cli.command("renew-certs")
+@common_options
+def renew_certs_cmd(root, dry_run, verbose):
+    """On a control-plane node: renew every kubeadm certificate (a year from now; the CAs keep
+    their ten years), restart the control-plane static pods so they load them, wait for the
+    apiserver, and refresh /root/.kube/config. Run it on each control-plane node in turn,
+    before `status` warns (30 days); the VIP moves to another node while this one restarts.
+    """
+    from installer import session
+
+    _begin(verbose, root, dry_run)
+    for change in session.renew_certs(root, dry_run, lambda line: click.echo(line, err=True)):
+        click.echo(("would: " if dry_run else "") + change)
 
 
 @cli.command("reset")

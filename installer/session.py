@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import joinfile, owned
+from installer import certs, joinfile, owned
 from installer.bundlecache import cache_root
 from installer.format import minisig
 from installer.format.bundleinfo import read_info, wanted_for_preflight
@@ -19,7 +19,7 @@ from installer.host import Host
 from installer.hostfiles import naming_full_disk
 from installer.runner import Runner
 from installer.source import open_source
-from installer.state import HostLock, State
+from installer.state import STATE_PATH, HostLock, State
 from installer.steps import BUNDLES_DIR, Context, StepReport, all_steps, run_steps
 from installer.steps import cni as cni_step
 from installer.steps import kubeadm as kubeadm_step
@@ -173,7 +173,15 @@ def status(root: str) -> Dict[str, Any]:
     result["prepared"] = bool(digest) and all(state.done(s, inputs) for s in PREP_STEPS)
     result["installed"] = bool(digest) and all(state.done(s, inputs) for s in HOST_STEPS)
     result["joined"] = host.exists(KUBELET_CONF)
-    result["expiry"] = _expiry(host, Runner(root, dry_run=True))
+    runner = Runner(root, dry_run=True)
+    result["expiry"] = _expiry(host, runner)
+    found = certs.expiries(host, runner, kubeadm_step.now())
+    result["certificates"] = [item.as_json() for item in found]
+    result["warnings"] = certs.warnings(found)
+    for item in found:  # the two named since the first release, in openssl's words
+        if item.name in ("ca", "apiserver"):
+            result["expiry"][item.name + "_certificate"] = item.expires.strftime(
+                certs.OPENSSL_TIME.replace("%Z", "GMT"))
     return result
 
 
@@ -188,13 +196,26 @@ def _expiry(host: Host, runner: Runner) -> Dict[str, str]:
         found["bootstrap_token"] = join.token_expires
         if join.certificate_key_expires:
             found["certificate_key"] = join.certificate_key_expires
-    for name in ("ca", "apiserver"):
-        path = "/etc/kubernetes/pki/{}.crt".format(name)
-        if host.exists(path):
-            out = runner.query(["openssl", "x509", "-noout", "-enddate", "-in", host.path(path)])
-            if out.returncode == 0 and "=" in out.stdout:
-                found[name + "_certificate"] = out.stdout.strip().split("=", 1)[1]
     return found
+
+
+def renew_certs(root: str, dry_run: bool = False,
+                echo: Optional[Callable[[str], None]] = None) -> List[str]:
+    """`renew-certs` on a control-plane node (installer/certs.py), under the host lock."""
+    host = Host(root, dry_run=dry_run)
+    runner = Runner(root, dry_run=dry_run, echo=echo)
+    cluster = _installed_cluster(host)
+    name = State.load(host).data.get("node")
+    if cluster is None or not name:
+        raise PreconditionError("renew-certs needs an installed control-plane node: {} names "
+                                "no cluster.yaml or node".format(host.path(STATE_PATH)),
+                                hint="run it on a control-plane node that kubecrate installed")
+    node = cluster.node(name)
+    with contextlib.ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(HostLock(host))
+        return certs.renew(host, runner, node.address, cluster.load_balancer.apiserver_port,
+                           echo or (lambda line: None))
 
 
 def join_info(root: str, out: Optional[str] = None, dry_run: bool = False,

@@ -339,6 +339,40 @@ def test_reset_keeps_the_host_and_install_rebuilds_the_first_node(lab):
     assert set(nodes(lab)) == {"cp1"}
 
 
+def test_renew_certs_eleven_months_on_gives_every_certificate_a_year(lab, monkeypatch):
+    """Issue 19 item 1: status warns before kubeadm's one-year certificates expire;
+    renew-certs renews them all, restarts the control plane and it answers again."""
+    install(lab, "cp1")
+    cp1 = str(lab.top / "cp1")
+    State.load(Host(cp1)).set(node="cp1", cluster=str(lab.top / "cluster.yaml"))
+    fresh = {c["name"]: c for c in session.status(cp1)["certificates"]}
+    assert set(fresh) == {"admin.conf", "apiserver", "apiserver-etcd-client",
+                          "apiserver-kubelet-client", "controller-manager.conf",
+                          "etcd-healthcheck-client", "etcd-peer", "etcd-server",
+                          "front-proxy-client", "scheduler.conf", "ca", "etcd-ca",
+                          "front-proxy-ca"}
+    assert not session.status(cp1)["warnings"]
+
+    later = int(time.time()) + 335 * 24 * HOUR
+    monkeypatch.setenv("KUBECRATE_FAKE_NOW", str(later))
+    status = session.status(cp1)
+    warned = {line.split()[1] for line in status["warnings"]}
+    assert warned == set(fresh) - {"ca", "etcd-ca", "front-proxy-ca"}, status["warnings"]
+    assert "run `renew-certs` on each control-plane node" in status["warnings"][0]
+    pid = (lab.top / "cp1/run/kubecrate-standin/kube-apiserver.pid").read_text()
+
+    changes = session.renew_certs(cp1)
+    assert changes[0] == "kubeadm certs renew all: 10 certificate(s) renewed", changes
+    assert "restarted kube-apiserver, kube-controller-manager, kube-scheduler, etcd" in changes
+    assert "refreshed /root/.kube/config" in changes
+    assert (lab.top / "cp1/run/kubecrate-standin/kube-apiserver.pid").read_text() != pid
+    renewed = {c["name"]: c for c in session.status(cp1)["certificates"]}
+    for name, item in renewed.items():
+        assert item["days_left"] >= (3000 if item["authority"] else 364), (name, item)
+    assert renewed["ca"]["expires"] == fresh["ca"]["expires"]  # CAs are not renewed
+    assert set(nodes(lab)) == {"cp1"}  # through the VIP, with the renewed admin.conf
+
+
 def test_a_clone_of_a_node_in_the_cluster_is_refused_before_it_joins(lab):
     # w1 is a VM cloned from cp1 without a new machine-id: kubeadm would register it. The
     # joiner reads cp1's Node with its bootstrap token (kubeadm:get-nodes) and refuses.

@@ -179,6 +179,19 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
     # Signed by the cluster CA: the apiserver stand-ins replicate state with it (docs/testing.md).
     _pki.write_pair("apiserver-kubelet-client", _pki.make_cert(
         "ca", "kube-apiserver-kubelet-client", "system:masters", client=True))
+    # The rest of kubeadm's list for stacked etcd (phases/certs/certlist.go): nothing in the
+    # stand-ins uses them but `certs renew` and whoever lists the node's certificates.
+    etcd_sans = [name, "localhost", advertise, "127.0.0.1", "::1"]
+    _pki.write_pair("apiserver-etcd-client", _pki.make_cert(
+        "etcd/ca", "kube-apiserver-etcd-client", "system:masters", client=True))
+    _pki.write_pair("front-proxy-client", _pki.make_cert(
+        "front-proxy-ca", "front-proxy-client", client=True))
+    _pki.write_pair("etcd/server", _pki.make_cert("etcd/ca", name, sans=etcd_sans,
+                                                  server=True, client=True))
+    _pki.write_pair("etcd/peer", _pki.make_cert("etcd/ca", name, sans=etcd_sans, server=True,
+                                                client=True))
+    _pki.write_pair("etcd/healthcheck-client", _pki.make_cert(
+        "etcd/ca", "kube-etcd-healthcheck-client", client=True))
     ca = read_text(_pki.pki_path("ca.crt"))
     server = "https://%s:%d" % (cpe_host, _cpe_port(cluster, port)) if cpe_host else \
         "https://%s:%d" % (advertise, port)

@@ -7,13 +7,15 @@ CAs and the service-account key are RSA-2048 like kubeadm's; leaf certificates u
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import subprocess
 import tempfile
+import time
 
 import _yaml
-from _common import StandinError, b64, read_text, rooted, unb64, write_file
+from _common import StandinError, b64, now, read_text, rooted, unb64, write_file
 
 PKI = "/etc/kubernetes/pki"
 # What `kubeadm init phase upload-certs` shares between control-plane nodes.
@@ -49,6 +51,14 @@ def make_ca(name: str, cn: str) -> None:
     )
 
 
+def leaf_days() -> str:
+    """kubeadm's leaf validity, one year from *its* now (constants.CertificateValidity,
+    8760 h). openssl counts from the machine's clock, so with KUBECRATE_FAKE_NOW ahead of it
+    the days in between are added: the certificate then ends a year after the fake now."""
+    ahead = max(0.0, now() - time.time())
+    return str(365 + int(math.ceil(ahead / 86400.0)))
+
+
 def make_cert(ca: str, cn: str, org: str = "", sans=(), server=False, client=False):
     """A 1-year leaf certificate signed by <pki>/<ca>.crt; returns (cert_pem, key_pem)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +75,7 @@ def make_cert(ca: str, cn: str, org: str = "", sans=(), server=False, client=Fal
         write_file(ext, "\n".join(lines) + "\n")
         openssl(
             "x509", "-req", "-in", csr, "-CA", pki_path(ca + ".crt"), "-CAkey",
-            pki_path(ca + ".key"), "-set_serial", str(secrets.randbits(62)), "-days", "365",
+            pki_path(ca + ".key"), "-set_serial", str(secrets.randbits(62)), "-days", leaf_days(),
             "-extfile", ext, "-out", crt,
         )
         return read_text(crt), read_text(key)
@@ -211,3 +221,78 @@ def jws_sign(token_id: str, secret: str, payload: str) -> str:
     signing_input = header + "." + enc(payload.encode())
     key = (token_id + "." + secret).encode()
     return header + ".." + enc(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
+
+
+# kubeadm's certificate list for a stacked-etcd control plane (cmd/kubeadm/app/phases/certs/
+# certlist.go, GetDefaultCertList; kubeconfigs: phases/kubeconfig/kubeconfig.go): the long name
+# `certs renew all` prints (phases/certs/renewal/readwriter.go and cmd/phases/certs.go
+# "certificate for serving the Kubernetes API" ...), the CA, and how to issue it again.
+LEAVES = (
+    ("admin.conf", "certificate embedded in the kubeconfig file for the admin to use and for "
+     "kubeadm itself", "ca"),
+    ("apiserver", "certificate for serving the Kubernetes API", "ca"),
+    ("apiserver-etcd-client", "certificate the apiserver uses to access etcd", "etcd/ca"),
+    ("apiserver-kubelet-client", "certificate for the API server to connect to kubelet", "ca"),
+    ("controller-manager.conf", "certificate embedded in the kubeconfig file for the "
+     "controller manager to use", "ca"),
+    ("etcd/healthcheck-client", "certificate for liveness probes to healthcheck etcd",
+     "etcd/ca"),
+    ("etcd/peer", "certificate for etcd nodes to communicate with each other", "etcd/ca"),
+    ("etcd/server", "certificate for serving etcd", "etcd/ca"),
+    ("front-proxy-client", "certificate for the front proxy client", "front-proxy-ca"),
+    ("scheduler.conf", "certificate embedded in the kubeconfig file for the scheduler manager "
+     "to use", "ca"),
+)
+KUBECONFIG_USERS = {"admin.conf": ("kubernetes-admin", "system:masters"),
+                    "controller-manager.conf": ("system:kube-controller-manager", ""),
+                    "scheduler.conf": ("system:kube-scheduler", "")}
+
+
+def _attributes(cert_pem: str):
+    """(cn, org, sans, server, client) of an existing certificate, to issue it again with the
+    same attributes as kubeadm's renewal does (renewal/manager.go, certToConfig)."""
+    subject = openssl("x509", "-noout", "-subject", "-nameopt", "sep_multiline,sname",
+                      data=cert_pem.encode()).decode()
+    cn = org = ""
+    for line in subject.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "CN":
+            cn = value
+        elif key == "O":
+            org = value
+    text = openssl("x509", "-noout", "-ext", "subjectAltName,extendedKeyUsage",
+                   data=cert_pem.encode()).decode()
+    sans = [item.strip().split(":", 1)[1] for item in text.replace("\n", ",").split(",")
+            if item.strip().startswith(("DNS:", "IP Address:"))]
+    return cn, org, sans, "TLS Web Server" in text, "TLS Web Client" in text
+
+
+def renew_all() -> list:
+    """`kubeadm certs renew all`: every leaf certificate and kubeconfig client certificate that
+    exists is issued again by its CA, one year from now, with a new key; missing ones are
+    reported and skipped; the CAs are never renewed. Returns the lines kubeadm prints."""
+    lines = []
+    for name, long_name, ca in LEAVES:
+        if not os.path.exists(pki_path(ca + ".key")):
+            raise StandinError("[renew] failed to renew %s: couldn't load the certificate "
+                               "authority key %s/%s.key: the CA is external (not modelled "
+                               "further)" % (name, PKI, ca))
+        if name.endswith(".conf"):
+            path = rooted("/etc/kubernetes/" + name)
+            if not os.path.exists(path):
+                lines.append("MISSING! " + long_name)
+                continue
+            text = read_text(path)
+            server = read_kubeconfig_text(text, path)["server"]
+            user, org = KUBECONFIG_USERS[name]
+            pair = make_cert(ca, user, org, client=True)
+            write_file(path, kubeconfig(server, read_text(pki_path("ca.crt")), user, pair),
+                       0o600)
+        else:
+            if not os.path.exists(pki_path(name + ".crt")):
+                lines.append("MISSING! " + long_name)
+                continue
+            cn, org, sans, server, client = _attributes(read_text(pki_path(name + ".crt")))
+            write_pair(name, make_cert(ca, cn, org, sans, server=server, client=client))
+        lines.append(long_name + " renewed")
+    return lines

@@ -84,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
     td.add_argument("--kubeconfig", default=kinit.ADMIN_CONF)
     ce = sub.add_parser("certs").add_subparsers(dest="sub", required=True)
     ce.add_parser("certificate-key")
+    cr = ce.add_parser("renew")
+    cr.add_argument("which")
+    cr.add_argument("--config")
+    cr.add_argument("--kubeconfig", default=kinit.ADMIN_CONF)
+    cr.add_argument("--cert-dir", default="/etc/kubernetes/pki")
     r = sub.add_parser("reset")
     r.add_argument("-f", "--force", action="store_true")
     r.add_argument("--cri-socket")
@@ -295,6 +300,28 @@ def mixed_argv(argv: list) -> list:
     return [n for n in dict.fromkeys(names) if n not in MIXABLE and not n.startswith("skip-")]
 
 
+def cmd_certs_renew(args) -> None:
+    """`kubeadm certs renew all` (cmd/kubeadm/app/cmd/certs.go, newCmdCertsRenewal and
+    renewCert): every kubeadm-managed leaf certificate and the client
+    certificates of admin.conf, controller-manager.conf and scheduler.conf are issued again by
+    the local CA, one year from now; the CAs are not; the running components keep the old ones
+    until restarted, which kubeadm says and leaves to the operator."""
+    if args.which != "all":
+        raise StandinError("the stand-in supports only `certs renew all`, not %r" % args.which)
+    if args.cert_dir != "/etc/kubernetes/pki":
+        raise StandinError("the stand-in supports only the default --cert-dir")
+    print("[renew] Reading configuration from the cluster...")
+    print("[renew] FYI: You can look at this config file with 'kubectl -n kube-system get cm "
+          "kubeadm-config -o yaml'")
+    print()
+    for line in _pki.renew_all():
+        print(line)
+    print()
+    print("Done renewing certificates. You must restart the kube-apiserver, "
+          "kube-controller-manager, kube-scheduler and etcd, so that they can use the new "
+          "certificates.")
+
+
 def run(args) -> None:
     if args.cmd == "version":
         cmd_version(args)
@@ -316,6 +343,8 @@ def run(args) -> None:
         print(_kubeadm_join.join(args))
     elif args.cmd == "token":
         cmd_token(args)
+    elif args.cmd == "certs" and args.sub == "renew":
+        cmd_certs_renew(args)
     elif args.cmd == "certs":
         print(_pki.new_certificate_key())
     elif args.cmd == "reset":
