@@ -1,7 +1,7 @@
 """Yum repository metadata: fetch `repodata/repomd.xml`, then the files it names, each verified
 against its checksum in repomd.xml before it is parsed (as yum does).
 
-    session = requests.Session()
+    session = new_session()  # builder/net/http.py
     repos = load_repos(preset, ["base", "updates", "extras", "docker-ce-stable"], session)
     repos[0].packages            # Package records from primary.xml.gz
     repos[0].groups()["core"]    # comps, plain or compressed
