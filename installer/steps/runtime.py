@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any, Dict, List
 
 from installer import owned
+from installer.format import lbspec
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
 from installer.steps.hostprep import _enabled
@@ -15,7 +16,9 @@ from installer.steps.hostprep import _enabled
 DOCKER_CONFIG = "/etc/docker/daemon.json"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CRICTL_CONFIG = "/etc/crictl.yaml"
-CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
+# One endpoint for crictl and the kubelet (kubeadm's criSocket, which kubeadm passes on as the
+# kubelet's --container-runtime-endpoint): installer/format/lbspec.py.
+CONTAINERD_SOCKET = lbspec.CONTAINERD_SOCKET
 # The kubelet's built-in dockershim (1.23, the last release with it) serves CRI here. Without
 # /etc/crictl.yaml crictl probes its default endpoints and warns that doing so is deprecated
 # (cri-tools cmd/crictl/main.go, defaultRuntimeEndpoints): name the endpoint explicitly.

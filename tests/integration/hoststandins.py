@@ -10,8 +10,9 @@ real `rpm --root`, `docker` the real Docker 20.10 client on the test's private s
 without $KUBECRATE_TEST_DOCKER_HOST, a recording Docker: `load` reads the archive from stdin and
 remembers each image's tags and ID in the host's own store, <root>/var/lib/docker/
 kubecrate-standin-images.json; `images` lists them, `inspect` answers from them as the kubeadm and
-kubelet stand-ins ask; `ctr ... import` and `crictl inspecti` do the same for containerd; the
-e2e hosts use them, docs/testing.md).
+kubelet stand-ins ask; `ctr ... import` and `crictl inspecti` do the same for containerd, or
+`ctr` is the real containerd 1.6 client on $KUBECRATE_TEST_CONTAINERD_ADDRESS; the e2e hosts
+use them, docs/testing.md).
 """
 
 import json
@@ -451,6 +452,9 @@ def main():
         return 0
     if name == "docker" and not os.environ.get("KUBECRATE_TEST_DOCKER_HOST"):
         return recorded_docker(args)
+    if name == "ctr" and os.environ.get("KUBECRATE_TEST_CONTAINERD_ADDRESS"):
+        client = [real("ctr"), "-a", os.environ["KUBECRATE_TEST_CONTAINERD_ADDRESS"]]
+        os.execv(client[0], client + args)  # the real containerd 1.6 of the test
     if name == "ctr":
         return recorded_ctr(args)
     if name == "crictl":

@@ -36,7 +36,7 @@ from tests.dnfroot import dnf, write_config
 MW = Path(os.environ.get("KUBECRATE_MW_CACHE", REPO / ".cache" / "mirror-world"))
 STANDINS = Path(__file__).resolve().with_name("hoststandins.py")
 STANDIN_NAMES = ("yum", "rpm", "systemctl", "modprobe", "sysctl", "swapoff", "setenforce",
-                 "hostnamectl", "firewall-cmd", "docker", "chronyc")
+                 "hostnamectl", "firewall-cmd", "docker", "chronyc", "ctr", "crictl")
 PACKAGES = ["docker-ce-20.10.24-3.el7", "docker-ce-cli-20.10.24-3.el7", "containerd.io",
             "conntrack-tools", "socat"]
 KERNEL = "3.10.0-1160.el7.x86_64"

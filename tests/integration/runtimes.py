@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -183,8 +183,11 @@ class Containerd(Daemon):
 
 
 @contextlib.contextmanager
-def private_containerd() -> Iterator[Containerd]:
-    """Start a private containerd 1.6; stop it and remove its folder on exit."""
+def private_containerd(host_config: Optional[Path] = None) -> Iterator[Containerd]:
+    """Start a private containerd 1.6; stop it and remove its folder on exit. With
+    `host_config` (a config.toml the installer wrote, CRI plugin and all) it runs on that file,
+    only its root, state and socket moved into the private folder by containerd's own
+    --root/--state/--address flags."""
     binary = _tool("containerd")
     ctr = _tool("ctr")
     folder = Path(tempfile.mkdtemp(prefix="kc-ctrd-", dir="/tmp"))
@@ -192,9 +195,13 @@ def private_containerd() -> Iterator[Containerd]:
     config = folder / "config.toml"
     config.write_text(CONTAINERD_CONFIG.format(root=folder / "root", state=folder / "state",
                                                socket=socket))
+    argv = [binary, "--config", str(config)]
+    if host_config is not None:
+        argv = [binary, "--config", str(host_config), "--root", str(folder / "root"),
+                "--state", str(folder / "state"), "--address", str(socket)]
     log = folder / "containerd.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([binary, "--config", str(config)], stdout=out,
+        process = subprocess.Popen(argv, stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     client = [ctr, "-a", str(socket)]

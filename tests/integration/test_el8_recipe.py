@@ -27,7 +27,7 @@ from tests.conftest import require_tool
 from tests.dnfroot import dnf, installed, write_config
 from tests.integration import hostworld
 from tests.integration.builder.test_build import kubecrate, seeded_cache
-from tests.integration.runtimes import containerd  # noqa: F401 (fixture)
+from tests.integration.runtimes import containerd, private_containerd  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -297,3 +297,54 @@ def test_host_prep_removes_podman_and_runc_then_installs_the_el8_bundle(builds, 
     assert set(before) - set(after) == {"podman", "runc"}  # nothing else went
     assert after["containerd.io"] == ["1.6.32-3.1.el8.x86_64"]
     assert after["iproute-tc"] == ["5.12.0-4.el8.x86_64"]
+
+
+def test_el9_host_prep_for_containerd_judged_by_real_containerd(builds, mirror_world, tmp_path):
+    """issue 18, containerd host prep: `install --host-only` of the EL9 bundle on a Rocky
+    9.4-shaped host writes config.toml (version 2, SystemdCgroup, the bundled pause as
+    sandbox_image) and /etc/crictl.yaml; real containerd 1.6 then runs on exactly that file
+    with its CRI plugin up and reports both settings; a second run imports the worker's images
+    into that containerd with `ctr -n k8s.io images import -`, and a third changes nothing."""
+    for tool in ("dnf", "rpm", "containerd", "ctr"):
+        require_tool(tool)
+    preset = load_preset(mirror_world.preset_el9)
+    baseos = preset.yum["baseos"]
+    conf, repos_d = write_config(tmp_path / "world",
+                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
+    core = tmp_path / "core"
+    core.mkdir()
+    dnf(core, conf, repos_d, "--releasever=9", "--setopt=module_platform_id=platform:el9",
+        "install", "filesystem", "bash")
+    host = hostworld.make_host(tmp_path / "host", core, osreleases.ROCKY94,
+                               hostworld.KERNEL_EL9)
+    argv = ("install", "--host-only", "--bundle", str(builds["el9-upstream"]), "--cluster",
+            str(host.cluster), "--key", str(builds["public_key"]), "--root", str(host.root))
+    first = host.installer(*argv)
+    assert first.returncode == 0, first.stdout + first.stderr
+    config = host.file("/etc/containerd/config.toml")
+    assert 'sandbox_image = "registry.k8s.io/pause:3.9"' in config.read_text()
+    assert host.file("/etc/crictl.yaml").read_text().splitlines()[1:3] == [
+        "runtime-endpoint: unix:///run/containerd/containerd.sock",
+        "image-endpoint: unix:///run/containerd/containerd.sock"]
+    assert ["systemctl", "restart", "containerd"] in host.calls()
+
+    with private_containerd(config) as daemon:
+        plugins = daemon.run("plugins", "ls", text=True).stdout
+        assert re.search(r"io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok", plugins), plugins
+        log = daemon.log.read_text()
+        assert "SandboxImage:registry.k8s.io/pause:3.9 " in log, daemon.log_tail()
+        assert "runc:{Type:io.containerd.runc.v2" in log and \
+            "Options:map[SystemdCgroup:true]" in log, daemon.log_tail()
+        assert daemon.references() == []
+        env = {"KUBECRATE_TEST_CONTAINERD_ADDRESS": str(daemon.socket)}
+        second = host.installer(*argv, **env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "loaded 5 image(s)" in second.stdout, second.stdout
+        refs = daemon.references()
+        assert {"registry.k8s.io/pause:3.9", "registry.k8s.io/kube-proxy:v1.30.14",
+                "registry.k8s.io/coredns/coredns:v1.11.3",
+                "docker.io/flannel/flannel:v0.25.7"} <= set(refs), refs
+        assert not [r for r in refs if "kube-apiserver" in r]  # a worker: its role's only
+        third = host.installer(*argv, **env)
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert "nothing to change" in third.stdout, third.stdout

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from installer.render import render
 from tests.integration import readyhost
 from tests.integration.hoststandins import seed_images
 from tests.integration.test_mirrorworld_standins import (  # noqa: F401 (fixtures)
@@ -287,3 +288,56 @@ def test_recorded_containerd_store_is_per_host_and_answers_crictl(tmp_path):
     missing = run(two, "crictl", "-r", sock, "inspecti", "registry.k8s.io/pause:3.9")
     assert missing.returncode == 1 and b"no such image" in missing.stderr
     assert b"registry.k8s.io/pause:3.9" in run(one, "ctr", "-n", "k8s.io", "images", "ls").stdout
+
+
+STOCK_CONTAINERD = 'disabled_plugins = ["cri"]\n'  # containerd.io's /etc/containerd/config.toml
+CONTAINERD = "unix:///run/containerd/containerd.sock"
+
+
+def _v130(files, tool: str) -> str:
+    return str(files["www"] / files["paths"]["kubernetes"]["v1.30.14"] / "bin/linux/amd64" / tool)
+
+
+def test_containerd_without_its_cri_plugin_is_refused_by_kubeadm_and_the_kubelet(  # noqa: F811
+        hosts, tree):  # noqa: F811
+    """issue 18: containerd.io's stock config.toml disables the CRI plugin, and a stopped
+    containerd does not answer at all. kubeadm 1.30's preflight ([ERROR CRI]) and the 1.30
+    kubelet (at start) refuse both, in the words of the real CRI client; with the config the
+    installer writes the kubelet keeps running."""
+    host = hosts("ctrd")
+    host.path("/etc/containerd").mkdir(parents=True)
+    host.path("/etc/containerd/config.toml").write_text(STOCK_CONTAINERD)
+    config = _init_config(host, _free_port(), cri=CONTAINERD, version="v1.30.14")
+    refused = host.run(_v130(tree, "kubeadm"), "init", "--config", config)
+    assert refused.returncode == 1
+    assert ('[ERROR CRI]: container runtime is not running: validate service connection: '
+            'validate CRI v1 runtime API for endpoint "unix:///run/containerd/containerd.sock": '
+            'rpc error: code = Unimplemented desc = unknown service runtime.v1.RuntimeService'
+            ) in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+
+    kubelet_config = host.path("/var/lib/kubelet/config.yaml")
+    kubelet_config.parent.mkdir(parents=True)
+    kubelet_config.write_text("apiVersion: kubelet.config.k8s.io/v1beta1\n"
+                              "kind: KubeletConfiguration\ncgroupDriver: systemd\n")
+    argv = [_v130(tree, "kubelet"), "--config=/var/lib/kubelet/config.yaml",
+            "--container-runtime-endpoint=" + CONTAINERD]
+    done = host.run(*argv, timeout=30)
+    assert done.returncode == 1
+    assert "failed to run Kubelet: validate service connection: validate CRI v1 runtime API " \
+           "for endpoint" in done.stderr and "Unimplemented" in done.stderr, done.stderr
+
+    units = host.path("/run/kubecrate-standin/units")  # the systemctl stand-in's records
+    units.mkdir(parents=True)
+    (units / "containerd.json").write_text('{"active": false}')
+    host.path("/etc/containerd/config.toml").write_text(render(
+        "containerd-config.toml.j2", pause_image="registry.k8s.io/pause:3.9", mirrors=[],
+        insecure=[]))
+    stopped = host.run(*argv, timeout=30)
+    assert stopped.returncode == 1
+    assert "code = Unavailable desc = connection error" in stopped.stderr, stopped.stderr
+    assert "dial unix /run/containerd/containerd.sock: connect: no such file" in stopped.stderr
+
+    (units / "containerd.json").write_text('{"active": true}')
+    running = host.run(*argv, timeout=30, extra={"KUBECRATE_STANDIN_MAX_LIFETIME": "3"})
+    assert running.returncode == 0, running.stderr  # ran until its test lifetime ended
+    assert "failed to run Kubelet" not in running.stderr

@@ -18,6 +18,9 @@ case-insensitive, `all` for every check). What is modelled, per check of checks.
 - FileExisting-<tool> (InPathCheck via addExecChecks): conntrack, ip, iptables, mount, nsenter
   are mandatory ("%s not found in system path"); ebtables, ethtool, socat, tc, touch only warn;
   crictl is mandatory with a CRI socket (not for dockershim).
+- CRI (ContainerRuntimeCheck, with a CRI socket): the runtime must answer its CRI service,
+  "container runtime is not running: %v" with the connection error of _node.cri_problem
+  (containerd stopped, or its CRI plugin disabled as in containerd.io's stock config).
 - IsDockerSystemdCheck (dockershim): a warning 'detected "%s" as the Docker cgroup driver. The
   recommended driver is "systemd".'
 - ImagePull (RunPullImagesCheck on init and control-plane join, ImagePullCheck.Check): with
@@ -74,6 +77,10 @@ def common(cri_socket: str, host: str):
     if _node.swap_lines():
         errors.append(("Swap", "running with swap on is not supported. Please disable swap"))
     docker = MINOR <= 23 and _node.is_docker(cri_socket)
+    problem = None if _node.is_docker(cri_socket) else _node.cri_problem(
+        cri_socket if "://" in cri_socket else "unix://" + cri_socket)
+    if problem:
+        errors.append(("CRI", "container runtime is not running: " + problem))
     for tool in MANDATORY + (() if docker else ("crictl",)):
         if not _node.which(tool):
             errors.append(("FileExisting-" + tool, "%s not found in system path" % tool))

@@ -13,7 +13,10 @@ refuses to start where the real kubelet of its version refuses (logged, exit 1):
   --fail-swap-on flag to false. /proc/swaps contained: ...";
 - with dockershim, a cgroup driver other than Docker's (`docker info`):
   pkg/kubelet/dockershim/docker_service.go, NewDockerService, "misconfiguration: kubelet cgroup
-  driver: %q is different from docker cgroup driver: %q".
+  driver: %q is different from docker cgroup driver: %q";
+- with a CRI endpoint, containerd not running or its CRI plugin disabled (`disabled_plugins =
+  ["cri"]`): pkg/kubelet/cri/remote/remote_runtime.go, "validate CRI v1 runtime API for
+  endpoint %q" (_node.cri_problem).
 
 Then every manifest in staticPodPath (config.yaml, default /etc/kubernetes/manifests) is a pod
 (pkg/kubelet/config/file.go reads every file of the folder that does not start with a dot). A
@@ -122,7 +125,8 @@ def dockershim(opts: dict) -> bool:
 
 
 def check_node(opts: dict, config: dict) -> None:
-    """The start-up refusals that depend on the host: swap, the cgroup driver."""
+    """The start-up refusals that depend on the host: swap, the cgroup driver, a CRI runtime
+    that does not answer."""
     fail_swap_on = config.get("failSwapOn", True)
     if "fail-swap-on" in opts:
         fail_swap_on = opts["fail-swap-on"] != "false"
@@ -132,6 +136,14 @@ def check_node(opts: dict, config: dict) -> None:
             "failed to run Kubelet: running with swap on is not supported, please disable swap! "
             "or set --fail-swap-on flag to false. /proc/swaps contained: %s" % swaps)
     driver = opts.get("cgroup-driver") or config.get("cgroupDriver") or "cgroupfs"
+    if not dockershim(opts):
+        # cmd/kubelet/app/server.go run(): the CRI runtime is dialled and validated before
+        # anything else runs; a failure ends the kubelet ("failed to run Kubelet: %w").
+        endpoint = opts.get("container-runtime-endpoint") or \
+            config.get("containerRuntimeEndpoint") or "unix:///run/containerd/containerd.sock"
+        problem = _node.cri_problem(endpoint) if not _node.is_docker(endpoint) else None
+        if problem:
+            raise StandinError("failed to run Kubelet: " + problem)
     if dockershim(opts):
         docker = _node.docker_cgroup_driver()
         if docker is None:
