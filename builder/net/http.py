@@ -262,7 +262,11 @@ def _close(response: Any) -> None:
         close()
 
 
-def _getter(session: requests.Session, url: str, policy: Policy, stream: bool = True) -> Send:
+def _getter(session: Optional[requests.Session], url: str, policy: Policy,
+            stream: bool = True) -> Send:
+    if session is None:
+        raise ValueError(f"{url}: no session to send the request with")
+
     def send(headers: Dict[str, str]) -> Any:
         if not headers and not stream:
             return session.get(url, timeout=policy.timeout)
@@ -302,7 +306,7 @@ def request(session: Optional[requests.Session], url: str, *, policy: Policy = D
             send: Optional[Send] = None, headers: Optional[Dict[str, str]] = None) -> Any:
     """One request retried until it gets an answer that is not 408/429/5xx; the response is
     returned whatever its status (the caller reads it: a token server's 401, a ping)."""
-    send = send or _getter(session, url, policy)  # type: ignore[arg-type]
+    send = send or _getter(session, url, policy)
     return retrying(lambda: _open(send, url, dict(headers or {})), url, policy)
 
 
@@ -316,7 +320,7 @@ def fetch(session: Optional[requests.Session], url: str, *, policy: Policy = DEF
             raise TooLarge(url, limit)
         return Reply(data, {}, url)
     streamed = send is not None or limit is not None or bool(headers)
-    send = send or _getter(session, url, policy, stream=streamed)  # type: ignore[arg-type]
+    send = send or _getter(session, url, policy, stream=streamed)
 
     def attempt() -> Reply:
         response = _open(send, url, dict(headers or {}))
@@ -374,7 +378,7 @@ def download(session: Optional[requests.Session], url: str, sink: Any, *,
         for start in range(0, len(data), CHUNK):
             _give(sink, data[start:start + CHUNK], progress)
         return
-    send = send or _getter(session, url, policy)  # type: ignore[arg-type]
+    send = send or _getter(session, url, policy)
     tries = _Tries(url, policy)
     while True:
         tries.attempts += 1
