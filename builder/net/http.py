@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = (10.0, 60.0)  # connect, read (between bytes): a stalled mirror fails, a slow one not
 CHUNK = 1 << 20
-POOL_SIZE = 16  # connections kept per host: the RPM fetcher runs 8 threads, registry pulls 4
+POOL_SIZE = 16  # connections kept per host: the RPM fetcher runs 8 threads, registry pulls 8
 MAX_ERROR_BODY = 64 << 10  # what is kept of a refused answer's body (registry error codes)
 TRANSIENT_STATUS = frozenset((408, 429, 500, 502, 503, 504))
 TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout,
@@ -368,13 +368,18 @@ def _read_file(url: str) -> bytes:
 
 def download(session: Optional[requests.Session], url: str, sink: Any, *,
              size: Optional[int] = None, policy: Policy = DEFAULT,
-             progress: Optional[Progress] = None, send: Optional[Send] = None) -> None:
+             progress: Optional[Progress] = None, send: Optional[Send] = None,
+             stop: Optional[int] = None) -> None:
     """Stream `url` into `sink` (`.size`, the bytes it holds; `.write()`), resuming with Range
-    after a cut. `size`, when known, is the whole length: more is TooLarge."""
+    after a cut. `size`, when known, is the whole length: more is TooLarge. With `stop`, only
+    the bytes from `sink.size` up to `stop` (one part of a file fetched in parts: the sink's
+    size counts from the part's first byte in the file)."""
     if urlsplit(url).scheme == "file":
         data = _read_file(url)
         if size is not None and len(data) > size:
             raise TooLarge(url, size)
+        if stop is not None:
+            data = data[sink.size:stop]
         for start in range(0, len(data), CHUNK):
             _give(sink, data[start:start + CHUNK], progress)
         return
@@ -384,23 +389,23 @@ def download(session: Optional[requests.Session], url: str, sink: Any, *,
         tries.attempts += 1
         before = sink.size
         try:
-            _attempt(send, url, sink, size, progress)
+            _attempt(send, url, sink, size, progress, stop)
             return
         except Transient as exc:
             tries.failed(exc, progressed=sink.size > before, received=sink.size)
 
 
 def _attempt(send: Send, url: str, sink: Any, size: Optional[int],
-             progress: Optional[Progress]) -> None:
+             progress: Optional[Progress], stop: Optional[int] = None) -> None:
     start = sink.size
     # identity: Range offsets count the file's own bytes, never a re-encoding of them
     headers = {"Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
+    if start or stop is not None:
+        headers["Range"] = f"bytes={start}-" + ("" if stop is None else str(stop - 1))
     response = _open(send, url, headers)
     with contextlib.closing(response):
         status, skip = response.status_code, 0
-        if status == 206 and start:
+        if status == 206 and "Range" in headers:
             if not _header(response, "Content-Range").startswith(f"bytes {start}-"):
                 raise Transient(f"unexpected Content-Range "
                                 f"{_header(response, 'Content-Range')!r}")
@@ -411,6 +416,8 @@ def _attempt(send: Send, url: str, sink: Any, size: Optional[int],
         promised = _header(response, "Content-Length")
         end = start + int(promised) if promised.isdigit() and status == 206 else \
             int(promised) if promised.isdigit() else None
+        if stop is not None and end is not None:
+            end = min(end, stop)
         try:
             for chunk in response.raw.stream(CHUNK, decode_content=False):
                 if skip:
@@ -418,6 +425,10 @@ def _attempt(send: Send, url: str, sink: Any, size: Optional[int],
                     chunk, skip = chunk[dropped:], skip - dropped
                     if not chunk:
                         continue
+                if stop is not None and sink.size + len(chunk) >= stop:
+                    # the part is complete; a server that ignored Range sends more, unread
+                    _give(sink, chunk[:stop - sink.size], progress)
+                    break
                 if size is not None and sink.size + len(chunk) > size:
                     raise TooLarge(url, size)
                 _give(sink, chunk, progress)

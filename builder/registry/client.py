@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import threading
 import zlib
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import requests
@@ -61,6 +63,12 @@ ACCEPT = ", ".join(INDEXES + MANIFESTS)
 TAR_LAYERS = (OCI_LAYER_TAR,)
 OTHER_LAYERS = (OCI_LAYER_ZSTD,)
 MAX_NESTING = 3  # an index inside an index inside an index is already unusual
+# Connections to a registry at once (the transport's pool keeps 16 per host). Over a WAN one
+# TCP connection gets far less than the link (50 ms RTT and 0.1% loss: about 9 Mbit/s with
+# cubic), so the pull is as fast as its connections together (docs/benchmarks.md, netfetch).
+WORKERS = 8
+PART_MIN = 8 << 20  # a layer is fetched in ranges only when each is at least this big
+PART_COPY = 1 << 20
 
 Progress = Callable[[int, int], None]  # (bytes just received, total bytes to receive)
 
@@ -81,7 +89,7 @@ class _Resolved(NamedTuple):
 
 def pull_images(references: Iterable[str], platform: Union[str, Platform], preset: MirrorPreset,
                 cache: Cache, session: Optional[requests.Session] = None,
-                progress: Optional[Progress] = None, workers: int = 4,
+                progress: Optional[Progress] = None, workers: int = WORKERS,
                 **endpoint_options: Any) -> List[PulledImage]:
     """Pull every canonical reference for `platform` through `preset`'s mirrors into `cache`
     and return one PulledImage each, in order. Blobs already cached are not fetched; a failure
@@ -103,7 +111,7 @@ def pull_images(references: Iterable[str], platform: Union[str, Platform], prese
             resolved = _all(pool, [
                 (lambda r=ref: _resolve(r, wanted, preset, endpoints, cache)) for ref in references
             ])
-            _download_layers(pool, resolved, cache, progress)
+            _download_layers(pool, resolved, cache, progress, workers)
         return [_record(r) for r in resolved]
     finally:
         if own_session:
@@ -307,7 +315,10 @@ class _Sink:
 
 
 def _fetch_blob(resolved: _Resolved, desc: Dict[str, Any], cache: Cache, diff_id: str,
-                progress: Optional[Callable[[int], None]]) -> None:
+                progress: Optional[Callable[[int], None]],
+                parts: Optional[List[Any]] = None) -> None:
+    """Fetch a blob into the cache, checked against its digest and (layers) diff ID; with
+    `parts`, its bytes come from the files the parts were fetched into, in order."""
     digest, size = desc["digest"], desc["size"]
     canonical = str(resolved.image)
     url = resolved.pull.blob_url(digest)
@@ -315,8 +326,14 @@ def _fetch_blob(resolved: _Resolved, desc: Dict[str, Any], cache: Cache, diff_id
         with cache.writer(digest, f"{canonical}: blob {digest} from {url}") as writer:
             sink = _Sink(writer, desc.get("mediaType", ""), diff_id)
             try:
-                resolved.endpoint.blob(resolved.pull.repository, digest, size, sink, canonical,
-                                       progress)
+                if parts is None:
+                    resolved.endpoint.blob(resolved.pull.repository, digest, size, sink,
+                                           canonical, progress)
+                else:
+                    for handle in parts:
+                        handle.seek(0)
+                        for block in iter(lambda h=handle: h.read(PART_COPY), b""):
+                            sink.write(block)
                 got = sink.uncompressed_digest()
             except zlib.error as exc:
                 got = f"not a gzip stream ({exc})"
@@ -340,8 +357,82 @@ def _small_blob(endpoint: Endpoint, pull: PullRef, desc: Dict[str, Any], canonic
     return cache.path(digest).read_bytes()
 
 
+class _Split:
+    """A blob fetched as byte ranges, each on its own connection into its own unnamed file
+    beside the cache; whichever part finishes last feeds the files, in order, through the
+    same digest and diff ID checks as a blob fetched whole (_fetch_blob)."""
+
+    def __init__(self, resolved: _Resolved, desc: Dict[str, Any], diff_id: str,
+                 ranges: List[Tuple[int, int]]) -> None:
+        self.resolved, self.desc, self.diff_id, self.ranges = resolved, desc, diff_id, ranges
+        self.files: List[Any] = [None] * len(ranges)
+        self._left = len(ranges)
+        self._lock = threading.Lock()
+
+    def done(self, index: int, handle: Any) -> bool:
+        """Keep part `index`'s file; True for the part that completed the blob."""
+        with self._lock:
+            self.files[index] = handle
+            self._left -= 1
+            return self._left == 0
+
+    def close(self) -> None:
+        for handle in self.files:
+            if handle is not None:
+                handle.close()
+
+
+class _PartSink:
+    """Where a part's bytes go: its `size` counts from the blob's first byte, so the transport
+    asks for (and resumes at) the right Range."""
+
+    def __init__(self, start: int, handle: Any) -> None:
+        self._start, self._handle, self._written = start, handle, 0
+
+    @property
+    def size(self) -> int:
+        return self._start + self._written
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self._written += len(data)
+
+
+def _fetch_part(split: _Split, index: int, cache: Cache,
+                progress: Optional[Callable[[int], None]]) -> None:
+    r, digest = split.resolved, split.desc["digest"]
+    start, stop = split.ranges[index]
+    folder = cache.path(digest).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.TemporaryFile(prefix=".part-", dir=folder)
+    try:
+        r.endpoint.blob(r.pull.repository, digest, split.desc["size"], _PartSink(start, handle),
+                        str(r.image), progress, stop=stop)
+    except BaseException:
+        handle.close()
+        raise
+    if split.done(index, handle):
+        try:
+            _fetch_blob(r, split.desc, cache, split.diff_id, None, split.files)
+        finally:
+            split.close()
+
+
+def part_ranges(size: int, share: int, connections: int) -> List[Tuple[int, int]]:
+    """[start, stop) byte ranges for a blob of `size`: about `share` bytes each, no part under
+    PART_MIN, at most `connections` of them (one range, the whole blob, when it is small)."""
+    count = max(1, min(connections, round(size / max(share, PART_MIN))))
+    bounds = [size * i // count for i in range(count + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache: Cache,
-                     progress: Optional[Progress]) -> None:
+                     progress: Optional[Progress], workers: int = 1) -> None:
+    """Every missing layer, on `workers` connections. One connection's throughput is bounded
+    by the link's loss and round trip (TCP), whatever the link's rate, so a big layer fetched
+    whole would finish long after the others: layers bigger than a connection's share of the
+    whole are fetched as byte ranges in parallel (_Split), and the biggest pieces start
+    first."""
     todo: Dict[str, Tuple[_Resolved, Dict[str, Any], str]] = {}
     for r in resolved:
         for desc, diff_id in zip(r.layers, r.diff_ids):
@@ -357,15 +448,29 @@ def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache:
             with lock:
                 progress(n, total)
 
+    share = -(-total // (2 * max(1, workers)))  # two pieces per connection balance well
+    jobs: List[Tuple[int, Callable[[], None]]] = []
+    splits: List[_Split] = []
+    for r, d, diff in todo.values():
+        ranges = part_ranges(d["size"], share, workers)
+        if len(ranges) == 1:
+            jobs.append((d["size"], partial(_fetch_blob, r, d, cache, diff, report)))
+            continue
+        splits.append(_Split(r, d, diff, ranges))
+        jobs += [(stop - start, partial(_fetch_part, splits[-1], index, cache, report))
+                 for index, (start, stop) in enumerate(ranges)]
     # biggest first, so that the longest download does not start last
-    order = sorted(todo.values(), key=lambda item: -item[1]["size"])
-    futures: List[Future] = [pool.submit(_fetch_blob, r, d, cache, diff, report)
-                             for r, d, diff in order]
-    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-    if pending:
-        for future in pending:
-            future.cancel()
-        wait(pending)
+    jobs.sort(key=lambda job: -job[0])
+    futures: List[Future] = [pool.submit(job) for _, job in jobs]
+    try:
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        if pending:
+            for future in pending:
+                future.cancel()
+            wait(pending)
+    finally:
+        for split in splits:  # after a failure, the parts already fetched
+            split.close()
     errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
     _raise(errors, "blobs")
 

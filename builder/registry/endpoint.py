@@ -173,14 +173,17 @@ class Endpoint:
         return reply.data, ctype, reply.headers.get("Docker-Content-Digest", ""), url
 
     def blob(self, repository: str, digest: str, size: int, sink: Any, image: str,
-             progress: Optional[Callable[[int], None]] = None) -> None:
+             progress: Optional[Callable[[int], None]] = None,
+             stop: Optional[int] = None) -> None:
         """Stream a blob into `sink` (`.size`, `.write()`), resuming with `Range` after a cut;
-        the sink hashes what it is given, so bytes already written are never fetched again."""
+        the sink hashes what it is given, so bytes already written are never fetched again.
+        With `stop`, only bytes `sink.size` to `stop` (a part; see client._download_layers)."""
         url = f"{self.url}/v2/{repository}/blobs/{digest}"
         scope = f"repository:{repository}:pull"
         try:
             _reachable(lambda: download(None, url, sink, size=size, policy=self.policy,
-                                        progress=progress, send=self._sender(url, scope)),
+                                        progress=progress, send=self._sender(url, scope),
+                                        stop=stop),
                        f"{image}: blob {digest} from {url}", size)
         except TooLarge:
             raise BlobCorrupt(f"{image}: blob {digest} from {url} is longer than the {size} "

@@ -60,9 +60,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(int(step), b"busy", {"Retry-After": server.retry_after})
         wanted = self.headers.get("Range", "")
         honoured = wanted and step != "whole" and not server.ignore_range
-        start = int(wanted[len("bytes="):-1]) if honoured else 0
-        extra = {"Content-Range": f"bytes {start}-{len(BODY) - 1}/{len(BODY)}"} if start else {}
-        self._answer(206 if start else 200, BODY[start:], extra, cut=step == "cut")
+        first, _, last = wanted[len("bytes="):].partition("-") if honoured else ("0", "", "")
+        start, end = int(first), int(last) + 1 if last else len(BODY)
+        extra = {"Content-Range": f"bytes {start}-{end - 1}/{len(BODY)}"} if honoured else {}
+        self._answer(206 if honoured else 200, BODY[start:end], extra, cut=step == "cut")
 
     def _answer(self, status, body, headers=None, cut=False):
         """Send `body`; with `cut`, only its first half, then shut the connection."""
@@ -132,6 +133,30 @@ def test_a_server_that_ignores_range_has_the_bytes_already_kept_dropped(flaky, s
     sink = Sink()
     download(session, server.url + "/f", sink, policy=quick())
     assert bytes(sink.data) == BODY and len(server.seen) == 2
+
+
+class PartSink(Sink):
+    """A part of a file: its size counts from the part's first byte in the file."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    @property
+    def size(self):
+        return self.start + len(self.data)
+
+
+@pytest.mark.parametrize("script", [(), ("cut",), ("whole",)])
+def test_a_part_is_fetched_from_its_start_to_its_stop(flaky, session, script):
+    server = flaky(*script)
+    start, stop = 1000, 300_000
+    sink = PartSink(start)
+    download(session, server.url + "/f", sink, size=len(BODY), stop=stop, policy=quick())
+    assert bytes(sink.data) == BODY[start:stop]  # a server ignoring Range: the rest unread
+    assert server.seen[0][1] == f"bytes={start}-{stop - 1}"
+    if script == ("cut",):  # the part resumes within its own range
+        assert server.seen[1][1] == f"bytes={start + (stop - start) // 2}-{stop - 1}"
 
 
 def test_429_waits_as_long_as_retry_after_says(flaky, session):

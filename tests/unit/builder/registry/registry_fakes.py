@@ -220,14 +220,15 @@ class FakeRegistry:
         data = self.blobs[digest]
         if digest in self.corrupt:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
-        start = 0
+        start, end = 0, len(data)
         rng = h.headers.get("Range")
         if rng and not self.ignore_range:
-            start = int(rng.split("=")[1].split("-")[0])
-        body = data[start:]
-        h.send_response(206 if start else 200)
-        if start:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            first, _, last = rng.split("=")[1].partition("-")
+            start, end = int(first), int(last) + 1 if last else len(data)
+        body = data[start:end]
+        h.send_response(206 if rng and not self.ignore_range else 200)
+        if rng and not self.ignore_range:
+            h.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         h.send_header("Content-Length", str(len(body)))
         h.send_header("Content-Type", "application/octet-stream")
         h.end_headers()

@@ -13,6 +13,7 @@ import yaml
 
 from builder.cache import Cache
 from builder.inputs.mirrors import parse_preset
+from builder.registry import client
 from builder.registry.client import pull_images
 from builder.registry.errors import (
     BlobCorrupt,
@@ -341,6 +342,47 @@ def test_blobs_are_fetched_in_parallel(registry, cache):
     assert all(p.layer_digests[0] == base for p in pulled)
     assert len(registry.requests_for(f"/blobs/{base}")) == 1
     assert len(threads) > 1
+
+
+@pytest.mark.parametrize("ignore_range", [False, True])
+def test_a_big_layer_is_fetched_in_ranges_on_several_connections(registry, cache, monkeypatch,
+                                                                  ignore_range):
+    monkeypatch.setattr(client, "PART_MIN", 64 << 10)
+    payload = os.urandom(1 << 20)  # incompressible: the layer is ~1 MiB, the base a few bytes
+    image = registry.add_image("kube-apiserver", "v1.23.17", payload=payload)
+    big = image["layers"][1]
+    registry.ignore_range = ignore_range
+    seen = []
+    [pulled] = pull(registry, cache, workers=4,
+                    progress=lambda n, total: seen.append((n, total)))
+    assert cache.has(big) and pulled.layer_digests[1] == big
+    ranges = sorted(tuple(int(x) for x in r[2]["Range"].split("=")[1].split("-"))
+                    for r in registry.requests_for(f"/blobs/{big}"))
+    size = pulled.layer_sizes[1]
+    assert len(ranges) == 4 and ranges[0][0] == 0 and ranges[-1][1] == size - 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:]))  # no gap, no overlap
+    assert sum(n for n, _ in seen) == seen[0][1] == sum(pulled.layer_sizes)  # each byte once
+    assert not [n for n in cached_files(cache) if n.startswith(".part")]
+
+
+def test_a_layer_fetched_in_ranges_is_checked_whole(registry, cache, monkeypatch):
+    monkeypatch.setattr(client, "PART_MIN", 64 << 10)
+    image = registry.add_image("kube-apiserver", "v1.23.17", payload=os.urandom(1 << 20))
+    registry.corrupt.add(image["layers"][1])  # its first byte, in the first part
+    with pytest.raises(BlobCorrupt) as info:
+        pull(registry, cache, workers=4)
+    assert image["layers"][1] in info.value.message
+    assert len(registry.requests_for(f"/blobs/{image['layers'][1]}")) == 4
+    assert not cache.has(image["layers"][1])
+    assert not [n for n in cached_files(cache) if n.startswith(".part")]
+
+
+def test_part_ranges_cover_the_blob_and_leave_small_ones_whole():
+    assert client.part_ranges(5 << 20, 1 << 20, 8) == [(0, 5 << 20)]  # under PART_MIN
+    ranges = client.part_ranges(40 << 20, 10 << 20, 8)
+    assert ranges == [(0, 10 << 20), (10 << 20, 20 << 20), (20 << 20, 30 << 20),
+                      (30 << 20, 40 << 20)]
+    assert len(client.part_ranges(1 << 30, 10 << 20, 8)) == 8  # never more than the connections
 
 
 def test_layer_helper_matches_gzip():
