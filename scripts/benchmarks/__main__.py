@@ -24,9 +24,8 @@ from benchmarks.timing import Result
 
 REPO = Path(__file__).resolve().parents[2]
 # modules here with run(work, runs) -> [Result]
-BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch", "netfetch", "rebuild",
-              "failover",
-              "failover_installed", "flapping"]
+BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch", "netfetch",
+              "netfetch_images", "rebuild", "failover", "failover_installed", "flapping"]
 
 
 def machine() -> str:

@@ -320,7 +320,8 @@ def _images(link: Link, work: Path, runs: int) -> list[Result]:
             "50 ms RTT / 100 Mbit/s / 0.1% loss")
     note = f"link: {link.how}; both sides cubic; the three tools in turn, each run"
     return [
-        Result(name=what, ours="pull_images (parallel blobs, digests + diff IDs verified)",
+        Result(name=what, ours="pull_images (8 connections, layers over a share in byte "
+                            "ranges, digests + diff IDs verified)",
                peer="curl each manifest and blob one after another (one connection)",
                ours_seconds=ours_t, peer_seconds=curl_t, goal=GOAL, note=note),
         Result(name=what + "; skopeo copy vs the same curl runs",
@@ -342,9 +343,15 @@ def _curl_argv(urls: list[tuple[list[str], str]], out: Path) -> list[str]:
 
 
 def run(work: Path, runs: int) -> list[Result]:
+    """The RPM set; the image set is netfetch_images (scripts/bench --only takes either)."""
     work.mkdir(parents=True, exist_ok=True)
     runs = max(1, min(runs, 3))  # each curl run takes about a minute on this link
     with Link(work) as link:
-        results = _rpms(link, work / "rpms", runs)
-        results += _images(link, work / "images", runs)
-    return results
+        return _rpms(link, work / "rpms", runs)
+
+
+def run_images(work: Path, runs: int) -> list[Result]:
+    work.mkdir(parents=True, exist_ok=True)
+    runs = max(1, min(runs, 3))
+    with Link(work) as link:
+        return _images(link, work / "images", runs)
