@@ -35,6 +35,7 @@ RECIPE = REPO / "manifests" / "k8s-1.23.17-el8.yaml"
 NAME = "k8s-1.23.17-el8"
 RECIPE_ROCKY8 = REPO / "manifests" / "k8s-1.30-el8-containerd.yaml"
 RECIPE_EL9 = REPO / "manifests" / "k8s-1.30-el9-containerd.yaml"
+RECIPE_EL9_133 = REPO / "manifests" / "k8s-1.33-el9-containerd.yaml"
 NAME_EL9 = "k8s-1.30-el9-containerd"
 EL8 = ("--releasever=8", "--setopt=module_platform_id=platform:el8")
 
@@ -62,7 +63,9 @@ def builds(mirror_world, tmp_path_factory):
             ("rocky8-upstream", RECIPE_ROCKY8, mirror_world.preset_rocky8),
             ("rocky8-china", RECIPE_ROCKY8, mirror_world.preset_aliyun_rocky8),
             ("el9-upstream", RECIPE_EL9, mirror_world.preset_el9),
-            ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9)):
+            ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9),
+            ("el9-1.33-upstream", RECIPE_EL9_133, mirror_world.preset_el9_133),
+            ("el9-1.33-china", RECIPE_EL9_133, mirror_world.preset_aliyun_el9_133)):
         done = kubecrate("build", recipe, "--mirrors", preset, "--key", secret,
                          "--out", root / variant, "--lock", root / f"{variant}.lock",
                          "--cache", cache)
@@ -104,6 +107,8 @@ def test_both_presets_give_the_same_packages(builds):
     assert sorted(rpm_names(builds["upstream"])) == sorted(rpm_names(builds["china"]))
     assert sorted(rpm_names(builds["rocky8-upstream"])) == sorted(rpm_names(builds["rocky8-china"]))
     assert sorted(rpm_names(builds["el9-upstream"])) == sorted(rpm_names(builds["el9-china"]))
+    assert sorted(rpm_names(builds["el9-1.33-upstream"])) == \
+        sorted(rpm_names(builds["el9-1.33-china"]))
 
 
 EL8_CASES = {
@@ -184,12 +189,33 @@ def test_a_release_the_preset_lacks_is_refused_naming_repo_and_file(mirror_world
     assert not (tmp_path / "k8s-el9.lock").exists()
 
 
-def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_path):
+EL9_CASES = {
+    # variant: (preset attribute, name -> version-release.arch installed, images the archive
+    #           holds, images it must not hold)
+    "el9-upstream": ("preset_el9", {"kubeadm": "1.30.14-150500.1.1.x86_64",
+                                    "containerd.io": "1.6.33-3.1.el9.x86_64"},
+                     {"registry.k8s.io/kube-apiserver:v1.30.14", "registry.k8s.io/pause:3.9",
+                      "registry.k8s.io/etcd:3.5.15-0", "registry.k8s.io/coredns/coredns:v1.11.3",
+                      "docker.io/flannel/flannel:v0.25.7"}, ("v1.23.17", ":3.6", "v1.33.7")),
+    # a current release: v1beta4 configs (test_render_kubeadm.py), pause 3.10, containerd 1.7
+    "el9-1.33-upstream": ("preset_el9_133", {"kubeadm": "1.33.7-150500.1.1.x86_64",
+                                             "kubelet": "1.33.7-150500.1.1.x86_64",
+                                             "containerd.io": "1.7.27-3.1.el9.x86_64"},
+                          {"registry.k8s.io/kube-apiserver:v1.33.7", "registry.k8s.io/pause:3.10",
+                           "registry.k8s.io/etcd:3.5.24-0",
+                           "registry.k8s.io/coredns/coredns:v1.12.0",
+                           "docker.io/flannel/flannel:v0.25.7"}, ("v1.30.14", ":3.9", ":3.6")),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(EL9_CASES))
+def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_path, variant):
     """The five Kubernetes RPMs from the pkgs.k8s.io-shaped repo, containerd.io from centos/9,
     the rest from Rocky 9.4: all of it on a minimal EL9 root from the bundle repo alone."""
+    attr, expected, _images, _absent = EL9_CASES[variant]
     for tool in ("dnf", "rpm"):
         require_tool(tool)
-    preset = load_preset(mirror_world.preset_el9)
+    preset = load_preset(getattr(mirror_world, attr))
     baseos = preset.yum["baseos"]
     conf, repos_d = write_config(tmp_path / "world",
                                  {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
@@ -197,29 +223,30 @@ def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_p
     root.mkdir()
     el9 = ("--releasever=9", "--setopt=module_platform_id=platform:el9")
     dnf(root, conf, repos_d, *el9, "install", "filesystem", "bash")
-    bconf, bundle_d, names = bundle_repo(builds["el9-upstream"], tmp_path)
+    bconf, bundle_d, names = bundle_repo(builds[variant], tmp_path)
     assert {"kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni"} <= set(names)
     dnf(root, bconf, bundle_d, *el9, "install", *names)
     got = installed(root)
-    assert got["kubeadm"] == ["1.30.14-150500.1.1.x86_64"]
-    assert got["containerd.io"] == ["1.6.33-3.1.el9.x86_64"]
+    for name, vra in expected.items():
+        assert got[name] == [vra]
     assert set(names) <= set(got)
 
 
-def test_real_containerd_imports_the_el9_bundles_images(builds, containerd, tmp_path):  # noqa: F811
-    """containerd 1.6's `ctr -n k8s.io images import` of the EL9 bundle's archive: kubeadm
-    v1.30.14's images, flannel v0.25.7 and the load balancer's, each under its name."""
-    with tarfile.open(builds["el9-upstream"]) as tar:
+@pytest.mark.parametrize("variant", sorted(EL9_CASES))
+def test_real_containerd_imports_the_el9_bundles_images(builds, containerd, tmp_path,  # noqa: F811
+                                                       variant):
+    """containerd 1.6's `ctr -n k8s.io images import` of the EL9 bundle's archive: kubeadm's
+    images of the recipe's version, flannel and the load balancer's, each under its name."""
+    _attr, _expected, images, absent = EL9_CASES[variant]
+    with tarfile.open(builds[variant]) as tar:
         tar.extract("images/images.tar", tmp_path)
     refs = containerd.references()
     if refs:
         containerd.ctr("images", "rm", "--sync", *refs)
     containerd.ctr("images", "import", str(tmp_path / "images" / "images.tar"))
     got = containerd.references()
-    assert {"registry.k8s.io/kube-apiserver:v1.30.14", "registry.k8s.io/pause:3.9",
-            "registry.k8s.io/etcd:3.5.15-0", "registry.k8s.io/coredns/coredns:v1.11.3",
-            "docker.io/flannel/flannel:v0.25.7"} <= set(got), got
-    assert not [r for r in got if "v1.23.17" in r or r.endswith(":3.6")]
+    assert images <= set(got), got
+    assert not [r for r in got if any(a in r for a in absent)]
 
 
 @pytest.mark.parametrize("os_release, refused_as", [
