@@ -12,7 +12,7 @@ from builder import __version__
 from builder import zipapp as zipapp_core
 from builder.bundle import keys
 from builder.bundle.pack import pack as pack_bundle
-from builder.errors import UsageError
+from builder.errors import BuildError, UsageError
 from installer.format import bundle, minisig
 from installer.format.clikit import configure_logging, run
 from installer.format.errors import EXIT_CODES_HELP
@@ -353,14 +353,24 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
 @click.argument("bundle_path", metavar="BUNDLE",
                 type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--sbom", "sbom", is_flag=True,
+              help="Print the bundle's SPDX 2.3 bill of materials (sbom.spdx.json) instead: "
+              "every RPM, binary, image, layer and bundled Python package, with purls.")
 @verbose_option
-def inspect_cmd(bundle_path: Path, as_json: bool, verbose: int) -> None:
+def inspect_cmd(bundle_path: Path, as_json: bool, sbom: bool, verbose: int) -> None:
     """List what BUNDLE holds: target, roles, packages, images, binaries and sizes."""
     from builder.bundle.contents import open_bundle
     from builder.bundle.listing import describe, format_listing
+    from builder.bundle.sbom import SBOM_PATH
 
     configure_logging(verbose)
     with open_bundle(bundle_path) as contents:
+        if sbom:
+            if SBOM_PATH not in contents.members:
+                raise BuildError(f"{bundle_path} has no {SBOM_PATH}: it was built by a "
+                                 "kubecrate older than the bill of materials; rebuild it")
+            click.echo(contents.read(SBOM_PATH).decode("utf-8"), nl=False)
+            return
         summary = describe(contents)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))

@@ -10,6 +10,7 @@ Layout (docs/bundle-format.md, which also lists the bundle.json sections):
                         as installer/steps/binaries.py reads them
   images/images.tar     every image once, shared layers once (builder/registry/image_archive.py)
   addons/<name>/        rendered add-on manifests (builder/bundle/addons.py)
+  sbom.spdx.json        the SPDX 2.3 bill of materials (builder/bundle/sbom.py)
 Every timestamp inside comes from the lock's `created`, so the same lock gives the same tree.
 """
 
@@ -22,12 +23,14 @@ from typing import Any, Dict, List, Mapping, NamedTuple
 from builder import __version__
 from builder.binaries import KUBE_BINARIES
 from builder.bundle.addons import DEFAULT_POD_CIDR, render_addons
+from builder.bundle.sbom import SBOM_PATH, render_sbom
 from builder.cache import Cache, hex_of, place
 from builder.fetch import Fetched
 from builder.inputs.lock import dump_lock
 from builder.inputs.recipe import PackageSpec, Recipe
 from builder.registry.image_archive import bundle_images, write_archive
 from builder.rpm.yumrepo import write_repo
+from builder.zipapp import load_pins
 
 __all__ = ["IMAGE_ARCHIVE", "Staged", "install_spec", "stage_bundle"]
 
@@ -87,6 +90,8 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
     sources = {image.reference: image.source for image in fetched.images}
 
     addons = render_addons(recipe.addons, folder / "addons")
+    (folder / SBOM_PATH).write_bytes(render_sbom(
+        lock, recipe.name, __version__, [(p.name, p.version, p.sha256) for p in load_pins()]))
     kubeadm = list(lock["kubeadm_images"])
     pause = next((ref for ref in kubeadm if ref.rsplit("/", 1)[-1].startswith("pause:")), None)
     metadata = {
