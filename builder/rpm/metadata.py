@@ -15,7 +15,7 @@ import gc
 import re
 import sys
 import xml.etree.ElementTree as ET
-from typing import BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 from xml.parsers import expat
 
 from builder.errors import BuildError
@@ -217,29 +217,37 @@ def _package_batch(root: bytes, raws: List[bytes], repo: str, where: str, index:
 @contextlib.contextmanager
 def no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while building many acyclic records: its passes over
-    every tuple made so far are a third of the time of reading a large primary.xml."""
+    every tuple made so far are a third of the time of reading a large primary.xml.
+
+    On the way out, everything made meanwhile is moved to the oldest generation unexamined
+    (`gc.freeze()` then `gc.unfreeze()`, both a list splice), as if it had survived the young
+    collections: otherwise the first young collection after `gc.enable()` walks every record
+    just made, and promoting them all counts towards the next full collection (a tenth of a
+    load-and-resolve). Nothing stays frozen: full collections still see all of it."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
 def _read_batch(root: bytes, raws: List[bytes], repo: str, where: str, index: int,
                 deps: Dict[str, Dep]) -> List[Package]:
-    fast = _fast_root(root)
-    if fast:
-        _check_well_formed(root, raws, where)
+    if _fast_root(root):
+        found = _fast_batch(raws, repo, deps, _check_well_formed(root, raws, where))
+    else:
+        found = [None] * len(raws)
     out: List[Package] = []
     elements: Optional[List[ET.Element]] = None
-    for n, raw in enumerate(raws):
-        pkg = _fast_package(raw, repo, deps) if fast else None
+    for n, pkg in enumerate(found):
         if pkg is None:
             if elements is None:
                 elements = _parse_batch(root, raws, where)
-            pkg = _package(elements[n], raw, repo, f"{where}: package #{index + n + 1}")
+            pkg = _package(elements[n], raws[n], repo, f"{where}: package #{index + n + 1}")
         out.append(pkg)
     return out
 
@@ -251,13 +259,16 @@ def _fast_root(root: bytes) -> bool:
             and b'xmlns:rpm="' + NS_RPM.encode() + b'"' in root)
 
 
-def _check_well_formed(root: bytes, raws: List[bytes], where: str) -> None:
+def _check_well_formed(root: bytes, raws: List[bytes], where: str) -> bytes:
+    """Raise unless the batch is well-formed XML; return the batch's elements joined."""
     name = _ROOT.match(root).group(1)  # type: ignore[union-attr]
     parser = expat.ParserCreate(namespace_separator="}")
+    body = b"".join(raws)
     try:
-        parser.Parse(root + b"".join(raws) + b"</" + name + b">", True)
+        parser.Parse(root + body + b"</" + name + b">", True)
     except expat.ExpatError as err:
         raise RepodataError(f"{where}: not well-formed XML ({err})") from None
+    return body
 
 
 def _package(el: ET.Element, raw: bytes, repo: str, where: str) -> Package:
@@ -344,7 +355,7 @@ _F_HEAD = re.compile(
     r'\s*<checksum type="sha256" pkgid="YES">([0-9A-Fa-f \n\t]+)</checksum>')
 _F_SIZE = re.compile(r'<size package="([0-9]+)"')
 _F_LOCATION = re.compile(r'<location(?: xml:base="' + _VAL + r'*")? href="(' + _VAL + r'+)"')
-_F_SECTIONS = tuple((kind, f"<rpm:{kind}", f"<rpm:{kind}>", f"</rpm:{kind}>")
+_F_SECTIONS = tuple((f"<rpm:{kind}", f"<rpm:{kind}>", f"</rpm:{kind}>")
                     for kind in _DEP_KINDS)
 _F_SOURCERPM = re.compile(r"<rpm:sourcerpm>(" + _TXT + r"*)</rpm:sourcerpm>")
 _F_FILE = re.compile(r'<file(?: type="[a-z]+")?>(' + _TXT + r"*)</file>")
@@ -353,15 +364,48 @@ _F_ATTRS = re.compile(  # ( ver=") and ( rel=") tell an absent attribute from an
     r'name="(' + _VAL + r'+)"(?: flags="(LT|GT|EQ|LE|GE)")?(?: epoch="([0-9]*)")?'
     r'(?:( ver=")(' + _VAL + r'*)")?(?:( rel=")(' + _VAL + r'*)")?(?: pre="([01]|true|false)")?'
     r"\s*")
+# Entry texts joined by "<" (which none contains): each match is one whole entry text
+_F_ATTRS_ALL = re.compile(r"(?:\A|<)(?:" + _F_ATTRS.pattern + r")(?=<|\Z)")
+_ZERO = frozenset({"", "0"})
+_TRUE = frozenset({"1", "true"})
 _new = tuple.__new__  # NamedTuple's own __new__ is a Python function: too slow here
 
 
-def _fast_package(raw: bytes, repo: str, cache: Dict[str, Dep]) -> Optional[Package]:
-    """The Package of one createrepo-shaped, well-formed `<package>` element, or None when the
-    element is shaped otherwise (the caller then asks ElementTree). Each field is found by
-    `str.find` and read by an anchored pattern; with no comments, CDATA or entities in the
-    element, every `<` starts a tag, so a tag name found is that element."""
-    if b"<!" in raw or b"<?" in raw or b"xmlns" in raw:  # comments, CDATA, PIs, namespaces
+def _fast_batch(raws: List[bytes], repo: str, cache: Dict[str, Dep],
+                body: bytes) -> List[Optional[Package]]:
+    """The Packages of a well-formed batch of `<package>` elements (`body` is them joined), None
+    for each element `_fast_fields` or `_fast_deps` cannot read (the caller asks ElementTree).
+    Dependency entries are parsed once per distinct text (`cache`, kept across batches), and
+    those new in this batch all in one pattern pass."""
+    # Comments, CDATA, PIs and namespace declarations are rare: look for them once per batch
+    odd = b"<!" in body or b"<?" in body or b"xmlns" in body
+    entries: List[str] = []
+    rows = [_fast_fields(raw, repo, odd, entries) for raw in raws]
+    bad = _fast_deps(set(entries).difference(cache), cache)
+    get = cache.__getitem__
+    out: List[Optional[Package]] = []
+    for row in rows:
+        if row is None or bad and not all(bad.isdisjoint(row[k]) for k in range(9, 13)):
+            out.append(None)
+            continue
+        provides, requires, obsoletes, conflicts = row[9:13]
+        row[9] = tuple(map(get, provides)) if provides else ()
+        row[10] = tuple(map(get, requires)) if requires else ()
+        if obsoletes:
+            row[11] = tuple(map(get, obsoletes))
+        if conflicts:
+            row[12] = tuple(map(get, conflicts))
+        out.append(_new(Package, row))
+    return out
+
+
+def _fast_fields(raw: bytes, repo: str, odd: bool, entries: List[str]) -> Optional[List[Any]]:
+    """Package's fields (dependency sections as lists of entry texts, also added to `entries`)
+    of one createrepo-shaped, well-formed `<package>` element, or None when it is shaped
+    otherwise. Each field is found by `str.find` and read by an anchored pattern; with no
+    comments, CDATA or entities in the element, every `<` starts a tag, so a tag name found is
+    that element."""
+    if odd and (b"<!" in raw or b"<?" in raw or b"xmlns" in raw):
         return None
     try:
         text = raw.decode()
@@ -371,52 +415,65 @@ def _fast_package(raw: bytes, repo: str, cache: Dict[str, Dep]) -> Optional[Pack
     if head is None:
         return None
     pos = head.end()
-    size = _F_SIZE.match(text, text.find("<size", pos))
-    location = _F_LOCATION.match(text, text.find("<location", pos))
-    if size is None or location is None or text.find("<size", size.end()) >= 0 or text.find(
+    find = text.find
+    size = _F_SIZE.match(text, find("<size", pos))
+    location = _F_LOCATION.match(text, find("<location", pos))
+    if size is None or location is None or find("<size", size.end()) >= 0 or find(
             "<location", location.end()) >= 0:
         return None
-    found = {}
-    for kind, tag, start_tag, end_tag in _F_SECTIONS:
-        start = text.find(tag, pos)
+    sections = []
+    for tag, start_tag, end_tag in _F_SECTIONS:
+        start = find(tag, pos)
         if start < 0:
-            found[kind] = ()
+            sections.append(())
             continue
-        end = text.find(end_tag, start)
+        end = find(end_tag, start)
         if (end < 0 or not text.startswith(start_tag, start)
-                or text.find(tag, start + len(tag)) >= 0):  # <rpm:requires/>, or a repeat
+                or find(tag, start + len(tag)) >= 0):  # <rpm:requires/>, or a repeat
             return None
-        body = text[start + len(start_tag):end]
-        get = cache.get
-        deps = tuple([get(attrs) or _fast_dep(attrs, cache) for attrs in _F_ENTRY.findall(body)])
-        if len(deps) != body.count("<") or None in deps:  # an entry the patterns did not read
+        start += len(start_tag)
+        found = _F_ENTRY.findall(text, start, end)
+        if len(found) != text.count("<", start, end):  # an entry the pattern did not read
             return None
-        found[kind] = deps
+        sections.append(found)
+        entries += found
     texts = _F_FILE.findall(text, pos)
     if text.count("<file", pos) != len(texts):
         return None
     sourcerpm = ""
-    start = text.find("<rpm:sourcerpm", pos)
+    start = find("<rpm:sourcerpm", pos)
     if start >= 0:
         match = _F_SOURCERPM.match(text, start)
         if match is None:
             return None
         sourcerpm = match.group(1)
     name, arch, epoch, ver, rel, checksum = head.groups()
-    return _new(Package, (
-        sys.intern(name), int(epoch or 0), ver, rel, sys.intern(arch), repo, location.group(1),
-        checksum.strip().lower(), int(size.group(1)), found["provides"], found["requires"],
-        found["obsoletes"], found["conflicts"], tuple(filter(None, texts)), sourcerpm, raw))
+    return [sys.intern(name), int(epoch or 0), ver, rel, sys.intern(arch), repo, location.group(1),
+            checksum.strip().lower(), int(size.group(1)), *sections,
+            tuple(filter(None, texts)), sourcerpm, raw]
 
 
-def _fast_dep(attrs: str, cache: Dict[str, Dep]) -> Optional[Dep]:
-    match = _F_ATTRS.fullmatch(attrs)
-    if match is None:
-        return None
-    name, flags, epoch, has_ver, ver, has_rel, rel, pre = match.groups()
-    evr = _new(EVR, (int(epoch or 0), ver, rel if has_rel else None)) if has_ver else None
-    dep = cache[attrs] = _new(Dep, (sys.intern(name), flags, evr, pre in ("1", "true")))
-    return dep
+def _fast_deps(new: Set[str], cache: Dict[str, Dep]) -> Set[str]:
+    """Parse the entry texts `new` into `cache`; return those the pattern cannot read."""
+    if not new:
+        return set()
+    todo = list(new)
+    found = _F_ATTRS_ALL.findall("<".join(todo))  # "<" is in no entry text
+    if len(found) != len(todo):  # some entry is shaped otherwise: find which, one by one
+        found = []
+        for attrs in todo:
+            match = _F_ATTRS.fullmatch(attrs)
+            found.append(match.groups("") if match else None)
+    bad = {attrs for attrs, fields in zip(todo, found) if fields is None}
+    if bad:  # not cached: each batch holding one finds it again, and ElementTree reads those
+        todo, found = [a for a in todo if a not in bad], [f for f in found if f is not None]
+    intern, zero = sys.intern, _ZERO
+    cache.update(zip(todo, [
+        _new(Dep, (intern(name), flags or None, _new(EVR, (
+            0 if epoch in zero else int(epoch), ver, rel if has_rel else None))
+            if has_ver else None, pre in _TRUE))
+        for name, flags, epoch, has_ver, ver, has_rel, rel, pre in found]))
+    return bad
 
 
 def iter_filelists(stream: BinaryIO, what: str = "filelists.xml"

@@ -99,3 +99,16 @@ def test_fast_reader_still_refuses_malformed_xml():
     data = document([STANDARD]).replace(b"</summary>", b"</summar>")
     with pytest.raises(RepodataError, match="not well-formed"):
         read(data)
+
+
+def test_an_entry_the_patterns_cannot_read_goes_to_elementtree_in_every_batch(
+        monkeypatch, slow_reads):
+    """Dependency entries are parsed once per distinct text across batches (512 records each);
+    one the patterns cannot read must send every record holding it to ElementTree, in later
+    batches too, never a record with a missing dependency."""
+    odd = UNUSUAL[-1]  # an entry with a tab in an attribute value
+    data = document([odd] + [STANDARD] * 512 + [odd])
+    fast = read(data)
+    assert len(slow_reads) == 2
+    assert fast == read(data, fast=False, monkeypatch=monkeypatch)
+    assert all(None not in p.requires for p in fast)
