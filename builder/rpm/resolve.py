@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import difflib
+import itertools
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from builder.errors import BuildError
@@ -144,57 +145,60 @@ class _Index:
     def __init__(self, repos: Sequence[Any], arch: str, base: AssumedBase):
         self.repos = repos
         allowed = {arch, "noarch"}
-        self.pkgs: List[Package] = []
-        self.candidate: List[bool] = []
-        self.provides: Dict[str, List[Tuple[Dep, int]]] = collections.defaultdict(list)
-        self.files: Dict[str, List[int]] = collections.defaultdict(list)
         self.filelists_loaded = False
         self._what: Dict[Dep, Tuple[int, ...]] = {}
         self._candidates: Dict[Dep, Tuple[int, ...]] = {}
         best: Dict[str, int] = {}
         for repo in repos:
+            priority = repo.priority
             for p in repo.packages:
-                if p.arch in allowed and best.get(p.name, 1 << 30) > repo.priority:
-                    best[p.name] = repo.priority
-        self.by_name: Dict[str, List[int]] = collections.defaultdict(list)
+                if p.arch in allowed and best.get(p.name, 1 << 30) > priority:
+                    best[p.name] = priority
+        # every repo's packages in order, then the base's (a base package also in a repo is
+        # there twice: once a candidate, once installed)
+        self.pkgs: List[Package] = []
+        self.candidate: List[bool] = []
         for repo in repos:
-            for p in repo.packages:
-                self._add(p, p.arch in allowed and best.get(p.name) == repo.priority)
-        self.installed = frozenset(self._add(p, False) for p in base.packages)
+            priority = repo.priority
+            self.pkgs += repo.packages
+            self.candidate += [p.arch in allowed and best.get(p.name) == priority
+                               for p in repo.packages]
+        first_base = len(self.pkgs)
+        self.pkgs += base.packages
+        self.candidate += [False] * len(base.packages)
+        pkgs = self.pkgs
+        self.by_name: Dict[str, List[int]] = collections.defaultdict(list)
+        by_name = self.by_name
+        for i in itertools.compress(range(first_base), self.candidate):
+            by_name[pkgs[i].name].append(i)
+        self.provides: Dict[str, List[Tuple[Dep, int]]] = collections.defaultdict(list)
+        self.files: Dict[str, List[int]] = collections.defaultdict(list)
+        provides, files = self.provides, self.files
+        for i, p in enumerate(pkgs):
+            for dep in p.provides:
+                provides[dep.name].append((dep, i))
+            # rpm adds `name = EVR` to every package; hand-made metadata may lack it. The last
+            # provider of the name is this package if any of its provides named it.
+            own = provides.get(p.name)
+            if not own or own[-1][1] != i:
+                provides[p.name].append((Dep(p.name, "EQ", p.evr), i))
+            for path in p.files:
+                files[path].append(i)
+        self.installed = frozenset(range(first_base, len(pkgs)))
         self.installed_by_name: Dict[str, List[int]] = collections.defaultdict(list)
-        for b in sorted(self.installed):
-            self.installed_by_name[self.pkgs[b].name].append(b)
-        for ids in self.by_name.values():  # newest first; ties: earlier repo, then location
+        for b in range(first_base, len(pkgs)):
+            self.installed_by_name[pkgs[b].name].append(b)
+        for ids in by_name.values():  # newest first; ties: earlier repo, then location
             if len(ids) > 1:
-                ids.sort(key=lambda i: (evr_key(self.pkgs[i].evr), -i), reverse=True)
-        self.rank = {i: r for ids in self.by_name.values() for r, i in enumerate(ids)}
+                ids.sort(key=lambda i: (evr_key(pkgs[i].evr), -i), reverse=True)
+        self.rank = {i: r for ids in by_name.values() for r, i in enumerate(ids)}
         self.obsoleted_by: Dict[int, int] = {}
-        for name in sorted(self.by_name):
-            newest = self.by_name[name][0]
-            for dep in self.pkgs[newest].obsoletes:
-                for i in self.by_name.get(dep.name, ()):
-                    if self.pkgs[i].name != name and overlaps(dep.flags, dep.evr, "EQ",
-                                                              self.pkgs[i].evr):
+        for name in sorted(n for n, ids in by_name.items() if pkgs[ids[0]].obsoletes):
+            newest = by_name[name][0]
+            for dep in pkgs[newest].obsoletes:
+                for i in by_name.get(dep.name, ()):
+                    if pkgs[i].name != name and overlaps(dep.flags, dep.evr, "EQ", pkgs[i].evr):
                         self.obsoleted_by.setdefault(i, newest)
-
-    def _add(self, p: Package, candidate: bool) -> int:
-        i = len(self.pkgs)
-        self.pkgs.append(p)
-        self.candidate.append(candidate)
-        if candidate:
-            self.by_name[p.name].append(i)
-        provides, name = self.provides, p.name
-        seen_self = False
-        for dep in p.provides:
-            provides[dep.name].append((dep, i))
-            if dep.name == name:
-                seen_self = True
-        if not seen_self:  # rpm adds `name = EVR` to every package; hand-made metadata may not
-            provides[name].append((Dep(name, "EQ", p.evr), i))
-        files = self.files
-        for path in p.files:
-            files[path].append(i)
-        return i
 
     def whatprovides(self, dep: Dep) -> Tuple[int, ...]:
         found = self._what.get(dep)
