@@ -238,7 +238,7 @@ def no_gc() -> Iterator[None]:
 def _read_batch(root: bytes, raws: List[bytes], repo: str, where: str, index: int,
                 deps: Dict[str, Dep]) -> List[Package]:
     if _fast_root(root):
-        found = _fast_batch(raws, repo, deps, _check_well_formed(root, raws, where))
+        found = _fast_batch(raws, repo, deps, *_check_well_formed(root, raws, where))
     else:
         found = [None] * len(raws)
     out: List[Package] = []
@@ -259,16 +259,30 @@ def _fast_root(root: bytes) -> bool:
             and b'xmlns:rpm="' + NS_RPM.encode() + b'"' in root)
 
 
-def _check_well_formed(root: bytes, raws: List[bytes], where: str) -> bytes:
-    """Raise unless the batch is well-formed XML; return the batch's elements joined."""
+def _check_well_formed(root: bytes, raws: List[bytes], where: str) -> Tuple[bytes, bool]:
+    """Raise unless the batch is well-formed XML. Return the batch's elements joined, and
+    whether expat met a comment, CDATA section, processing instruction or namespace declaration
+    in them (rare: the fast reader then looks for those in each element)."""
     name = _ROOT.match(root).group(1)  # type: ignore[union-attr]
     parser = expat.ParserCreate(namespace_separator="}")
+    odd: List[bool] = []
     body = b"".join(raws)
+
+    def met(*_args: Any) -> None:
+        odd.append(True)
+
+    def declared(*_args: Any) -> None:  # the root's own declarations come before the body
+        if parser.CurrentByteIndex >= len(root):
+            odd.append(True)
+
+    parser.CommentHandler = parser.StartCdataSectionHandler = met
+    parser.ProcessingInstructionHandler = met
+    parser.StartNamespaceDeclHandler = declared
     try:
         parser.Parse(root + body + b"</" + name + b">", True)
     except expat.ExpatError as err:
         raise RepodataError(f"{where}: not well-formed XML ({err})") from None
-    return body
+    return body, bool(odd)
 
 
 def _package(el: ET.Element, raw: bytes, repo: str, where: str) -> Package:
@@ -371,14 +385,13 @@ _TRUE = frozenset({"1", "true"})
 _new = tuple.__new__  # NamedTuple's own __new__ is a Python function: too slow here
 
 
-def _fast_batch(raws: List[bytes], repo: str, cache: Dict[str, Dep],
-                body: bytes) -> List[Optional[Package]]:
+def _fast_batch(raws: List[bytes], repo: str, cache: Dict[str, Dep], body: bytes,
+                odd: bool) -> List[Optional[Package]]:
     """The Packages of a well-formed batch of `<package>` elements (`body` is them joined), None
     for each element `_fast_fields` or `_fast_deps` cannot read (the caller asks ElementTree).
-    Dependency entries are parsed once per distinct text (`cache`, kept across batches), and
-    those new in this batch all in one pattern pass."""
-    # Comments, CDATA, PIs and namespace declarations are rare: look for them once per batch
-    odd = b"<!" in body or b"<?" in body or b"xmlns" in body
+    `odd`: expat met comments, CDATA, PIs or namespace declarations in the batch. Dependency
+    entries are parsed once per distinct text (`cache`, kept across batches), and those new in
+    this batch all in one pattern pass."""
     entries: List[str] = []
     rows = [_fast_fields(raw, repo, odd, entries) for raw in raws]
     bad = _fast_deps(set(entries).difference(cache), cache)

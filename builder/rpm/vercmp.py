@@ -23,6 +23,25 @@ def rpmvercmp(a: str, b: str) -> int:
     """Compare two version (or release) strings as rpm does: -1, 0 or 1."""
     if a == b:
         return 0
+    if "~" in a or "^" in a or "~" in b or "^" in b:
+        return _walk(a, b)
+    key_a, key_b = _plain_key(a), _plain_key(b)
+    return 0 if key_a == key_b else (1 if key_a > key_b else -1)
+
+
+_SEGMENT = re.compile(r"[0-9]+|[A-Za-z]+")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _plain_key(text: str) -> tuple:
+    """A sort key equal to rpmvercmp's order for strings without `~` or `^`: the segments in
+    turn, a number (compared as one, leading zeros and all) above any letters, letters by byte
+    value, and a string that is a prefix of the other (separators aside) older."""
+    return tuple((1, int(seg)) if seg[0] <= "9" else (0, seg) for seg in _SEGMENT.findall(text))
+
+
+def _walk(a: str, b: str) -> int:
+    """rpmvercmp itself: segment by segment, with `~` and `^`."""
     i = j = 0
     la, lb = len(a), len(b)
     while i < la or j < lb:

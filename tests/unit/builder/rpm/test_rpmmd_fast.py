@@ -43,6 +43,11 @@ UNUSUAL = [
     STANDARD.replace('<file type="dir">', '<file type="dir" x="1">'),
     STANDARD.replace('pkgid="YES"', 'pkgid="YES" x="1"'),
     STANDARD.replace("</rpm:requires>", '<rpm:entry name="tab\tin"/></rpm:requires>'),
+    # a section inside CDATA, a processing instruction, `rpm:` bound to another namespace
+    STANDARD.replace("<summary>s</summary>", "<summary><![CDATA[<rpm:requires><rpm:entry "
+                     'name="fake"/></rpm:requires>]]></summary>'),
+    STANDARD.replace("<rpm:license>", "<?pi x?><rpm:license>"),
+    STANDARD.replace("<format>", '<format xmlns:rpm="urn:other">'),
 ]
 
 
@@ -87,7 +92,7 @@ def test_fast_reader_equals_elementtree_on_createrepo_layout(monkeypatch, slow_r
 
 @pytest.mark.parametrize("template", UNUSUAL, ids=[
     "entity", "attribute-order", "single-quotes", "comment", "empty-section", "empty-sourcerpm",
-    "file-attribute", "checksum-attribute", "tab-in-attribute"])
+    "file-attribute", "checksum-attribute", "tab-in-attribute", "cdata", "pi", "rebound-prefix"])
 def test_unusual_records_are_read_by_elementtree(monkeypatch, slow_reads, template):
     data = document([STANDARD, template])
     fast = read(data)
@@ -106,7 +111,7 @@ def test_an_entry_the_patterns_cannot_read_goes_to_elementtree_in_every_batch(
     """Dependency entries are parsed once per distinct text across batches (512 records each);
     one the patterns cannot read must send every record holding it to ElementTree, in later
     batches too, never a record with a missing dependency."""
-    odd = UNUSUAL[-1]  # an entry with a tab in an attribute value
+    odd = next(t for t in UNUSUAL if "tab\tin" in t)  # a tab in an attribute value
     data = document([odd] + [STANDARD] * 512 + [odd])
     fast = read(data)
     assert len(slow_reads) == 2

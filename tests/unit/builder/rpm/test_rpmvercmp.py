@@ -127,3 +127,18 @@ def test_overlaps(provide, require, expected):
     back = overlaps(rflags, parse_evr(revr) if revr else None, pflags,
                     parse_evr(pevr) if pevr else None)
     assert back is expected  # range intersection is symmetric
+
+
+def test_the_sort_key_shortcut_orders_like_the_walk():
+    """Strings without `~` or `^` are compared by a cached segment key; it must agree with
+    rpm's segment walk on everything, separators, leading zeros and letters included."""
+    import random
+
+    from builder.rpm import vercmp
+
+    rng = random.Random(16)
+    alphabet = "0012389abzAZ._+-"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7))) for _ in range(600)]
+    for a in texts:
+        for b in rng.sample(texts, 20) + [a + ".0", a + "a", "0" + a]:
+            assert rpmvercmp(a, b) == vercmp._walk(a, b), (a, b)
