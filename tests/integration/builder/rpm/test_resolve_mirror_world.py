@@ -153,3 +153,33 @@ def test_a_requirement_on_a_newer_base_package_upgrades_it_and_what_pins_it(repo
     assert problems == []
     assert [p.nevra for p in result.packages] == expected
     assert_closed(result)
+
+
+def test_a_versioned_provide_only_a_newer_base_package_has_upgrades_it_and_what_it_pins(
+        repos, core, tmp_path):
+    """The other way round: a local RPM needs `selinux-policy-base >= ` the updates build, a
+    virtual provide of selinux-policy-targeted. @core's targeted is too old, so the updates one
+    is shipped; it requires `selinux-policy = ` its own version, which @core's selinux-policy
+    no longer meets, so that is upgraded too. Equal to libsolv."""
+    local = tmp_path / "local"
+    build_rpm(local, "needs-new-policy-base", "1.0-1",
+              requires=["selinux-policy-base >= 3.13.1-268.el7_9.2"])
+    world = repos + [load(createrepo(local))]
+    in_core = {p.nevra for p in core.packages}
+    assert {"selinux-policy-3.13.1-266.el7.noarch",
+            "selinux-policy-targeted-3.13.1-266.el7.noarch"} <= in_core
+    result = resolve(["needs-new-policy-base"], world, base=core)
+    assert [p.nevra for p in result.packages] == [
+        "needs-new-policy-base-1.0-1.noarch", "selinux-policy-3.13.1-268.el7_9.2.noarch",
+        "selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"]
+    assert result.replaces == (
+        ("selinux-policy-3.13.1-268.el7_9.2.noarch", "selinux-policy-3.13.1-266.el7.noarch"),
+        ("selinux-policy-targeted-3.13.1-268.el7_9.2.noarch",
+         "selinux-policy-targeted-3.13.1-266.el7.noarch"))
+    reason = result.reasons["selinux-policy-3.13.1-268.el7_9.2.noarch"]
+    assert reason.parent == "selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"
+    expected, problems = Oracle(tmp_path / "oracle", world, core.packages).solve(
+        ["needs-new-policy-base"])
+    assert problems == []
+    assert [p.nevra for p in result.packages] == expected
+    assert_closed(result)
