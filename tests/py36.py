@@ -12,13 +12,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
 PYENV = Path(os.environ.get("PYENV_ROOT") or "~/.pyenv").expanduser() / "versions"
 PY36 = Path(os.environ.get("KUBECRATE_PYTHON36") or PYENV / "3.6.15/bin/python3.6")
 PY27 = Path(os.environ.get("KUBECRATE_PYTHON27") or PYENV / "2.7.18/bin/python2.7")
+# EL9's python3 (BaseOS python3-3.9): the same .pyz runs there
+PY39 = Path(os.environ.get("KUBECRATE_PYTHON39") or PYENV / "3.9.18/bin/python3.9")
 
 HOW_TO = ("the machine image carries it under pyenv; elsewhere `pyenv install {version}` "
           "(or set {variable} to such an interpreter)")
@@ -29,7 +31,8 @@ def _interpreter(path: Path, want: Tuple[int, int], variable: str) -> Path:
     if not os.access(str(path), os.X_OK):
         pytest.fail("CPython {} is not at {}: the installer is tested on the hosts' real "
                     "Python; {}".format(version, path, HOW_TO.format(
-                        version="3.6.15" if want == (3, 6) else "2.7.18", variable=variable)))
+                        version={(3, 6): "3.6.15", (3, 9): "3.9.18"}.get(want, "2.7.18"),
+                        variable=variable)))
     probe = subprocess.run([str(path), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
     found = probe.stdout.decode("ascii", "replace").strip()
@@ -41,6 +44,11 @@ def _interpreter(path: Path, want: Tuple[int, int], variable: str) -> Path:
 def python36() -> Path:
     """CPython 3.6, or the test fails saying how to get it."""
     return _interpreter(PY36, (3, 6), "KUBECRATE_PYTHON36")
+
+
+def python39() -> Path:
+    """CPython 3.9 (EL9's python3), or the test fails saying how to get it."""
+    return _interpreter(PY39, (3, 9), "KUBECRATE_PYTHON39")
 
 
 def python27() -> Path:
@@ -58,17 +66,19 @@ def python3_dir(folder: Path) -> Path:
     return folder
 
 
-def python3_shim(folder: Path) -> Path:
-    """A folder with a host's `python3` for hosts whose tools are stand-ins: CPython 3.6 when
-    the .pyz's preamble probes for Python or starts the installer (both with -I; each such
-    start is logged in `python36-runs`), the test's own Python for everything else, since the
+def python3_shim(folder: Path, interpreter: Optional[Path] = None) -> Path:
+    """A folder with a host's `python3` for hosts whose tools are stand-ins: CPython 3.6 (or
+    `interpreter`, e.g. python39() for an EL9 host) when the .pyz's preamble probes for Python
+    or starts the installer (both with -I; each such start is logged in `python36-runs`, with
+    the interpreter's path first), the test's own Python for everything else, since the
     stand-ins for host tools (not Python at all on a real host) are `#!/usr/bin/env python3`
     scripts that need 3.7+. The installer passes PATH on to the commands it runs."""
     folder.mkdir(parents=True, exist_ok=True)
     shim = folder / "python3"
-    shim.write_text('#!/bin/sh\ncase ${{1:-}} in -I) echo "$*" >> {}; exec {} "$@" ;; esac\n'
-                    'exec {} "$@"\n'.format(folder / "python36-runs", python36(),
-                                             sys.executable))
+    chosen = interpreter or python36()
+    shim.write_text('#!/bin/sh\ncase ${{1:-}} in -I) echo "{} $*" >> {}; exec {} "$@" ;; '
+                    'esac\nexec {} "$@"\n'.format(chosen, folder / "python36-runs", chosen,
+                                                  sys.executable))
     shim.chmod(0o755)
     return folder
 

@@ -16,22 +16,48 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mirrorworld import releases
 from mirrorworld import yum as yumworld
 
-from tests import procs, py36
+from tests import osreleases, procs, py36
+from tests.dnfroot import dnf, write_config
 from tests.e2e.netns import Host, Lab
 from tests.integration import hostworld
-from tests.integration.hostworld import MW, STANDINS, dnf_into, write_host_files, write_kernel
+from tests.integration.hostworld import (
+    KERNEL,
+    KERNEL_EL9,
+    MW,
+    STANDINS,
+    dnf_into,
+    write_host_files,
+    write_kernel,
+)
 
 HERE = Path(__file__).resolve().parent
 NAME = "k8s-1.23.17-el7"
 NAMES = ("cp1", "cp2", "cp3", "w1")
 LB_PORT = 8443
 RECORDED = ("yum", "rpm", "modprobe", "sysctl", "swapoff", "setenforce", "hostnamectl",
-            "firewall-cmd", "docker", "chronyc")
+            "firewall-cmd", "docker", "chronyc", "ctr", "crictl")
+
+
+class Profile(NamedTuple):
+    """What the lab's hosts are: the bundle (`kubecrate build` of manifests/<bundle>.yaml),
+    each node's /etc/os-release (NAMES order), their kernel and their python3."""
+
+    bundle: str
+    os_releases: Tuple[str, ...]
+    kernel: str
+    python: str  # "3.6": CentOS 7's python3, EL8's platform-python; "3.9": EL9's python3
+
+
+EL7 = Profile(NAME, (osreleases.CENTOS7,) * 4, KERNEL, "3.6")
+# Rocky 9.4's bundle on Rocky, Alma and RHEL 9 hosts (its recipe's target.hosts), containerd
+EL9 = Profile("k8s-1.30-el9-containerd", (osreleases.ROCKY94, osreleases.ALMA9,
+                                          osreleases.RHEL9, osreleases.ROCKY94),
+              KERNEL_EL9, "3.9")
 
 
 def vip(subnet: int) -> str:
@@ -58,13 +84,24 @@ nodes:
         "kubeadm: {{kube_proxy_mode: {}}}\n".format(kube_proxy_mode) if kube_proxy_mode else "")
 
 
-def core_root(folder: Path) -> Path:
-    """A pristine @core root made by the real dnf from the mirror world, copied per host."""
-    generated = yumworld.generate(MW / "www", MW / "work")
+def core_root(folder: Path, profile: Profile = EL7) -> Path:
+    """A pristine @core root made by the real dnf from the mirror world, copied per host:
+    CentOS 7's, or for EL9 Rocky 9.4's (BaseOS, its comps, its key)."""
     root = folder / "root"
     root.mkdir(parents=True)
-    dnf_into(root, MW / "www", {k: v for k, v in generated["repos"].items()
-                                if not k.startswith("docker")}, "group", "install", "core")
+    if profile.kernel == KERNEL:
+        generated = yumworld.generate(MW / "www", MW / "work")
+        dnf_into(root, MW / "www", {k: v for k, v in generated["repos"].items()
+                                    if not k.startswith("docker")}, "group", "install", "core")
+        return root
+    www = MW / "www"
+    generated = yumworld.generate(www, MW / "work", yumworld.EL8)
+    key = generated["gpgkeys"]["rocky9"]["path"]
+    conf, repos_d = write_config(folder / "dnf", {"rocky9-baseos": (
+        "file://{}".format(www / generated["repos"]["rocky9-baseos"]),
+        ["file://{}".format(www / key)])})
+    dnf(root, conf, repos_d, "-q", "--nodocs", "--releasever=9",
+        "--setopt=module_platform_id=platform:el9", "group", "install", "core")
     return root
 
 
@@ -72,8 +109,10 @@ class Node:
     """One namespace host prepared to run the installer: its root, fake kernel, PATH."""
 
     def __init__(self, host: Host, core: Path, shiv_root: Path, subnet: int,
-                 session: Optional[Dict[str, str]] = None, cluster: str = "") -> None:
+                 session: Optional[Dict[str, str]] = None, cluster: str = "",
+                 profile: Profile = EL7, os_release: str = osreleases.CENTOS7) -> None:
         self.host = host
+        self.profile = profile
         self.session = dict(session or {})  # the operator's locale variables (none: env -i)
         top = host.dir
         self.test_host = hostworld.TestHost(top, top / "root", top / "kernel", top / "bin")
@@ -92,10 +131,21 @@ class Node:
         (top / "state").mkdir()
         (top / "state/units.json").write_text(json.dumps(
             {"active": [], "enabled": [], "ports": [], "protocols": []}))
-        write_kernel(self.test_host, host.address)
-        write_host_files(self.test_host)
+        write_kernel(self.test_host, host.address, profile.kernel)
+        if profile.kernel != KERNEL:
+            # iptables-nft's %post makes /usr/sbin/iptables an alternatives link to
+            # iptables-nft (`alternatives --install`); the world's RPMs run no scriptlets.
+            # Relative links: an absolute one would resolve on the test machine's own /etc.
+            sbin = self.test_host.root / "usr/sbin"
+            sbin.mkdir(parents=True, exist_ok=True)
+            alternatives = self.test_host.root / "etc/alternatives"
+            alternatives.mkdir(parents=True, exist_ok=True)
+            (alternatives / "iptables").symlink_to("../../usr/sbin/iptables-nft")
+            (sbin / "iptables").symlink_to("../../etc/alternatives/iptables")
+        write_host_files(self.test_host, os_release)
         (top / "cluster.yaml").write_text(cluster or cluster_yaml(subnet))
-        self.python_dir = py36.python3_shim(top / "python")
+        self.python_dir = py36.python3_shim(
+            top / "python", py36.python39() if profile.python == "3.9" else None)
         self.env = {"PATH": "{}:{}".format(bin_dir, os.environ["PATH"]),
                     "KUBECRATE_PROBE_ROOT": str(self.test_host.kernel),
                     "KUBECRATE_STANDIN_STATE": str(top / "state"),
@@ -139,7 +189,7 @@ class Node:
 
     def install(self, built: Path, *extra: object):
         top = self.host.dir
-        return self.pyz(built, "install", "--bundle", built / (NAME + ".tar"),
+        return self.pyz(built, "install", "--bundle", built / (self.profile.bundle + ".tar"),
                         "--cluster", top / "cluster.yaml", "--root", self.root,
                         "--node", self.name, *extra)
 
@@ -159,11 +209,14 @@ SESSIONS = ({}, {"LANG": "C"}, {"LANG": "C.UTF-8"}, {"LANG": "kc_XX.UTF-8"})
 
 
 def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int,
-            mode: str = "services", kube_proxy_mode: str = "") -> Dict[str, Node]:
-    """One Node per lab host; cluster.yaml names exactly the lab's hosts."""
+            mode: str = "services", kube_proxy_mode: str = "",
+            profile: Profile = EL7) -> Dict[str, Node]:
+    """One Node per lab host, of `profile`; cluster.yaml names exactly the lab's hosts."""
     cluster = cluster_yaml(subnet, mode, [host.name for host in lab.hosts], kube_proxy_mode)
     return {host.name: Node(host, core, shiv_root, subnet, SESSIONS[i % len(SESSIONS)],
-                            cluster) for i, host in enumerate(lab.hosts)}
+                            cluster, profile,
+                            profile.os_releases[i % len(profile.os_releases)])
+            for i, host in enumerate(lab.hosts)}
 
 
 def pods(node: Node, running: Sequence[str] = (), limit: float = 20.0) -> Dict[str, dict]:

@@ -7,10 +7,12 @@ every host changes nothing; killing the VIP holder's keepalived, haproxy and api
 taking its link down, each move the VIP with the endpoint back within 15 s, and bringing the
 node back keeps the endpoint answering; a day later join-info gives fresh join material that a
 reset worker rejoins with, from the bundle cache. The same four nodes are installed again in
-load_balancer.mode static-pods, without the drills. The hosts are tests/e2e/halab.py (shared
+load_balancer.mode static-pods, without the drills, as EL9 hosts (Rocky, Alma, RHEL 9) from the
+k8s-1.30-el9-containerd bundle, on Python 3.9. The hosts are tests/e2e/halab.py (shared
 with scripts/demo); docs/testing.md says what is real on them.
 """
 
+import json
 import time
 
 import pytest
@@ -48,6 +50,26 @@ def built(mirror_world, tmp_path_factory):
 def core(tmp_path_factory):
     require_root()
     return halab.core_root(tmp_path_factory.mktemp("ha-core"))
+
+
+@pytest.fixture(scope="module")
+def built_el9(mirror_world, tmp_path_factory):
+    """The k8s-1.30-el9-containerd bundle and its .pyz, built once from the mirror world."""
+    require_root()
+    root = tmp_path_factory.mktemp("ha-build-el9")
+    _key, secret, _public = make_key(root / "keys")
+    done = kubecrate("build", RECIPE.parent / (halab.EL9.bundle + ".yaml"), "--mirrors",
+                     mirror_world.preset_el9, "--key", secret, "--out", root / "out",
+                     "--lock", root / (halab.EL9.bundle + ".lock"),
+                     "--cache", seeded_cache(root / "cache"), timeout=1200)
+    assert done.returncode == 0, done.stderr
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def core_el9(tmp_path_factory):
+    require_root()
+    return halab.core_root(tmp_path_factory.mktemp("ha-core-el9"), halab.EL9)
 
 
 def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_world, built,  # noqa: F811
@@ -151,17 +173,24 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
 
 
-def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world, built,  # noqa: F811
-                                                      core, tmp_path):
-    """load_balancer.mode static-pods (the CentOS 8 runbook) on the same four nodes, without
-    the failover drills of the services run: the kubelet starts keepalived and haproxy only
-    inside `kubeadm init` (on the joiners after their join), from the images the bundle loaded
-    on that node. cp3 joins last, so its install completes the cluster and runs the smoke
-    check; every node ends Ready."""
+def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,  # noqa: F811
+                                                      built_el9, core_el9, tmp_path):
+    """load_balancer.mode static-pods on the same four nodes, without the failover drills of
+    the services run, as EL9 hosts with containerd (issue 18): the k8s-1.30-el9-containerd
+    bundle (Kubernetes v1.30.14, containerd 1.6) on Rocky 9.4 (cp1, w1), Alma 9 (cp2) and RHEL 9
+    (cp3), which its recipe's target.hosts admits, kernel 5.14, the .pyz on CPython 3.9 (EL9's
+    python3); images go into each host's containerd with `ctr -n k8s.io images import`, the
+    kubelet finds the runtime on --container-runtime-endpoint and refuses a containerd without
+    CRI or with another cgroup driver. The kubelet starts keepalived and haproxy only inside
+    `kubeadm init` (on the joiners after their join), from the images the bundle loaded on that
+    node. cp3 joins last, so its install completes the cluster and runs the smoke check; every
+    node ends Ready."""
     for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
         require_tool(tool)
+    built, core = built_el9, core_el9
     lab = netns_lab("hasp", halab.NAMES, subnet=STATIC_SUBNET)
-    nodes = halab.prepare(lab, core, tmp_path / "shiv", STATIC_SUBNET, mode="static-pods")
+    nodes = halab.prepare(lab, core, tmp_path / "shiv", STATIC_SUBNET, mode="static-pods",
+                          profile=halab.EL9)
     join = tmp_path / "join.yaml"
     vip = halab.vip(STATIC_SUBNET)
     cp1 = nodes["cp1"]
@@ -190,6 +219,17 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world, 
     rows = halab.get_nodes(nodes["w1"], cp1)
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
     assert {r[1] for r in rows} == {"Ready"}, rows
+    assert {r[4] for r in rows} == {"v1.30.14"}, rows
+    for name, node in nodes.items():  # containerd, as the runtime step configured it
+        assert "python3.9 " in node.python36_runs() and \
+            "kubecrate-installer.pyz install" in node.python36_runs(), name
+        assert "SystemdCgroup = true" in \
+            (node.root / "etc/containerd/config.toml").read_text(), name
+        flags = (node.root / "var/lib/kubelet/kubeadm-flags.env").read_text()
+        assert "--container-runtime-endpoint=unix:///run/containerd/containerd.sock" in flags
+        assert ["ctr", "-n", "k8s.io", "images", "import", "-"] in [
+            json.loads(line) for line in (node.host.dir / "calls.jsonl").read_text()
+            .splitlines()], name
 
 
 def smoke_check_after_install(cp1, nodes, built) -> None:
