@@ -129,30 +129,38 @@ def test_unknown_package_fails_naming_it_and_the_repos(repos, core):
     assert "searched base, updates, extras, docker-ce-stable" in err.value.message
 
 
+POLICY_UPGRADES = (  # (updates build shipped, @core's build it replaces)
+    ("selinux-policy-3.13.1-268.el7_9.2.noarch", "selinux-policy-3.13.1-266.el7.noarch"),
+    ("selinux-policy-targeted-3.13.1-268.el7_9.2.noarch",
+     "selinux-policy-targeted-3.13.1-266.el7.noarch"))
+
+
+def resolve_policy_upgrade(repos, core, tmp_path, name, requirement):
+    """Resolve a local repo's real RPM `name`, which needs `requirement`, over the mirror with
+    @core as the base: it must ship `name` and both policy upgrades, as libsolv does."""
+    local = tmp_path / "local"
+    build_rpm(local, name, "1.0-1", requires=[requirement])
+    world = repos + [load(createrepo(local))]
+    assert {old for _new, old in POLICY_UPGRADES} <= {p.nevra for p in core.packages}
+    result = resolve([name], world, base=core)
+    assert [p.nevra for p in result.packages] == [f"{name}-1.0-1.noarch"] + [
+        new for new, _old in POLICY_UPGRADES]
+    assert result.replaces == POLICY_UPGRADES
+    expected, problems = Oracle(tmp_path / "oracle", world, core.packages).solve([name])
+    assert problems == []
+    assert [p.nevra for p in result.packages] == expected
+    assert_closed(result)
+    return result
+
+
 def test_a_requirement_on_a_newer_base_package_upgrades_it_and_what_pins_it(repos, core, tmp_path):
     """A local repo's real RPM needs selinux-policy >= the updates build, newer than @core's:
     selinux-policy is upgraded from updates, and selinux-policy-targeted (in the base, pinned to
     the old policy by `=`) must follow, as yum and libsolv do."""
-    local = tmp_path / "local"
-    build_rpm(local, "needs-new-policy", "1.0-1",
-              requires=["selinux-policy >= 3.13.1-268.el7_9.2"])
-    world = repos + [load(createrepo(local))]
-    assert "selinux-policy-3.13.1-266.el7.noarch" in {p.nevra for p in core.packages}
-    result = resolve(["needs-new-policy"], world, base=core)
-    assert [p.nevra for p in result.packages] == [
-        "needs-new-policy-1.0-1.noarch", "selinux-policy-3.13.1-268.el7_9.2.noarch",
-        "selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"]
-    assert result.replaces == (
-        ("selinux-policy-3.13.1-268.el7_9.2.noarch", "selinux-policy-3.13.1-266.el7.noarch"),
-        ("selinux-policy-targeted-3.13.1-268.el7_9.2.noarch",
-         "selinux-policy-targeted-3.13.1-266.el7.noarch"))
+    result = resolve_policy_upgrade(repos, core, tmp_path, "needs-new-policy",
+                                    "selinux-policy >= 3.13.1-268.el7_9.2")
     assert "upgrades base package selinux-policy-targeted-3.13.1-266.el7.noarch" in (
         result.reasons["selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"].note)
-    expected, problems = Oracle(tmp_path / "oracle", world, core.packages).solve(
-        ["needs-new-policy"])
-    assert problems == []
-    assert [p.nevra for p in result.packages] == expected
-    assert_closed(result)
 
 
 def test_a_versioned_provide_only_a_newer_base_package_has_upgrades_it_and_what_it_pins(
@@ -161,25 +169,7 @@ def test_a_versioned_provide_only_a_newer_base_package_has_upgrades_it_and_what_
     virtual provide of selinux-policy-targeted. @core's targeted is too old, so the updates one
     is shipped; it requires `selinux-policy = ` its own version, which @core's selinux-policy
     no longer meets, so that is upgraded too. Equal to libsolv."""
-    local = tmp_path / "local"
-    build_rpm(local, "needs-new-policy-base", "1.0-1",
-              requires=["selinux-policy-base >= 3.13.1-268.el7_9.2"])
-    world = repos + [load(createrepo(local))]
-    in_core = {p.nevra for p in core.packages}
-    assert {"selinux-policy-3.13.1-266.el7.noarch",
-            "selinux-policy-targeted-3.13.1-266.el7.noarch"} <= in_core
-    result = resolve(["needs-new-policy-base"], world, base=core)
-    assert [p.nevra for p in result.packages] == [
-        "needs-new-policy-base-1.0-1.noarch", "selinux-policy-3.13.1-268.el7_9.2.noarch",
-        "selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"]
-    assert result.replaces == (
-        ("selinux-policy-3.13.1-268.el7_9.2.noarch", "selinux-policy-3.13.1-266.el7.noarch"),
-        ("selinux-policy-targeted-3.13.1-268.el7_9.2.noarch",
-         "selinux-policy-targeted-3.13.1-266.el7.noarch"))
+    result = resolve_policy_upgrade(repos, core, tmp_path, "needs-new-policy-base",
+                                    "selinux-policy-base >= 3.13.1-268.el7_9.2")
     reason = result.reasons["selinux-policy-3.13.1-268.el7_9.2.noarch"]
     assert reason.parent == "selinux-policy-targeted-3.13.1-268.el7_9.2.noarch"
-    expected, problems = Oracle(tmp_path / "oracle", world, core.packages).solve(
-        ["needs-new-policy-base"])
-    assert problems == []
-    assert [p.nevra for p in result.packages] == expected
-    assert_closed(result)
