@@ -25,6 +25,7 @@ from typing import Any, Dict, List, NamedTuple
 
 from installer import bundlecache
 from installer.format.bundle import cache_root
+from installer.format.bundleinfo import read_sections
 from installer.format.errors import KubecrateError, VerificationError
 from installer.format.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, parse_manifest
 from installer.host import Host
@@ -54,9 +55,10 @@ def _describe(path: str, digest: str):
         with open(os.path.join(path, MANIFEST_NAME), "rb") as handle:
             raw = handle.read(MAX_MANIFEST_SIZE + 1)
         manifest = parse_manifest(raw)
+        sections = read_sections(manifest.data)
     except (OSError, VerificationError) as err:
         return "(unreadable bundle.json: {})".format(getattr(err, "strerror", None) or err), "?"
-    return manifest.name, str(manifest.data.get("kubernetes_version") or "?")
+    return manifest.name, sections.kubernetes_version or "?"
 
 
 def _disk_usage(path: str) -> int:

@@ -1,6 +1,6 @@
 """The bundle's `addons/`: CNI manifests rendered for the recipe's add-on versions and images.
 
-    render_addons(recipe.addons, stage / "addons")  # {"flannel": "addons/flannel/...yml"}
+    render_addons(recipe.addons, stage)  # {"flannel": "addons/flannel/...yml"}
 
 Only flannel has a manifest template so far (builder/data/kube-flannel.yml.j2, the objects of
 flannel's Documentation/kube-flannel.yml); other add-ons ship their images
@@ -18,6 +18,7 @@ import jinja2
 from builder.errors import BuildError
 from builder.inputs.mirrors import parse_image
 from builder.inputs.recipe import Addon
+from installer.format.bundleinfo import addon_manifest
 
 __all__ = ["DEFAULT_POD_CIDR", "render_addons", "render_flannel"]
 
@@ -55,16 +56,17 @@ def render_flannel(addon: Addon, pod_cidr: str = DEFAULT_POD_CIDR,
 _RENDERERS = {"flannel": ("kube-flannel.yml", render_flannel)}
 
 
-def render_addons(addons: Mapping[str, Addon], out: Path) -> Dict[str, str]:
-    """Write each add-on's manifest under `out/<name>/`; return bundle paths by add-on
-    (relative to out's parent), for bundle.json."""
+def render_addons(addons: Mapping[str, Addon], folder: Path) -> Dict[str, str]:
+    """Write each add-on's manifest into the bundle tree `folder` (at
+    installer/format/bundleinfo.py's addon_manifest path); return those paths by add-on,
+    for bundle.json."""
     written = {}
     for name, addon in sorted(addons.items()):
         if name not in _RENDERERS:
             continue
         filename, render = _RENDERERS[name]
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / filename).write_text(render(addon), encoding="utf-8")
-        written[name] = f"{out.name}/{name}/{filename}"
+        path = addon_manifest(name, filename)
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(render(addon), encoding="utf-8")
+        written[name] = path
     return written

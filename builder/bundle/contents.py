@@ -1,7 +1,7 @@
 """Read a built bundle's contents on the workstation, for `kubecrate lint` and `inspect`.
 
     with open_bundle(path) as contents:
-        contents.manifest["roles"], contents.images(), contents.packages()
+        contents.sections.roles, contents.images(), contents.packages()
 
 The bundle is read in place with tarfile (nothing is extracted into the working tree); the
 image archive is copied to a temporary file only because installer/format/imagearchive.py reads a
@@ -24,6 +24,7 @@ from builder.errors import BuildError
 from builder.rpm.metadata import Package, iter_packages
 from builder.rpm.repodata import parse_repomd
 from installer.format import bundle as bundlemod
+from installer.format.bundleinfo import REPO, BundleSections, read_sections
 from installer.format.imagearchive import ArchivedImage, list_images
 from installer.format.manifest import MANIFEST_NAME
 
@@ -44,6 +45,9 @@ class BundleContents:
             self.manifest: Dict[str, Any] = json.loads(self.read(MANIFEST_NAME))
         except ValueError as err:
             raise BuildError(f"{path}: {MANIFEST_NAME} is not JSON ({err})") from None
+        if not isinstance(self.manifest, dict):
+            raise BuildError(f"{path}: {MANIFEST_NAME} is not a JSON object")
+        self.sections: BundleSections = read_sections(self.manifest, f"{path}: {MANIFEST_NAME}")
         self._images: Optional[List[ArchivedImage]] = None
 
     @property
@@ -59,7 +63,7 @@ class BundleContents:
     def archive_path(self) -> Optional[Path]:
         """The image archive copied out to a temporary file, or None when the bundle has
         none."""
-        member = self.manifest.get("image_archive") or "images/images.tar"
+        member = self.sections.image_archive
         if member not in self.members:
             return None
         target = self._scratch / "images.tar"
@@ -88,7 +92,7 @@ class BundleContents:
 
     def packages(self) -> List[Package]:
         """The packages the bundle repo's primary.xml lists."""
-        repo = (self.manifest.get("repo") or {}).get("path", "repo")
+        repo = self.sections.repo.path if self.sections.repo else REPO
         repomd_name = f"{repo}/repodata/repomd.xml"
         if repomd_name not in self.members:
             return []

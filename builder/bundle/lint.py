@@ -27,6 +27,7 @@ from builder.errors import BuildError
 from builder.inputs.mirrors import MirrorPresetError, parse_image
 from builder.inputs.recipe import Recipe, role_images
 from builder.registry.kubeadm_images import kubeadm_images
+from installer.format.bundleinfo import BundleSections, Role
 
 __all__ = ["LintFailed", "lint_bundle", "lint_contents"]
 
@@ -56,9 +57,8 @@ def lint_bundle(path: Path, recipe: Optional[Recipe] = None, key: Any = None,
 def lint_cluster(contents: BundleContents, cluster: Any) -> List[str]:
     """What `cluster` runs from the bundle that the bundle lacks (static-pod load balancer)."""
     lb = cluster.load_balancer
-    roles = contents.manifest.get("roles") or {}
-    control_plane = {str(parse_image(ref)) for ref in
-                     (roles.get("control-plane") or {}).get("images") or []}
+    role = contents.sections.roles.get("control-plane")
+    control_plane = {str(parse_image(ref)) for ref in (role.images if role else ())}
     archived = {image.reference for image in contents.images()}
     problems = []
     for ref in lb.static_pod_images():
@@ -83,9 +83,9 @@ def _spec_matches(spec: str, names: Dict[str, Set[str]]) -> bool:
 
 
 def lint_contents(contents: BundleContents, recipe: Optional[Recipe] = None) -> List[str]:
-    manifest = contents.manifest
+    sections = contents.sections
     problems: List[str] = []
-    roles: Dict[str, Any] = manifest.get("roles") or {}
+    roles = sections.roles
     if not roles:
         problems.append("bundle.json has no roles section")
 
@@ -94,9 +94,10 @@ def lint_contents(contents: BundleContents, recipe: Optional[Recipe] = None) -> 
     for p in contents.packages():
         forms.setdefault(p.name, set()).update(
             {p.name, f"{p.name}-{p.version}", f"{p.name}-{p.version}-{p.release}", p.nevra})
-    base = {_name_of(nevra) for nevra in (manifest.get("assumed_base") or {}).get("packages", [])}
+    base = {_name_of(nevra) for nevra in
+            (sections.assumed_base.packages if sections.assumed_base else ())}
     for role, section in sorted(roles.items()):
-        for spec in section.get("packages") or []:
+        for spec in section.packages:
             if not _spec_matches(spec, forms) and spec not in base:
                 problems.append(f"package {spec} ({role}) is not in the bundle repo")
 
@@ -105,18 +106,18 @@ def lint_contents(contents: BundleContents, recipe: Optional[Recipe] = None) -> 
     blobs = contents.archive_blobs() if archived else set()
     wanted: Dict[str, Set[str]] = {}
     for role, section in roles.items():
-        for ref in section.get("images") or []:
+        for ref in section.images:
             wanted.setdefault(ref, set()).add(role)
-    for ref in manifest.get("kubeadm_images") or []:
+    for ref in sections.kubeadm_images:
         wanted.setdefault(ref, set()).add("kubeadm")
-    for entry in manifest.get("images") or []:
-        wanted.setdefault(entry.get("reference", ""), set()).update(entry.get("roles") or [])
+    for entry in sections.images:
+        wanted.setdefault(entry.reference, set()).update(entry.roles)
     for ref in sorted(wanted):
         if _by_digest_only(ref):
             problems.append(f"image {ref} is named by digest only (docker load keeps no digests)")
         elif ref not in archived:
             problems.append(f"image {ref} ({', '.join(sorted(wanted[ref]))}) is not in "
-                            f"{manifest.get('image_archive') or 'images/images.tar'}")
+                            f"{sections.image_archive}")
     for ref, image in sorted(archived.items()):
         if _by_digest_only(ref):
             problems.append(f"image archive names {ref} by digest only")
@@ -124,8 +125,8 @@ def lint_contents(contents: BundleContents, recipe: Optional[Recipe] = None) -> 
         if lacking:
             problems.append(f"image {ref}: blob sha256:{lacking[0]} is missing from the archive")
 
-    for name, addon in sorted((manifest.get("addons") or {}).items()):
-        member = addon.get("manifest")
+    for name, addon in sorted(sections.addons.items()):
+        member = addon.manifest
         if not member:
             continue
         if member not in contents.members:
@@ -143,27 +144,26 @@ def lint_contents(contents: BundleContents, recipe: Optional[Recipe] = None) -> 
             problems.append(f"bin/{tool} is missing")
 
     if recipe is not None:
-        problems += _against_recipe(manifest, recipe)
+        problems += _against_recipe(sections, recipe)
     return problems
 
 
-def _against_recipe(manifest: Dict[str, Any], recipe: Recipe) -> List[str]:
+def _against_recipe(sections: BundleSections, recipe: Recipe) -> List[str]:
     from builder.bundle.stage import install_spec  # stage imports the fetch chain; lint need not
 
     problems = []
     kubeadm = [k.reference for k in kubeadm_images(recipe.kubernetes.version)]
     expected = role_images(recipe, kubeadm)
-    roles = manifest.get("roles") or {}
     for role in recipe.roles:
-        have = roles.get(role) or {}
-        for ref in sorted(set(expected[role]) - set(have.get("images") or [])):
+        have = sections.roles.get(role, Role((), ()))
+        for ref in sorted(set(expected[role]) - set(have.images)):
             problems.append(f"image {ref}: the recipe's {role} set has it, bundle.json does not")
         for spec in recipe.role_packages(role):
-            if install_spec(spec) not in (have.get("packages") or []):
+            if install_spec(spec) not in have.packages:
                 problems.append(f"package {spec}: the recipe's {role} set has it, "
                                 "bundle.json does not")
     for ref in kubeadm:
-        if ref not in (manifest.get("kubeadm_images") or []):
+        if ref not in sections.kubeadm_images:
             problems.append(f"image {ref}: kubeadm {recipe.kubernetes.version} needs it, "
                             "bundle.json's kubeadm_images lacks it")
     return problems

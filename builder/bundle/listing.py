@@ -17,28 +17,27 @@ __all__ = ["describe", "format_listing"]
 def describe(contents: BundleContents) -> Dict[str, Any]:
     """Name, target, roles, packages, images, binaries and sizes, from bundle.json and the
     members actually present."""
-    manifest = contents.manifest
-    components = manifest.get("components") or {}
+    sections = contents.sections
     sizes = contents.size_by_section()
     archived = {image.reference for image in contents.images()}
     images = []
-    for entry in manifest.get("images") or []:
-        images.append({"reference": entry.get("reference"), "roles": entry.get("roles") or [],
-                       "size": entry.get("size"), "config_digest": entry.get("config_digest"),
-                       "in_archive": entry.get("reference") in archived})
+    for entry in sections.images:
+        images.append({"reference": entry.reference, "roles": list(entry.roles),
+                       "size": entry.size, "config_digest": entry.image_id,
+                       "in_archive": entry.reference in archived})
     return {
         "name": contents.name,
         "file": str(contents.path),
-        "created": manifest.get("created"),
-        "target": manifest.get("target") or {},
-        "kubernetes_version": manifest.get("kubernetes_version"),
-        "runtime": manifest.get("runtime"),
-        "roles": manifest.get("roles") or {},
+        "created": contents.manifest.get("created"),
+        "target": sections.target.to_json() if sections.target else {},
+        "kubernetes_version": sections.kubernetes_version or None,
+        "runtime": sections.runtime.to_json() if sections.runtime else None,
+        "roles": {role: section.to_json() for role, section in sorted(sections.roles.items())},
         "packages": [{"nevra": p.nevra, "size": p.size} for p in contents.packages()],
         "images": images,
-        "binaries": [{"path": b.get("path"), "version": b.get("version"), "size": b.get("size")}
-                     for b in components.get("binaries") or []],
-        "addons": manifest.get("addons") or {},
+        "binaries": [{"path": b.path, "version": b.version, "size": b.size}
+                     for b in sections.components.binaries],
+        "addons": {name: addon.to_json() for name, addon in sorted(sections.addons.items())},
         "sizes": sizes,
         "total_size": sum(sizes.values()),
         "files": len(contents.members),

@@ -31,10 +31,25 @@ from builder.inputs.recipe import PackageSpec, Recipe
 from builder.registry.image_archive import bundle_images, write_archive
 from builder.rpm.yumrepo import write_repo
 from builder.zipapp import load_pins
+from installer.format.bundleinfo import (
+    IMAGE_ARCHIVE,
+    REPO,
+    AssumedBase,
+    BuiltBy,
+    BundleAddon,
+    BundleSections,
+    ComponentBinary,
+    ComponentImage,
+    ComponentRpm,
+    Components,
+    LockOrigin,
+    Repo,
+    Role,
+    Runtime,
+    Target,
+)
 
-__all__ = ["IMAGE_ARCHIVE", "Staged", "install_spec", "stage_bundle"]
-
-IMAGE_ARCHIVE = "images/images.tar"
+__all__ = ["Staged", "install_spec", "stage_bundle"]
 
 
 class Staged(NamedTuple):
@@ -59,25 +74,25 @@ def _size(folder: Path) -> int:
 
 def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched: Fetched,
                  cache: Cache) -> Staged:
-    """Write the bundle tree into the empty `folder` and return bundle.json's sections."""
+    """Write the bundle tree into the empty `folder` and return bundle.json's sections
+    (installer/format/bundleinfo.py owns them)."""
     created = int(lock["created"])
-    written = write_repo(folder / "repo", fetched.packages, fetched.rpm_paths,
+    written = write_repo(folder / REPO, fetched.packages, fetched.rpm_paths,
                          fetched.filelists, fetched.other, fetched.keys, timestamp=created)
 
     # Files from the cache are hard-linked (see cache.place): their SHA-256 is known and their
     # mode is given to pack, so the links are never written to nor chmod-ed.
-    digests = {f"repo/{path}": sha for path, sha in zip(written.packages, written.package_sha256)}
+    digests = {f"{REPO}/{path}": sha for path, sha in zip(written.packages, written.package_sha256)}
     modes: Dict[str, int] = {}
-    binaries: List[Dict[str, Any]] = []
+    binaries: List[ComponentBinary] = []
     for item in sorted(fetched.binaries, key=lambda f: (f.name, f.filename)):
         plain = item.name in KUBE_BINARIES
         path = f"bin/{item.name if plain else item.filename}"
         place(cache.path(item.sha256), folder / path)
         digests[path] = hex_of(item.sha256)
         modes[path] = 0o755 if plain else 0o644
-        binaries.append({"name": item.name, "version": item.version, "arch": item.arch,
-                         "path": path, "url": item.url, "sha256": item.sha256,
-                         "size": item.size})
+        binaries.append(ComponentBinary(item.name, item.version, item.arch, path, item.url,
+                                        item.sha256, item.size))
 
     summary = write_archive(list(fetched.images), cache, folder / IMAGE_ARCHIVE, mtime=created)
     digests[IMAGE_ARCHIVE] = summary.sha256
@@ -89,44 +104,45 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
     images = bundle_images(summary, by_ref)
     sources = {image.reference: image.source for image in fetched.images}
 
-    addons = render_addons(recipe.addons, folder / "addons")
+    addons = render_addons(recipe.addons, folder)
     (folder / SBOM_PATH).write_bytes(render_sbom(
         lock, recipe.name, __version__, [(p.name, p.version, p.sha256) for p in load_pins()]))
     kubeadm = list(lock["kubeadm_images"])
     pause = next((ref for ref in kubeadm if ref.rsplit("/", 1)[-1].startswith("pause:")), None)
-    metadata = {
+    target = lock["target"]
+    document = BundleSections(
         # target.hosts comes from the recipe, not the lock: it changes no resolved package
-        "target": {**lock["target"],
-                   **({"hosts": list(recipe.target.hosts)} if recipe.target.hosts else {})},
-        "kubernetes_version": lock["kubernetes_version"],
-        "runtime": {"name": recipe.runtime.name, "version": recipe.runtime.version},
-        "assumed_base": dict(lock["base"]),
-        "roles": {role: {"packages": [install_spec(s) for s in recipe.role_packages(role)],
-                         "images": list(role_refs.get(role, ()))}
-                  for role in sorted(recipe.roles)},
-        "kubeadm_images": kubeadm,
-        "pause_image": pause,
-        **({"remove_packages": list(recipe.remove)} if recipe.remove else {}),
-        "images": images,
-        "image_archive": IMAGE_ARCHIVE,
-        "repo": {"path": "repo", "gpgkeys": [f"repo/{name}" for name in written.keys]},
-        "addons": {name: {"version": addon.version, "images": list(addon.images),
-                          **({"manifest": addons[name]} if name in addons else {}),
-                          **({"pod_cidr": DEFAULT_POD_CIDR} if name == "flannel" else {})}
-                   for name, addon in sorted(recipe.addons.items())},
-        "components": {
-            "rpms": [{"nevra": p.nevra, "repo": p.repo, "sha256": p.sha256, "size": p.size,
-                      "requested_as": _requested_as(recipe, p.name)}
-                     for p in sorted(fetched.packages, key=lambda p: (p.name, p.nevra))],
-            "binaries": binaries,
-            "images": [{"reference": i.reference, "platform": i.platform,
-                        "manifest_digest": i.manifest_digest, "config_digest": i.config_digest,
-                        "source": sources.get(i.reference, "")} for i in summary.images],
-        },
-        "lock": {"sha256": _sha256(dump_lock(lock)), "recipe": lock["recipe"],
-                 "preset": {"name": lock["preset"]["name"], "sha256": lock["preset"]["sha256"]}},
-        "builder": {"name": "kubecrate", "version": __version__},
-    }
+        target=Target(target["os"], target["release"], target["arch"], tuple(target["base"]),
+                      tuple(recipe.target.hosts)),
+        kubernetes_version=lock["kubernetes_version"],
+        runtime=Runtime(recipe.runtime.name, recipe.runtime.version),
+        assumed_base=AssumedBase(**{key: tuple(value) if isinstance(value, list) else value
+                                    for key, value in lock["base"].items()}),
+        roles={role: Role(tuple(install_spec(s) for s in recipe.role_packages(role)),
+                          role_refs.get(role, ()))
+               for role in recipe.roles},
+        kubeadm_images=tuple(kubeadm),
+        pause_image=pause,
+        remove_packages=tuple(recipe.remove),
+        images=images,
+        image_archive=IMAGE_ARCHIVE,
+        repo=Repo(REPO, tuple(f"{REPO}/{name}" for name in written.keys)),
+        addons={name: BundleAddon(addon.version, tuple(addon.images), addons.get(name),
+                                  DEFAULT_POD_CIDR if name == "flannel" else None)
+                for name, addon in recipe.addons.items()},
+        components=Components(
+            rpms=tuple(ComponentRpm(p.nevra, p.repo, p.sha256, p.size,
+                                    _requested_as(recipe, p.name))
+                       for p in sorted(fetched.packages, key=lambda p: (p.name, p.nevra))),
+            binaries=tuple(binaries),
+            images=tuple(ComponentImage(i.reference, i.platform, i.manifest_digest,
+                                        i.config_digest, sources.get(i.reference, ""))
+                         for i in summary.images)),
+        lock=LockOrigin(_sha256(dump_lock(lock)), lock["recipe"], lock["preset"]["name"],
+                        lock["preset"]["sha256"]),
+        builder=BuiltBy("kubecrate", __version__),
+    )
+    metadata = document.to_json()
     sections = {name: _size(folder / name) for name in ("repo", "bin", "images", "addons")}
     counts = {"rpms": len(fetched.packages), "binaries": len(binaries), "images": len(images),
               "addons": len(addons)}

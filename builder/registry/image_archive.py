@@ -37,6 +37,7 @@ from builder.registry.mediatypes import (
     OCI_LAYER_TAR,
     OCI_MANIFEST,
 )
+from installer.format.bundleinfo import BundleImage
 from installer.format.imagearchive import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -122,7 +123,8 @@ def write_archive(
                           sum(blobs.values()), tuple(records))
 
 
-def bundle_images(summary: ArchiveSummary, roles: Mapping[str, Iterable[str]]) -> list[dict]:
+def bundle_images(summary: ArchiveSummary,
+                  roles: Mapping[str, Iterable[str]]) -> tuple[BundleImage, ...]:
     """bundle.json's `images` list: each image's reference, platform, digests and the sorted
     roles (`roles` maps a reference to them; an image no role needs is an error)."""
     entries = []
@@ -131,19 +133,14 @@ def bundle_images(summary: ArchiveSummary, roles: Mapping[str, Iterable[str]]) -
         if not wanted:
             raise ArchiveError(f"{image.reference}: no role needs this image",
                                hint="give every archived image at least one role")
-        entries.append({
-            "reference": image.reference,
-            "platform": image.platform,
-            "manifest_digest": image.manifest_digest,
-            "config_digest": image.config_digest,
-            "layers": list(image.layer_digests),
-            "size": image.size,
-            "roles": wanted,
-        })
+        entries.append(BundleImage(
+            reference=image.reference, image_id=image.config_digest, size=image.size,
+            roles=tuple(wanted), platform=image.platform,
+            manifest_digest=image.manifest_digest, layers=tuple(image.layer_digests)))
     unknown = sorted(set(roles) - {image.reference for image in summary.images})
     if unknown:
         raise ArchiveError(f"roles name images the archive lacks: {', '.join(unknown)}")
-    return entries
+    return tuple(entries)
 
 
 # --------------------------------------------------------------------------- checks

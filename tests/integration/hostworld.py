@@ -147,7 +147,7 @@ def build_source(folder: Path, www: Path, repos: Dict[str, str], cache: Cache) -
     summary = write_archive(pulled, cache, folder / "images" / "images.tar", mtime=1700000000)
     roles = {ref: ["control-plane", "worker"] for ref in WORKER_IMAGES}
     roles.update({ref: ["control-plane"] for ref in CONTROL_PLANE_ONLY})
-    return bundle_images(summary, roles)
+    return [image.to_json() for image in bundle_images(summary, roles)]
 
 
 def metadata(images: List[dict], arch: str = "x86_64") -> dict:

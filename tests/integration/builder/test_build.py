@@ -25,6 +25,7 @@ import yaml
 from builder import zipapp
 from builder.cache import Cache
 from builder.inputs.mirrors import load_preset
+from installer.format.bundleinfo import read_sections
 from installer.format.imagearchive import DOCKER_MANIFEST_NAME, INDEX_NAME, list_images
 from installer.format.manifest import MANIFEST_NAME
 from tests import py36
@@ -156,6 +157,10 @@ def test_bundle_json_has_what_the_installer_reads(world_build):
     assert len(components["rpms"]) == len([n for n in names if n.endswith(".rpm")])
     assert all(len(c["sha256"]) == 64 for c in components["rpms"] + components["binaries"])
     assert all(i["manifest_digest"].startswith("sha256:") for i in components["images"])
+    # one typed owner: what the builder wrote is exactly what its reader reads back
+    sections = {k: v for k, v in manifest.items()
+                if k not in ("format_version", "name", "created", "files")}
+    assert read_sections(sections).to_json() == sections
 
 
 def test_flannel_manifest_names_bundled_images_by_tag(world_build):

@@ -203,10 +203,11 @@ def test_bundle_images_lists_roles(archive):
     for ref in WORKER:
         roles[ref] = ["worker", "control-plane"]
     entries = bundle_images(archive, roles)
-    pause = next(e for e in entries if e["reference"] == "registry.k8s.io/pause:3.6")
-    assert pause["roles"] == ["control-plane", "worker"]
-    assert pause["platform"] == "linux/amd64"
-    assert pause["config_digest"].startswith("sha256:")
+    pause = next(e for e in entries if e.reference == "registry.k8s.io/pause:3.6")
+    assert pause.roles == ("control-plane", "worker")
+    assert pause.platform == "linux/amd64"
+    assert pause.to_json()["config_digest"] == pause.image_id
+    assert pause.image_id.startswith("sha256:")
 
 
 def test_registry_answers_are_what_was_archived(mirror_world, archive):
