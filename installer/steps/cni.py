@@ -40,10 +40,10 @@ IFACE_FLAGS = ("--iface", "--iface-regex", "--iface-can-reach")
 
 
 def bundled_manifest(ctx: Context) -> Optional[str]:
-    """The bundle path of the flannel manifest (addons/**/kube-flannel.yml), if any."""
-    found = sorted(f for f in ctx.info.files
-                   if f.startswith("addons/") and f.endswith("/kube-flannel.yml"))
-    return found[0] if found else None
+    """The bundle path of the flannel manifest: bundle.json's addons.flannel.manifest, which
+    the builder writes (installer/format/bundleinfo.py)."""
+    addon = ctx.info.addons.get("flannel")
+    return addon.manifest if addon else None
 
 
 def customize(text: str, pod_cidr: str) -> str:
@@ -102,7 +102,8 @@ class CniStep(ActionStep):
             return []
         source = bundled_manifest(ctx)
         if source is None:
-            raise VerificationError("the bundle has no addons/*/kube-flannel.yml",
+            raise VerificationError("bundle {} has no flannel manifest (bundle.json: "
+                                    "addons.flannel.manifest)".format(ctx.info.name),
                                     hint="build the bundle with the flannel add-on")
         if not ctx.unpacked():
             return [Action("apply {} (pod CIDR {})".format(source, ctx.cluster.pod_cidr),

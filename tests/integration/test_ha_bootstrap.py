@@ -24,7 +24,7 @@ from mirrorworld import releases
 from builder.bundle.addons import render_flannel
 from builder.inputs.recipe import Addon
 from installer import joinfile, session, supportlogs
-from installer.format.bundleinfo import BundleImage
+from installer.format.bundleinfo import BundleAddon, BundleImage
 from installer.format.cluster import load_cluster
 from installer.format.errors import ExitCode, PreconditionError, StepFailed
 from installer.host import Host, Probes
@@ -175,6 +175,7 @@ def context(lab, name, join=None, join_out=None, digest="c" * 64):
         files=("addons/flannel/kube-flannel.yml",),
         hashes={"addons/flannel/kube-flannel.yml": hashlib.sha256(
             (bundle / "addons/flannel/kube-flannel.yml").read_bytes()).hexdigest()},
+        addons={"flannel": BundleAddon("v0.22.3", (), "addons/flannel/kube-flannel.yml")},
         images=(BundleImage("registry.k8s.io/kube-apiserver:" + VERSION, "sha256:a", 1,
                             ("control-plane",)),))
     host = Host(str(root), probes=Probes(str(lab.top / "kernel")))

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from installer import joinfile, session
-from installer.format.bundleinfo import BundleImage
+from installer.format.bundleinfo import BundleAddon, BundleImage
 from installer.format.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
-from installer.format.errors import ExitCode, PreconditionError
+from installer.format.errors import ExitCode, PreconditionError, VerificationError
 from installer.host import Host, Probes
 from installer.runner import Result
 from installer.steps import Context, all_steps, cni, kubeadm, loadbalancer, run_steps
@@ -112,20 +112,27 @@ class FakeHostRunner:
         return self.run(argv, check=False, readonly=True)
 
 
-def make_ctx(tmp_path, name, join=None, text=CLUSTER):
+def make_ctx(tmp_path, name, join=None, text=CLUSTER, addons=None):
+    """`addons`: bundle path -> text of the add-on files; the first is the flannel manifest
+    that bundle.json's addons.flannel.manifest names."""
     source = tmp_path / "cluster.yaml"
     source.write_text(text)
     cluster = parse_cluster(text, str(source))
     root = tmp_path / name
     digest = "d" * 64
     bundle = root / "var/lib/kubecrate/bundles" / digest
-    (bundle / "addons/flannel").mkdir(parents=True, exist_ok=True)
+    addons = addons or {"addons/flannel/kube-flannel.yml": FLANNEL}
+    (bundle / "bundle.json").parent.mkdir(parents=True, exist_ok=True)
     (bundle / "bundle.json").write_text("{}")
-    (bundle / "addons/flannel/kube-flannel.yml").write_text(FLANNEL)
+    for path, content in addons.items():
+        (bundle / path).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / path).write_text(content)
     info = SimpleNamespace(
         name="b", digest=digest, runtime="docker", kubernetes_version="v1.23.17", release="7",
-        files=("addons/flannel/kube-flannel.yml",),
-        hashes={"addons/flannel/kube-flannel.yml": hashlib.sha256(FLANNEL.encode()).hexdigest()},
+        files=tuple(sorted(addons)),
+        hashes={path: hashlib.sha256(content.encode()).hexdigest()
+                for path, content in addons.items()},
+        addons={"flannel": BundleAddon("v0.22.3", (), next(iter(addons)))},
         images=(BundleImage("registry.k8s.io/kube-apiserver:v1.23.17", "sha256:aa", 1,
                             ("control-plane",)),))
     host = Host(str(root), probes=Probes(str(tmp_path / "kernel")))
@@ -190,6 +197,22 @@ def test_first_node_fails_when_keepalived_never_takes_the_vip(tmp_path, monkeypa
     assert "did not bring up the VIP 10.0.0.100 on eth0" in str(err.value)
     assert err.value.exit_code == ExitCode.STEP_FAILED
     assert "init" not in ctx.runner.events
+
+
+def test_cni_applies_the_manifest_bundle_json_names_not_one_it_finds(tmp_path):
+    """bundle.json's addons.flannel.manifest is the manifest; another kube-flannel.yml in the
+    bundle is not looked for."""
+    named = "addons/flannel/v0.22.3/flannel.yaml"
+    decoy = FLANNEL.replace("flannel", "decoy")
+    ctx = make_ctx(tmp_path, "cp1", addons={named: FLANNEL,
+                                           "addons/calico/kube-flannel.yml": decoy})
+    reports = run_steps(ctx, cluster_steps())
+    assert "cni" in [r.name for r in reports if r.changes]
+    applied = ctx.host.read_text(cni.MANIFEST)
+    assert "kube-flannel" in applied and "decoy" not in applied
+    ctx.info.addons.clear()
+    with pytest.raises(VerificationError, match="addons.flannel.manifest"):
+        cni.CniStep().actions(ctx)
 
 
 def test_other_control_planes_get_their_load_balancer_only_after_join(tmp_path):
