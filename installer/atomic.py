@@ -30,7 +30,7 @@ def _label_of(path: str) -> Optional[bytes]:
         raise
 
 
-def replace_file(target: str, fill: Callable[[BinaryIO], None], mode: int) -> None:
+def replace_file(target: str, fill: Callable[[BinaryIO], object], mode: int) -> None:
     """Write a new file beside `target` through `fill(handle)`, fsync it, give it `mode` and
     rename it over `target`. The temporary file is created 0600, so a secret is never readable
     by others, and is removed on any failure."""

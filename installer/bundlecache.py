@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterator, List, Optional
+from typing import BinaryIO, Dict, Iterator, List, Optional
 
 from installer.format import minisig
 from installer.format.bundle import Bundle, cache_root, claimed_manifest_sha256
@@ -118,13 +118,13 @@ def check_files(directory: str, manifest: BundleManifest) -> None:
             else:
                 found[rel] = st
     for rel, spec in sorted(expected.items()):
-        st = found.get(rel)
-        if st is None:
+        seen = found.get(rel)
+        if seen is None:
             if not any(p.startswith(rel + ":") for p in problems):
                 problems.append("{}: missing (deleted)".format(rel))
-        elif st.st_size != spec.size:
+        elif seen.st_size != spec.size:
             problems.append("{}: size {} but bundle.json says {} (changed)".format(
-                rel, st.st_size, spec.size))
+                rel, seen.st_size, spec.size))
         else:
             actual = file_sha256(os.path.join(directory, rel))
             if actual != spec.sha256:
@@ -169,7 +169,7 @@ class Staging:
         self.cache = cache_root(root)
         self.created = _makedirs(self.cache)
         self.path = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.cache)
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd: Optional[int] = os.open(self.path, os.O_RDONLY)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def write(self, name: str, data: bytes) -> None:
@@ -210,7 +210,7 @@ class Staging:
 
 def remove_stale(cache: str) -> List[str]:
     """Remove the `.unpack-*` folders no living process holds (killed unpacks); returns them."""
-    removed = []
+    removed: List[str] = []
     try:
         names = os.listdir(cache)
     except OSError:
@@ -276,7 +276,7 @@ def read_verified(path: str, sha256: str, what: str) -> bytes:
     return data
 
 
-def copy_verified(source: str, sha256: str, out: object, what: str) -> None:
+def copy_verified(source: str, sha256: str, out: BinaryIO, what: str) -> None:
     """Copy a cached file into `out`, hashing while copying; raises before the caller can
     rename `out` into place when the bytes are not the signed ones."""
     digest = hashlib.sha256()

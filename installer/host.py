@@ -21,7 +21,7 @@ import re
 import shutil
 import socket
 import struct
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from installer.atomic import replace_file
 from installer.bundlecache import copy_verified
@@ -99,7 +99,8 @@ class Host:
             return FileChange(host_path, "update")
         return None
 
-    def write(self, host_path: str, content: object, mode: int = 0o644) -> Optional[FileChange]:
+    def write(self, host_path: str, content: Union[str, bytes], mode: int = 0o644
+              ) -> Optional[FileChange]:
         """Atomically make `host_path` hold `content` (str or bytes); None when it already did."""
         data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         change = self.needs_write(host_path, data, mode)
@@ -285,7 +286,7 @@ class Probes:
             try:
                 dest = socket.inet_ntoa(struct.pack("<I", int(fields[1], 16)))
                 mask = socket.inet_ntoa(struct.pack("<I", int(fields[7], 16)))
-                found.append((fields[0], ipaddress.ip_network("{}/{}".format(dest, mask))))
+                found.append((fields[0], ipaddress.IPv4Network("{}/{}".format(dest, mask))))
             except ValueError:
                 continue
         return found
@@ -296,7 +297,7 @@ class Probes:
 
     def mac_addresses(self) -> Dict[str, str]:
         folder = os.path.join(self.base, "sys/class/net")
-        macs = {}
+        macs: Dict[str, str] = {}
         try:
             names = sorted(os.listdir(folder))
         except OSError:

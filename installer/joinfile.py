@@ -226,10 +226,10 @@ def ca_cert_hash(runner: Any, ca_cert: str) -> str:
     """kubeadm's discovery hash of the CA certificate at `ca_cert` (a path the runner's
     commands can read), computed with openssl through `runner.run`."""
     with tempfile.TemporaryDirectory(prefix="kubecrate-cahash.") as workdir:
-        result = None
-        for argv in ca_cert_hash_commands(ca_cert, workdir):
-            result = runner.run(argv, readonly=True)
-        return parse_dgst(result.stdout)
+        *first, last = ca_cert_hash_commands(ca_cert, workdir)
+        for argv in first:
+            runner.run(argv, readonly=True)
+        return parse_dgst(runner.run(last, readonly=True).stdout)
 
 
 def spki_sha256(pem: str) -> str:

@@ -13,7 +13,7 @@ import os
 import platform
 import time
 import traceback
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from installer.format.redact import RedactingFormatter, redact
 
@@ -22,7 +22,7 @@ KEEP = 50
 LOGGERS = ("installer", "builder")
 
 log = logging.getLogger(__name__)
-_current = {}  # "handler", "path"
+_current: Dict[str, Any] = {}  # "handler", "path"
 
 
 def start(root: str, command: str, argv: Sequence[str], version: str) -> Optional[str]:

@@ -18,7 +18,7 @@ import os
 import subprocess
 import tempfile
 import time
-from typing import BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence, cast
 
 from installer.format.errors import StepFailed
 from installer.format.redact import redact
@@ -72,7 +72,7 @@ class Runner:
         return env
 
     def run(self, argv: Sequence[str], check: bool = True, readonly: bool = False,
-            stdin: Optional[Callable[[BinaryIO], None]] = None,
+            stdin: Optional[Callable[[BinaryIO], object]] = None,
             timeout: float = DEFAULT_TIMEOUT, hint: Optional[str] = None,
             watch: Optional[Callable[[], Optional[StepFailed]]] = None) -> Result:
         """Run argv. `stdin`, if given, is called with the child's stdin pipe to stream into
@@ -99,12 +99,13 @@ class Runner:
                 raise CommandFailed(argv, 127, "cannot run {}: {}".format(argv[0], exc.strerror),
                                     hint or "is {} installed and on PATH?".format(argv[0]))
             try:
-                if stdin is not None:
+                pipe = proc.stdin  # a pipe whenever `stdin` is given (above)
+                if stdin is not None and pipe is not None:
                     try:
-                        stdin(proc.stdin)
+                        stdin(cast(BinaryIO, pipe))
                     finally:
                         try:
-                            proc.stdin.close()
+                            pipe.close()
                         except BrokenPipeError:
                             pass
                 returncode = self._wait(proc, timeout, watch)

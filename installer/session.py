@@ -105,7 +105,7 @@ def _join_checks(ctx: Context, required: bool, source: Optional[str] = None
     found = [Finding(level, "join", message, fix)
              for level, message, fix in kubeadm_step.join_findings(ctx, name)]
     exposed = joinfile.exposure(source) if source and ctx.join else None
-    if exposed:
+    if source and exposed:
         found.append(Finding("warn", "join", exposed, "chmod 600 " + source))
     if not required:
         return [f._replace(level="warn") if f.level == FAIL else f for f in found]
@@ -258,7 +258,7 @@ def _kubeadm_target(host: Host, runner: Runner) -> Tuple[str, Optional[str]]:
     and no socket (kubeadm then detects it)."""
     digest = State.load(host).data.get("bundle")
     raw = host.read_bytes("{}/{}/bundle.json".format(BUNDLES_DIR, digest)) if digest else None
-    if raw is not None:
+    if digest and raw is not None:
         try:
             info = read_info(parse_manifest(raw), digest)
             return info.kubernetes_version, (DOCKERSHIM_SOCKET if info.runtime == "docker"

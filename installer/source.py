@@ -62,7 +62,7 @@ class Staged:
         if self._staging is not None:
             self.directory = self._staging.commit(self.bundle.manifest_sha256)
             self._staging = None
-        elif self.pending():
+        elif self._keep is not None and self.pending():
             _keep_signature(self.directory, self._keep)
         return self.directory
 

@@ -9,12 +9,17 @@ killed half-way resumes where it stopped and an installed host changes nothing.
 
 import hashlib
 import os
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 from installer.format.bundleinfo import BundleInfo
 from installer.format.cluster import Cluster, Node
+from installer.format.errors import PreconditionError
+from installer.format.minisig import PublicKey
 from installer.host import Host
+from installer.joinfile import JoinInfo
 from installer.runner import Runner
+from installer.source import Staged
+from installer.state import State
 
 BUNDLES_DIR = "/var/lib/kubecrate/bundles"
 
@@ -23,9 +28,9 @@ class Context:
     """Everything a step may use: the host, the runner, the cluster, this node and the bundle."""
 
     def __init__(self, host: Host, runner: Runner, cluster: Cluster, node: Node,
-                 info: BundleInfo, bundle_path: str, key: object,
-                 source_dir: Optional[str] = None, join: Optional[Any] = None,
-                 join_out: Optional[str] = None, staged: Optional[Any] = None) -> None:
+                 info: BundleInfo, bundle_path: str, key: PublicKey,
+                 source_dir: Optional[str] = None, join: Optional[JoinInfo] = None,
+                 join_out: Optional[str] = None, staged: Optional[Staged] = None) -> None:
         self.host = host
         self.runner = runner
         self.cluster = cluster
@@ -51,6 +56,16 @@ class Context:
     def bundle_dir(self) -> str:
         """The unpacked bundle's real path."""
         return self.host.path(self.bundle_host_dir)
+
+    def join_info(self) -> JoinInfo:
+        """The join.yaml of `install --join`, where a step cannot go on without it (preflight
+        requires it on every node that joins)."""
+        if self.join is None:
+            raise PreconditionError("{} joins an existing cluster: install needs --join "
+                                    "join.yaml".format(self.node.name),
+                                    hint="run `kubecrate-installer.pyz join-info --out "
+                                         "join.yaml` on a control-plane node")
+        return self.join
 
     def unpacked(self) -> bool:
         return os.path.isfile(os.path.join(self.bundle_dir, "bundle.json"))
@@ -128,7 +143,7 @@ def all_steps(host_only: bool = False) -> List[Step]:
     return steps
 
 
-def run_steps(ctx: Context, steps: List[Step], state: Optional[object] = None,
+def run_steps(ctx: Context, steps: List[Step], state: Optional[State] = None,
               apply: bool = True, progress: Optional[Callable[[str], None]] = None
               ) -> List[StepReport]:
     """Check each step and, when `apply`, apply the pending ones and record them in `state`.

@@ -76,7 +76,7 @@ class _Api:
     def __init__(self, ctx: Context, scratch: str) -> None:
         self.ctx = ctx
         self.scratch = scratch
-        self.base = "https://{}".format(ctx.join.endpoint)
+        self.base = "https://{}".format(ctx.join_info().endpoint)
 
     def get(self, path: str, extra: List[str]) -> Optional[dict]:
         """The JSON body of a 200; None for a 404; raises _Unreachable otherwise."""
@@ -100,7 +100,7 @@ class _Unreachable(Exception):
 
 def cluster_identities(ctx: Context) -> List[Identity]:
     """The identities of the nodes cluster.yaml names that are already registered."""
-    info = ctx.join
+    info = ctx.join_info()
     scratch = tempfile.mkdtemp(prefix="kubecrate-clones-")
     try:
         os.chmod(scratch, 0o700)

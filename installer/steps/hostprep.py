@@ -5,7 +5,7 @@ atomically with its original kept (installer/host.py)."""
 import re
 import string
 from functools import partial
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from installer import owned
 from installer.host import fstab_swaps
@@ -120,7 +120,7 @@ class HostPrepStep(ActionStep):
         host, run = ctx.host, ctx.runner
         found: List[Action] = []
 
-        def write(path: str, content: str, then: List[List[str]] = ()) -> None:
+        def write(path: str, content: str, then: Sequence[List[str]] = ()) -> None:
             if host.needs_write(path, content.encode("utf-8")) is not None:
                 found.append(Action("write " + path, partial(_write_then, ctx, path, content,
                                                              list(then))))

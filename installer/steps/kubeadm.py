@@ -19,7 +19,7 @@ import datetime
 import logging
 import os
 from functools import partial
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from installer import joinfile, kubeadmconfig
 from installer.atomic import replace_file
@@ -175,7 +175,7 @@ def init(ctx: Context) -> str:
     config = kubeadmconfig.init_config(settings(ctx), node_address(ctx), token, key,
                                        lb.apiserver_port, sans)
     ctx.host.write(INIT_CONFIG, config, 0o600)
-    extra = {}
+    extra: Dict[str, Any] = {}  # no watch at all unless there is a VIP to watch
     if lb.mode == "static-pods" and not ctx.runner.dry_run:
         from installer.steps.vipwatch import VipWatch  # keepalived starts inside init
 
@@ -197,7 +197,7 @@ def init(ctx: Context) -> str:
 
 
 def join(ctx: Context) -> str:
-    info = ctx.join
+    info = ctx.join_info()
     control_plane = ctx.node.is_control_plane
     config = kubeadmconfig.join_config(settings(ctx), node_address(ctx), info, control_plane,
                                        ctx.cluster.load_balancer.apiserver_port)

@@ -259,7 +259,7 @@ def check_clone(ctx: Context) -> List[Finding]:
         return [Finding(FAIL, "clone", err.message, err.hint or "")]
     if text.startswith(clones.NOT_COMPARED):
         return [Finding(WARN, "clone", text, "check that {} is reachable from this host"
-                        .format(ctx.join.endpoint))]
+                        .format(ctx.join_info().endpoint))]
     return [Finding(PASS, "clone", text)]
 
 

@@ -13,6 +13,7 @@ from functools import partial
 from typing import List, Optional, Tuple
 
 from installer import owned
+from installer.format.cluster import Node
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
 from installer.steps.preflight import FAIL, PASS, WARN, Finding
@@ -26,12 +27,11 @@ FAIL_OFFSET_S = 1.0
 WARN_OFFSET_S = 0.1
 
 
-def time_server(ctx: Context) -> Optional[str]:
-    """The first control-plane node's name when it serves time (no ntp_servers), else None."""
+def time_server(ctx: Context) -> Optional[Node]:
+    """The first control-plane node when it serves time (no ntp_servers), else None."""
     if ctx.cluster.ntp_servers:
         return None
-    first = next(n for n in ctx.cluster.nodes if n.is_control_plane)
-    return first.name
+    return next(n for n in ctx.cluster.nodes if n.is_control_plane)
 
 
 def node_subnet(ctx: Context) -> str:
@@ -45,10 +45,10 @@ def chrony_conf(ctx: Context) -> str:
     serving = time_server(ctx)
     if serving is None:
         servers, allow = list(ctx.cluster.ntp_servers), []
-    elif serving == ctx.node.name:
+    elif serving.name == ctx.node.name:
         servers, allow = [], [node_subnet(ctx)]
     else:
-        servers, allow = [ctx.cluster.node(serving).address], []
+        servers, allow = [serving.address], []
     return render("chrony.conf.j2", cluster_name=ctx.cluster.name, servers=servers,
                   allow=allow, local_stratum=LOCAL_STRATUM if allow else None,
                   serving=serving)
@@ -95,7 +95,8 @@ def check_time_sync(ctx: Context) -> Finding:
     """The clock as chronyd sees it now: synchronised, and within FAIL_OFFSET_S of NTP time."""
     serving = time_server(ctx)
     plan = ("chrony will use " + ", ".join(ctx.cluster.ntp_servers) if serving is None else
-            "{} serves time to the other nodes (no ntp_servers in cluster.yaml)".format(serving))
+            "{} serves time to the other nodes (no ntp_servers in cluster.yaml)".format(
+                serving.name))
     result = ctx.runner.query(["chronyc", "tracking"])
     if result.returncode == 127:
         return Finding(WARN, "time", "chronyc is not installed: cannot check the clock; {}"
