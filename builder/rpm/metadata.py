@@ -15,11 +15,12 @@ import gc
 import re
 import sys
 import xml.etree.ElementTree as ET
-from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 from xml.parsers import expat
 
 from builder.errors import BuildError
 from builder.rpm.vercmp import EVR
+from installer.format.iotypes import Readable
 
 __all__ = ["Dep", "Package", "RepodataError", "iter_elements", "iter_filelists",
            "iter_packages", "read_packages"]
@@ -106,7 +107,7 @@ class Package(NamedTuple):
         return f"<Package {self.nevra} from {self.repo}>"
 
 
-def iter_elements(stream: BinaryIO, what: str = "metadata") -> Iterator[Tuple[bytes, bytes]]:
+def iter_elements(stream: Readable, what: str = "metadata") -> Iterator[Tuple[bytes, bytes]]:
     """Yield (root start tag, raw `<package>` element) for every package element of an
     rpm-md XML stream (primary, filelists or other), in file order."""
     buf = b""
@@ -165,7 +166,7 @@ def _parse_batch(root: bytes, raws: List[bytes], what: str) -> List[ET.Element]:
         raise RepodataError(f"{what}: not well-formed XML ({err})") from None
 
 
-def _batches(stream: BinaryIO, what: str) -> Iterator[Tuple[bytes, ET.Element]]:
+def _batches(stream: Readable, what: str) -> Iterator[Tuple[bytes, ET.Element]]:
     pending: List[bytes] = []
     root = b""
     for root, raw in iter_elements(stream, what):
@@ -177,7 +178,7 @@ def _batches(stream: BinaryIO, what: str) -> Iterator[Tuple[bytes, ET.Element]]:
         yield from zip(pending, _parse_batch(root, pending, what))
 
 
-def iter_packages(stream: BinaryIO, repo: str, what: str = "primary.xml") -> Iterator[Package]:
+def iter_packages(stream: Readable, repo: str, what: str = "primary.xml") -> Iterator[Package]:
     """Parse a (decompressed) primary.xml stream into Package records for repository `repo`.
     A record without name, arch, version, SHA-256 checksum, location or size is an error.
 
@@ -200,7 +201,7 @@ def iter_packages(stream: BinaryIO, repo: str, what: str = "primary.xml") -> Ite
         yield from _package_batch(root, pending, repo, where, index, deps)
 
 
-def read_packages(stream: BinaryIO, repo: str, what: str = "primary.xml") -> Tuple[Package, ...]:
+def read_packages(stream: Readable, repo: str, what: str = "primary.xml") -> Tuple[Package, ...]:
     """Every record of iter_packages at once, with the cyclic GC paused for the whole read:
     the records are acyclic, and a collector let run between batches walks every record made
     so far, again and again (a third of the time on a large primary.xml)."""
@@ -434,7 +435,7 @@ def _fast_fields(raw: bytes, repo: str, odd: bool, entries: List[str]) -> Option
     if size is None or location is None or find("<size", size.end()) >= 0 or find(
             "<location", location.end()) >= 0:
         return None
-    sections = []
+    sections: List[Sequence[Any]] = []  # found entries per section, () when absent
     for tag, start_tag, end_tag in _F_SECTIONS:
         start = find(tag, pos)
         if start < 0:
@@ -489,7 +490,7 @@ def _fast_deps(new: Set[str], cache: Dict[str, Dep]) -> Set[str]:
     return bad
 
 
-def iter_filelists(stream: BinaryIO, what: str = "filelists.xml"
+def iter_filelists(stream: Readable, what: str = "filelists.xml"
                    ) -> Iterator[Tuple[str, Tuple[str, ...], bytes]]:
     """Yield (pkgid, every file and directory path, raw element) from a filelists.xml stream."""
     tag = "{%s}file" % NS_FILELISTS
@@ -500,7 +501,7 @@ def iter_filelists(stream: BinaryIO, what: str = "filelists.xml"
         yield pkgid.lower(), tuple(f.text for f in el.iter(tag) if f.text), raw
 
 
-def raw_by_pkgid(stream: BinaryIO, pkgids: frozenset[str], what: str) -> Dict[str, bytes]:
+def raw_by_pkgid(stream: Readable, pkgids: frozenset[str], what: str) -> Dict[str, bytes]:
     """The raw `<package>` elements of filelists.xml or other.xml for the given pkgids."""
     found: Dict[str, bytes] = {}
     pattern = re.compile(rb'pkgid="([0-9A-Fa-f]+)"')

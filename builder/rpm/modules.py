@@ -200,8 +200,8 @@ def module_view(repos: Sequence[Any], platform: Optional[str] = None) -> ModuleV
             found, found_defaults = parse_modules(
                 repo.metadata("modules"), f"{repo.id}: {entry.href if entry else 'modules.yaml'}")
             streams += found
-            for module, stream in found_defaults.items():
-                defaults.setdefault(module, stream)  # the first repo's default wins
+            for name, stream in found_defaults.items():
+                defaults.setdefault(name, stream)  # the first repo's default wins
     if not streams:
         return ModuleView(tuple(repos), (), (), defaults, {})
     broken = _broken_defaults(streams, defaults, platform)
@@ -266,7 +266,7 @@ def _active(streams: Sequence[ModuleStream], defaults: Mapping[str, str]) -> Set
     known = {(s.name, s.stream) for s in streams}
     active = {(m, s) for m, s in defaults.items() if (m, s) in known}
     for _ in range(_MAX_DEPTH):
-        added = set()
+        added: Set[Tuple[str, str]] = set()
         for s in streams:
             if (s.name, s.stream) not in active:
                 continue

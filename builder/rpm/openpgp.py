@@ -228,7 +228,7 @@ def _signature(body: bytes, what: str) -> Signature:
         if len(body) < 19 or body[1] != 5:
             raise OpenPGPError(f"{what}: malformed v3 signature")
         sig_type, created = body[2], struct.unpack(">I", body[3:7])[0]
-        issuer = body[7:15].hex().upper()
+        issuer: Optional[str] = body[7:15].hex().upper()
         algo, hash_algo, left16 = body[15], body[16], body[17:19]
         value_at, trailer, issuer_fpr = 19, body[2:7], None
     elif body[0] == 4:

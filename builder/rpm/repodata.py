@@ -33,6 +33,7 @@ from typing import (
     NamedTuple,
     Optional,
     Tuple,
+    Type,
 )
 from urllib.parse import urljoin
 
@@ -264,14 +265,15 @@ def _fetch_verified(get: Callable[[str, str], bytes], repo: YumRepo, entry: Meta
     """The file as stored (compressed), checked against repomd's checksum before anything
     reads it."""
     what = f"{repo.id}: {entry.href}"
-    cacheable = cache is not None and entry.checksum_type == "sha256"
-    if cacheable and cache.has(entry.checksum):
+    if entry.checksum_type != "sha256":
+        cache = None  # the cache is addressed by sha256
+    if cache is not None and cache.has(entry.checksum):
         data = cache.path(entry.checksum).read_bytes()
     else:
         data = get(repo.url(entry.href), what)
     _check(hashlib.new(_algorithm(entry.checksum_type, what), data).hexdigest(), entry.checksum,
            entry.checksum_type, what, "")
-    if cacheable and not cache.has(entry.checksum):
+    if cache is not None and not cache.has(entry.checksum):
         cache.put_bytes(data, what)
     return data
 
@@ -360,7 +362,7 @@ def _zstd_reader(raw: BinaryIO, what: str) -> Any:
 class _ZstdReader:
     """zstandard's reader, its errors raised as OSError like gzip's, lzma's and bz2's."""
 
-    def __init__(self, inner: Any, error: type):
+    def __init__(self, inner: Any, error: Type[Exception]):
         self._inner, self._error = inner, error
 
     def read(self, size: int = -1) -> bytes:

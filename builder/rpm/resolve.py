@@ -376,7 +376,7 @@ class _Solver:
             nevra = nevra or pkg.nevra
             self._take(ids, dep, Reason(parent=nevra, requirement=dep), nevra, i)
 
-    def _unmet(self, dep: Dep, pkg: Package, provided: List[int]) -> str:
+    def _unmet(self, dep: Dep, pkg: Package, provided: Sequence[int]) -> str:
         message = (f"nothing provides {str(dep)!r} needed by {pkg.nevra} ({pkg.repo}); "
                    f"searched repos: {', '.join(r.id for r in self.repos)}")
         elsewhere = sorted({self.pkgs[p].nevra for p in provided})

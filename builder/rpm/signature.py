@@ -111,7 +111,7 @@ def _header_size(preamble: bytes, what: str, which: str, limits: Tuple[int, int]
 def _parse_header(raw: bytes, what: str, which: str) -> _Header:
     count = struct.unpack(">I", raw[8:12])[0]
     data = raw[16 + 16 * count:]
-    entries = {}
+    entries: Dict[int, Tuple[int, int, int]] = {}
     for i in range(count):
         tag, kind, offset, n = struct.unpack(">IIiI", raw[16 + 16 * i:32 + 16 * i])
         if offset < 0 or offset > len(data) or kind > 9:
