@@ -25,6 +25,7 @@ from builder.bundle import rebuild
 from builder.bundle.keys import SecretKey
 from builder.bundle.pack import pack
 from builder.cache import Cache
+from builder.errors import BuildError
 from builder.inputs.lock import (
     compare,
     input_changes,
@@ -203,6 +204,8 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
             problems = lint_bundle(packed.path, recipe)
             if problems:
                 raise LintFailed(packed.path.relative_to(work), problems)
+        if pyz.signature_path is None:  # build_zipapp signs whenever it is given a key
+            raise BuildError(f"{pyz.path}: the installer was not signed")
         finals = []
         rebuild.forget(cache, out_dir, recipe.name)
         for path in (pyz.path, pyz.signature_path, packed.path, packed.signature_path):
@@ -249,6 +252,8 @@ def format_report(report: BuildReport) -> List[str]:
             f"lock      {report.lock} ({report.lock_status})",
             f"time      {timings}",
         ]
+    if stats is None:  # only a kept bundle has no fetch statistics
+        raise ValueError("a build report without fetch statistics")
     return [
         f"bundle    {report.bundle} ({_mib(report.bundle_size)}; bundle.json sha256 "
         f"{report.manifest_sha256[:16]}...) and {report.signature.name}",

@@ -140,13 +140,13 @@ def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbo
     SOURCE_DATE_EPOCH to fix its timestamps: the same inputs then give the same bytes.
     """
     configure_logging(verbose)
-    if key_path is None and pubkey_path is None:
-        raise UsageError("the installer embeds the builder's public key: pass --key or --pubkey")
     secret = load_signing_key(key_path) if key_path else None
     if pubkey_path:
         public_text = pubkey_path.read_text(encoding="utf-8")
-    else:
+    elif secret is not None:
         public_text = secret.public_key.to_file_text()
+    else:
+        raise UsageError("the installer embeds the builder's public key: pass --key or --pubkey")
     result = zipapp_core.build_zipapp(out, public_text, secret)
     signed = f"signed: {result.signature_path}" if result.signature_path else "UNSIGNED"
     click.echo(f"wrote {result.path} ({result.size} bytes, {result.members} members, trusts key "

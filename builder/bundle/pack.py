@@ -15,7 +15,7 @@ import stat
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, NamedTuple, Optional, cast
 
 from builder.bundle.keys import SecretKey
 from builder.bundle.sign import sign_digest, write_signature
@@ -67,7 +67,7 @@ def scan(source: Path, digests: Optional[Mapping[str, str]] = None,
     digests, modes = digests or {}, modes or {}
     if not source.is_dir():
         raise BuildError(f"{source} is not a folder")
-    entries = []
+    entries: List[Dict[str, Any]] = []
     for folder, dirnames, filenames in os.walk(source):
         dirnames.sort()
         for name in dirnames + filenames:
@@ -116,7 +116,7 @@ def pack(
     compress: Optional[str] = None,
     comment: Optional[str] = None,
     metadata: Optional[dict[str, Any]] = None,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Optional[Callable[[int], object]] = None,
     created: Optional[int] = None,
     digests: Optional[Mapping[str, str]] = None,
     modes: Optional[Mapping[str, int]] = None,
@@ -144,16 +144,19 @@ def pack(
     try:
         with open(tmp, "wb") as raw:
             writer = HashingWriter(raw, hashlib.blake2b())
-            stream = (gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0,
-                                    compresslevel=6) if compress else writer)
+            gz = (gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=6)
+                  if compress else None)
+            # a stream (mode "w"): tarfile only calls write() and tell(), which both have
+            stream = cast(BinaryIO, writer if gz is None else gz)
             with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                tar.copybufsize = CHUNK
+                # CPython's TarFile has it (addfile's copy buffer); typeshed lacks it
+                tar.copybufsize = CHUNK  # type: ignore[attr-defined]
                 tar.addfile(_tarinfo(MANIFEST_NAME, len(manifest), 0o644, created),
                             io.BytesIO(manifest))
                 for entry in files:
                     _add_file(tar, source, entry, created, progress)
-            if compress:
-                stream.close()
+            if gz is not None:
+                gz.close()
         trusted = "\t".join([f"timestamp:{created}", f"file:{out.name}", "prehashed",
                              f"{COMMENT_BUNDLE}:{name}",
                              f"{COMMENT_MANIFEST_SHA256}:{manifest_sha256}"]

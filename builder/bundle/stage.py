@@ -63,7 +63,7 @@ class Staged(NamedTuple):
 def install_spec(spec: PackageSpec) -> str:
     """What the installer passes to `rpm -q` and `yum install`: name-version[-release] for
     an exact pin (both accept it; neither takes an epoch or an operator), else the name."""
-    if spec.op == "=":
+    if spec.op == "=" and spec.evr is not None:
         return f"{spec.name}-{spec.evr.split(':', 1)[-1]}"
     return spec.name
 

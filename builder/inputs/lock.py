@@ -99,7 +99,7 @@ def _check_ranges(recipe: Recipe, result: Resolution) -> None:
     """Specs with < <= > >= are resolved by name (newest) and must then satisfy their range."""
     from builder.rpm.resolve import ResolveError
     for spec in recipe.all_packages():
-        if spec.op in (None, "="):
+        if spec.op is None or spec.evr is None or spec.op == "=":
             continue
         chosen = result.package(spec.name)
         evr = chosen.evr if chosen else None
@@ -156,27 +156,30 @@ def make_lock(recipe: Recipe, preset: MirrorPreset, *, session: Any, cache: Cach
                                for k in keys if k.repo == repo.id),
                               key=lambda k: (k["url"], k["fingerprint"])),
         })
-    rpms = [{"nevra": p.nevra, "name": p.name, "arch": p.arch, "repo": p.repo,
-             "url": by_id[p.repo].url(p), "sha256": p.sha256, "size": p.size}
-            for p in result.packages]
+    rpms: List[Dict[str, Any]] = [
+        {"nevra": p.nevra, "name": p.name, "arch": p.arch, "repo": p.repo,
+         "url": by_id[p.repo].url(p), "sha256": p.sha256, "size": p.size}
+        for p in result.packages]
 
     arch = go_arch(recipe.target.arch)
     fetched = fetch_kubernetes(session, preset, cache, recipe.kubernetes.version, arch)
     fetched += [fetch_release(session, preset, cache, name, version, arch)
                 for name, version in recipe.binaries.items()]
-    binaries = [{"name": f.name, "version": f.version, "arch": f.arch, "filename": f.filename,
-                 "url": f.url, "checksum_url": f.checksum_url, "sha256": f.sha256,
-                 "size": f.size} for f in fetched]
+    binaries: List[Dict[str, Any]] = [
+        {"name": f.name, "version": f.version, "arch": f.arch, "filename": f.filename,
+         "url": f.url, "checksum_url": f.checksum_url, "sha256": f.sha256, "size": f.size}
+        for f in fetched]
 
     wanted = sorted({ref for refs in roles.values() for ref in refs})
     pulled = pull_images(wanted, platform_of(recipe.target.arch), preset, cache, session,
                          progress=progress)
-    images = [{"reference": p.reference, "platform": p.platform,
-               "manifest_digest": p.manifest_digest, "manifest_media_type": p.manifest_media_type,
-               "config_digest": p.config_digest, "source": p.source,
-               "layers": [{"digest": d, "media_type": t, "size": s} for d, t, s in
-                          zip(p.layer_digests, p.layer_media_types, p.layer_sizes)]}
-              for p in pulled]
+    images: List[Dict[str, Any]] = [
+        {"reference": p.reference, "platform": p.platform,
+         "manifest_digest": p.manifest_digest, "manifest_media_type": p.manifest_media_type,
+         "config_digest": p.config_digest, "source": p.source,
+         "layers": [{"digest": d, "media_type": t, "size": s} for d, t, s in
+                    zip(p.layer_digests, p.layer_media_types, p.layer_sizes)]}
+        for p in pulled]
 
     document.update(
         created=created if created is not None else _now(),

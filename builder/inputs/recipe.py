@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from builder.errors import BuildError
 from builder.inputs.mirrors import MirrorPreset, MirrorPresetError, parse_image
@@ -212,7 +212,7 @@ def role_images(recipe: Recipe, kubeadm_images: Sequence[str]) -> Dict[str, Tupl
         by_component[component] = str(parse_image(ref))
     result = {}
     for role in recipe.roles:
-        refs = set()
+        refs: Set[str] = set()
         for index, selector in enumerate(recipe.role_image_selectors(role)):
             if selector.kind == "kubeadm" and not selector.name:
                 refs.update(by_component.values())
@@ -248,7 +248,7 @@ def check_against_preset(recipe: Recipe, preset: MirrorPreset) -> None:
                                did_you_mean(name, preset.releases)
                                or f"it has: {', '.join(sorted(preset.releases))}")
     kubeadm_registry = recipe.kubernetes.image_repository.split("/")[0]
-    wanted = [(("kubernetes", "image_repository"), kubeadm_registry)]
+    wanted: List[Tuple[KeyPath, str]] = [(("kubernetes", "image_repository"), kubeadm_registry)]
     for name, addon in recipe.addons.items():
         wanted += [(("addons", name, "images", i), parse_image(ref).registry)
                    for i, ref in enumerate(addon.images)]
@@ -391,7 +391,10 @@ class _Reader(yamldoc.Reader):
         version = self.string(spec["version"], path + ("version",), _K8S_VERSION,
                               "a Kubernetes release such as v1.23.17")
         version = version if version.startswith("v") else "v" + version
-        major, minor, patch = (int(x) for x in _K8S_VERSION.match(version).groups())
+        match = _K8S_VERSION.match(version)
+        if match is None:  # self.string() checked the pattern; only the "v" was added
+            raise self.error(path + ("version",), f"{version!r} is not a Kubernetes release")
+        major, minor, patch = (int(x) for x in match.groups())
         if spec.get("image_repository") is not None:
             repository = self.string(spec["image_repository"], path + ("image_repository",),
                                      _HOST, "a registry host[/path] such as registry.k8s.io")

@@ -17,7 +17,7 @@ clear error, in milliseconds.
 
 import difflib
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type
 
 import yaml
 
@@ -63,7 +63,7 @@ def key_text(path: KeyPath) -> str:
     return text
 
 
-def line_for(lines: Dict[KeyPath, int], path: KeyPath) -> Optional[int]:
+def line_for(lines: Mapping[KeyPath, int], path: KeyPath) -> Optional[int]:
     """The line of `path`, or of its nearest ancestor that has one."""
     for end in range(len(path), 0, -1):
         if path[:end] in lines:
