@@ -173,7 +173,7 @@ def new_session(pool: int = POOL_SIZE) -> requests.Session:
     tell a build's requests from others' in the servers' logs); proxies come from the
     environment, as requests reads them."""
     session = requests.Session()
-    session.headers["User-Agent"] = f"kubecrate/{__version__} {session.headers['User-Agent']}"
+    session.headers["User-Agent"] = f"kubecrate/{__version__} {requests.utils.default_user_agent()}"
     adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

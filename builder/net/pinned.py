@@ -16,7 +16,7 @@ with `Range` (the transport resuming) gets the rest of the cached bytes.
 from __future__ import annotations
 
 import io
-from typing import Any, Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
@@ -40,11 +40,21 @@ class CachedURLAdapter(BaseAdapter):
         self._network = dict(network or {})  # scheme -> the adapter that goes to the network
         self._own = HTTPAdapter()
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Union[None, float, Tuple[float, float], Tuple[float, None]] = None,
+        verify: Union[bool, str] = True,
+        cert: Union[None, bytes, str, Tuple[Union[bytes, str], Union[bytes, str]]] = None,
+        proxies: Optional[Mapping[str, str]] = None,
+    ) -> requests.Response:
         digest = self.pins.get(request.url or "")
         if request.method != "GET" or digest is None or not self.cache.has(digest):
             scheme = (request.url or "").split("://", 1)[0]
-            return self._network.get(scheme, self._own).send(request, **kwargs)
+            return self._network.get(scheme, self._own).send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert,
+                proxies=proxies)
         data = self.cache.path(digest).read_bytes()
         offset = _range_start(request.headers.get("Range", ""))
         response = requests.Response()

@@ -108,9 +108,8 @@ def pull_images(references: Iterable[str], platform: Union[str, Platform], prese
                 endpoints[pull.mirror] = Endpoint(pull.mirror, session, **endpoint_options)
         with ThreadPoolExecutor(max_workers=max(1, workers),
                                 thread_name_prefix="kubecrate-pull") as pool:
-            resolved = _all(pool, [
-                (lambda r=ref: _resolve(r, wanted, preset, endpoints, cache)) for ref in references
-            ])
+            resolved = _all(pool, [partial(_resolve, ref, wanted, preset, endpoints, cache)
+                                   for ref in references])
             _download_layers(pool, resolved, cache, progress, workers)
         return [_record(r) for r in resolved]
     finally:
@@ -130,7 +129,7 @@ def _all(pool: ThreadPoolExecutor, jobs: Sequence[Callable[[], Any]]) -> List[An
     """Run jobs in the pool; results in order, or every failure raised once."""
     futures = [pool.submit(job) for job in jobs]
     wait(futures)
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [e for e in (f.exception() for f in futures) if e is not None]
     _raise(errors)
     return [f.result() for f in futures]
 
@@ -260,7 +259,9 @@ def _media_type(ctype: str, hint: str, data: bytes, canonical: str, digest: str)
     """The manifest's type: Content-Type, else the descriptor's, else its own mediaType
     field (which, when present, must agree: distribution-spec, pulling manifests)."""
     body = _json(data, canonical, digest)
-    declared = body.get("mediaType") if isinstance(body.get("mediaType"), str) else ""
+    declared = body.get("mediaType")
+    if not isinstance(declared, str):
+        declared = ""
     known = INDEXES + MANIFESTS
     chosen = next((t for t in (ctype, hint) if t in known), "")
     if "prettyjws" in ctype or body.get("schemaVersion") == 1:
@@ -288,7 +289,7 @@ class _Sink:
     def __init__(self, writer: Any, media_type: str = "", diff_id: str = "") -> None:
         self._writer = writer
         self._diff = hashlib.sha256() if diff_id and media_type in GZIP_LAYERS else None
-        self._inflate = zlib.decompressobj(31) if self._diff else None
+        self._inflate = zlib.decompressobj(31) if self._diff is not None else None
         self.diff_id = diff_id if self._diff else ""
 
     @property
@@ -297,7 +298,7 @@ class _Sink:
 
     def write(self, data: bytes) -> None:
         self._writer.write(data)
-        while self._inflate is not None and data:
+        while self._inflate is not None and self._diff is not None and data:
             self._diff.update(self._inflate.decompress(data))
             data = b""
             if self._inflate.eof:  # a multi-member gzip (pigz): go on with the next member
@@ -305,7 +306,7 @@ class _Sink:
                 self._inflate = zlib.decompressobj(31) if data else self._inflate
 
     def uncompressed_digest(self) -> str:
-        if self._diff is None:
+        if self._diff is None or self._inflate is None:
             return ""
         try:
             self._diff.update(self._inflate.flush())
@@ -332,7 +333,7 @@ def _fetch_blob(resolved: _Resolved, desc: Dict[str, Any], cache: Cache, diff_id
                 else:
                     for handle in parts:
                         handle.seek(0)
-                        for block in iter(lambda h=handle: h.read(PART_COPY), b""):
+                        for block in iter(partial(handle.read, PART_COPY), b""):
                             sink.write(block)
                 got = sink.uncompressed_digest()
             except zlib.error as exc:
@@ -471,7 +472,7 @@ def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache:
     finally:
         for split in splits:  # after a failure, the parts already fetched
             split.close()
-    errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+    errors = [e for e in (f.exception() for f in futures if not f.cancelled()) if e is not None]
     _raise(errors, "blobs")
 
 

@@ -219,7 +219,7 @@ def _error_code(err: StatusError) -> str:
     """The registry's error code (MANIFEST_UNKNOWN, NAME_UNKNOWN, ...) or the HTTP status."""
     try:
         errors = json.loads(err.body).get("errors") or []
-        codes = [e.get("code") for e in errors if isinstance(e, dict) and e.get("code")]
+        codes = [str(e["code"]) for e in errors if isinstance(e, dict) and e.get("code")]
     except (ValueError, AttributeError):
         codes = []
     return ", ".join(codes) or f"HTTP {err.status}"

@@ -23,7 +23,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, BinaryIO, Iterable, Mapping, NamedTuple, Optional, Sequence, cast
 
 from builder.bundle.pack import source_date_epoch
 from builder.cache import Cache, hex_of
@@ -108,7 +108,9 @@ def write_archive(
     try:
         with open(tmp, "wb") as raw:
             writer = HashingWriter(raw)
-            with tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            # a stream (mode "w"): tarfile only calls write() and tell(), which it has
+            with tarfile.open(fileobj=cast(BinaryIO, writer), mode="w",
+                              format=tarfile.PAX_FORMAT) as tar:
                 for name, data in metadata:
                     tar.addfile(_info(name, len(data), 0o644, mtime), io.BytesIO(data))
                 for folder in ("blobs", BLOB_DIR):
