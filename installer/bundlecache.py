@@ -19,11 +19,12 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import BinaryIO, Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from installer.format import minisig
 from installer.format.bundle import Bundle, cache_root, claimed_manifest_sha256
 from installer.format.errors import VerificationError
+from installer.format.iotypes import Writable
 from installer.format.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_SIZE,
@@ -276,7 +277,7 @@ def read_verified(path: str, sha256: str, what: str) -> bytes:
     return data
 
 
-def copy_verified(source: str, sha256: str, out: BinaryIO, what: str) -> None:
+def copy_verified(source: str, sha256: str, out: Writable, what: str) -> None:
     """Copy a cached file into `out`, hashing while copying; raises before the caller can
     rename `out` into place when the bytes are not the signed ones."""
     digest = hashlib.sha256()

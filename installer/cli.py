@@ -4,7 +4,7 @@ import contextlib
 import os
 import pkgutil
 import sys
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import click
 from tqdm import tqdm
@@ -544,8 +544,8 @@ def _prog_name() -> str:
     return invoked if invoked.endswith(".pyz") else "python3 -m installer"
 
 
-def main(argv: object = None) -> None:
-    _ARGV[:] = list(argv) if argv is not None else sys.argv[1:]  # type: ignore
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    _ARGV[:] = list(argv) if argv is not None else sys.argv[1:]
     # Before click runs: click 8.0.4 on Python 3.6 refuses an ASCII locale (textlocale).
     if textlocale.ensure_utf8() is None and textlocale.preferred_is_ascii():
         textlocale.allow_ascii_click()

@@ -86,4 +86,4 @@ def allow_ascii_click() -> None:
     import click.core
 
     if hasattr(click.core, "_verify_python_env"):
-        click.core._verify_python_env = lambda: None  # type: ignore[attr-defined]
+        setattr(click.core, "_verify_python_env", lambda: None)  # noqa: B010 (private, 8.0.x only)

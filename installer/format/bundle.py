@@ -320,7 +320,7 @@ def cache_root(root: str) -> str:
     return os.path.join(os.path.abspath(root), CACHE_DIR)
 
 
-def create_file(staging: str, relpath: str, mode: int) -> object:
+def create_file(staging: str, relpath: str, mode: int) -> "_WrittenBack":
     """Create a new file under `staging` (parents as needed) for a member's bytes; never
     follows a link, never overwrites. An `open_member` for walk() usually calls this."""
     target = os.path.join(staging, relpath)
