@@ -195,6 +195,7 @@ def test_scripts_test_is_the_suite_entry_point():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "==> vermin" in done.stderr and "==> ruff" in done.stderr
+    assert "==> mypy" in done.stderr
     assert "tests/docs/test_docs.py::test_doc_commands_run[README.md]" in done.stdout
 
 
