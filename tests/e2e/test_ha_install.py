@@ -176,7 +176,7 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
 def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,  # noqa: F811
                                                       built_el9, core_el9, tmp_path):
     """load_balancer.mode static-pods on the same four nodes, without the failover drills of
-    the services run, as EL9 hosts with containerd (issue 18): the k8s-1.30-el9-containerd
+    the services run, as EL9 hosts with containerd (docs/el8-el9.md): the k8s-1.30-el9-containerd
     bundle (Kubernetes v1.30.14, containerd 1.6) on Rocky 9.4 (cp1, w1), Alma 9 (cp2) and RHEL 9
     (cp3), which its recipe's target.hosts admits, kernel 5.14, the .pyz on CPython 3.9 (EL9's
     python3); images go into each host's containerd with `ctr -n k8s.io images import`, the

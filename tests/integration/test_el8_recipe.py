@@ -288,9 +288,10 @@ def test_preflight_of_the_el9_bundle_by_host_platform(builds, tmp_path, os_relea
 
 def test_host_prep_removes_podman_and_runc_then_installs_the_el8_bundle(builds, mirror_world,
                                                                         tmp_path):
-    """issue 18, EL8 conflicts: on a CentOS 8.5 host with podman (and so runc) preflight names
-    both and says host prep removes them (the recipe's `remove`); `install --host-only` removes
-    exactly those with `rpm -e`, then real dnf installs the bundle from its repo alone."""
+    """EL8 conflicts (docs/el8-el9.md): on a CentOS 8.5 host with podman (and so runc) preflight
+    names both and says host prep removes them (the recipe's `remove`); `install --host-only`
+    removes exactly those with `rpm -e`, then real dnf installs the bundle from its repo
+    alone."""
     for tool in ("dnf", "rpm"):
         require_tool(tool)
     preset = load_preset(mirror_world.preset_el8)
@@ -327,7 +328,7 @@ def test_host_prep_removes_podman_and_runc_then_installs_the_el8_bundle(builds, 
 
 
 def test_el9_host_prep_for_containerd_judged_by_real_containerd(builds, mirror_world, tmp_path):
-    """issue 18, containerd host prep: `install --host-only` of the EL9 bundle on a Rocky
+    """containerd host prep (docs/el8-el9.md): `install --host-only` of the EL9 bundle on a Rocky
     9.4-shaped host writes config.toml (version 2, SystemdCgroup, the bundled pause as
     sandbox_image) and /etc/crictl.yaml; real containerd 1.6 then runs on exactly that file
     with its CRI plugin up and reports both settings; a second run imports the worker's images

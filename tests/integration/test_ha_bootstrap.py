@@ -298,7 +298,8 @@ def test_init_join_expiry_join_info_and_rejoin_through_the_endpoint(lab, monkeyp
     assert status["joined"] and set(status["expiry"]) >= {"bootstrap_token", "certificate_key",
                                                           "ca_certificate"}
 
-    # What a support engineer gets from cp1 holds none of its secrets (issue 19 item 5).
+    # What a support engineer gets from cp1 holds none of its secrets
+    # (README.md, collect-logs).
     archive = lab.top / "cp1-logs.tar.gz"
     index = supportlogs.collect(str(cp1), str(archive))
     assert oct(archive.stat().st_mode & 0o777) == "0o600"
@@ -395,7 +396,7 @@ def test_a_clone_of_a_node_in_the_cluster_is_refused_before_it_joins(lab):
 
     (lab.top / "w1/etc/machine-id").write_text("fedcba9876543210fedcba9876543210\n")
     # Months later, from another bundle on the USB stick: refused, both bundles named, before
-    # kubeadm runs (issue 19 item 7: the cluster records its bundle at init).
+    # kubeadm runs (the cluster records its bundle at init).
     assert joinfile.load(str(out)).bundle == "c" * 64
     with pytest.raises(PreconditionError) as err:
         install(lab, "w1", join=out, digest="d" * 64)

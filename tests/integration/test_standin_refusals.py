@@ -300,7 +300,7 @@ def _v130(files, tool: str) -> str:
 
 def test_containerd_without_its_cri_plugin_is_refused_by_kubeadm_and_the_kubelet(  # noqa: F811
         hosts, tree):  # noqa: F811
-    """issue 18: containerd.io's stock config.toml disables the CRI plugin, and a stopped
+    """containerd.io's stock config.toml disables the CRI plugin, and a stopped
     containerd does not answer at all. kubeadm 1.30's preflight ([ERROR CRI]) and the 1.30
     kubelet (at start) refuse both, in the words of the real CRI client; with the config the
     installer writes the kubelet keeps running."""

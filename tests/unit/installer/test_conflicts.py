@@ -1,5 +1,6 @@
-"""EL8 conflicts (issue 18): podman, buildah and runc against containerd.io, named by preflight
-and removed by host prep only when the bundle's remove_packages says so, exactly those."""
+"""EL8 conflicts (docs/el8-el9.md): podman, buildah and runc against containerd.io, named by
+preflight and removed by host prep only when the bundle's remove_packages says so, exactly
+those."""
 
 from installer.steps import conflicts, hostprep, preflight
 from tests.unit.installer.test_hostprep_items import ctx_for

@@ -1,4 +1,4 @@
-"""Host identity (issue 18): the EL platform from PLATFORM_ID (VERSION_ID on CentOS 7), the
+"""Host identity (docs/el8-el9.md): the EL platform from PLATFORM_ID (VERSION_ID on CentOS 7), the
 distribution from ID, and which bundles serve which hosts, for the os-release files of
 CentOS 7, CentOS 8.5, Rocky 9.4, Alma 9 and RHEL 9."""
 
