@@ -110,14 +110,15 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
     kubeadm = list(lock["kubeadm_images"])
     pause = next((ref for ref in kubeadm if ref.rsplit("/", 1)[-1].startswith("pause:")), None)
     target = lock["target"]
+    base: Dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
+                            for key, value in lock["base"].items()}
     document = BundleSections(
         # target.hosts comes from the recipe, not the lock: it changes no resolved package
         target=Target(target["os"], target["release"], target["arch"], tuple(target["base"]),
                       tuple(recipe.target.hosts)),
         kubernetes_version=lock["kubernetes_version"],
         runtime=Runtime(recipe.runtime.name, recipe.runtime.version),
-        assumed_base=AssumedBase(**{key: tuple(value) if isinstance(value, list) else value
-                                    for key, value in lock["base"].items()}),
+        assumed_base=AssumedBase(**base),
         roles={role: Role(tuple(install_spec(s) for s in recipe.role_packages(role)),
                           role_refs.get(role, ()))
                for role in recipe.roles},
