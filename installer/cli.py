@@ -325,10 +325,15 @@ def _print_steps(steps, clean: str, start: int = 1) -> None:
               help="Also check the cluster (control-plane node): every node Ready, CoreDNS "
               "answers kubernetes.default from every node, each node reaches the next one's "
               "pod network; exit 5 when a check fails.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Also write the full report (what --json prints) to this file, for an "
+              "auditor to keep or to diff between hosts.")
 @json_option
 @common_options
-def status_cmd(check, as_json, root, dry_run, verbose):
-    """What is installed on this host, from which bundle."""
+def status_cmd(check, report_path, as_json, root, dry_run, verbose):
+    """What is installed on this host, from which bundle: the steps done, the signer of the
+    bundle, the role's packages as rpm reports them, the images in the runtime, what preflight
+    found, and when each certificate expires (a warning from 30 days on)."""
     import json
 
     from installer import session
@@ -345,6 +350,11 @@ def status_cmd(check, as_json, root, dry_run, verbose):
             return int(ExitCode.STEP_FAILED)
         return
     result = session.status(root)
+    if report_path:
+        from installer import report
+
+        report.write(report_path, result)
+        click.echo("wrote the report to {}".format(report_path), err=True)
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))
         return

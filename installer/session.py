@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import certs, joinfile, owned
+from installer import certs, joinfile, owned, report
 from installer.bundlecache import cache_root
 from installer.format import minisig
 from installer.format.bundleinfo import read_info, wanted_for_preflight
@@ -146,6 +146,10 @@ def install(options: Options) -> Outcome:
             state.use_bundle(ctx.info.digest)
             state.data.update(bundle_name=ctx.info.name, node=ctx.node.name, role=ctx.node.role,
                               cluster=os.path.abspath(ctx.cluster.source))
+            if not skipped:  # what an auditor sees in `status` (installer/report.py)
+                state.data["preflight_findings"] = [
+                    {"level": f.level, "check": f.check, "message": f.message}
+                    for f in found]
             state.record("preflight", inputs, 0)
             reports = run_steps(ctx, steps, state, apply=True, progress=options.echo)
         checked = smoke_after_install(ctx) if not options.host_only else ([], True, "")
@@ -167,6 +171,13 @@ def status(root: str) -> Dict[str, Any]:
             result["kubernetes_version"] = info.kubernetes_version
             result["runtime"] = info.runtime
             result["bundle_cached"] = True
+            folder = "{}/{}".format(BUNDLES_DIR, digest)
+            status_runner = Runner(root, dry_run=True)
+            role = str(state.data.get("role") or "")
+            result["signature"] = report.signer(host, folder)
+            result["rpms"] = report.installed_rpms(status_runner,
+                                                   list(info.packages_for(role)))
+            result["images"] = report.runtime_images(status_runner, info)
         else:
             result["bundle_cached"] = False
     inputs = state.steps.get("preflight", {}).get("inputs", "")

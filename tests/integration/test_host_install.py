@@ -2,6 +2,7 @@
 real dnf (behind the yum stand-in) and the real Docker 20.10, then prove idempotence, resume
 after a kill, dry-run/plan purity, and that preflight failures exit 4 and change nothing."""
 
+import base64
 import json
 import os
 import re
@@ -117,8 +118,25 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
                 or (c[0] == "systemctl" and c[1] not in ("is-active", "is-enabled"))]
     assert mutating == []
 
-    status = host.installer("status", "--json", "--root", str(host.root))
+    report_file = host.top / "report.json"
+    status = host.installer("status", "--json", "--report", str(report_file),
+                            "--root", str(host.root))
     assert '"prepared": true' in status.stdout and '"joined": false' in status.stdout
+    # What an auditor keeps per host (issue 23 item 2): the file is what --json printed.
+    report = json.loads(report_file.read_text())
+    assert report == json.loads(status.stdout)
+    public = host_bundle.public_key.read_text().splitlines()[1]
+    key_id = base64.b64decode(public)[2:10][::-1].hex().upper()
+    assert report["signature"]["key_id"].upper() == key_id
+    assert digest_dir in report["signature"]["trusted_comment"]
+    rpm_q = subprocess.run(["rpm", "--root", str(host.root), "-q", "--qf",
+                            "%{EPOCHNUM}:%{VERSION}-%{RELEASE}.%{ARCH}", "docker-ce"],
+                           capture_output=True, text=True).stdout
+    assert report["rpms"]["docker-ce"] == rpm_q and report["rpms"]["socat"] != "not installed"
+    worker = expected_worker_images(host_bundle)
+    assert set(worker.values()) <= set(report["images"].values())  # IDs as docker has them
+    assert report["preflight_findings"] and \
+        all(f["level"] in ("pass", "warn") for f in report["preflight_findings"])
 
     units = json.loads((host.top / "state/units.json").read_text())
     assert "firewalld" not in units["active"] + units["enabled"]  # firewall: disable
