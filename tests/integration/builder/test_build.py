@@ -254,6 +254,17 @@ def test_the_bundle_carries_a_signed_spdx_sbom_of_everything_it_brings(world_bui
     assert layers <= checksums  # every layer digest, each once
     assert sbom["creationInfo"]["created"] == time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(lock["created"]))
+    # every artifact `inspect` lists is in the SBOM
+    listed = json.loads(kubecrate("inspect", bundle, "--json").stdout)
+    rpms = {(p["name"], p["versionInfo"].split(":")[-1]) for p in sbom["packages"]
+            if p["SPDXID"].startswith("SPDXRef-RPM-")}
+    assert {(re.sub(r"-[^-]+-[^-]+$", "", n), re.search(r"([^-:]+-[^-]+)$", n).group(1))
+            for n in (p["nevra"].rsplit(".", 1)[0] for p in listed["packages"])} == rpms
+    assert {i["reference"] for i in listed["images"]} == {
+        f'{p["name"]}:{p["versionInfo"]}' for p in sbom["packages"]
+        if p["SPDXID"].startswith("SPDXRef-Image-")}
+    assert len(listed["binaries"]) == len([p for p in sbom["packages"]
+                                           if p["SPDXID"].startswith("SPDXRef-Binary-")])
     again = kubecrate("inspect", world_build["warm"]["out"] / f"{NAME}.tar", "--sbom")
     assert again.stdout == done.stdout  # same lock, same bytes
 
