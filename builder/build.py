@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -27,6 +28,7 @@ from builder.bundle.pack import pack
 from builder.cache import Cache
 from builder.errors import BuildError
 from builder.inputs.lock import (
+    Lock,
     compare,
     input_changes,
     load_lock,
@@ -98,9 +100,9 @@ def _byte_progress(progress: Optional[ProgressFactory], what: str):
 
 def ensure_lock(recipe: Recipe, preset: MirrorPreset, lock_path: Path, *, session: Any,
                 cache: Cache, progress: Optional[ProgressFactory] = None
-                ) -> Tuple[Dict[str, Any], str]:
+                ) -> Tuple[Lock, str]:
     """The lock at `lock_path` when its inputs still match, else a new one written there;
-    returns (document, "up to date" | "written" | "updated")."""
+    returns (lock, "up to date" | "written" | "updated")."""
     old = None
     if lock_path.exists():
         old = load_lock(lock_path)
@@ -111,19 +113,19 @@ def ensure_lock(recipe: Recipe, preset: MirrorPreset, lock_path: Path, *, sessio
     document = make_lock(recipe, preset, session=session, cache=cache,
                          progress=_byte_progress(progress, "lock: images"))
     if old is not None and not compare(old, document):
-        document["created"] = old["created"]  # same resolution: keep the same bundle bytes
+        document = replace(document, created=old.created)  # same resolution: same bytes
     write_lock(lock_path, document)
     return document, "written" if old is None else "updated"
 
 
-def python3_vendor_fingerprint(lock: Dict[str, Any], preset: MirrorPreset) -> str:
+def python3_vendor_fingerprint(lock: Lock, preset: MirrorPreset) -> str:
     """The fingerprint the .pyz's sh preamble pins for the key that signs the bundle's python3
     RPMs (its repo's first key in the preset); CentOS 7's when the bundle has no python3."""
-    for rpm in lock.get("rpms", ()):
-        if rpm.get("name") == "python3":
+    for rpm in lock.rpms:
+        if rpm.name == "python3":
             try:
-                return preset.repo(rpm["repo"]).gpgkeys[0].fingerprint
-            except (KeyError, IndexError, MirrorPresetError):
+                return preset.repo(rpm.repo).gpgkeys[0].fingerprint
+            except (IndexError, MirrorPresetError):
                 break
     return CENTOS7_FINGERPRINT
 
@@ -176,7 +178,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
                                    lock_path=lock_path, progress=progress)
             # EL9 distrusts SHA-1 signatures: refuse here what its rpm would refuse there
             check_crypto_policy(
-                int(str(lock["target"]["release"]).split(".")[0]),
+                int(lock.target.release.split(".")[0]),
                 [(p.nevra, p.repo, fetched.rpm_paths[p.sha256]) for p in fetched.packages],
                 [(k.repo, k.url, k.data) for k in fetched.keys])
     finally:
@@ -186,7 +188,7 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".kubecrate-build-", dir=out_dir))
     try:
-        created = int(lock["created"])
+        created = lock.created
         with clock.stage("stage"):
             staged = stage_bundle(work / "tree", recipe, lock, fetched, cache)
         with clock.stage("pack"):

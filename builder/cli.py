@@ -277,8 +277,8 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
         click.echo(f"{lock_path} is up to date", err=True)
         return
     write_lock(lock_path, document)
-    click.echo(f"wrote {lock_path}: {len(document['rpms'])} RPMs, "
-               f"{len(document['binaries'])} binaries, {len(document['images'])} images", err=True)
+    click.echo(f"wrote {lock_path}: {len(document.rpms)} RPMs, "
+               f"{len(document.binaries)} binaries, {len(document.images)} images", err=True)
     for line in changes if old is not None else []:
         click.echo(f"  {line}", err=True)
 

@@ -32,12 +32,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 from builder import __version__
 from builder.bundle.keys import SecretKey
 from builder.cache import Cache
-from builder.inputs.lock import dump_lock
+from builder.inputs.lock import Lock, dump_lock
 from installer.format import minisig
 from installer.format.bundle import COMMENT_MANIFEST_SHA256
 from installer.format.errors import VerificationError
@@ -66,12 +66,12 @@ def _tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def build_inputs(recipe_path: Path, lock: Mapping[str, Any], key: SecretKey,
+def build_inputs(recipe_path: Path, lock: Lock, key: SecretKey,
                  vendor_fingerprint: str, installer_source: Path) -> str:
     """The digest of everything that decides a build's output bytes."""
     document = {
         "format": FORMAT, "version": __version__,
-        "lock": hashlib.sha256(dump_lock(dict(lock))).hexdigest(),
+        "lock": hashlib.sha256(dump_lock(lock)).hexdigest(),
         "recipe": hashlib.sha256(Path(recipe_path).read_bytes()).hexdigest(),
         "builder": _tree_digest(BUILDER_SOURCE),
         "installer": _tree_digest(Path(installer_source)),

@@ -21,10 +21,10 @@ import datetime
 import hashlib
 import json
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Sequence
+from typing import Any, Dict, Iterable, List, Sequence
 from urllib.parse import quote
 
-from builder.inputs.lock import dump_lock
+from builder.inputs.lock import Lock, dump_lock
 
 SBOM_PATH = "sbom.spdx.json"
 NONE = "NOASSERTION"
@@ -83,20 +83,19 @@ def _hex(digest: str) -> str:
     return digest.split(":", 1)[-1]
 
 
-def render_sbom(lock: Mapping[str, Any], bundle_name: str, builder_version: str,
+def render_sbom(lock: Lock, bundle_name: str, builder_version: str,
                 wheels: Iterable[Sequence[str]] = ()) -> bytes:
     """The SPDX 2.3 JSON document for the bundle built from `lock`. `wheels`: (name, version,
     sha256) of the installer's bundled Python packages."""
-    created = datetime.datetime.fromtimestamp(int(lock["created"]), datetime.timezone.utc)
-    target = lock["target"]
-    os_name = str(target.get("os", "linux"))
+    created = datetime.datetime.fromtimestamp(lock.created, datetime.timezone.utc)
+    target = lock.target
+    os_name = target.os or "linux"
     lock_sha = hashlib.sha256(dump_lock(lock)).hexdigest()
     bundle_id = "SPDXRef-Bundle"
     packages: List[Dict[str, Any]] = [_package(
-        bundle_id, bundle_name, str(lock["kubernetes_version"]), NONE, "",
+        bundle_id, bundle_name, lock.kubernetes_version, NONE, "",
         comment="kubecrate bundle for {} {} {}, Kubernetes {}".format(
-            os_name, target.get("release", ""), target.get("arch", ""),
-            lock["kubernetes_version"]))]
+            os_name, target.release, target.arch, lock.kubernetes_version))]
     relationships = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
                       "relatedSpdxElement": bundle_id}]
 
@@ -105,37 +104,37 @@ def render_sbom(lock: Mapping[str, Any], bundle_name: str, builder_version: str,
         relationships.append({"spdxElementId": parent, "relationshipType": "CONTAINS",
                               "relatedSpdxElement": child["SPDXID"]})
 
-    repos = {repo["id"]: repo for repo in lock.get("repos", [])}
-    for rpm in lock.get("rpms", []):
-        repo = repos.get(rpm["repo"], {})
-        fingerprints = sorted({k["fingerprint"] for k in repo.get("gpgkeys", [])})
-        evr = _evr(rpm["nevra"], rpm["name"], rpm["arch"])
+    repos = {repo.id: repo for repo in lock.repos}
+    for rpm in lock.rpms:
+        repo = repos.get(rpm.repo)
+        fingerprints = sorted({k.fingerprint for k in repo.gpgkeys} if repo else ())
+        evr = _evr(rpm.nevra, rpm.name, rpm.arch)
         contains(bundle_id, _package(
-            _spdx_id("RPM", rpm["nevra"]), rpm["name"], evr, rpm.get("url", ""),
-            _hex(rpm["sha256"]), _rpm_purl(os_name, rpm["name"], evr, rpm["arch"],
-                                           repo.get("baseurl", "")),
+            _spdx_id("RPM", rpm.nevra), rpm.name, evr, rpm.url,
+            _hex(rpm.sha256), _rpm_purl(os_name, rpm.name, evr, rpm.arch,
+                                        repo.baseurl if repo else ""),
             comment="from repository {} ({}); signature checked against key(s) {}".format(
-                rpm["repo"], repo.get("baseurl", "?"), ", ".join(fingerprints) or "none")))
-    for binary in lock.get("binaries", []):
+                rpm.repo, repo.baseurl if repo else "?", ", ".join(fingerprints) or "none")))
+    for binary in lock.binaries:
         contains(bundle_id, _package(
-            _spdx_id("Binary", "{}-{}".format(binary["filename"], binary["arch"])),
-            binary["name"], binary["version"], binary["url"], _hex(binary["sha256"]),
+            _spdx_id("Binary", "{}-{}".format(binary.filename, binary.arch)),
+            binary.name, binary.version, binary.url, _hex(binary.sha256),
             "pkg:generic/{}@{}?download_url={}".format(
-                quote(binary["name"]), quote(binary["version"]), quote(binary["url"], safe="")),
+                quote(binary.name), quote(binary.version), quote(binary.url, safe="")),
             comment="checked against the upstream checksum file {}".format(
-                binary.get("checksum_url") or "(none: pinned by the lock)")))
+                binary.checksum_url or "(none: pinned by the lock)")))
     layers_seen: Dict[str, str] = {}
-    for image in lock.get("images", []):
-        image_id = _spdx_id("Image", image["reference"])
+    for image in lock.images:
+        image_id = _spdx_id("Image", image.reference)
         contains(bundle_id, _package(
-            image_id, image["reference"].rpartition(":")[0], image["reference"].rpartition(":")[2],
-            image.get("source") or NONE, _hex(image["manifest_digest"]),
-            _oci_purl(image["reference"], image["manifest_digest"], image["platform"]),
+            image_id, image.reference.rpartition(":")[0], image.reference.rpartition(":")[2],
+            image.source or NONE, _hex(image.manifest_digest),
+            _oci_purl(image.reference, image.manifest_digest, image.platform),
             comment="manifest {}, config {}, platform {}, pulled from {}".format(
-                image["manifest_digest"], image["config_digest"], image["platform"],
-                image.get("source") or "?")))
-        for layer in image.get("layers", []):
-            digest = layer["digest"]
+                image.manifest_digest, image.config_digest, image.platform,
+                image.source or "?")))
+        for layer in image.layers:
+            digest = layer.digest
             if digest in layers_seen:
                 relationships.append({"spdxElementId": image_id, "relationshipType": "CONTAINS",
                                       "relatedSpdxElement": layers_seen[digest]})
@@ -143,9 +142,8 @@ def render_sbom(lock: Mapping[str, Any], bundle_name: str, builder_version: str,
             layers_seen[digest] = _spdx_id("Layer", digest)
             contains(image_id, _package(layers_seen[digest], "layer " + _hex(digest)[:12],
                                         NONE, NONE, _hex(digest),
-                                        comment="{} bytes, {}".format(layer.get("size", "?"),
-                                                                      layer.get("media_type",
-                                                                                "?"))))
+                                        comment="{} bytes, {}".format(layer.size,
+                                                                      layer.media_type)))
     for name, version, sha256 in wheels:
         contains(bundle_id, _package(
             _spdx_id("Python", f"{name}-{version}"), name, version,

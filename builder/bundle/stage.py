@@ -1,7 +1,7 @@
 """Stage the bundle tree from fetched pieces, and describe it for bundle.json.
 
     staged = stage_bundle(folder, recipe, lock, fetched, cache)
-    pack(folder, out, key, name=recipe.name, metadata=staged.metadata, created=lock["created"])
+    pack(folder, out, key, name=recipe.name, metadata=staged.metadata, created=lock.created)
 
 Layout (docs/bundle-format.md, which also lists the bundle.json sections):
   repo/                 RPMs, yum-3-readable repodata, the vendors' GPG keys
@@ -17,8 +17,9 @@ Every timestamp inside comes from the lock's `created`, so the same lock gives t
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple
+from typing import Any, Dict, List, NamedTuple
 
 from builder import __version__
 from builder.binaries import KUBE_BINARIES
@@ -26,7 +27,7 @@ from builder.bundle.addons import DEFAULT_POD_CIDR, render_addons
 from builder.bundle.sbom import SBOM_PATH, render_sbom
 from builder.cache import Cache, hex_of, place
 from builder.fetch import Fetched
-from builder.inputs.lock import dump_lock
+from builder.inputs.lock import Lock, dump_lock
 from builder.inputs.recipe import PackageSpec, Recipe
 from builder.registry.image_archive import bundle_images, write_archive
 from builder.rpm.yumrepo import write_repo
@@ -34,7 +35,6 @@ from builder.zipapp import load_pins
 from installer.format.bundleinfo import (
     IMAGE_ARCHIVE,
     REPO,
-    AssumedBase,
     BuiltBy,
     BundleAddon,
     BundleSections,
@@ -72,11 +72,11 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched: Fetched,
+def stage_bundle(folder: Path, recipe: Recipe, lock: Lock, fetched: Fetched,
                  cache: Cache) -> Staged:
     """Write the bundle tree into the empty `folder` and return bundle.json's sections
     (installer/format/bundleinfo.py owns them)."""
-    created = int(lock["created"])
+    created = lock.created
     written = write_repo(folder / REPO, fetched.packages, fetched.rpm_paths,
                          fetched.filelists, fetched.other, fetched.keys, timestamp=created)
 
@@ -96,7 +96,7 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
 
     summary = write_archive(list(fetched.images), cache, folder / IMAGE_ARCHIVE, mtime=created)
     digests[IMAGE_ARCHIVE] = summary.sha256
-    role_refs = {role: tuple(section["images"]) for role, section in lock["roles"].items()}
+    role_refs = lock.roles
     by_ref: Dict[str, List[str]] = {}
     for role, refs in role_refs.items():
         for ref in refs:
@@ -107,22 +107,20 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
     addons = render_addons(recipe.addons, folder)
     (folder / SBOM_PATH).write_bytes(render_sbom(
         lock, recipe.name, __version__, [(p.name, p.version, p.sha256) for p in load_pins()]))
-    kubeadm = list(lock["kubeadm_images"])
+    kubeadm = lock.kubeadm_images
     pause = next((ref for ref in kubeadm if ref.rsplit("/", 1)[-1].startswith("pause:")), None)
-    target = lock["target"]
-    base: Dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
-                            for key, value in lock["base"].items()}
+    target = lock.target
     document = BundleSections(
         # target.hosts comes from the recipe, not the lock: it changes no resolved package
-        target=Target(target["os"], target["release"], target["arch"], tuple(target["base"]),
+        target=Target(target.os, target.release, target.arch, target.base,
                       tuple(recipe.target.hosts)),
-        kubernetes_version=lock["kubernetes_version"],
+        kubernetes_version=lock.kubernetes_version,
         runtime=Runtime(recipe.runtime.name, recipe.runtime.version),
-        assumed_base=AssumedBase(**base),
+        assumed_base=lock.base,
         roles={role: Role(tuple(install_spec(s) for s in recipe.role_packages(role)),
                           role_refs.get(role, ()))
                for role in recipe.roles},
-        kubeadm_images=tuple(kubeadm),
+        kubeadm_images=kubeadm,
         pause_image=pause,
         remove_packages=tuple(recipe.remove),
         images=images,
@@ -139,8 +137,8 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Mapping[str, Any], fetched:
             images=tuple(ComponentImage(i.reference, i.platform, i.manifest_digest,
                                         i.config_digest, sources.get(i.reference, ""))
                          for i in summary.images)),
-        lock=LockOrigin(_sha256(dump_lock(lock)), lock["recipe"], lock["preset"]["name"],
-                        lock["preset"]["sha256"]),
+        lock=LockOrigin(_sha256(dump_lock(lock)), asdict(lock.recipe), lock.preset.name,
+                        lock.preset.sha256),
         builder=BuiltBy("kubecrate", __version__),
     )
     metadata = document.to_json()

@@ -24,6 +24,7 @@ import yaml
 
 from builder import zipapp
 from builder.cache import Cache
+from builder.inputs.lock import dump_lock, load_lock
 from builder.inputs.mirrors import load_preset
 from installer.format.bundleinfo import read_sections
 from installer.format.imagearchive import DOCKER_MANIFEST_NAME, INDEX_NAME, list_images
@@ -174,6 +175,11 @@ def test_flannel_manifest_names_bundled_images_by_tag(world_build):
                       "docker.io/flannel/flannel-cni-plugin:v1.2.0"}
     config = next(d for d in documents if d and d["kind"] == "ConfigMap")
     assert json.loads(config["data"]["net-conf.json"])["Network"] == "10.244.0.0/16"
+
+
+def test_the_lock_has_one_typed_owner_that_reads_it_back_to_the_same_bytes(world_build):
+    lock = world_build["lock"]
+    assert dump_lock(load_lock(lock)) == lock.read_bytes()
 
 
 def test_warm_rebuild_downloads_nothing_and_gives_the_same_bytes(world_build):

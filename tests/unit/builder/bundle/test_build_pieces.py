@@ -13,35 +13,66 @@ from builder.bundle.addons import render_flannel
 from builder.bundle.stage import install_spec
 from builder.cache import Cache
 from builder.errors import BuildError
-from builder.inputs.lock import compare, request_text
+from builder.inputs.lock import Lock, LockError, compare, dump_lock, request_text
 from builder.inputs.recipe import Addon, PackageSpec
 from builder.net.pinned import pin_urls
 
 LOCK = {
-    "recipe": {"path": "r.yaml", "sha256": "a" * 64},
-    "preset": {"path": "p.yaml", "sha256": "b" * 64},
-    "kubeadm_images": ["registry.k8s.io/pause:3.6"], "target": {}, "kubernetes_version": "v1",
-    "base": {}, "requests": {}, "roles": {},
-    "repos": [], "binaries": [],
-    "rpms": [{"name": "socat", "nevra": "socat-1-1.x86_64", "sha256": "c" * 64, "url": "u"}],
-    "images": [{"reference": "registry.k8s.io/pause:3.6", "manifest_digest": "sha256:1",
-                "config_digest": "sha256:2", "source": "s"}],
+    "lock_version": 1, "created": 1700000000,
+    "recipe": {"name": "r", "path": "r.yaml", "sha256": "a" * 64},
+    "preset": {"name": "p", "path": "p.yaml", "sha256": "b" * 64},
+    "kubeadm_images": ["registry.k8s.io/pause:3.6"],
+    "target": {"os": "centos", "release": "7.9", "arch": "x86_64", "base": ["@core"]},
+    "kubernetes_version": "v1",
+    "base": {"kind": "none", "source": "none", "packages": [], "missing": []},
+    "requests": {"socat": ""}, "roles": {"worker": {"images": ["registry.k8s.io/pause:3.6"]}},
+    "repos": [{"id": "base", "baseurl": "http://m/base", "priority": 99,
+               "repomd": {"url": "http://m/base/repodata/repomd.xml", "sha256": "d" * 64},
+               "gpgkeys": [{"url": "http://m/key", "fingerprint": "F" * 40, "sha256": "e" * 64}]}],
+    "binaries": [{"name": "kubeadm", "version": "v1", "arch": "amd64", "filename": "kubeadm",
+                  "url": "u", "checksum_url": "u.sha256", "sha256": "f" * 64, "size": 3}],
+    "rpms": [{"name": "socat", "nevra": "socat-1-1.x86_64", "arch": "x86_64", "repo": "base",
+              "sha256": "c" * 64, "url": "u", "size": 1}],
+    "images": [{"reference": "registry.k8s.io/pause:3.6", "platform": "linux/amd64",
+                "manifest_digest": "sha256:1", "manifest_media_type": "m",
+                "config_digest": "sha256:2", "source": "s",
+                "layers": [{"digest": "sha256:3", "media_type": "l", "size": 5}]}],
 }
 
 
 def _changed(**sections):
     new = json.loads(json.dumps(LOCK))
     new.update(sections)
-    return compare(LOCK, new)
+    return compare(Lock.from_json(LOCK), Lock.from_json(new))
 
 
 def test_an_identical_lock_has_no_changes():
-    assert compare(LOCK, json.loads(json.dumps(LOCK))) == []
+    assert compare(Lock.from_json(LOCK), Lock.from_json(json.loads(json.dumps(LOCK)))) == []
+
+
+def test_the_lock_reads_back_to_the_same_bytes():
+    raw = (json.dumps(LOCK, indent=2, sort_keys=True) + "\n").encode()
+    assert dump_lock(Lock.from_json(json.loads(raw))) == raw
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["rpms"][0].pop("sha256"), r"no rpms\[0\]\.sha256"),
+    (lambda d: d["images"][0]["layers"][0].update(size="5"),
+     r"images\[0\]\.layers\[0\]\.size is not a whole number"),
+    (lambda d: d["roles"].update(worker={"images": "x"}), "roles.worker.images is not a list"),
+])
+def test_a_malformed_lock_names_the_key(change, message):
+    document = json.loads(json.dumps(LOCK))
+    change(document)
+    with pytest.raises(LockError, match=message) as caught:
+        Lock.from_json(document, "x.lock")
+    assert isinstance(caught.value, BuildError) and "x.lock" in str(caught.value.message)
 
 
 def test_changes_name_the_rpm_and_the_image():
     rpms = [dict(LOCK["rpms"][0], sha256="d" * 64),
-            {"name": "ipset", "nevra": "ipset-7-1.x86_64", "sha256": "e" * 64, "url": "v"}]
+            {"name": "ipset", "nevra": "ipset-7-1.x86_64", "arch": "x86_64", "repo": "base",
+             "sha256": "e" * 64, "url": "v", "size": 2}]
     images = [dict(LOCK["images"][0], manifest_digest="sha256:9")]
     changes = _changed(rpms=rpms, images=images)
     assert "rpms: + ipset-7-1.x86_64" in changes
@@ -50,7 +81,7 @@ def test_changes_name_the_rpm_and_the_image():
 
 
 def test_a_changed_recipe_is_named():
-    assert _changed(recipe={"path": "r.yaml", "sha256": "f" * 64}) == [
+    assert _changed(recipe={"name": "r", "path": "r.yaml", "sha256": "f" * 64}) == [
         "recipe r.yaml changed (sha256 aaaaaaaaaaaa -> ffffffffffff)"]
 
 
