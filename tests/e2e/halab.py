@@ -27,6 +27,7 @@ from tests.e2e.netns import Host, Lab
 from tests.integration import hostworld
 from tests.integration.hostworld import (
     KERNEL,
+    KERNEL_EL8,
     KERNEL_EL9,
     MW,
     STANDINS,
@@ -58,6 +59,13 @@ EL7 = Profile(NAME, (osreleases.CENTOS7,) * 4, KERNEL, "3.6")
 EL9 = Profile("k8s-1.30-el9-containerd", (osreleases.ROCKY94, osreleases.ALMA9,
                                           osreleases.RHEL9, osreleases.ROCKY94),
               KERNEL_EL9, "3.9")
+# The CentOS 8 runbooks' profile: Docker 20.10 and dockershim on CentOS 8.5; the .pyz runs on
+# CPython 3.6 as EL8's platform-python (a host without python3 starts it with that).
+EL8 = Profile("k8s-1.23.17-el8", (osreleases.CENTOS8,) * 4, KERNEL_EL8, "3.6")
+# (platform, base repo, its key, what the root gets beyond @core): the world's @core is bash
+# and filesystem only, a real one also has util-linux (mount, nsenter: kubeadm wants them)
+CORE = {KERNEL_EL8: ("8", "baseos", "centos8", ["util-linux"]),
+        KERNEL_EL9: ("9", "rocky9-baseos", "rocky9", [])}
 
 
 def vip(subnet: int) -> str:
@@ -68,10 +76,12 @@ ADDRESSES = {"cp1": 11, "cp2": 12, "cp3": 13, "w1": 14}
 
 
 def cluster_yaml(subnet: int, mode: str = "services", names: Sequence[str] = NAMES,
-                 kube_proxy_mode: str = "") -> str:
-    """The e2e cluster.yaml; `kube_proxy_mode` (e.g. "ipvs") adds a `kubeadm:` section."""
+                 kube_proxy_mode: str = "", addresses: Optional[Dict[str, int]] = None) -> str:
+    """The e2e cluster.yaml; `kube_proxy_mode` (e.g. "ipvs") adds a `kubeadm:` section;
+    `addresses` (name -> last octet) overrides ADDRESSES, for labs of fewer hosts."""
+    octets = dict(ADDRESSES, **(addresses or {}))
     nodes = "".join("  - {{name: {}, address: 10.213.{}.{}, role: {}}}\n".format(
-        name, subnet, ADDRESSES[name], "worker" if name.startswith("w") else "control-plane")
+        name, subnet, octets[name], "worker" if name.startswith("w") else "control-plane")
         for name in names)
     return """\
 cluster_name: e2e
@@ -94,14 +104,16 @@ def core_root(folder: Path, profile: Profile = EL7) -> Path:
         dnf_into(root, MW / "www", {k: v for k, v in generated["repos"].items()
                                     if not k.startswith("docker")}, "group", "install", "core")
         return root
+    major, repo, key_id, extra = CORE[profile.kernel]
     www = MW / "www"
     generated = yumworld.generate(www, MW / "work", yumworld.EL8)
-    key = generated["gpgkeys"]["rocky9"]["path"]
-    conf, repos_d = write_config(folder / "dnf", {"rocky9-baseos": (
-        "file://{}".format(www / generated["repos"]["rocky9-baseos"]),
-        ["file://{}".format(www / key)])})
-    dnf(root, conf, repos_d, "-q", "--nodocs", "--releasever=9",
-        "--setopt=module_platform_id=platform:el9", "group", "install", "core")
+    key = generated["gpgkeys"][key_id]["path"]
+    conf, repos_d = write_config(folder / "dnf", {repo: (
+        "file://{}".format(www / generated["repos"][repo]), ["file://{}".format(www / key)])})
+    el = ("--releasever=" + major, "--setopt=module_platform_id=platform:el" + major)
+    dnf(root, conf, repos_d, "-q", "--nodocs", *el, "group", "install", "core")
+    if extra:
+        dnf(root, conf, repos_d, "-q", "--nodocs", *el, "install", *extra)
     return root
 
 
@@ -132,7 +144,7 @@ class Node:
         (top / "state/units.json").write_text(json.dumps(
             {"active": [], "enabled": [], "ports": [], "protocols": []}))
         write_kernel(self.test_host, host.address, profile.kernel)
-        if profile.kernel != KERNEL:
+        if profile.kernel == KERNEL_EL9:
             # iptables-nft's %post makes /usr/sbin/iptables an alternatives link to
             # iptables-nft (`alternatives --install`); the world's RPMs run no scriptlets.
             # Relative links: an absolute one would resolve on the test machine's own /etc.
@@ -212,7 +224,8 @@ def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int,
             mode: str = "services", kube_proxy_mode: str = "",
             profile: Profile = EL7) -> Dict[str, Node]:
     """One Node per lab host, of `profile`; cluster.yaml names exactly the lab's hosts."""
-    cluster = cluster_yaml(subnet, mode, [host.name for host in lab.hosts], kube_proxy_mode)
+    cluster = cluster_yaml(subnet, mode, [host.name for host in lab.hosts], kube_proxy_mode,
+                           {host.name: int(host.address.rsplit(".", 1)[1]) for host in lab.hosts})
     return {host.name: Node(host, core, shiv_root, subnet, SESSIONS[i % len(SESSIONS)],
                             cluster, profile,
                             profile.os_releases[i % len(profile.os_releases)])

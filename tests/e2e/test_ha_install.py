@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 
 SUBNET = 3
 STATIC_SUBNET = 5
+EL8_SUBNET = 8
 W1_MTU = 1400  # w1's eth0: flannel.1 there gets 1350
 WINDOW_BOUND = 15.0  # polling succeeds again within 15 s (measured about 3-4 s)
 
@@ -64,6 +65,26 @@ def built_el9(mirror_world, tmp_path_factory):
                      "--cache", seeded_cache(root / "cache"), timeout=1200)
     assert done.returncode == 0, done.stderr
     return root / "out"
+
+
+@pytest.fixture(scope="module")
+def built_el8(mirror_world, tmp_path_factory):
+    """The k8s-1.23.17-el8 bundle (CentOS 8.5, Docker 20.10) and its .pyz."""
+    require_root()
+    root = tmp_path_factory.mktemp("ha-build-el8")
+    _key, secret, _public = make_key(root / "keys")
+    done = kubecrate("build", RECIPE.parent / (halab.EL8.bundle + ".yaml"), "--mirrors",
+                     mirror_world.preset_el8, "--key", secret, "--out", root / "out",
+                     "--lock", root / (halab.EL8.bundle + ".lock"),
+                     "--cache", seeded_cache(root / "cache"), timeout=1200)
+    assert done.returncode == 0, done.stderr
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def core_el8(tmp_path_factory):
+    require_root()
+    return halab.core_root(tmp_path_factory.mktemp("ha-core-el8"), halab.EL8)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +195,8 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
 
 
 def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,  # noqa: F811
-                                                      built_el9, core_el9, tmp_path):
+                                                      built_el9, core_el9, built_el8,
+                                                      core_el8, tmp_path):
     """load_balancer.mode static-pods on the same four nodes, without the failover drills of
     the services run, as EL9 hosts with containerd (docs/el8-el9.md): the k8s-1.30-el9-containerd
     bundle (Kubernetes v1.30.14, containerd 1.6) on Rocky 9.4 (cp1, w1), Alma 9 (cp2) and RHEL 9
@@ -227,9 +249,40 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world, 
             (node.root / "etc/containerd/config.toml").read_text(), name
         flags = (node.root / "var/lib/kubelet/kubeadm-flags.env").read_text()
         assert "--container-runtime-endpoint=unix:///run/containerd/containerd.sock" in flags
-        assert ["ctr", "-n", "k8s.io", "images", "import", "-"] in [
-            json.loads(line) for line in (node.host.dir / "calls.jsonl").read_text()
-            .splitlines()], name
+        assert ["ctr", "-n", "k8s.io", "images", "import", "-"] in _calls(node), name
+    static_pods_on_centos8(netns_lab, built_el8, core_el8, tmp_path)
+
+
+def _calls(node) -> list:
+    return [json.loads(line) for line in (node.host.dir / "calls.jsonl").read_text()
+            .splitlines()]
+
+
+def static_pods_on_centos8(netns_lab, built, core, tmp_path) -> None:  # noqa: F811
+    """The CentOS 8 runbooks' profile in the same mode: k8s-1.23.17-el8 (Docker
+    20.10, dockershim) on two CentOS 8.5 hosts, kernel 4.18, the .pyz on CPython 3.6 (EL8's
+    platform-python): the first control plane with keepalived and haproxy as static pods,
+    then a worker; both Ready."""
+    lab = netns_lab("el9inst", ("cp1", "w1"), subnet=EL8_SUBNET)
+    nodes = halab.prepare(lab, core, tmp_path / "shiv8", EL8_SUBNET, mode="static-pods",
+                          profile=halab.EL8)
+    join = tmp_path / "join-el8.yaml"
+    cp1, w1 = nodes["cp1"], nodes["w1"]
+    first = cp1.install(built, "--join-out", join)
+    assert first.returncode == 0, first.stdout + first.stderr + cp1.logs()
+    assert halab.vip(EL8_SUBNET) in cp1.host.addresses()
+    running = halab.pods(cp1, ("keepalived", "haproxy", "kube-apiserver"))
+    assert {running[p]["phase"] for p in ("keepalived", "haproxy", "kube-apiserver")} == {
+        "Running"}, running
+    done = w1.install(built, "--join", join)
+    assert done.returncode == 0, done.stdout + done.stderr + w1.logs()
+    rows = halab.get_nodes(w1, cp1)
+    assert sorted(r[0] for r in rows) == ["cp1", "w1"], rows
+    assert {r[1] for r in rows} == {"Ready"} and {r[4] for r in rows} == {"v1.23.17"}, rows
+    for name, node in nodes.items():
+        assert "python3.6 " in node.python36_runs(), name
+        assert ["docker", "load"] in _calls(node), name
+        assert "native.cgroupdriver=systemd" in (node.root / "etc/docker/daemon.json").read_text()
 
 
 def smoke_check_after_install(cp1, nodes, built) -> None:
