@@ -10,6 +10,7 @@ Checked, from bundle.json and the members themselves (not from what bundle.json 
 - no image is named by digest alone (`docker load` keeps no RepoDigests), neither in the
   archive, nor in bundle.json, nor in an add-on manifest's `image:` lines, and every image an
   add-on manifest runs is in the archive;
+- no add-on manifest names a URL outside its comments (nothing a host could fetch);
 - kubeadm, kubelet and kubectl are in bin/.
 With a recipe, its role sets (expanded with the kubeadm image set) must also be bundle.json's.
 With a cluster.yaml, what that cluster runs from the bundle must be there: in
@@ -32,6 +33,12 @@ from installer.format.bundleinfo import BundleSections, Role
 __all__ = ["LintFailed", "lint_bundle", "lint_contents"]
 
 _IMAGE_LINE = re.compile(r"^\s*-?\s*image:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
+_URL = re.compile(r"\b(?:https?|ftp)://[^\s'\"]+")
+
+
+def _uncommented(text: str) -> str:
+    """YAML text without its `#` comments (a URL in a comment is documentation, not fetched)."""
+    return "\n".join(re.sub(r"(^|\s)#.*$", "", line) for line in text.splitlines())
 
 
 class LintFailed(BuildError):
@@ -132,7 +139,11 @@ def lint_contents(contents: BundleContents, recipe: Optional[Recipe] = None) -> 
         if member not in contents.members:
             problems.append(f"add-on {name}: {member} is missing")
             continue
-        for ref in _IMAGE_LINE.findall(contents.read(member).decode("utf-8", "replace")):
+        text = contents.read(member).decode("utf-8", "replace")
+        for url in _URL.findall(_uncommented(text)):
+            problems.append(f"add-on {name}: {member} names {url}: the hosts cannot reach it "
+                            "(carry what it fetches in the bundle)")
+        for ref in _IMAGE_LINE.findall(text):
             if _by_digest_only(ref):
                 problems.append(f"add-on {name}: {member} names image {ref} by digest")
             elif str(parse_image(ref)) not in archived:

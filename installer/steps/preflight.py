@@ -411,6 +411,15 @@ def _lb_images(ctx: Context) -> List[Finding]:
 CHECKS.append(_lb_images)
 
 
+def _outside_repos(ctx: Context) -> List[Finding]:
+    from installer.steps.preflight_repos import check_outside_repos
+
+    return check_outside_repos(ctx)
+
+
+CHECKS.append(_outside_repos)
+
+
 def findings(ctx: Context) -> List[Finding]:
     """Run every check; the order is the order of the report."""
     found: List[Finding] = []

@@ -306,7 +306,9 @@ def _without_image(archive: Path, dropped: str) -> None:
     rewritten.replace(archive)
 
 
-def test_lint_names_an_image_removed_from_a_resigned_bundle(world_build, tmp_path):
+def _resigned(world_build, tmp_path, edit) -> Path:
+    """The cold build's bundle with `edit(tree)` applied, packed and signed again with the
+    builder's key (as someone holding the key could)."""
     tree = tmp_path / "tree"
     with tarfile.open(world_build["cold"]["out"] / f"{NAME}.tar") as tar:
         tar.extractall(tree, filter="data")
@@ -315,17 +317,44 @@ def test_lint_names_an_image_removed_from_a_resigned_bundle(world_build, tmp_pat
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps({k: v for k, v in manifest.items()
                                     if k not in ("format_version", "name", "created", "files")}))
-    _without_image(tree / "images" / "images.tar", DROPPED)
+    edit(tree)
     resigned = tmp_path / f"{NAME}.tar"
     done = kubecrate("pack", tree, "--out", resigned, "--key", world_build["secret"],
                      "--metadata", metadata, "--name", NAME)
     assert done.returncode == 0, done.stderr
+    return resigned
 
+
+def test_lint_names_an_image_removed_from_a_resigned_bundle(world_build, tmp_path):
+    resigned = _resigned(world_build, tmp_path,
+                         lambda tree: _without_image(tree / "images" / "images.tar", DROPPED))
     done = kubecrate("lint", resigned, "--key", world_build["public"])
     assert done.returncode == 1, done.stderr
     assert f"image {DROPPED} (control-plane, kubeadm) is not in images/images.tar" in done.stderr
     assert "pause" not in done.stderr
     assert kubecrate("lint", world_build["cold"]["out"] / f"{NAME}.tar").returncode == 0
+
+
+def test_lint_refuses_a_manifest_that_would_reach_outside_the_bundle(world_build, tmp_path):
+    """Issue 23 item 3: an add-on manifest edited (and re-signed) to run an image the bundle
+    does not carry, or to fetch a URL, fails lint naming the file and the reference."""
+    member = "addons/flannel/kube-flannel.yml"
+
+    def edit(tree):
+        text = (tree / member).read_text()
+        first = re.search(r"image: (\S+)", text).group(1)
+        text = text.replace("image: " + first, "image: docker.io/some/other:tag", 1)
+        text = text.replace('"--kube-subnet-mgr"]', '"--kube-subnet-mgr", '
+                            '"--fetch=https://get.example.com/flannel.tar.gz"]', 1)
+        (tree / member).write_text(text)
+
+    done = kubecrate("lint", _resigned(world_build, tmp_path, edit), "--key",
+                     world_build["public"])
+    assert done.returncode == 1, done.stderr
+    assert f"add-on flannel: {member} runs docker.io/some/other:tag, which is not in the " \
+           "image archive" in done.stderr
+    assert f"add-on flannel: {member} names https://get.example.com/flannel.tar.gz" in \
+        done.stderr
 
 
 STATIC_PODS_CLUSTER = """\
