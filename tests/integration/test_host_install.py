@@ -122,7 +122,7 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
     status = host.installer("status", "--json", "--report", str(report_file),
                             "--root", str(host.root))
     assert '"prepared": true' in status.stdout and '"joined": false' in status.stdout
-    # What an auditor keeps per host (issue 23 item 2): the file is what --json printed.
+    # What an auditor keeps per host: the file is what --json printed.
     report = json.loads(report_file.read_text())
     assert report == json.loads(status.stdout)
     public = host_bundle.public_key.read_text().splitlines()[1]
