@@ -10,6 +10,7 @@ element (createrepo's primary.xml `<package>` record).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import re
@@ -112,9 +113,7 @@ def iter_elements(stream: Readable, what: str = "metadata") -> Iterator[Tuple[by
     rpm-md XML stream (primary, filelists or other), in file order."""
     buf = b""
     root: Optional[bytes] = None
-    eof = False
-    while not eof:
-        chunk = stream.read(CHUNK)
+    for chunk in _read_ahead(stream):
         eof = not chunk
         buf += chunk
         if root is None:
@@ -141,6 +140,21 @@ def iter_elements(stream: Readable, what: str = "metadata") -> Iterator[Tuple[by
         raise RepodataError(f"{what}: no XML root element")
     if _OPEN.search(buf):
         raise RepodataError(f"{what}: truncated (a <package> element never ends)")
+
+
+def _read_ahead(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's chunks, then b"". Each next chunk is read in a thread while the caller
+    parses the one before: decompressing (zlib, lzma, zstd) and hashing release the GIL, so
+    they run on the other core."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rpmmd-read") as pool:
+        ahead = pool.submit(stream.read, CHUNK)
+        while True:
+            chunk = ahead.result()
+            if chunk:
+                ahead = pool.submit(stream.read, CHUNK)
+            yield chunk
+            if not chunk:
+                return
 
 
 def _root_tag(buf: bytes, eof: bool, what: str) -> Optional[bytes]:
@@ -451,8 +465,9 @@ def _fast_fields(raw: bytes, repo: str, odd: bool, entries: List[str]) -> Option
             return None
         sections.append(found)
         entries += found
-    texts = _F_FILE.findall(text, pos)
-    if text.count("<file", pos) != len(texts):
+    start = find("<file", pos)  # the pattern scans from the first file on, not the whole record
+    texts = _F_FILE.findall(text, start) if start >= 0 else []
+    if start >= 0 and text.count("<file", start) != len(texts):
         return None
     sourcerpm = ""
     start = find("<rpm:sourcerpm", pos)
