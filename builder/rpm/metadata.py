@@ -142,7 +142,7 @@ def iter_elements(stream: Readable, what: str = "metadata") -> Iterator[Tuple[by
         raise RepodataError(f"{what}: truncated (a <package> element never ends)")
 
 
-def _read_ahead(stream: BinaryIO) -> Iterator[bytes]:
+def _read_ahead(stream: Readable) -> Iterator[bytes]:
     """The stream's chunks, then b"". Each next chunk is read in a thread while the caller
     parses the one before: decompressing (zlib, lzma, zstd) and hashing release the GIL, so
     they run on the other core."""
