@@ -349,6 +349,28 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
     click.echo(f"{bundle_path}: complete", err=True)
 
 
+@cli.command("split")
+@click.argument("bundle_path", metavar="BUNDLE",
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--size", "size_text", default="4000M", show_default=True,
+              help="Largest part, in bytes or with K, M or G (FAT32 holds 4 GiB - 1 per file).")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=Path("keys") / keys.SECRET_NAME, show_default=True,
+              help="minisign secret key that signs the index (the bundle's own).")
+@verbose_option
+def split_cmd(bundle_path: Path, size_text: str, key_path: Path, verbose: int) -> None:
+    """Split BUNDLE for removable media: BUNDLE.part-001, -002, ... and the signed index
+    BUNDLE.parts. Copy the parts, BUNDLE.parts(.minisig) and BUNDLE.minisig; on the host,
+    `install --bundle BUNDLE.parts` (or any part) checks each part as it reads it and names a
+    bad one. Nothing is joined on disk."""
+    from builder.bundle.split import parse_size, split_bundle
+
+    configure_logging(verbose)
+    written = split_bundle(bundle_path, parse_size(size_text), load_signing_key(key_path))
+    for path in written:
+        click.echo(str(path))
+
+
 @cli.command("inspect")
 @click.argument("bundle_path", metavar="BUNDLE",
                 type=click.Path(dir_okay=False, exists=True, path_type=Path))

@@ -8,7 +8,8 @@ Every kind answers the same three questions, so the commands never ask which kin
   stage(key, root)       -> a Staged bundle: the complete, checked folder, either already the
                             cache folder or a staging folder beside it that commit() renames
                             into the cache (`unpack`, `install`).
-Kinds today: TarSource (X.tar with X.tar.minisig, read exactly once) and CacheSource (a cache
+Kinds today: TarSource (X.tar with X.tar.minisig, read exactly once), PartsSource (the same
+tar split into parts for removable media, streamed part by part) and CacheSource (a cache
 folder, /var/lib/kubecrate/bundles/<digest>, checked with its kept signature). A later kind (a
 delta plus its base, a URL on the first control plane, split parts) is one more subclass whose
 stage() fills a Staging folder with checked bytes; docs/bundle-format.md says how the .pyz's sh
@@ -16,6 +17,7 @@ preamble finds the python3 RPMs in each kind.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -23,7 +25,7 @@ from typing import Callable, NamedTuple, Optional
 
 from installer import bundlecache
 from installer.format import bundle as bundlemod
-from installer.format import minisig
+from installer.format import minisig, parts
 from installer.format.errors import UsageError
 from installer.format.manifest import MANIFEST_NAME
 
@@ -124,9 +126,11 @@ class TarSource(BundleSource):
         except OSError:
             return None
 
+    def _walk(self, key, signature, sink, progress=None):
+        return bundlemod.walk(self.location, key, signature, sink, progress)
+
     def verify(self, key, progress=None):
-        return bundlemod.walk(self.location, key, self._signature(key),
-                              lambda spec: None, progress)
+        return self._walk(key, self._signature(key), lambda spec: None, progress)
 
     @contextlib.contextmanager
     def view(self, key, root, wanted):
@@ -142,7 +146,7 @@ class TarSource(BundleSource):
                 return bundlemod.create_file(scratch, spec.path, spec.mode) \
                     if wanted(spec.path) else None
 
-            checked = bundlemod.walk(self.location, key, signature, sink)
+            checked = self._walk(key, signature, sink)
             with open(os.path.join(scratch, MANIFEST_NAME), "wb") as out:
                 out.write(checked.manifest_raw)
             yield View(checked, scratch, False)
@@ -158,8 +162,8 @@ class TarSource(BundleSource):
             return Staged(cached, cached.path, keep=signature)
         staging = bundlecache.Staging(root)
         try:
-            checked = bundlemod.walk(
-                self.location, key, signature,
+            checked = self._walk(
+                key, signature,
                 lambda spec: bundlemod.create_file(staging.path, spec.path, spec.mode),
                 progress)
             final = bundlecache.folder_for(root, checked.manifest_sha256)
@@ -173,6 +177,42 @@ class TarSource(BundleSource):
             staging.discard()
             raise
         return Staged(checked, staging.path, staging)
+
+
+class PartsSource(TarSource):
+    """A bundle split for removable media (`kubecrate split`): the signed index X.tar.parts
+    (or any part, which names it), the parts beside it and the bundle's X.tar.minisig. The
+    parts are read in order as one stream, each checked against the index as its last byte
+    passes (installer/format/parts.py); nothing is joined on disk."""
+
+    kind = "split bundle"
+
+    def __init__(self, location: str, signature_path: Optional[str] = None) -> None:
+        super().__init__(parts.index_for(location), signature_path)
+        self._index = None  # type: Optional[parts.PartsIndex]
+
+    def _parts(self, key: minisig.PublicKey) -> "parts.PartsIndex":
+        if self._index is None:
+            self._index = parts.load_index(self.location, key)
+            if self.signature_path == bundlemod.signature_path_for(self.location):
+                self.signature_path = self._index.signature_path
+        return self._index
+
+    def _signature(self, key: minisig.PublicKey) -> minisig.Signature:
+        self._parts(key)
+        return super()._signature(key)
+
+    def _walk(self, key, signature, sink, progress=None):
+        index = self._parts(key)
+        return bundlemod.walk(self.location, key, signature, sink, progress,
+                              opener=lambda _path: parts.PartsReader(index))
+
+    def size(self) -> Optional[int]:
+        try:
+            with open(self.location, "rb") as handle:
+                return int(json.loads(handle.read(parts.MAX_INDEX).decode("utf-8"))["size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
 
 class CacheSource(BundleSource):
@@ -231,5 +271,8 @@ def open_source(location: str, signature_path: Optional[str] = None) -> BundleSo
         return CacheSource(location)
     from installer.hostfiles import require_regular_file
 
+    index = parts.index_for(location)
+    if index.endswith(parts.PARTS_SUFFIX) and os.path.isfile(index):
+        return PartsSource(location, signature_path)
     require_regular_file(location)
     return TarSource(location, signature_path)

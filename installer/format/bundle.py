@@ -31,6 +31,7 @@ from installer.format.manifest import (
     check_member_path,
     parse_manifest,
 )
+from installer.format.parts import PartDamaged
 from installer.format.tarstream import Entry, TarReader, kind_phrase
 
 log = logging.getLogger(__name__)
@@ -152,14 +153,16 @@ def walk(
     signature: minisig.Signature,
     open_member: Callable,
     progress: Progress = None,
+    opener: Optional[Callable[[str], BinaryIO]] = None,
 ) -> Bundle:
     """Read the tar once: hash it for the signature and check every member against bundle.json.
     `open_member(entry)` returns a writable file object for a member's bytes, or None to only
-    hash them. Returns only when the signature verified over exactly the bytes read; whatever
-    `open_member` got must not be used when this raises."""
+    hash them. `opener(bundle_path)` opens the stream (default: the file; parts.PartsReader
+    for a split bundle). Returns only when the signature verified over exactly the bytes
+    read; whatever `open_member` got must not be used when this raises."""
     minisig.check_comment(public_key, signature, bundle_path)
     try:
-        raw = open(bundle_path, "rb", buffering=0)
+        raw = opener(bundle_path) if opener else open(bundle_path, "rb", buffering=0)
     except OSError as err:
         raise VerificationError("cannot read bundle {}: {}".format(bundle_path, err.strerror))
     with raw:
@@ -171,6 +174,8 @@ def walk(
             try:
                 manifest_raw, problems = _members(hashing, compressed, signature, open_member,
                                                   writer)
+            except PartDamaged:
+                raise  # the signed parts index already names the bad bytes exactly
             except VerificationError:
                 # A bundle the key never signed should say so, not what its tar looks like.
                 writer.stop()
