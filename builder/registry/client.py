@@ -317,9 +317,9 @@ class _Sink:
 
 def _fetch_blob(resolved: _Resolved, desc: Dict[str, Any], cache: Cache, diff_id: str,
                 progress: Optional[Callable[[int], None]],
-                parts: Optional[List[Any]] = None) -> None:
-    """Fetch a blob into the cache, checked against its digest and (layers) diff ID; with
-    `parts`, its bytes come from the files the parts were fetched into, in order."""
+                fill: Optional[Callable[[Any], None]] = None) -> None:
+    """Fetch a blob into the cache, checked against its digest and (layers) diff ID; `fill`,
+    when given, puts its bytes into the sink instead of one download (a _Split)."""
     digest, size = desc["digest"], desc["size"]
     canonical = str(resolved.image)
     url = resolved.pull.blob_url(digest)
@@ -327,14 +327,11 @@ def _fetch_blob(resolved: _Resolved, desc: Dict[str, Any], cache: Cache, diff_id
         with cache.writer(digest, f"{canonical}: blob {digest} from {url}") as writer:
             sink = _Sink(writer, desc.get("mediaType", ""), diff_id)
             try:
-                if parts is None:
+                if fill is None:
                     resolved.endpoint.blob(resolved.pull.repository, digest, size, sink,
                                            canonical, progress)
                 else:
-                    for handle in parts:
-                        handle.seek(0)
-                        for block in iter(partial(handle.read, PART_COPY), b""):
-                            sink.write(block)
+                    fill(sink)
                 got = sink.uncompressed_digest()
             except zlib.error as exc:
                 got = f"not a gzip stream ({exc})"
@@ -359,23 +356,40 @@ def _small_blob(endpoint: Endpoint, pull: PullRef, desc: Dict[str, Any], canonic
 
 
 class _Split:
-    """A blob fetched as byte ranges, each on its own connection into its own unnamed file
-    beside the cache; whichever part finishes last feeds the files, in order, through the
-    same digest and diff ID checks as a blob fetched whole (_fetch_blob)."""
+    """A blob fetched as byte ranges on several connections. Its first range is the lead: it
+    streams straight into the blob's checks (digest, diff ID) as a whole blob would, then
+    takes the other ranges in order: one no connection has started yet it fetches itself,
+    straight on; one another connection fetched (into an unnamed file beside the cache) it
+    copies in when that is done. So the lead only ever waits for a range being fetched, and
+    a fast link, where the lead catches up, copies little."""
 
     def __init__(self, resolved: _Resolved, desc: Dict[str, Any], diff_id: str,
                  ranges: List[Tuple[int, int]]) -> None:
         self.resolved, self.desc, self.diff_id, self.ranges = resolved, desc, diff_id, ranges
         self.files: List[Any] = [None] * len(ranges)
-        self._left = len(ranges)
-        self._lock = threading.Lock()
+        self.futures: List[Future] = [None] * (len(ranges) - 1)  # type: ignore[list-item]
+        # ... of ranges 1.. in order, complete once `submitted` is set
+        self.submitted = threading.Event()
 
-    def done(self, index: int, handle: Any) -> bool:
-        """Keep part `index`'s file; True for the part that completed the blob."""
-        with self._lock:
-            self.files[index] = handle
-            self._left -= 1
-            return self._left == 0
+    def fetch(self, index: int, sink: Any, progress: Optional[Callable[[int], None]]) -> None:
+        r = self.resolved
+        r.endpoint.blob(r.pull.repository, self.desc["digest"], self.desc["size"], sink,
+                        str(r.image), progress, stop=self.ranges[index][1])
+
+    def lead(self, sink: Any, progress: Optional[Callable[[int], None]]) -> None:
+        """Fill `sink` (a _fetch_blob sink, at byte 0) with the whole blob."""
+        self.fetch(0, sink, progress)
+        self.submitted.wait()
+        for index, future in enumerate(self.futures, 1):
+            if future.cancel():  # not started (or the pull is failing): fetch it here
+                self.fetch(index, sink, progress)
+                continue
+            future.result()  # running or done: its error, if any, is the blob's
+            handle = self.files[index]
+            handle.seek(0)
+            for block in iter(partial(handle.read, PART_COPY), b""):
+                sink.write(block)
+            handle.close()
 
     def close(self) -> None:
         for handle in self.files:
@@ -384,8 +398,8 @@ class _Split:
 
 
 class _PartSink:
-    """Where a part's bytes go: its `size` counts from the blob's first byte, so the transport
-    asks for (and resumes at) the right Range."""
+    """Where a range's bytes go: its `size` counts from the blob's first byte, so the
+    transport asks for (and resumes at) the right Range."""
 
     def __init__(self, start: int, handle: Any) -> None:
         self._start, self._handle, self._written = start, handle, 0
@@ -399,24 +413,18 @@ class _PartSink:
         self._written += len(data)
 
 
-def _fetch_part(split: _Split, index: int, cache: Cache,
-                progress: Optional[Callable[[int], None]]) -> None:
-    r, digest = split.resolved, split.desc["digest"]
-    start, stop = split.ranges[index]
-    folder = cache.path(digest).parent
+def _fetch_range(split: _Split, index: int, cache: Cache,
+                 progress: Optional[Callable[[int], None]]) -> None:
+    """Range `index` (> 0) of a _Split, into an unnamed file the lead copies in."""
+    folder = cache.path(split.desc["digest"]).parent
     folder.mkdir(parents=True, exist_ok=True)
     handle = tempfile.TemporaryFile(prefix=".part-", dir=folder)
     try:
-        r.endpoint.blob(r.pull.repository, digest, split.desc["size"], _PartSink(start, handle),
-                        str(r.image), progress, stop=stop)
+        split.fetch(index, _PartSink(split.ranges[index][0], handle), progress)
     except BaseException:
         handle.close()
         raise
-    if split.done(index, handle):
-        try:
-            _fetch_blob(r, split.desc, cache, split.diff_id, None, split.files)
-        finally:
-            split.close()
+    split.files[index] = handle
 
 
 def part_ranges(size: int, share: int, connections: int) -> List[Tuple[int, int]]:
@@ -450,19 +458,34 @@ def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache:
                 progress(n, total)
 
     share = -(-total // (2 * max(1, workers)))  # two pieces per connection balance well
-    jobs: List[Tuple[int, Callable[[], None]]] = []
+    # (bytes, job, the _Split whose range it fetches, that range, the blob's digest)
+    jobs: List[Tuple[int, Callable[[], None], Optional[_Split], int, str]] = []
     splits: List[_Split] = []
     for r, d, diff in todo.values():
         ranges = part_ranges(d["size"], share, workers)
         if len(ranges) == 1:
-            jobs.append((d["size"], partial(_fetch_blob, r, d, cache, diff, report)))
+            jobs.append((d["size"], partial(_fetch_blob, r, d, cache, diff, report), None, 0,
+                         d["digest"]))
             continue
-        splits.append(_Split(r, d, diff, ranges))
-        jobs += [(stop - start, partial(_fetch_part, splits[-1], index, cache, report))
-                 for index, (start, stop) in enumerate(ranges)]
-    # biggest first, so that the longest download does not start last
+        split = _Split(r, d, diff, ranges)
+        splits.append(split)
+        jobs.append((d["size"], partial(_fetch_blob, r, d, cache, diff, report,
+                                        partial(split.lead, progress=report)), None, 0,
+                     d["digest"]))
+        jobs += [(stop - start, partial(_fetch_range, split, index, cache, report), split, index,
+                  d["digest"]) for index, (start, stop) in enumerate(ranges) if index]
+    # biggest first, so that the longest download does not start last (a lead counts as its
+    # whole blob: it starts before its other ranges)
     jobs.sort(key=lambda job: -job[0])
-    futures: List[Future] = [pool.submit(job) for _, job in jobs]
+    futures: List[Future] = []
+    try:
+        for _, job, split_of, index, _ in jobs:
+            futures.append(pool.submit(job))
+            if split_of is not None:
+                split_of.futures[index - 1] = futures[-1]
+    finally:
+        for split in splits:
+            split.submitted.set()
     try:
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         if pending:
@@ -472,8 +495,13 @@ def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache:
     finally:
         for split in splits:  # after a failure, the parts already fetched
             split.close()
-    errors = [e for e in (f.exception() for f in futures if not f.cancelled()) if e is not None]
-    _raise(errors, "blobs")
+    # one error per blob: a lead fails with its failed range's error, or its own
+    first: Dict[str, BaseException] = {}
+    for future, (_, _, _, _, digest) in zip(futures, jobs):
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            first.setdefault(digest, error)
+    _raise(list(first.values()), "blobs")
 
 
 def _record(r: _Resolved) -> PulledImage:

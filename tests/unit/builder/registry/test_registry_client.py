@@ -377,6 +377,26 @@ def test_a_layer_fetched_in_ranges_is_checked_whole(registry, cache, monkeypatch
     assert not [n for n in cached_files(cache) if n.startswith(".part")]
 
 
+def test_a_range_that_fails_fails_the_pull_once_and_leaves_nothing(registry, cache,
+                                                                   monkeypatch):
+    monkeypatch.setattr(client, "PART_MIN", 64 << 10)
+    image = registry.add_image("kube-apiserver", "v1.23.17", payload=os.urandom(1 << 20))
+    big = image["layers"][1]
+    original = registry.serve_blob
+
+    def serve(h, digest):
+        if digest == big and not h.headers.get("Range", "").startswith("bytes=0-"):
+            return reply(h, 404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
+        original(h, digest)
+
+    registry.serve_blob = serve
+    with pytest.raises(ImageNotFound) as info:  # one error, not the same one per range
+        pull(registry, cache, workers=4)
+    assert big in info.value.message
+    assert not cache.has(big)
+    assert not [n for n in cached_files(cache) if n.startswith(".part")]
+
+
 def test_part_ranges_cover_the_blob_and_leave_small_ones_whole():
     assert client.part_ranges(5 << 20, 1 << 20, 8) == [(0, 5 << 20)]  # under PART_MIN
     ranges = client.part_ranges(40 << 20, 10 << 20, 8)
