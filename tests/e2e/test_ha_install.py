@@ -34,51 +34,41 @@ W1_MTU = 1400  # w1's eth0: flannel.1 there gets 1350
 WINDOW_BOUND = 15.0  # polling succeeds again within 15 s (measured about 3-4 s)
 
 
+def build(profile: "halab.Profile", preset: str, folder) -> object:
+    """`kubecrate build manifests/<profile.bundle>.yaml` against the mirror world's `preset`:
+    the out folder with the bundle and its .pyz."""
+    require_root()
+    _key, secret, _public = make_key(folder / "keys")
+    done = kubecrate("build", RECIPE.parent / (profile.bundle + ".yaml"), "--mirrors", preset,
+                     "--key", secret, "--out", folder / "out",
+                     "--lock", folder / (profile.bundle + ".lock"),
+                     "--cache", seeded_cache(folder / "cache"), timeout=1200)
+    assert done.returncode == 0, done.stderr
+    return folder / "out"
+
+
 @pytest.fixture(scope="module")
 def built(mirror_world, tmp_path_factory):
     """The primary bundle and the .pyz, built once from the mirror world."""
-    require_root()
-    root = tmp_path_factory.mktemp("ha-build")
-    _key, secret, _public = make_key(root / "keys")
-    done = kubecrate("build", RECIPE, "--mirrors", mirror_world.preset, "--key", secret,
-                     "--out", root / "out", "--lock", root / (halab.NAME + ".lock"),
-                     "--cache", seeded_cache(root / "cache"), timeout=1200)
-    assert done.returncode == 0, done.stderr
-    return root / "out"
+    return build(halab.EL7, mirror_world.preset, tmp_path_factory.mktemp("ha-build"))
+
+
+@pytest.fixture(scope="module")
+def built_el9(mirror_world, tmp_path_factory):
+    """The k8s-1.30-el9-containerd bundle (Rocky 9.4, containerd 1.6) and its .pyz."""
+    return build(halab.EL9, mirror_world.preset_el9, tmp_path_factory.mktemp("ha-build-el9"))
+
+
+@pytest.fixture(scope="module")
+def built_el8(mirror_world, tmp_path_factory):
+    """The k8s-1.23.17-el8 bundle (CentOS 8.5, Docker 20.10) and its .pyz."""
+    return build(halab.EL8, mirror_world.preset_el8, tmp_path_factory.mktemp("ha-build-el8"))
 
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory):
     require_root()
     return halab.core_root(tmp_path_factory.mktemp("ha-core"))
-
-
-@pytest.fixture(scope="module")
-def built_el9(mirror_world, tmp_path_factory):
-    """The k8s-1.30-el9-containerd bundle and its .pyz, built once from the mirror world."""
-    require_root()
-    root = tmp_path_factory.mktemp("ha-build-el9")
-    _key, secret, _public = make_key(root / "keys")
-    done = kubecrate("build", RECIPE.parent / (halab.EL9.bundle + ".yaml"), "--mirrors",
-                     mirror_world.preset_el9, "--key", secret, "--out", root / "out",
-                     "--lock", root / (halab.EL9.bundle + ".lock"),
-                     "--cache", seeded_cache(root / "cache"), timeout=1200)
-    assert done.returncode == 0, done.stderr
-    return root / "out"
-
-
-@pytest.fixture(scope="module")
-def built_el8(mirror_world, tmp_path_factory):
-    """The k8s-1.23.17-el8 bundle (CentOS 8.5, Docker 20.10) and its .pyz."""
-    require_root()
-    root = tmp_path_factory.mktemp("ha-build-el8")
-    _key, secret, _public = make_key(root / "keys")
-    done = kubecrate("build", RECIPE.parent / (halab.EL8.bundle + ".yaml"), "--mirrors",
-                     mirror_world.preset_el8, "--key", secret, "--out", root / "out",
-                     "--lock", root / (halab.EL8.bundle + ".lock"),
-                     "--cache", seeded_cache(root / "cache"), timeout=1200)
-    assert done.returncode == 0, done.stderr
-    return root / "out"
 
 
 @pytest.fixture(scope="module")
