@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import zlib
-from typing import BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple, cast
+from typing import Any, BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple, cast
 
 from installer.format import minisig
 from installer.format.errors import VerificationError
@@ -153,7 +153,7 @@ def walk(
     signature: minisig.Signature,
     open_member: Callable,
     progress: Progress = None,
-    opener: Optional[Callable[[str], BinaryIO]] = None,
+    opener: Optional[Callable[[str], Any]] = None,  # read(n) and seek(0) are all it needs
 ) -> Bundle:
     """Read the tar once: hash it for the signature and check every member against bundle.json.
     `open_member(entry)` returns a writable file object for a member's bytes, or None to only
