@@ -388,7 +388,9 @@ _F_SECTIONS = tuple((f"<rpm:{kind}", f"<rpm:{kind}>", f"</rpm:{kind}>")
                     for kind in _DEP_KINDS)
 _F_SOURCERPM = re.compile(r"<rpm:sourcerpm>(" + _TXT + r"*)</rpm:sourcerpm>")
 _F_FILE = re.compile(r'<file(?: type="[a-z]+")?>(' + _TXT + r"*)</file>")
-_F_ENTRY = re.compile(r"<rpm:entry ([^<>]*)/>")
+# [^>] (one excluded character) is scanned much faster than [^<>]. In well-formed XML no tag
+# holds a "<", and every "<" of a section must start one of its entries (counted per section).
+_F_ENTRY = re.compile(r"<rpm:entry ([^>]*)/>")
 _F_ATTRS = re.compile(  # ( ver=") and ( rel=") tell an absent attribute from an empty one
     r'name="(' + _VAL + r'+)"(?: flags="(LT|GT|EQ|LE|GE)")?(?: epoch="([0-9]*)")?'
     r'(?:( ver=")(' + _VAL + r'*)")?(?:( rel=")(' + _VAL + r'*)")?(?: pre="([01]|true|false)")?'
