@@ -238,15 +238,17 @@ def no_gc() -> Iterator[None]:
     (`gc.freeze()` then `gc.unfreeze()`, both a list splice), as if it had survived the young
     collections: otherwise the first young collection after `gc.enable()` walks every record
     just made, and promoting them all counts towards the next full collection (a tenth of a
-    load-and-resolve). Nothing stays frozen: full collections still see all of it."""
+    load-and-resolve). Nothing stays frozen: full collections still see all of it. Skipped when
+    something else has frozen objects (unfreeze would thaw those too)."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
-            gc.freeze()
-            gc.unfreeze()
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

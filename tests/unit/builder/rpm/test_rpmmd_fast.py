@@ -117,3 +117,21 @@ def test_an_entry_the_patterns_cannot_read_goes_to_elementtree_in_every_batch(
     assert len(slow_reads) == 2
     assert fast == read(data, fast=False, monkeypatch=monkeypatch)
     assert all(None not in p.requires for p in fast)
+
+
+def test_records_read_are_not_left_frozen_and_others_frozen_objects_stay_frozen():
+    """read_packages hands what it made to the oldest generation (gc.freeze + gc.unfreeze):
+    nothing may stay frozen, and objects frozen by someone else must not be thawed."""
+    import gc
+
+    data = document([STANDARD] * 3)
+    assert gc.get_freeze_count() == 0
+    rpmmd.read_packages(io.BytesIO(data), "base")
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        rpmmd.read_packages(io.BytesIO(data), "base")
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
