@@ -81,6 +81,16 @@ class MirrorWorld:
         return Path(self.state["presets"]["aliyun-el9-1.33"])
 
     @property
+    def preset_el9_aarch64(self) -> Path:
+        """Rocky 9.4 and docker-ce centos/9 aarch64 trees, pkgs.k8s.io v1.30 (multi-arch)."""
+        return Path(self.state["presets"]["el9-aarch64"])
+
+    @property
+    def preset_aliyun_el9_aarch64(self) -> Path:
+        """The same with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
+        return Path(self.state["presets"]["aliyun-el9-aarch64"])
+
+    @property
     def preset_rocky8(self) -> Path:
         """Rocky 8.9 baseos/appstream (modular), docker-ce centos/8, pkgs.k8s.io v1.30."""
         return Path(self.state["presets"]["rocky8"])

@@ -37,6 +37,12 @@ SLICE_PRESETS = {
     "el9-1.33": ({"baseos": "rocky9-baseos", "appstream": "rocky9-appstream",
                   "docker-ce-stable": "docker-ce-stable-9", "kubernetes": "kubernetes-v1.33"},
                  "Rocky 9.4 BaseOS/AppStream (vault), docker-ce centos/9, pkgs.k8s.io v1.33"),
+    # for k8s-1.30-el9-containerd-aarch64: the aarch64 trees, pkgs.k8s.io's one multi-arch repo
+    "el9-aarch64": ({"baseos": "rocky9-baseos-aarch64", "appstream": "rocky9-appstream-aarch64",
+                     "docker-ce-stable": "docker-ce-stable-9-aarch64",
+                     "kubernetes": "kubernetes-v1.30"},
+                    "Rocky 9.4 BaseOS/AppStream aarch64 (vault), docker-ce centos/9 aarch64, "
+                    "pkgs.k8s.io v1.30"),
     # for k8s-1.30-el8-containerd: docker-ce centos/8 is the one CentOS 8.5 uses too
     "rocky8": ({"baseos": "rocky8-baseos", "appstream": "rocky8-appstream",
                 "docker-ce-stable": "docker-ce-stable", "kubernetes": "kubernetes-v1.30"},

@@ -12,7 +12,8 @@ zstd metadata nor compressed-only comps, which createrepo_c >= 1.0 would write b
 EL8 and Stream 9 repos have that CentOS 7's do not: modular RPMs (%{modularitylabel}) with a
 modules.yaml (modifyrepo_c, xz) naming each stream's artifacts and the default stream, and
 repos in createrepo_c >= 1.0's zstd shape (the createrepo_c wheel's own binary: Debian ships
-0.17, which cannot write zstd).
+0.17, which cannot write zstd), and aarch64 builds (a repo's `aarch64: twin | also`, see
+_aarch64_builds) made with `rpmbuild --target aarch64` (the payloads are text, nothing compiles).
 
 A stamp holding the SHA-256 of every input (the data file, this module, the tools' versions)
 makes a warm call return at once. `python3 scripts/mirrorworld/yum.py WWW WORK` runs it.
@@ -107,9 +108,10 @@ def load(path: pathlib.Path = DATA) -> dict:
         strings = [pkg.name, pkg.version, pkg.release, *pkg.files, *pkg.dirs]
         strings += [d for ds in deps.values() for d in ds]
         bad = [s for s in strings if not SAFE.match(s)]
-        if bad or pkg.arch not in ("x86_64", "i686", "noarch"):
+        if bad or pkg.arch not in ("x86_64", "i686", "noarch", "aarch64"):
             raise YumWorldError(f"{where}: unsafe value(s) {bad or [pkg.arch]}")
         packages.append(pkg)
+    packages += _aarch64_builds(raw["repos"], packages, path.name)
     _check(packages)
     names = {pkg.name for pkg in packages}
     missing = [n for g in raw["comps"]["groups"].values()
@@ -124,22 +126,46 @@ def load(path: pathlib.Path = DATA) -> dict:
             "modules": raw.get("modules") or {}, "packages": packages}
 
 
+def _aarch64_builds(repos: dict, packages: list, where: str) -> list:
+    """aarch64 builds a repo's `aarch64` key asks for: `twin` (this repo is the aarch64 tree
+    of another: its x86_64 packages rebuilt for aarch64, its noarch ones as they are, as
+    Rocky's and Docker's aarch64 trees carry the same noarch RPMs) or `also` (a multi-arch repo
+    like pkgs.k8s.io's: every x86_64 package of it also built for aarch64 beside it)."""
+    out = []
+    for rid, repo in repos.items():
+        spec = repo.get("aarch64")
+        if spec is None:
+            continue
+        source = repo.get("twin") if spec == "twin" else rid
+        if spec not in ("twin", "also") or source not in repos:
+            raise YumWorldError(f"{where}: repos.{rid}: aarch64 is `twin` (with `twin: REPO`) "
+                                "or `also`")
+        for pkg in packages:
+            if pkg.repo == source and pkg.arch == "x86_64":
+                out.append(pkg._replace(arch="aarch64", repo=rid))
+            elif pkg.repo == source and pkg.arch == "noarch" and spec == "twin":
+                out.append(pkg._replace(repo=rid))
+    return out
+
+
 def _check(packages: list) -> None:
     owners: dict = {}
     provided = set()
     problems = []
     seen = set()
     for pkg in packages:
-        if pkg.nevra in seen:
+        if (pkg.nevra, pkg.repo) in seen:
             problems.append(f"{pkg.nevra} is listed twice")
-        seen.add(pkg.nevra)
+        seen.add((pkg.nevra, pkg.repo))
         provided.add(pkg.name)
         provided.update(p.split()[0] for p in pkg.deps["provides"])
         provided.update(pkg.files)
         if pkg.arch == "x86_64":
             provided.add(f"{pkg.name}(x86-64)")
+        # an aarch64 host never installs x86_64 packages: its own owners
+        family = "aarch64" if pkg.arch == "aarch64" else "x86"
         for path in pkg.files:
-            owner = owners.setdefault(path, (pkg.name, pkg.arch))
+            owner = owners.setdefault((path, family), (pkg.name, pkg.arch))
             if owner != (pkg.name, pkg.arch):
                 problems.append(f"{path} owned by {owner} and {pkg.name}.{pkg.arch}")
             # Multilib: an i686 library beside its x86_64 twin must not share a single path.

@@ -9,9 +9,13 @@ takes every package of the EL9 bundle the same way."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import subprocess
 import tarfile
+import zipfile
 
 import pytest
 import requests
@@ -20,6 +24,7 @@ from builder.inputs.mirrors import load_preset
 from builder.inputs.recipe import load_recipe
 from builder.rpm.modules import parse_modules
 from builder.rpm.repodata import load_repos
+from installer.format.imagearchive import list_images
 from installer.render import render
 from tests import osreleases
 from tests.bundles import REPO, make_key
@@ -36,6 +41,9 @@ NAME = "k8s-1.23.17-el8"
 RECIPE_ROCKY8 = REPO / "manifests" / "k8s-1.30-el8-containerd.yaml"
 RECIPE_EL9 = REPO / "manifests" / "k8s-1.30-el9-containerd.yaml"
 RECIPE_EL9_133 = REPO / "manifests" / "k8s-1.33-el9-containerd.yaml"
+RECIPE_EL9_ARM = REPO / "manifests" / "k8s-1.30-el9-containerd-aarch64.yaml"
+# Every build of the module at one time: the installer .pyz is then byte-comparable across arches
+EPOCH = "1764806400"
 NAME_EL9 = "k8s-1.30-el9-containerd"
 EL8 = ("--releasever=8", "--setopt=module_platform_id=platform:el8")
 
@@ -65,10 +73,14 @@ def builds(mirror_world, tmp_path_factory):
             ("el9-upstream", RECIPE_EL9, mirror_world.preset_el9),
             ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9),
             ("el9-1.33-upstream", RECIPE_EL9_133, mirror_world.preset_el9_133),
-            ("el9-1.33-china", RECIPE_EL9_133, mirror_world.preset_aliyun_el9_133)):
-        done = kubecrate("build", recipe, "--mirrors", preset, "--key", secret,
-                         "--out", root / variant, "--lock", root / f"{variant}.lock",
-                         "--cache", cache)
+            ("el9-1.33-china", RECIPE_EL9_133, mirror_world.preset_aliyun_el9_133),
+            ("el9-aarch64-upstream", RECIPE_EL9_ARM, mirror_world.preset_el9_aarch64),
+            ("el9-aarch64-china", RECIPE_EL9_ARM, mirror_world.preset_aliyun_el9_aarch64)):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SOURCE_DATE_EPOCH", EPOCH)
+            done = kubecrate("build", recipe, "--mirrors", preset, "--key", secret,
+                             "--out", root / variant, "--lock", root / f"{variant}.lock",
+                             "--cache", cache)
         assert done.returncode == 0, done.stderr
         bundle = root / variant / f"{recipe.stem}.tar"
         lint = kubecrate("lint", bundle, "--recipe", recipe, "--key", public)
@@ -109,6 +121,8 @@ def test_both_presets_give_the_same_packages(builds):
     assert sorted(rpm_names(builds["el9-upstream"])) == sorted(rpm_names(builds["el9-china"]))
     assert sorted(rpm_names(builds["el9-1.33-upstream"])) == \
         sorted(rpm_names(builds["el9-1.33-china"]))
+    assert sorted(rpm_names(builds["el9-aarch64-upstream"])) == \
+        sorted(rpm_names(builds["el9-aarch64-china"]))
 
 
 EL8_CASES = {
@@ -247,6 +261,50 @@ def test_real_containerd_imports_the_el9_bundles_images(builds, containerd, tmp_
     got = containerd.references()
     assert images <= set(got), got
     assert not [r for r in got if any(a in r for a in absent)]
+
+
+def test_the_aarch64_bundle_is_arm64_throughout(builds, tmp_path):
+    """k8s-1.30-el9-containerd-aarch64: every RPM is aarch64 or noarch (rpm reads each header),
+    every binary is the arm64 build, every image manifest in the archive is linux/arm64, and the
+    installer .pyz is byte for byte the x86_64 bundle's."""
+    for variant in ("el9-aarch64-upstream", "el9-aarch64-china"):
+        bundle = builds[variant]
+        with tarfile.open(bundle) as tar:
+            tar.extractall(tmp_path / variant, members=[
+                m for m in tar.getmembers() if m.name.startswith(("repo/Packages/", "bin/",
+                                                                   "images/"))])
+        top = tmp_path / variant
+        rpms = sorted(str(p) for p in (top / "repo" / "Packages").glob("*.rpm"))
+        assert len(rpms) == len(rpm_names(builds["el9-upstream"]))
+        arches = subprocess.run([require_tool("rpm"), "-qp", "--nosignature", "--qf",
+                                 "%{NAME} %{ARCH}\n", *rpms], capture_output=True, text=True,
+                                check=True).stdout.split("\n")
+        by_name = dict(line.split() for line in arches if line)
+        assert set(by_name.values()) == {"aarch64", "noarch"}, by_name
+        assert by_name["containerd.io"] == by_name["kubeadm"] == "aarch64"
+        # kubeadm/kubelet/kubectl (the world's stand-ins carry their build's arch), crictl, CNI
+        binaries = sorted(p.relative_to(top).as_posix() for p in (top / "bin").rglob("*")
+                          if p.is_file())
+        assert binaries and not [b for b in binaries if "amd64" in b or "x86" in b], binaries
+        for tool in ("kubeadm", "kubelet", "kubectl"):
+            with zipfile.ZipFile(top / "bin" / tool) as zf:
+                assert "ARCH = 'arm64'" in zf.read("_build.py").decode(), tool
+        tarballs = [b for b in binaries if b.endswith((".tar.gz", ".tgz"))]
+        assert len(tarballs) == 2 and all("linux-arm64" in b or "-arm64-" in b for b in tarballs)
+        images = list_images(str(top / "images" / "images.tar"))
+        # (arm64/v8 is arm64: the haproxy index names its variant)
+        assert images and {i.platform for i in images} <= {"linux/arm64", "linux/arm64/v8"}
+        with tarfile.open(top / "images" / "images.tar") as archive:
+            for image in images:
+                manifest = json.load(archive.extractfile(
+                    f"blobs/sha256/{image.manifest_digest.split(':', 1)[1]}"))
+                config = json.load(archive.extractfile(
+                    f"blobs/sha256/{manifest['config']['digest'].split(':', 1)[1]}"))
+                assert (config["os"], config["architecture"]) == ("linux", "arm64"), \
+                    image.reference
+    pyz = {v: hashlib.sha256((builds[v].parent / "kubecrate-installer.pyz").read_bytes())
+           .hexdigest() for v in ("el9-upstream", "el9-aarch64-upstream", "el9-aarch64-china")}
+    assert len(set(pyz.values())) == 1, pyz
 
 
 @pytest.mark.parametrize("os_release, refused_as", [
