@@ -196,10 +196,11 @@ def iter_packages(stream: Readable, repo: str, what: str = "primary.xml") -> Ite
     """Parse a (decompressed) primary.xml stream into Package records for repository `repo`.
     A record without name, arch, version, SHA-256 checksum, location or size is an error.
 
-    Records in createrepo's own layout are read by `_fast_package` (regular expressions over the
-    raw bytes, after expat has checked each batch is well-formed); any record it is not sure of
+    Records in createrepo's own layout are read by `_fast_batch` (regular expressions over the
+    text, after expat has checked each batch is well-formed); any record it is not sure of
     (entities, comments, other namespaces, missing or odd fields) goes through ElementTree, which
-    gives the same Package or the error. Equal dependency entries share one Dep object."""
+    gives the same Package or the error. Equal dependency entries share one Dep object. The
+    stream is read a chunk ahead in a thread (`_read_ahead`)."""
     where = f"{repo}: {what}"
     deps: Dict[str, Dep] = {}
     index = 0
