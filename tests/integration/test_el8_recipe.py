@@ -307,6 +307,31 @@ def test_the_aarch64_bundle_is_arm64_throughout(builds, tmp_path):
     assert len(set(pyz.values())) == 1, pyz
 
 
+
+def test_real_dnf_installs_the_aarch64_bundle_on_an_aarch64_root(builds, mirror_world, tmp_path):
+    """The aarch64 bundle judged like the others: a minimal EL9 aarch64 root from the world's
+    aarch64 BaseOS, then every package of the bundle from its repo alone, gpgcheck=1. dnf
+    resolves and rpm installs for the forced arch; scriptlets (aarch64 code) are not run."""
+    for tool in ("dnf", "rpm"):
+        require_tool(tool)
+    preset = load_preset(mirror_world.preset_el9_aarch64)
+    baseos = preset.yum["baseos"]
+    conf, repos_d = write_config(tmp_path / "world",
+                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
+    root = tmp_path / "root"
+    root.mkdir()
+    arm = ("--releasever=9", "--setopt=module_platform_id=platform:el9", "--forcearch=aarch64",
+           "--setopt=tsflags=noscripts")
+    dnf(root, conf, repos_d, *arm, "install", "filesystem", "bash")
+    bconf, bundle_d, names = bundle_repo(builds["el9-aarch64-upstream"], tmp_path)
+    dnf(root, bconf, bundle_d, *arm, "install", *names)
+    got = installed(root)
+    assert set(names) <= set(got)
+    assert {vra.rsplit(".", 1)[1] for name in names for vra in got[name]} <= \
+        {"aarch64", "noarch"}
+    assert got["kubeadm"] == ["1.30.14-150500.1.1.aarch64"]
+
+
 @pytest.mark.parametrize("os_release, refused_as", [
     (osreleases.ROCKY94, None), (osreleases.ALMA9, None), (osreleases.RHEL9, None),
     (osreleases.CENTOS8, "platform:el8 (CentOS Linux 8)"),
