@@ -27,15 +27,8 @@ from builder.bundle.keys import SecretKey
 from builder.bundle.pack import pack
 from builder.cache import Cache
 from builder.errors import BuildError
-from builder.inputs.lock import (
-    Lock,
-    compare,
-    input_changes,
-    load_lock,
-    lock_path_for,
-    make_lock,
-    write_lock,
-)
+from builder.inputs.lock import compare, input_changes, lock_path_for, make_lock
+from builder.inputs.lockfile import Lock, load_lock, write_lock
 from builder.inputs.mirrors import MirrorPreset, MirrorPresetError, load_preset
 from builder.inputs.recipe import Recipe, load_recipe
 from builder.zipapp import CENTOS7_FINGERPRINT, INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp

@@ -245,14 +245,8 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
     Images and binaries are verified by their bytes, so locking fetches them into the cache.
     """
     from builder.cache import Cache
-    from builder.inputs.lock import (
-        StaleLock,
-        compare,
-        load_lock,
-        lock_path_for,
-        make_lock,
-        write_lock,
-    )
+    from builder.inputs.lock import compare, lock_path_for, make_lock
+    from builder.inputs.lockfile import StaleLock, load_lock, write_lock
     from builder.inputs.mirrors import load_preset
     from builder.inputs.recipe import load_recipe
     from builder.net.http import new_session

@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 from builder.binaries import FetchedFile, fetch_kubernetes, fetch_release
 from builder.cache import Cache
 from builder.errors import BuildError
-from builder.inputs.lock import Lock, LockedImage, StaleLock, go_arch
+from builder.inputs.lock import go_arch
+from builder.inputs.lockfile import Lock, LockedImage, StaleLock
 from builder.inputs.mirrors import MirrorPreset
 from builder.net.pinned import pin_urls
 from builder.registry.client import pull_images

@@ -37,7 +37,7 @@ from typing import Any, Dict, Optional
 from builder import __version__
 from builder.bundle.keys import SecretKey
 from builder.cache import Cache
-from builder.inputs.lock import Lock, dump_lock
+from builder.inputs.lockfile import Lock, dump_lock
 from installer.format import minisig
 from installer.format.bundle import COMMENT_MANIFEST_SHA256
 from installer.format.errors import VerificationError

@@ -24,7 +24,7 @@ import re
 from typing import Any, Dict, Iterable, List, Sequence
 from urllib.parse import quote
 
-from builder.inputs.lock import Lock, dump_lock
+from builder.inputs.lockfile import Lock, dump_lock
 
 SBOM_PATH = "sbom.spdx.json"
 NONE = "NOASSERTION"

@@ -27,7 +27,7 @@ from builder.bundle.addons import DEFAULT_POD_CIDR, render_addons
 from builder.bundle.sbom import SBOM_PATH, render_sbom
 from builder.cache import Cache, hex_of, place
 from builder.fetch import Fetched
-from builder.inputs.lock import Lock, dump_lock
+from builder.inputs.lockfile import Lock, dump_lock
 from builder.inputs.recipe import PackageSpec, Recipe
 from builder.registry.image_archive import bundle_images, write_archive
 from builder.rpm.yumrepo import write_repo

@@ -24,7 +24,7 @@ import yaml
 
 from builder import zipapp
 from builder.cache import Cache
-from builder.inputs.lock import dump_lock, load_lock
+from builder.inputs.lockfile import dump_lock, load_lock
 from builder.inputs.mirrors import load_preset
 from installer.format.bundleinfo import read_sections
 from installer.format.imagearchive import DOCKER_MANIFEST_NAME, INDEX_NAME, list_images

@@ -13,7 +13,8 @@ from builder.bundle.addons import render_flannel
 from builder.bundle.stage import install_spec
 from builder.cache import Cache
 from builder.errors import BuildError
-from builder.inputs.lock import Lock, LockError, compare, dump_lock, request_text
+from builder.inputs.lock import compare, request_text
+from builder.inputs.lockfile import Lock, LockError, dump_lock
 from builder.inputs.recipe import Addon, PackageSpec
 from builder.net.pinned import pin_urls
 
