@@ -13,6 +13,7 @@ with scripts/demo); docs/testing.md says what is real on them.
 """
 
 import json
+import re
 import time
 
 import pytest
@@ -141,6 +142,31 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
         again = node.install(built, *(("--join", join) if name != "cp1" else ()))
         assert again.returncode == 0, again.stdout + again.stderr
         assert "nothing to change" in again.stdout, name + "\n" + again.stdout
+
+    # Two control planes' install reports (status --report, issue 23 item 2) differ only
+    # where the hosts do: their names and addresses (and so their steps' input digests), when
+    # their steps ran and their own leaf certificates were issued, and what preflight measured
+    # of each: its hardware identity, its disk's fdatasync latency, how many nodes had joined.
+    reports, findings = {}, {}
+    for name in ("cp2", "cp3"):
+        node, path = nodes[name], tmp_path / "{}-report.json".format(name)
+        done = node.pyz(built, "status", "--json", "--report", path, "--root", node.root)
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads(path.read_text().replace(name, "NODE").replace(node.host.address,
+                                                                            "ADDRESS"))
+        findings[name] = {f["check"]: f for f in report.pop("preflight_findings")}
+        reports[name] = _flat(report)
+    differing = {k for k in set(reports["cp2"]) | set(reports["cp3"])
+                 if reports["cp2"].get(k) != reports["cp3"].get(k)}
+    assert not [k for k in differing if not re.match(
+        r"^(steps\.[^.]+\.(at|inputs)|certificates\.\d+\.(expires|days_left)"
+        r"|expiry\.apiserver_certificate)$", k)], {
+        k: (reports["cp2"].get(k), reports["cp3"].get(k)) for k in sorted(differing)}
+    assert set(findings["cp2"]) == set(findings["cp3"])
+    assert {check for check in findings["cp2"] if findings["cp2"][check] !=
+            findings["cp3"][check]} <= {"identity", "etcd-disk", "clone"}, findings
+    assert reports["cp2"]["signature.key_id"] and reports["cp2"]["rpms.docker-ce"] != \
+        "not installed"
 
     # Failover, with w1 polling https://VIP:8443/healthz every 100 ms: each drill moves the VIP
     # and the endpoint answers again within 15 s; bringing the node back keeps it answering.
@@ -300,6 +326,17 @@ def smoke_check_after_install(cp1, nodes, built) -> None:
         conf = node.root / "etc/NetworkManager/conf.d/kubecrate-cni.conf"
         assert "unmanaged-devices=interface-name:cni0;interface-name:flannel.1;" \
                "interface-name:veth*" in conf.read_text(), name
+
+
+def _flat(value, prefix=""):
+    """{"a.b.0.c": leaf} for a JSON document, to compare two reports key by key."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items()
+                for k, v in _flat(item, "{}{}.".format(prefix, key)).items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value)
+                for k, v in _flat(item, "{}{}.".format(prefix, i)).items()}
+    return {prefix[:-1]: value}
 
 
 def test_outage_is_the_longest_failed_run_after_the_event():
