@@ -115,6 +115,19 @@ def bundle_repo(bundle, tmp_path):
     return bconf, bundle_d, sorted({n.rsplit("-", 2)[0] for n in rpm_names(bundle)})
 
 
+EL9_DNF = ("--releasever=9", "--setopt=module_platform_id=platform:el9")
+
+
+def minimal_el9_root(preset_path, root, *dnf_args):
+    """`root` with filesystem and bash from the preset's BaseOS (real dnf, EL9 platform)."""
+    baseos = load_preset(preset_path).yum["baseos"]
+    conf, repos_d = write_config(root.parent / (root.name + "-world"),
+                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
+    root.mkdir()
+    dnf(root, conf, repos_d, *EL9_DNF, *dnf_args, "install", "filesystem", "bash")
+    return root
+
+
 def test_both_presets_give_the_same_packages(builds):
     assert sorted(rpm_names(builds["upstream"])) == sorted(rpm_names(builds["china"]))
     assert sorted(rpm_names(builds["rocky8-upstream"])) == sorted(rpm_names(builds["rocky8-china"]))
@@ -229,14 +242,8 @@ def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_p
     attr, expected, _images, _absent = EL9_CASES[variant]
     for tool in ("dnf", "rpm"):
         require_tool(tool)
-    preset = load_preset(getattr(mirror_world, attr))
-    baseos = preset.yum["baseos"]
-    conf, repos_d = write_config(tmp_path / "world",
-                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
-    root = tmp_path / "root"
-    root.mkdir()
-    el9 = ("--releasever=9", "--setopt=module_platform_id=platform:el9")
-    dnf(root, conf, repos_d, *el9, "install", "filesystem", "bash")
+    root = minimal_el9_root(getattr(mirror_world, attr), tmp_path / "root")
+    el9 = EL9_DNF
     bconf, bundle_d, names = bundle_repo(builds[variant], tmp_path)
     assert {"kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni"} <= set(names)
     dnf(root, bconf, bundle_d, *el9, "install", *names)
@@ -314,17 +321,10 @@ def test_real_dnf_installs_the_aarch64_bundle_on_an_aarch64_root(builds, mirror_
     resolves and rpm installs for the forced arch; scriptlets (aarch64 code) are not run."""
     for tool in ("dnf", "rpm"):
         require_tool(tool)
-    preset = load_preset(mirror_world.preset_el9_aarch64)
-    baseos = preset.yum["baseos"]
-    conf, repos_d = write_config(tmp_path / "world",
-                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
-    root = tmp_path / "root"
-    root.mkdir()
-    arm = ("--releasever=9", "--setopt=module_platform_id=platform:el9", "--forcearch=aarch64",
-           "--setopt=tsflags=noscripts")
-    dnf(root, conf, repos_d, *arm, "install", "filesystem", "bash")
+    arm = ("--forcearch=aarch64", "--setopt=tsflags=noscripts")
+    root = minimal_el9_root(mirror_world.preset_el9_aarch64, tmp_path / "root", *arm)
     bconf, bundle_d, names = bundle_repo(builds["el9-aarch64-upstream"], tmp_path)
-    dnf(root, bconf, bundle_d, *arm, "install", *names)
+    dnf(root, bconf, bundle_d, *EL9_DNF, *arm, "install", *names)
     got = installed(root)
     assert set(names) <= set(got)
     assert {vra.rsplit(".", 1)[1] for name in names for vra in got[name]} <= \
@@ -418,14 +418,7 @@ def test_el9_host_prep_for_containerd_judged_by_real_containerd(builds, mirror_w
     into that containerd with `ctr -n k8s.io images import -`, and a third changes nothing."""
     for tool in ("dnf", "rpm", "containerd", "ctr"):
         require_tool(tool)
-    preset = load_preset(mirror_world.preset_el9)
-    baseos = preset.yum["baseos"]
-    conf, repos_d = write_config(tmp_path / "world",
-                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
-    core = tmp_path / "core"
-    core.mkdir()
-    dnf(core, conf, repos_d, "--releasever=9", "--setopt=module_platform_id=platform:el9",
-        "install", "filesystem", "bash")
+    core = minimal_el9_root(mirror_world.preset_el9, tmp_path / "core")
     host = hostworld.make_host(tmp_path / "host", core, osreleases.ROCKY94,
                                hostworld.KERNEL_EL9)
     argv = ("install", "--host-only", "--bundle", str(builds["el9-upstream"]), "--cluster",
