@@ -143,7 +143,7 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
         assert again.returncode == 0, again.stdout + again.stderr
         assert "nothing to change" in again.stdout, name + "\n" + again.stdout
 
-    # Two control planes' install reports (status --report, issue 23 item 2) differ only
+    # Two control planes' install reports (status --report) differ only
     # where the hosts do: their names and addresses (and so their steps' input digests), when
     # their steps ran and their own leaf certificates were issued, and what preflight measured
     # of each: its hardware identity, its disk's fdatasync latency, how many nodes had joined.
