@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 from installer.format import minisig
 from installer.format.bundle import Bundle, cache_root, claimed_manifest_sha256
@@ -286,14 +286,3 @@ def copy_verified(source: str, sha256: str, out: Writable, what: str) -> None:
             digest.update(block)
             out.write(block)
     require_sha256(what, digest.hexdigest(), sha256, source)
-
-
-def staging_folders(cache: str) -> Iterator[str]:
-    """The `.unpack-*` folders under `cache` (tests, status)."""
-    try:
-        names = sorted(os.listdir(cache))
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(STAGING_PREFIX):
-            yield os.path.join(cache, name)

@@ -70,9 +70,6 @@ class Host:
         data = self.read_bytes(host_path)
         return None if data is None else data.decode("utf-8", "replace")
 
-    def is_executable(self, host_path: str) -> bool:
-        return os.access(self.path(host_path), os.X_OK)
-
     def sha256(self, host_path: str) -> Optional[str]:
         try:
             with open(self.path(host_path), "rb") as handle:

@@ -35,11 +35,6 @@ class HealthCheck(NamedTuple):
     rise: int = 2
     weight: int = CHECK_WEIGHT
 
-    @property
-    def detection_seconds(self) -> int:
-        """Worst case for an apiserver that still accepts connections but never answers."""
-        return self.interval * (self.fall - 1) + self.timeout
-
 
 CHECK = HealthCheck()
 HAPROXY_INTER = 1  # haproxy checks each apiserver every second, every 250 ms once one failed

@@ -33,7 +33,6 @@ Preflight must change nothing under the root, so it cannot unpack: its view of a
 (or is the checked cache folder when this bundle is already unpacked).
 """
 
-import os
 from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple
 
 from installer.format.errors import VerificationError
@@ -450,13 +449,3 @@ def wanted_for_preflight(path: str, info_repo: str = REPO) -> bool:
         return True
     return path.startswith(info_repo + "/") and path.count("/") == info_repo.count("/") + 1 \
         and not path.endswith(".rpm")
-
-
-def list_files(directory: str, prefix: str) -> List[str]:
-    """Bundle-relative paths of the regular files under `prefix/` in an unpacked bundle."""
-    found = []
-    top = os.path.join(directory, prefix)
-    for folder, _, names in os.walk(top):
-        for name in names:
-            found.append(os.path.relpath(os.path.join(folder, name), directory))
-    return sorted(found)

@@ -231,16 +231,3 @@ def verify_digest(public_key: PublicKey, signature: Signature, digest: bytes, wh
         raise VerificationError(
             "{}: signature does not match key {}".format(what, public_key.id_hex)
         )
-
-
-def verify_file(
-    path: str,
-    public_key: PublicKey,
-    signature: Signature,
-    digest: Optional[bytes] = None,
-) -> bytes:
-    """Verify `path` against `signature`; returns the BLAKE2b-512 digest that was signed."""
-    if digest is None:
-        digest = file_digest(path)
-    verify_digest(public_key, signature, digest, path)
-    return digest

@@ -9,7 +9,7 @@ commands (`yum --assumeno`, `rpm -q`, `systemctl is-active`, `xfs_info`). Each y
 import os
 import re
 import tempfile
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple
 
 from installer.format.errors import PreconditionError
 from installer.host import fstab_swaps
@@ -451,13 +451,3 @@ def describe(found: List[Finding], verbose: bool = True) -> List[str]:
                 line += "\n       -> " + f.fix
             lines.append(line)
     return lines
-
-
-class PreflightStep:
-    """Preflight as the first step of install: changes nothing, fails early."""
-
-    name = "preflight"
-    title = "Check the host"
-
-    def run(self, ctx: Context) -> Optional[List[Finding]]:
-        return run_preflight(ctx)
