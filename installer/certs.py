@@ -13,13 +13,13 @@ back), waits for the apiserver, and refreshes /root/.kube/config from admin.conf
 import base64
 import datetime
 import os
-import socket
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from installer.format.errors import PreconditionError, StepFailed
 from installer.host import Host
 from installer.runner import Runner
+from installer.steps.preflight_cluster import connect
 
 WARN_DAYS = 30
 PKI = "/etc/kubernetes/pki"
@@ -129,11 +129,7 @@ def warnings(found: List[Expiry]) -> List[str]:
 
 
 def _port_open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), 1.0):
-            return True
-    except OSError:
-        return False
+    return connect(address, port, 1.0) == "open"
 
 
 def _wait(condition: Callable[[], bool], bound: float, step: float = 0.5) -> bool:

@@ -17,6 +17,7 @@ from installer.format.bundleinfo import BundleInfo
 from installer.format.errors import KubecrateError
 from installer.host import Host
 from installer.runner import Runner
+from installer.steps import images
 
 RPM_FORMAT = "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE}.%{ARCH}\\n"
 
@@ -59,22 +60,9 @@ def installed_rpms(runner: Runner, specs: List[str]) -> Dict[str, str]:
 def runtime_images(runner: Runner, info: BundleInfo) -> Dict[str, str]:
     """reference -> image ID (docker) or manifest digest (containerd) of the bundle's images
     that the runtime holds ("missing" for the others)."""
-    if info.runtime == "docker":
-        result = runner.query(["docker", "images", "--no-trunc", "--format",
-                               "{{.Repository}}:{{.Tag}} {{.ID}}"], timeout=60)
-        rows = [line.split() for line in result.stdout.splitlines()]
-        held = {row[0]: row[1] for row in rows if len(row) == 2}
-    else:
-        result = runner.query(["ctr", "-n", "k8s.io", "images", "ls"], timeout=60)
-        rows = [line.split() for line in result.stdout.splitlines()[1:]]
-        held = {row[0]: row[2] for row in rows if len(row) >= 3}
-    found = {}
-    for image in info.images:
-        short = image.reference.split("/", 1)[1] if image.reference.startswith(
-            "docker.io/") else image.reference
-        found[image.reference] = held.get(image.reference) or held.get(short) or \
-            held.get(short.replace("library/", "", 1)) or "missing"
-    return found
+    held = images.runtime_images(runner, info.runtime)
+    return {image.reference: held.get(images.normalize(image.reference), "missing")
+            for image in info.images}
 
 
 def write(path: str, result: Dict[str, Any]) -> None:

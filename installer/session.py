@@ -161,6 +161,7 @@ def status(root: str) -> Dict[str, Any]:
     """What state.json says is installed, from which bundle, with the bundle's target."""
     host = Host(root, dry_run=True)
     state = State.load(host)
+    runner = Runner(root, dry_run=True)
     result: Dict[str, Any] = dict(state.data)
     digest = state.data.get("bundle")
     if digest:
@@ -171,20 +172,16 @@ def status(root: str) -> Dict[str, Any]:
             result["kubernetes_version"] = info.kubernetes_version
             result["runtime"] = info.runtime
             result["bundle_cached"] = True
-            folder = "{}/{}".format(BUNDLES_DIR, digest)
-            status_runner = Runner(root, dry_run=True)
             role = str(state.data.get("role") or "")
-            result["signature"] = report.signer(host, folder)
-            result["rpms"] = report.installed_rpms(status_runner,
-                                                   list(info.packages_for(role)))
-            result["images"] = report.runtime_images(status_runner, info)
+            result["signature"] = report.signer(host, "{}/{}".format(BUNDLES_DIR, digest))
+            result["rpms"] = report.installed_rpms(runner, list(info.packages_for(role)))
+            result["images"] = report.runtime_images(runner, info)
         else:
             result["bundle_cached"] = False
     inputs = state.steps.get("preflight", {}).get("inputs", "")
     result["prepared"] = bool(digest) and all(state.done(s, inputs) for s in PREP_STEPS)
     result["installed"] = bool(digest) and all(state.done(s, inputs) for s in HOST_STEPS)
     result["joined"] = host.exists(KUBELET_CONF)
-    runner = Runner(root, dry_run=True)
     result["expiry"] = _expiry(host, runner)
     found = certs.expiries(host, runner, kubeadm_step.now())
     result["certificates"] = [item.as_json() for item in found]

@@ -13,6 +13,7 @@ from typing import Dict, List
 
 from installer.format import imagearchive
 from installer.format.errors import StepFailed
+from installer.runner import Runner
 from installer.steps import Action, ActionStep, Context
 
 
@@ -26,17 +27,23 @@ def normalize(reference: str) -> str:
 
 def present_images(ctx: Context) -> Dict[str, str]:
     """Normalized reference -> image ID (docker) or manifest digest (containerd)."""
-    if ctx.info.runtime == "docker":
-        result = ctx.runner.query(["docker", "images", "--no-trunc", "--format",
-                                   "{{.Repository}}:{{.Tag}} {{.ID}}"])
+    return runtime_images(ctx.runner, ctx.info.runtime)
+
+
+def runtime_images(runner: Runner, runtime: str) -> Dict[str, str]:
+    """What the runtime holds: normalized reference -> image ID (docker) or manifest digest
+    (containerd); {} when the runtime cannot be asked."""
+    if runtime == "docker":
+        result = runner.query(["docker", "images", "--no-trunc", "--format",
+                               "{{.Repository}}:{{.Tag}} {{.ID}}"])
     else:
-        result = ctx.runner.query(["ctr", "-n", "k8s.io", "images", "ls"])
+        result = runner.query(["ctr", "-n", "k8s.io", "images", "ls"])
     if result.returncode != 0:
         return {}
     found = {}
-    for line in result.stdout.splitlines()[0 if ctx.info.runtime == "docker" else 1:]:
+    for line in result.stdout.splitlines()[0 if runtime == "docker" else 1:]:
         fields = line.split()
-        if ctx.info.runtime == "docker" and len(fields) == 2:
+        if runtime == "docker" and len(fields) == 2:
             found[normalize(fields[0])] = fields[1]
         elif len(fields) >= 3:
             found[normalize(fields[0])] = fields[2]
