@@ -1,16 +1,16 @@
 """kubecrate-installer command line: parse, call one core function, map errors to exit codes."""
 
 import contextlib
-import os
 import pkgutil
 import sys
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import click
 from tqdm import tqdm
 
-from installer import __version__, runlog, textlocale
+from installer import __version__, clicare, runlog, textlocale
 from installer.bundlecache import cache_root
+from installer.cliopts import _ARGV, _begin, _prog_name, common_options, json_option
 from installer.format import bundle, minisig
 from installer.format.clikit import configure_logging, run
 from installer.format.errors import EXIT_CODES_HELP, ExitCode, UsageError
@@ -35,7 +35,6 @@ needs no tar.
     + EXIT_CODES_HELP
 )
 
-_ARGV = []  # type: list  # this run's arguments, for the run log
 EMBEDDED_KEY = "trusted.pub"  # written into the package by the zipapp build
 
 
@@ -71,31 +70,6 @@ signature_option = click.option(
     type=click.Path(dir_okay=False),
     help="Signature file [default: BUNDLE.minisig].",
 )
-
-
-def common_options(func: Callable) -> Callable:
-    """--root, --dry-run and -v, which every installer command takes."""
-    func = click.option("-v", "--verbose", count=True, help="More diagnostics (-vv: debug).")(func)
-    func = click.option(
-        "--dry-run", is_flag=True, help="Print the commands instead of running them."
-    )(func)
-    func = click.option(
-        "--root",
-        default="/",
-        show_default=True,
-        type=click.Path(file_okay=False),
-        help="Read and write every host file under this folder (like rpm --root).",
-    )(func)
-    return func
-
-
-def _begin(verbose: int, root: str, dry_run: bool) -> None:
-    """Logging for -v, and (unless --dry-run) this run's log file under ROOT/var/log/kubecrate
-    (installer/runlog.py)."""
-    configure_logging(verbose)
-    if not dry_run:
-        context = click.get_current_context()
-        runlog.start(root, context.info_name, [_prog_name()] + _ARGV, __version__)
 
 
 @click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -175,7 +149,6 @@ cluster_option = click.option("--cluster", "cluster_path", required=True,
                               type=click.Path(dir_okay=False), help="cluster.yaml.")
 node_option = click.option("--node", "node_name", help="This host's node name in cluster.yaml "
                            "[default: found by the host's addresses].")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 join_option = click.option("--join", "join_path", type=click.Path(dir_okay=False),
                            help="join.yaml from the first control-plane node (or join-info): "
                            "every node but the first joins with it.")
@@ -440,100 +413,6 @@ def join_info_cmd(out, root, dry_run, verbose):
         info.endpoint, info.token_expires, info.certificate_key_expires))
 
 
-@cli.command("collect-logs")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-              help="The archive to write (.tar.gz, mode 0600).")
-@common_options
-def collect_logs_cmd(out, root, dry_run, verbose):
-    """One archive of what a support engineer asks for: state.json and the installer's run
-    logs, the kubelet/docker/containerd/keepalived/haproxy journals, the configs kubecrate
-    rendered, `rpm -qa`, os-release, the tail of dmesg, addresses and routes, and on a
-    control-plane node `kubectl get` of nodes, pods and events.
-
-    Secrets are removed: the bootstrap token's secret, the certificate key, private keys,
-    kubeconfig key data and tokens, keepalived's auth_pass. Private key files, admin.conf and
-    join.yaml are never read into it. INDEX.txt inside lists what was and was not collected.
-    """
-    from installer import supportlogs
-
-    _begin(verbose, root, True)
-    if dry_run:
-        click.echo("would write {}".format(out))
-        return
-    index = supportlogs.collect(root, out)
-    skipped = [line for line in index if line.startswith("-  ")]
-    click.echo("wrote {} ({} item(s), {} not on this host or not collected: see INDEX.txt "
-               "inside)".format(out, len(index) - len(skipped), len(skipped)))
-
-
-@cli.group("cache")
-def cache_group() -> None:
-    """The bundle cache (ROOT/var/lib/kubecrate/bundles): every unpack and install keeps a
-    full copy of its bundle there. `cache list` shows them; `cache prune` removes all but the
-    bundle in use, the one before it (the way back after an upgrade) and the newest one when
-    it is not installed yet."""
-
-
-@cache_group.command("list")
-@json_option
-@common_options
-def cache_list_cmd(as_json, root, dry_run, verbose):
-    """Every cached bundle, oldest first: digest, recipe, Kubernetes version, size on disk,
-    when it was unpacked, and why `cache prune` would keep it."""
-    import json
-
-    from installer import cachecare
-
-    _begin(verbose, root, True)
-    entries = cachecare.list_cache(root)
-    if as_json:
-        click.echo(json.dumps([cachecare.as_json(e) for e in entries], indent=1,
-                              sort_keys=True))
-        return
-    if not entries:
-        click.echo("no bundle in the cache {}".format(cache_root(root)))
-        return
-    click.echo("{} bundle(s) in {}, {}:".format(
-        len(entries), cache_root(root), cachecare.human_size(sum(e.size for e in entries))))
-    for entry in entries:
-        click.echo("  {}  {} ({})  {}  unpacked {}{}".format(
-            entry.digest[:12], entry.name, entry.kubernetes_version,
-            cachecare.human_size(entry.size), cachecare.as_json(entry)["unpacked"],
-            "  [{}]".format(entry.keep) if entry.keep else ""))
-
-
-@cache_group.command("prune")
-@json_option
-@common_options
-def cache_prune_cmd(as_json, root, dry_run, verbose):
-    """Remove the cached bundles nothing needs. Kept: the bundle in use and the one before it
-    (state.json), and the newest one when it is not installed yet. With --dry-run, only list
-    what would go. It refuses to run while an install holds the host lock.
-    """
-    import json
-
-    from installer import cachecare
-
-    _begin(verbose, root, dry_run)
-    result = cachecare.prune(root, dry_run)
-    if as_json:
-        click.echo(json.dumps({"removed": [cachecare.as_json(e) for e in result.removed],
-                               "kept": [cachecare.as_json(e) for e in result.kept],
-                               "staging_removed": result.staging, "freed_bytes": result.freed,
-                               "dry_run": bool(dry_run)}, indent=1, sort_keys=True))
-        return
-    verb = "would remove" if dry_run else "removed"
-    for entry in result.removed:
-        click.echo("{} {} ({}, {})".format(verb, entry.digest, entry.name,
-                                         cachecare.human_size(entry.size)))
-    for path in result.staging:
-        click.echo("removed {}, left by a killed unpack".format(path))
-    for entry in result.kept:
-        click.echo("kept {} ({}): {}".format(entry.digest, entry.name, entry.keep))
-    click.echo("{} {} bundle(s), {}".format(verb, len(result.removed),
-                                            cachecare.human_size(result.freed)))
-
-
 def _report(checked: bundle.Bundle, verb: str) -> None:
     click.echo(
         "{} {}: {} files, bundle.json sha256 {}, signed by key {}".format(
@@ -548,12 +427,6 @@ def _report(checked: bundle.Bundle, verb: str) -> None:
     click.echo("trusted comment: " + checked.signature.trusted_comment, err=True)
 
 
-def _prog_name() -> str:
-    """What the user typed: the .pyz's file name, or `python3 -m installer` in a checkout."""
-    invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return invoked if invoked.endswith(".pyz") else "python3 -m installer"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     _ARGV[:] = list(argv) if argv is not None else sys.argv[1:]
     # Before click runs: click 8.0.4 on Python 3.6 refuses an ASCII locale (textlocale).
@@ -561,3 +434,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         textlocale.allow_ascii_click()
     configure_logging(0)
     run(cli, argv, prog_name=_prog_name(), runlog=runlog)
+
+
+# Day-2 housekeeping commands live in installer/clicare.py.
+cli.add_command(clicare.collect_logs_cmd)
+cli.add_command(clicare.cache_group)
