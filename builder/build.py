@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, NamedTupl
 from builder.bundle import rebuild
 from builder.bundle.keys import SecretKey
 from builder.bundle.pack import pack
+from builder.bundle.rotation import Rotation, check_rotation
 from builder.cache import Cache
 from builder.errors import BuildError
 from builder.inputs.lock import compare, input_changes, lock_path_for, make_lock
@@ -127,10 +128,16 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
           preset_path: Optional[Path] = None, lock_path: Optional[Path] = None,
           cache: Optional[Cache] = None, session: Optional[requests.Session] = None,
           progress: Optional[ProgressFactory] = None,
-          installer_source: Optional[Path] = None) -> BuildReport:
+          installer_source: Optional[Path] = None,
+          rotation: Optional[Rotation] = None) -> BuildReport:
     """Build `<out_dir>/<name>.tar` (+ .minisig) and `<out_dir>/kubecrate-installer.pyz`
     (+ .minisig) from the recipe; see the module docstring. Raises a BuildError subclass
-    naming the culprit; `out_dir` then holds nothing new."""
+    naming the culprit; `out_dir` then holds nothing new. With `rotation` (a new `key`), the
+    installer also trusts the old key until its expiry and the old key signs it
+    (builder/bundle/rotation.py)."""
+    if rotation is not None:
+        check_rotation(key.public_key, rotation)
+    installer_signer = rotation.old_key if rotation is not None else key
     clock = _Clock()
     cache = cache or Cache()
     with clock.stage("recipe"):
@@ -152,8 +159,10 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         with clock.stage("verify outputs"):
             vendor = python3_vendor_fingerprint(lock, preset)
             inputs = rebuild.build_inputs(recipe_path, lock, key, vendor,
-                                          installer_source or INSTALLER_SOURCE)
-            kept = rebuild.reusable(cache, out_dir, recipe.name, inputs, key)
+                                          installer_source or INSTALLER_SOURCE,
+                                          rotation.inputs() if rotation else None)
+            kept = rebuild.reusable(cache, out_dir, recipe.name, inputs, key,
+                                    installer_signer.public_key)
         if kept is not None:
             log.info("%s: the outputs in %s match the lock and verify; nothing to build",
                      recipe.name, out_dir)
@@ -191,10 +200,10 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
                           progress=progress("pack", sum(staged.sections.values()))
                           if progress else None)
         with clock.stage("installer"):
-            pyz = build_zipapp(work / INSTALLER_NAME, key.public_key.to_file_text(), key,
-                               cache=cache, source_date_epoch=created,
+            pyz = build_zipapp(work / INSTALLER_NAME, key.public_key.to_file_text(),
+                               installer_signer, cache=cache, source_date_epoch=created,
                                installer_source=installer_source or INSTALLER_SOURCE,
-                               vendor_fingerprint=vendor)
+                               vendor_fingerprint=vendor, rotation=rotation)
         with clock.stage("lint"):
             problems = lint_bundle(packed.path, recipe)
             if problems:

@@ -62,6 +62,34 @@ def load_signing_key(path: Path) -> keys.SecretKey:
     return keys.load_secret_key(path, lambda: getpass.getpass(f"Passphrase for {path}: "))
 
 
+def rotation_options(func):
+    """--rotate-from and --old-key-expires (docs/security.md, "Rotating the signing key")."""
+    func = click.option(
+        "--old-key-expires", "old_key_expires", metavar="YYYY-MM-DD",
+        help="With --rotate-from: the day (UTC) from which hosts refuse bundles signed only "
+             "by the old key.")(func)
+    func = click.option(
+        "--rotate-from", "rotate_from", metavar="OLD.key",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Key rotation: the old secret key. It signs the installer, which trusts --key's "
+             "public half and, until --old-key-expires, the old one.")(func)
+    return func
+
+
+def load_rotation(rotate_from: Path | None, expires: str | None):
+    """The Rotation the two options ask for, or None; both or neither must be given."""
+    from builder.bundle.rotation import Rotation, parse_expiry
+
+    if rotate_from is None and expires is None:
+        return None
+    if rotate_from is None or expires is None:
+        raise UsageError("--rotate-from and --old-key-expires go together",
+                         hint="a key rotation names the old secret key and the day hosts stop "
+                              "trusting it")
+    day = parse_expiry(expires)
+    return Rotation(load_signing_key(rotate_from), day)
+
+
 @cli.command()
 @click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -131,8 +159,10 @@ def verify(bundle_path: str, key_path: str, signature_path: str | None, verbose:
 @click.option("--pubkey", "pubkey_path",
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Public key to embed [default: the --key's]. Without --key: unsigned.")
+@rotation_options
 @verbose_option
-def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbose: int) -> None:
+def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None,
+               rotate_from: Path | None, old_key_expires: str | None, verbose: int) -> None:
     """Build the single-file installer for the hosts (plumbing under `build`).
 
     Runs on Python 3.6+, with a sh preamble that installs python3 from --bundle on CentOS 7
@@ -140,6 +170,7 @@ def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbo
     SOURCE_DATE_EPOCH to fix its timestamps: the same inputs then give the same bytes.
     """
     configure_logging(verbose)
+    rotation = load_rotation(rotate_from, old_key_expires)
     secret = load_signing_key(key_path) if key_path else None
     if pubkey_path:
         public_text = pubkey_path.read_text(encoding="utf-8")
@@ -147,7 +178,9 @@ def zipapp_cmd(out: Path, key_path: Path | None, pubkey_path: Path | None, verbo
         public_text = secret.public_key.to_file_text()
     else:
         raise UsageError("the installer embeds the builder's public key: pass --key or --pubkey")
-    result = zipapp_core.build_zipapp(out, public_text, secret)
+    if rotation is not None:
+        secret = rotation.old_key  # hosts that trust the old key check the new installer
+    result = zipapp_core.build_zipapp(out, public_text, secret, rotation=rotation)
     signed = f"signed: {result.signature_path}" if result.signature_path else "UNSIGNED"
     click.echo(f"wrote {result.path} ({result.size} bytes, {result.members} members, trusts key "
                f"{result.public_key_id}, {signed}, {len(result.downloaded)} wheels downloaded)",
@@ -288,24 +321,36 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
               default=Path("bundles"), show_default=True, help="Output folder.")
 @click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Lock file to use or write [default: RECIPE with .lock instead of .yaml].")
+@rotation_options
 @cache_option
 @verbose_option
 def build_cmd(recipe_path: Path, preset_path: Path | None, key_path: Path, out_dir: Path,
-              lock_path: Path | None, cache_dir: Path | None, verbose: int) -> None:
+              lock_path: Path | None, rotate_from: Path | None, old_key_expires: str | None,
+              cache_dir: Path | None, verbose: int) -> None:
     """Build OUT/<name>.tar and OUT/kubecrate-installer.pyz, each with a .minisig.
 
     Locks first when the lock is missing or stale, downloads only what the cache lacks, and
     lints the result. On failure OUT is left as it was. Prints the bundle.json SHA-256.
+
+    A key rotation (--key NEW.key --rotate-from OLD.key --old-key-expires DATE) signs the
+    bundle with the new key and the installer with the old one; that installer trusts both,
+    the old one only before DATE (docs/security.md).
     """
     from builder.build import build, format_report
     from builder.cache import Cache
 
     configure_logging(verbose)
+    rotation = load_rotation(rotate_from, old_key_expires)
     secret = load_signing_key(key_path)
     report = build(recipe_path, key=secret, out_dir=out_dir, preset_path=preset_path,
-                   lock_path=lock_path, cache=Cache(cache_dir), progress=_tqdm_progress)
+                   lock_path=lock_path, cache=Cache(cache_dir), progress=_tqdm_progress,
+                   rotation=rotation)
     for line in format_report(report):
         click.echo(line, err=True)
+    if rotation is not None:
+        click.echo(f"rotation  the installer trusts key {secret.public_key.id_hex} and, before "
+                   f"{rotation.expires.isoformat()}, {rotation.old_id}, which signed it",
+                   err=True)
     click.echo(report.manifest_sha256)
 
 

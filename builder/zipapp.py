@@ -26,6 +26,13 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from builder.bundle.keys import SecretKey
+from builder.bundle.rotation import (
+    RETIRING_KEYS,
+    Rotation,
+    check_rotation,
+    comment_fields,
+    retiring_document,
+)
 from builder.bundle.sign import sign_file
 from builder.cache import Cache
 from builder.errors import BuildError
@@ -230,9 +237,11 @@ def _unpack_wheel(dist: str, wheel: Path, dest: Path, dropped: List[str]) -> Non
 
 
 def stage(wheels: Dict[str, Path], public_key_text: str, dest: Path,
-          installer_source: Path = INSTALLER_SOURCE) -> List[str]:
+          installer_source: Path = INSTALLER_SOURCE,
+          rotation: Optional[Rotation] = None) -> List[str]:
     """Fill `dest` as the zipapp's site-packages: the wheels, then `installer/` with the
-    embedded key. Returns what was left out and why."""
+    embedded key (and, in a key rotation, the retiring key with its expiry). Returns what was
+    left out and why."""
     dropped: List[str] = []
     for dist, wheel in sorted(wheels.items()):
         _unpack_wheel(dist, wheel, dest, dropped)
@@ -240,10 +249,12 @@ def stage(wheels: Dict[str, Path], public_key_text: str, dest: Path,
         relative = source.relative_to(installer_source.parent)
         if source.is_dir() or "__pycache__" in relative.parts or source.suffix == ".pyc":
             continue
-        if source.name == EMBEDDED_KEY:
+        if source.name in (EMBEDDED_KEY, RETIRING_KEYS):
             continue  # a key lying in the checkout never replaces the one asked for
         _write(dest / relative, source.read_bytes())
     _write(dest / "installer" / EMBEDDED_KEY, public_key_text.encode("utf-8"))
+    if rotation is not None:
+        _write(dest / "installer" / RETIRING_KEYS, retiring_document(rotation))
     for directory in sorted(p for p in dest.rglob("*") if p.is_dir()):
         directory.chmod(0o755)
     return dropped
@@ -314,12 +325,22 @@ def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey
                  cache: Optional[Cache] = None, source_date_epoch: Optional[int] = None,
                  installer_source: Path = INSTALLER_SOURCE,
                  vendor_fingerprint: str = CENTOS7_FINGERPRINT,
+                 rotation: Optional[Rotation] = None,
                  run: Runner = subprocess.run) -> ZipappResult:
     """Build the installer zipapp at `out` trusting `public_key_text` (a minisign .pub file's
     text), and sign it as `out`.minisig with `secret_key` when one is given. The preamble
-    imports a host's python3 vendor key only if it has `vendor_fingerprint`."""
+    imports a host's python3 vendor key only if it has `vendor_fingerprint`. With `rotation`
+    the installer also trusts the old key until its expiry, and `secret_key` must be that old
+    key: hosts that trust it can then check the installer that introduces the new one."""
     public_key = minisig.parse_public_key(public_key_text, "the public key to embed")
-    if secret_key is not None and secret_key.public_key != public_key:
+    if rotation is not None:
+        check_rotation(public_key, rotation)
+        if secret_key is not None and secret_key.public_key != rotation.old_key.public_key:
+            raise ZipappError(
+                f"in a key rotation the installer is signed by the old key ({rotation.old_id}),"
+                f" not by {minisig.key_id_hex(secret_key.key_id)}",
+                hint="operators check it with the key they trust today: the old one")
+    elif secret_key is not None and secret_key.public_key != public_key:
         raise ZipappError(
             f"the signing key ({minisig.key_id_hex(secret_key.key_id)}) is not the key to embed "
             f"({minisig.key_id_hex(public_key.key_id)})",
@@ -330,7 +351,7 @@ def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kubecrate-zipapp-") as tmp:
         site_packages = Path(tmp, "site-packages")
-        dropped = stage(wheels, public_key_text, site_packages, installer_source)
+        dropped = stage(wheels, public_key_text, site_packages, installer_source, rotation)
         built = Path(tmp, INSTALLER_NAME)
         _shiv(site_packages, built, epoch, run)
         with zipfile.ZipFile(built) as archive:
@@ -349,6 +370,8 @@ def build_zipapp(out: Path, public_key_text: str, secret_key: Optional[SecretKey
     if secret_key is not None:
         comment = (f"timestamp:{epoch}\tfile:{out.name}\tkubecrate-installer "
                    f"{installer_version}\tsha256:{digest}")
+        if rotation is not None:
+            comment += comment_fields(public_key, rotation)
         signature = sign_file(secret_key, out, comment)
     return ZipappResult(out, len(data), digest, signature, minisig.key_id_hex(public_key.key_id),
                         build_id, members, tuple(dropped), tuple(downloaded))

@@ -52,7 +52,7 @@ def _damaged(directory: str, problems: List[str]) -> VerificationError:
              "again with the bundle tar".format(directory))
 
 
-def load_cached(directory: str, public_key: minisig.PublicKey,
+def load_cached(directory: str, public_key: minisig.Trust,
                 signature: Optional[minisig.Signature] = None) -> Bundle:
     """bundle.json of a cache folder, authenticated by the folder's signature (or `signature`,
     a tar's, when given): the global signature over its trusted comment, whose bundle.json
@@ -135,7 +135,7 @@ def check_files(directory: str, manifest: BundleManifest) -> None:
         raise _damaged(directory, sorted(problems))
 
 
-def verified_cache(directory: str, public_key: minisig.PublicKey,
+def verified_cache(directory: str, public_key: minisig.Trust,
                    signature: Optional[minisig.Signature] = None,
                    trusted: Optional[Bundle] = None) -> Bundle:
     """load_cached() and check_files(): the folder is exactly what the key signed. With

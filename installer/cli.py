@@ -36,24 +36,40 @@ needs no tar.
 )
 
 EMBEDDED_KEY = "trusted.pub"  # written into the package by the zipapp build
+RETIRING_KEYS = "trusted-retiring.json"  # written too when the build rotated the key
 
 
-def trusted_key(path: Optional[str]) -> minisig.PublicKey:
-    """The key named by --key, else the one embedded in this installer."""
+def trusted_key(path: Optional[str]) -> minisig.Trust:
+    """The key named by --key, else the keys embedded in this installer: the builder's, and
+    after a key rotation the previous one until its expiry date (docs/security.md)."""
     if path:
         return minisig.load_public_key(path)
-    data = _key_from_package()
+    data = _from_package(EMBEDDED_KEY)
     if data is None:
         raise UsageError(
             "no --key given and this installer has no embedded public key",
             hint="pass --key kubecrate.pub (the builder's public key)",
         )
-    return minisig.parse_public_key(data.decode("utf-8"), "embedded key")
+    current = minisig.TrustedKey(minisig.parse_public_key(data.decode("utf-8"), "embedded key"))
+    retiring = _from_package(RETIRING_KEYS)
+    if retiring is None:
+        return minisig.Keyring((current,))
+    return minisig.Keyring((current,) + minisig.parse_retiring(
+        retiring.decode("utf-8"), "embedded " + RETIRING_KEYS))
 
 
-def _key_from_package() -> Optional[bytes]:
+def _embedded_keyring() -> Optional[minisig.Keyring]:
+    """The embedded keys, or None in a checkout (no embedded key)."""
     try:
-        return pkgutil.get_data("installer", EMBEDDED_KEY)
+        trust = trusted_key(None)
+    except UsageError:
+        return None
+    return trust if isinstance(trust, minisig.Keyring) else None
+
+
+def _from_package(name: str) -> Optional[bytes]:
+    try:
+        return pkgutil.get_data("installer", name)
     except OSError:
         return None
 
@@ -323,6 +339,11 @@ def status_cmd(check, report_path, as_json, root, dry_run, verbose):
             return int(ExitCode.STEP_FAILED)
         return
     result = session.status(root)
+    keyring = _embedded_keyring()
+    if keyring is not None:  # an auditor sees which keys this installer accepts, and until when
+        result["installer_keys"] = [
+            {"key_id": k.key.id_hex, "expires": k.expires.isoformat() if k.expires else None}
+            for k in keyring.keys]
     if report_path:
         from installer import report
 
@@ -336,6 +357,10 @@ def status_cmd(check, report_path, as_json, root, dry_run, verbose):
         return
     click.echo("node {} ({}), bundle {} ({})".format(result.get("node"), result.get("role"),
                                                      result.get("bundle_name"), result["bundle"]))
+    for key in result.get("installer_keys", []):
+        click.echo("this installer trusts key {}{}".format(
+            key["key_id"], " (retiring: refused from {})".format(key["expires"])
+            if key["expires"] else ""))
     click.echo("installed: {}".format("yes" if result["installed"] else
                                       "host prepared" if result["prepared"] else "partly"))
     for name, record in sorted(result.get("steps", {}).items(), key=lambda i: i[1]["at"]):

@@ -35,7 +35,7 @@ HOST_STEPS = PREP_STEPS + CLUSTER_STEPS
 class Options(NamedTuple):
     bundle_path: str
     cluster_path: str
-    key: minisig.PublicKey
+    key: minisig.Trust
     root: str = "/"
     node_name: Optional[str] = None
     dry_run: bool = False

@@ -82,15 +82,15 @@ class BundleSource:
     def __init__(self, location: str) -> None:
         self.location = location
 
-    def verify(self, key: minisig.PublicKey, progress: bundlemod.Progress = None
+    def verify(self, key: minisig.Trust, progress: bundlemod.Progress = None
                ) -> bundlemod.Bundle:
         raise NotImplementedError
 
-    def view(self, key: minisig.PublicKey, root: str, wanted: Wanted
+    def view(self, key: minisig.Trust, root: str, wanted: Wanted
              ) -> "contextlib.AbstractContextManager[View]":
         raise NotImplementedError
 
-    def stage(self, key: minisig.PublicKey, root: str, progress: bundlemod.Progress = None
+    def stage(self, key: minisig.Trust, root: str, progress: bundlemod.Progress = None
               ) -> Staged:
         raise NotImplementedError
 
@@ -99,7 +99,7 @@ class BundleSource:
         return None
 
 
-def _cached_in_root(key: minisig.PublicKey, root: str, manifest_sha256: str,
+def _cached_in_root(key: minisig.Trust, root: str, manifest_sha256: str,
                     signature: minisig.Signature) -> Optional[bundlemod.Bundle]:
     """The root's cache folder for this bundle, checked, or None when there is none."""
     folder = bundlecache.folder_for(root, manifest_sha256)
@@ -115,7 +115,7 @@ class TarSource(BundleSource):
         super().__init__(location)
         self.signature_path = signature_path or bundlemod.signature_path_for(location)
 
-    def _signature(self, key: minisig.PublicKey) -> minisig.Signature:
+    def _signature(self, key: minisig.Trust) -> minisig.Signature:
         signature = minisig.load_signature(self.signature_path)
         minisig.check_comment(key, signature, self.location)
         return signature
@@ -191,14 +191,14 @@ class PartsSource(TarSource):
         super().__init__(parts.index_for(location), signature_path)
         self._index = None  # type: Optional[parts.PartsIndex]
 
-    def _parts(self, key: minisig.PublicKey) -> "parts.PartsIndex":
+    def _parts(self, key: minisig.Trust) -> "parts.PartsIndex":
         if self._index is None:
             self._index = parts.load_index(self.location, key)
             if self.signature_path == bundlemod.signature_path_for(self.location):
                 self.signature_path = self._index.signature_path
         return self._index
 
-    def _signature(self, key: minisig.PublicKey) -> minisig.Signature:
+    def _signature(self, key: minisig.Trust) -> minisig.Signature:
         self._parts(key)
         return super()._signature(key)
 

@@ -67,7 +67,8 @@ def _tree_digest(root: Path) -> str:
 
 
 def build_inputs(recipe_path: Path, lock: Lock, key: SecretKey,
-                 vendor_fingerprint: str, installer_source: Path) -> str:
+                 vendor_fingerprint: str, installer_source: Path,
+                 rotation: Optional[Dict[str, str]] = None) -> str:
     """The digest of everything that decides a build's output bytes."""
     document = {
         "format": FORMAT, "version": __version__,
@@ -78,6 +79,8 @@ def build_inputs(recipe_path: Path, lock: Lock, key: SecretKey,
         "key": (key.key_id + key.public).hex(),
         "vendor_fingerprint": vendor_fingerprint,
     }
+    if rotation is not None:  # absent otherwise: earlier records stay valid
+        document["rotation"] = rotation
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -118,10 +121,11 @@ def forget(cache: Cache, out_dir: Path, name: str) -> None:
     _record_path(cache, out_dir, name).unlink(missing_ok=True)
 
 
-def reusable(cache: Cache, out_dir: Path, name: str, inputs: str,
-             key: SecretKey) -> Optional[Dict[str, Any]]:
-    """The record of outputs in `out_dir` that were built from `inputs` and still verify, or
-    None (with the reason logged) when the build must run."""
+def reusable(cache: Cache, out_dir: Path, name: str, inputs: str, key: SecretKey,
+             installer_key: Optional[minisig.PublicKey] = None) -> Optional[Dict[str, Any]]:
+    """The record of outputs in `out_dir` that were built from `inputs` and still verify
+    (the installer with `installer_key`, the old key in a key rotation), or None (with the
+    reason logged) when the build must run."""
     path = _record_path(cache, out_dir, name)
     try:
         document = json.loads(path.read_text())
@@ -144,7 +148,8 @@ def reusable(cache: Cache, out_dir: Path, name: str, inputs: str,
             if digest.hex() != document["digests"][kind]:
                 raise VerificationError(f"{target} changed since it was built")
             signature = minisig.load_signature(str(target) + ".minisig")
-            minisig.verify_digest(key.public_key, signature, digest, str(target))
+            signer = installer_key if kind == "installer" and installer_key else key.public_key
+            minisig.verify_digest(signer, signature, digest, str(target))
             if kind == "bundle" and (f"{COMMENT_MANIFEST_SHA256}:{document['manifest_sha256']}"
                                      not in signature.trusted_comment.split("\t")):
                 raise VerificationError(f"{target}.minisig names another bundle.json")

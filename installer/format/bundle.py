@@ -149,7 +149,7 @@ def claimed_manifest_sha256(signature: minisig.Signature) -> Optional[str]:
 
 def walk(
     bundle_path: str,
-    public_key: minisig.PublicKey,
+    public_key: minisig.Trust,
     signature: minisig.Signature,
     open_member: Callable,
     progress: Progress = None,
@@ -188,7 +188,8 @@ def walk(
             hashing.close()
             writer.stop()
     minisig.verify_digest(public_key, signature, digest, bundle_path)
-    log.info("signature OK (key %s): %s", public_key.id_hex, signature.trusted_comment)
+    log.info("signature OK (key %s): %s", minisig.key_id_hex(signature.key_id),
+             signature.trusted_comment)
     if problems:
         raise VerificationError(
             "{} member(s) do not match bundle.json:\n  {}".format(
@@ -310,7 +311,7 @@ def _copy_member(reader: TarReader, sink: Optional[object], writer: _Background)
 
 def verify(
     bundle_path: str,
-    public_key: minisig.PublicKey,
+    public_key: minisig.Trust,
     signature_path: Optional[str] = None,
     progress: Progress = None,
 ) -> Bundle:

@@ -7,9 +7,12 @@ Only verification lives here, because hosts run it on Python 3.6; the builder si
 
 import base64
 import binascii
+import datetime
 import errno
 import hashlib
-from typing import Callable, NamedTuple, Optional
+import json
+import logging
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 from ecdsa import BadSignatureError, Ed25519, VerifyingKey  # pure Python, supports 3.6
 
@@ -18,6 +21,8 @@ from installer.format.errors import VerificationError
 ALG_PREHASHED = b"ED"  # Ed25519 over BLAKE2b-512 of the file (minisign >= 0.8 default)
 ALG_LEGACY = b"Ed"  # Ed25519 over the raw file bytes (minisign -l)
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
+_WARNED = set()  # type: set  # (key id, what): warn once per run about a retiring key
 
 
 def b64decode_strict(text: str, what: str) -> bytes:
@@ -198,17 +203,111 @@ def _ed25519_ok(key: bytes, signature: bytes, message: bytes) -> bool:
         return False
 
 
-def check_comment(public_key: PublicKey, signature: Signature, what: str) -> None:
-    """Check what needs no byte of the signed file: the key id, the algorithm, and the global
-    signature that binds the signature and its trusted comment. After this the trusted comment
-    (say, the bundle.json digest it names) is the key holder's word."""
-    if signature.key_id != public_key.key_id:
+class TrustedKey(NamedTuple):
+    """A key an installer trusts; a retiring one (key rotation, docs/security.md) only before
+    `expires`, a UTC date: from 00:00 UTC that day on, what it signed is refused."""
+    key: PublicKey
+    expires: Optional[datetime.date] = None
+
+
+class Keyring(NamedTuple):
+    """The keys an installer trusts: the current one, and after a key rotation the previous
+    one until its expiry date. `today` (a UTC date) is asked only when a retiring key signed."""
+    keys: Tuple[TrustedKey, ...]
+    today: Callable[[], datetime.date] = lambda: datetime.datetime.utcnow().date()
+
+    def describe(self) -> str:
+        return ", ".join(
+            k.key.id_hex + (" (retiring, expires {})".format(k.expires.isoformat())
+                            if k.expires else "")
+            for k in self.keys)
+
+    def entry(self, key_id: bytes) -> Optional[TrustedKey]:
+        for trusted in self.keys:
+            if trusted.key.key_id == key_id:
+                return trusted
+        return None
+
+
+Trust = Union[PublicKey, Keyring]  # what a check is given: --key's one key, or the embedded ring
+
+RETIRING_FIELDS = ("key_id", "public_key", "expires")
+
+
+def parse_retiring(text: str, source: str) -> Tuple[TrustedKey, ...]:
+    """The retiring keys a rotated installer embeds (builder/zipapp.py writes them):
+    {"retiring": [{"key_id": HEX, "public_key": "RW...", "expires": "YYYY-MM-DD"}]}."""
+    try:
+        document = json.loads(text)
+        entries = document["retiring"]
+        if not isinstance(entries, list):
+            raise TypeError
+        found = []
+        for entry in entries:
+            if sorted(entry) != sorted(RETIRING_FIELDS):
+                raise KeyError("fields")
+            key = parse_public_key(entry["public_key"], source)
+            if key.id_hex != entry["key_id"]:
+                raise VerificationError(
+                    "{}: key {} is listed under id {}".format(source, key.id_hex, entry["key_id"]))
+            expires = datetime.datetime.strptime(entry["expires"], "%Y-%m-%d").date()
+            found.append(TrustedKey(key, expires))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise VerificationError("{}: not a list of retiring keys with their expiry".format(source))
+    return tuple(found)
+
+
+def signing_key(trust: Trust, signature: Signature, what: str) -> PublicKey:
+    """The trusted key that made `signature`. Refused: a key that is not trusted (naming both
+    ids), and a retiring key on or after its expiry date (naming its id and the date)."""
+    if isinstance(trust, PublicKey):
+        if signature.key_id != trust.key_id:
+            raise VerificationError(
+                "{} was signed with key {}, not with the trusted key {}".format(
+                    what, key_id_hex(signature.key_id), trust.id_hex
+                ),
+                hint="use the public key of the builder that made this bundle (--key)",
+            )
+        return trust
+    entry = trust.entry(signature.key_id)
+    if entry is None:
         raise VerificationError(
-            "{} was signed with key {}, not with the trusted key {}".format(
-                what, key_id_hex(signature.key_id), public_key.id_hex
+            "{} was signed with key {}, not with a key this installer trusts ({})".format(
+                what, key_id_hex(signature.key_id), trust.describe()
             ),
             hint="use the public key of the builder that made this bundle (--key)",
         )
+    if entry.expires is not None and trust.today() >= entry.expires:
+        raise VerificationError(
+            "{} was signed with key {}, which a key rotation retired: this installer trusts it "
+            "only before {} (today is {} UTC)".format(
+                what, entry.key.id_hex, entry.expires.isoformat(), trust.today().isoformat()),
+            hint="re-sign the bundle with the current key ({}), or rebuild it".format(
+                trust.keys[0].key.id_hex),
+        )
+    if entry.expires is not None and (entry.key.key_id, what) not in _WARNED:
+        _WARNED.add((entry.key.key_id, what))
+        log.warning("%s is signed with key %s, which a key rotation retires: this installer "
+                    "trusts it only before %s; re-sign it with the current key %s", what,
+                    entry.key.id_hex, entry.expires.isoformat(), trust.keys[0].key.id_hex)
+    return entry.key
+
+
+def retiring_until(trust: Trust, signature: Signature) -> Optional[datetime.date]:
+    """The expiry date when `signature` was made by a retiring key, else None."""
+    if isinstance(trust, Keyring):
+        entry = trust.entry(signature.key_id)
+        if entry is not None:
+            return entry.expires
+    return None
+
+
+def check_comment(trust: Trust, signature: Signature, what: str) -> PublicKey:
+    """Check what needs no byte of the signed file: the key id, the algorithm, and the global
+    signature that binds the signature and its trusted comment. After this the trusted comment
+    (say, the bundle.json digest it names) is the key holder's word. Returns the key that
+    signed."""
+    public_key = signing_key(trust, signature, what)
     if not signature.prehashed:
         raise VerificationError(
             "{}: legacy (non-prehashed) minisign signature is not supported".format(what),
@@ -221,12 +320,13 @@ def check_comment(public_key: PublicKey, signature: Signature, what: str) -> Non
                 what, public_key.id_hex
             )
         )
+    return public_key
 
 
-def verify_digest(public_key: PublicKey, signature: Signature, digest: bytes, what: str) -> None:
+def verify_digest(trust: Trust, signature: Signature, digest: bytes, what: str) -> None:
     """Check a prehashed signature against a file's BLAKE2b-512 digest, and the global
     signature that binds the trusted comment. Raises VerificationError naming what failed."""
-    check_comment(public_key, signature, what)
+    public_key = check_comment(trust, signature, what)
     if not _ed25519_ok(public_key.key, signature.signature, digest):
         raise VerificationError(
             "{}: signature does not match key {}".format(what, public_key.id_hex)

@@ -52,7 +52,7 @@ def index_for(location: str) -> str:
     return location
 
 
-def load_index(path: str, key: minisig.PublicKey) -> PartsIndex:
+def load_index(path: str, key: minisig.Trust) -> PartsIndex:
     """The index, after its signature (X.tar.parts.minisig) verified; every part present with
     its recorded size, else a VerificationError naming the part."""
     try:

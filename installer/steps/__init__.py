@@ -14,7 +14,7 @@ from typing import Callable, List, NamedTuple, Optional
 from installer.format.bundleinfo import BundleInfo
 from installer.format.cluster import Cluster, Node
 from installer.format.errors import PreconditionError
-from installer.format.minisig import PublicKey
+from installer.format.minisig import Trust
 from installer.host import Host
 from installer.joinfile import JoinInfo
 from installer.runner import Runner
@@ -28,7 +28,7 @@ class Context:
     """Everything a step may use: the host, the runner, the cluster, this node and the bundle."""
 
     def __init__(self, host: Host, runner: Runner, cluster: Cluster, node: Node,
-                 info: BundleInfo, bundle_path: str, key: PublicKey,
+                 info: BundleInfo, bundle_path: str, key: Trust,
                  source_dir: Optional[str] = None, join: Optional[JoinInfo] = None,
                  join_out: Optional[str] = None, staged: Optional[Staged] = None) -> None:
         self.host = host

@@ -87,3 +87,47 @@ def test_legacy_algorithm_is_explained(key):
 def test_scrypt_parameters_match_minisign_defaults():
     # minisign stores opslimit 33554432 and memlimit 1073741824: scrypt N=2^20, r=8, p=1
     assert keys._scrypt_params(33554432, 1073741824) == (1 << 20, 8, 1)
+
+
+# --------------------------------------------------------------------------- key rotation
+
+
+def _ring(current, old, expires, today):
+    return minisig.Keyring((minisig.TrustedKey(current.public_key),
+                            minisig.TrustedKey(old.public_key, expires)), lambda: today)
+
+
+def test_a_retiring_key_is_trusted_up_to_the_day_before_its_expiry(key):
+    import datetime
+
+    old = keys.generate()
+    expires = datetime.date(2027, 6, 30)
+    signature = sign_digest(old, DIGEST, "c")
+    eve = _ring(key, old, expires, datetime.date(2027, 6, 29))
+    minisig.verify_digest(eve, signature, DIGEST, "x.tar")
+    assert minisig.retiring_until(eve, signature) == expires
+    with pytest.raises(VerificationError) as err:
+        minisig.verify_digest(_ring(key, old, expires, expires), signature, DIGEST, "x.tar")
+    assert "x.tar was signed with key {}, which a key rotation retired".format(
+        old.public_key.id_hex) in err.value.message
+    assert "only before 2027-06-30 (today is 2027-06-30 UTC)" in err.value.message
+    assert key.public_key.id_hex in err.value.hint
+    # the current key has no expiry
+    minisig.verify_digest(_ring(key, old, expires, datetime.date(2099, 1, 1)),
+                          sign_digest(key, DIGEST, "c"), DIGEST, "x.tar")
+
+
+def test_embedded_retiring_keys_must_be_well_formed(key):
+    blob = base64.b64encode(b"Ed" + key.key_id + key.public).decode("ascii")
+    good = {"key_id": key.public_key.id_hex, "public_key": blob, "expires": "2027-06-30"}
+    import json
+
+    parsed = minisig.parse_retiring(json.dumps({"retiring": [good]}), "r.json")
+    assert parsed[0].key == key.public_key and str(parsed[0].expires) == "2027-06-30"
+    for bad in ({"retiring": [dict(good, expires="30.6.2027")]},
+                {"retiring": [dict(good, extra=1)]},
+                {"retiring": good}, {}):
+        with pytest.raises(VerificationError, match="r.json: not a list of retiring keys"):
+            minisig.parse_retiring(json.dumps(bad), "r.json")
+    with pytest.raises(VerificationError, match="is listed under id 0000"):
+        minisig.parse_retiring(json.dumps({"retiring": [dict(good, key_id="0000")]}), "r.json")
