@@ -8,7 +8,7 @@ from typing import Iterator, Optional, Sequence
 import click
 from tqdm import tqdm
 
-from installer import __version__, clicare, runlog, textlocale
+from installer import __version__, clicare, clietcd, runlog, textlocale
 from installer.bundlecache import cache_root
 from installer.cliopts import _ARGV, _begin, _prog_name, common_options, json_option
 from installer.format import bundle, minisig
@@ -376,8 +376,28 @@ def status_cmd(check, report_path, as_json, root, dry_run, verbose):
             click.echo("  {:<26} {}  {:>5} day(s){}{}".format(
                 item["name"], item["expires"], item["days_left"],
                 "  CA" if item["authority"] else "", "  WARNING" if item["warning"] else ""))
+    _echo_etcd(result.get("etcd"))
     for line in result.get("warnings", []):
         click.echo(line, err=True)
+
+
+def _echo_etcd(etcd) -> None:
+    """status: each etcd member's database size and the alarms (installer/etcdmembers.py)."""
+    if not etcd:
+        return
+    if etcd.get("error"):
+        click.echo("etcd: not answering: " + etcd["error"])
+        return
+    click.echo("etcd members (database size, in use):")
+    for member in etcd["members"]:
+        click.echo("  {:<12} {:<28} {:>10}  {:>10}{}".format(
+            member["name"], member["endpoint"], member["db_size_human"],
+            member["db_size_in_use"], "  leader" if member["leader"] else ""))
+    for endpoint in etcd["not_answering"]:
+        click.echo("  {:<12} {:<28} not answering".format("?", endpoint))
+    for alarm in etcd["alarms"]:
+        click.echo("etcd ALARM {} on member {} ({}): run `etcd-defrag`".format(
+            alarm["alarm"], alarm["name"], alarm["member"]))
 
 
 @cli.command("renew-certs")
@@ -464,3 +484,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 # Day-2 housekeeping commands live in installer/clicare.py.
 cli.add_command(clicare.collect_logs_cmd)
 cli.add_command(clicare.cache_group)
+# etcd backup/restore/defrag and remove-node live in installer/clietcd.py.
+for _command in (clietcd.etcd_backup_cmd, clietcd.etcd_restore_cmd, clietcd.etcd_defrag_cmd,
+                 clietcd.remove_node_cmd):
+    cli.add_command(_command)

