@@ -128,8 +128,8 @@ class EtcdHost:
 
         log = open(self.lab.folder / self.name / "etcd.log", "ab")
         rooted = lambda p: str(self.root) + p  # noqa: E731
-        self.proc = subprocess.Popen(run_argv(self.flags(), rooted, str(self.lab.bin / "etcd")), stdout=log, stderr=log,
-                                     env=self.lab.env())
+        argv = run_argv(self.flags(), rooted, str(self.lab.bin / "etcd"))
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=self.lab.env())
 
     def stop(self) -> None:
         if self.proc is not None:
