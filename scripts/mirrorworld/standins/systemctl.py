@@ -8,6 +8,9 @@ $KUBECRATE_ROOT (default /). Units named in $KUBECRATE_SYSTEMCTL_RUN (comma list
 <root>/var/log/kubecrate-standin/<unit>.log); every other unit only records its state, so the
 installer can enable docker, chronyd, keepalived, ... without touching the real machine.
 
+A timer (NAME.timer) only records its state, after the checks systemd makes when it starts
+one (timer_problem); it never fires.
+
 As on CentOS, a unit needs a unit file: `start`, `restart` and `enable` of a unit with no
 <unit>.service under the root's /etc/systemd/system, /run/systemd/system or
 /usr/lib/systemd/system fail with "Unit <unit>.service not found." (exit 5, systemd's
@@ -51,11 +54,39 @@ EXIT_NOTINSTALLED = 5
 
 
 def unit_file(unit):
-    """The unit's file under the root, by systemd's search order, or None."""
+    """The unit's file under the root, by systemd's search order, or None. `unit` is a
+    service's name without .service, or NAME.timer."""
+    filename = unit if unit.endswith(".timer") else unit + ".service"
     for folder in UNIT_DIRS:
-        path = under_root("%s/%s.service" % (folder, unit))
+        path = under_root("%s/%s" % (folder, filename))
         if os.path.isfile(path):
             return path
+    return None
+
+
+TIMER_VALUES = ("OnActiveSec", "OnBootSec", "OnStartupSec", "OnUnitActiveSec",
+                "OnUnitInactiveSec", "OnCalendar")
+
+
+def timer_problem(unit):
+    """Why systemd refuses to start timer `unit` (src/core/timer.c): timer_verify() fails a
+    timer with none of TIMER_VALUES ("Timer unit lacks value setting. Refusing."), and
+    timer_start() one whose unit to trigger (Unit=, else NAME.service) has no unit file
+    ("Refusing to start, unit to trigger not loaded."). None when it starts."""
+    section, keys = None, {}
+    with open(unit_file(unit)) as f:
+        for raw in f:
+            line = raw.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[Timer]" and "=" in line:
+                key, value = line.split("=", 1)
+                keys[key.strip()] = value.strip()
+    if not any(keys.get(k) for k in TIMER_VALUES):
+        return "Timer unit lacks value setting. Refusing."
+    target = unit_name(keys.get("Unit") or unit[:-len(".timer")] + ".service")
+    if not unit_file(target):
+        return "Refusing to start, unit to trigger not loaded."
     return None
 
 
@@ -247,9 +278,16 @@ def main(argv):
             if verb == "enable":
                 print("Failed to execute operation: No such file or directory", file=sys.stderr)
                 return 1
-            print("Failed to %s %s.service: Unit %s.service not found." % (verb, unit, unit),
+            shown = unit if unit.endswith(".timer") else unit + ".service"
+            print("Failed to %s %s: Unit %s not found." % (verb, shown, shown),
                   file=sys.stderr)
             return EXIT_NOTINSTALLED
+        if unit.endswith(".timer") and (verb in ("start", "restart") or
+                                        (verb == "enable" and "--now" in flags)):
+            problem = timer_problem(unit)
+            if problem:  # the job fails; systemctl says so and exits 1
+                print("Job for %s failed. (%s)" % (unit, problem), file=sys.stderr)
+                return 1
         if verb in ("start", "restart") or (verb == "enable" and "--now" in flags):
             if state["masked"]:
                 print("Failed to start %s.service: Unit %s.service is masked." % (unit, unit),
