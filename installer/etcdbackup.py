@@ -134,7 +134,9 @@ def backup(root: str, out: str, echo: Callable[[str], None]) -> Tuple[str, Dict[
     written = [partial + s for s in ("",) + SIDECARS + (".sha256",)]
     try:
         echo("etcdctl snapshot save from {} ({})".format(node.pod.client_url, node.pod.image))
-        node.etcdctl.ctl(["snapshot", "save", partial], writable=[folder], timeout=900,
+        # etcdctl refuses a snapshot from several endpoints: this node's own member only
+        node.etcdctl.ctl(["snapshot", "save", partial], [node.pod.client_url],
+                         writable=[folder], timeout=900,
                          hint="nothing was kept; check that etcd answers: `status` shows it")
         os.chmod(partial, 0o600)
         status = snapshot_status(node, partial)

@@ -350,7 +350,8 @@ def container_args(args, mounts):
         if value.startswith("/"):
             for target, source in sorted(mounts, key=lambda m: -len(m[0])):
                 if value == target or value.startswith(target.rstrip("/") + "/"):
-                    value = rooted(source) + value[len(target.rstrip("/")):]
+                    host = source if source == ROOT else rooted(source)
+                    value = host + value[len(target.rstrip("/")):]
                     break
             else:
                 value = os.path.join(ROOT, ".not-in-the-container", value.lstrip("/"))

@@ -237,3 +237,46 @@ def test_schedule_installs_a_timer_the_systemctl_stand_in_accepts(tmp_path, monk
                              capture_output=True, text=True, env=dict(
                                  os.environ, KUBECRATE_ROOT=str(root)))
     assert refused.returncode == 1 and "unit to trigger not loaded" in refused.stderr
+
+
+def test_every_control_plane_lost_restored_on_all_three(lab):
+    """etcd-restore --all-control-planes with the same snapshot on each of three control
+    planes whose data was wiped: one cluster of three members again, with the objects."""
+    import threading
+
+    made = lab(["cp1", "cp2", "cp3"])
+    made.start()
+    cp1 = made.host("cp1")
+    cp1.etcdctl("put", "/registry/namespaces/kept", "yes")
+    snap = cp1.root / "snap.db"
+    done = cp1.installer("etcd-backup", "--out", snap)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for host in made.hosts:  # all lost: stopped, data wiped
+        host.down = True
+    while any(h.running() for h in made.hosts):
+        time.sleep(0.1)
+    for host in made.hosts:
+        subprocess.run(["rm", "-rf", str(host.root / "var/lib/etcd")], check=True)
+        host.down = False
+    results = {}
+    for host in made.hosts[1:]:  # the operator copies the backup to every control plane
+        for suffix in ("", ".sha256", ".pki.tar", ".kubeadm.yaml"):
+            (host.root / ("snap.db" + suffix)).write_bytes(
+                (cp1.root / ("snap.db" + suffix)).read_bytes())
+
+    def restore(host):
+        results[host.name] = host.installer("etcd-restore", "--all-control-planes",
+                                            host.root / "snap.db")
+
+    threads = [threading.Thread(target=restore, args=(h,)) for h in made.hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    for name, result in results.items():
+        assert result.returncode == 0, name + result.stdout + result.stderr + made.logs()
+    made.start()
+    members = json.loads(cp1.etcdctl("member", "list", "-w", "json").stdout)["members"]
+    assert sorted(m["name"] for m in members) == ["cp1", "cp2", "cp3"]
+    for host in made.hosts:
+        assert _get(host, "/registry/namespaces/kept") == "yes", host.name
