@@ -192,11 +192,17 @@ def status_info(root: str) -> Optional[Dict[str, Any]]:
         return None
     try:
         node = open_node(root, dry_run=True, runner=Runner(root, dry_run=True))
+    except PreconditionError as err:
+        return {"error": err.message}
+    try:
         members = node.etcdctl.members()
         endpoints = [m.client_urls[0] for m in members if m.client_urls]
         statuses = node.etcdctl.statuses(endpoints)
         alarms = node.etcdctl.alarms()
-    except (EtcdError, PreconditionError) as err:
+    except EtcdError:  # the same words on every node: reports are diffed between hosts
+        return {"error": "etcd does not answer at {} (see the etcd pod's log, "
+                         "`docker ps -a | grep etcd`)".format(node.pod.client_url)}
+    except PreconditionError as err:
         return {"error": err.message}
     names = {m.id: m.name for m in members}
     for status in statuses:
