@@ -27,7 +27,7 @@ from builder.bundle.keys import SecretKey
 from builder.bundle.pack import pack
 from builder.bundle.rotation import Rotation, check_rotation
 from builder.cache import Cache
-from builder.errors import BuildError
+from builder.errors import BuildError, UsageError
 from builder.inputs.lock import compare, input_changes, lock_path_for, make_lock
 from builder.inputs.lockfile import Lock, load_lock, write_lock
 from builder.inputs.mirrors import MirrorPreset, MirrorPresetError, load_preset
@@ -37,6 +37,7 @@ from builder.zipapp import CENTOS7_FINGERPRINT, INSTALLER_NAME, INSTALLER_SOURCE
 if TYPE_CHECKING:
     import requests
 
+    from builder.bundle.delta import DeltaReport
     from builder.fetch import FetchStats
 
 __all__ = ["BuildReport", "build", "ensure_lock", "format_report"]
@@ -63,6 +64,7 @@ class BuildReport(NamedTuple):
     wheels_downloaded: int
     timings: Tuple[Tuple[str, float], ...]  # (stage, seconds)
     reused: bool = False  # the outputs of an earlier build from the same inputs were kept
+    delta: Optional[DeltaReport] = None  # with --base/--since: the delta bundle written too
 
 
 class _Clock:
@@ -129,12 +131,75 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
           cache: Optional[Cache] = None, session: Optional[requests.Session] = None,
           progress: Optional[ProgressFactory] = None,
           installer_source: Optional[Path] = None,
-          rotation: Optional[Rotation] = None) -> BuildReport:
+          rotation: Optional[Rotation] = None,
+          base: Optional[Path] = None, since: Optional[Path] = None) -> BuildReport:
     """Build `<out_dir>/<name>.tar` (+ .minisig) and `<out_dir>/kubecrate-installer.pyz`
     (+ .minisig) from the recipe; see the module docstring. Raises a BuildError subclass
     naming the culprit; `out_dir` then holds nothing new. With `rotation` (a new `key`), the
     installer also trusts the old key until its expiry and the old key signs it
-    (builder/bundle/rotation.py)."""
+    (builder/bundle/rotation.py).
+
+    With `base` (an older bundle tar the hosts have) or `since` (the older bundle's lock, from
+    which that bundle is built again, byte for byte, beside), also writes the delta bundle
+    `<out_dir>/<name>.delta-<base digest>.tar` (builder/bundle/delta.py)."""
+    if base is not None and since is not None:
+        raise UsageError("give --base or --since, not both")
+    cache = cache or Cache()
+    report = _build(recipe_path, key=key, out_dir=out_dir, preset_path=preset_path,
+                    lock_path=lock_path, cache=cache, session=session, progress=progress,
+                    installer_source=installer_source, rotation=rotation)
+    if base is None and since is None:
+        return report
+    from builder.bundle.delta import write_delta
+
+    start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if since is not None:
+            scratch = Path(tempfile.mkdtemp(prefix=".kubecrate-base-", dir=out_dir))
+            stack.callback(shutil.rmtree, scratch, True)
+            base = _base_from_lock(since, scratch, key=key, cache=cache, preset_path=preset_path,
+                                   session=session, installer_source=installer_source)
+        assert base is not None
+        # a base from before a key rotation is signed by the old key
+        delta = write_delta(report.bundle, base, key, out_dir,
+                            base_keys=(rotation.old_key,) if rotation is not None else ())
+    timings = report.timings + (("delta", time.monotonic() - start),)
+    return report._replace(delta=delta, timings=timings)
+
+
+def _base_from_lock(since: Path, scratch: Path, *, key: SecretKey, cache: Cache,
+                    preset_path: Optional[Path], session: Optional[requests.Session],
+                    installer_source: Optional[Path]) -> Path:
+    """The bundle `since` (an older lock, beside its recipe) was built into, built again into
+    `scratch`: the same lock, recipe, mirror preset and builder give the same bytes."""
+    try:
+        old = load_lock(since)
+    except OSError as err:
+        raise UsageError(f"--since {since}: {err.strerror}") from None
+    recipe_path = since.with_name(old.recipe.path)
+    hint = "give the bundle the hosts have with --base OLD.tar instead"
+    if not recipe_path.is_file():
+        raise UsageError(f"--since {since}: its recipe {recipe_path} is not there", hint=hint)
+    recipe = load_recipe(recipe_path)
+    preset = load_preset(preset_path or Path(old.preset.path))
+    changes = input_changes(old, recipe, preset)
+    if changes:
+        raise UsageError(f"--since {since}: the lock no longer matches its inputs, so its "
+                         f"bundle cannot be built again: {'; '.join(changes)}", hint=hint)
+    lock_copy = scratch / since.name
+    shutil.copyfile(since, lock_copy)
+    log.info("building the base bundle again from %s", since)
+    return _build(recipe_path, key=key, out_dir=scratch, preset_path=preset_path or
+                  Path(old.preset.path), lock_path=lock_copy, cache=cache, session=session,
+                  installer_source=installer_source).bundle
+
+
+def _build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
+           preset_path: Optional[Path] = None, lock_path: Optional[Path] = None,
+           cache: Optional[Cache] = None, session: Optional[requests.Session] = None,
+           progress: Optional[ProgressFactory] = None,
+           installer_source: Optional[Path] = None,
+           rotation: Optional[Rotation] = None) -> BuildReport:
     if rotation is not None:
         check_rotation(key.public_key, rotation)
     installer_signer = rotation.old_key if rotation is not None else key
@@ -255,7 +320,7 @@ def format_report(report: BuildReport) -> List[str]:
             f"installer {report.installer} ({_mib(report.installer_size)}): kept",
             f"lock      {report.lock} ({report.lock_status})",
             f"time      {timings}",
-        ]
+        ] + _delta_lines(report)
     if stats is None:  # only a kept bundle has no fetch statistics
         raise ValueError("a build report without fetch statistics")
     return [
@@ -270,4 +335,19 @@ def format_report(report: BuildReport) -> List[str]:
         + (f"; {report.wheels_downloaded} installer wheels from PyPI"
            if report.wheels_downloaded else ""),
         f"time      {timings}",
+    ] + _delta_lines(report)
+
+
+def _delta_lines(report: BuildReport) -> List[str]:
+    delta = report.delta
+    if delta is None:
+        return []
+    share = 100.0 * delta.size / delta.result_size if delta.result_size else 0.0
+    return [
+        f"delta     {delta.path} ({_mib(delta.size)}, gzip) and {delta.signature.name}: from "
+        f"base {delta.base_name} (bundle.json sha256 {delta.base_sha256[:16]}...); "
+        f"{delta.carried} files carried, {delta.pieced} assembled from pieces, "
+        f"{delta.reused} taken from the base",
+        f"saved     {_mib(delta.saved)}: the delta is {share:.1f}% of the full bundle's "
+        f"{_mib(delta.result_size)}",
     ]

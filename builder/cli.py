@@ -322,10 +322,18 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
 @click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Lock file to use or write [default: RECIPE with .lock instead of .yaml].")
 @rotation_options
+@click.option("--base", "base_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Also write a delta bundle against this older bundle tar (signed with the "
+                   "same key), which the hosts have unpacked: OUT/<name>.delta-<digest>.tar.")
+@click.option("--since", "since_path",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="As --base, for the bundle this older lock (beside its unchanged recipe) "
+                   "was built into; it is built again to find what it holds.")
 @cache_option
 @verbose_option
 def build_cmd(recipe_path: Path, preset_path: Path | None, key_path: Path, out_dir: Path,
               lock_path: Path | None, rotate_from: Path | None, old_key_expires: str | None,
+              base_path: Path | None, since_path: Path | None,
               cache_dir: Path | None, verbose: int) -> None:
     """Build OUT/<name>.tar and OUT/kubecrate-installer.pyz, each with a .minisig.
 
@@ -335,6 +343,9 @@ def build_cmd(recipe_path: Path, preset_path: Path | None, key_path: Path, out_d
     A key rotation (--key NEW.key --rotate-from OLD.key --old-key-expires DATE) signs the
     bundle with the new key and the installer with the old one; that installer trusts both,
     the old one only before DATE (docs/security.md).
+
+    With --base or --since, also writes a delta bundle holding only what the older bundle
+    lacks, and reports the size saved.
     """
     from builder.build import build, format_report
     from builder.cache import Cache
@@ -344,7 +355,7 @@ def build_cmd(recipe_path: Path, preset_path: Path | None, key_path: Path, out_d
     secret = load_signing_key(key_path)
     report = build(recipe_path, key=secret, out_dir=out_dir, preset_path=preset_path,
                    lock_path=lock_path, cache=Cache(cache_dir), progress=_tqdm_progress,
-                   rotation=rotation)
+                   rotation=rotation, base=base_path, since=since_path)
     for line in format_report(report):
         click.echo(line, err=True)
     if rotation is not None:
@@ -371,7 +382,7 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
              key_path: str | None, verbose: int) -> None:
     """Check that BUNDLE holds every package and image its role sets and kubeadm need, and
     names no image by digest alone; exit 1 naming what is missing."""
-    from builder.bundle.lint import LintFailed, lint_bundle
+    from builder.bundle.lint import LintFailed, delta_base, lint_bundle
     from builder.inputs.recipe import load_recipe
 
     configure_logging(verbose)
@@ -385,6 +396,12 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
     problems = lint_bundle(bundle_path, recipe, key, cluster)
     if problems:
         raise LintFailed(bundle_path, problems)
+    base = delta_base(bundle_path)
+    if base:
+        click.echo(f"{bundle_path}: a delta bundle, complete: its plan, its members and the "
+                   f"result's bundle.json agree; it needs its base {base} in the host's cache",
+                   err=True)
+        return
     click.echo(f"{bundle_path}: complete", err=True)
 
 

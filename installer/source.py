@@ -9,25 +9,28 @@ Every kind answers the same three questions, so the commands never ask which kin
                             cache folder or a staging folder beside it that commit() renames
                             into the cache (`unpack`, `install`).
 Kinds today: TarSource (X.tar with X.tar.minisig, read exactly once), PartsSource (the same
-tar split into parts for removable media, streamed part by part) and CacheSource (a cache
+tar split into parts for removable media, streamed part by part), DeltaSource (a delta tar,
+assembled with its base's cache folder; installer/format/delta.py) and CacheSource (a cache
 folder, /var/lib/kubecrate/bundles/<digest>, checked with its kept signature). A later kind (a
-delta plus its base, a URL on the first control plane, split parts) is one more subclass whose
-stage() fills a Staging folder with checked bytes; docs/bundle-format.md says how the .pyz's sh
-preamble finds the python3 RPMs in each kind.
+URL on the first control plane) is one more subclass whose stage() fills a Staging folder with
+checked bytes; docs/bundle-format.md says how the .pyz's sh preamble finds the python3 RPMs in
+each kind.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Tuple
 
 from installer import bundlecache
 from installer.format import bundle as bundlemod
+from installer.format import delta as deltamod
 from installer.format import minisig, parts
-from installer.format.errors import UsageError
-from installer.format.manifest import MANIFEST_NAME
+from installer.format.errors import PreconditionError, UsageError, VerificationError
+from installer.format.manifest import MANIFEST_NAME, parse_manifest
 
 Wanted = Callable[[str], bool]  # which bundle paths a view needs
 
@@ -215,6 +218,126 @@ class PartsSource(TarSource):
             return None
 
 
+class DeltaSource(TarSource):
+    """A delta bundle (`kubecrate build --base OLD.tar`): a signed tar whose trusted comment
+    names its base by bundle.json digest. The delta is checked as a tar into a scratch folder,
+    then the result is assembled from it and the base's cache folder into a staging folder,
+    every file hashed against the result's bundle.json (installer/format/delta.py); only a
+    complete, checked result is renamed into the cache, as for a full bundle."""
+
+    kind = "delta bundle"
+    _checked = None  # type: Optional[bundlemod.Bundle]
+
+    def _base(self, key: minisig.Trust) -> str:
+        base = deltamod.base_named(self._signature(key).comment_fields())
+        if not base:
+            raise VerificationError("{}: not a delta bundle".format(self.location))
+        return base
+
+    def _missing_base(self, root: str, base: str, plan: "Optional[deltamod.DeltaPlan]"
+                      ) -> PreconditionError:
+        folder = bundlecache.folder_for(root, base)
+        name = plan.base_name if plan else "the base bundle"
+        return PreconditionError(
+            "{} is a delta: it needs its base bundle {} (bundle.json sha256 {}) in this host's "
+            "cache, and {} is not there".format(self.location, name, base, folder),
+            hint="copy the base bundle {0}.tar and {0}.tar.minisig here and run `unpack "
+                 "{0}.tar` (or copy its cache folder {1} from a host that has it), then run "
+                 "this again; or use the full bundle instead of the delta".format(name, base))
+
+    def _result(self, key: minisig.Trust, scratch: str
+                ) -> "Tuple[bundlemod.Bundle, deltamod.DeltaPlan, bundlemod.Bundle]":
+        """The delta (already walked into `scratch`), its plan and the result bundle's
+        bundle.json, authenticated by the result's own signature that the delta carries."""
+        checked = self._checked
+        if checked is None:
+            raise VerificationError("{}: not read yet".format(self.location))
+        plan = deltamod.read_plan(checked.manifest)
+        if plan is None:
+            raise VerificationError("{}: its signature names a base but its bundle.json has "
+                                    "no delta section".format(self.location))
+        if plan.base_sha256 != self._base(key):
+            raise VerificationError("{}: bundle.json's delta.base differs from the base its "
+                                    "signature names".format(self.location))
+        with open(os.path.join(scratch, deltamod.RESULT_MANIFEST), "rb") as handle:
+            raw = handle.read()
+        signature = minisig.load_signature(os.path.join(scratch, deltamod.RESULT_SIGNATURE))
+        minisig.check_comment(key, signature, deltamod.RESULT_SIGNATURE)
+        digest = hashlib.sha256(raw).hexdigest()
+        claimed = bundlemod.claimed_manifest_sha256(signature)
+        if digest != plan.result_sha256 or claimed != digest:
+            raise VerificationError(
+                "{}: the result's bundle.json has sha256 {}, but the delta names {} and the "
+                "result's signature {}".format(self.location, digest, plan.result_sha256,
+                                               claimed))
+        result = bundlemod.Bundle(self.location, parse_manifest(raw, deltamod.RESULT_MANIFEST),
+                                  digest, raw, b"", signature)
+        deltamod.check_result(plan, result.manifest)
+        return checked, plan, result
+
+    def _walk_into(self, key: minisig.Trust, folder: str,
+                   progress: bundlemod.Progress = None) -> None:
+        self._checked = self._walk(
+            key, self._signature(key),
+            lambda spec: bundlemod.create_file(folder, spec.path, spec.mode), progress)
+
+    def _base_bundle(self, key: minisig.Trust, root: str, plan: "deltamod.DeltaPlan"
+                     ) -> "Tuple[str, bundlemod.Bundle]":
+        folder = bundlecache.folder_for(root, plan.base_sha256)
+        if not os.path.isdir(folder):
+            raise self._missing_base(root, plan.base_sha256, plan)
+        return folder, bundlecache.load_cached(folder, key)
+
+    @contextlib.contextmanager
+    def view(self, key, root, wanted):
+        scratch = tempfile.mkdtemp(prefix="kubecrate-delta-")
+        try:
+            self._walk_into(key, os.path.join(scratch, "delta"))
+            _checked, plan, result = self._result(key, os.path.join(scratch, "delta"))
+            cached = _cached_in_root(key, root, result.manifest_sha256, result.signature)
+            if cached is not None:
+                yield View(cached, cached.path, True)
+                return
+            base_dir, base_bundle = self._base_bundle(key, root, plan)
+            out = os.path.join(scratch, "result")
+            os.mkdir(out)
+            deltamod.assemble(plan, os.path.join(scratch, "delta"), base_dir,
+                              base_bundle.manifest, result.manifest,
+                              lambda spec: bundlemod.create_file(out, spec.path, spec.mode),
+                              wanted)
+            with open(os.path.join(out, MANIFEST_NAME), "wb") as handle:
+                handle.write(result.manifest_raw)
+            yield View(result._replace(path=out), out, False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def stage(self, key, root, progress=None):
+        bundlecache.remove_stale(bundlecache.cache_root(root))
+        self._base(key)
+        scratch = bundlecache.Staging(root)
+        try:
+            self._walk_into(key, scratch.path, progress)
+            _checked, plan, result = self._result(key, scratch.path)
+            cached = _cached_in_root(key, root, result.manifest_sha256, result.signature)
+            if cached is not None:
+                return Staged(cached, cached.path, keep=result.signature)
+            base_dir, base_bundle = self._base_bundle(key, root, plan)
+            staging = bundlecache.Staging(root)
+            try:
+                deltamod.assemble(
+                    plan, scratch.path, base_dir, base_bundle.manifest, result.manifest,
+                    lambda spec: bundlemod.create_file(staging.path, spec.path, spec.mode))
+                staging.write(MANIFEST_NAME, result.manifest_raw)
+                staging.write(bundlecache.SIGNATURE_NAME,
+                              result.signature.to_file_text().encode("utf-8"))
+            except BaseException:
+                staging.discard()
+                raise
+        finally:
+            scratch.discard()
+        return Staged(result._replace(path=staging.path), staging.path, staging)
+
+
 class CacheSource(BundleSource):
     kind = "cache folder"
 
@@ -275,4 +398,17 @@ def open_source(location: str, signature_path: Optional[str] = None) -> BundleSo
     if index.endswith(parts.PARTS_SUFFIX) and os.path.isfile(index):
         return PartsSource(location, signature_path)
     require_regular_file(location)
+    if _names_a_base(signature_path or bundlemod.signature_path_for(location)):
+        return DeltaSource(location, signature_path)
     return TarSource(location, signature_path)
+
+
+def _names_a_base(signature_path: str) -> bool:
+    """Whether the (not yet checked) signature's trusted comment names a delta's base: the
+    DeltaSource checks it like any other before trusting a word of it. A signature that
+    cannot be read is the TarSource's to report."""
+    try:
+        signature = minisig.load_signature(signature_path)
+    except VerificationError:
+        return False
+    return bool(deltamod.base_named(signature.comment_fields()))

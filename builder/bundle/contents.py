@@ -24,9 +24,11 @@ from builder.errors import BuildError
 from builder.rpm.metadata import Package, iter_packages
 from builder.rpm.repodata import parse_repomd
 from installer.format import bundle as bundlemod
+from installer.format import delta as deltamod
 from installer.format.bundleinfo import REPO, BundleSections, read_sections
+from installer.format.errors import VerificationError
 from installer.format.imagearchive import ArchivedImage, list_images
-from installer.format.manifest import MANIFEST_NAME
+from installer.format.manifest import MANIFEST_NAME, BundleManifest, parse_manifest
 
 __all__ = ["BundleContents", "open_bundle"]
 
@@ -47,12 +49,47 @@ class BundleContents:
             raise BuildError(f"{path}: {MANIFEST_NAME} is not JSON ({err})") from None
         if not isinstance(self.manifest, dict):
             raise BuildError(f"{path}: {MANIFEST_NAME} is not a JSON object")
-        self.sections: BundleSections = read_sections(self.manifest, f"{path}: {MANIFEST_NAME}")
+        self.delta: Optional[deltamod.DeltaPlan] = None
+        self.result_manifest: Optional[BundleManifest] = None
+        described = self.manifest
+        if deltamod.DELTA_KEY in self.manifest:
+            # A delta: its own files are the pieces; what it describes is the result's
+            # bundle.json, which it carries (installer/format/delta.py).
+            try:
+                self.delta = deltamod.read_plan(parse_manifest(self.read(MANIFEST_NAME)))
+                if deltamod.RESULT_MANIFEST not in self.members:
+                    raise BuildError(f"{path}: a delta without {deltamod.RESULT_MANIFEST}")
+                self.result_manifest = parse_manifest(self.read(deltamod.RESULT_MANIFEST),
+                                                      deltamod.RESULT_MANIFEST)
+            except VerificationError as err:
+                raise BuildError(f"{path}: {err.message}") from None
+            described = self.result_manifest.data
+        self.sections: BundleSections = read_sections(described, f"{path}: {MANIFEST_NAME}")
         self._images: Optional[List[ArchivedImage]] = None
 
     @property
     def name(self) -> str:
         return str(self.manifest.get("name") or self.path.name)
+
+    def delta_problems(self) -> List[str]:
+        """For a delta: where its plan, its members and the result's bundle.json disagree."""
+        plan, result = self.delta, self.result_manifest
+        if plan is None or result is None:
+            return []
+        problems = []
+        try:
+            deltamod.check_result(plan, result)
+        except VerificationError as err:
+            problems.append(err.message)
+        for item in plan.files:
+            needed = item.path if item.source == "delta" else item.pieces
+            if needed and needed not in self.members:
+                problems.append(f"{item.path}: the plan takes it from the delta's {needed}, "
+                                "which the delta lacks")
+        if deltamod.RESULT_SIGNATURE not in self.members:
+            problems.append(f"the delta lacks {deltamod.RESULT_SIGNATURE}, the result's "
+                            "signature")
+        return problems
 
     def read(self, member: str) -> bytes:
         handle = self._tar.extractfile(self.members[member])

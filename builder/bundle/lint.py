@@ -15,6 +15,9 @@ Checked, from bundle.json and the members themselves (not from what bundle.json 
 With a recipe, its role sets (expanded with the kubeadm image set) must also be bundle.json's.
 With a cluster.yaml, what that cluster runs from the bundle must be there: in
 `load_balancer.mode: static-pods`, the keepalived and haproxy images in the control-plane set.
+A delta bundle (installer/format/delta.py) holds only what its base lacks: its plan must cover
+the result's bundle.json file for file and every piece it names must be in it (the full result
+was linted when it was built); with a recipe, the result's role sets must be the recipe's.
 """
 
 from __future__ import annotations
@@ -55,10 +58,24 @@ def lint_bundle(path: Path, recipe: Optional[Recipe] = None, key: Any = None,
     """Every problem found in bundle `path`, one line each naming the package or image;
     with `cluster` (an installer.format.cluster.Cluster) also what that cluster needs of it."""
     with open_bundle(path, key) as contents:
+        if contents.delta is not None:
+            # A delta holds only what its base lacks: its plan and members are checked here;
+            # the full result was linted when it was built, before the delta was written.
+            problems = contents.delta_problems()
+            if recipe is not None:
+                problems += _against_recipe(contents.sections, recipe)
+            return problems
         problems = lint_contents(contents, recipe)
         if cluster is not None:
             problems += lint_cluster(contents, cluster)
         return problems
+
+
+def delta_base(path: Path) -> str:
+    """`<name> (bundle.json sha256 <digest>)` of a delta's base, or "" for a full bundle."""
+    with open_bundle(path) as contents:
+        plan = contents.delta
+        return f"{plan.base_name} (bundle.json sha256 {plan.base_sha256})" if plan else ""
 
 
 def lint_cluster(contents: BundleContents, cluster: Any) -> List[str]:

@@ -19,13 +19,23 @@ def describe(contents: BundleContents) -> Dict[str, Any]:
     members actually present."""
     sections = contents.sections
     sizes = contents.size_by_section()
-    archived = {image.reference for image in contents.images()}
+    plan = contents.delta
+    archived = {image.reference for image in contents.images()} if plan is None else set()
     images = []
     for entry in sections.images:
         images.append({"reference": entry.reference, "roles": list(entry.roles),
                        "size": entry.size, "config_digest": entry.image_id,
-                       "in_archive": entry.reference in archived})
+                       "in_archive": entry.reference in archived if plan is None else None})
+    delta = None
+    if plan is not None:
+        sources = [item.source for item in plan.files]
+        delta = {"base": {"name": plan.base_name, "bundle_json_sha256": plan.base_sha256},
+                 "result": {"name": plan.result_name, "bundle_json_sha256": plan.result_sha256,
+                            "size": plan.result_size, "files": len(plan.files)},
+                 "carried": sources.count("delta"), "pieces": sources.count("pieces"),
+                 "from_base": sources.count("base")}
     return {
+        "delta": delta,
         "name": contents.name,
         "file": str(contents.path),
         "created": contents.manifest.get("created"),
@@ -33,7 +43,8 @@ def describe(contents: BundleContents) -> Dict[str, Any]:
         "kubernetes_version": sections.kubernetes_version or None,
         "runtime": sections.runtime.to_json() if sections.runtime else None,
         "roles": {role: section.to_json() for role, section in sorted(sections.roles.items())},
-        "packages": [{"nevra": p.nevra, "size": p.size} for p in contents.packages()],
+        "packages": [{"nevra": p.nevra, "size": p.size}
+                     for p in (contents.packages() if plan is None else [])],
         "images": images,
         "binaries": [{"path": b.path, "version": b.version, "size": b.size}
                      for b in sections.components.binaries],
@@ -60,6 +71,19 @@ def format_listing(summary: Dict[str, Any]) -> List[str]:
         f"  {summary['files']} files, {_kib(summary['total_size'])}: "
         + ", ".join(f"{name} {_kib(size)}" for name, size in summary["sizes"].items()),
     ]
+    delta = summary.get("delta")
+    if delta:
+        base, result = delta["base"], delta["result"]
+        lines[1:1] = [
+            f"  a DELTA bundle: needs its base {base['name']} (bundle.json sha256 "
+            f"{base['bundle_json_sha256']}) in the host's cache",
+            f"  result {result['name']} (bundle.json sha256 {result['bundle_json_sha256']}, "
+            f"{result['files']} files, full bundle {_kib(result['size'])}): "
+            f"{delta['carried']} files carried, {delta['pieces']} assembled from pieces, "
+            f"{delta['from_base']} taken from the base",
+            "  what follows describes the result; its RPMs and the images' presence are "
+            "checked when the host assembles it",
+        ]
     for role, section in sorted(summary["roles"].items()):
         lines.append(f"  role {role}: {len(section.get('packages') or [])} packages, "
                      f"{len(section.get('images') or [])} images")
@@ -68,7 +92,7 @@ def format_listing(summary: Dict[str, Any]) -> List[str]:
     lines += [f"    {p['nevra']}  {_kib(p['size'])}" for p in summary["packages"]]
     lines.append(f"  images ({len(summary['images'])}):")
     for image in summary["images"]:
-        missing = "" if image["in_archive"] else "  MISSING FROM THE ARCHIVE"
+        missing = "" if image["in_archive"] is not False else "  MISSING FROM THE ARCHIVE"
         lines.append(f"    {image['reference']}  {_kib(image['size'])}  "
                      f"[{', '.join(image['roles'])}]{missing}")
     lines.append(f"  binaries ({len(summary['binaries'])}):")

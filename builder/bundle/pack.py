@@ -120,10 +120,12 @@ def pack(
     created: Optional[int] = None,
     digests: Optional[Mapping[str, str]] = None,
     modes: Optional[Mapping[str, int]] = None,
+    comment_fields: Optional[Mapping[str, str]] = None,
 ) -> Packed:
     """Pack `source` into `out` and sign it as `out`.minisig; both appear only when complete.
     `created` (every mtime) defaults to SOURCE_DATE_EPOCH, else now; `digests` and `modes` as
-    `scan` takes them."""
+    `scan` takes them; `comment_fields` are more `key:value` fields of the trusted comment
+    (a delta's `delta-base`)."""
     if compress not in (None, "gzip"):
         raise UsageError(f"unknown compression {compress!r} (use gzip or none)")
     if comment and ("\n" in comment or "\t" in comment):
@@ -160,6 +162,7 @@ def pack(
         trusted = "\t".join([f"timestamp:{created}", f"file:{out.name}", "prehashed",
                              f"{COMMENT_BUNDLE}:{name}",
                              f"{COMMENT_MANIFEST_SHA256}:{manifest_sha256}"]
+                            + [f"{k}:{v}" for k, v in sorted((comment_fields or {}).items())]
                             + ([f"comment:{comment}"] if comment else []))
         signature = sign_digest(key, writer.hash.digest(), trusted)
         os.replace(tmp, out)
