@@ -174,13 +174,16 @@ def _pieces(new_tar: tarfile.TarFile, new_info: tarfile.TarInfo, old_tar: tarfil
     shared. Replayed against the base's bytes before it is returned."""
     new_file = cast(IO[bytes], new_tar.extractfile(new_info))
     old_file = cast(IO[bytes], old_tar.extractfile(old_info))
-    with tarfile.open(fileobj=old_file, mode="r:") as old_archive:
-        shared = {info.name: info for info in old_archive.getmembers()
-                  if info.isfile() and info.name.startswith("blobs/")}
-    with tarfile.open(fileobj=new_file, mode="r:") as new_archive:
-        reuse = [info for info in new_archive.getmembers()
-                 if info.isfile() and info.name in shared
-                 and shared[info.name].size == info.size and info.size > 0]
+    try:
+        with tarfile.open(fileobj=old_file, mode="r:") as old_archive:
+            shared = {info.name: info for info in old_archive.getmembers()
+                      if info.isfile() and info.name.startswith("blobs/")}
+        with tarfile.open(fileobj=new_file, mode="r:") as new_archive:
+            reuse = [info for info in new_archive.getmembers()
+                     if info.isfile() and info.name in shared
+                     and shared[info.name].size == info.size and info.size > 0]
+    except tarfile.TarError:
+        return None  # not an image archive (a bundle packed by hand): carried whole
     if not reuse:
         return None
     segments: List[deltamod.Segment] = []

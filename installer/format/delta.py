@@ -219,6 +219,10 @@ def assemble(plan: DeltaPlan, delta_dir: str, base_dir: str, base: BundleManifes
                 raise VerificationError(
                     "the delta takes {} from the base's {}, which the base bundle {} does not "
                     "list".format(item.path, item.base_path, plan.base_name))
+            if item.source == "base" and (known.size, known.sha256) != (spec.size, spec.sha256):
+                raise VerificationError(
+                    "the delta takes {} from the base's {}, whose signed size and sha256 are "
+                    "not the result's".format(item.path, item.base_path))
         with open_file(spec) as out:
             actual = _write_one(item, out, delta_dir, base_dir, known)
         if actual != spec.sha256:
@@ -249,12 +253,15 @@ def _write_one(item: Planned, out: Any, delta_dir: str, base_dir: str,
             base_digest.update(block)
             put(block)
 
-        _copy(os.path.join(base_dir, item.base_path), 0, item.size, both, item.base_path)
-        if known is not None and base_digest.hexdigest() != known.sha256:
+        source = os.path.join(base_dir, item.base_path)
+        _copy(source, 0, item.size, both, item.base_path)
+        if known is not None and (base_digest.hexdigest() != known.sha256
+                                  or os.path.getsize(source) != known.size):
             raise VerificationError(
-                "{} in the base bundle's cache folder {} has changed (sha256 {}, its "
-                "bundle.json says {})".format(item.base_path, base_dir,
-                                              base_digest.hexdigest(), known.sha256),
+                "{} in the base bundle's cache folder {} has changed (its first {} bytes have "
+                "sha256 {}; its bundle.json says {} bytes, sha256 {})".format(
+                    item.base_path, base_dir, item.size, base_digest.hexdigest(), known.size,
+                    known.sha256),
                 hint="remove that cache folder and unpack the base bundle tar again")
     else:
         pieces = os.path.join(delta_dir, item.pieces)

@@ -42,7 +42,7 @@ STAGE_FILES = {
     "releases": ("releases", "standin", "stand_in", "kube", "apiserver", "tarball"),
     "registry": ("registry", "images"),  # registry.generate keeps its own stamp
 }
-NOT_INPUTS = {"world.py", "__init__.py", "nginx.py", "presets.py"}
+NOT_INPUTS = {"world.py", "__init__.py", "nginx.py", "presets.py", "variants.py"}
 
 Say = Callable[[str], None]
 
