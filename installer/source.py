@@ -322,20 +322,11 @@ class DeltaSource(TarSource):
             if cached is not None:
                 return Staged(cached, cached.path, keep=result.signature)
             base_dir, base_bundle = self._base_bundle(key, root, plan)
-            staging = bundlecache.Staging(root)
-            try:
-                deltamod.assemble(
-                    plan, scratch.path, base_dir, base_bundle.manifest, result.manifest,
-                    lambda spec: bundlemod.create_file(staging.path, spec.path, spec.mode))
-                staging.write(MANIFEST_NAME, result.manifest_raw)
-                staging.write(bundlecache.SIGNATURE_NAME,
-                              result.signature.to_file_text().encode("utf-8"))
-            except BaseException:
-                staging.discard()
-                raise
+            return _filled(root, result, lambda folder: deltamod.assemble(
+                plan, scratch.path, base_dir, base_bundle.manifest, result.manifest,
+                lambda spec: bundlemod.create_file(folder, spec.path, spec.mode)))
         finally:
             scratch.discard()
-        return Staged(result._replace(path=staging.path), staging.path, staging)
 
 
 class CacheSource(BundleSource):
@@ -360,19 +351,29 @@ class CacheSource(BundleSource):
         if os.path.lexists(final):
             return Staged(bundlecache.verified_cache(final, key), final)
         # Another root's cache (a copied folder): copied in, every byte checked while copying.
-        staging = bundlecache.Staging(root)
-        try:
+        def copy(folder: str) -> None:
             for spec in checked.manifest.files:
-                with bundlemod.create_file(staging.path, spec.path, spec.mode) as out:
+                with bundlemod.create_file(folder, spec.path, spec.mode) as out:
                     bundlecache.copy_verified(os.path.join(self.location, spec.path),
                                               spec.sha256, out, spec.path)
-            staging.write(MANIFEST_NAME, checked.manifest_raw)
-            staging.write(bundlecache.SIGNATURE_NAME,
-                          checked.signature.to_file_text().encode("utf-8"))
-        except BaseException:
-            staging.discard()
-            raise
-        return Staged(checked, staging.path, staging)
+
+        return _filled(root, checked, copy)
+
+
+def _filled(root: str, bundle: bundlemod.Bundle, fill: Callable[[str], object]) -> Staged:
+    """A staging folder beside the root's cache holding what `fill(folder)` writes (every
+    file checked as it is written), then bundle.json and the signature; removed on any
+    failure."""
+    staging = bundlecache.Staging(root)
+    try:
+        fill(staging.path)
+        staging.write(MANIFEST_NAME, bundle.manifest_raw)
+        staging.write(bundlecache.SIGNATURE_NAME,
+                      bundle.signature.to_file_text().encode("utf-8"))
+    except BaseException:
+        staging.discard()
+        raise
+    return Staged(bundle, staging.path, staging)
 
 
 def _keep_signature(folder: str, signature: minisig.Signature) -> None:
