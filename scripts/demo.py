@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-from tests.e2e import halab  # noqa: E402 (after the path set-up above)
-from tests.e2e.netns import Lab, cleanup_stale  # noqa: E402
+from lab import halab  # noqa: E402 (after the path set-up above)
+from lab.netns import Lab, cleanup_stale  # noqa: E402
 
 VENV = REPO / ".venv" / "bin"
 WORK = REPO / ".cache" / "demo"

@@ -10,7 +10,7 @@ import re
 import subprocess
 from typing import Dict, List, Optional, Sequence
 
-from tests.conftest import require_tool
+from lab.tools import require_tool
 
 _EVR = re.compile(r"^(?:(\d+):)?([^-:]+)-([^-:]+)$")
 

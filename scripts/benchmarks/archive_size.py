@@ -22,13 +22,14 @@ from pathlib import Path
 from benchmarks.timing import Result
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))  # tests.integration.runtimes: the private dockerd
+sys.path.insert(0, str(REPO))  # builder/ of this checkout
+
+from lab.runtimes import private_dockerd  # noqa: E402
 
 from builder.cache import Cache  # noqa: E402
 from builder.registry.image_archive import write_archive  # noqa: E402
 from builder.registry.images import PulledImage  # noqa: E402
 from builder.registry.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST  # noqa: E402
-from tests.integration.runtimes import private_dockerd  # noqa: E402
 
 MIB = 1 << 20
 # (reference, base layers it shares, own layer sizes in MB of gzip): published v1.23.17-era

@@ -1,11 +1,11 @@
 """VIP failover windows, no peer tool (issues 8 and 16 ask for the windows themselves). Needs root.
 
-- The installed CentOS 7 cluster (tests/e2e/halab.py, the same install as the e2e test and the
+- The installed CentOS 7 cluster (scripts/lab/halab.py, the same install as the e2e test and the
   demo): keepalived renders the VRRPv2 / 1 s profile that CentOS 7's keepalived 1.3.5 needs.
   How long https://VIP:8443/healthz is unreachable when (a) the VIP holder's keepalived,
   haproxy and apiserver are killed, (b) its link goes down, and when the node comes back.
 - The VRRPv3 / 0.2 s profile (keepalived >= 1.3.7: EL8, EL9, the static-pod image) on the lab
-  of tests/e2e/viplab.py: three control planes with the rendered configs, a client polling
+  of scripts/lab/viplab.py: three control planes with the rendered configs, a client polling
   https://VIP:8443/version every 100 ms (overlapping polls, so that a hanging one does not
   hold the next back); the same two drills, `runs` times each. Issue 16's
   goals: under 1 s for a killed holder, under 1.5 s for a silent loss.
@@ -24,11 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from lab import halab, lbsamples, viplab  # noqa: E402
+from lab.netns import Lab, cleanup_stale  # noqa: E402
+
 from benchmarks.timing import Result  # noqa: E402
 from installer import lbconfig  # noqa: E402
-from tests import lbsamples  # noqa: E402
-from tests.e2e import halab, viplab  # noqa: E402
-from tests.e2e.netns import Lab, cleanup_stale  # noqa: E402
 
 VENV = REPO / ".venv" / "bin"
 SUBNET = 9

@@ -1,4 +1,4 @@
-"""No spurious VIP move: the VRRPv3 / 0.2 s lab of tests/e2e/viplab.py (via
+"""No spurious VIP move: the VRRPv3 / 0.2 s lab of scripts/lab/viplab.py (via
 benchmarks.failover.vip_lab) runs for `duration` seconds (10 minutes in the recorded run) with
 the VIP holder's CPU saturated (busy loops in its namespace, two per core: on this machine every
 host shares the same cores, so all of them are starved alike) and every apiserver's /healthz
@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from lab import lbsamples, viplab
+
 from benchmarks.failover import vip_lab
 from benchmarks.timing import Result
-from tests import lbsamples
-from tests.e2e import viplab
 
 STALL = 1.9
 BURN = "while True: pass"

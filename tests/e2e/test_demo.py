@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lab.netns import namespaces
+from lab.procs import naming, processes
 
-from tests.e2e.netns import namespaces, require_root
-from tests.procs import naming, processes
+from tests.conftest import require_root
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

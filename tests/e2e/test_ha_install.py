@@ -8,7 +8,7 @@ taking its link down, each move the VIP with the endpoint back within 15 s, and 
 node back keeps the endpoint answering; a day later join-info gives fresh join material that a
 reset worker rejoins with, from the bundle cache. The same four nodes are installed again in
 load_balancer.mode static-pods, without the drills, as EL9 hosts (Rocky, Alma, RHEL 9) from the
-k8s-1.30-el9-containerd bundle, on Python 3.9. The hosts are tests/e2e/halab.py (shared
+k8s-1.30-el9-containerd bundle, on Python 3.9. The hosts are scripts/lab/halab.py (shared
 with scripts/demo); docs/testing.md says what is real on them.
 """
 
@@ -17,13 +17,14 @@ import re
 import time
 
 import pytest
+from lab import halab
+from lab.bundles import make_key
+from lab.netns import ip
+from lab.tools import require_tool
 
 from installer import joinfile
 from installer.format.errors import ExitCode
-from tests.bundles import make_key
-from tests.conftest import require_tool
-from tests.e2e import halab
-from tests.e2e.netns import ip, netns_lab, require_root  # noqa: F401 (fixture)
+from tests.conftest import require_root
 from tests.integration.builder.test_build import RECIPE, kubecrate, seeded_cache
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +85,7 @@ def core_el9(tmp_path_factory):
     return halab.core_root(tmp_path_factory.mktemp("ha-core-el9"), halab.EL9)
 
 
-def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_world, built,  # noqa: F811
+def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_world, built,
                                                            core, tmp_path):
     for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
         require_tool(tool)
@@ -210,7 +211,7 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
 
 
-def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,  # noqa: F811
+def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
                                                       built_el9, core_el9, built_el8,
                                                       core_el8, tmp_path):
     """load_balancer.mode static-pods on the same four nodes, without the failover drills of
@@ -274,7 +275,7 @@ def _calls(node) -> list:
             .splitlines()]
 
 
-def static_pods_on_centos8(netns_lab, built, core, tmp_path) -> None:  # noqa: F811
+def static_pods_on_centos8(netns_lab, built, core, tmp_path) -> None:
     """The CentOS 8 runbooks' profile in the same mode: k8s-1.23.17-el8 (Docker
     20.10, dockershim) on two CentOS 8.5 hosts, kernel 4.18, the .pyz on CPython 3.6 (EL8's
     platform-python): the first control plane with keepalived and haproxy as static pods,

@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from lab import netns
 
-from tests.e2e import netns
+from tests.conftest import require_root
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +22,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_lab_connects_hosts_and_cleans_up(tmp_path):
-    netns.require_root()
+    require_root()
     with netns.Lab("nstest", ["a", "b"], tmp_path, subnet=7) as lab:
         a, b = lab["a"], lab["b"]
         assert (a.address, b.address) == ("10.213.7.11", "10.213.7.12")
@@ -48,7 +49,7 @@ def test_lab_connects_hosts_and_cleans_up(tmp_path):
 
 
 def test_cleanup_stale_removes_a_killed_runs_leftovers():
-    netns.require_root()
+    require_root()
     netns.ip("netns", "add", "kc-nsstale-1")
     netns.ip("netns", "add", "kc-nsstale-br")
     assert sorted(netns.cleanup_stale("nsstale")) == ["kc-nsstale-1", "kc-nsstale-br"]

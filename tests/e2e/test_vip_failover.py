@@ -10,12 +10,9 @@ when the holder is killed and when its link goes down.
 import time
 
 import pytest
-
-from installer import lbconfig
-from tests import lbsamples
-from tests.conftest import require_tool
-from tests.e2e.netns import netns_lab  # noqa: F401 (fixture)
-from tests.e2e.viplab import (
+from lab import lbsamples
+from lab.tools import require_tool
+from lab.viplab import (
     VIP_WAIT,
     Poller,
     certificate,
@@ -27,6 +24,8 @@ from tests.e2e.viplab import (
     start_load_balancer,
     wait,
 )
+
+from installer import lbconfig
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +40,7 @@ LINK_DOWN_BOUND = 2.5
 STALL = 1.9  # seconds a busy etcd's check may hold /healthz (its timeout is 2 s)
 
 
-def test_vip_failover(netns_lab, capsys):  # noqa: F811 (fixture)
+def test_vip_failover(netns_lab, capsys):
     for tool in ("keepalived", "haproxy", "curl", "openssl", "ip"):
         require_tool(tool)
     lab = netns_lab("vip", ["cp1", "cp2", "cp3", "client"])

@@ -4,7 +4,7 @@ kubeadm's etcd.yaml (scripts/mirrorworld/standins/_etcdpod.py), the etcd PKI mad
 kubeadm stand-in makes it, a state.json naming its node of cluster.yaml, and the etcd image in
 its recorded Docker store. A small kubelet loop runs each host's etcd while its etcd.yaml is in
 /etc/kubernetes/manifests, as the kubelet runs the static pod. The installer runs as
-`python -m installer`; `docker run IMAGE etcdctl|etcdutl` is tests/integration/hoststandins.py,
+`python -m installer`; `docker run IMAGE etcdctl|etcdutl` is scripts/lab/hoststandins.py,
 which runs the real etcdctl/etcdutl on the host's paths. kubectl is a recording fake answering
 from nodes.json (the HA e2e run drives the real stand-ins).
 """
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import pytest
-
-from tests.integration.hoststandins import seed_images
+from lab import hoststandins
+from lab.hoststandins import seed_images
 
 TOP = Path(__file__).resolve().parents[2]
 STANDINS_SRC = TOP / "scripts/mirrorworld/standins"
-HOSTSTANDINS = Path(__file__).resolve().parent / "hoststandins.py"
+HOSTSTANDINS = Path(hoststandins.__file__).resolve()
 IMAGE = "k8s.gcr.io/etcd:3.5.6-0"
 PREFIX = "127.3.17."  # this module's loopback addresses (helper `etcd`)
 

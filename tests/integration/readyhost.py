@@ -9,17 +9,19 @@ test_ha_bootstrap): what kubeadm's preflight and the kubelet stand-in look for, 
 - kubelet.service and its 10-kubeadm.conf drop-in as the binaries step renders them, and
   Docker's daemon.json with the systemd cgroup driver, as the runtime step writes it;
 - the images a node loads, in the root's image store of the recording docker
-  (tests/integration/hoststandins.py), which `docker` on the tests' PATH must be.
+  (scripts/lab/hoststandins.py), which `docker` on the tests' PATH must be.
 """
 
 import os
 from pathlib import Path
 from typing import Iterable
 
-from installer.render import render
-from tests.integration.hoststandins import seed_images
+from lab import hoststandins
+from lab.hoststandins import seed_images
 
-HOSTSTANDINS = Path(__file__).resolve().with_name("hoststandins.py")
+from installer.render import render
+
+HOSTSTANDINS = Path(hoststandins.__file__).resolve()
 TOOLS = {"/usr/sbin": ("conntrack", "ip", "iptables", "ebtables", "ethtool", "tc"),
          "/usr/bin": ("mount", "nsenter", "socat", "touch")}
 KUBEADM_IMAGES = ("kube-apiserver:v1.23.17", "kube-controller-manager:v1.23.17",

@@ -12,7 +12,7 @@ import subprocess
 import threading
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from tests.conftest import require_tool
+from lab.tools import require_tool
 
 SOURCE_DATE_EPOCH = 1700000000
 

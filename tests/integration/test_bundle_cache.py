@@ -13,11 +13,11 @@ import sys
 import textwrap
 
 import pytest
+from lab.bundles import REPO, files_under, make_key, make_source, pack_source, run_installer
 
 from builder.bundle.sign import sign_file
 from installer import cli
 from installer.format.errors import ExitCode, VerificationError
-from tests.bundles import REPO, files_under, make_key, make_source, pack_source, run_installer
 
 CACHE = "var/lib/kubecrate/bundles"
 RPM = "repo/Packages/socat-1.7.3.2-2.el7.x86_64.rpm"
@@ -331,7 +331,7 @@ def test_a_killed_unpack_leaves_no_staging_folder_after_the_next_start(kit):
 
 
 def test_a_member_may_not_take_the_name_of_the_kept_signature(kit, tmp_path):
-    from tests.bundles import hostile_bundle, member
+    from lab.bundles import hostile_bundle, member
 
     forged = hostile_bundle(tmp_path / "h.tar", kit["key"], [member("bundle.minisig", b"x")])
     result = unpack(kit, forged)

@@ -2,10 +2,10 @@
 installer's) is refused before anything is written, with what to do."""
 
 import pytest
+from lab.bundles import files_under, hostile_bundle, make_key, member, run_installer
 
 from installer.format.errors import ExitCode
 from installer.format.manifest import FORMAT_VERSION
-from tests.bundles import files_under, hostile_bundle, make_key, member, run_installer
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import subprocess
 import sys
 
 import pytest
+from lab.bundles import REPO, make_key, make_source, pack_source
 
 from installer import cli
 from installer.host import Host
 from installer.state import State
-from tests.bundles import REPO, make_key, make_source, pack_source
 
 CACHE = "var/lib/kubecrate/bundles"
 

@@ -19,6 +19,11 @@ import zipfile
 
 import pytest
 import requests
+from lab import hostworld, osreleases
+from lab.bundles import REPO, make_key
+from lab.dnfroot import dnf, installed, write_config
+from lab.runtimes import private_containerd
+from lab.tools import require_tool
 
 from builder.inputs.mirrors import load_preset
 from builder.inputs.recipe import load_recipe
@@ -26,13 +31,7 @@ from builder.rpm.modules import parse_modules
 from builder.rpm.repodata import load_repos
 from installer.format.imagearchive import list_images
 from installer.render import render
-from tests import osreleases
-from tests.bundles import REPO, make_key
-from tests.conftest import require_tool
-from tests.dnfroot import dnf, installed, write_config
-from tests.integration import hostworld
 from tests.integration.builder.test_build import kubecrate, seeded_cache
-from tests.integration.runtimes import containerd, private_containerd  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -254,7 +253,7 @@ def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_p
 
 
 @pytest.mark.parametrize("variant", sorted(EL9_CASES))
-def test_real_containerd_imports_the_el9_bundles_images(builds, containerd, tmp_path,  # noqa: F811
+def test_real_containerd_imports_the_el9_bundles_images(builds, containerd, tmp_path,
                                                        variant):
     """containerd 1.6's `ctr -n k8s.io images import` of the EL9 bundle's archive: kubeadm's
     images of the recipe's version, flannel and the load balancer's, each under its name."""

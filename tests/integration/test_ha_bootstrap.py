@@ -19,6 +19,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from lab.hoststandins import seed_images
+from lab.procs import kill_standins
+from lab.tools import require_tool
 from mirrorworld import releases
 
 from builder.bundle.addons import render_flannel
@@ -32,10 +35,7 @@ from installer.runner import Runner
 from installer.state import State
 from installer.steps import Context, all_steps, preflight_cluster, run_steps
 from installer.steps import kubeadm as kubeadm_step
-from tests.conftest import require_tool
 from tests.integration import readyhost
-from tests.integration.hoststandins import seed_images
-from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
 

@@ -13,18 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests import osreleases
-from tests.integration.hostworld import (  # noqa: F401 (fixtures)
-    WORKER_IMAGES,
-    core_root,
-    dnf_into,
-    host_bundle,
-    installer_pyz,
-    snapshot,
-    test_host,
-)
-from tests.integration.runtimes import docker_images, dockerd  # noqa: F401 (fixture)
+from lab import osreleases
+from lab.hostworld import dnf_into, snapshot
+from lab.runtimes import docker_images
 
 pytestmark = pytest.mark.integration
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "worker"
@@ -42,7 +33,7 @@ def args(host, bundle, *extra, tar=None):
             "--key", str(bundle.public_key), "--root", str(host.root), *extra)
 
 
-def worker_images(dockerd):  # noqa: F811
+def worker_images(dockerd):
     return {ref: image_id for ref, image_id in docker_images(dockerd).items()}
 
 
@@ -71,8 +62,8 @@ def only_bundle_repo(calls):
         assert not any(re.search(r"https?://", a) for a in argv), argv
 
 
-def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, dockerd,  # noqa: F811
-                                                       installer_pyz):  # noqa: F811
+def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, dockerd,
+                                                       installer_pyz):
     # The real .pyz, through its preamble on CPython 3.6, in a session without LANG.
     test_host.pyz = installer_pyz
     host, before = test_host, snapshot(test_host.root)
@@ -188,8 +179,8 @@ def reinstall_from_the_cache_alone(host, bundle, digest_dir):
             os.replace(aside, path)
 
 
-def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_host,  # noqa: F811
-                                                             dockerd):  # noqa: F811
+def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_host,
+                                                             dockerd):
     host = test_host
     marker = host.top / "load-started"
     proc = subprocess.Popen(host.installer_argv("install", "--host-only",
@@ -223,8 +214,8 @@ def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_h
                 if p.name.startswith(".")]
 
 
-def test_swap_on_is_a_change_host_prep_makes_not_a_preflight_failure(host_bundle,  # noqa: F811
-                                                                     test_host):  # noqa: F811
+def test_swap_on_is_a_change_host_prep_makes_not_a_preflight_failure(host_bundle,
+                                                                     test_host):
     """README and docs/cluster.md say host prep turns swap off: preflight must let it."""
     host = test_host
     host.kernel_file("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
@@ -256,7 +247,7 @@ def _conflicting_package(host, bundle):
 
 @pytest.mark.parametrize("make", [_wrong_release, _other_arch, _conflicting_package],
                          ids=["wrong-os-release", "other-arch", "conflicting-package"])
-def test_preflight_failures_exit_4_and_change_nothing(host_bundle, test_host, make):  # noqa: F811
+def test_preflight_failures_exit_4_and_change_nothing(host_bundle, test_host, make):
     host = test_host
     argv, message = make(host, host_bundle)
     before, kernel_before = snapshot(host.root), snapshot(host.kernel)
@@ -270,7 +261,7 @@ def test_preflight_failures_exit_4_and_change_nothing(host_bundle, test_host, ma
     assert all("--assumeno" in c for c in host.calls() if c[0] == "yum")
 
 
-def test_preflight_fails_on_an_occupied_apiserver_port(host_bundle, test_host):  # noqa: F811
+def test_preflight_fails_on_an_occupied_apiserver_port(host_bundle, test_host):
     host = test_host
     before = snapshot(host.root)
     with socket.socket() as busy:

@@ -10,6 +10,8 @@ import pathlib
 import pytest
 import requests
 from click.testing import CliRunner
+from lab.dnfroot import dnf, installed, repoquery
+from lab.tools import require_tool
 from mirrorworld import yum
 
 from builder.cache import Cache
@@ -22,8 +24,6 @@ from builder.rpm.resolve import resolve
 from builder.rpm.yumrepo import gather_xml, write_repo
 from installer.format.errors import ExitCode
 from installer.render import render
-from tests.conftest import require_tool
-from tests.dnfroot import dnf, installed, repoquery
 
 pytestmark = pytest.mark.integration
 

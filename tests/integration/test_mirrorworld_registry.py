@@ -11,11 +11,10 @@ import time
 
 import pytest
 import requests
+from lab.tools import require_tool
 from mirrorworld import images as images_mod
 from mirrorworld import registry, registry_tls
 from mirrorworld.registry_token import Issuer
-
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 

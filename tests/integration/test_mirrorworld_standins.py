@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from lab.procs import kill_standins
+from lab.tools import require_tool
 from mirrorworld import releases
 
-from tests.conftest import require_tool
 from tests.integration import readyhost
-from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
 

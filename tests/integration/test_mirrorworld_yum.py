@@ -9,10 +9,9 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+from lab.dnfroot import dnf, installed, write_config
+from lab.tools import require_tool
 from mirrorworld import yum
-
-from tests.conftest import require_tool
-from tests.dnfroot import dnf, installed, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -10,16 +10,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lab import lbsamples
+from lab.procs import kill_standins
+from lab.tools import require_tool
 from mirrorworld import releases
 
 from installer import joinfile, kubeadmconfig, lbconfig
 from installer.format import lbspec
 from installer.runner import Runner
-from tests import lbsamples
-from tests.conftest import require_tool
-from tests.e2e.netns import netns_lab  # noqa: F401 (fixture)
 from tests.integration import readyhost
-from tests.procs import kill_standins
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,7 @@ def test_haproxy_rejects_a_broken_config(tmp_path):
     assert check.returncode != 0
 
 
-def test_keepalived_accepts_rendered_configs_where_the_interface_exists(netns_lab):  # noqa: F811
+def test_keepalived_accepts_rendered_configs_where_the_interface_exists(netns_lab):
     keepalived = require_tool("keepalived")
     lb = lbsamples.load_balancer()
     lab = netns_lab("kat", ["cp1"])

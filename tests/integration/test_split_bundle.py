@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.bundles import REPO, files_under, make_key, make_source, pack_source, run_installer
+from lab.bundles import REPO, files_under, make_key, make_source, pack_source, run_installer
 
 CACHE = "var/lib/kubecrate/bundles"
 

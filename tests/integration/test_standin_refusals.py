@@ -9,10 +9,10 @@ import os
 import time
 
 import pytest
+from lab.hoststandins import seed_images
 
 from installer.render import render
 from tests.integration import readyhost
-from tests.integration.hoststandins import seed_images
 from tests.integration.test_mirrorworld_standins import (  # noqa: F401 (fixtures)
     _free_port,
     _init_config,

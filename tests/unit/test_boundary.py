@@ -5,7 +5,7 @@
   is that package and nothing behind it;
 - installer/ imports nothing of builder/, and nothing that the hosts' Python 3.6 lacks: only
   its own modules, the dependencies the zipapp bundles (builder/data/installer-requirements.txt)
-  and the standard library of CPython 3.6, asked of the real interpreter (tests/py36.py)
+  and the standard library of CPython 3.6, asked of the real interpreter (scripts/lab/py36.py)
   started with -I -S, so that no site-packages can answer for it.
 
 Imports are read with `ast`, every one of them, including those inside functions. Each
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Iterator, List, Set, Tuple
 
 import pytest
-
-from tests.py36 import python36
+from lab.py36 import python36
 
 TOP = Path(__file__).resolve().parents[2]
 BOUNDARY = "installer.format"

@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lab.bundles import make_key
 
 from builder import cli as builder_cli
 from installer import cli as installer_cli
 from installer.format.errors import ExitCode
-from tests.bundles import make_key
 
 TOP = Path(__file__).resolve().parents[2]
 CLUSTER = """\

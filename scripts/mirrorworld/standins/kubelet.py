@@ -29,7 +29,7 @@ ImagePullBackOff). Pod states are kept in <root>/run/kubecrate-standin/pods.json
 
 What a running pod runs: kube-apiserver -> the apiserver stand-in (pid kube-apiserver.pid);
 an image named */keepalived or */haproxy -> the host's `keepalived` / `haproxy` from PATH with
-`--kubecrate-root=ROOT` (tests/e2e/lbdaemon.py runs the real daemons on the mounted configs); any
+`--kubecrate-root=ROOT` (scripts/lab/lbdaemon.py runs the real daemons on the mounted configs); any
 other pod is only marked Running. A dead process is restarted 1 s later, a changed manifest
 restarts it, a removed one stops it; stopping the kubelet leaves the "containers" running.
 """

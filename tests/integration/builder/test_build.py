@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lab import py36
+from lab.bundles import REPO, make_key, manifest_of
+from lab.tools import require_tool
 
 from builder import zipapp
 from builder.cache import Cache
@@ -29,9 +32,6 @@ from builder.inputs.mirrors import load_preset
 from installer.format.bundleinfo import read_sections
 from installer.format.imagearchive import DOCKER_MANIFEST_NAME, INDEX_NAME, list_images
 from installer.format.manifest import MANIFEST_NAME
-from tests import py36
-from tests.bundles import REPO, make_key, manifest_of
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 

@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab import py36
+from lab.bundles import make_source, pack_source
+from lab.tools import require_tool
 
 from builder import zipapp
 from builder.bundle import keys
 from builder.bundle.rotation import Rotation
 from builder.cache import Cache
-from tests import py36
-from tests.bundles import make_source, pack_source
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 

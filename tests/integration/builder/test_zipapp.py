@@ -1,5 +1,5 @@
 """The installer zipapp, judged by real tools: minisign, unzip, vermin, Python 3.11 and the
-hosts' CPython 3.6 (tests/py36.py: required, never skipped) running only the .pyz through its
+hosts' CPython 3.6 (scripts/lab/py36.py: required, never skipped) running only the .pyz through its
 sh preamble in every operator locale, attacks on its extracted code and its environment, and
 rpm and gpg for the preamble that installs python3 from a bundle on Python-2-only hosts.
 
@@ -21,6 +21,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from lab import py36
+from lab.bundles import make_key, make_source, pack_source
+from lab.tools import require_tool
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -28,9 +31,6 @@ from packaging.utils import canonicalize_name
 
 from builder import zipapp
 from builder.cache import Cache
-from tests import py36
-from tests.bundles import make_key, make_source, pack_source
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 

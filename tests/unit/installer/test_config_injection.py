@@ -4,12 +4,12 @@ break out of its line."""
 
 import pytest
 import tomllib
+from lab import lbsamples
 
 from installer import joinfile
 from installer.format.cluster import ClusterConfigError, parse_cluster
 from installer.format.errors import ExitCode, KubecrateError
 from installer.render import render
-from tests import lbsamples
 
 CLUSTER = """\
 control_plane: {{vip: 10.0.0.100, port: 8443}}

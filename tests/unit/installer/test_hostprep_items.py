@@ -20,7 +20,7 @@ from installer.host import Host, Probes
 from installer.steps import all_steps, hostprep, preflight, repo, runtime, timesync
 from tests.unit.installer.test_host_steps import GOOD, FakeRunner
 
-STANDINS = Path(__file__).resolve().parents[2] / "integration" / "hoststandins.py"
+STANDINS = Path(__file__).resolve().parents[3] / "scripts" / "lab" / "hoststandins.py"
 KERNEL7 = "3.10.0-1160.el7.x86_64"
 BASE_DEP = ("kernel/fs/overlayfs/overlay.ko.xz:\nkernel/net/bridge/br_netfilter.ko.xz:\n"
             "kernel/net/ipv4/netfilter/nf_conntrack_ipv4.ko.xz:\n")
@@ -140,7 +140,7 @@ def test_chrony_is_configured_after_the_repo_step_installs_it(tmp_path):
 
 
 def chronyc_answer(tmp_path, **clock):
-    """What the chronyc stand-in (tests/integration/hoststandins.py) prints for `clock`."""
+    """What the chronyc stand-in (scripts/lab/hoststandins.py) prints for `clock`."""
     link = tmp_path / "bin" / "chronyc"
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(STANDINS)
@@ -212,9 +212,10 @@ def test_the_kubelet_gets_node_ip_exactly_once():
     KUBELET_KUBEADM_ARGS (kubeadm cmd/kubeadm/app/phases/kubelet/flags.go, buildKubeletArgMap
     + WriteKubeletDynamicEnvFile); the drop-in also expands /etc/sysconfig/kubelet's
     KUBELET_EXTRA_ARGS."""
+    from lab import lbsamples
+
     from installer import kubeadmconfig
     from installer.render import render
-    from tests import lbsamples
 
     init = yaml.safe_load_all(kubeadmconfig.init_config(
         lbsamples.kubeadm_1_23(), lbsamples.WORKER, lbsamples.TOKEN, lbsamples.CERT_KEY))

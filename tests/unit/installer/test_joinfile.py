@@ -7,9 +7,10 @@ import re
 import stat
 
 import pytest
+from lab import lbsamples
 
 from installer import joinfile
-from tests import lbsamples
+from tests.golden_files import check_golden
 
 
 def test_generated_secrets_have_kubeadms_formats_and_differ():
@@ -23,7 +24,7 @@ def test_generated_secrets_have_kubeadms_formats_and_differ():
 def test_round_trip_and_golden():
     info = lbsamples.join_info()
     text = joinfile.dump(info)
-    lbsamples.check_golden("join/join.yaml", text)
+    check_golden("join/join.yaml", text)
     assert joinfile.parse(text) == info
     assert info.token_expires == "2024-01-02T12:00:00Z"
     assert info.certificate_key_expires == "2024-01-01T14:00:00Z"

@@ -1,9 +1,9 @@
 """Load-balancer and kubeadm settings: defaults, and validation errors that name the key."""
 
 import pytest
+from lab import lbsamples
 
 from installer.format import lbspec
-from tests import lbsamples
 
 
 def test_defaults_for_services_mode():

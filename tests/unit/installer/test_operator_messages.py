@@ -5,11 +5,7 @@ import errno
 import os
 
 import pytest
-
-from installer import atomic, cli
-from installer.format import bundle, minisig
-from installer.format.errors import ExitCode
-from tests.bundles import (
+from lab.bundles import (
     files_under,
     hostile_bundle,
     make_key,
@@ -17,6 +13,10 @@ from tests.bundles import (
     member,
     pack_source,
 )
+
+from installer import atomic, cli
+from installer.format import bundle, minisig
+from installer.format.errors import ExitCode
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ CentOS 7, CentOS 8.5, Rocky 9.4, Alma 9 and RHEL 9."""
 from types import SimpleNamespace
 
 import pytest
+from lab import osreleases
 
 from installer.host import Host, Probes
 from installer.osrelease import read_os_release, refusal
 from installer.steps import preflight
-from tests import osreleases
 
 ROCKY_HOSTS = ("rocky", "almalinux", "rhel", "centos")
 

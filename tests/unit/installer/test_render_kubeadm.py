@@ -5,11 +5,12 @@ checked against the stand-in's field lists of its API version (_kubeadm_schema.p
 
 import pytest
 import yaml
+from lab import lbsamples
 from mirrorworld.standins import _kubeadm_schema
 from mirrorworld.standins import _yaml as standin_yaml
 
 from installer import kubeadmconfig
-from tests import lbsamples
+from tests.golden_files import check_golden
 
 
 def _docs(text):
@@ -24,7 +25,7 @@ def test_init_1_23_docker_matches_golden():
     text = kubeadmconfig.init_config(lbsamples.kubeadm_1_23(), lbsamples.node(
         lbsamples.CONTROL_PLANES[0]), lbsamples.TOKEN, lbsamples.CERT_KEY,
         cert_sans=[lbsamples.VIP])
-    lbsamples.check_golden("kubeadm/init-1.23-docker.yaml", text)
+    check_golden("kubeadm/init-1.23-docker.yaml", text)
     docs = _docs(text)
     init, cluster = docs["InitConfiguration"], docs["ClusterConfiguration"]
     assert init["nodeRegistration"]["criSocket"] == "/var/run/dockershim.sock"
@@ -44,7 +45,7 @@ def test_init_1_28_containerd_ipvs_matches_golden():
     text = kubeadmconfig.init_config(lbsamples.kubeadm_1_28(kube_proxy_mode="ipvs"),
                                      lbsamples.node(lbsamples.CONTROL_PLANES[0]),
                                      lbsamples.TOKEN, lbsamples.CERT_KEY)
-    lbsamples.check_golden("kubeadm/init-1.28-containerd.yaml", text)
+    check_golden("kubeadm/init-1.28-containerd.yaml", text)
     docs = _docs(text)
     assert docs["InitConfiguration"]["nodeRegistration"]["criSocket"] == \
         "unix:///run/containerd/containerd.sock"
@@ -58,8 +59,8 @@ def test_join_configs_match_golden():
                                    lbsamples.join_info(), control_plane=True)
     worker = kubeadmconfig.join_config(k, lbsamples.WORKER, lbsamples.join_info(),
                                        control_plane=False)
-    lbsamples.check_golden("kubeadm/join-control-plane.yaml", cp)
-    lbsamples.check_golden("kubeadm/join-worker.yaml", worker)
+    check_golden("kubeadm/join-control-plane.yaml", cp)
+    check_golden("kubeadm/join-worker.yaml", worker)
     cp_doc = _docs(cp)["JoinConfiguration"]
     assert cp_doc["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.213.0.100:8443"
     assert cp_doc["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": "10.213.0.12",
@@ -90,10 +91,10 @@ def test_1_33_renders_v1beta4_with_its_field_shapes():
     init = kubeadmconfig.init_config(k, lbsamples.node(lbsamples.CONTROL_PLANES[0]),
                                      lbsamples.TOKEN, lbsamples.CERT_KEY,
                                      cert_sans=[lbsamples.VIP])
-    lbsamples.check_golden("kubeadm/init-1.33-v1beta4.yaml", init)
+    check_golden("kubeadm/init-1.33-v1beta4.yaml", init)
     worker = kubeadmconfig.join_config(k, lbsamples.WORKER, lbsamples.join_info(),
                                        control_plane=False)
-    lbsamples.check_golden("kubeadm/join-worker-1.33-v1beta4.yaml", worker)
+    check_golden("kubeadm/join-worker-1.33-v1beta4.yaml", worker)
     cp = kubeadmconfig.join_config(k, lbsamples.node(lbsamples.CONTROL_PLANES[1]),
                                    lbsamples.join_info(), control_plane=True)
     refresh = kubeadmconfig.refresh_config("v1.33.7", token=lbsamples.TOKEN)

@@ -5,22 +5,23 @@ import re
 
 import pytest
 import yaml
+from lab import lbsamples
 
 from installer import lbconfig
-from tests import lbsamples
+from tests.golden_files import check_golden
 
 
 @pytest.mark.parametrize("name", ["cp1", "cp2", "cp3"])
 def test_keepalived_conf_matches_golden(name):
     lb = lbsamples.load_balancer()
-    lbsamples.check_golden("lb/services/keepalived-{}.conf".format(name),
+    check_golden("lb/services/keepalived-{}.conf".format(name),
                            lbconfig.keepalived_conf(lb, name))
 
 
 def test_check_script_and_haproxy_match_golden():
     lb = lbsamples.load_balancer()
-    lbsamples.check_golden("lb/services/check_apiserver-cp1.sh", lbconfig.check_script(lb, "cp1"))
-    lbsamples.check_golden("lb/services/haproxy.cfg", lbconfig.haproxy_cfg(lb))
+    check_golden("lb/services/check_apiserver-cp1.sh", lbconfig.check_script(lb, "cp1"))
+    check_golden("lb/services/haproxy.cfg", lbconfig.haproxy_cfg(lb))
 
 
 def test_static_pod_files_match_golden():
@@ -30,7 +31,7 @@ def test_static_pod_files_match_golden():
     for path in ("/etc/kubernetes/manifests/keepalived.yaml",
                  "/etc/kubernetes/manifests/haproxy.yaml", "/etc/haproxy/haproxy.cfg",
                  "/etc/keepalived/keepalived.conf"):
-        lbsamples.check_golden("lb/static-pods/" + path.rsplit("/", 1)[1], files[path].content)
+        check_golden("lb/static-pods/" + path.rsplit("/", 1)[1], files[path].content)
 
 
 def test_first_node_is_master_with_the_highest_priority():

@@ -8,11 +8,7 @@ import subprocess
 import tarfile
 
 import pytest
-
-from builder.bundle import keys
-from builder.errors import BuildError
-from installer.format.errors import ExitCode
-from tests.bundles import (
+from lab.bundles import (
     files_under,
     hostile_bundle,
     make_key,
@@ -22,7 +18,11 @@ from tests.bundles import (
     pack_source,
     run_installer,
 )
-from tests.conftest import require_tool
+from lab.tools import require_tool
+
+from builder.bundle import keys
+from builder.errors import BuildError
+from installer.format.errors import ExitCode
 
 
 @pytest.fixture(scope="module")

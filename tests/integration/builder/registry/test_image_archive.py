@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from lab.runtimes import docker_images
+from lab.tools import require_tool
 
 from builder.cache import Cache
 from builder.inputs.mirrors import load_preset
 from builder.registry.client import pull_images
 from builder.registry.image_archive import bundle_images, write_archive
 from installer.format.imagearchive import list_images, write_subset
-from tests.conftest import require_tool
-from tests.integration.runtimes import containerd, docker_images, dockerd  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -53,19 +53,19 @@ def archive(pulled, tmp_path_factory):
                          mtime=MTIME)
 
 
-def _clear_docker(dockerd):  # noqa: F811
+def _clear_docker(dockerd):
     ids = dockerd.run("images", "-aq", text=True).stdout.split()
     if ids:
         dockerd.run("rmi", "-f", *sorted(set(ids)))
 
 
-def _clear_containerd(containerd):  # noqa: F811
+def _clear_containerd(containerd):
     refs = containerd.references()
     if refs:
         containerd.ctr("images", "rm", "--sync", *refs)
 
 
-def _docker_view(dockerd, refs):  # noqa: F811
+def _docker_view(dockerd, refs):
     """{full reference: image ID}, asking docker by the full name it normalises."""
     out = {}
     for ref in refs:
@@ -77,7 +77,7 @@ def _docker_view(dockerd, refs):  # noqa: F811
     return out
 
 
-def test_docker_load_gives_every_reference_with_the_config_digest_as_id(dockerd, archive,  # noqa: F811
+def test_docker_load_gives_every_reference_with_the_config_digest_as_id(dockerd, archive,
                                                                          mirror_world):
     _clear_docker(dockerd)
     dockerd.run("load", "-i", archive.path)
@@ -88,7 +88,7 @@ def test_docker_load_gives_every_reference_with_the_config_digest_as_id(dockerd,
     assert len(docker_images(dockerd)) == len(expected)
 
 
-def test_ctr_import_lists_every_reference(containerd, archive):  # noqa: F811
+def test_ctr_import_lists_every_reference(containerd, archive):
     _clear_containerd(containerd)
     containerd.ctr("images", "import", archive.path)
     assert containerd.references() == sorted(im.reference for im in archive.images)
@@ -109,7 +109,7 @@ def _stream_subset_into(argv, archive_path, refs):
     return written, out.decode()
 
 
-def test_streamed_subset_loads_exactly_that_subset(dockerd, containerd, archive):  # noqa: F811
+def test_streamed_subset_loads_exactly_that_subset(dockerd, containerd, archive):
     _clear_docker(dockerd)
     written, _ = _stream_subset_into([*dockerd.client, "load"], archive.path, WORKER)
     assert [im.reference for im in written] == WORKER

@@ -10,13 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 import yaml
+from lab.tools import require_tool
 
 from builder.cache import Cache
 from builder.inputs.mirrors import load_preset, parse_preset
 from builder.registry.client import pull_images
 from builder.registry.errors import BlobCorrupt, ImageNotFound, RegistryAuthError
 from builder.registry.kubeadm_images import kubeadm_images
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ hash from the same files as the builder does."""
 import subprocess
 
 import pytest
+from lab.tools import require_tool
 
 from builder.rpm.cryptopolicy import CryptoPolicyError, check_crypto_policy
 from builder.rpm.signature import signature_hashes
 from installer.format.errors import ExitCode
-from tests.conftest import require_tool
 from tests.integration.rpmsigning import GpgKey
 from tests.tinyrpms import build_rpm
 

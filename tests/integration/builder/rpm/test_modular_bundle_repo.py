@@ -6,6 +6,7 @@ installer writes. Without `module_hotfixes=1` dnf refuses the bundle's modular R
 
 import pytest
 import requests
+from lab.dnfroot import dnf, installed, repoquery
 
 from builder.cache import Cache
 from builder.inputs.mirrors import GpgKey as PinnedKey
@@ -16,7 +17,6 @@ from builder.rpm.repodata import load_repo
 from builder.rpm.resolve import resolve
 from builder.rpm.yumrepo import gather_xml, write_repo
 from installer.render import render
-from tests.dnfroot import dnf, installed, repoquery
 from tests.integration.rpmsigning import GpgKey
 from tests.rpmrepos import modules_yaml
 from tests.tinyrpms import build_rpm, createrepo

@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 import requests
+from lab.dnfroot import dnf, installed, write_config
+from lab.tools import require_tool
 
 from builder.cache import Cache
 from builder.inputs.mirrors import GpgKey as PinnedKey
@@ -19,8 +21,6 @@ from builder.rpm.repodata import load_repo, load_repos
 from builder.rpm.resolve import resolve
 from builder.rpm.yumrepo import gather_xml, write_repo
 from installer.format.errors import ExitCode
-from tests.conftest import require_tool
-from tests.dnfroot import dnf, installed, write_config
 from tests.integration.rpmsigning import GpgKey, copy_repo, createrepo, serve
 
 pytestmark = pytest.mark.integration

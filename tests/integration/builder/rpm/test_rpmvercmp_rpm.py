@@ -4,9 +4,9 @@ import random
 import subprocess
 
 import pytest
+from lab.tools import require_tool
 
 from builder.rpm.vercmp import evrcmp, parse_evr, rpmvercmp
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,12 @@ digests, and the stat identity that stands in for re-reading an unchanged file."
 import os
 
 import pytest
+from lab.bundles import make_source
 
 from builder.bundle import keys, rebuild
 from builder.bundle.pack import pack
 from builder.bundle.sign import sign_file
 from builder.cache import Cache
-from tests.bundles import make_source
 
 
 @pytest.fixture

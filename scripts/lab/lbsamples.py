@@ -1,17 +1,14 @@
 """Sample load-balancer and kubeadm settings shared by the render golden tests, the real-tool
-integration tests and the VIP failover e2e test. Addresses are in 10.213.0.0/24, a range that
-exists only inside the tests' network namespaces."""
+integration tests, the VIP failover e2e test and the failover and flapping benchmarks.
+Addresses are in 10.213.0.0/24, a range that exists only inside the lab's network namespaces."""
 
 import datetime
-import difflib
-import os
-from pathlib import Path
+from typing import Any, Dict
 
 from installer import joinfile
 from installer.format import lbspec
 from installer.kubeadmconfig import NodeAddress
 
-GOLDEN = Path(__file__).parent / "golden"
 VIP = "10.213.0.100"
 CONTROL_PLANES = (lbspec.Peer("cp1", "10.213.0.11"), lbspec.Peer("cp2", "10.213.0.12"),
                   lbspec.Peer("cp3", "10.213.0.13"))
@@ -23,7 +20,8 @@ NOW = datetime.datetime(2024, 1, 1, 12, 0, 0)
 
 
 def load_balancer(mode: str = "services", **overrides) -> lbspec.LoadBalancer:
-    data = {"mode": mode, "interface": "eth0", "router_id": 51, "auth_pass": "kc3cret1"}
+    data: Dict[str, Any] = {"mode": mode, "interface": "eth0", "router_id": 51,
+                            "auth_pass": "kc3cret1"}
     data.update(overrides)
     vip = data.pop("vip", VIP)
     port = data.pop("port", None)
@@ -52,18 +50,3 @@ def join_info() -> joinfile.JoinInfo:
 
 def node(peer) -> NodeAddress:
     return NodeAddress(peer.name, peer.address)
-
-
-def check_golden(name: str, text: str) -> None:
-    """Compare with tests/golden/<name>; KUBECRATE_UPDATE_GOLDEN=1 rewrites the file instead."""
-    path = GOLDEN / name
-    if os.environ.get("KUBECRATE_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        return
-    assert path.exists(), "no golden file {}: run with KUBECRATE_UPDATE_GOLDEN=1".format(path)
-    expected = path.read_text(encoding="utf-8")
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
-                                            str(path), "rendered"))
-        raise AssertionError("rendered {} differs from the golden file:\n{}".format(name, diff))

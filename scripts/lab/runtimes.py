@@ -1,10 +1,9 @@
-"""Session-scoped private container runtimes for integration tests: Docker 20.10 (Debian
+"""Private container runtimes for the integration tests and the benchmarks: Docker 20.10 (Debian
 `docker.io`) and containerd 1.6 (Debian `containerd`), each with its own root, state and socket
 under a short /tmp folder, never the host's, and stopped and removed after the session.
 
-    from tests.integration.runtimes import containerd, dockerd  # noqa: F401 (fixtures)
-    # or, outside pytest: with private_dockerd() as d: ...
-
+    with private_dockerd() as d: ...  # or, in a test, the fixtures of
+                                      # tests/integration/conftest.py:
     def test_x(dockerd, containerd):
         dockerd.run("load", "-i", archive)
         containerd.ctr("images", "import", archive)
@@ -26,8 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
-
-import pytest
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -212,26 +209,6 @@ def private_containerd(host_config: Optional[Path] = None) -> Iterator[Container
     finally:
         _stop(daemon)
         _cleanup(folder)
-
-
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[Daemon]:
-    """A private Docker 20.10 daemon; `dockerd.run("load", "-i", path)` talks to it."""
-    try:
-        with private_dockerd() as daemon:
-            yield daemon
-    except DaemonError as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="session")
-def containerd() -> Iterator[Containerd]:
-    """A private containerd 1.6; `containerd.ctr("images", "import", path)` talks to it."""
-    try:
-        with private_containerd() as daemon:
-            yield daemon
-    except DaemonError as exc:
-        pytest.fail(str(exc))
 
 
 def docker_images(daemon: Daemon) -> dict:

@@ -5,8 +5,8 @@ stand-ins, and a failover drill that measures how long the endpoint is unreachab
 
 What is real and what stands in on these hosts is written in docs/testing.md: the kube
 binaries are the mirror world's stand-ins (shipped in the bundle), systemd is its systemctl
-stand-in (which really starts kubelet, keepalived and haproxy via tests/e2e/lbdaemon.py), and
-yum/rpm/docker are tests/integration/hoststandins.py (yum and rpm run the real dnf/rpm on each
+stand-in (which really starts kubelet, keepalived and haproxy via scripts/lab/lbdaemon.py), and
+yum/rpm/docker are scripts/lab/hoststandins.py (yum and rpm run the real dnf/rpm on each
 root; Docker is recorded).
 """
 
@@ -21,11 +21,9 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from mirrorworld import releases
 from mirrorworld import yum as yumworld
 
-from tests import osreleases, procs, py36
-from tests.dnfroot import dnf, write_config
-from tests.e2e.netns import Host, Lab
-from tests.integration import hostworld
-from tests.integration.hostworld import (
+from lab import hostworld, osreleases, procs, py36
+from lab.dnfroot import dnf, write_config
+from lab.hostworld import (
     KERNEL,
     KERNEL_EL8,
     KERNEL_EL9,
@@ -35,6 +33,7 @@ from tests.integration.hostworld import (
     write_host_files,
     write_kernel,
 )
+from lab.netns import Host, Lab
 
 HERE = Path(__file__).resolve().parent
 NAME = "k8s-1.23.17-el7"
@@ -217,7 +216,8 @@ class Node:
 # The sessions operators start the installer from, one per node in NAMES order: ssh or cron
 # without LANG (the first node, which runs kubeadm init), LANG=C, a Debian workstation's
 # forwarded LANG=C.UTF-8, and a locale the host lacks (C.UTF-8 on CentOS 7's glibc).
-SESSIONS = ({}, {"LANG": "C"}, {"LANG": "C.UTF-8"}, {"LANG": "kc_XX.UTF-8"})
+SESSIONS: Tuple[Dict[str, str], ...] = ({}, {"LANG": "C"}, {"LANG": "C.UTF-8"},
+                                        {"LANG": "kc_XX.UTF-8"})
 
 
 def prepare(lab: Lab, core: Path, shiv_root: Path, subnet: int,
@@ -281,7 +281,7 @@ DRILLS = {
     "kill": "keepalived, haproxy and the apiserver on the VIP holder are killed (SIGKILL)",
     "link-down": "the VIP holder drops off the network (its link goes down)",
 }
-LB_DAEMONS = ("/usr/sbin/keepalived", "/usr/sbin/haproxy")  # as tests/e2e/lbdaemon.py runs them
+LB_DAEMONS = ("/usr/sbin/keepalived", "/usr/sbin/haproxy")  # as scripts/lab/lbdaemon.py runs them
 APISERVER_MARK = "--kubecrate-static-pod=kube-apiserver"  # the kubelet stand-in's static pod
 
 
@@ -372,7 +372,7 @@ def bring_back(nodes: Dict[str, Node], client: str, subnet: int, name: str, how:
 def _samples(text: str) -> List[Tuple[float, bool]]:
     points = []
     for line in text.splitlines():
-        parts = line.split()  # start, ok[, end] (tests/e2e/poller.py)
+        parts = line.split()  # start, ok[, end] (scripts/lab/poller.py)
         if len(parts) in (2, 3):
             points.append((float(parts[0]), parts[1] == "1"))
     return points

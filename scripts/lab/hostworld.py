@@ -1,6 +1,7 @@
 """Test hosts for the installer's host steps: a signed bundle packed by hand from mirror-world
 artifacts, and per-test host roots holding a real `@core` install (dnf --installroot), a fake
 kernel (/proc and /sys files for the installer's probes) and recording stand-ins on PATH.
+The fixtures that make them are in tests/integration/conftest.py:
 
     def test_x(host_bundle, test_host):
         done = test_host.installer("install", "--bundle", host_bundle.tar, ...)
@@ -22,16 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import pytest
 from mirrorworld import yum as yumworld
 
 from builder.cache import Cache
 from builder.registry.image_archive import bundle_images, write_archive
 from builder.registry.images import PulledImage
 from builder.registry.mediatypes import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST
-from tests import osreleases, py36
-from tests.bundles import REPO, make_key, pack_source
-from tests.dnfroot import dnf, write_config
+from lab import osreleases, py36
+from lab.bundles import REPO, make_key, pack_source
+from lab.dnfroot import dnf, write_config
 
 MW = Path(os.environ.get("KUBECRATE_MW_CACHE", REPO / ".cache" / "mirror-world"))
 STANDINS = Path(__file__).resolve().with_name("hoststandins.py")
@@ -161,9 +161,9 @@ def metadata(images: List[dict], arch: str = "x86_64") -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def host_bundle(tmp_path_factory) -> HostBundle:
-    top = tmp_path_factory.mktemp("host-bundle")
+def build_host_bundle(top: Path) -> HostBundle:
+    """Pack the host bundle (and its aarch64 twin) under `top` from the mirror world's yum
+    repos, with a throwaway key (the `host_bundle` fixture, tests/integration/conftest.py)."""
     www = MW / "www"
     generated = yumworld.generate(www, MW / "work")
     source = top / "source"
@@ -190,13 +190,12 @@ def dnf_into(root: Path, www: Path, repos: Dict[str, str], *args: str) -> None:
     dnf(root, conf, repos_d, "-q", "--nodocs", *args)
 
 
-@pytest.fixture(scope="session")
-def core_root(host_bundle, tmp_path_factory) -> Path:
-    """A pristine `@core` root, installed once and copied per test."""
-    root = tmp_path_factory.mktemp("core") / "root"
+def install_core(root: Path, bundle: HostBundle) -> Path:
+    """Install `@core` into the empty folder `root` from `bundle`'s base repos (not Docker's):
+    the pristine root that each test host copies."""
     root.mkdir()
-    dnf_into(root, host_bundle.www, {k: v for k, v in host_bundle.repos.items()
-                                     if not k.startswith("docker")}, "group", "install", "core")
+    dnf_into(root, bundle.www, {k: v for k, v in bundle.repos.items()
+                                if not k.startswith("docker")}, "group", "install", "core")
     return root
 
 
@@ -208,7 +207,8 @@ class TestHost:
     bin_dir: Path
     env: Dict[str, str] = field(default_factory=dict)
     # When set, `installer()` runs this .pyz through its sh preamble on CPython 3.6, in a
-    # session without LANG (tests/py36.py), instead of `python -m installer` from the checkout.
+    # session without LANG (scripts/lab/py36.py), instead of `python -m installer` from the
+    # checkout.
     pyz: Optional[Path] = None
 
     @property
@@ -305,13 +305,11 @@ def write_host_files(host: TestHost, os_release: str = CENTOS7) -> None:
         host.file(path).write_text(text)
 
 
-@pytest.fixture(scope="session")
-def installer_pyz(tmp_path_factory) -> Path:
-    """The installer .pyz built from this checkout (a snapshot of installer/), for the tests
-    that run it as an operator does; it embeds a throwaway key (the tests pass --key)."""
+def build_installer_pyz(folder: Path) -> Path:
+    """The installer .pyz built under `folder` from this checkout (a snapshot of installer/),
+    for the tests that run it as an operator does; it embeds a throwaway key (pass --key)."""
     from builder import zipapp
 
-    folder = tmp_path_factory.mktemp("installer-pyz")
     source = folder / "src" / "installer"
     shutil.copytree(zipapp.INSTALLER_SOURCE, source,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -348,20 +346,11 @@ def make_host(top: Path, core: Path, os_release: str = CENTOS7, kernel: str = KE
     return host
 
 
-@pytest.fixture
-def test_host(core_root, host_bundle, dockerd, tmp_path) -> TestHost:  # noqa: F811
-    host = make_host(tmp_path, core_root,
-                     KUBECRATE_TEST_DOCKER_HOST=f"unix://{dockerd.socket}")
-    for image in dockerd.run("images", "-q", text=True).stdout.split():
-        dockerd.run("rmi", "-f", image, check=False)
-    return host
-
-
 def snapshot(folder: Path) -> Dict[str, tuple]:
     """Every path under `folder` with its kind, mode and content digest; the rpm database's
     shared-memory files, which every read query touches, and the installer's own run logs
     (var/log/kubecrate, installer/runlog.py: every run writes one) excepted."""
-    found = {}
+    found: Dict[str, tuple] = {}
     for path in sorted(folder.rglob("*")):
         rel = str(path.relative_to(folder))
         if rel.endswith("-shm") or path.name.startswith("__db.") or rel in ("var/log", "var") \

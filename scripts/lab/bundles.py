@@ -15,7 +15,7 @@ from builder.bundle.pack import pack
 from builder.bundle.sign import sign_file
 from installer.format.manifest import dump_manifest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_key(folder: Path) -> tuple[keys.SecretKey, Path, Path]:
@@ -86,4 +86,7 @@ def files_under(root: Path) -> list[str]:
 
 def manifest_of(bundle: Path) -> dict:
     with tarfile.open(bundle) as tar:
-        return json.load(tar.extractfile("bundle.json"))
+        member = tar.extractfile("bundle.json")
+        if member is None:
+            raise ValueError(f"{bundle}: bundle.json is not a regular file")
+        return json.load(member)

@@ -1,5 +1,5 @@
 """The apiserver VIP on network-namespace control planes that run the real keepalived and
-haproxy with the rendered configs, in front of tests/e2e/healthz_server.py: what
+haproxy with the rendered configs, in front of scripts/lab/healthz_server.py: what
 tests/e2e/test_vip_failover.py and the failover and flapping benchmarks (scripts/benchmarks/)
 start, and how they read the VIP holder and a client's polls.
 """
@@ -8,9 +8,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import List, Optional
 
 from installer import lbconfig
-from tests import lbsamples
+from lab import lbsamples
 
 HERE = Path(__file__).parent
 POLL_INTERVAL = 0.1
@@ -47,14 +48,14 @@ def holders(lab):
 def settle(lab, expected, hold: float = 2.0) -> None:
     """Wait (bounded) until `expected` alone has held the VIP for `hold` seconds, so that a
     scenario starts from a stable state rather than a passing two-master moment."""
-    since = [None]
+    since: List[Optional[float]] = [None]
 
     def stable() -> bool:
         if holders(lab) != expected:
             since[0] = None
             return False
-        since[0] = since[0] or time.monotonic()
-        return time.monotonic() - since[0] >= hold
+        started = since[0] = since[0] or time.monotonic()
+        return time.monotonic() - started >= hold
 
     wait(stable, VIP_WAIT, "{} to hold the VIP steadily".format(expected), lab=lab)
 

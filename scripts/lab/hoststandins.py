@@ -474,7 +474,7 @@ def recorded_docker(args):
         with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
             for member in tar:
                 if member.name == "manifest.json":
-                    for entry in json.load(tar.extractfile(member)):
+                    for entry in _member_json(tar, member):
                         config = os.path.basename(entry["Config"]).replace(".json", "")
                         for tag in entry.get("RepoTags") or []:
                             images[short_ref(tag)] = "sha256:" + config
@@ -483,6 +483,14 @@ def recorded_docker(args):
         return 0
     print("docker {}: not recorded".format(" ".join(args)), file=sys.stderr)
     return 1
+
+
+def _member_json(tar, member):
+    """The JSON document an image archive holds in `member` (a regular file in a real one)."""
+    data = tar.extractfile(member)
+    if data is None:
+        raise SystemExit("{}: not a regular file in the image archive".format(member.name))
+    return json.load(data)
 
 
 def recorded_ctr(args):
@@ -494,7 +502,7 @@ def recorded_ctr(args):
         with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
             for member in tar:
                 if member.name == "index.json":
-                    for entry in json.load(tar.extractfile(member)).get("manifests") or []:
+                    for entry in _member_json(tar, member).get("manifests") or []:
                         notes = entry.get("annotations") or {}
                         ref = notes.get("io.containerd.image.name")
                         if ref:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import pytest
+from lab.tools import LabSetupError
 
 PYENV = Path(os.environ.get("PYENV_ROOT") or "~/.pyenv").expanduser() / "versions"
 PY36 = Path(os.environ.get("KUBECRATE_PYTHON36") or PYENV / "3.6.15/bin/python3.6")
@@ -29,7 +29,7 @@ HOW_TO = ("the machine image carries it under pyenv; elsewhere `pyenv install {v
 def _interpreter(path: Path, want: Tuple[int, int], variable: str) -> Path:
     version = "{}.{}".format(*want)
     if not os.access(str(path), os.X_OK):
-        pytest.fail("CPython {} is not at {}: the installer is tested on the hosts' real "
+        raise LabSetupError("CPython {} is not at {}: the installer is tested on the hosts' real "
                     "Python; {}".format(version, path, HOW_TO.format(
                         version={(3, 6): "3.6.15", (3, 9): "3.9.18"}.get(want, "2.7.18"),
                         variable=variable)))
@@ -37,7 +37,7 @@ def _interpreter(path: Path, want: Tuple[int, int], variable: str) -> Path:
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
     found = probe.stdout.decode("ascii", "replace").strip()
     if found != version:
-        pytest.fail("{} is Python {!r}, not {} ({})".format(path, found, version, variable))
+        raise LabSetupError("{} is Python {!r}, not {} ({})".format(path, found, version, variable))
     return path
 
 

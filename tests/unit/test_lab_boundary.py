@@ -1,0 +1,112 @@
+"""Who imports the test lab (scripts/lab/, docs/testing.md "Where the lab lives").
+
+- nothing under scripts/ imports tests/: the demo and the benchmarks run on the lab and the
+  mirror world, which live in scripts/ next to them;
+- the lab and the mirror world import neither the scripts that use them (demo, benchmarks) nor
+  pytest: a failure there is an exception a script can show and a test reports as a failure;
+- tests/ takes from scripts/ only the lab and the mirror world, never a script's own code;
+- builder/ and installer/ import none of them, and the kubecrate distribution (setup.cfg
+  [options.packages.find]) ships builder/ and installer/ only.
+
+Imports are read with `ast` (test_boundary.imports), those inside functions too; each failure
+names file:line and the import.
+"""
+
+import configparser
+from pathlib import Path
+from typing import List
+
+import pytest
+import setuptools
+
+from tests.unit.test_boundary import imports
+
+TOP = Path(__file__).resolve().parents[2]
+SCRIPTS = TOP / "scripts"
+SHARED = ("lab", "mirrorworld")  # scripts/ packages that tests/ may import
+SCRIPT_CODE = ("benchmarks", "demo")  # scripts/ code of its own
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _module(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def violations(source: str, where: str, module: str, refused: tuple, why: str) -> List[str]:
+    """Imports, by `module` (its text `source`), of a top-level package in `refused`."""
+    is_package = where.endswith("__init__.py")
+    return ["{}:{}: imports {} ({})".format(where, line, name, why)
+            for line, name in imports(source, module, is_package) if _top(name) in refused]
+
+
+def _check(folder: Path, root: Path, refused: tuple, why: str) -> List[str]:
+    problems = []
+    for path in sorted(folder.rglob("*.py")):
+        problems += violations(path.read_text(encoding="utf-8"), str(path.relative_to(TOP)),
+                               _module(path, root), refused, why)
+    return problems
+
+
+# ------------------------------------------------------------------------------------ the repo
+
+
+def test_scripts_never_import_tests():
+    problems = _check(SCRIPTS, SCRIPTS, ("tests",), "scripts/ runs without tests/: the shared "
+                      "lab is scripts/lab/")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("package", SHARED)
+def test_the_lab_and_the_mirror_world_import_no_script_and_no_pytest(package):
+    problems = _check(SCRIPTS / package, SCRIPTS, ("tests", "pytest") + SCRIPT_CODE,
+                      "scripts/{}/ is shared by tests/ and scripts/".format(package))
+    assert not problems, "\n".join(problems)
+
+
+def test_tests_take_only_the_lab_and_the_mirror_world_from_scripts():
+    problems = _check(TOP / "tests", TOP, SCRIPT_CODE + ("scripts",),
+                      "tests/ may import only {} of scripts/".format(", ".join(SHARED)))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("package", ["builder", "installer"])
+def test_the_product_imports_no_lab(package):
+    problems = _check(TOP / package, TOP, SHARED + SCRIPT_CODE + ("tests", "scripts"),
+                      "{}/ ships without the lab".format(package))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_distribution_ships_builder_and_installer_only():
+    config = configparser.ConfigParser()
+    config.read(TOP / "setup.cfg", encoding="utf-8")
+    find = config["options.packages.find"]
+    include = find["include"].split()
+    exclude = find.get("exclude", "").split()
+    packages = setuptools.find_namespace_packages(str(TOP), include=include, exclude=exclude)
+    assert packages and {_top(p) for p in packages} == {"builder", "installer"}, packages
+
+
+# ------------------------------------------------------------------- the checks can fail
+
+
+@pytest.mark.parametrize("source, bad", [
+    ("from lab import halab\nfrom mirrorworld import yum\n", 0),
+    ("from tests.e2e import halab\n", 1),
+    ("def f():\n    import tests.conftest\n", 1),
+    ("from tests import lbsamples, py36\n", 2),
+])
+def test_the_scripts_check_names_each_import_of_tests(source, bad):
+    problems = violations(source, "scripts/demo.py", "demo", ("tests",), "why")
+    assert len(problems) == bad, problems
+    assert all(p.startswith("scripts/demo.py:") for p in problems)
+
+
+def test_the_lab_check_refuses_pytest_and_the_benchmarks():
+    source = "import os\nimport pytest\nfrom benchmarks.timing import Result\n"
+    assert violations(source, "scripts/lab/x.py", "lab.x", ("tests", "pytest") + SCRIPT_CODE,
+                      "why") == ["scripts/lab/x.py:2: imports pytest (why)",
+                                 "scripts/lab/x.py:3: imports benchmarks.timing.Result (why)"]
