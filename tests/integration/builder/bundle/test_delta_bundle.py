@@ -17,12 +17,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from lab import py36
+from lab.bundles import REPO, make_key
 from mirrorworld.variants import DELTA_IMAGE, DELTA_RPM, write_delta_variant
 
 from builder import zipapp
 from installer.format import delta as deltamod
-from tests import py36
-from tests.bundles import REPO, make_key
 from tests.integration.builder.test_build import kubecrate, seeded_cache
 
 pytestmark = pytest.mark.integration

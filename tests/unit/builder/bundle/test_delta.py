@@ -13,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from lab.bundles import make_key, make_source, pack_source
 
 from builder.bundle.delta import write_delta
 from builder.errors import BuildError
@@ -21,7 +22,6 @@ from installer.format import delta as deltamod
 from installer.format.errors import PreconditionError, VerificationError
 from installer.format.manifest import dump_manifest
 from installer.source import DeltaSource, TarSource, open_source
-from tests.bundles import make_key, make_source, pack_source
 
 
 def archive(path: Path, blobs: list[bytes]) -> None:
