@@ -20,7 +20,7 @@ from installer.hostfiles import naming_full_disk
 from installer.runner import Runner
 from installer.source import open_source
 from installer.state import STATE_PATH, HostLock, State
-from installer.steps import BUNDLES_DIR, Context, StepReport, all_steps, run_steps
+from installer.steps import BUNDLES_DIR, Context, StepReport, all_steps, calico, run_steps
 from installer.steps import cni as cni_step
 from installer.steps import kubeadm as kubeadm_step
 from installer.steps.loadbalancer import ADMIN_CONF, KUBELET_CONF
@@ -309,7 +309,7 @@ def reset_cluster(root: str, dry_run: bool = False,
             if os.path.isdir(cni) else []
         for path in leftovers + [kubeadm_step.JOIN_FILE, kubeadm_step.INIT_CONFIG,
                                  kubeadm_step.JOIN_CONFIG, kubeadm_step.ROOT_KUBECONFIG,
-                                 cni_step.MANIFEST, cni_step.STAMP]:
+                                 cni_step.MANIFEST, calico.MANIFEST, cni_step.STAMP]:
             if host.remove(path):
                 changes.append("remove " + path)
         state = State.load(host)

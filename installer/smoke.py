@@ -30,6 +30,14 @@ pod. Its image (flannel-io/flannel images/Dockerfile) is Alpine, whose busybox c
   probe the MTU with full-size packets. The bundle carries no image that runs a shell on the
   pod network (CoreDNS's is FROM scratch, pause has no commands), so a pod-to-pod probe would
   need an extra image in the bundle.
+With calico (no kube-flannel pod; `get pods -A -l k8s-app=calico-node` instead) the commands
+run in the calico-node container of each node's pod, also `hostNetwork: true`. Its image
+(calico node/Dockerfile.amd64) installs iputils but no DNS client, so:
+- DNS is not queried from the nodes; the CoreDNS pods' readiness above is what is checked;
+- the ring pings B's vxlan.calico address, which calico-node on B records on B's Node as the
+  annotation projectcalico.org/IPv4VXLANTunnelAddr (libcalico-go lib/backend/k8s/conversion,
+  KDD node annotations): the reply needs calico-node running on both, VXLAN (UDP 4789)
+  between the addresses calico autodetected (the nodes' InternalIPs), and B's device up.
 """
 
 import ipaddress
@@ -41,6 +49,8 @@ from installer.runner import Result, Runner
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 FLANNEL_CONTAINER = "kube-flannel"
+CALICO_CONTAINER = "calico-node"
+CALICO_TUNNEL = "projectcalico.org/IPv4VXLANTunnelAddr"
 DNS_NAME = "kubernetes.default.svc."
 EXEC_TIMEOUT = 30
 
@@ -83,6 +93,8 @@ def smoke_check(runner: Runner, kubeconfig: str, expected: Sequence[str] = (),
         nodes = _get(runner, kubeconfig, "nodes")
         dns = _get(runner, kubeconfig, "pods", "-A", "-l", "k8s-app=kube-dns")
         flannel = _get(runner, kubeconfig, "pods", "-A", "-l", "app=flannel")
+        calico = [] if flannel else _get(runner, kubeconfig, "pods", "-A", "-l",
+                                         "k8s-app=calico-node")
         services = _get(runner, kubeconfig, "services", "-A", "-l", "k8s-app=kube-dns")
     except RuntimeError as err:
         return [Check(False, "cluster", str(err))]
@@ -102,31 +114,40 @@ def smoke_check(runner: Runner, kubeconfig: str, expected: Sequence[str] = (),
         where = (pod.get("spec") or {}).get("nodeName", "?")
         found.append(Check(_ready(pod), "CoreDNS on " + where,
                            "Ready" if _ready(pod) else _message(pod)))
-    probe = _Probe(runner, kubeconfig, flannel)
-    found.extend(_dns(probe, names, services, domain))
+    if calico:
+        probe = _Probe(runner, kubeconfig, calico, CALICO_CONTAINER, "kube-system")
+        found.append(Check(True, "DNS", "not asked from the nodes: calico/node carries no DNS "
+                           "client; the CoreDNS pods' readiness is checked above"))
+    else:
+        probe = _Probe(runner, kubeconfig, flannel)
+        found.extend(_dns(probe, names, services, domain))
     order = {name: i for i, name in enumerate(expected)}  # the ring in cluster.yaml's order
-    found.extend(_pod_network(probe, sorted(nodes, key=lambda n: order.get(
-        n["metadata"]["name"], len(order)))))
+    ring = sorted(nodes, key=lambda n: order.get(n["metadata"]["name"], len(order)))
+    found.extend(_calico_network(probe, ring) if calico else _pod_network(probe, ring))
     return found
 
 
 class _Probe:
-    """`kubectl exec` into the kube-flannel container on a node (see the module docstring)."""
+    """`kubectl exec` into the CNI's container on a node (kube-flannel, or calico-node)."""
 
-    def __init__(self, runner: Runner, kubeconfig: str, flannel: List[Dict[str, Any]]):
+    def __init__(self, runner: Runner, kubeconfig: str, pods: List[Dict[str, Any]],
+                 container: str = FLANNEL_CONTAINER, namespace: str = "kube-flannel"):
         self.runner = runner
         self.kubeconfig = kubeconfig
-        self.pods = {(p.get("spec") or {}).get("nodeName"): p for p in flannel}
+        self.pods = {(p.get("spec") or {}).get("nodeName"): p for p in pods}
+        self.container = container
+        self.namespace = namespace
 
     def run(self, node: str, argv: List[str]) -> Tuple[bool, str, Optional[Result]]:
         """(exit status 0, what went wrong or the output, the result) of `argv` on `node`."""
         pod = self.pods.get(node)
         if pod is None:
-            return False, "no kube-flannel pod on {} to run {} in".format(node, argv[0]), None
+            return False, "no {} pod on {} to run {} in".format(self.container, node,
+                                                                argv[0]), None
         meta = pod["metadata"]
         done = self.runner.query(
             ["kubectl", "--kubeconfig", self.kubeconfig, "exec", "-n",
-             meta.get("namespace", "kube-flannel"), meta["name"], "-c", FLANNEL_CONTAINER,
+             meta.get("namespace", self.namespace), meta["name"], "-c", self.container,
              "--"] + argv, timeout=EXEC_TIMEOUT)
         return done.returncode == 0, _summary(done), done
 
@@ -200,6 +221,30 @@ def _pod_network(probe: _Probe, nodes: List[Dict[str, Any]]) -> List[Check]:
                                "on both nodes: kubectl -n kube-flannel logs; VXLAN is UDP "
                                "8472 between them)".format(peer["metadata"]["name"], target,
                                                            said)))
+    return found
+
+
+def _calico_network(probe: _Probe, nodes: List[Dict[str, Any]]) -> List[Check]:
+    """Around the ring: each node pings the next one's vxlan.calico address."""
+    names = [n["metadata"]["name"] for n in nodes]
+    if len(names) < 2:
+        return [Check(True, "pod network", "a single node: no other node to reach")]
+    found = []
+    for i, name in enumerate(names):
+        peer = nodes[(i + 1) % len(nodes)]
+        other = peer["metadata"]["name"]
+        what = "pod network {} -> {}".format(name, other)
+        target = (peer["metadata"].get("annotations") or {}).get(CALICO_TUNNEL)
+        if not target:
+            found.append(Check(False, what, "{} has no {} annotation: calico-node has not "
+                               "come up there (kubectl -n kube-system logs -c calico-node "
+                               "on its calico-node pod)".format(other, CALICO_TUNNEL)))
+            continue
+        ok, said, _done = probe.run(name, ["ping", "-c", "1", "-W", "2", target])
+        found.append(Check(ok, what, "{}'s vxlan.calico {} answers".format(other, target)
+                           if ok else "{}'s vxlan.calico {} does not answer: {} (calico-node "
+                           "on both nodes; VXLAN is UDP 4789 between them)".format(
+                               other, target, said)))
     return found
 
 

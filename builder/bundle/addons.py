@@ -2,16 +2,17 @@
 
     render_addons(recipe.addons, stage)  # {"flannel": "addons/flannel/...yml"}
 
-Only flannel has a manifest template so far (builder/data/kube-flannel.yml.j2, the objects of
-flannel's Documentation/kube-flannel.yml); other add-ons ship their images
-only. Manifests name images by their full canonical references with tags, never by digest:
-`docker load` keeps no RepoDigests (docs/bundle-format.md).
+flannel's template is builder/data/kube-flannel.yml.j2 (the objects of flannel's
+Documentation/kube-flannel.yml), calico's builder/data/calico.yaml.j2 (calico's manifest
+install, VXLAN pool, Kubernetes datastore); other add-ons ship their images only. Manifests
+name images by their full canonical references with tags, never by digest: `docker load`
+keeps no RepoDigests (docs/bundle-format.md).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Tuple
 
 import jinja2
 
@@ -20,10 +21,40 @@ from builder.inputs.mirrors import parse_image
 from builder.inputs.recipe import Addon
 from installer.format.bundleinfo import addon_manifest
 
-__all__ = ["DEFAULT_POD_CIDR", "render_addons", "render_flannel"]
+__all__ = ["CALICO_POD_CIDR", "DEFAULT_POD_CIDR", "render_addons", "render_calico",
+           "render_flannel"]
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_POD_CIDR = "10.244.0.0/16"  # flannel's net-conf.json default; kubeadm podSubnet too
+CALICO_POD_CIDR = "192.168.0.0/16"  # calico's default pool (the installer sets the cluster's)
+# calico's custom resources (kind, plural, scope) in its Kubernetes datastore; from v3.30 on
+# the policy tiers and staged policies too (calico manifests/crds.yaml of each release)
+CALICO_CRDS = (
+    ("BGPConfiguration", "bgpconfigurations", "Cluster"),
+    ("BGPFilter", "bgpfilters", "Cluster"),
+    ("BGPPeer", "bgppeers", "Cluster"),
+    ("BlockAffinity", "blockaffinities", "Cluster"),
+    ("CalicoNodeStatus", "caliconodestatuses", "Cluster"),
+    ("ClusterInformation", "clusterinformations", "Cluster"),
+    ("FelixConfiguration", "felixconfigurations", "Cluster"),
+    ("GlobalNetworkPolicy", "globalnetworkpolicies", "Cluster"),
+    ("GlobalNetworkSet", "globalnetworksets", "Cluster"),
+    ("HostEndpoint", "hostendpoints", "Cluster"),
+    ("IPAMBlock", "ipamblocks", "Cluster"),
+    ("IPAMConfig", "ipamconfigs", "Cluster"),
+    ("IPAMHandle", "ipamhandles", "Cluster"),
+    ("IPPool", "ippools", "Cluster"),
+    ("IPReservation", "ipreservations", "Cluster"),
+    ("KubeControllersConfiguration", "kubecontrollersconfigurations", "Cluster"),
+    ("NetworkPolicy", "networkpolicies", "Namespaced"),
+    ("NetworkSet", "networksets", "Namespaced"),
+)
+CALICO_CRDS_330 = (
+    ("StagedGlobalNetworkPolicy", "stagedglobalnetworkpolicies", "Cluster"),
+    ("StagedKubernetesNetworkPolicy", "stagedkubernetesnetworkpolicies", "Namespaced"),
+    ("StagedNetworkPolicy", "stagednetworkpolicies", "Namespaced"),
+    ("Tier", "tiers", "Cluster"),
+)
 
 
 def _environment() -> jinja2.Environment:
@@ -32,28 +63,57 @@ def _environment() -> jinja2.Environment:
                               autoescape=False)
 
 
-def render_flannel(addon: Addon, pod_cidr: str = DEFAULT_POD_CIDR,
-                   backend: str = "vxlan") -> str:
-    """kube-flannel.yml for `addon`'s version; its images must include flannel and
-    flannel-cni-plugin (by the last part of the repository path)."""
+def _images_by_name(addon: Addon, wanted: Tuple[str, ...], hint: str) -> Dict[str, str]:
+    """`addon`'s images by the last part of their repository path; each of `wanted` must be
+    there, named by tag."""
     by_name: Dict[str, str] = {}
     for ref in addon.images:
         image = parse_image(ref)
         if image.digest or not image.tag:
-            raise BuildError(f"add-on flannel: {ref} must be named by tag, not digest")
+            raise BuildError(f"add-on {addon.name}: {ref} must be named by tag, not digest")
         by_name[image.repository.rsplit("/", 1)[-1]] = str(image)
-    missing = [n for n in ("flannel", "flannel-cni-plugin") if n not in by_name]
+    missing = [n for n in wanted if n not in by_name]
     if missing:
-        raise BuildError(f"add-on flannel {addon.version}: no {' or '.join(missing)} image in "
-                         f"its images ({', '.join(addon.images)})",
-                         hint="list docker.io/flannel/flannel:<v> and "
+        raise BuildError(f"add-on {addon.name} {addon.version}: no {' or '.join(missing)} image "
+                         f"in its images ({', '.join(addon.images)})", hint=hint)
+    return by_name
+
+
+def render_calico(addon: Addon, pod_cidr: str = CALICO_POD_CIDR) -> str:
+    """calico.yaml for `addon`'s version; its images must include calico's node, cni and
+    kube-controllers (by the last part of the repository path)."""
+    by_name = _images_by_name(addon, ("node", "cni", "kube-controllers"),
+                              "list docker.io/calico/node:<v>, docker.io/calico/cni:<v> and "
+                              "docker.io/calico/kube-controllers:<v>")
+    crds = CALICO_CRDS + (CALICO_CRDS_330 if _minor(addon.version) >= (3, 30) else ())
+    return _environment().get_template("calico.yaml.j2").render(
+        version=addon.version, pod_cidr=pod_cidr, crds=sorted(crds, key=lambda c: c[1]),
+        node_image=by_name["node"], cni_image=by_name["cni"],
+        controllers_image=by_name["kube-controllers"])
+
+
+def _minor(version: str) -> Tuple[int, int]:
+    parts = version.lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        raise BuildError(f"add-on calico: version {version!r} is not vMAJOR.MINOR.PATCH")
+
+
+def render_flannel(addon: Addon, pod_cidr: str = DEFAULT_POD_CIDR,
+                   backend: str = "vxlan") -> str:
+    """kube-flannel.yml for `addon`'s version; its images must include flannel and
+    flannel-cni-plugin (by the last part of the repository path)."""
+    by_name = _images_by_name(addon, ("flannel", "flannel-cni-plugin"),
+                              "list docker.io/flannel/flannel:<v> and "
                               "docker.io/flannel/flannel-cni-plugin:<v>")
     return _environment().get_template("kube-flannel.yml.j2").render(
         version=addon.version, pod_cidr=pod_cidr, backend=backend,
         flannel_image=by_name["flannel"], cni_plugin_image=by_name["flannel-cni-plugin"])
 
 
-_RENDERERS = {"flannel": ("kube-flannel.yml", render_flannel)}
+_RENDERERS = {"flannel": ("kube-flannel.yml", render_flannel),
+              "calico": ("calico.yaml", render_calico)}
 
 
 def render_addons(addons: Mapping[str, Addon], folder: Path) -> Dict[str, str]:

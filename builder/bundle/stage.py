@@ -23,7 +23,7 @@ from typing import Any, Dict, List, NamedTuple
 
 from builder import __version__
 from builder.binaries import KUBE_BINARIES
-from builder.bundle.addons import DEFAULT_POD_CIDR, render_addons
+from builder.bundle.addons import CALICO_POD_CIDR, DEFAULT_POD_CIDR, render_addons
 from builder.bundle.sbom import SBOM_PATH, render_sbom
 from builder.cache import Cache, hex_of, place
 from builder.fetch import Fetched
@@ -127,7 +127,8 @@ def stage_bundle(folder: Path, recipe: Recipe, lock: Lock, fetched: Fetched,
         image_archive=IMAGE_ARCHIVE,
         repo=Repo(REPO, tuple(f"{REPO}/{name}" for name in written.keys)),
         addons={name: BundleAddon(addon.version, tuple(addon.images), addons.get(name),
-                                  DEFAULT_POD_CIDR if name == "flannel" else None)
+                                  {"flannel": DEFAULT_POD_CIDR, "calico": CALICO_POD_CIDR}.get(
+                                      name) if name in addons else None)
                 for name, addon in recipe.addons.items()},
         components=Components(
             rpms=tuple(ComponentRpm(p.nevra, p.repo, p.sha256, p.size,

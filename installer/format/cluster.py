@@ -23,6 +23,8 @@ from installer.format.lbspec import (
 API_SERVER_PORT = 6443
 ROLES = ("control-plane", "worker")
 FIREWALL_POLICIES = ("disable", "open-ports")
+# networking.cni: the pod network the install applies, from the bundle's add-ons (docs/cluster.md)
+CNIS = ("flannel", "calico")
 _MIRROR_URL = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
 _URL_CREDENTIALS = re.compile(r"\A[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
 _REGISTRY = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
@@ -79,6 +81,8 @@ class Cluster(NamedTuple):
     load_balancer: LoadBalancer  # keepalived + haproxy, or the external one (lbspec.py)
     # The `kubeadm:` section as given; kubeadm_settings() validates it against the bundle.
     kubeadm: Tuple[Tuple[str, Any], ...] = ()
+    # networking.cni as given (one of CNIS), or "" for the bundle's one CNI (installer/cnis.py)
+    cni: str = ""
 
     def node(self, name: str) -> Optional[Node]:
         return next((n for n in self.nodes if n.name == name), None)
@@ -93,7 +97,7 @@ class Cluster(NamedTuple):
 TOP_KEYS = ("cluster_name", "control_plane", "networking", "ntp_servers", "upstream_dns",
             "firewall", "runtime", "nodes", "load_balancer", "kubeadm")
 ENDPOINT_KEYS = ("vip", "dns_name", "port")
-NETWORK_KEYS = ("pod_cidr", "service_cidr")
+NETWORK_KEYS = ("pod_cidr", "service_cidr", "cni")
 RUNTIME_KEYS = ("registry_mirrors", "insecure_registries")
 NODE_KEYS = ("name", "address", "role")
 
@@ -135,6 +139,13 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     svc = _cidr(doc, ("networking", "service_cidr"), net.get("service_cidr", "10.96.0.0/12"))
     if pod.overlaps(svc):
         doc.fail(("networking", "service_cidr"), "{} overlaps pod_cidr {}".format(svc, pod))
+    cni = net.get("cni", "")
+    if cni != "" and cni not in CNIS:
+        if not isinstance(cni, str):
+            raise doc.wrong_type(("networking", "cni"), "a string", cni)
+        doc.fail(("networking", "cni"), "{!r} is not one of {}{}".format(
+            cni, ", ".join(CNIS), yamldoc.suggestion(cni, CNIS)),
+            "name a CNI the bundle carries (kubecrate inspect BUNDLE: addons)")
     runtime_map = _mapping(doc, ("runtime",), RUNTIME_KEYS, optional=True)
     runtime = Runtime(_mirror_urls(doc, ("runtime", "registry_mirrors"),
                                    runtime_map.get("registry_mirrors", [])),
@@ -159,7 +170,7 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     return Cluster(source, name, Endpoint(vip, dns_name, lb.port), str(pod), str(svc),
                    _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
                    _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
-                   firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())))
+                   firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())), cni)
 
 
 def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,

@@ -1,5 +1,7 @@
-"""CNI: flannel from the bundle's addons/ applied once, from the first control-plane node, with
-`kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f`.
+"""CNI: the pod network cluster.yaml's networking.cni names (flannel unless the bundle carries
+only calico: chosen()), from the bundle's addons/, applied once, from the first control-plane
+node, with `kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f`. calico's half is
+installer/steps/calico.py; what follows is flannel's.
 
 The bundled kube-flannel.yml is customised structurally, not with sed: its net-conf.json gets
 the cluster's pod CIDR, and the kube-flannel container (when it runs with --kube-subnet-mgr)
@@ -29,7 +31,8 @@ import yaml
 
 from installer.bundlecache import read_verified
 from installer.format.errors import VerificationError
-from installer.steps import Action, ActionStep, Context, coredns
+from installer.steps import Action, ActionStep, Context, calico, coredns
+from installer.steps.cnichoice import choice_problem, chosen
 from installer.steps.loadbalancer import ADMIN_CONF, is_first
 
 MANIFEST = "/etc/kubernetes/kubecrate/kube-flannel.yml"
@@ -40,10 +43,12 @@ IFACE_FLAGS = ("--iface", "--iface-regex", "--iface-can-reach")
 
 
 def bundled_manifest(ctx: Context) -> Optional[str]:
-    """The bundle path of the flannel manifest: bundle.json's addons.flannel.manifest, which
-    the builder writes (installer/format/bundleinfo.py)."""
-    addon = ctx.info.addons.get("flannel")
+    """The bundle path of the chosen CNI's manifest: bundle.json's addons.<cni>.manifest,
+    which the builder writes (installer/format/bundleinfo.py)."""
+    addon = ctx.info.addons.get(chosen(ctx))
     return addon.manifest if addon else None
+
+
 
 
 def customize(text: str, pod_cidr: str) -> str:
@@ -95,34 +100,49 @@ def _containers(doc: Any) -> List[dict]:
 
 class CniStep(ActionStep):
     name = "cni"
-    title = "flannel from the bundle's addons/ and CoreDNS's forwarder (first control-plane node)"
+    title = "The CNI (flannel or calico) from the bundle's addons/ and CoreDNS's forwarder " \
+        "(first control-plane node)"
 
     def actions(self, ctx: Context) -> List[Action]:
         if not is_first(ctx):
             return []
+        problem = choice_problem(ctx)
         source = bundled_manifest(ctx)
-        if source is None:
-            raise VerificationError("bundle {} has no flannel manifest (bundle.json: "
-                                    "addons.flannel.manifest)".format(ctx.info.name),
-                                    hint="build the bundle with the flannel add-on")
+        if problem or source is None:
+            raise VerificationError(problem or "bundle {} has no {} manifest".format(
+                ctx.info.name, chosen(ctx)),
+                hint="set networking.cni to one the bundle carries, or build the bundle with "
+                     "that add-on (docs/cluster.md)")
         if not ctx.unpacked():
             return [Action("apply {} (pod CIDR {})".format(source, ctx.cluster.pod_cidr),
                            lambda: None)]
-        return self._flannel(ctx, source) + coredns.actions(ctx)
+        return self._manifest(ctx, source) + coredns.actions(ctx)
 
-    def _flannel(self, ctx: Context, source: str) -> List[Action]:
+    def _manifest(self, ctx: Context, source: str) -> List[Action]:
         raw = read_verified(os.path.join(ctx.bundle_dir, source), ctx.info.hashes[source], source)
-        text = customize(raw.decode("utf-8"), ctx.cluster.pod_cidr)
+        if chosen(ctx) == "calico":
+            try:
+                text = calico.customize(raw.decode("utf-8"), ctx.cluster.pod_cidr,
+                                        ctx.info.major_release)
+            except ValueError as err:
+                raise VerificationError("{}: {}".format(source, err))
+            target, how = calico.MANIFEST, "CALICO_IPV4POOL_CIDR {}, {} = {}, " \
+                "FELIX_IPTABLESBACKEND = {}".format(
+                    ctx.cluster.pod_cidr, "IP_AUTODETECTION_METHOD", calico.AUTODETECTION,
+                    calico.iptables_backend(ctx.info.major_release))
+        else:
+            text = customize(raw.decode("utf-8"), ctx.cluster.pod_cidr)
+            target, how = MANIFEST, "pod CIDR {} and {} = each node's status.hostIP".format(
+                ctx.cluster.pod_cidr, IFACE_ENV)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if (ctx.host.read_text(STAMP) or "").strip() == digest and \
-                ctx.host.needs_write(MANIFEST, text.encode("utf-8")) is None:
+                ctx.host.needs_write(target, text.encode("utf-8")) is None:
             return []
-        return [Action("apply {} with pod CIDR {} and {} = each node's status.hostIP".format(
-            source, ctx.cluster.pod_cidr, IFACE_ENV),
-            partial(self._apply, ctx, text, digest))]
+        return [Action("apply {} with {}".format(source, how),
+                       partial(self._apply, ctx, target, text, digest))]
 
-    def _apply(self, ctx: Context, text: str, digest: str) -> None:
-        ctx.host.write(MANIFEST, text)
-        ctx.runner.run(["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", MANIFEST],
+    def _apply(self, ctx: Context, target: str, text: str, digest: str) -> None:
+        ctx.host.write(target, text)
+        ctx.runner.run(["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", target],
                        timeout=300)
         ctx.host.write(STAMP, digest + "\n")

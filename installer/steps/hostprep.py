@@ -10,7 +10,8 @@ from typing import Dict, List, Sequence
 from installer import owned
 from installer.host import fstab_swaps
 from installer.render import render
-from installer.steps import Action, ActionStep, Context, conflicts, nmconf
+from installer.steps import Action, ActionStep, Context, calico, conflicts, nmconf
+from installer.steps.cnichoice import chosen
 from installer.steps.preflight import kube_proxy_mode, required_modules
 
 HOSTS_BEGIN = "# BEGIN kubecrate"
@@ -109,7 +110,7 @@ def firewall_ports(ctx: Context) -> List[str]:
             ports.append("{}/tcp".format(ctx.cluster.lb_port))
     else:
         ports = ["10250/tcp"]
-    return ports + [NODE_PORTS, FLANNEL_VXLAN]
+    return ports + [NODE_PORTS, calico.VXLAN_PORT if chosen(ctx) == "calico" else FLANNEL_VXLAN]
 
 
 class HostPrepStep(ActionStep):
@@ -143,7 +144,8 @@ class HostPrepStep(ActionStep):
         found.extend(nmconf.actions(ctx))
         found.extend(conflicts.actions(ctx))  # before the local repo installs containerd.io
 
-        modules = required_modules(host.probes.kernel(), kube_proxy_mode(ctx) == "ipvs")
+        modules = required_modules(host.probes.kernel(), kube_proxy_mode(ctx) == "ipvs",
+                                   chosen(ctx))
         write(MODULES_FILE, render("modules-load.conf.j2", modules=modules))
         loaded = set(host.probes.loaded_modules())
         for module in modules:
@@ -204,7 +206,8 @@ def firewall_rules(ctx: Context) -> List[str]:
     if ctx.node.is_control_plane:
         rules.append("--add-protocol=vrrp")
     rules.append("--add-masquerade")
-    rules += ["--zone=trusted --add-interface=" + name for name in FLANNEL_INTERFACES]
+    rules += ["--zone=trusted --add-interface=" + name for name in (
+        calico.TRUSTED_INTERFACES if chosen(ctx) == "calico" else FLANNEL_INTERFACES)]
     return rules
 
 

@@ -1,5 +1,7 @@
 """Images: stream to `docker load` (or `ctr -n k8s.io images import -`) only the images this
 node's role needs and the runtime lacks; an image already present with the same ID is skipped.
+The images of a CNI the cluster does not run (a bundle may carry flannel and calico;
+installer/steps/cnichoice.py) are not loaded.
 
 `docker load` copies its whole input under /var/lib/docker/tmp first, so the subset is written
 straight from the bundle's archive into the command's stdin
@@ -12,9 +14,12 @@ import time
 from typing import Dict, List
 
 from installer.format import imagearchive
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import CNIS
 from installer.format.errors import StepFailed
 from installer.runner import Runner
 from installer.steps import Action, ActionStep, Context
+from installer.steps.cnichoice import chosen
 
 
 def normalize(reference: str) -> str:
@@ -50,10 +55,18 @@ def runtime_images(runner: Runner, runtime: str) -> Dict[str, str]:
     return found
 
 
+def wanted_images(ctx: Context) -> List[BundleImage]:
+    """The role's images less those of the CNI add-ons this cluster does not run."""
+    cni = chosen(ctx)
+    unused = {ref for name, addon in ctx.info.addons.items() if name in CNIS and name != cni
+              for ref in addon.images}
+    return [i for i in ctx.info.images_for(ctx.node.role) if i.reference not in unused]
+
+
 def missing_images(ctx: Context) -> List[str]:
     present = present_images(ctx)
     missing = []
-    for image in ctx.info.images_for(ctx.node.role):
+    for image in wanted_images(ctx):
         have = present.get(normalize(image.reference))
         if have is None or (ctx.info.runtime == "docker" and have != image.image_id):
             missing.append(image.reference)
@@ -65,7 +78,7 @@ class ImagesStep(ActionStep):
     title = "Load the role's images into the container runtime"
 
     def actions(self, ctx: Context) -> List[Action]:
-        wanted = ctx.info.images_for(ctx.node.role)
+        wanted = wanted_images(ctx)
         missing = missing_images(ctx)
         if not missing:
             return []

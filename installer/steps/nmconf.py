@@ -1,4 +1,6 @@
-"""NetworkManager must leave flannel's devices alone: cni0 (the bridge the
+"""NetworkManager must leave the CNI's devices alone. calico's: cali* (the pods' host-side
+veths), vxlan.calico and tunl* (calico "Configure NetworkManager", requirements page).
+flannel's: cni0 (the bridge the
 flannel CNI plugin makes), flannel.1 (the VXLAN device) and the pods' veth* ends. A
 NetworkManager that manages them can take their addresses away or bring them down
 (flannel Documentation/troubleshooting.md, "NetworkManager"). The keyfile plugin's
@@ -11,22 +13,31 @@ active, `systemctl reload NetworkManager` makes it re-read its configuration.
 from functools import partial
 from typing import List
 
-from installer.steps import Action, Context
+from installer.steps import Action, Context, calico
+from installer.steps.cnichoice import chosen
 
 CONF = "/etc/NetworkManager/conf.d/kubecrate-cni.conf"
 UNMANAGED = ("cni0", "flannel.1", "veth*")
-CONTENT = "# kubecrate: NetworkManager leaves flannel's devices alone\n[keyfile]\n" \
-    "unmanaged-devices=" + ";".join("interface-name:" + d for d in UNMANAGED) + "\n"
+
+
+def content(cni: str) -> str:
+    devices = calico.DEVICES if cni == "calico" else UNMANAGED
+    return "# kubecrate: NetworkManager leaves {}'s devices alone\n[keyfile]\n" \
+        "unmanaged-devices={}\n".format(cni, ";".join("interface-name:" + d for d in devices))
+
+
+CONTENT = content("flannel")
 
 
 def actions(ctx: Context) -> List[Action]:
-    if ctx.host.needs_write(CONF, CONTENT.encode("utf-8")) is None:
+    text = content(chosen(ctx))
+    if ctx.host.needs_write(CONF, text.encode("utf-8")) is None:
         return []
-    return [Action("write {} (unmanaged: {})".format(CONF, ", ".join(UNMANAGED)),
-                   partial(_write, ctx))]
+    return [Action("write {} (unmanaged: {})".format(CONF, text.split("=", 1)[1].strip()),
+                   partial(_write, ctx, text))]
 
 
-def _write(ctx: Context) -> None:
-    ctx.host.write(CONF, CONTENT)
+def _write(ctx: Context, text: str) -> None:
+    ctx.host.write(CONF, text)
     if ctx.runner.query(["systemctl", "is-active", "NetworkManager"]).stdout.strip() == "active":
         ctx.runner.run(["systemctl", "reload", "NetworkManager"])

@@ -15,7 +15,8 @@ from installer.format.errors import PreconditionError
 from installer.host import fstab_swaps
 from installer.osrelease import read_os_release, refusal
 from installer.render import render
-from installer.steps import Context
+from installer.steps import Context, calico
+from installer.steps.cnichoice import choice_problem, chosen
 from installer.steps.preflight_proxy import check_proxy
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -231,21 +232,27 @@ def kube_proxy_mode(ctx: Context) -> str:
     return str(dict(ctx.cluster.kubeadm).get("kube_proxy_mode") or "iptables")
 
 
-def required_modules(kernel: str, ipvs: bool = False) -> List[str]:
+def required_modules(kernel: str, ipvs: bool = False, cni: str = "flannel") -> List[str]:
     """Modules loaded now and at every boot; conntrack is nf_conntrack_ipv4 on 3.10 kernels
-    (merged into nf_conntrack in 4.19; EL8/EL9 have only nf_conntrack)."""
+    (merged into nf_conntrack in 4.19; EL8/EL9 have only nf_conntrack); calico's felix needs
+    ipsets and the VXLAN device (installer/steps/calico.py MODULES)."""
     conntrack = "nf_conntrack_ipv4" if kernel.startswith("3.") else "nf_conntrack"
-    return ["overlay", "br_netfilter", conntrack] + (list(IPVS_MODULES) if ipvs else [])
+    return ["overlay", "br_netfilter", conntrack] + (list(IPVS_MODULES) if ipvs else []) + \
+        (list(calico.MODULES) if cni == "calico" else [])
 
 
 def check_modules(ctx: Context) -> Finding:
     probes = ctx.host.probes
     ipvs = kube_proxy_mode(ctx) == "ipvs"
-    wanted = required_modules(probes.kernel(), ipvs)
+    cni = chosen(ctx)
+    wanted = required_modules(probes.kernel(), ipvs, cni)
     missing = [m for m in wanted if not probes.module_available(m)]
     if missing:
         why = " (kubeadm.kube_proxy_mode: ipvs needs {})".format(", ".join(IPVS_MODULES)) \
             if ipvs and set(missing) & set(IPVS_MODULES) else ""
+        if set(missing) & set(calico.MODULES):
+            why += " (networking.cni: calico needs {}: felix's ipsets and the vxlan.calico " \
+                "device)".format(", ".join(calico.MODULES))
         return Finding(FAIL, "modules", "kernel module(s) {} not available in kernel {}{}".format(
             ", ".join(missing), probes.kernel(), why),
             "install the kernel's modules package" + (
@@ -278,7 +285,9 @@ def check_disk(ctx: Context) -> Finding:
         probe = os.path.dirname(probe)
     stat = os.statvfs(probe)
     free = stat.f_bavail * stat.f_frsize
-    images = sum(image.size for image in ctx.info.images_for(ctx.node.role))
+    from installer.steps.images import wanted_images  # images imports the runner chain
+
+    images = sum(image.size for image in wanted_images(ctx))
     needed = 2 * images + GIB  # docker load copies its input before extracting it
     if free < needed:
         return Finding(FAIL, "disk", "{:.1f} GiB free under {}; the {} images need {:.1f} GiB"
@@ -386,6 +395,16 @@ def check_cluster(ctx: Context) -> List[Finding]:
     return preflight_cluster.findings(ctx)
 
 
+def check_cni(ctx: Context) -> Finding:
+    """The CNI cluster.yaml's networking.cni names is one whose manifest the bundle carries."""
+    problem = choice_problem(ctx)
+    if problem:
+        return Finding(FAIL, "cni", problem, "set networking.cni in {} to a CNI the bundle "
+                       "carries, or build a bundle with that add-on".format(ctx.cluster.source))
+    return Finding(PASS, "cni", "{} from the bundle ({})".format(
+        chosen(ctx), ctx.info.addons[chosen(ctx)].manifest))
+
+
 def check_dns(ctx: Context) -> List[Finding]:
     """What CoreDNS will forward to, from this node's resolv.conf: installer/steps/coredns.py."""
     from installer.steps import coredns  # it imports Finding from here
@@ -397,7 +416,7 @@ CHECKS: List[Callable] = [
     check_os, check_arch, check_kernel, check_resources, check_swap, check_selinux,
     check_firewalld, check_ports, check_modules, check_filesystem, check_disk, check_identity,
     check_hostname, check_time, check_el8, check_iptables, check_cluster, check_proxy,
-    check_dns,
+    check_dns, check_cni,
     check_packages,
 ]
 

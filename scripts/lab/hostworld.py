@@ -274,8 +274,13 @@ def write_kernel(host: TestHost, address: str = "10.0.0.21", kernel: str = KERNE
       "kernel/fs/overlayfs/overlay.ko.xz:\nkernel/net/bridge/br_netfilter.ko.xz:\n"
       f"{conntrack}:\n" + f"{ipvs}:\n" + "".join(
           f"kernel/net/netfilter/ipvs/{m}.ko.xz: {ipvs}\n" for m in ("ip_vs_rr", "ip_vs_wrr",
-                                                                     "ip_vs_sh")))
+                                                                     "ip_vs_sh"))
+      # what calico's felix needs with a VXLAN pool (installer/steps/calico.py MODULES)
+      + "kernel/net/netfilter/ipset/ip_set.ko.xz:\n"
+      "kernel/net/netfilter/xt_set.ko.xz: kernel/net/netfilter/ipset/ip_set.ko.xz\n"
+      "kernel/drivers/net/vxlan.ko.xz:\n")
     k("/sys/fs/selinux/enforce", "1\n")
+    (host.kernel / "sys/fs/bpf").mkdir(parents=True, exist_ok=True)  # the bpf mount point
     # Each host its own machine: product UUID, MAC and machine-id derived from its address,
     # as separately installed VMs have (a cloned set would be refused at join).
     octets = [int(part) for part in address.split(".")]

@@ -222,7 +222,9 @@ EL9_CASES = {
                                     "containerd.io": "1.6.33-3.1.el9.x86_64"},
                      {"registry.k8s.io/kube-apiserver:v1.30.14", "registry.k8s.io/pause:3.9",
                       "registry.k8s.io/etcd:3.5.15-0", "registry.k8s.io/coredns/coredns:v1.11.3",
-                      "docker.io/flannel/flannel:v0.25.7"}, ("v1.23.17", ":3.6", "v1.33.7")),
+                      "docker.io/flannel/flannel:v0.25.7", "docker.io/calico/node:v3.28.5",
+                      "docker.io/calico/cni:v3.28.5", "docker.io/calico/kube-controllers:v3.28.5"},
+                     ("v1.23.17", ":3.6", "v1.33.7", "v3.31.3")),
     # a current release: v1beta4 configs (test_render_kubeadm.py), pause 3.10, containerd 1.7
     "el9-1.33-upstream": ("preset_el9_133", {"kubeadm": "1.33.7-150500.1.1.x86_64",
                                              "kubelet": "1.33.7-150500.1.1.x86_64",
@@ -230,8 +232,33 @@ EL9_CASES = {
                           {"registry.k8s.io/kube-apiserver:v1.33.7", "registry.k8s.io/pause:3.10",
                            "registry.k8s.io/etcd:3.5.24-0",
                            "registry.k8s.io/coredns/coredns:v1.12.0",
-                           "docker.io/flannel/flannel:v0.25.7"}, ("v1.30.14", ":3.9", ":3.6")),
+                           "docker.io/flannel/flannel:v0.25.7", "docker.io/calico/node:v3.31.3",
+                           "docker.io/calico/cni:v3.31.3",
+                           "docker.io/calico/kube-controllers:v3.31.3"},
+                          ("v1.30.14", ":3.9", ":3.6", "v3.28.5")),
 }
+
+
+@pytest.mark.parametrize("variant,version", [("el9-upstream", "v3.28.5"),
+                                             ("rocky8-china", "v3.28.5"),
+                                             ("el9-1.33-china", "v3.31.3")])
+def test_the_containerd_bundles_carry_calico(builds, variant, version):
+    """bundle.json's addons.calico names addons/calico/calico.yaml; it runs calico's node, cni
+    and kube-controllers of one release, all in the bundle's image archive (lint checked each
+    `image:` line against it), and the installer's customisation takes it as it is."""
+    from installer.steps import calico
+
+    with tarfile.open(builds[variant]) as tar:
+        info = json.load(tar.extractfile("bundle.json"))
+        text = tar.extractfile("addons/calico/calico.yaml").read().decode()
+    addon = info["addons"]["calico"]
+    assert addon["manifest"] == "addons/calico/calico.yaml" and addon["version"] == version
+    refs = {ref for _i, ref in re.findall(r"^(\s+)image: (\S+)$", text, re.M)}
+    assert refs == {f"docker.io/calico/{n}:{version}" for n in ("node", "cni",
+                                                                 "kube-controllers")}
+    assert set(addon["images"]) == refs
+    custom = calico.customize(text, "10.32.0.0/16", "9")
+    assert '"value": "10.32.0.0/16"' in custom and '"value": "kubernetes-internal-ip"' in custom
 
 
 @pytest.mark.parametrize("variant", sorted(EL9_CASES))

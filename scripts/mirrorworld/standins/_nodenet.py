@@ -14,6 +14,9 @@ Where the facts come from:
   /proc/net/route. Without a probe root: the registered address on `eth0`, MTU 1500.
 - nameservers: `<root>/etc/resolv.conf`, the file the kubelet hands to `dnsPolicy: Default`
   pods such as CoreDNS (kubelet --resolv-conf, default /etc/resolv.conf).
+- host_paths: what kind of file (directory, file, or missing) each of HOST_PATHS is, for the
+  kubelet's hostPath type check of a DaemonSet's volumes (_calico.py): /sys and /proc paths
+  from `$KUBECRATE_PROBE_ROOT` (the fake kernel stands for them), the others under the root.
 """
 
 import json
@@ -25,6 +28,9 @@ from _common import rooted
 
 ANNOTATION = "kubecrate.standin/node-network"
 DEFAULT_MTU = 1500
+# hostPath volumes of the CNI DaemonSets (calico's calico-node) whose kind is worth recording
+HOST_PATHS = ("/sys/fs/bpf", "/sys/fs", "/proc", "/lib/modules", "/etc/cni/net.d",
+              "/opt/cni/bin", "/run/xtables.lock", "/var/run/calico", "/var/lib/calico")
 
 
 def node_network(address: str) -> dict:
@@ -33,7 +39,20 @@ def node_network(address: str) -> dict:
     else:
         facts = _from_probe_root(address)
     facts["nameservers"] = nameservers(rooted("/etc/resolv.conf"))
+    facts["host_paths"] = {path: path_kind(path) for path in HOST_PATHS}
     return facts
+
+
+def path_kind(path: str) -> str:
+    """"directory", "file" or "missing", as the node sees `path`."""
+    probe = os.environ.get("KUBECRATE_PROBE_ROOT")
+    if probe and path.split("/")[1] in ("sys", "proc"):
+        real = os.path.join(probe, path.lstrip("/"))
+    else:
+        real = rooted(path)
+    if os.path.isdir(real):
+        return "directory"
+    return "file" if os.path.exists(real) else "missing"
 
 
 def annotation(address: str) -> dict:

@@ -53,6 +53,11 @@ IMAGES = {
                                   "iptables", "ip6tables", "bridge", "ss"),
     "flannel/flannel-cni-plugin": BUSYBOX + ("/flannel",),
     "coredns/coredns": ("/coredns",),
+    # calico node/Dockerfile.amd64: UBI plus iputils, iproute, iptables, ipset, conntrack-tools
+    # and the calico-node binary; no DNS client. (Its bash is not listed: the busybox lookup
+    # of image_has would then find nslookup.)
+    "calico/node": ("ping", "ip", "iptables", "ipset", "conntrack", "calico-node",
+                    "/bin/calico-node", "bash", "/bin/bash"),
 }
 NODE_CIDR_MASK = 24  # kube-controller-manager --node-cidr-mask-size (IPv4 default; kubeadm
 # 1.23 sets none)

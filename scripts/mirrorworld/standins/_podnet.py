@@ -207,12 +207,6 @@ def flannel_on(node: dict, objects: list) -> dict:
             "iface": iface["name"]}
 
 
-def other_cni(objects: list) -> bool:
-    """A non-flannel CNI DaemonSet (not modelled: counts as running)."""
-    return any(o.get("kind") == "DaemonSet" and "calico" in o["metadata"]["name"]
-               for o in objects)
-
-
 def corefile(objects: list, configmaps: dict) -> str:
     for obj in objects:
         meta = obj.get("metadata") or {}

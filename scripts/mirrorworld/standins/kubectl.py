@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import _calico
 import _kubeadm_config
 import _pki
 import _podexec
@@ -149,16 +150,18 @@ def cluster_config(client):
 
 
 def node_status(client, nodes, objects, config=None):
-    """Each Node's Ready condition from the per-node CNI model (_podnet.py); flannel's own
-    annotations (public-ip, backend-type: subnet/kube/kube.go AcquireLease) where it runs;
-    spec.podCIDR as kube-controller-manager allocates it from kubeadm's podSubnet
-    (_podexec.pod_cidrs)."""
-    other = _podnet.other_cni(objects)
+    """Each Node's Ready condition from the per-node CNI model (_podnet.py for flannel,
+    _calico.py for calico); flannel's own annotations (public-ip, backend-type:
+    subnet/kube/kube.go AcquireLease) where it runs, calico's (projectcalico.org/IPv4Address
+    and IPv4VXLANTunnelAddr) where calico-node runs; spec.podCIDR as kube-controller-manager
+    allocates it from kubeadm's podSubnet (_podexec.pod_cidrs)."""
     subnet = ((config or {}).get("networking") or {}).get("podSubnet")
     cidrs = _podexec.pod_cidrs(nodes, subnet) if subnet else {}
+    if _calico.calico_pods(objects):
+        return _calico_status(nodes, objects, subnet or "", cidrs)
     for node in nodes:
         flannel = _podnet.flannel_on(node, objects)
-        ready = flannel["running"] or other
+        ready = flannel["running"]
         node["status"]["conditions"] = [{
             "type": "Ready", "status": "True" if ready else "False",
             "reason": "KubeletReady" if ready else "KubeletNotReady",
@@ -173,6 +176,29 @@ def node_status(client, nodes, objects, config=None):
     return nodes
 
 
+def calico_results(nodes, objects, subnet):
+    return {n["metadata"]["name"]: _calico.calico_on(nodes, n, objects, subnet) for n in nodes}
+
+
+def _calico_status(nodes, objects, subnet, cidrs):
+    results = calico_results(nodes, objects, subnet)
+    for node in nodes:
+        name = node["metadata"]["name"]
+        calico = results[name]
+        node["status"]["conditions"] = [{
+            "type": "Ready", "status": "True" if calico["running"] else "False",
+            "reason": "KubeletReady" if calico["running"] else "KubeletNotReady",
+            "message": calico["message"]}]
+        if name in cidrs:
+            node.setdefault("spec", {})["podCIDR"] = cidrs[name]
+        if calico["running"]:
+            node["metadata"].setdefault("annotations", {}).update({
+                _calico.ADDRESS: calico["address"], _calico.TUNNEL: calico["tunnel"],
+                "kubecrate.standin/calico-pool": calico["pool"],
+                "kubecrate.standin/calico-iptables-backend": calico["backend"]})
+    return nodes
+
+
 def synthetic_pods(client, nodes, objects, config=None):
     """The pods the model says would exist: one kube-flannel pod per node (DaemonSet) and one
     CoreDNS pod per Ready node (the Deployment may land on any of them)."""
@@ -183,6 +209,9 @@ def synthetic_pods(client, nodes, objects, config=None):
         cm = None
     corefile = _podnet.corefile(objects, {"kube-system/coredns": cm} if cm else {})
     flannel_pods = _podnet.flannel_pods(objects)
+    calico_pods = _calico.calico_pods(objects)
+    subnet = ((config or {}).get("networking") or {}).get("podSubnet") or ""
+    calico = calico_results(nodes, objects, subnet) if calico_pods else {}
     coredns_image = [i for i in _kubeadm_config.images(VERSION, (config or {}).get(
         "imageRepository")) if "coredns" in i][0]
     for node in nodes:
@@ -195,6 +224,10 @@ def synthetic_pods(client, nodes, objects, config=None):
                              name, flannel["running"], flannel["message"],
                              (container.get("name", "kube-flannel"),
                               container.get("image", ""))))
+        if calico_pods:
+            pods.append(_pod("calico-node-" + name, "kube-system", {"k8s-app": "calico-node"},
+                             name, calico[name]["running"], calico[name]["message"],
+                             (_calico.CONTAINER, calico_pods[1].get("image", ""))))
         if ready:
             dns = _podnet.coredns_on(node, corefile)
             pods.append(_pod("coredns-" + name, "kube-system", {"k8s-app": "kube-dns"}, name,
@@ -352,9 +385,21 @@ def cmd_exec(client, args):
         print(oci)  # dockershim streams docker's exec error, then its exit code 126
         sys.stderr.write("command terminated with exit code 126\n")
         return 126
-    if pod["metadata"]["labels"].get("app") != "flannel":
-        raise StandinError("the stand-in runs commands in kube-flannel pods only")
     networking = config.get("networking") or {}
+    if pod["metadata"]["labels"].get("k8s-app") == "calico-node":
+        if command[0].rsplit("/", 1)[-1] != "ping":
+            raise StandinError("the stand-in models ping in calico-node pods, not %s"
+                               % command[0])
+        code, out = _calico.ping(calico_results(nodes, objects,
+                                                networking.get("podSubnet") or ""),
+                                 pod["spec"]["nodeName"], command[1:])
+        sys.stdout.write(out)
+        if code:
+            sys.stderr.write("command terminated with exit code %d\n" % code)
+        return code
+    if pod["metadata"]["labels"].get("app") != "flannel":
+        raise StandinError("the stand-in runs commands in kube-flannel and calico-node pods "
+                           "only")
     model = _podexec.Model(
         nodes, {n["metadata"]["name"]: _podnet.flannel_on(n, objects) for n in nodes},
         {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in nodes

@@ -141,7 +141,8 @@ def fake_ctx(tmp_path, answers=None, role="worker", kernel_files=None):
         name="b", runtime="docker", major_release="7", os="centos", release="7",
         arch="x86_64", images_for=lambda r: (
             BundleImage("registry.k8s.io/pause:3.6", "sha256:aa", 10, ("worker",)),
-            BundleImage("docker.io/flannel/flannel:v0.21.5", "sha256:bb", 10, ("worker",))))
+            BundleImage("docker.io/flannel/flannel:v0.21.5", "sha256:bb", 10, ("worker",))),
+        addons={})
     host = Host(str(tmp_path / "root"), probes=Probes(str(kernel)))
     return SimpleNamespace(host=host, runner=FakeRunner(answers), cluster=cluster, node=node,
                            info=info)

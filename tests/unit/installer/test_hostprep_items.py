@@ -49,7 +49,7 @@ def ctx_for(tmp_path, cluster_text=GOOD, answers=None, node=1, kernel_files=None
                   arch="x86_64", pause_image="registry.k8s.io/pause:3.6",
                   packages_for=lambda role: ("docker-ce", "socat"), images=(
                       BundleImage("registry.k8s.io/pause:3.6", "sha256:aa", 10, ("worker",)),),
-                  images_for=lambda role: ())
+                  images_for=lambda role: (), addons={})
     fields.update(info)
     return SimpleNamespace(host=Host(str(root), probes=Probes(str(kernel))),
                            runner=FakeRunner(answers), cluster=cluster,
