@@ -42,7 +42,7 @@ run in the calico-node container of each node's pod, also `hostNetwork: true`. I
 
 import ipaddress
 import json
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from installer.runner import Result, Runner
 
@@ -123,7 +123,7 @@ def smoke_check(runner: Runner, kubeconfig: str, expected: Sequence[str] = (),
         found.extend(_dns(probe, names, services, domain))
     order = {name: i for i, name in enumerate(expected)}  # the ring in cluster.yaml's order
     ring = sorted(nodes, key=lambda n: order.get(n["metadata"]["name"], len(order)))
-    found.extend(_calico_network(probe, ring) if calico else _pod_network(probe, ring))
+    found.extend(_ring(probe, ring, _calico_peer if calico else _flannel_peer))
     return found
 
 
@@ -194,58 +194,47 @@ def _answer(output: str, name: str) -> Optional[str]:
     return None
 
 
-def _pod_network(probe: _Probe, nodes: List[Dict[str, Any]]) -> List[Check]:
-    """Around a ring of the nodes: each pings the next one's flannel.1 address."""
+def _ring(probe: _Probe, nodes: List[Dict[str, Any]],
+          one: Callable[[_Probe, str, Dict[str, Any], str], Check]) -> List[Check]:
+    """Around a ring of the nodes: `one` checks each node against the next one."""
     names = [n["metadata"]["name"] for n in nodes]
     if len(names) < 2:
         return [Check(True, "pod network", "a single node: no other node to reach")]
-    found = []
-    for i, name in enumerate(names):
-        peer = nodes[(i + 1) % len(nodes)]
-        what = "pod network {} -> {}".format(name, peer["metadata"]["name"])
-        cidr = (peer.get("spec") or {}).get("podCIDR")
-        if not cidr:
-            found.append(Check(False, what, "{} has no pod CIDR (spec.podCIDR): kubeadm's "
-                               "podSubnet must be set so that kube-controller-manager "
-                               "allocates one".format(peer["metadata"]["name"])))
-            continue
-        target = str(ipaddress.ip_network(cidr, strict=False).network_address)
-        ok, said, _done = probe.run(name, ["ping", "-c", "1", "-W", "2", target])
-        over = (peer["metadata"].get("annotations") or {}).get(PUBLIC_IP)
-        if ok:
-            found.append(Check(True, what, "{}'s flannel.1 {} answers{}".format(
-                peer["metadata"]["name"], target, " (VXLAN to {})".format(over) if over
-                else "")))
-        else:
-            found.append(Check(False, what, "{}'s flannel.1 {} does not answer: {} (flanneld "
-                               "on both nodes: kubectl -n kube-flannel logs; VXLAN is UDP "
-                               "8472 between them)".format(peer["metadata"]["name"], target,
-                                                           said)))
-    return found
+    return [one(probe, name, nodes[(i + 1) % len(nodes)], "pod network {} -> {}".format(
+        name, nodes[(i + 1) % len(nodes)]["metadata"]["name"])) for i, name in enumerate(names)]
 
 
-def _calico_network(probe: _Probe, nodes: List[Dict[str, Any]]) -> List[Check]:
-    """Around the ring: each node pings the next one's vxlan.calico address."""
-    names = [n["metadata"]["name"] for n in nodes]
-    if len(names) < 2:
-        return [Check(True, "pod network", "a single node: no other node to reach")]
-    found = []
-    for i, name in enumerate(names):
-        peer = nodes[(i + 1) % len(nodes)]
-        other = peer["metadata"]["name"]
-        what = "pod network {} -> {}".format(name, other)
-        target = (peer["metadata"].get("annotations") or {}).get(CALICO_TUNNEL)
-        if not target:
-            found.append(Check(False, what, "{} has no {} annotation: calico-node has not "
-                               "come up there (kubectl -n kube-system logs -c calico-node "
-                               "on its calico-node pod)".format(other, CALICO_TUNNEL)))
-            continue
-        ok, said, _done = probe.run(name, ["ping", "-c", "1", "-W", "2", target])
-        found.append(Check(ok, what, "{}'s vxlan.calico {} answers".format(other, target)
-                           if ok else "{}'s vxlan.calico {} does not answer: {} (calico-node "
-                           "on both nodes; VXLAN is UDP 4789 between them)".format(
-                               other, target, said)))
-    return found
+def _flannel_peer(probe: _Probe, name: str, peer: Dict[str, Any], what: str) -> Check:
+    """Node `name` pings `peer`'s flannel.1 address."""
+    cidr = (peer.get("spec") or {}).get("podCIDR")
+    if not cidr:
+        return Check(False, what, "{} has no pod CIDR (spec.podCIDR): kubeadm's podSubnet must "
+                     "be set so that kube-controller-manager allocates one".format(
+                         peer["metadata"]["name"]))
+    target = str(ipaddress.ip_network(cidr, strict=False).network_address)
+    ok, said, _done = probe.run(name, ["ping", "-c", "1", "-W", "2", target])
+    over = (peer["metadata"].get("annotations") or {}).get(PUBLIC_IP)
+    if ok:
+        return Check(True, what, "{}'s flannel.1 {} answers{}".format(
+            peer["metadata"]["name"], target, " (VXLAN to {})".format(over) if over else ""))
+    return Check(False, what, "{}'s flannel.1 {} does not answer: {} (flanneld on both nodes: "
+                 "kubectl -n kube-flannel logs; VXLAN is UDP 8472 between them)".format(
+                     peer["metadata"]["name"], target, said))
+
+
+def _calico_peer(probe: _Probe, name: str, peer: Dict[str, Any], what: str) -> Check:
+    """Node `name` pings `peer`'s vxlan.calico address."""
+    other = peer["metadata"]["name"]
+    target = (peer["metadata"].get("annotations") or {}).get(CALICO_TUNNEL)
+    if not target:
+        return Check(False, what, "{} has no {} annotation: calico-node has not come up there "
+                     "(kubectl -n kube-system logs -c calico-node on its calico-node "
+                     "pod)".format(other, CALICO_TUNNEL))
+    ok, said, _done = probe.run(name, ["ping", "-c", "1", "-W", "2", target])
+    if ok:
+        return Check(True, what, "{}'s vxlan.calico {} answers".format(other, target))
+    return Check(False, what, "{}'s vxlan.calico {} does not answer: {} (calico-node on both "
+                 "nodes; VXLAN is UDP 4789 between them)".format(other, target, said))
 
 
 def render(checks: Sequence[Check]) -> List[str]:

@@ -396,8 +396,15 @@ def check_cluster(ctx: Context) -> List[Finding]:
 
 
 def check_cni(ctx: Context) -> Finding:
-    """The CNI cluster.yaml's networking.cni names is one whose manifest the bundle carries."""
+    """The CNI cluster.yaml's networking.cni names is one whose manifest the bundle carries
+    (on every node: the choice decides ports, devices, modules and images); without the key,
+    only the first control-plane node, which applies the manifest, needs one."""
+    from installer.steps.loadbalancer import is_first  # it imports the preflight chain
+
     problem = choice_problem(ctx)
+    if problem and not ctx.cluster.cni and not is_first(ctx):
+        return Finding(PASS, "cni", "{} (applied by the first control-plane node)".format(
+            chosen(ctx)))
     if problem:
         return Finding(FAIL, "cni", problem, "set networking.cni in {} to a CNI the bundle "
                        "carries, or build a bundle with that add-on".format(ctx.cluster.source))

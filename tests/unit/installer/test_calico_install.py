@@ -148,3 +148,17 @@ def test_the_unused_cnis_images_are_not_loaded(tmp_path):
     ctx.info.images_for = lambda role: tuple(images)
     assert [i.reference for i in wanted_images(ctx)] == [
         "docker.io/calico/node:v3.28.5", "registry.k8s.io/pause:3.6"]
+
+
+def test_without_the_key_only_the_node_that_applies_needs_a_cni_manifest(tmp_path):
+    ctx = make_ctx(tmp_path, "w1")  # a worker; the bundle carries no CNI at all
+    ctx.info.addons = {}
+    assert preflight.check_cni(ctx).level == preflight.PASS
+    (tmp_path / "cp").mkdir()
+    ctx = make_ctx(tmp_path / "cp", "cp1")
+    ctx.info.addons = {}
+    assert preflight.check_cni(ctx).level == preflight.FAIL
+    (tmp_path / "w").mkdir()
+    ctx = make_ctx(tmp_path / "w", "w1", text=WITH_CALICO)
+    ctx.info.addons = {}
+    assert preflight.check_cni(ctx).level == preflight.FAIL  # named: every node refuses

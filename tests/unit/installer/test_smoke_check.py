@@ -142,3 +142,44 @@ def test_host_prep_tells_networkmanager_to_leave_flannels_devices_alone(tmp_path
     assert not [c for c in again if nmconf.CONF in c]  # load modules): written once
     session.reset_host(ctx.host.root, runner=ctx.runner)
     assert not ctx.host.exists(nmconf.CONF)  # reset --host takes it away again
+
+
+def calico_objects(**env):
+    """What the first node applied with networking.cni: calico (the installer's manifest)."""
+    import yaml
+
+    from installer.steps import calico
+    from tests.unit.installer.test_calico_install import CALICO
+
+    docs = [d for d in yaml.safe_load_all(calico.customize(CALICO, "10.244.0.0/16", "9")) if d]
+    container = [d for d in docs if d["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"][
+        "containers"][0]
+    for name, value in env.items():
+        container["env"] = [e for e in container["env"] if e["name"] != name] + [
+            {"name": name, "value": value}]
+    return docs
+
+
+def test_with_calico_the_ring_pings_each_nodes_vxlan_calico_from_calico_node(monkeypatch):
+    runner = StandinRunner(Apiserver(nodes(), calico_objects()), monkeypatch)
+    lines = smoke.render(smoke.smoke_check(runner, "admin.conf", NAMES))
+    assert failures(lines) == [], lines
+    assert [line for line in lines if "pod network" in line] == [
+        "ok   pod network cp1 -> cp2: cp2's vxlan.calico 10.244.0.64 answers",
+        "ok   pod network cp2 -> w1: w1's vxlan.calico 10.244.0.128 answers",
+        "ok   pod network w1 -> cp1: cp1's vxlan.calico 10.244.0.0 answers"]
+    assert "ok   DNS: not asked from the nodes: calico/node carries no DNS client; the " \
+           "CoreDNS pods' readiness is checked above" in lines
+    assert ["kubectl", "--kubeconfig", "admin.conf", "exec", "-n", "kube-system",
+            "calico-node-cp1", "-c", "calico-node", "--", "ping", "-c", "1", "-W", "2",
+            "10.244.0.64"] in runner.calls
+
+
+def test_calico_node_that_finds_no_address_fails_its_node_and_the_ring(monkeypatch):
+    lines = check(monkeypatch, Apiserver(nodes(), calico_objects(
+        IP_AUTODETECTION_METHOD="interface=bond.*")))
+    assert "FAIL node w1: NotReady: calico-node: CrashLoopBackOff: Couldn't autodetect an " \
+           "IPv4 address (IP_AUTODETECTION_METHOD=interface=bond.*)" in lines, lines
+    assert "FAIL pod network cp1 -> cp2: cp2 has no projectcalico.org/IPv4VXLANTunnelAddr " \
+           "annotation: calico-node has not come up there (kubectl -n kube-system logs -c " \
+           "calico-node on its calico-node pod)" in lines, lines
