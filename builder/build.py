@@ -144,6 +144,12 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
     `<out_dir>/<name>.delta-<base digest>.tar` (builder/bundle/delta.py)."""
     if base is not None and since is not None:
         raise UsageError("give --base or --since, not both")
+    base_keys = (rotation.old_key,) if rotation is not None else ()
+    if base is not None:  # fail before the build: the key ids and the signed comment
+        from builder.bundle.delta import check_base
+
+        check_base(base, key, base_keys)
+    since_inputs = _since_inputs(since, preset_path) if since is not None else None
     cache = cache or Cache()
     report = _build(recipe_path, key=key, out_dir=out_dir, preset_path=preset_path,
                     lock_path=lock_path, cache=cache, session=session, progress=progress,
@@ -154,24 +160,26 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
 
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
-        if since is not None:
+        if since is not None and since_inputs is not None:
             scratch = Path(tempfile.mkdtemp(prefix=".kubecrate-base-", dir=out_dir))
             stack.callback(shutil.rmtree, scratch, True)
-            base = _base_from_lock(since, scratch, key=key, cache=cache, preset_path=preset_path,
-                                   session=session, installer_source=installer_source)
+            lock_copy = scratch / since.name
+            shutil.copyfile(since, lock_copy)
+            log.info("building the base bundle again from %s", since)
+            base = _build(since_inputs[0], key=key, out_dir=scratch, preset_path=since_inputs[1],
+                          lock_path=lock_copy, cache=cache, session=session,
+                          installer_source=installer_source).bundle
         assert base is not None
         # a base from before a key rotation is signed by the old key
-        delta = write_delta(report.bundle, base, key, out_dir,
-                            base_keys=(rotation.old_key,) if rotation is not None else ())
+        delta = write_delta(report.bundle, base, key, out_dir, base_keys=base_keys)
     timings = report.timings + (("delta", time.monotonic() - start),)
     return report._replace(delta=delta, timings=timings)
 
 
-def _base_from_lock(since: Path, scratch: Path, *, key: SecretKey, cache: Cache,
-                    preset_path: Optional[Path], session: Optional[requests.Session],
-                    installer_source: Optional[Path]) -> Path:
-    """The bundle `since` (an older lock, beside its recipe) was built into, built again into
-    `scratch`: the same lock, recipe, mirror preset and builder give the same bytes."""
+def _since_inputs(since: Path, preset_path: Optional[Path]) -> Tuple[Path, Path]:
+    """The recipe and mirror preset from which the bundle of `since` (an older lock, beside
+    its recipe) is built again: the same lock, recipe, preset and builder give the same bytes.
+    Refused (exit 2) when the recipe is gone or the lock no longer matches its inputs."""
     try:
         old = load_lock(since)
     except OSError as err:
@@ -180,18 +188,12 @@ def _base_from_lock(since: Path, scratch: Path, *, key: SecretKey, cache: Cache,
     hint = "give the bundle the hosts have with --base OLD.tar instead"
     if not recipe_path.is_file():
         raise UsageError(f"--since {since}: its recipe {recipe_path} is not there", hint=hint)
-    recipe = load_recipe(recipe_path)
-    preset = load_preset(preset_path or Path(old.preset.path))
-    changes = input_changes(old, recipe, preset)
+    preset = preset_path or Path(old.preset.path)
+    changes = input_changes(old, load_recipe(recipe_path), load_preset(preset))
     if changes:
         raise UsageError(f"--since {since}: the lock no longer matches its inputs, so its "
                          f"bundle cannot be built again: {'; '.join(changes)}", hint=hint)
-    lock_copy = scratch / since.name
-    shutil.copyfile(since, lock_copy)
-    log.info("building the base bundle again from %s", since)
-    return _build(recipe_path, key=key, out_dir=scratch, preset_path=preset_path or
-                  Path(old.preset.path), lock_path=lock_copy, cache=cache, session=session,
-                  installer_source=installer_source).bundle
+    return recipe_path, preset
 
 
 def _build(recipe_path: Path, *, key: SecretKey, out_dir: Path,

@@ -203,7 +203,11 @@ class PartsSource(TarSource):
 
     def _signature(self, key: minisig.Trust) -> minisig.Signature:
         self._parts(key)
-        return super()._signature(key)
+        signature = super()._signature(key)
+        if deltamod.base_named(signature.comment_fields()):
+            raise UsageError("{} splits a delta bundle, which `kubecrate split` refuses: copy "
+                             "the delta tar whole".format(self.location))
+        return signature
 
     def _walk(self, key, signature, sink, progress=None):
         index = self._parts(key)

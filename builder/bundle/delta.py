@@ -34,7 +34,7 @@ from installer.format import minisig
 from installer.format.bundleinfo import read_sections
 from installer.format.manifest import MANIFEST_NAME, BundleManifest, parse_manifest
 
-__all__ = ["DeltaReport", "delta_name", "write_delta"]
+__all__ = ["DeltaReport", "check_base", "delta_name", "write_delta"]
 
 CHUNK = 1 << 20
 
@@ -79,6 +79,20 @@ def _verified(path: Path, trust: minisig.Trust, what: str) -> _Bundle:
     return _Bundle(path, checked, Path(signature).read_text(encoding="utf-8"))
 
 
+def _base_trust(key: SecretKey, base_keys: Sequence[SecretKey]) -> minisig.Keyring:
+    return minisig.Keyring(tuple(minisig.TrustedKey(k.public_key) for k in (key, *base_keys)))
+
+
+def check_base(base_tar: Path, key: SecretKey, base_keys: Sequence[SecretKey] = ()) -> None:
+    """What needs no byte of the base tar, before a build spends its time: its signature is
+    by `key` (or one of `base_keys`) and its trusted comment names its bundle.json."""
+    signature = minisig.load_signature(bundlemod.signature_path_for(str(base_tar)))
+    minisig.check_comment(_base_trust(key, base_keys), signature, str(base_tar))
+    if deltamod.base_named(signature.comment_fields()):
+        raise BuildError(f"the base bundle {base_tar} is itself a delta",
+                         hint="give the full bundle the hosts have unpacked")
+
+
 def _members(tar: tarfile.TarFile) -> Dict[str, tarfile.TarInfo]:
     return {info.name: info for info in tar.getmembers() if info.isfile()}
 
@@ -90,8 +104,7 @@ def write_delta(result_tar: Path, base_tar: Path, key: SecretKey, out_dir: Path,
     `key` signs the delta and must have signed the result, the base may be signed by it or by
     one of `base_keys` (the key a rotation retires)."""
     result = _verified(result_tar, key.public_key, "bundle")
-    base = _verified(base_tar, minisig.Keyring(tuple(
-        minisig.TrustedKey(k.public_key) for k in (key, *base_keys))), "base bundle")
+    base = _verified(base_tar, _base_trust(key, base_keys), "base bundle")
     base_sha = base.checked.manifest_sha256
     clash = [e.path for e in result.manifest.files if e.path.split("/", 1)[0] == "delta"]
     if clash:

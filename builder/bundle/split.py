@@ -22,6 +22,7 @@ from typing import Dict, List
 from builder.bundle.keys import SecretKey
 from builder.bundle.sign import sign_file
 from builder.errors import UsageError
+from installer.format import delta, minisig
 from installer.format.parts import PARTS_FORMAT, PARTS_SUFFIX, part_name
 
 FAT32_LIMIT = (4 << 30) - 1
@@ -50,6 +51,9 @@ def split_bundle(bundle: Path, size: int, key: SecretKey) -> List[Path]:
     signature = bundle.with_name(bundle.name + ".minisig")
     if not signature.is_file():
         raise UsageError(f"{signature} is missing: split a bundle `kubecrate build` signed")
+    if delta.base_named(minisig.load_signature(str(signature)).comment_fields()):
+        raise UsageError(f"{bundle} is a delta bundle: copy it whole (a host assembles a delta "
+                         "from the tar itself; split takes full bundles)")
     total = bundle.stat().st_size
     count = max(1, -(-total // size))
     if count > 999:

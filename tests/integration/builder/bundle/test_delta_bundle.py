@@ -55,7 +55,8 @@ def deltas(mirror_world, tmp_path_factory):
     return {"root": root, "secret": secret, "public": public, "base": base_tar,
             "base_digest": base.stdout.strip(), "full": root / "next" / f"{NEXT}.tar",
             "full_digest": built.stdout.strip(), "delta": delta, "stderr": built.stderr,
-            "since": root / "since" / delta.name, "pyz": root / "next" / zipapp.INSTALLER_NAME}
+            "since": root / "since" / delta.name, "pyz": root / "next" / zipapp.INSTALLER_NAME,
+            "recipes": recipes, "next_recipe": next_recipe, "common": common}
 
 
 def installer(deltas, tmp_path: Path, *args) -> subprocess.CompletedProcess:
@@ -188,3 +189,29 @@ def test_the_plan_names_files_the_result_has(deltas):
         result = json.load(tar.extractfile(deltamod.RESULT_MANIFEST))
     assert [(f["path"], f["sha256"]) for f in plan["files"]] == \
         [(f["path"], f["sha256"]) for f in result["files"]]
+
+
+def test_since_a_lock_whose_recipe_changed_is_refused_before_building(deltas, tmp_path):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    shutil.copyfile(deltas["recipes"] / f"{BASE}.lock", folder / f"{BASE}.lock")
+    (folder / RECIPE.name).write_text(RECIPE.read_text() + "# edited since it was locked\n")
+    done = kubecrate("build", deltas["next_recipe"], "--out", tmp_path / "out", "--since",
+                     folder / f"{BASE}.lock", *deltas["common"])
+    assert done.returncode == 2, done.stderr
+    assert "no longer matches its inputs" in done.stderr and "--base" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_base_signed_by_another_key_is_refused_before_building(deltas, tmp_path):
+    other, _secret, _public = make_key(tmp_path / "other")
+    from builder.bundle.sign import sign_file
+
+    base = tmp_path / deltas["base"].name
+    shutil.copyfile(deltas["base"], base)
+    sign_file(other, base)
+    done = kubecrate("build", deltas["next_recipe"], "--out", tmp_path / "out", "--base", base,
+                     *deltas["common"])
+    assert done.returncode == 3, done.stderr
+    assert other.public_key.id_hex in done.stderr
+    assert not (tmp_path / "out").exists()

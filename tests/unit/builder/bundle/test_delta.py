@@ -220,3 +220,47 @@ def test_preflight_view_assembles_only_what_it_reads_outside_the_root(pair):
     assert held == ["bundle.json"]  # make_source's tree has no repodata or keys
     assert sorted(os.listdir(cache)) == before
     assert not os.path.exists(view.directory)
+
+
+def test_after_a_key_rotation_the_base_may_be_signed_by_the_old_key(tmp_path):
+    """The hosts unpacked a bundle the old key signed; the new bundle and its delta are the new
+    key's, and an installer that trusts both (until the old one expires) assembles it."""
+    import datetime
+
+    from installer.format import minisig
+
+    old_key, _s, _p = make_key(tmp_path / "old-keys")
+    new_key, _s2, _p2 = make_key(tmp_path / "new-keys")
+    old = make_source(tmp_path / "old")
+    new = make_source(tmp_path / "new")
+    (new / "repo" / "Packages" / "socat-1.7.3.2-3.el7.x86_64.rpm").write_bytes(b"n" * 3000)
+    base = pack_source(old, tmp_path / "out" / "old.tar", old_key, created=1)
+    result = pack_source(new, tmp_path / "out" / "new.tar", new_key, created=2)
+    with pytest.raises(VerificationError, match="not with a key this installer trusts"):
+        write_delta(result.path, base.path, new_key, tmp_path / "out")
+    delta = write_delta(result.path, base.path, new_key, tmp_path / "out", base_keys=[old_key])
+    ring = minisig.Keyring((minisig.TrustedKey(new_key.public_key),
+                            minisig.TrustedKey(old_key.public_key,
+                                               datetime.date.today() + datetime.timedelta(30))))
+    root = tmp_path / "root"
+    for location in (base.path, delta.path):
+        staged = open_source(str(location)).stage(ring, str(root))
+        staged.commit()
+    folder = root / "var" / "lib" / "kubecrate" / "bundles" / result.manifest_sha256
+    bundlecache.verified_cache(str(folder), ring)
+
+
+def test_a_delta_is_not_split_and_a_split_one_is_refused(pair, monkeypatch):
+    from builder.bundle.split import split_bundle
+    from builder.errors import UsageError as BuildUsageError
+    from installer.format.errors import UsageError
+
+    with pytest.raises(BuildUsageError, match="copy it whole"):
+        split_bundle(pair["delta"].path, 10000, pair["key"])
+    # parts of a delta made anyway (split told it is not one) are refused by the installer
+    with monkeypatch.context() as patched:
+        patched.setattr(deltamod, "base_named", lambda fields: None)
+        written = split_bundle(pair["delta"].path, 10000, pair["key"])
+    index = next(p for p in written if p.suffix == ".parts")
+    with pytest.raises(UsageError, match="copy the delta tar whole"):
+        open_source(str(index)).verify(public_key(pair))
