@@ -166,9 +166,12 @@ def build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
             lock_copy = scratch / since.name
             shutil.copyfile(since, lock_copy)
             log.info("building the base bundle again from %s", since)
-            base = _build(since_inputs[0], key=key, out_dir=scratch, preset_path=since_inputs[1],
-                          lock_path=lock_copy, cache=cache, session=session,
-                          installer_source=installer_source).bundle
+            rebuilt = _build(since_inputs[0], key=key, out_dir=scratch,
+                             preset_path=since_inputs[1], lock_path=lock_copy, cache=cache,
+                             session=session, installer_source=installer_source)
+            # the scratch folder goes: so does the warm-rebuild record of what was in it
+            stack.callback(rebuild.forget, cache, scratch, rebuilt.bundle.name[:-len(".tar")])
+            base = rebuilt.bundle
         assert base is not None
         # a base from before a key rotation is signed by the old key
         delta = write_delta(report.bundle, base, key, out_dir, base_keys=base_keys)

@@ -19,6 +19,7 @@ The delta is gzip-compressed: besides new blobs and RPMs (already compressed) it
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tarfile
 import tempfile
@@ -162,8 +163,8 @@ def write_delta(result_tar: Path, base_tar: Path, key: SecretKey, out_dir: Path,
                       comment_fields={deltamod.COMMENT_DELTA_BASE: base_sha})
         final = out_dir / packed.path.name
         final_sig = out_dir / packed.signature_path.name
-        shutil.move(str(packed.signature_path), final_sig)
-        shutil.move(str(packed.path), final)
+        os.replace(packed.path, final)  # the work folder is inside out_dir: plain renames
+        os.replace(packed.signature_path, final_sig)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DeltaReport(final, final_sig, packed.size, plan.result_size, base.manifest.name,

@@ -56,7 +56,7 @@ def deltas(mirror_world, tmp_path_factory):
             "base_digest": base.stdout.strip(), "full": root / "next" / f"{NEXT}.tar",
             "full_digest": built.stdout.strip(), "delta": delta, "stderr": built.stderr,
             "since": root / "since" / delta.name, "pyz": root / "next" / zipapp.INSTALLER_NAME,
-            "recipes": recipes, "next_recipe": next_recipe, "common": common}
+            "recipes": recipes, "next_recipe": next_recipe, "common": common, "cache": cache}
 
 
 def installer(deltas, tmp_path: Path, *args) -> subprocess.CompletedProcess:
@@ -109,6 +109,11 @@ def test_the_delta_is_under_a_tenth_of_the_full_bundle(deltas):
 
 def test_since_the_old_lock_gives_the_same_delta(deltas):
     assert deltas["since"].read_bytes() == deltas["delta"].read_bytes()
+    # the base was built again in a scratch folder, which is gone with its rebuild record
+    assert sorted(p.name for p in deltas["since"].parent.iterdir()) == sorted(
+        p.name for p in deltas["delta"].parent.iterdir())
+    records = [json.loads(p.read_text()) for p in (deltas["cache"] / "builds").glob("*.json")]
+    assert [r["bundle"] for r in records].count(f"{BASE}.tar") == 1  # the fixture's own build
 
 
 def test_the_assembled_result_is_the_full_bundle_byte_for_byte(deltas, tmp_path):
