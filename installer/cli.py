@@ -13,6 +13,7 @@ from installer.bundlecache import cache_root
 from installer.cliopts import _ARGV, _begin, _prog_name, common_options, json_option
 from installer.format import bundle, minisig
 from installer.format.clikit import configure_logging, run
+from installer.format.delta import read_plan
 from installer.format.errors import EXIT_CODES_HELP, ExitCode, UsageError
 from installer.hostfiles import naming_full_disk
 from installer.source import BundleSource, open_source
@@ -470,6 +471,10 @@ def _report(checked: bundle.Bundle, verb: str) -> None:
         err=True,
     )
     click.echo("trusted comment: " + checked.signature.trusted_comment, err=True)
+    plan = read_plan(checked.manifest)
+    if plan is not None:  # `verify` of a delta: its own members only
+        click.echo("a delta bundle: {} from base {} (bundle.json sha256 {})".format(
+            plan.result_name, plan.base_name, plan.base_sha256), err=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

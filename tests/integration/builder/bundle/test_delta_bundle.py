@@ -137,6 +137,13 @@ def test_the_assembled_result_is_the_full_bundle_byte_for_byte(deltas, tmp_path)
     assert done.returncode == 0 and "already unpacked" in done.stdout + done.stderr
 
 
+def test_verify_checks_the_delta_and_names_its_base(deltas, tmp_path):
+    done = installer(deltas, tmp_path, "verify", deltas["delta"])
+    assert done.returncode == 0, done.stderr
+    assert f"a delta bundle: {NEXT} from base {BASE} (bundle.json sha256 " \
+        f"{deltas['base_digest']})" in done.stderr
+
+
 def test_a_delta_whose_base_is_absent_is_refused(deltas, tmp_path):
     root = tmp_path / "root"
     done = installer(deltas, tmp_path, "unpack", deltas["delta"], "--root", root)
