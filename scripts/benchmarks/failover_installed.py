@@ -8,6 +8,8 @@ from pathlib import Path
 from benchmarks.failover import installed
 from benchmarks.timing import Result
 
+RUNS = 2  # scripts/bench's default: installed() makes runs // 2 cluster installs, one
+
 
 def run(work: Path, runs: int) -> list[Result]:
     return installed(work, runs)

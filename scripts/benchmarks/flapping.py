@@ -21,6 +21,8 @@ from lab import lbsamples, viplab
 from benchmarks.failover import vip_lab
 from benchmarks.timing import Result
 
+RUNS = 1  # scripts/bench's default: one run of `duration` seconds (10 minutes)
+
 STALL = 1.9
 BURN = "while True: pass"
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from benchmarks.netfetch import run_images
 from benchmarks.timing import Result
 
+RUNS = 1  # scripts/bench's default: a run is three tools over the slow link, 2.5 min
+
 
 def run(work: Path, runs: int) -> list[Result]:
     return run_images(work, runs)
