@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -112,14 +113,28 @@ def run(work: Path, runs: int) -> list[Result]:
             shutil.rmtree(peer_out, ignore_errors=True)
             peer_out.mkdir()
 
-        def ours() -> None:
+        cpu: dict[str, list[float]] = {"ours": [], "peer": []}
+
+        def ours() -> None:  # in this process: its CPU seconds are this process's
+            before = resource.getrusage(resource.RUSAGE_SELF)
             with requests.Session() as session:
                 paths = fetch_rpms(files, ring, Cache(ours_cache), session)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu["ours"].append(after.ru_utime + after.ru_stime - before.ru_utime
+                               - before.ru_stime)
             assert len(paths) == len(files)
 
-        peer = ["curl", "--silent", "--fail"]
+        argv = ["curl", "--silent", "--fail"]
         for item in files:
-            peer += ["-o", str(peer_out / item.filename), item.url]
+            argv += ["-o", str(peer_out / item.filename), item.url]
+
+        def peer() -> None:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, timeout=900)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu["peer"].append(after.ru_utime + after.ru_stime - before.ru_utime
+                               - before.ru_stime)
+
         ours_times, peer_times = side_by_side(runs, ours, peer, reset)
         reset()
     finally:
@@ -129,6 +144,15 @@ def run(work: Path, runs: int) -> list[Result]:
         name=f"download {len(files)} signed RPMs, {mb:.0f} MB, from a local nginx",
         ours="fetch_rpms (4 connections, SHA-256 + signature checks, into the cache)",
         peer="curl -o F1 URL1 -o F2 URL2 ... (sequential, no checks)",
-        ours_seconds=ours_times, peer_seconds=peer_times, goal=1.0,
+        ours_seconds=ours_times, peer_seconds=peer_times, goal=None,
         note=f"throughput: kubecrate {mb / min(ours_times):.0f} MB/s best, "
-             f"curl {mb / min(peer_times):.0f} MB/s best")]
+             f"curl {mb / min(peer_times):.0f} MB/s best. CPU seconds (user + sys) per run: "
+             f"kubecrate [{', '.join(f'{t:.2f}' for t in cpu['ours'])}], curl "
+             f"[{', '.join(f'{t:.2f}' for t in cpu['peer'])}]. No goal: on loopback nothing "
+             "waits for the network, so this row weighs CPU, and ours spends more of it by "
+             "design (SHA-256 of every byte against the repodata, each RPM's OpenPGP "
+             "signature, Python's HTTP stack) than a curl that checks nothing. Issue 16 calls "
+             "loopback download figures meaningless and sets its goal (<= 0.35x of sequential "
+             "curl) on the 50 ms / 100 Mbit/s / 0.1% loss link: the netfetch rows. The 1x "
+             "goal this row showed until 2026-12-04 was no issue's (issue 5's closing notes "
+             "call it a helper's own)")]
