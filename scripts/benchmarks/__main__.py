@@ -3,8 +3,8 @@
     scripts/bench [--runs N] [--only NAME ...] [--duration SECONDS]
 
 Without arguments every benchmark runs, in one invocation, each as many times as its module's
-RUNS says (default 5; the WAN downloads, the installed cluster's failover and the 10-minute
-flapping run are long, so they run once); `--runs N` runs every one N times instead.
+RUNS says (default 5; the WAN downloads and the 10-minute flapping run are long, so they run
+once, the installed cluster's failover three times); `--runs N` runs every one N times instead.
 Results are kept per benchmark in docs/benchmarks.json, so `--only` re-measures the named
 ones and keeps the others' last figures (each row says when and where it was measured, in
 which invocation, and the machine's 1-minute load average sampled while it ran: other work on

@@ -30,8 +30,6 @@ from lab.netns import Lab, cleanup_stale  # noqa: E402
 from benchmarks.timing import Result  # noqa: E402
 from installer import lbconfig  # noqa: E402
 
-RUNS = 3  # scripts/bench's default: three of each drill on one lab
-
 VENV = REPO / ".venv" / "bin"
 SUBNET = 9
 LAB = "bench"

@@ -8,7 +8,7 @@ from pathlib import Path
 from benchmarks.failover import installed
 from benchmarks.timing import Result
 
-RUNS = 2  # scripts/bench's default: installed() makes runs // 2 cluster installs, one
+RUNS = 6  # scripts/bench's default: installed() makes runs // 2 cluster installs, three
 
 
 def run(work: Path, runs: int) -> list[Result]:
