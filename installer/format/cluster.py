@@ -261,10 +261,10 @@ def _endpoint(doc: _Doc, section: Dict[str, Any]
     if dns_name is not None:
         doc.text(dns_name, path + ("dns_name",), _NAME, "a DNS name")
     port = section.get("port")  # None: the load balancer's default (lbspec)
-    if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
-        raise doc.wrong_type(path + ("port",), "a whole number", port)
-    if port is not None and not 0 < port < 65536:
-        doc.fail(path + ("port",), "{!r} is not a TCP port".format(port))
+    if port is not None:
+        port = doc.integer(port, path + ("port",))
+        if not 0 < port < 65536:
+            doc.fail(path + ("port",), "{!r} is not a TCP port".format(port))
     return vip, dns_name, port
 
 

@@ -45,6 +45,11 @@ def test_cluster_parses_into_immutable_objects():
     (GOOD + "networking: {}\n", "cluster.yaml:7: networking: key given twice"),
     (GOOD.replace("role: control-plane", "role: worker"), "at least one node needs role"),
     ("nodes: [\n", "not valid YAML"),
+    (GOOD.replace("port: 8443", 'port: "8443"'),
+     "cluster.yaml:1: control_plane.port: must be a whole number, not str"),
+    (GOOD.replace("port: 8443", "port: true"),
+     "control_plane.port: must be a whole number, not bool"),
+    (GOOD.replace("port: 8443", "port: 70000"), "control_plane.port: 70000 is not a TCP port"),
 ])
 def test_cluster_errors_name_line_key_and_suggest(text, message):
     with pytest.raises(ClusterConfigError) as err:
