@@ -1,4 +1,4 @@
-"""VIP failover windows, no peer tool (issues 8 and 16 ask for the windows themselves). Needs root.
+"""VIP failover windows, no peer tool (the windows themselves are the result). Needs root.
 
 - The installed CentOS 7 cluster (scripts/lab/halab.py, the same install as the e2e test and the
   demo): keepalived renders the VRRPv2 / 1 s profile that CentOS 7's keepalived 1.3.5 needs.
@@ -7,8 +7,8 @@
 - The VRRPv3 / 0.2 s profile (keepalived >= 1.3.7: EL8, EL9, the static-pod image) on the lab
   of scripts/lab/viplab.py: three control planes with the rendered configs, a client polling
   https://VIP:8443/version every 100 ms (overlapping polls, so that a hanging one does not
-  hold the next back); the same two drills, `runs` times each. Issue 16's
-  goals: under 1 s for a killed holder, under 1.5 s for a silent loss.
+  hold the next back); the same two drills, `runs` times each. The goals
+  (docs/load-balancer.md): under 1 s for a killed holder, under 1.5 s for a silent loss.
 """
 
 from __future__ import annotations

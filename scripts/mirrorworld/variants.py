@@ -4,7 +4,7 @@ is committed: the variant's RPM and image are ones the world already serves).
     path = write_delta_variant(REPO / "manifests/k8s-1.23.17-el7.yaml", folder)
 
 The delta variant differs from the primary recipe in exactly one RPM and one image, which is
-what a delta bundle between two bundles is measured on (docs/upgrades.md, issue 20): the
+what a delta bundle between two bundles is measured on (docs/upgrades.md): the
 containerd.io pin (1.6.33 -> 1.6.31, both in the world's docker-ce-stable, yum_packages.yaml)
 and flannel's CNI plugin image (v1.2.0 -> v1.5.1-flannel2, both in images.yaml). The variant
 keeps every other line, so its lock differs from the primary's only there.

@@ -342,7 +342,7 @@ def test_reset_keeps_the_host_and_install_rebuilds_the_first_node(lab):
 
 
 def test_renew_certs_eleven_months_on_gives_every_certificate_a_year(lab, monkeypatch):
-    """Issue 19 item 1: status warns before kubeadm's one-year certificates expire;
+    """status warns before kubeadm's one-year certificates expire;
     renew-certs renews them all, restarts the control plane and it answers again."""
     install(lab, "cp1")
     cp1 = str(lab.top / "cp1")
@@ -415,7 +415,7 @@ STATIC_PODS = CLUSTER.replace("load_balancer: {mode: external}",
 
 
 def test_static_pods_init_stops_when_the_vip_cannot_appear_and_says_why(lab, monkeypatch):
-    """Issue 12 item 2: in static-pods mode keepalived runs only inside `kubeadm init`; without
+    """In static-pods mode keepalived runs only inside `kubeadm init`; without
     its image the VIP never comes, and the installer stops init after its bound, naming the
     image, instead of letting kubeadm wait out wait-control-plane."""
     from installer.steps import vipwatch

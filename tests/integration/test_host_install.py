@@ -150,7 +150,7 @@ def test_worker_install_plan_dry_run_idempotent_reset(host_bundle, test_host, do
 
 
 def reinstall_from_the_cache_alone(host, bundle, digest_dir):
-    """Issue 13 item 5: with the tar gone, `install --bundle <cache folder>` rebuilds the host
+    """With the tar gone, `install --bundle <cache folder>` rebuilds the host
     from the cache, its kept signature and every file checked; with one cached RPM changed,
     the same run is refused before it changes anything, naming the RPM, exit 3."""
     cached = host.root / "var/lib/kubecrate/bundles" / digest_dir

@@ -114,7 +114,7 @@ def test_kubelet_refuses_a_cgroup_driver_other_than_dockers(hosts):  # noqa: F81
 
 
 def test_control_plane_images_must_be_in_this_hosts_runtime(hosts):  # noqa: F811
-    """Issue 12 item 6: a control-plane node given only the worker images cannot init."""
+    """A control-plane node given only the worker images cannot init."""
     host = hosts("workerset")
     store = host.path("/var/lib/docker/kubecrate-standin-images.json")
     store.unlink()

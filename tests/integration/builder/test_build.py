@@ -224,7 +224,7 @@ def test_inspect_lists_the_bundle(world_build):
 
 
 def test_the_bundle_carries_a_signed_spdx_sbom_of_everything_it_brings(world_build, tmp_path):
-    """Issue 23 item 1: sbom.spdx.json is a member listed in bundle.json (so signed), valid
+    """sbom.spdx.json is a member listed in bundle.json (so signed), valid
     SPDX 2.3 by the spdx-tools validator, and names every RPM, binary, image and wheel."""
     from spdx_tools.spdx.parser.parse_anything import parse_file
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
@@ -336,7 +336,7 @@ def test_lint_names_an_image_removed_from_a_resigned_bundle(world_build, tmp_pat
 
 
 def test_lint_refuses_a_manifest_that_would_reach_outside_the_bundle(world_build, tmp_path):
-    """Issue 23 item 3: an add-on manifest edited (and re-signed) to run an image the bundle
+    """An add-on manifest edited (and re-signed) to run an image the bundle
     does not carry, or to fetch a URL, fails lint naming the file and the reference."""
     member = "addons/flannel/kube-flannel.yml"
 
@@ -369,7 +369,7 @@ nodes:
 
 def test_lint_cluster_refuses_static_pods_without_the_load_balancer_images(world_build,
                                                                           tmp_path):
-    """Issue 12 item 2: a bundle built without "@loadbalancer" is complete for itself, but not
+    """A bundle built without "@loadbalancer" is complete for itself, but not
     for a cluster.yaml in static-pods mode, whose kubelets would pull keepalived and haproxy."""
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(STATIC_PODS_CLUSTER)

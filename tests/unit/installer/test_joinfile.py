@@ -90,7 +90,7 @@ def test_ca_cert_hash_runs_openssl_argv_lists():
                                          (0o640, "readable")])
 def test_join_material_open_to_others_is_a_loud_warning_naming_the_file(tmp_path, caplog, mode,
                                                                         words):
-    """Issue 14 item 9: the token and key in it let anyone join as a control plane."""
+    """The token and key in it let anyone join as a control plane."""
     path = tmp_path / "join.yaml"
     joinfile.write(str(path), lbsamples.join_info())
     path.chmod(mode)

@@ -1,4 +1,4 @@
-"""Delta bundles in the mirror world (issue 20 item 2): the primary recipe and its variant that
+"""Delta bundles in the mirror world (docs/upgrades.md): the primary recipe and its variant that
 differs in one RPM and one image (scripts/mirrorworld/variants.py) are built for real; the
 delta between them is measured against the full bundle, and the installer .pyz, on the hosts'
 Python 3.6, assembles it with the base already in a root's cache. The assembled cache folder

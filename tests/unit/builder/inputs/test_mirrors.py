@@ -301,7 +301,7 @@ def test_preset_objects_are_immutable(tmp_path):
     ],
 )
 def test_credentials_in_a_mirror_url_are_refused(tmp_path, old, new, key, words):
-    """Issue 14 item 7: they would be written into the lock and every bundle.json."""
+    """Credentials in a URL would be written into the lock and every bundle.json."""
     assert old in MINIMAL
     with pytest.raises(MirrorPresetError) as info:
         load_preset(write(tmp_path, MINIMAL.replace(old, new, 1)))
