@@ -12,7 +12,7 @@ The token and certificate key come from installer.joinfile, generated before ini
 """
 
 import re
-from typing import NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from installer.format.lbspec import APISERVER_PORT, Kubeadm
 from installer.joinfile import CERTIFICATE_KEY_RE, TOKEN_RE, JoinInfo, validate
@@ -36,13 +36,37 @@ def _minor(kubernetes_version):
     return int(match.group(1))
 
 
+# `selinux: enforcing` (docs/selinux.md): kubeadm sets no SELinux options on its static pods
+# (it dropped etcd's spc_t in kubernetes/kubernetes#49328) and the kubelet never relabels a
+# hostPath volume (pkg/volume/hostpath/host_path.go: SELinuxRelabel false), so on a host whose
+# runtime labels containers (container_t) etcd could not write /var/lib/etcd nor the apiserver
+# read /etc/kubernetes/pki. kubeadm's patches (v1beta3 and v1beta4 `patches.directory`, files
+# named target+strategic.yaml) run the four as spc_t, at pod level, where kubeadm once put
+# etcd's (#40682); kubeadm#279 names spc_t as the way to keep SELinux on.
+SELINUX_PATCHES_DIR = "/etc/kubernetes/kubecrate/patches"
+SELINUX_PATCH_TARGETS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+SPC_T_PATCH = """# Written by kubecrate (selinux: enforcing): the pod runs as spc_t.
+spec:
+  securityContext:
+    seLinuxOptions:
+      type: spc_t
+"""
+
+
+def selinux_patches() -> List[Tuple[str, str]]:
+    """(path, content) of the kubeadm patches that run its static pods as spc_t."""
+    return [("{}/{}+strategic.yaml".format(SELINUX_PATCHES_DIR, target), SPC_T_PATCH)
+            for target in SELINUX_PATCH_TARGETS]
+
+
 class NodeAddress(NamedTuple):
     name: str
     address: str
 
 
 def init_config(k: Kubeadm, node: NodeAddress, token: str, certificate_key: str,
-                apiserver_port: int = APISERVER_PORT, cert_sans: Sequence[str] = ()) -> str:
+                apiserver_port: int = APISERVER_PORT, cert_sans: Sequence[str] = (),
+                patches_dir: Optional[str] = None) -> str:
     """InitConfiguration + ClusterConfiguration + KubeletConfiguration (systemd cgroups) +
     KubeProxyConfiguration for the first control-plane node."""
     if not TOKEN_RE.match(token):
@@ -52,18 +76,19 @@ def init_config(k: Kubeadm, node: NodeAddress, token: str, certificate_key: str,
     return render("kubeadm-init.yaml.j2", api=api_version(k.minor), k=k, node=node,
                   token=token, token_ttl=TOKEN_TTL,
                   certificate_key=certificate_key, apiserver_port=apiserver_port,
-                  cert_sans=list(cert_sans))
+                  cert_sans=list(cert_sans), patches_dir=patches_dir)
 
 
 def join_config(k: Kubeadm, node: NodeAddress, join: JoinInfo, control_plane: bool,
-                apiserver_port: int = APISERVER_PORT) -> str:
+                apiserver_port: int = APISERVER_PORT, patches_dir: Optional[str] = None) -> str:
     """JoinConfiguration for a worker, or with `control_plane` for another control-plane node
     (which then needs join.certificate_key)."""
     validate(join)
     if control_plane and not join.certificate_key:
         raise ValueError("a control-plane join needs join.yaml's certificate_key")
     return render("kubeadm-join.yaml.j2", api=api_version(k.minor), k=k, node=node, join=join,
-                  control_plane=control_plane, apiserver_port=apiserver_port)
+                  control_plane=control_plane, apiserver_port=apiserver_port,
+                  patches_dir=patches_dir)
 
 
 def refresh_config(kubernetes_version: str, token: Optional[str] = None,

@@ -15,6 +15,15 @@ from installer.render import render
 
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 CHECK_SCRIPT = "/etc/keepalived/check_apiserver.sh"
+# With `selinux: enforcing` and keepalived from the host's RPM, keepalived runs as keepalived_t,
+# which may not execute a script labelled etc_t. The policy labels /usr/libexec/keepalived(/.*)?
+# keepalived_unconfined_script_exec_t, and keepalived_t runs such a file in the unconfined
+# keepalived_unconfined_script_t domain (selinux-policy keepalived.fc and keepalived.te:
+# domtrans_pattern(keepalived_t, keepalived_unconfined_script_exec_t, ...)). So the script
+# goes there, and `restorecon` gives it that label (docs/selinux.md).
+LIBEXEC_DIR = "/usr/libexec/keepalived"
+ENFORCING_CHECK_SCRIPT = LIBEXEC_DIR + "/check_apiserver.sh"
+SCRIPT_LABEL = "keepalived_unconfined_script_exec_t"
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 MANIFESTS = "/etc/kubernetes/manifests"
 
@@ -117,26 +126,38 @@ def haproxy_cfg(lb: LoadBalancer, static_pod: bool = False) -> str:
                   haproxy_inter=HAPROXY_INTER, connect_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
-def config_files(lb: LoadBalancer, node_name: str, vrrp: Vrrp = VRRP_V2) -> List[RenderedFile]:
+def check_script_path(lb: LoadBalancer, enforcing: bool = False) -> str:
+    """Where keepalived's check script goes: under /usr/libexec/keepalived for the host's
+    keepalived on an enforcing host (`selinux: enforcing`), else /etc/keepalived (also in
+    static-pods mode, where the container runs it, not keepalived_t)."""
+    return ENFORCING_CHECK_SCRIPT if enforcing and lb.mode == "services" else CHECK_SCRIPT
+
+
+def config_files(lb: LoadBalancer, node_name: str, vrrp: Vrrp = VRRP_V2,
+                 enforcing: bool = False) -> List[RenderedFile]:
     """The keepalived and haproxy configs node `node_name` needs in either mode (none for an
     external load balancer)."""
     if not lb.on_control_planes:
         return []
+    script = check_script_path(lb, enforcing)
     return [
-        RenderedFile(KEEPALIVED_CONF, keepalived_conf(lb, node_name, vrrp=vrrp), 0o644),
-        RenderedFile(CHECK_SCRIPT, check_script(lb, node_name), 0o755),
+        RenderedFile(KEEPALIVED_CONF, keepalived_conf(lb, node_name, script, vrrp=vrrp), 0o644),
+        RenderedFile(script, check_script(lb, node_name), 0o755),
         RenderedFile(HAPROXY_CFG, haproxy_cfg(lb, static_pod=lb.mode == "static-pods"), 0o644),
     ]
 
 
-def static_pod_files(lb: LoadBalancer) -> List[RenderedFile]:
-    """The keepalived and haproxy static-pod manifests (mode static-pods only)."""
+def static_pod_files(lb: LoadBalancer, enforcing: bool = False) -> List[RenderedFile]:
+    """The keepalived and haproxy static-pod manifests (mode static-pods only). With
+    `enforcing` the pods run as spc_t, as kubeadm's own do then (installer/kubeadmconfig.py
+    SELINUX_PATCHES): they read host files the runtime would not relabel for them."""
     if lb.mode != "static-pods":
         return []
     return [
         RenderedFile(MANIFESTS + "/keepalived.yaml",
                      render("keepalived-pod.yaml.j2", lb=lb, config_path=KEEPALIVED_CONF,
-                            check_script=CHECK_SCRIPT), 0o600),
+                            check_script=CHECK_SCRIPT, spc_t=enforcing), 0o600),
         RenderedFile(MANIFESTS + "/haproxy.yaml",
-                     render("haproxy-pod.yaml.j2", lb=lb, config_path=HAPROXY_CFG), 0o600),
+                     render("haproxy-pod.yaml.j2", lb=lb, config_path=HAPROXY_CFG,
+                            spc_t=enforcing), 0o600),
     ]

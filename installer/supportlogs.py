@@ -56,6 +56,7 @@ FILES = (
     "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
     "/etc/keepalived/keepalived.conf",
     "/etc/keepalived/check_apiserver.sh",
+    "/usr/libexec/keepalived/check_apiserver.sh",  # selinux: enforcing (installer/lbconfig.py)
     "/etc/haproxy/haproxy.cfg",
     "/etc/containerd/config.toml",
     "/etc/docker/daemon.json",

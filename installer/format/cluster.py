@@ -25,6 +25,9 @@ ROLES = ("control-plane", "worker")
 FIREWALL_POLICIES = ("disable", "open-ports")
 # networking.cni: the pod network the install applies, from the bundle's add-ons (docs/cluster.md)
 CNIS = ("flannel", "calico")
+# permissive: host prep sets SELinux permissive (kubeadm's install guide, the runbooks);
+# enforcing: it is left enforcing and the cluster is set up for it (docs/selinux.md)
+SELINUX_MODES = ("permissive", "enforcing")
 _MIRROR_URL = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
 _URL_CREDENTIALS = re.compile(r"\A[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
 _REGISTRY = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
@@ -83,6 +86,12 @@ class Cluster(NamedTuple):
     kubeadm: Tuple[Tuple[str, Any], ...] = ()
     # networking.cni as given (one of CNIS), or "" for the bundle's one CNI (installer/cnis.py)
     cni: str = ""
+    selinux: str = "permissive"  # SELINUX_MODES
+
+    @property
+    def enforcing(self) -> bool:
+        """Whether the hosts keep SELinux enforcing (`selinux: enforcing`)."""
+        return self.selinux == "enforcing"
 
     def node(self, name: str) -> Optional[Node]:
         return next((n for n in self.nodes if n.name == name), None)
@@ -95,7 +104,7 @@ class Cluster(NamedTuple):
 
 # Allowed keys per section; `load_balancer` and `kubeadm` are lbspec's (docs/load-balancer.md).
 TOP_KEYS = ("cluster_name", "control_plane", "networking", "ntp_servers", "upstream_dns",
-            "firewall", "runtime", "nodes", "load_balancer", "kubeadm")
+            "firewall", "selinux", "runtime", "nodes", "load_balancer", "kubeadm")
 ENDPOINT_KEYS = ("vip", "dns_name", "port")
 NETWORK_KEYS = ("pod_cidr", "service_cidr", "cni")
 RUNTIME_KEYS = ("registry_mirrors", "insecure_registries")
@@ -156,6 +165,10 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
         doc.fail(("firewall",), "{!r} is not one of {}{}".format(
             firewall, ", ".join(FIREWALL_POLICIES),
             yamldoc.suggestion(firewall, FIREWALL_POLICIES)))
+    selinux = data.get("selinux", "permissive")
+    if selinux not in SELINUX_MODES:
+        doc.fail(("selinux",), "{!r} is not one of {}{}".format(
+            selinux, ", ".join(SELINUX_MODES), yamldoc.suggestion(str(selinux), SELINUX_MODES)))
     name = doc.text(data.get("cluster_name", "kubernetes"), ("cluster_name",), _NAME,
                     "a DNS-1123 name")
     nodes = _nodes(doc, (pod, svc), vip)
@@ -170,7 +183,8 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     return Cluster(source, name, Endpoint(vip, dns_name, lb.port), str(pod), str(svc),
                    _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
                    _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
-                   firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())), cni)
+                   firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())), cni,
+                   selinux)
 
 
 def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,

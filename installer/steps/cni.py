@@ -70,6 +70,20 @@ def customize(text: str, pod_cidr: str) -> str:
     return "".join("---\n" + json.dumps(doc, indent=1, sort_keys=True) + "\n" for doc in docs)
 
 
+def run_as_spc_t(text: str) -> str:
+    """`selinux: enforcing` (docs/selinux.md): every DaemonSet of the CNI manifest runs its pods
+    as spc_t. Their init containers write /opt/cni/bin and /etc/cni/net.d, and the agents
+    /run/flannel or /var/lib/calico: host folders that a container_t process may not write and
+    the kubelet does not relabel (hostPath volumes never are)."""
+    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    for doc in docs:
+        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") \
+            if doc.get("kind") == "DaemonSet" else None
+        if isinstance(pod, dict):
+            pod.setdefault("securityContext", {})["seLinuxOptions"] = {"type": "spc_t"}
+    return "".join("---\n" + json.dumps(doc, indent=1, sort_keys=True) + "\n" for doc in docs)
+
+
 def select_iface_per_node(container: dict) -> None:
     """Drop any --iface/--iface-regex/--iface-can-reach argument and set env FLANNELD_IFACE
     from the downward API status.hostIP (replacing an existing FLANNELD_IFACE*)."""
@@ -134,6 +148,8 @@ class CniStep(ActionStep):
             text = customize(raw.decode("utf-8"), ctx.cluster.pod_cidr)
             target, how = MANIFEST, "pod CIDR {} and {} = each node's status.hostIP".format(
                 ctx.cluster.pod_cidr, IFACE_ENV)
+        if ctx.cluster.enforcing:
+            text = run_as_spc_t(text)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if (ctx.host.read_text(STAMP) or "").strip() == digest and \
                 ctx.host.needs_write(target, text.encode("utf-8")) is None:

@@ -133,12 +133,15 @@ class HostPrepStep(ActionStep):
 
         found.extend(swap_actions(ctx, write))
 
-        if host.probes.selinux_mode() == "enforcing":
-            found.append(Action("set SELinux permissive now",
-                                partial(run.run, ["setenforce", "0"])))
-        selinux = host.read_text("/etc/selinux/config")
-        if selinux is not None:
-            write("/etc/selinux/config", selinux_content(selinux))
+        # `selinux: enforcing` (docs/selinux.md): the mode and /etc/selinux/config stay as they
+        # are; the later steps label what they write and run the pods that need it as spc_t
+        if not ctx.cluster.enforcing:
+            if host.probes.selinux_mode() == "enforcing":
+                found.append(Action("set SELinux permissive now",
+                                    partial(run.run, ["setenforce", "0"])))
+            selinux = host.read_text("/etc/selinux/config")
+            if selinux is not None:
+                write("/etc/selinux/config", selinux_content(selinux))
 
         found.extend(self._firewall(ctx))
         found.extend(nmconf.actions(ctx))

@@ -167,13 +167,23 @@ def kubeconfig_for_root(ctx: Context) -> List[Action]:
                    partial(ctx.host.write, ROOT_KUBECONFIG, admin, 0o600))]
 
 
+def selinux_patches(ctx: Context) -> Optional[str]:
+    """With `selinux: enforcing`, write kubeadm's patches that run its static pods as spc_t
+    (installer/kubeadmconfig.py) and return their folder for the config; else None."""
+    if not ctx.cluster.enforcing:
+        return None
+    for path, content in kubeadmconfig.selinux_patches():
+        ctx.host.write(path, content, 0o644)
+    return kubeadmconfig.SELINUX_PATCHES_DIR
+
+
 def init(ctx: Context) -> str:
     lb = ctx.cluster.load_balancer
     token, key, moment = joinfile.new_token(), joinfile.new_certificate_key(), now()
     endpoint = ctx.cluster.endpoint
     sans = [san for san in (endpoint.vip, endpoint.dns_name) if san]
     config = kubeadmconfig.init_config(settings(ctx), node_address(ctx), token, key,
-                                       lb.apiserver_port, sans)
+                                       lb.apiserver_port, sans, selinux_patches(ctx))
     ctx.host.write(INIT_CONFIG, config, 0o600)
     extra: Dict[str, Any] = {}  # no watch at all unless there is a VIP to watch
     if lb.mode == "static-pods" and not ctx.runner.dry_run:
@@ -200,7 +210,8 @@ def join(ctx: Context) -> str:
     info = ctx.join_info()
     control_plane = ctx.node.is_control_plane
     config = kubeadmconfig.join_config(settings(ctx), node_address(ctx), info, control_plane,
-                                       ctx.cluster.load_balancer.apiserver_port)
+                                       ctx.cluster.load_balancer.apiserver_port,
+                                       selinux_patches(ctx) if control_plane else None)
     log.info("%s", clones.refuse_clone(ctx))  # a cloned VM is refused before it registers
     ctx.host.write(JOIN_CONFIG, config, 0o600)
     ctx.runner.run(["kubeadm", "join", "--config", JOIN_CONFIG], timeout=KUBEADM_TIMEOUT,

@@ -95,12 +95,20 @@ def bring_up(ctx: Context) -> List[Action]:
                 runner.run, ["yum", "-y"] + ONLY_BUNDLE + ["install"] + list(PACKAGES),
                 timeout=1800)))
     vrrp = lbconfig.vrrp_for(lb, ctx.info.release)
-    files = lbconfig.config_files(lb, ctx.node.name, vrrp) + lbconfig.static_pod_files(lb)
+    enforcing = ctx.cluster.enforcing
+    script = lbconfig.check_script_path(lb, enforcing)
+    files = lbconfig.config_files(lb, ctx.node.name, vrrp, enforcing) + \
+        lbconfig.static_pod_files(lb, enforcing)
     stale = [f for f in files if host.needs_write(f.path, f.content.encode("utf-8"), f.mode)]
     if stale:
         def write() -> None:
             for item in stale:
                 host.write(item.path, item.content, item.mode)
+            if script == lbconfig.ENFORCING_CHECK_SCRIPT:
+                # the policy's label for the folder and the script, so keepalived_t may run it
+                runner.run(["restorecon", "-R", host.path(lbconfig.LIBEXEC_DIR)],
+                           hint="restorecon (policycoreutils) labels the check script for "
+                                "keepalived; see docs/selinux.md")
             if lb.mode == "services":
                 runner.run(["haproxy", "-c", "-f", host.path(lbconfig.HAPROXY_CFG)],
                            hint="the rendered haproxy.cfg was refused; see docs/load-balancer.md")
@@ -109,7 +117,7 @@ def bring_up(ctx: Context) -> List[Action]:
     if lb.mode == "services":
         changed = {f.path for f in stale}
         for unit, configs in (("haproxy", {lbconfig.HAPROXY_CFG}),
-                              ("keepalived", {lbconfig.KEEPALIVED_CONF, lbconfig.CHECK_SCRIPT})):
+                              ("keepalived", {lbconfig.KEEPALIVED_CONF, script})):
             actions = _enabled(ctx, unit, start=True, step="loadbalancer")
             starting = any(a.what == "start " + unit for a in actions)
             if changed & configs and not starting:

@@ -192,12 +192,48 @@ def check_swap(ctx: Context) -> Finding:
     return Finding(PASS, "swap", "swap is off")
 
 
-def check_selinux(ctx: Context) -> Finding:
+def check_selinux(ctx: Context) -> List[Finding]:
     mode = ctx.host.probes.selinux_mode()
-    if mode == "enforcing":
-        return Finding(WARN, "selinux", "SELinux is enforcing; host prep sets it permissive "
-                       "now and in /etc/selinux/config")
-    return Finding(PASS, "selinux", "SELinux is " + mode)
+    if not ctx.cluster.enforcing:
+        if mode == "enforcing":
+            return [Finding(WARN, "selinux", "SELinux is enforcing; host prep sets it permissive "
+                            "now and in /etc/selinux/config",
+                            "keep it enforcing with `selinux: enforcing` in cluster.yaml "
+                            "(docs/selinux.md)")]
+        return [Finding(PASS, "selinux", "SELinux is " + mode)]
+    # `selinux: enforcing` (docs/selinux.md): the host keeps its mode
+    if mode == "disabled":
+        found = [Finding(FAIL, "selinux", "cluster.yaml asks for selinux: enforcing, but SELinux "
+                         "is disabled on this host (setenforce cannot turn it on)",
+                         "set SELINUX=enforcing in /etc/selinux/config, `touch /.autorelabel` "
+                         "and reboot; or use selinux: permissive")]
+    elif mode == "permissive":
+        found = [Finding(WARN, "selinux", "cluster.yaml asks for selinux: enforcing; this host "
+                         "is permissive and stays so (kubecrate changes no mode), with the "
+                         "labels and pod options enforcing needs",
+                         "`setenforce 1` and SELINUX=enforcing when the site requires it")]
+    else:
+        found = [Finding(PASS, "selinux", "SELinux is enforcing and stays so (selinux: "
+                         "enforcing)")]
+    return found + [container_selinux(ctx)]
+
+
+def container_selinux(ctx: Context) -> Finding:
+    """container-selinux labels the runtime, its files and the containers (container_t,
+    spc_t, kubernetes_file_t): on an enforcing host it must be installed, or come with the
+    bundle (docker-ce and containerd.io require it, so the local repo step installs it)."""
+    installed = ctx.runner.query(["rpm", "-q", "container-selinux"])
+    if installed.returncode == 0 and installed.stdout.strip():
+        return Finding(PASS, "container-selinux", installed.stdout.strip() + " is installed")
+    prefix = ctx.info.repo_path.rstrip("/") + "/"
+    carried = sorted(os.path.basename(f) for f in ctx.info.files if f.startswith(prefix)
+                     and re.match(r"container-selinux-\d", os.path.basename(f)))
+    if carried:
+        return Finding(PASS, "container-selinux", "not installed yet; the bundle's {} is "
+                       "installed with the runtime".format(carried[-1]))
+    return Finding(FAIL, "container-selinux", "container-selinux is neither installed nor in "
+                   "the bundle: an enforcing host would deny the runtime and its containers",
+                   "add container-selinux to the recipe's packages and rebuild the bundle")
 
 
 def check_firewalld(ctx: Context) -> Finding:

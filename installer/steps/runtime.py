@@ -36,6 +36,8 @@ def docker_daemon_json(ctx: Context) -> str:
         config["registry-mirrors"] = list(ctx.cluster.runtime.registry_mirrors)
     if ctx.cluster.runtime.insecure_registries:
         config["insecure-registries"] = list(ctx.cluster.runtime.insecure_registries)
+    if ctx.cluster.enforcing:  # label containers container_t (off by default: dockerd(8))
+        config["selinux-enabled"] = True
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
@@ -49,7 +51,8 @@ def containerd_config(ctx: Context) -> str:
     if ctx.cluster.runtime.registry_mirrors:
         mirrors.append(("docker.io", list(ctx.cluster.runtime.registry_mirrors)))
     return render("containerd-config.toml.j2", pause_image=ctx.info.pause_image,
-                  mirrors=mirrors, insecure=list(ctx.cluster.runtime.insecure_registries))
+                  mirrors=mirrors, insecure=list(ctx.cluster.runtime.insecure_registries),
+                  enable_selinux=ctx.cluster.enforcing)
 
 
 class RuntimeStep(ActionStep):
