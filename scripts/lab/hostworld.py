@@ -36,6 +36,7 @@ from lab.dnfroot import dnf, write_config
 MW = Path(os.environ.get("KUBECRATE_MW_CACHE", REPO / ".cache" / "mirror-world"))
 STANDINS = Path(__file__).resolve().with_name("hoststandins.py")
 STANDIN_NAMES = ("yum", "rpm", "systemctl", "modprobe", "sysctl", "swapoff", "setenforce",
+                 "getenforce", "setsebool", "getsebool", "semanage", "restorecon",
                  "hostnamectl", "firewall-cmd", "docker", "chronyc", "ctr", "crictl")
 PACKAGES = ["docker-ce-20.10.24-3.el7", "docker-ce-cli-20.10.24-3.el7", "containerd.io",
             "conntrack-tools", "socat"]

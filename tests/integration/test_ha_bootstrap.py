@@ -443,3 +443,36 @@ def test_static_pods_init_stops_when_the_vip_cannot_appear_and_says_why(lab, mon
                                   "docker.io/library/haproxy:2.8"])
     other = vipwatch.diagnose(context(lab, "cp1"), 3.0)
     assert "keepalived's static pod is not running, or VRRP (IP protocol 112)" in str(other)
+
+
+def test_selinux_enforcing_runs_kubeadms_pods_and_flannel_as_spc_t(lab):
+    """`selinux: enforcing` (docs/selinux.md): kubeadm gets its patches folder, and the
+    kubeadm stand-in applies the patches as kubeadm does, so every control-plane static pod
+    (init and control-plane join) runs as spc_t; the applied flannel DaemonSet too; a worker
+    gets no patches. The nodes still come up."""
+    import yaml
+
+    (lab.top / "cluster.yaml").write_text(CLUSTER + "selinux: enforcing\n")
+    lab.cluster = load_cluster(str(lab.top / "cluster.yaml"))
+    out = lab.top / "join.yaml"
+    install(lab, "cp1", join_out=str(out))
+    install(lab, "cp2", join=out)
+    install(lab, "w1", join=out)
+    assert nodes(lab) == {"cp1": "Ready", "cp2": "Ready", "w1": "Ready"}
+    for name in ("cp1", "cp2"):
+        for component in ("etcd", "kube-apiserver", "kube-controller-manager",
+                          "kube-scheduler"):
+            pod = yaml.safe_load((lab.top / name / "etc/kubernetes/manifests" /
+                                  (component + ".yaml")).read_text())
+            assert pod["spec"]["securityContext"] == {"seLinuxOptions": {"type": "spc_t"}}, \
+                (name, component)
+            assert pod["spec"]["containers"][0]["name"] == component  # the rest kept
+    init = (lab.top / "cp1/etc/kubernetes/kubecrate/kubeadm-init.yaml").read_text()
+    assert 'patches:\n  directory: "/etc/kubernetes/kubecrate/patches"' in init
+    assert "patches" not in (lab.top / "w1/etc/kubernetes/kubecrate/kubeadm-join.yaml"
+                             ).read_text()
+    flannel = [doc for doc in yaml.safe_load_all(
+        (lab.top / "cp1/etc/kubernetes/kubecrate/kube-flannel.yml").read_text())
+        if doc and doc["kind"] == "DaemonSet"]
+    assert flannel[0]["spec"]["template"]["spec"]["securityContext"]["seLinuxOptions"] == \
+        {"type": "spc_t"}

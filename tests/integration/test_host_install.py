@@ -179,6 +179,46 @@ def reinstall_from_the_cache_alone(host, bundle, digest_dir):
             os.replace(aside, path)
 
 
+def test_selinux_enforcing_install_keeps_the_host_enforcing(host_bundle, test_host):
+    """`selinux: enforcing` (docs/selinux.md): the host stays enforcing (the getenforce and
+    setenforce stand-ins act on the fake kernel's /sys/fs/selinux/enforce), its
+    /etc/selinux/config is not touched, preflight finds container-selinux in the bundle, and
+    Docker labels its containers."""
+    host = test_host
+    host.cluster.write_text(host.cluster.read_text() + "selinux: enforcing\n")
+    config_before = host.file("etc/selinux/config").read_text()
+    first = host.installer("install", "--host-only", *args(host, host_bundle))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (host.kernel / "sys/fs/selinux/enforce").read_text() == "1\n"
+    getenforce = subprocess.run(["getenforce"], env=host.env, capture_output=True, text=True)
+    assert getenforce.stdout == "Enforcing\n", getenforce.stderr
+    assert host.file("etc/selinux/config").read_text() == config_before
+    assert not host.file("etc/selinux/config.kubecrate-orig").exists()
+    assert not [c for c in host.calls() if c[0] == "setenforce"]
+    assert json.loads(host.file("etc/docker/daemon.json").read_text())["selinux-enabled"] is True
+    report = json.loads(host.installer("status", "--json", "--root", str(host.root)).stdout)
+    found = {f["check"]: f for f in report["preflight_findings"]}
+    assert found["selinux"]["level"] == "pass", found["selinux"]
+    assert found["container-selinux"]["level"] == "pass", found["container-selinux"]
+    assert "container-selinux" in found["container-selinux"]["message"]
+
+
+def test_selinux_enforcing_refuses_a_host_without_selinux(host_bundle, test_host):
+    """A disabled host cannot be made enforcing by setenforce (the stand-in refuses as the
+    real one does): preflight fails (exit 4) before anything changes."""
+    host = test_host
+    host.cluster.write_text(host.cluster.read_text() + "selinux: enforcing\n")
+    (host.kernel / "sys/fs/selinux/enforce").unlink()
+    refused = subprocess.run(["setenforce", "1"], env=host.env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "SELinux is disabled" in refused.stderr
+    before = snapshot(host.root)
+    result = host.installer("install", "--host-only", *args(host, host_bundle))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "selinux: enforcing, but SELinux is disabled on this host" in \
+        result.stdout + result.stderr
+    assert snapshot(host.root) == before
+
+
 def test_killed_during_images_resumes_without_repeating_work(host_bundle, test_host,
                                                              dockerd):
     host = test_host

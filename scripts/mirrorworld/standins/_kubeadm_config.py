@@ -180,6 +180,7 @@ def validate_init(cfg: dict, upload_certs: bool) -> dict:
         "cluster": cluster,
         "service_subnet": str(networking.get("serviceSubnet") or "10.96.0.0/12"),
         "kubelet": cfg.get("KubeletConfiguration") or {},
+        "patches": (init.get("patches") or {}).get("directory"),
     }
 
 

@@ -3,6 +3,7 @@
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 import string
@@ -11,6 +12,7 @@ import _kubeadm_config as config
 import _kubeadm_preflight as pf
 import _nodenet
 import _pki
+import _yaml
 from _common import (
     MINOR,
     TOKEN_RE,
@@ -166,7 +168,64 @@ def node_object(name, address, control_plane, cri, endpoint=None) -> dict:
                        "nodeInfo": dict(system_info(), kubeletVersion=VERSION)}}
 
 
-def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_subnet) -> None:
+PATCH_FILE = re.compile(r"(etcd|kube-apiserver|kube-controller-manager|kube-scheduler|"
+                        r"kubeletconfiguration)([^+.]*)(?:\+(strategic|merge|json))?"
+                        r"\.(yaml|json)\Z")
+
+
+def _merge(base, patch):
+    """A strategic merge for the shapes a static pod has: maps merge key by key, the lists of
+    named items (containers, volumes) merge by name, other lists are replaced, null deletes
+    (k8s.io/apimachinery strategicpatch, patchMergeKey "name")."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for key, value in patch.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = _merge(base.get(key), value)
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and all(
+            isinstance(i, dict) and "name" in i for i in base + patch):
+        out = list(base)
+        for item in patch:
+            at = next((n for n, old in enumerate(out) if old["name"] == item["name"]), None)
+            if at is None:
+                out.append(item)
+            else:
+                out[at] = _merge(out[at], item)
+        return out
+    return patch
+
+
+def apply_patches(manifest: str, target: str, patches_dir) -> str:
+    """`patches.directory` (kubeadm v1beta3): files target[suffix][+patchtype].{yaml,json},
+    applied in name order to the target's static pod (cmd/kubeadm/app/util/patches). The
+    patched pod is written as JSON (which is YAML: the kubelet stand-in reads both)."""
+    if not patches_dir:
+        return manifest
+    folder = rooted(patches_dir)
+    if not os.path.isdir(folder):
+        raise StandinError("could not list patch files for path \"%s\": lstat %s: no such file or "
+                           "directory" % (patches_dir, patches_dir))
+    pod, patched = _yaml.load_all(manifest)[0], False
+    for entry in sorted(os.listdir(folder)):
+        match = PATCH_FILE.match(entry)
+        if not match or match.group(1) != target:
+            continue
+        kind = match.group(3) or "strategic"
+        if kind == "json":
+            raise StandinError("%s: JSON patches are not modelled by the stand-in" % entry)
+        for patch in _yaml.load_all(read_text(os.path.join(folder, entry))):
+            pod = _merge(pod, patch)
+        patched = True
+        print('[patches] Applied patch of type "application/%s-merge-patch+json" to target '
+              '"%s"' % (kind, target))
+    return json.dumps(pod, indent=1) + "\n" if patched else manifest
+
+
+def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_subnet,
+                        patches_dir=None) -> None:
     """Leaf certificates, kubeconfigs and static-pod manifests of one control-plane node."""
     service_ip = str(next(ipaddress.ip_network(service_subnet).hosts()))
     sans = [name, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -218,12 +277,13 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
         print('[control-plane] Creating static Pod manifest for "%s"' % component)
         flags = args if component == "kube-apiserver" else {}
         command = "".join("    - --%s=%s\n" % kv for kv in sorted(flags.items()))
-        write_file(rooted("%s/%s.yaml" % (MANIFESTS, component)), (
+        write_file(rooted("%s/%s.yaml" % (MANIFESTS, component)), apply_patches(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  namespace: kube-system\n"
             "  labels:\n    component: %s\n    tier: control-plane\nspec:\n  hostNetwork: true\n"
             "  priorityClassName: system-node-critical\n  containers:\n  - name: %s\n"
             "    image: %s\n    imagePullPolicy: IfNotPresent\n    command:\n    - %s\n%s"
-            % (component, component, component, image, component, command)), 0o600)
+            % (component, component, component, image, component, command),
+            component, patches_dir), 0o600)
 
 
 def _cpe_port(cluster: dict, port: int) -> int:
@@ -277,7 +337,7 @@ def init(config_path: str, upload: bool, ignored) -> str:
                                    "system:node:" + name, node_pair)
     write_kubelet(nodereg, cfg["repo"], cfg["kubelet"], kubelet_conf)
     write_control_plane(name, cfg["advertise"], cfg["port"], cfg["cpe_host"], cfg["cluster"],
-                        cfg["repo"], cfg["service_subnet"])
+                        cfg["repo"], cfg["service_subnet"], cfg["patches"])
     print('[wait-control-plane] Waiting for the kubelet to boot up the control plane as static '
           'Pods from directory "/etc/kubernetes/manifests". This can take up to %ds'
           % timeout())

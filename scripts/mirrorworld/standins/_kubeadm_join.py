@@ -40,7 +40,8 @@ def options(args) -> dict:
                 "unsafe": bool(disc.get("unsafeSkipCAVerification")),
                 "control_plane": cp is not None, "key": (cp or {}).get("certificateKey"),
                 "advertise": local.get("advertiseAddress"), "port": local.get("bindPort"),
-                "nodereg": doc.get("nodeRegistration") or {}}
+                "nodereg": doc.get("nodeRegistration") or {},
+                "patches": (doc.get("patches") or {}).get("directory")}
     else:
         nodereg = {}
         if args.node_name:
@@ -52,7 +53,7 @@ def options(args) -> dict:
                 "unsafe": args.discovery_token_unsafe_skip_ca_verification,
                 "control_plane": args.control_plane, "key": args.certificate_key,
                 "advertise": args.apiserver_advertise_address, "port": args.apiserver_bind_port,
-                "nodereg": nodereg}
+                "nodereg": nodereg, "patches": None}
     errors = []
     if not opts["endpoint"]:
         errors.append("discovery.bootstrapToken.apiServerEndpoint: Required value: the API "
@@ -208,7 +209,7 @@ def join(args) -> str:
         cpe_host = config.split_endpoint(cluster["controlPlaneEndpoint"], opts["port"])[0]
         kinit.write_control_plane(name, advertise, opts["port"], cpe_host, cluster, repo,
                                   cluster.get("networking", {}).get("serviceSubnet")
-                                  or "10.96.0.0/12")
+                                  or "10.96.0.0/12", opts["patches"])
         endpoint = "%s:%d" % (advertise, opts["port"])
     else:
         write_file(_pki.pki_path("ca.crt"), ca)
