@@ -49,7 +49,7 @@ class Bundle(NamedTuple):
     manifest: BundleManifest
     manifest_sha256: str  # names the cache folder
     manifest_raw: bytes
-    digest: bytes  # the signed BLAKE2b-512 of the file
+    digest: Optional[bytes]  # the signed BLAKE2b-512 of the file (None: FIPS host, unchecked)
     signature: minisig.Signature
 
 
@@ -97,31 +97,37 @@ class _Background:
 
 
 class _HashingReader:
-    """File reader that feeds every byte it returns to BLAKE2b on a worker thread."""
+    """File reader that feeds every byte it returns to BLAKE2b on a worker thread (to nothing
+    where Python refuses BLAKE2b: minisig.prehash)."""
 
     def __init__(self, handle: BinaryIO, progress: Progress = None) -> None:
         self._handle = handle
         self._progress = progress
-        self._digest = hashlib.blake2b()
-        self._hasher = _Background(self._digest.update, "blake2b")
+        self._digest = minisig.prehash()
+        self._hasher = _Background(self._digest.update, "blake2b") \
+            if self._digest is not None else None
 
     def read(self, size: int = -1) -> bytes:
         block = self._handle.read(size)
         if block:
-            self._hasher.put(block)
+            if self._hasher is not None:
+                self._hasher.put(block)
             if self._progress:
                 self._progress(len(block))
         return block
 
-    def finish(self) -> bytes:
-        """Hash the rest of the file and return the digest of every byte."""
+    def finish(self) -> Optional[bytes]:
+        """Hash the rest of the file and return the digest of every byte (None: no BLAKE2b)."""
         while self.read(1 << 20):
             pass
+        if self._hasher is None or self._digest is None:
+            return None
         self._hasher.join()
         return self._digest.digest()
 
     def close(self) -> None:
-        self._hasher.stop()
+        if self._hasher is not None:
+            self._hasher.stop()
 
 
 WRITE_SLICE = 128 << 10  # measured: page-cache writes of this size beat 1 MiB ones clearly
@@ -161,6 +167,14 @@ def walk(
     for a split bundle). Returns only when the signature verified over exactly the bytes
     read; whatever `open_member` got must not be used when this raises."""
     minisig.check_comment(public_key, signature, bundle_path)
+    fips = minisig.prehash() is None
+    if fips and claimed_manifest_sha256(signature) is None:
+        raise VerificationError(
+            "{}: Python refuses BLAKE2b on this host (FIPS mode), and the signature's trusted "
+            "comment names no bundle.json digest (signed with stock `minisign -S`), so nothing "
+            "in the bundle can be checked here".format(bundle_path),
+            hint="sign it with `kubecrate pack`/`build`, whose comment names bundle.json's "
+                 "SHA-256; " + minisig.FIPS_HINT)
     try:
         raw = opener(bundle_path) if opener else open(bundle_path, "rb", buffering=0)
     except OSError as err:
@@ -180,16 +194,24 @@ def walk(
                 # A bundle the key never signed should say so, not what its tar looks like.
                 writer.stop()
                 digest = hashing.finish()
-                minisig.verify_digest(public_key, signature, digest, bundle_path)
+                if digest is not None:
+                    minisig.verify_digest(public_key, signature, digest, bundle_path)
                 raise
             digest = hashing.finish()
             writer.join()  # every member written, flushed and closed, or its error raised here
         finally:
             hashing.close()
             writer.stop()
-    minisig.verify_digest(public_key, signature, digest, bundle_path)
-    log.info("signature OK (key %s): %s", minisig.key_id_hex(signature.key_id),
-             signature.trusted_comment)
+    if digest is not None:
+        minisig.verify_digest(public_key, signature, digest, bundle_path)
+        log.info("signature OK (key %s): %s", minisig.key_id_hex(signature.key_id),
+                 signature.trusted_comment)
+    else:  # FIPS: the global signature (checked first) names bundle.json's SHA-256
+        log.warning("%s: BLAKE2b is refused by this Python (FIPS mode): checked the global "
+                    "signature of key %s, bundle.json against the SHA-256 its trusted comment "
+                    "names, and every member against bundle.json's SHA-256; not the BLAKE2b "
+                    "prehash of the whole file", bundle_path,
+                    minisig.key_id_hex(signature.key_id))
     if problems:
         raise VerificationError(
             "{} member(s) do not match bundle.json:\n  {}".format(

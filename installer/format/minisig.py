@@ -12,7 +12,7 @@ import errno
 import hashlib
 import json
 import logging
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 from ecdsa import BadSignatureError, Ed25519, VerifyingKey  # pure Python, supports 3.6
 
@@ -179,6 +179,24 @@ def _decode_lines(data: bytes, path: str) -> str:
             raise VerificationError("{}: line {} ({}) is not UTF-8".format(
                 path, number + 1, names.get(number, "after the signature")))
     return "\n".join(text)
+
+
+def prehash() -> Optional[Any]:  # hashlib.blake2b
+    """A new BLAKE2b-512, the prehash of minisign's signatures, or None where this Python
+    refuses it: on a FIPS host (fips=1) Red Hat's Python raises ValueError for every hash
+    outside the FIPS module ("_blake2 is not available in FIPS mode", pypa/twine#706; "[digital
+    envelope routines: EVP_DigestInit_ex] disabled for FIPS", pypa/twine#857). Python 3.6 has
+    no `usedforsecurity` argument, and this use is for security anyway: the caller then relies
+    on SHA-256 alone (docs/security.md, "FIPS hosts")."""
+    try:
+        return hashlib.blake2b()
+    except (ValueError, AttributeError):
+        return None
+
+
+FIPS_HINT = ("on a FIPS host Python refuses BLAKE2b, minisign's prehash: kubecrate then checks "
+             "the global signature and the SHA-256 chain it names (docs/security.md, "
+             "\"FIPS hosts\")")
 
 
 def file_digest(path: str, progress: Optional[Callable[[int], None]] = None) -> bytes:

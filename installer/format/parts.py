@@ -61,7 +61,15 @@ def load_index(path: str, key: minisig.Trust) -> PartsIndex:
     except OSError as err:
         raise VerificationError("cannot read {}: {}".format(path, err.strerror))
     signature = minisig.load_signature(path + ".minisig")
-    minisig.verify_digest(key, signature, hashlib.blake2b(raw).digest(), path)
+    prehash = minisig.prehash()
+    if prehash is None:
+        raise VerificationError(
+            "{}: a split bundle's index is signed over its BLAKE2b-512, which Python refuses "
+            "on this host (FIPS mode)".format(path),
+            hint="join the parts (cat X.tar.part-* > X.tar) and install from X.tar; "
+                 + minisig.FIPS_HINT)
+    prehash.update(raw)
+    minisig.verify_digest(key, signature, prehash.digest(), path)
     try:
         document = json.loads(raw.decode("utf-8"))
         if document.get("format") != PARTS_FORMAT:
