@@ -105,6 +105,21 @@ class BinariesStep(ActionStep):
                 ctx.runner.run(["systemctl", "daemon-reload"])
 
             found.append(Action("write " + ", ".join(p for p, _ in stale), write_units))
+        if found and ctx.cluster.enforcing:
+            found.append(Action("label the installed files (restorecon)",
+                                partial(_restorecon, ctx, [p for p, _ in units])))
         found.extend(_enabled(ctx, "kubelet", start=False, step="binaries"))
         return found
+
+
+def _restorecon(ctx: Context, units: List[str]) -> None:
+    """`selinux: enforcing` (docs/selinux.md): rpm labels what it installs from the policy's
+    file contexts, a copy does not (it inherits its folder's type). restorecon gives the
+    binaries, the CNI plugins and the kubelet's unit files the labels an RPM install would
+    (container-selinux: /usr/bin/kubelet kubelet_exec_t)."""
+    paths = sorted({target for target, _, _ in _sources(ctx)})  # CNI_DIR for a tarball
+    existing = [ctx.host.path(p) for p in paths + units if ctx.host.exists(p)]
+    if existing:
+        ctx.runner.run(["restorecon", "-R"] + existing,
+                       hint="restorecon (policycoreutils) labels what kubecrate installed")
 

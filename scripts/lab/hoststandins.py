@@ -532,7 +532,8 @@ def recorded_ctr(args):
 # setenforce takes only 1, 0, Enforcing or Permissive (any case; else its usage, exit 1).
 # restorecon refuses a missing path ("restorecon: lstat(P) failed: No such file or
 # directory", as hosts print it) and labels from the policy's file contexts: the few rules
-# kubecrate's files meet, from selinux-policy keepalived.fc and container-selinux container.fc.
+# kubecrate's files meet, from selinux-policy keepalived.fc, systemd.fc and files.fc and
+# container-selinux container.fc.
 POLICY_FCONTEXT = [
     (r"/usr/libexec/keepalived(/.*)?", "keepalived_unconfined_script_exec_t"),
     (r"/etc/kubernetes(/.*)?", "kubernetes_file_t"),
@@ -542,7 +543,9 @@ POLICY_FCONTEXT = [
     (r"/var/lib/docker(/.*)?", "container_var_lib_t"),
     (r"/var/lib/containerd(/.*)?", "container_var_lib_t"),
     (r"/usr/s?bin/kubelet.*", "kubelet_exec_t"),
+    (r"/usr/lib/systemd/system(/.*)?", "systemd_unit_file_t"),
     (r"/usr/(s?bin|libexec)(/.*)?", "bin_t"),
+    (r"/opt(/.*)?", "usr_t"),
     (r"/etc(/.*)?", "etc_t"),
     (r"/var/lib(/.*)?", "var_lib_t"),
 ]

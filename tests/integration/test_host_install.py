@@ -196,6 +196,12 @@ def test_selinux_enforcing_install_keeps_the_host_enforcing(host_bundle, test_ho
     assert not host.file("etc/selinux/config.kubecrate-orig").exists()
     assert not [c for c in host.calls() if c[0] == "setenforce"]
     assert json.loads(host.file("etc/docker/daemon.json").read_text())["selinux-enabled"] is True
+    # what kubecrate copied carries the labels an RPM install would give it
+    labels = json.loads((host.kernel / "selinux-labels.json").read_text())
+    assert labels["/usr/bin/kubelet"] == "kubelet_exec_t"
+    assert labels["/usr/bin/kubeadm"] == "bin_t"
+    assert labels["/usr/lib/systemd/system/kubelet.service"] == "systemd_unit_file_t"
+    assert labels["/opt/cni/bin/flannel"] == "usr_t"
     report = json.loads(host.installer("status", "--json", "--root", str(host.root)).stdout)
     found = {f["check"]: f for f in report["preflight_findings"]}
     assert found["selinux"]["level"] == "pass", found["selinux"]

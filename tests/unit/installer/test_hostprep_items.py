@@ -332,3 +332,52 @@ def test_a_file_replaced_atomically_keeps_its_selinux_label(tmp_path):
     os.setxattr(host.path("/usr/bin/kubeadm"), "security.selinux", label)
     host.copy_in(str(source), "/usr/bin/kubeadm")
     assert os.getxattr(host.path("/usr/bin/kubeadm"), "security.selinux") == label
+
+
+# ------------------------------------------------------------------ selinux: enforcing
+
+
+ENFORCING = GOOD + "selinux: enforcing\n"
+SELINUX_CONFIG = {"/etc/selinux/config": "SELINUX=enforcing\nSELINUXTYPE=targeted\n"}
+ENFORCE = {"sys/fs/selinux/enforce": "1\n"}
+
+
+def test_selinux_key_is_checked_with_a_suggestion():
+    assert parse_cluster(GOOD).selinux == "permissive" and not parse_cluster(GOOD).enforcing
+    assert parse_cluster(ENFORCING).enforcing
+    with pytest.raises(ClusterConfigError, match=r"selinux: 'enforced' is not one of "
+                                                 r"permissive, enforcing \(did you mean"):
+        parse_cluster(GOOD + "selinux: enforced\n")
+
+
+def test_host_prep_sets_permissive_only_when_cluster_yaml_does_not_ask_for_enforcing(tmp_path):
+    permissive = [a.what for a in hostprep.HostPrepStep().actions(ctx_for(
+        tmp_path / "p", kernel_files=ENFORCE, files=SELINUX_CONFIG))]
+    assert "set SELinux permissive now" in permissive
+    assert "write /etc/selinux/config" in permissive
+    enforcing = [a.what for a in hostprep.HostPrepStep().actions(ctx_for(
+        tmp_path / "e", ENFORCING, kernel_files=ENFORCE, files=SELINUX_CONFIG))]
+    assert not [a for a in enforcing if "SELinux" in a or "selinux" in a], enforcing
+
+
+@pytest.mark.parametrize("mode, installed, carried, levels", [
+    ("1\n", True, False, ["pass", "pass"]),
+    ("1\n", False, True, ["pass", "pass"]),
+    ("1\n", False, False, ["pass", "fail"]),
+    ("0\n", False, True, ["warn", "pass"]),
+    (None, False, True, ["fail", "pass"]),
+])
+def test_preflight_for_an_enforcing_cluster(tmp_path, mode, installed, carried, levels):
+    answers = {("rpm", "-q", "container-selinux"):
+               (0, "container-selinux-2.119.2-1.911c772.el7_8.noarch\n")} if installed else {}
+    carried_files = ("repo/repodata/repomd.xml",
+                     "repo/Packages/socat-1.7.3.2-2.el7.x86_64.rpm") + \
+        (("repo/Packages/container-selinux-2.119.2-1.911c772.el7_8.noarch.rpm",)
+         if carried else ())
+    ctx = ctx_for(tmp_path, ENFORCING, answers, kernel_files={} if mode is None else {
+        "sys/fs/selinux/enforce": mode}, repo_path="repo")
+    ctx.info.files = carried_files
+    found = preflight.check_selinux(ctx)
+    assert [f.level for f in found] == levels, found
+    if not installed and not carried:
+        assert "add container-selinux to the recipe's packages" in found[1].fix
