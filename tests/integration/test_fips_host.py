@@ -23,13 +23,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lab import py36
+from lab.bundles import make_source, pack_source
+from lab.tools import require_tool
 
 from builder import zipapp
 from builder.bundle import keys
 from builder.cache import Cache
-from tests import py36
-from tests.bundles import make_source, pack_source
-from tests.conftest import require_tool
+from tests.integration.builder.test_zipapp import run
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +58,6 @@ else:
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-
-
-def run(argv, **kwargs) -> subprocess.CompletedProcess:
-    kwargs.setdefault("timeout", 300)
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
 
 
 @pytest.fixture(scope="module")

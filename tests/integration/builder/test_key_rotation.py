@@ -27,17 +27,13 @@ from builder import zipapp
 from builder.bundle import keys
 from builder.bundle.rotation import Rotation
 from builder.cache import Cache
+from tests.integration.builder.test_zipapp import run
 
 pytestmark = pytest.mark.integration
 
 EPOCH = 1700000000
 FUTURE = datetime.date.today() + datetime.timedelta(days=180)
 PAST = datetime.date(2021, 6, 30)
-
-
-def run(argv, **kwargs) -> subprocess.CompletedProcess:
-    kwargs.setdefault("timeout", 300)
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
 
 
 def minisign_keypair(folder: Path, name: str) -> dict:
