@@ -51,7 +51,16 @@ def split_bundle(bundle: Path, size: int, key: SecretKey) -> List[Path]:
     signature = bundle.with_name(bundle.name + ".minisig")
     if not signature.is_file():
         raise UsageError(f"{signature} is missing: split a bundle `kubecrate build` signed")
-    if delta.base_named(minisig.load_signature(str(signature)).comment_fields()):
+    bundle_signature = minisig.load_signature(str(signature))
+    if bundle_signature.key_id != key.key_id:
+        # after a key rotation the default keys/kubecrate.key may be the old one: an index it
+        # signed would verify only until the old key's expiry (docs/security.md)
+        raise UsageError(
+            f"{bundle} is signed by key {minisig.key_id_hex(bundle_signature.key_id)}; --key is "
+            f"{minisig.key_id_hex(key.key_id)}: sign the index with the bundle's own key",
+            hint="pass the secret key that signed the bundle (after a key rotation, the new "
+                 "one)")
+    if delta.base_named(bundle_signature.comment_fields()):
         raise UsageError(f"{bundle} is a delta bundle: copy it whole (a host assembles a delta "
                          "from the tar itself; split takes full bundles)")
     total = bundle.stat().st_size

@@ -68,3 +68,15 @@ def test_an_index_not_signed_by_the_key_is_refused(tmp_path, source_date_epoch):
     done = run_installer("unpack", index, "--key", public, "--root", tmp_path / "root")
     assert done.returncode == 3 and "k8s.tar.parts" in done.stderr, done.stderr
     assert files_under(tmp_path / "root") == []
+
+
+def test_the_index_is_signed_only_with_the_bundles_own_key(tmp_path, source_date_epoch):
+    """After a key rotation keys/kubecrate.key (split's default) may be the retiring key: an
+    index it signed would stop verifying at the old key's expiry (docs/security.md)."""
+    key, _secret, _public = make_key(tmp_path / "keys")
+    _old, old_secret, _old_public = make_key(tmp_path / "old")
+    packed = pack_source(make_source(tmp_path / "src"), tmp_path / "out" / "k8s.tar", key)
+    done = kubecrate("split", packed.path, "--size", "2K", "--key", old_secret)
+    assert done.returncode == 2, done.stderr
+    assert "sign the index with the bundle's own key" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["k8s.tar", "k8s.tar.minisig"]
