@@ -162,3 +162,28 @@ def test_without_the_key_only_the_node_that_applies_needs_a_cni_manifest(tmp_pat
     ctx = make_ctx(tmp_path / "w", "w1", text=WITH_CALICO)
     ctx.info.addons = {}
     assert preflight.check_cni(ctx).level == preflight.FAIL  # named: every node refuses
+
+
+def test_preflight_fails_a_kernel_without_calicos_modules_and_host_prep_loads_them(tmp_path):
+    from installer.steps.hostprep import MODULES_FILE
+    from tests.unit.installer.test_host_steps import GOOD
+    from tests.unit.installer.test_hostprep_items import BASE_DEP, KERNEL7, ctx_for
+
+    text = GOOD.replace("service_cidr: 10.96.0.0/12}", "service_cidr: 10.96.0.0/12, cni: calico}")
+    calico_addon = {"calico": BundleAddon("v3.28.5", (), "addons/calico/calico.yaml")}
+    ctx = ctx_for(tmp_path / "a", text, addons=calico_addon)
+    finding = preflight.check_modules(ctx)
+    assert finding.level == preflight.FAIL
+    assert finding.message == "kernel module(s) ip_set, xt_set, vxlan not available in kernel " \
+        "{} (networking.cni: calico needs ip_set, xt_set, vxlan: felix's ipsets and the " \
+        "vxlan.calico device)".format(KERNEL7)
+    dep = BASE_DEP + "kernel/net/netfilter/ipset/ip_set.ko.xz:\nkernel/net/netfilter/" \
+        "xt_set.ko.xz:\nkernel/drivers/net/vxlan.ko.xz:\n"
+    ctx = ctx_for(tmp_path / "b", text, addons=calico_addon,
+                  kernel_files={"lib/modules/{}/modules.dep".format(KERNEL7): dep})
+    assert preflight.check_modules(ctx).level == preflight.PASS
+    assert preflight.check_modules(ctx_for(tmp_path / "c")).level == preflight.PASS  # flannel
+    for action in hostprep.HostPrepStep().actions(ctx):
+        if MODULES_FILE in action.what:
+            action.do()
+    assert ctx.host.read_text(MODULES_FILE).split()[-3:] == ["ip_set", "xt_set", "vxlan"]
