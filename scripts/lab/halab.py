@@ -369,6 +369,24 @@ def bring_back(nodes: Dict[str, Node], client: str, subnet: int, name: str, how:
     return holder, window
 
 
+def outage_during(nodes: Dict[str, Node], client: str, subnet: int, action,
+                  limit: float) -> float:
+    """Run `action()` while `client` polls https://VIP:8443/healthz every 100 ms (for at most
+    `limit` seconds); the longest time the endpoint did not answer meanwhile."""
+    url = "https://{}:{}/healthz".format(vip(subnet), LB_PORT)
+    poller = nodes[client].host
+    poller.start("poller", [sys.executable, str(HERE / "poller.py"), url, "0.1", str(limit)])
+    try:
+        time.sleep(1.5)  # a baseline of successful polls
+        moment = time.monotonic()
+        action()
+        time.sleep(1.0)
+        samples = poller.log("poller")
+    finally:
+        poller.stop("poller")
+    return outage(samples, moment)
+
+
 def _samples(text: str) -> List[Tuple[float, bool]]:
     points = []
     for line in text.splitlines():

