@@ -3,9 +3,9 @@ etcdctl of its etcd image, and the static pods parked and brought back around a 
 Shared by installer/etcdbackup.py and installer/etcdmembers.py."""
 
 import os
-import time
 from typing import Any, Callable, List, NamedTuple, Optional
 
+from installer.certs import _wait as wait  # the same bounded poll renew-certs uses
 from installer.etcdctl import Etcdctl, EtcdPod, etcd_pod, runtime_of
 from installer.format.cluster import Cluster, Node, load_cluster
 from installer.format.errors import KubecrateError, PreconditionError, StepFailed
@@ -68,17 +68,6 @@ def port_open(url: str) -> bool:
     hostport = url.split("://", 1)[-1].rstrip("/")
     address, _, port = hostport.rpartition(":")
     return connect(address, int(port), 1.0) == "open"
-
-
-def wait(condition: Callable[[], bool], bound: float, step: float = 0.5) -> bool:
-    """Poll `condition` until it holds or `bound` seconds pass."""
-    deadline = time.monotonic() + bound
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
 
 
 def park(node: EtcdNode, stop_bound: float) -> List[str]:
