@@ -295,8 +295,9 @@ def cmd_reset(args) -> None:
     print('[reset] Unmounting mounted directories in "/var/lib/kubelet"\n'
           "[reset] Removing all containers")
     # "Removing all containers": every static pod the kubelet stand-in runs (the apiserver,
-    # and keepalived/haproxy in static-pods mode, which would otherwise keep the VIP).
-    names, state = ["kube-apiserver"], rooted(STATE_DIR)
+    # and keepalived/haproxy in static-pods mode, which would otherwise keep the VIP, and the
+    # real etcd where one runs).
+    names, state = ["kube-apiserver", "etcd"], rooted(STATE_DIR)
     if os.path.isdir(state):
         names += sorted(f[:-4] for f in os.listdir(state)
                         if f.startswith("pod-") and f.endswith(".pid"))
