@@ -393,7 +393,7 @@ def _echo_etcd(etcd) -> None:
     for member in etcd["members"]:
         click.echo("  {:<12} {:<28} {:>10}  {:>10}{}".format(
             member["name"], member["endpoint"], member["db_size_human"],
-            member["db_size_in_use"], "  leader" if member["leader"] else ""))
+            member["db_size_in_use_human"], "  leader" if member["leader"] else ""))
     for endpoint in etcd["not_answering"]:
         click.echo("  {:<12} {:<28} not answering".format("?", endpoint))
     for alarm in etcd["alarms"]:

@@ -208,6 +208,7 @@ def status_info(root: str) -> Optional[Dict[str, Any]]:
     for status in statuses:
         status["name"] = names.get(status["member"], "")
         status["db_size_human"] = _size(status["db_size"])
+        status["db_size_in_use_human"] = _size(status["db_size_in_use"])
     answering = {s["endpoint"] for s in statuses}
     return {"members": statuses,
             "not_answering": [e for e in endpoints if e not in answering],

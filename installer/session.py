@@ -188,14 +188,9 @@ def status(root: str) -> Dict[str, Any]:
     result["warnings"] = certs.warnings(found)
     from installer import etcdmembers
 
-    etcd = etcdmembers.status_info(root)
+    etcd = etcdmembers.status_info(root)  # printed in its own section (cli._echo_etcd)
     if etcd is not None:
         result["etcd"] = etcd
-        if etcd.get("error"):
-            result["warnings"].append("WARNING: etcd does not answer: " + etcd["error"])
-        for alarm in etcd.get("alarms", []):
-            result["warnings"].append("WARNING: etcd alarm {} on member {}: run `etcd-defrag` "
-                                      "(docs/cluster.md)".format(alarm["alarm"], alarm["name"]))
     for item in found:  # the two named since the first release, in openssl's words
         if item.name in ("ca", "apiserver"):
             result["expiry"][item.name + "_certificate"] = item.expires.strftime(
