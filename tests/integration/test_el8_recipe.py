@@ -39,6 +39,7 @@ RECIPE = REPO / "manifests" / "k8s-1.23.17-el8.yaml"
 NAME = "k8s-1.23.17-el8"
 RECIPE_ROCKY8 = REPO / "manifests" / "k8s-1.30-el8-containerd.yaml"
 RECIPE_EL9 = REPO / "manifests" / "k8s-1.30-el9-containerd.yaml"
+RECIPE_EL9_131 = REPO / "manifests" / "k8s-1.31-el9-containerd.yaml"
 RECIPE_EL9_133 = REPO / "manifests" / "k8s-1.33-el9-containerd.yaml"
 RECIPE_EL9_ARM = REPO / "manifests" / "k8s-1.30-el9-containerd-aarch64.yaml"
 # Every build of the module at one time: the installer .pyz is then byte-comparable across arches
@@ -71,6 +72,8 @@ def builds(mirror_world, tmp_path_factory):
             ("rocky8-china", RECIPE_ROCKY8, mirror_world.preset_aliyun_rocky8),
             ("el9-upstream", RECIPE_EL9, mirror_world.preset_el9),
             ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9),
+            ("el9-1.31-upstream", RECIPE_EL9_131, mirror_world.preset_el9_131),
+            ("el9-1.31-china", RECIPE_EL9_131, mirror_world.preset_aliyun_el9_131),
             ("el9-1.33-upstream", RECIPE_EL9_133, mirror_world.preset_el9_133),
             ("el9-1.33-china", RECIPE_EL9_133, mirror_world.preset_aliyun_el9_133),
             ("el9-aarch64-upstream", RECIPE_EL9_ARM, mirror_world.preset_el9_aarch64),
@@ -131,6 +134,8 @@ def test_both_presets_give_the_same_packages(builds):
     assert sorted(rpm_names(builds["upstream"])) == sorted(rpm_names(builds["china"]))
     assert sorted(rpm_names(builds["rocky8-upstream"])) == sorted(rpm_names(builds["rocky8-china"]))
     assert sorted(rpm_names(builds["el9-upstream"])) == sorted(rpm_names(builds["el9-china"]))
+    assert sorted(rpm_names(builds["el9-1.31-upstream"])) == \
+        sorted(rpm_names(builds["el9-1.31-china"]))
     assert sorted(rpm_names(builds["el9-1.33-upstream"])) == \
         sorted(rpm_names(builds["el9-1.33-china"]))
     assert sorted(rpm_names(builds["el9-aarch64-upstream"])) == \
@@ -225,6 +230,16 @@ EL9_CASES = {
                       "docker.io/flannel/flannel:v0.25.7", "docker.io/calico/node:v3.28.5",
                       "docker.io/calico/cni:v3.28.5", "docker.io/calico/kube-controllers:v3.28.5"},
                      ("v1.23.17", ":3.6", "v1.33.7", "v3.31.3")),
+    # the minor `upgrade` takes the 1.30 profile to: v1beta4, pause 3.10, containerd 1.7
+    "el9-1.31-upstream": ("preset_el9_131", {"kubeadm": "1.31.14-150500.1.1.x86_64",
+                                             "kubelet": "1.31.14-150500.1.1.x86_64",
+                                             "cri-tools": "1.31.1-150500.1.1.x86_64",
+                                             "containerd.io": "1.7.27-3.1.el9.x86_64"},
+                          {"registry.k8s.io/kube-apiserver:v1.31.14", "registry.k8s.io/pause:3.10",
+                           "registry.k8s.io/etcd:3.5.15-0",
+                           "registry.k8s.io/coredns/coredns:v1.11.3",
+                           "docker.io/flannel/flannel:v0.25.7", "docker.io/calico/node:v3.28.5"},
+                          ("v1.30.14", ":3.9", "v1.33.7", "v3.31.3")),
     # a current release: v1beta4 configs (test_render_kubeadm.py), pause 3.10, containerd 1.7
     "el9-1.33-upstream": ("preset_el9_133", {"kubeadm": "1.33.7-150500.1.1.x86_64",
                                              "kubelet": "1.33.7-150500.1.1.x86_64",

@@ -23,7 +23,8 @@ OTHER_KINDS = {("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"),
                ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration")}
 # What `kubeadm config images list` prints per minor (cmd/kubeadm/app/images/images.go).
 IMAGES = {23: ("3.6", "3.5.6-0", "v1.8.6"), 28: ("3.9", "3.5.15-0", "v1.10.1"),
-          30: ("3.9", "3.5.15-0", "v1.11.3"), 33: ("3.10", "3.5.24-0", "v1.12.0")}
+          30: ("3.9", "3.5.15-0", "v1.11.3"), 31: ("3.10", "3.5.15-0", "v1.11.3"),
+          33: ("3.10", "3.5.24-0", "v1.12.0")}
 DEFAULT_REPO = "registry.k8s.io"
 DOCKERSHIM = "/var/run/dockershim.sock"
 CONTAINERD = "unix:///var/run/containerd/containerd.sock"
@@ -191,8 +192,8 @@ def images(version: str, repo=None) -> list:
         raise StandinError('couldn\'t parse Kubernetes version "%s"' % version)
     minor = int(m.group(1))
     if minor not in IMAGES:
-        raise StandinError("the stand-in knows the images of v1.23, v1.28 and v1.30 only, "
-                           'not "%s"' % version)
+        raise StandinError("the stand-in knows the images of v1.%s only, "
+                           'not "%s"' % (", v1.".join(map(str, sorted(IMAGES))), version))
     pause, etcd, coredns = IMAGES[minor]
     tag = "v" + str(version).lstrip("v")
     custom = repo and repo != DEFAULT_REPO
