@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import _pki
 from _common import (
     FAKE_NOW_HEADER,
+    VERSION,
     StandinError,
     parse_rfc3339,
     read_text,
@@ -85,9 +86,10 @@ def _rv():
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, addr, store, ctx, me, client_pair):
+    def __init__(self, addr, store, ctx, me, client_pair, version=VERSION):
         super().__init__(addr, Handler)
         self.store, self.ctx, self.me, self.client_pair = store, ctx, me, client_pair
+        self.version = version
 
     def finish_request(self, request_sock, client_address):
         # TLS handshake in the worker thread, so a silent client cannot stall the listener.
@@ -201,7 +203,10 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and path in ("/healthz", "/livez", "/readyz"):
             return self.send(200, "ok", "text/plain")
         if method == "GET" and path == "/version":
-            return self.send(200, version_info())
+            # what the running image is: after `kubeadm upgrade apply` rewrote the manifest,
+            # the kubelet restarts the pod and /version says the new release
+            return self.send(200, dict(version_info(), gitVersion=self.server.version,
+                                       minor=self.server.version.split(".")[1]))
         who = self.who()
         if who == "invalid":
             return self.send(401, _status(401, "Unauthorized", "Unauthorized"))
@@ -285,6 +290,11 @@ class Handler(BaseHTTPRequestHandler):
         if method == "DELETE":
             store.delete("nodes", name)
             return 200, _status(200, "", "deleted")
+        if method == "PUT":  # the kubelet's status, cordon and uncordon
+            if store.get("nodes", name) is None:
+                return 404, _status(404, "NotFound", 'nodes "%s" not found' % name)
+            store.put("nodes", name, self.body())
+            return 200, store.get("nodes", name)
         node = store.get("nodes", name)
         return (200, node) if node else (404, _status(404, "NotFound",
                                                       'nodes "%s" not found' % name))
@@ -332,7 +342,7 @@ ROUTES = [
     # bootstraptoken/node/tlsbootstrap.go AllowBootstrapTokensToGetNodes), so a joiner may
     # read a Node by name.
     (r"/api/v1/nodes/([^/]+)", ("GET",), _BOOT, Handler.nodes),
-    (r"/api/v1/nodes/([^/]+)", ("DELETE",), _ADMIN, Handler.nodes),
+    (r"/api/v1/nodes/([^/]+)", ("DELETE", "PUT"), _ADMIN, Handler.nodes),
     (r"/kubecrate/v1/apply", ("POST",), _ADMIN, Handler.apply),
     (r"/kubecrate/v1/objects", ("GET",), _ADMIN, Handler.objects),
     (r"/kubecrate/v1/state", ("GET", "PUT"), _ADMIN, Handler.state),
@@ -340,8 +350,9 @@ ROUTES = [
 ]
 
 
-def serve(manifest_flags: dict) -> int:
-    """Run until SIGTERM, the host root vanishing, or MAX_LIFETIME; flags from the manifest."""
+def serve(manifest_flags: dict, version: str = VERSION) -> int:
+    """Run until SIGTERM, the host root vanishing, or MAX_LIFETIME; flags from the manifest,
+    `version` from its image's tag."""
     advertise = manifest_flags.get("advertise-address", "127.0.0.1")
     port = int(manifest_flags.get("secure-port", "6443"))
     bind = manifest_flags.get("bind-address") or advertise
@@ -355,7 +366,7 @@ def serve(manifest_flags: dict) -> int:
     store = Store(rooted("/var/lib/etcd/kubecrate-standin.json"))
     me = "%s:%d" % (advertise, port)
     try:
-        server = Server((bind, port), store, ctx, me, client_pair)
+        server = Server((bind, port), store, ctx, me, client_pair, version)
     except OSError as exc:
         raise StandinError("failed to create listener: failed to listen on %s:%d: %s"
                            % (bind, port, exc))

@@ -89,6 +89,16 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--config")
     cr.add_argument("--kubeconfig", default=kinit.ADMIN_CONF)
     cr.add_argument("--cert-dir", default="/etc/kubernetes/pki")
+    u = sub.add_parser("upgrade").add_subparsers(dest="sub", required=True)
+    for name in ("plan", "apply", "node"):
+        un = u.add_parser(name)
+        if name == "apply":
+            un.add_argument("version", nargs="?")
+            un.add_argument("-y", "--yes", action="store_true")
+            un.add_argument("-f", "--force", action="store_true")
+        un.add_argument("--ignore-preflight-errors", type=_csv, default=[])
+        un.add_argument("--kubeconfig", default=kinit.ADMIN_CONF)
+        un.add_argument("--config")
     r = sub.add_parser("reset")
     r.add_argument("-f", "--force", action="store_true")
     r.add_argument("--cri-socket")
@@ -391,6 +401,12 @@ def run(args) -> None:
         print(_pki.new_certificate_key())
     elif args.cmd == "reset":
         cmd_reset(args)
+    elif args.cmd == "upgrade":
+        import _kubeadm_upgrade
+
+        if args.config:
+            raise StandinError("the stand-in takes no --config for `kubeadm upgrade`")
+        _kubeadm_upgrade.run(args)
 
 
 def main(argv: list) -> int:

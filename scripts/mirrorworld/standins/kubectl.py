@@ -1,5 +1,6 @@
 """The kubectl stand-in: `version --client`, `apply -f`, `get nodes` (and pods, services and
-applied kinds), `exec` into the model's pods (_podexec.py), `delete node`."""
+applied kinds), `exec` into the model's pods (_podexec.py), `delete node`, `cordon`,
+`uncordon` and `drain`."""
 
 import json
 import os
@@ -199,10 +200,38 @@ def _calico_status(nodes, objects, subnet, cidrs):
     return nodes
 
 
-def synthetic_pods(client, nodes, objects, config=None):
-    """The pods the model says would exist: one kube-flannel pod per node (DaemonSet) and one
-    CoreDNS pod per Ready node (the Deployment may land on any of them)."""
+ENDPOINT_ANNOTATION = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"
+
+
+def etcd_pods(client, nodes):
+    """The etcd mirror pods of a stacked-etcd cluster: one per control-plane node that is an
+    etcd member (the apiserver stand-ins' member list plays etcd's, docs/testing.md), labelled
+    component=etcd as kubeadm's manifest is and annotated with its client URL, which is where
+    kubeadm itself finds the members (cmd/kubeadm/app/util/etcd/etcd.go,
+    getRawEtcdEndpointsFromPodAnnotation)."""
+    members = client.call("GET", "/kubecrate/v1/state").get("members") or {}
+    live = {key for key, entry in members.items() if not entry.get("deleted")}
     pods = []
+    for node in nodes:
+        endpoint = (node["metadata"].get("annotations") or {}).get(ENDPOINT_ANNOTATION)
+        if not endpoint or endpoint not in live:
+            continue
+        name = node["metadata"]["name"]
+        pod = _pod("etcd-" + name, "kube-system", {"component": "etcd",
+                                                  "tier": "control-plane"}, name, True, "",
+                   ("etcd", "etcd"))
+        pod["metadata"]["annotations"] = {
+            "kubeadm.kubernetes.io/etcd.advertise-client-urls":
+                "https://%s:2379" % endpoint.rpartition(":")[0]}
+        pods.append(pod)
+    return pods
+
+
+def synthetic_pods(client, nodes, objects, config=None):
+    """The pods the model says would exist: one kube-flannel pod per node (DaemonSet), one
+    CoreDNS pod per Ready node (the Deployment may land on any of them) and the etcd mirror
+    pods (etcd_pods)."""
+    pods = etcd_pods(client, nodes)
     try:
         cm = client.call("GET", "/api/v1/namespaces/kube-system/configmaps/coredns")
     except StandinError:
@@ -324,6 +353,8 @@ def cmd_get(client, args):
                                     if k.startswith("node-role.kubernetes.io/"))) or "<none>"
             status = "Ready" if node["status"]["conditions"][0]["status"] == "True" \
                 else "NotReady"
+            if (node.get("spec") or {}).get("unschedulable"):
+                status += ",SchedulingDisabled"
             rows.append((node["metadata"]["name"], status, roles,
                          _age(node["metadata"].get("creationTimestamp")),
                          node["status"]["nodeInfo"]["kubeletVersion"]))
@@ -429,26 +460,69 @@ def cmd_delete(client, args):
         print('node "%s" deleted' % name)
 
 
-def cmd_drain(client, args):
-    """`kubectl drain NODE [--ignore-daemonsets --delete-emptydir-data --force --timeout=D]`:
-    the Node must exist (kubectl/pkg/cmd/drain/drain.go: the node is looked up first, then
-    cordoned, then its pods evicted); the stand-in's pods are synthetic, so nothing is left
-    to evict."""
-    what = [a for a in args if not a.startswith("-")]
-    if len(what) != 1:
-        raise StandinError("error: USAGE: drain NODE [flags]")
-    known = {n["metadata"]["name"] for n in client.call("GET", "/api/v1/nodes")["items"]}
-    if what[0] not in known:
-        raise StandinError('Error from server (NotFound): nodes "%s" not found' % what[0])
-    print("node/%s cordoned" % what[0])
-    print("node/%s drained" % what[0])
+def _daemonset_pod(pod) -> bool:
+    """kube-flannel-ds-* and calico-node-*: the model's DaemonSet pods."""
+    labels = pod["metadata"]["labels"]
+    return labels.get("app") == "flannel" or labels.get("k8s-app") == "calico-node"
+
+
+def cmd_cordon(client, args, verb):
+    """`kubectl cordon|uncordon|drain NODE`: spec.unschedulable set (or cleared), as
+    kubectl/pkg/drain/cordon.go CordonHelper does. drain then evicts the node's pods, and
+    refuses DaemonSet-managed ones (kube-flannel's) unless --ignore-daemonsets
+    (kubectl/pkg/drain/filters.go daemonSetFilter: "cannot delete DaemonSet-managed Pods (use
+    --ignore-daemonsets to ignore)"); mirror pods of static pods (etcd) are left alone, as
+    filters.go mirrorPodFilter does."""
+    names = [a for a in args if not a.startswith("-")]
+    if len(names) != 1:
+        raise StandinError("error: USAGE: %s NODE [flags]" % verb)
+    name = names[0]
+    node = next((n for n in client.call("GET", "/api/v1/nodes")["items"]
+                 if n["metadata"]["name"] == name), None)
+    if node is None:
+        raise StandinError('Error from server (NotFound): nodes "%s" not found' % name)
+    want = verb != "uncordon"
+    spec = node.setdefault("spec", {})
+    if bool(spec.get("unschedulable")) == want:
+        print("node/%s already %s" % (name, "cordoned" if want else "uncordoned"))
+    else:
+        if want:
+            spec["unschedulable"] = True
+        else:
+            spec.pop("unschedulable", None)
+        client.call("PUT", "/api/v1/nodes/" + name, node)
+        print("node/%s %s" % (name, "cordoned" if want else "uncordoned"))
+    if verb != "drain":
+        return 0
+    objects = client.call("GET", "/kubecrate/v1/objects")["items"]
+    config = cluster_config(client)
+    nodes = node_status(client, client.call("GET", "/api/v1/nodes")["items"], objects, config)
+    mine = [p for p in synthetic_pods(client, nodes, objects, config)
+            if p["spec"]["nodeName"] == name and not p["metadata"]["name"].startswith("etcd-")]
+    daemons = ["%s/%s" % (p["metadata"]["namespace"], p["metadata"]["name"]) for p in mine
+               if _daemonset_pod(p)]
+    if daemons and "--ignore-daemonsets" not in args:
+        raise StandinError("error: unable to drain node \"%s\" due to error: cannot delete "
+                           "DaemonSet-managed Pods (use --ignore-daemonsets to ignore): %s, "
+                           "continuing command...\nThere are pending nodes to be drained:\n %s"
+                           % (name, ", ".join(daemons), name))
+    if daemons:
+        sys.stderr.write("Warning: ignoring DaemonSet-managed Pods: %s\n" % ", ".join(daemons))
+    for pod in mine:
+        if _daemonset_pod(pod):
+            continue
+        print("evicting pod %s/%s" % (pod["metadata"]["namespace"], pod["metadata"]["name"]))
+        print("pod/%s evicted" % pod["metadata"]["name"])
+    print("node/%s drained" % name)
+    return 0
 
 
 def main(argv):
     opts, args = split_globals(argv)
     try:
         if not args or args[0] in ("-h", "--help"):
-            print("kubectl stand-in %s: version --client, apply -f, get, exec, delete node"
+            print("kubectl stand-in %s: version --client, apply -f, get, exec, delete node, "
+                  "cordon, uncordon, drain"
                   % VERSION)
         elif args[0] == "version":
             cmd_version(args[1:])
@@ -458,10 +532,10 @@ def main(argv):
             cmd_get(Client(opts), args[1:])
         elif args[0] == "delete":
             cmd_delete(Client(opts), args[1:])
-        elif args[0] == "drain":
-            cmd_drain(Client(opts), args[1:])
         elif args[0] == "exec":
             return cmd_exec(Client(opts), args[1:])
+        elif args[0] in ("cordon", "uncordon", "drain"):
+            return cmd_cordon(Client(opts), args[1:], args[0])
         else:
             raise StandinError('error: unknown command "%s" for "kubectl" (stand-in)' % args[0])
     except StandinError as exc:

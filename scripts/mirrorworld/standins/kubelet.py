@@ -38,6 +38,7 @@ restarts it, a removed one stops it; stopping the kubelet leaves the "containers
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -169,6 +170,50 @@ def manifest_flags(path: str) -> dict:
     pod = _yaml.load_all(read_text(path))[0]
     command = pod["spec"]["containers"][0]["command"]
     return dict(a[2:].split("=", 1) for a in command if a.startswith("--") and "=" in a)
+
+
+def manifest_version(path: str) -> str:
+    """The release a static pod runs: its image's tag (kube-apiserver:v1.31.14), else this
+    kubelet's own version."""
+    pod = _yaml.load_all(read_text(path))[0]
+    tag = str(pod["spec"]["containers"][0].get("image", "")).rpartition(":")[2]
+    return tag if re.match(r"\Av1\.\d+\.\d+\Z", tag) else VERSION
+
+
+def report_version(last: list) -> None:
+    """What the real kubelet's node status sync does for nodeInfo (pkg/kubelet/nodestatus/
+    setters.go VersionInfo: kubeletVersion is the running binary's): once registered (its
+    kubelet.conf names it system:node:NAME), the Node says this kubelet's version. Tried every
+    few seconds (`last` holds the time of the last try) until it has."""
+    if last and (last[0] is None or time.monotonic() - last[0] < 5.0):
+        return
+    last[:] = [time.monotonic()]
+    try:
+        doc = _yaml.load_all(read_text(rooted("/etc/kubernetes/kubelet.conf")))[0]
+        user = str((doc.get("users") or [{}])[0].get("name") or "")
+        if not user.startswith("system:node:"):
+            return
+        name = user[len("system:node:"):]
+        import _pki
+        from _common import request
+
+        kc = _pki.read_kubeconfig(rooted("/etc/kubernetes/kubelet.conf"))
+        auth = dict(ca_pem=kc["ca"], client=(kc["cert"], kc["key"]), timeout_s=3)
+        got = request(kc["server"], "GET", "/api/v1/nodes/" + name, **auth)
+        if got.status != 200:
+            return
+        node = got.json()
+        info = node.setdefault("status", {}).setdefault("nodeInfo", {})
+        if info.get("kubeletVersion") != VERSION:
+            info["kubeletVersion"] = VERSION
+            if request(kc["server"], "PUT", "/api/v1/nodes/" + name, node,
+                       **auth).status != 200:
+                return
+            log("node %s: kubeletVersion %s" % (name, VERSION))
+        last[:] = [None]  # reported: done for this run
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            StandinError, _yaml.YAMLError):
+        return
 
 
 class Node:
@@ -336,7 +381,7 @@ def run_daemon(argv: list) -> int:
         return 1
     log("started %s, root %s, flags %s" % (VERSION, root(), " ".join(flags) or "(none)"))
     config_path = opts.get("config") or CONFIG
-    started, warned, pods = time.monotonic(), False, None
+    started, warned, pods, reported = time.monotonic(), False, None, []
     while time.monotonic() - started < MAX_LIFETIME and os.path.isdir(root()):
         if pods is None and not os.path.exists(rooted(config_path)):
             if not warned:  # the real kubelet exits and systemd restarts it every 10 s
@@ -355,6 +400,7 @@ def run_daemon(argv: list) -> int:
             pods = Pods(node, str(config.get("staticPodPath") or MANIFESTS))
         if pods is not None:
             pods.sync()
+            report_version(reported)
         _reap()
         time.sleep(0.5)
     return 0
@@ -380,7 +426,8 @@ def main(argv: list) -> int:
         import apiserver
 
         try:
-            return apiserver.serve(manifest_flags(rooted(MANIFEST)))
+            return apiserver.serve(manifest_flags(rooted(MANIFEST)),
+                                   manifest_version(rooted(MANIFEST)))
         except (StandinError, OSError, KeyError, ValueError) as exc:
             return fail("kube-apiserver: %s" % exc)
     if any(a in ("-h", "--help") for a in argv):
