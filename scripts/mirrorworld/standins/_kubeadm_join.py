@@ -234,8 +234,16 @@ def join(args) -> str:
         state = request(server, "GET", "/kubecrate/v1/state", ca_pem=ca, client=pair)
         write_file(rooted("/var/lib/etcd/kubecrate-standin.json"), state.body, 0o600)
         print("[etcd] Announced new etcd member joining to the existing etcd cluster")
-    kubelet_conf = _pki.kubeconfig(server, ca, "kubelet-bootstrap", None) + \
-        "# stand-in: no client credentials; the kubelet stand-in never calls the apiserver\n"
+    # TLS bootstrap: the kubelet's client certificate for system:node:NAME, signed by the
+    # cluster CA through the apiserver (the kubelet reports its version with it)
+    key, csr = _pki.node_csr(name)
+    signed = request(server, "POST", "/kubecrate/v1/csr", {"request": csr}, ca_pem=ca,
+                     bearer=token)
+    if signed.status not in (200, 201):
+        raise PhaseError("kubelet-start", "the kubelet's client certificate was not issued: "
+                         + signed.message())
+    kubelet_conf = _pki.kubeconfig(server, ca, "system:node:" + name,
+                                   (signed.json()["certificate"], key))
     kinit.write_kubelet(nodereg, repo, {}, kubelet_conf)
     if opts["control_plane"]:
         try:

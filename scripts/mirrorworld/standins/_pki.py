@@ -81,6 +81,38 @@ def make_cert(ca: str, cn: str, org: str = "", sans=(), server=False, client=Fal
         return read_text(crt), read_text(key)
 
 
+def node_csr(name: str):
+    """(key_pem, csr_pem) the kubelet's TLS bootstrap sends: CN system:node:NAME, O
+    system:nodes (pkg/kubelet/certificate/bootstrap/bootstrap.go requestNodeCertificate)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        key, csr = os.path.join(tmp, "k"), os.path.join(tmp, "csr")
+        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        openssl("req", "-new", "-key", key, "-out", csr, "-subj",
+                "/CN=system:node:%s/O=system:nodes" % name)
+        return read_text(key), read_text(csr)
+
+
+def sign_node_csr(csr_pem: str) -> str:
+    """What kube-controller-manager's csrapprover + csrsigning do for a kubelet's client CSR
+    (signer kubernetes.io/kube-apiserver-client-kubelet, auto-approved for a bootstrap token's
+    group: pkg/controller/certificates/approver/sarapprove.go): a one-year client certificate
+    from the cluster CA, for a subject of system:node:* in system:nodes only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        csr, crt, ext = (os.path.join(tmp, n) for n in ("csr", "crt", "ext"))
+        write_file(csr, csr_pem)
+        subject = openssl("req", "-in", csr, "-noout", "-subject",
+                          "-nameopt", "RFC2253").decode()
+        if "CN=system:node:" not in subject or "O=system:nodes" not in subject:
+            raise StandinError("csr subject %s is not a kubelet's (system:node:NAME in "
+                               "system:nodes)" % subject.strip())
+        write_file(ext, "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,"
+                   "digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n")
+        openssl("x509", "-req", "-in", csr, "-CA", pki_path("ca.crt"), "-CAkey",
+                pki_path("ca.key"), "-set_serial", str(secrets.randbits(62)), "-days",
+                leaf_days(), "-extfile", ext, "-out", crt)
+        return read_text(crt)
+
+
 def _san(value: str) -> str:
     import ipaddress
 

@@ -320,6 +320,14 @@ class Handler(BaseHTTPRequestHandler):
             self.server.store.merge(self.body())
         return 200, self.server.store.data
 
+    def csr(self, method):
+        """The kubelet's TLS bootstrap, condensed: a CertificateSigningRequest that the
+        controller-manager approves and signs at once (_pki.sign_node_csr)."""
+        try:
+            return 201, {"certificate": _pki.sign_node_csr(self.body()["request"])}
+        except (StandinError, KeyError, TypeError) as exc:
+            return 400, _status(400, "BadRequest", str(exc))
+
     def member(self, method, endpoint):
         self.server.store.delete("members", endpoint)
         return 200, _status(200, "", "deleted")
@@ -347,6 +355,7 @@ ROUTES = [
     (r"/kubecrate/v1/objects", ("GET",), _ADMIN, Handler.objects),
     (r"/kubecrate/v1/state", ("GET", "PUT"), _ADMIN, Handler.state),
     (r"/kubecrate/v1/members/([^/]+)", ("DELETE",), _ADMIN, Handler.member),
+    (r"/kubecrate/v1/csr", ("POST",), _BOOT, Handler.csr),
 ]
 
 
