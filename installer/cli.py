@@ -8,7 +8,7 @@ from typing import Iterator, Optional, Sequence
 import click
 from tqdm import tqdm
 
-from installer import __version__, clicare, clietcd, runlog, textlocale
+from installer import __version__, clicare, clietcd, cliupgrade, runlog, textlocale
 from installer.bundlecache import cache_root
 from installer.cliopts import _ARGV, _begin, _prog_name, common_options, json_option
 from installer.format import bundle, minisig
@@ -211,18 +211,22 @@ def preflight_cmd(bundle_path, cluster_path, node_name, join_path, key_path, as_
 @node_option
 @join_option
 @host_only_option
+@cliupgrade.no_drain_option
+@cliupgrade.kubeconfig_option
 @key_option
 @json_option
 @common_options
-def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, key_path, as_json, root,
-             dry_run, verbose):
-    """Print the steps this host would run and what each would change; changes nothing."""
+def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, no_drain, kubeconfig,
+             key_path, as_json, root, dry_run, verbose):
+    """Print the steps this host would run and what each would change; changes nothing. On a
+    node that runs a cluster of an older bundle: the steps of `upgrade --bundle` (--no-drain
+    and --kubeconfig as for upgrade)."""
     from installer import session
     from installer.steps.preflight import describe
 
     _begin(verbose, root, dry_run)
     outcome = session.plan(_options(bundle_path, cluster_path, key_path, root, node_name, True,
-                                    join_path, host_only=host_only))
+                                    join_path, host_only=host_only), not no_drain, kubeconfig)
     if as_json:
         click.echo(session.to_json(outcome))
         return
@@ -493,3 +497,4 @@ cli.add_command(clicare.cache_group)
 for _command in (clietcd.etcd_backup_cmd, clietcd.etcd_restore_cmd, clietcd.etcd_defrag_cmd,
                  clietcd.remove_node_cmd):
     cli.add_command(_command)
+cliupgrade.register(cli)  # `upgrade --bundle`: installer/cliupgrade.py

@@ -105,3 +105,67 @@ def refresh_config(kubernetes_version: str, token: Optional[str] = None,
     return render("kubeadm-refresh.yaml.j2", api=api_version(_minor(kubernetes_version)),
                   kubernetes_version=kubernetes_version, token=token,
                   token_ttl=TOKEN_TTL, certificate_key=certificate_key, cri_socket=cri_socket)
+
+
+# v1beta3 -> v1beta4, the changes `kubeadm config migrate` makes to the fields kubecrate's
+# configs use (kubernetes/kubernetes#125029; cmd/kubeadm/app/apis/kubeadm/v1beta4/doc.go):
+# every extraArgs / kubeletExtraArgs map becomes a list of {name, value}, JoinConfiguration's
+# discovery.timeout moves to timeouts.discovery and ClusterConfiguration's
+# apiServer.timeoutForControlPlane to InitConfiguration's
+# timeouts.controlPlaneComponentHealthCheck.
+KUBEADM_GROUP = "kubeadm.k8s.io/"
+MIGRATED_HEADER = ("# Migrated by kubecrate upgrade from kubeadm.k8s.io/v1beta3 to v1beta4 for "
+                   "{version}\n# (the changes of `kubeadm config migrate`).\n")
+
+
+def _args_list(value):
+    # type: (object) -> object
+    if isinstance(value, dict):
+        return [{"name": str(name), "value": str(item)} for name, item in sorted(value.items())]
+    return value
+
+
+def migrate(text, kubernetes_version):
+    # type: (str, str) -> Optional[str]
+    """`text` (kubecrate's kubeadm init or join config) at v1beta4 for `kubernetes_version`
+    (kubernetesVersion set to it), or None when it needs no migration: the version is below
+    1.31 or the file holds no v1beta3 document."""
+    import yaml
+
+    if _minor(kubernetes_version) < V1BETA4_FROM:
+        return None
+    docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    if not any(isinstance(d, dict) and d.get("apiVersion") == KUBEADM_GROUP + "v1beta3"
+               for d in docs):
+        return None
+    timeout = None
+    for doc in docs:
+        if not isinstance(doc, dict) or not str(doc.get("apiVersion", "")).startswith(
+                KUBEADM_GROUP):
+            continue
+        doc["apiVersion"] = KUBEADM_GROUP + "v1beta4"
+        registration = doc.get("nodeRegistration")
+        if isinstance(registration, dict) and "kubeletExtraArgs" in registration:
+            registration["kubeletExtraArgs"] = _args_list(registration["kubeletExtraArgs"])
+        if doc.get("kind") == "ClusterConfiguration":
+            doc["kubernetesVersion"] = kubernetes_version
+            for part in ("apiServer", "controllerManager", "scheduler"):
+                section = doc.get(part)
+                if isinstance(section, dict) and "extraArgs" in section:
+                    section["extraArgs"] = _args_list(section["extraArgs"])
+            api_server = doc.get("apiServer")
+            if isinstance(api_server, dict) and "timeoutForControlPlane" in api_server:
+                timeout = api_server.pop("timeoutForControlPlane")
+            local = (doc.get("etcd") or {}).get("local")
+            if isinstance(local, dict) and "extraArgs" in local:
+                local["extraArgs"] = _args_list(local["extraArgs"])
+        discovery = doc.get("discovery")
+        if doc.get("kind") == "JoinConfiguration" and isinstance(discovery, dict) and \
+                "timeout" in discovery:
+            doc.setdefault("timeouts", {})["discovery"] = discovery.pop("timeout")
+    if timeout is not None:
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("kind") == "InitConfiguration":
+                doc.setdefault("timeouts", {})["controlPlaneComponentHealthCheck"] = timeout
+    return MIGRATED_HEADER.format(version=kubernetes_version) + yaml.safe_dump_all(
+        docs, default_flow_style=False, sort_keys=False, explicit_start=False)

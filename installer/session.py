@@ -120,9 +120,14 @@ def preflight(options: Options) -> Outcome:
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, False, [])
 
 
-def plan(options: Options) -> Outcome:
-    """The ordered steps and what each would change on this host. Writes nothing."""
+def plan(options: Options, drain: bool = True, kubeconfig: Optional[str] = None) -> Outcome:
+    """The ordered steps and what each would change on this host; on a node that runs an
+    older bundle, the upgrade's (installer/upgrade.py). Writes nothing."""
+    from installer import upgrade
+
     with open_context(options._replace(dry_run=True)) as ctx:
+        if upgrade.is_upgrade(ctx.host, ctx.info):
+            return upgrade.run_in(ctx, options._replace(dry_run=True), drain, kubeconfig, True)
         found = run_preflight(ctx) + _join_checks(ctx, False, options.join_path)
         reports = run_steps(ctx, all_steps(options.host_only), apply=False)
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, False, reports)
@@ -131,7 +136,15 @@ def plan(options: Options) -> Outcome:
 def install(options: Options) -> Outcome:
     """Preflight (unless it passed before for the same inputs), then every step under the host
     lock, each recorded in state.json. Re-running changes only what is still missing."""
+    from installer import upgrade
+
     with open_context(options, stage=not options.dry_run) as ctx:
+        if upgrade.is_upgrade(ctx.host, ctx.info):
+            raise PreconditionError(
+                "{} runs a cluster from another Kubernetes release than bundle {} ({}): "
+                "install does not upgrade".format(ctx.node.name, ctx.info.name,
+                                                  ctx.info.kubernetes_version),
+                hint="run `upgrade --bundle {}` (docs/upgrades.md)".format(options.bundle_path))
         inputs = ctx.inputs()
         skipped = State.load(ctx.host).done("preflight", inputs)
         found = [] if skipped else run_preflight(ctx)

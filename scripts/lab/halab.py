@@ -186,13 +186,16 @@ class Node:
         """The real .pyz, as an operator starts it on a CentOS 7 host: through its sh preamble,
         on CPython 3.6 (the host's python3), from `env -i` plus this node's session locale
         (`self.session`; the test's KUBECRATE_* knobs pass through)."""
+        return self.host.run(self.pyz_argv(built, *args), timeout=timeout, check=False)
+
+    def pyz_argv(self, built: Path, *args: object) -> List[str]:
+        """The command line pyz() runs (for a test that starts it in the background)."""
         env = {k: v for k, v in os.environ.items() if k.startswith("KUBECRATE_")}
         env.update(self.env, **self.session)
         env.update(KUBECRATE_ROOT=str(self.root),
                    PATH="{}:{}".format(self.python_dir, self.env["PATH"]))
         full = ["env", "-i"] + ["{}={}".format(k, v) for k, v in sorted(env.items())]
-        full += [str(built / "kubecrate-installer.pyz")] + [str(a) for a in args]
-        return self.host.run(full, timeout=timeout, check=False)
+        return full + [str(built / "kubecrate-installer.pyz")] + [str(a) for a in args]
 
     def python36_runs(self) -> str:
         """What the host's python3 ran on CPython 3.6 (one line of arguments per start)."""

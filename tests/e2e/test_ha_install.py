@@ -15,7 +15,10 @@ scripts/lab/halab.py (shared with scripts/demo); docs/testing.md says what is re
 """
 
 import json
+import os
 import re
+import shutil
+import sys
 import time
 
 import pytest
@@ -39,17 +42,22 @@ W1_MTU = 1400  # w1's eth0: flannel.1 there gets 1350
 WINDOW_BOUND = 15.0  # polling succeeds again within 15 s (measured about 3-4 s)
 
 
-def build(profile: "halab.Profile", preset: str, folder) -> object:
-    """`kubecrate build manifests/<profile.bundle>.yaml` against the mirror world's `preset`:
-    the out folder with the bundle and its .pyz."""
+def build(profile: "halab.Profile", preset: str, folder, recipe: str = "",
+          out: str = "out") -> object:
+    """`kubecrate build manifests/<recipe or profile.bundle>.yaml` against the mirror world's
+    `preset`: the out folder with the bundle and its .pyz. A second build into the same folder
+    signs with the first one's key (an upgrade bundle from the same builder)."""
     require_root()
-    _key, secret, _public = make_key(folder / "keys")
-    done = kubecrate("build", RECIPE.parent / (profile.bundle + ".yaml"), "--mirrors", preset,
-                     "--key", secret, "--out", folder / "out",
-                     "--lock", folder / (profile.bundle + ".lock"),
+    recipe = recipe or profile.bundle
+    secret = folder / "keys" / "kubecrate.key"
+    if not secret.exists():
+        _key, secret, _public = make_key(folder / "keys")
+    done = kubecrate("build", RECIPE.parent / (recipe + ".yaml"), "--mirrors", preset,
+                     "--key", secret, "--out", folder / out,
+                     "--lock", folder / (recipe + ".lock"),
                      "--cache", seeded_cache(folder / "cache"), timeout=1200)
     assert done.returncode == 0, done.stderr
-    return folder / "out"
+    return folder / out
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +70,17 @@ def built(mirror_world, tmp_path_factory):
 def built_el9(mirror_world, tmp_path_factory):
     """The k8s-1.30-el9-containerd bundle (Rocky 9.4, containerd 1.6) and its .pyz."""
     return build(halab.EL9, mirror_world.preset_el9, tmp_path_factory.mktemp("ha-build-el9"))
+
+
+@pytest.fixture(scope="module")
+def upgrades_el9(mirror_world, built_el9):
+    """k8s-1.31-el9-containerd (the next minor) and k8s-1.33-el9-containerd (two minors on),
+    signed by the key that signed built_el9 (the one its .pyz embeds)."""
+    folder = built_el9.parent
+    return (build(halab.EL9, mirror_world.preset_el9_131, folder, "k8s-1.31-el9-containerd",
+                  "out-1.31") / "k8s-1.31-el9-containerd.tar",
+            build(halab.EL9, mirror_world.preset_el9_133, folder, "k8s-1.33-el9-containerd",
+                  "out-1.33") / "k8s-1.33-el9-containerd.tar")
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +240,7 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
 
 def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
                                                       built_el9, core_el9, built_el8,
-                                                      core_el8, tmp_path):
+                                                      core_el8, upgrades_el9, tmp_path):
     """load_balancer.mode static-pods on the same four nodes, without the failover drills of
     the services run, as EL9 hosts with containerd (docs/el8-el9.md): the k8s-1.30-el9-containerd
     bundle (Kubernetes v1.30.14, containerd 1.6) on Rocky 9.4 (cp1, w1), Alma 9 (cp2) and RHEL 9
@@ -231,7 +250,8 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
     CRI or with another cgroup driver. The kubelet starts keepalived and haproxy only inside
     `kubeadm init` (on the joiners after their join), from the images the bundle loaded on that
     node. cp3 joins last, so its install completes the cluster and runs the smoke check; every
-    node ends Ready."""
+    node ends Ready. Then the cluster is upgraded one minor, to k8s-1.31-el9-containerd
+    (upgrade_one_minor)."""
     for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
         require_tool(tool)
     built, core = built_el9, core_el9
@@ -275,6 +295,7 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
         flags = (node.root / "var/lib/kubelet/kubeadm-flags.env").read_text()
         assert "--container-runtime-endpoint=unix:///run/containerd/containerd.sock" in flags
         assert ["ctr", "-n", "k8s.io", "images", "import", "-"] in _calls(node), name
+    upgrade_one_minor(nodes, built, upgrades_el9, tmp_path)
     static_pods_on_centos8(netns_lab, built_el8, core_el8, tmp_path)
 
 
@@ -309,6 +330,106 @@ def remove_and_rejoin_cp3(nodes, built, tmp_path) -> None:
     assert window < WINDOW_BOUND, window
     rows = halab.get_nodes(nodes["w1"], cp1)
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
+
+
+def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:
+    """`upgrade --bundle` from v1.30.14 to v1.31.14 on the static-pods cluster, with w1 polling
+    https://VIP:8443/healthz every 100 ms throughout: refused with nothing changed for a
+    bundle signed by another key (exit 3) and for one two minors on (exit 4); `plan` shows
+    the steps; w1 is refused out of turn; cp1 (kubeadm upgrade apply), cp2, cp3 (killed once
+    after its kubeadm step, then re-run: it resumes) and w1 (a copy of admin.conf for its
+    drain) end Ready at v1.31.14, the cluster records the new bundle, cp1's kept kubeadm
+    config is v1beta4, and upgrading cp1 again changes nothing."""
+    from builder.bundle.sign import sign_file
+
+    started = time.monotonic()
+    new, two_on = upgrades
+    cp1, w1 = nodes["cp1"], nodes["w1"]
+
+    def upgrade(node, bundle, *extra):
+        return node.pyz(built, "upgrade", "--bundle", bundle, "--cluster",
+                        node.host.dir / "cluster.yaml", "--root", node.root, "--node",
+                        node.name, *extra)
+
+    watched = [cp1.root / "etc/kubernetes/manifests/kube-apiserver.yaml",
+               cp1.root / "var/lib/kubecrate/state.json", cp1.root / "usr/bin/kubeadm"]
+    before = [path.read_bytes() for path in watched]
+    forged = tmp_path / "forged" / new.name
+    forged.parent.mkdir()
+    shutil.copyfile(new, forged)
+    sign_file(make_key(tmp_path / "other-key")[0], forged)
+    refused = upgrade(cp1, forged)
+    assert refused.returncode == ExitCode.VERIFY_FAILED, refused.stdout + refused.stderr
+    skip = upgrade(cp1, two_on)
+    assert skip.returncode == ExitCode.PRECONDITION, skip.stdout + skip.stderr
+    assert "carries Kubernetes v1.33.7 only; this node runs v1.30.14" in skip.stderr
+    assert "no intermediate releases" in skip.stderr, skip.stderr
+    assert [path.read_bytes() for path in watched] == before  # nothing changed
+    plan = cp1.pyz(built, "plan", "--bundle", new, "--cluster", cp1.host.dir / "cluster.yaml",
+                   "--root", cp1.root, "--node", "cp1")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "kubeadm upgrade plan, then kubeadm upgrade apply v1.31.14 --yes" in plan.stdout
+    assert plan.stdout.index("load ") < plan.stdout.index("kubeadm upgrade plan")
+    early = upgrade(w1, new, "--no-drain")
+    assert early.returncode == ExitCode.PRECONDITION
+    assert "upgrade every control-plane node first" in early.stderr, early.stderr
+
+    url = "https://{}:{}/healthz".format(halab.vip(STATIC_SUBNET), halab.LB_PORT)
+    w1.host.start("upgrade-poller", [sys.executable, str(halab.HERE / "poller.py"), url, "0.1",
+                                     "1800"])
+    try:
+        time.sleep(1.5)
+        moment = time.monotonic()
+        for name in ("cp1", "cp2"):
+            done = upgrade(nodes[name], new)
+            assert done.returncode == 0, name + "\n" + done.stdout + done.stderr + \
+                nodes[name].logs()
+        # cp3 is killed once its kubeadm step is recorded; the re-run resumes after it
+        cp3 = nodes["cp3"]
+        state = cp3.root / "var/lib/kubecrate/state.json"
+        cp3.host.start("upgrade", cp3.pyz_argv(
+            built, "upgrade", "--bundle", new, "--cluster", cp3.host.dir / "cluster.yaml",
+            "--root", cp3.root, "--node", "cp3"))
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and \
+                "upgrade-kubeadm-upgrade" not in json.loads(state.read_text())["steps"]:
+            time.sleep(0.1)
+        cp3.host.stop("upgrade")
+        assert "upgrade-kubeadm-upgrade" in json.loads(state.read_text())["steps"], \
+            cp3.host.log("upgrade")
+        resumed = upgrade(cp3, new)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr + cp3.logs()
+        assert re.search(r"\d+\. upgrade-kubeadm-upgrade: unchanged", resumed.stdout), \
+            resumed.stdout
+        admin = tmp_path / "admin.conf"  # what an operator copies to the worker for its drain
+        shutil.copyfile(cp1.root / "etc/kubernetes/admin.conf", admin)
+        done = upgrade(w1, new, "--kubeconfig", admin)
+        assert done.returncode == 0, done.stdout + done.stderr + w1.logs()
+        assert "kubectl drain w1" in done.stdout and "kubectl uncordon w1" in done.stdout
+        time.sleep(1.0)
+        samples = w1.host.log("upgrade-poller")
+    finally:
+        w1.host.stop("upgrade-poller")
+    longest = halab.outage(samples, moment)
+    rows = halab.get_nodes(w1, cp1)
+    assert {r[0]: (r[1], r[4]) for r in rows} == {
+        name: ("Ready", "v1.31.14") for name in halab.NAMES}, rows
+    record = cp1.run([cp1.root / "usr/bin/kubectl", "--kubeconfig",
+                      cp1.root / "etc/kubernetes/admin.conf", "get", "configmap",
+                      "kubecrate-bundle", "-n", "kube-system", "-o", "json"], timeout=60)
+    assert json.loads(record.stdout)["data"]["kubernetes_version"] == "v1.31.14", record.stdout
+    assert "kubeadm.k8s.io/v1beta4" in \
+        (cp1.root / "etc/kubernetes/kubecrate/kubeadm-init.yaml").read_text()
+    again = upgrade(cp1, new)
+    assert again.returncode == 0 and "nothing to change" in again.stdout, again.stdout
+    took = time.monotonic() - started
+    print("upgrade v1.30.14 -> v1.31.14 of 3 control planes + 1 worker: {:.1f} s in all, "
+          "longest outage of https://VIP:8443/healthz (polled every 100 ms) {:.1f} s".format(
+              took, longest))
+    if os.environ.get("KUBECRATE_UPGRADE_REPORT"):  # scripts/benchmarks/upgrade.py
+        with open(os.environ["KUBECRATE_UPGRADE_REPORT"], "w") as out:
+            json.dump({"outage": longest, "seconds": took}, out)
+    assert longest < WINDOW_BOUND, longest
 
 
 def _calls(node) -> list:
