@@ -5,11 +5,11 @@ cluster to 1.31 (installer/kubeadmconfig.py migrate): the migrated 1.30 config s
 import sys
 
 import yaml
+from mirrorworld.releases import STANDINS
 
 from installer import kubeadmconfig
 from installer.format.lbspec import Kubeadm
 from installer.joinfile import JoinInfo
-from mirrorworld.releases import STANDINS
 
 K130 = Kubeadm("v1.30.14", "registry.k8s.io", "10.0.0.100:8443", "10.244.0.0/16",
                "10.96.0.0/12", "containerd", "unix:///run/containerd/containerd.sock", "iptables",
