@@ -422,6 +422,9 @@ def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:
         (cp1.root / "etc/kubernetes/kubecrate/kubeadm-init.yaml").read_text()
     again = upgrade(cp1, new)
     assert again.returncode == 0 and "nothing to change" in again.stdout, again.stdout
+    back = cp1.install(built)  # the 1.30 bundle's install on an upgraded node: refused
+    assert back.returncode == ExitCode.PRECONDITION and "install does not upgrade" in \
+        back.stderr, back.stdout + back.stderr
     took = time.monotonic() - started
     print("upgrade v1.30.14 -> v1.31.14 of 3 control planes + 1 worker: {:.1f} s in all, "
           "longest outage of https://VIP:8443/healthz (polled every 100 ms) {:.1f} s".format(
