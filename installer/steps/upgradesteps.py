@@ -160,10 +160,11 @@ class UncordonStep(UpgradeStep):
     title = "kubectl uncordon this node (if the upgrade drained it)"
 
     def actions(self, ctx: Context) -> List[Action]:
+        if ctx.runner.dry_run:  # what the drain above will need undone
+            return [Action("kubectl uncordon {}".format(ctx.node.name), lambda: None)] \
+                if self.up.drain and not self.up.kubelet_is_new() else []
         drained = (State.load(ctx.host).data.get(STATE_KEY) or {}).get("drained")
-        if not drained or not self.up.admin:
-            return []
-        if not ctx.runner.dry_run and not unschedulable(self.up.node()):
+        if not drained or not self.up.admin or not unschedulable(self.up.node()):
             return []
         return [Action("kubectl uncordon {}".format(ctx.node.name), partial(
             self.up.kubectl, "uncordon", ctx.node.name))]
