@@ -9,7 +9,6 @@ from typing import Any, List
 
 from installer import kubeadmconfig
 from installer.format.errors import StepFailed
-from installer.state import State
 from installer.steps import Action, ActionStep, Context, Step, parity
 from installer.steps.binaries import BinariesStep
 from installer.steps.images import ImagesStep
@@ -19,7 +18,6 @@ from installer.steps.runtime import RuntimeStep
 from installer.steps.unpack import UnpackStep
 from installer.upgrade import (
     CP_LABEL,
-    STATE_KEY,
     Upgrade,
     kubelet_version,
     labels_of,
@@ -30,6 +28,7 @@ from installer.upgrade import (
 
 KUBEADM_TIMEOUT = 900.0
 KUBELET_WAIT = 180.0  # the restarted kubelet reports its version and Ready within this
+DRAINED = "/var/lib/kubecrate/upgrade-drained"  # this upgrade drained the node: uncordon it
 
 
 class UpgradeStep(ActionStep):
@@ -102,9 +101,9 @@ class DrainStep(UpgradeStep):
             ctx.node.name), partial(self._drain, ctx))]
 
     def _drain(self, ctx: Context) -> None:
-        state = State.load(ctx.host)
-        running = dict(state.data.get(STATE_KEY) or {}, drained=True)
-        state.set(**{STATE_KEY: running})
+        # a file of its own, written before the drain: run_steps' State would overwrite a
+        # flag in state.json, and a run killed during the drain must still uncordon
+        ctx.host.write(DRAINED, ctx.node.name + "\n", 0o644)
         self.up.kubectl("drain", ctx.node.name, "--ignore-daemonsets", "--delete-emptydir-data",
                         "--timeout=300s", timeout=360)
 
@@ -163,11 +162,16 @@ class UncordonStep(UpgradeStep):
         if ctx.runner.dry_run:  # what the drain above will need undone
             return [Action("kubectl uncordon {}".format(ctx.node.name), lambda: None)] \
                 if self.up.drain and not self.up.kubelet_is_new() else []
-        drained = (State.load(ctx.host).data.get(STATE_KEY) or {}).get("drained")
-        if not drained or not self.up.admin or not unschedulable(self.up.node()):
+        if not ctx.host.exists(DRAINED) or not self.up.admin:
             return []
+        if not unschedulable(self.up.node()):
+            return [Action("forget the drain record", partial(ctx.host.remove, DRAINED))]
         return [Action("kubectl uncordon {}".format(ctx.node.name), partial(
-            self.up.kubectl, "uncordon", ctx.node.name))]
+            self._uncordon, ctx))]
+
+    def _uncordon(self, ctx: Context) -> None:
+        self.up.kubectl("uncordon", ctx.node.name)
+        ctx.host.remove(DRAINED)
 
 
 class ConfigStep(UpgradeStep):
