@@ -31,9 +31,10 @@ def run(work: Path, runs: int) -> list[Result]:
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", TEST], cwd=REPO,
                               env=dict(os.environ, KUBECRATE_UPGRADE_REPORT=str(report)),
                               capture_output=True, text=True, timeout=3600)
+        output = work / "pytest-{}.log".format(number)
+        output.write_text(done.stdout + done.stderr)
         if done.returncode != 0 or not report.exists():
-            raise RuntimeError("{} failed:\n{}{}".format(TEST, done.stdout[-4000:],
-                                                        done.stderr[-2000:]))
+            raise RuntimeError("{} failed; its output: {}".format(TEST, output))
         figures = json.loads(report.read_text())
         outages.append(figures["outage"])
         seconds.append(figures["seconds"])
