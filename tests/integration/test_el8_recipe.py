@@ -292,6 +292,8 @@ def test_real_dnf_installs_the_el9_containerd_bundle(builds, mirror_world, tmp_p
     for name, vra in expected.items():
         assert got[name] == [vra]
     assert set(names) <= set(got)
+    # the runtime step (and upgrade, after containerd.io 1.6 -> 1.7) restarts this unit
+    assert (root / "usr/lib/systemd/system/containerd.service").is_file()
 
 
 @pytest.mark.parametrize("variant", sorted(EL9_CASES))
