@@ -14,10 +14,10 @@ import sys
 import time
 
 import pytest
+from lab.hoststandins import seed_images
 from mirrorworld.releases import STANDINS
 
 from installer.render import render
-from tests.integration.hoststandins import seed_images
 from tests.integration.test_mirrorworld_standins import (  # noqa: F401 (fixtures)
     FLANNEL,
     _free_port,

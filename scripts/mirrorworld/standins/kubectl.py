@@ -472,7 +472,7 @@ def _daemonset_pod(pod) -> bool:
 def cmd_cordon(client, args, verb):
     """`kubectl cordon|uncordon|drain NODE`: spec.unschedulable set (or cleared), as
     kubectl/pkg/drain/cordon.go CordonHelper does. drain then evicts the node's pods, and
-    refuses DaemonSet-managed ones (kube-flannel's) unless --ignore-daemonsets
+    refuses DaemonSet-managed ones (kube-flannel, calico-node) unless --ignore-daemonsets
     (kubectl/pkg/drain/filters.go daemonSetFilter: "cannot delete DaemonSet-managed Pods (use
     --ignore-daemonsets to ignore)"); mirror pods of static pods (etcd) are left alone, as
     filters.go mirrorPodFilter does."""
