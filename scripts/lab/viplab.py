@@ -73,8 +73,40 @@ def start_apiserver(host, cert, key):
                              cert, key, host.lab.base / "stall"])
 
 
+PID_FILES = ("keepalived.pid", "vrrp.pid", "checkers.pid")
+
+
+def _gone(pid: int) -> bool:
+    """True when `pid` is no process, or one that has exited but is not yet reaped."""
+    try:
+        with open("/proc/{}/stat".format(pid)) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_pid_files(folder: Path) -> List[str]:
+    """Remove the pid files in `folder` that name a dead or zombie process; returns their names.
+    keepalived refuses to start ("daemon is already running") while a pid file names a process
+    that kill(pid, 0) finds, and a zombie is found (keepalived/core/pidfile.c, process_running):
+    after a SIGKILL of the whole group, the VRRP child is a zombie until init reaps it, which
+    on a loaded machine can outlast the restart."""
+    removed = []
+    for name in PID_FILES:
+        path = folder / name
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if not text.isdigit() or _gone(int(text)):
+            path.unlink()
+            removed.append(name)
+    return removed
+
+
 def start_keepalived(host):
     d = host.dir
+    remove_stale_pid_files(d)
     host.start("keepalived", ["keepalived", "--dont-fork", "--log-console", "--log-detail",
                               "--vrrp", "--use-file", d / "keepalived.conf",
                               "--pid", d / "keepalived.pid", "--vrrp_pid", d / "vrrp.pid",
