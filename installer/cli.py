@@ -8,7 +8,7 @@ from typing import Iterator, Optional, Sequence
 import click
 from tqdm import tqdm
 
-from installer import __version__, clicare, clietcd, cliupgrade, runlog, textlocale
+from installer import __version__, clicare, clietcd, clifleet, cliupgrade, runlog, textlocale
 from installer.bundlecache import cache_root
 from installer.cliopts import _ARGV, _begin, _prog_name, common_options, json_option
 from installer.format import bundle, minisig
@@ -498,3 +498,4 @@ for _command in (clietcd.etcd_backup_cmd, clietcd.etcd_restore_cmd, clietcd.etcd
                  clietcd.remove_node_cmd):
     cli.add_command(_command)
 cliupgrade.register(cli)  # `upgrade --bundle`: installer/cliupgrade.py
+cli.add_command(clifleet.fleet_group)  # many hosts through Ansible: installer/clifleet.py

@@ -1,0 +1,67 @@
+"""`fleet export`: the Ansible project that installs a whole cluster from one control node
+(installer/fleet.py, docs/fleet.md); registered on the command group in installer/cli.py."""
+
+import os
+import sys
+
+import click
+
+from installer.cliopts import _begin, common_options
+
+
+@click.group("fleet")
+def fleet_group() -> None:
+    """Many hosts from one control node, through Ansible (docs/fleet.md)."""
+
+
+@fleet_group.command("export")
+@click.option("--cluster", "cluster_path", required=True, type=click.Path(dir_okay=False),
+              help="cluster.yaml: its nodes become the inventory, one group per role.")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(dir_okay=False),
+              help="The signed bundle tar (X.tar.minisig beside it), copied to every host "
+                   "whose cache lacks it.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="The folder to write the Ansible project into.")
+@click.option("--pyz", "pyz_path", type=click.Path(dir_okay=False),
+              help="The installer to copy to the hosts [default: this .pyz].")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False),
+              help="minisign public key (.pub) to trust instead of the embedded one.")
+@click.option("--forks", default=10, show_default=True, type=click.IntRange(1, 500),
+              help="Hosts Ansible works on at once (ansible.cfg forks).")
+@click.option("--worker-batch", "worker_batch", type=click.IntRange(1, 10000),
+              help="Workers joined at once (the workers play's serial) [default: --forks].")
+@common_options
+def export_cmd(cluster_path, bundle_path, out, pyz_path, key_path, forks, worker_batch, root,
+               dry_run, verbose):
+    """Write a plain Ansible project into OUT that installs every node of cluster.yaml: the
+    .pyz, the bundle and its signature copied to each host (not where the host's cache holds
+    the bundle), `preflight` on every host first (any failure stops the run before a host
+    changes), the first control-plane node, then the other control-plane nodes one at a time
+    and the workers in batches, and each host's `status --json` at the end. Run it with
+    `ansible-playbook site.yml` from OUT (ansible-core 2.14-2.16); `--check` runs `plan`."""
+    from installer import fleet
+    from installer.cli import trusted_key
+
+    _begin(verbose, root, True)
+    pyz = pyz_path or _this_pyz()
+    if dry_run:
+        click.echo("would write the Ansible project for {} into {}".format(cluster_path, out))
+        return
+    done = fleet.export(cluster_path, bundle_path, out, pyz, trusted_key(key_path), forks,
+                        worker_batch)
+    for name in done.files:
+        click.echo(os.path.join(done.directory, name))
+    click.echo("{} host(s); bundle.json {}; run: cd {} && ansible-playbook site.yml".format(
+        done.hosts, done.digest or "digest unknown (every host gets the tar)", done.directory),
+        err=True)
+
+
+def _this_pyz() -> str:
+    """The running .pyz (sys.argv[0]); in a checkout there is none to copy."""
+    from installer.fleet import FleetError
+
+    invoked = sys.argv[0] if sys.argv else ""
+    if invoked.endswith(".pyz") and os.path.isfile(invoked):
+        return os.path.abspath(invoked)
+    raise FleetError("this installer is not running from a .pyz, so there is none to copy "
+                     "to the hosts", hint="pass --pyz kubecrate-installer.pyz")
