@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 # modules here with run(work, runs) -> [Result]
 BENCHMARKS = ["unpack", "archive_size", "pull", "resolve", "rpmfetch", "netfetch",
               "netfetch_images", "rebuild", "failover", "failover_installed", "flapping",
-              "upgrade"]
+              "upgrade", "fleet"]
 DEFAULT_RUNS = 5
 LOAD_EVERY = 5.0  # seconds between load-average samples
 

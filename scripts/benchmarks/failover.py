@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -118,7 +120,10 @@ def run(work: Path, runs: int) -> list[Result]:
         for how in GOALS]
 
 
-def installed(work: Path, runs: int) -> list[Result]:
+@contextlib.contextmanager
+def built_cluster_inputs(work: Path) -> Iterator[tuple[Path, Path]]:
+    """The mirror world up for the duration, the primary bundle and .pyz built from it, and a
+    fresh CentOS 7 @core root: yields (the build's out folder, the root)."""
     work.mkdir(parents=True, exist_ok=True)
     run_dir = work / "mirror-world-run"
     _world("up", run_dir)
@@ -134,7 +139,13 @@ def installed(work: Path, runs: int) -> list[Result]:
                         "--lock", work / "bench.lock"], check=True, capture_output=True)
         core = work / "core"
         shutil.rmtree(core, ignore_errors=True)
-        core_root = halab.core_root(core)
+        yield out, halab.core_root(core)
+    finally:
+        _world("down", run_dir)
+
+
+def installed(work: Path, runs: int) -> list[Result]:
+    with built_cluster_inputs(work) as (out, core_root):
         windows = {f"{how}{phase}": [] for how in halab.DRILLS for phase in ("", "-back")}
         for _ in range(max(1, runs // 2)):  # each run is a whole cluster install: keep it few
             cleanup_stale(LAB)
@@ -153,8 +164,6 @@ def installed(work: Path, runs: int) -> list[Result]:
                     _holder, back = halab.bring_back(nodes, "w1", SUBNET, old, how)
                     windows[how].append(window)
                     windows[how + "-back"].append(back)
-    finally:
-        _world("down", run_dir)
     results = []
     for how, text in halab.DRILLS.items():
         results.append(Result(
