@@ -64,7 +64,7 @@ def _dump(data: Any, header: str) -> bytes:
     return (header + text).encode("utf-8")
 
 
-def _bundle_digest(bundle_path: str, key: minisig.PublicKey) -> str:
+def _bundle_digest(bundle_path: str, key: minisig.Trust) -> str:
     """The bundle.json digest the signature's trusted comment names, once the comment is
     checked against `key` (reading none of the tar: every host verifies all of it)."""
     require_regular_file(bundle_path)
@@ -74,7 +74,7 @@ def _bundle_digest(bundle_path: str, key: minisig.PublicKey) -> str:
 
 
 def export(cluster_path: str, bundle_path: str, out: str, pyz_path: str,
-           key: minisig.PublicKey, forks: int, worker_batch: Optional[int] = None) -> Export:
+           key: minisig.Trust, forks: int, worker_batch: Optional[int] = None) -> Export:
     """Write the Ansible project for `cluster_path` and `bundle_path` into `out`: validates
     cluster.yaml and the bundle signature's trusted comment first, so nothing is written for
     a file a host would refuse. Raises FleetError, ClusterConfigError, VerificationError."""
