@@ -8,10 +8,10 @@ import tarfile
 
 import pytest
 import yaml
+from lab.bundles import make_key, make_source, pack_source
 
 from installer import cli, fleet
 from installer.format.errors import ExitCode
-from tests.bundles import make_key, make_source, pack_source
 
 CLUSTER = """\
 control_plane: {vip: 10.0.0.100}
