@@ -493,9 +493,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 # Day-2 housekeeping commands live in installer/clicare.py.
 cli.add_command(clicare.collect_logs_cmd)
 cli.add_command(clicare.cache_group)
-# etcd backup/restore/defrag and remove-node live in installer/clietcd.py.
+# etcd backup/restore/defrag, remove-node: installer/clietcd.py; fleet export: clifleet.py.
 for _command in (clietcd.etcd_backup_cmd, clietcd.etcd_restore_cmd, clietcd.etcd_defrag_cmd,
-                 clietcd.remove_node_cmd):
+                 clietcd.remove_node_cmd, clifleet.fleet_group):
     cli.add_command(_command)
 cliupgrade.register(cli)  # `upgrade --bundle`: installer/cliupgrade.py
-cli.add_command(clifleet.fleet_group)  # many hosts through Ansible: installer/clifleet.py
