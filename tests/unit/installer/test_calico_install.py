@@ -3,6 +3,7 @@ pod_cidr, per-node address autodetection, the EL release's iptables backend), th
 against the bundle's add-ons, and what host prep and preflight do for calico."""
 
 import hashlib
+import json
 
 import pytest
 import yaml
@@ -25,7 +26,9 @@ WITH_CALICO = CLUSTER.replace("service_cidr: 10.96.0.0/12}",
 
 
 def node_env(text):
-    ds = [d for d in yaml.safe_load_all(text) if d and d["kind"] == "DaemonSet"][0]
+    """The calico-node container's env in the installer's output (JSON documents)."""
+    docs = [json.loads(part) for part in text.split("---\n") if part.strip()]
+    ds = [d for d in docs if d["kind"] == "DaemonSet"][0]
     container = [c for c in ds["spec"]["template"]["spec"]["containers"]
                  if c["name"] == "calico-node"][0]
     return [(e["name"], e.get("value")) for e in container["env"]]

@@ -3,11 +3,10 @@ node only when the kubelet mounts its volumes, its pool is valid and it autodete
 address there; the installer's manifest (kubernetes-internal-ip) picks each node's cluster
 address on multi-NIC hosts where calico's default (first-found) picks the wrong network."""
 
+import copy
 import json
 import sys
 from pathlib import Path
-
-import yaml
 
 from installer.steps import calico
 from tests.unit.installer.test_calico_install import CALICO
@@ -37,8 +36,17 @@ def storage(octet):
 NODES = [node("cp1", "10.0.0.11", [storage(11)]), node("w1", "10.0.0.21", [storage(21)])]
 
 
-def applied(text=None, pod_cidr="10.244.0.0/16", **env):
-    docs = list(yaml.safe_load_all(text or calico.customize(CALICO, pod_cidr, "9")))
+def parsed(text):
+    """The installer's output: JSON documents after `---` lines."""
+    return [json.loads(part) for part in text.split("---\n") if part.strip()]
+
+
+OURS = parsed(calico.customize(CALICO, "10.244.0.0/16", "9"))
+
+
+def applied(pod_cidr="10.244.0.0/16", **env):
+    docs = copy.deepcopy(OURS) if pod_cidr == "10.244.0.0/16" else \
+        parsed(calico.customize(CALICO, pod_cidr, "9"))
     ds = [d for d in docs if d and d["kind"] == "DaemonSet"][0]
     container = ds["spec"]["template"]["spec"]["containers"][0]
     for name, value in env.items():

@@ -5,6 +5,7 @@ only once the cluster is complete, and a failure there makes install exit 5.
 
 The cluster is the kubectl stand-in's per-node model (tests/unit/installer/test_kubectl_exec.py)."""
 
+import copy
 import json
 
 import pytest
@@ -146,12 +147,9 @@ def test_host_prep_tells_networkmanager_to_leave_flannels_devices_alone(tmp_path
 
 def calico_objects(**env):
     """What the first node applied with networking.cni: calico (the installer's manifest)."""
-    import yaml
+    from tests.unit.installer.test_calico_model import OURS
 
-    from installer.steps import calico
-    from tests.unit.installer.test_calico_install import CALICO
-
-    docs = [d for d in yaml.safe_load_all(calico.customize(CALICO, "10.244.0.0/16", "9")) if d]
+    docs = copy.deepcopy(OURS)
     container = [d for d in docs if d["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"][
         "containers"][0]
     for name, value in env.items():
