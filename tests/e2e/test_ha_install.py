@@ -14,7 +14,8 @@ Alma, RHEL 9) from the k8s-1.30-el9-containerd bundle, on Python 3.9. The hosts 
 scripts/lab/halab.py (shared with scripts/demo); docs/testing.md says what is real on them.
 Six hosts (3 control planes, 3 workers) are installed once more from one control node by
 `fleet export` + ansible-playbook over real sshd (scripts/lab/fleetlab.py), sharing this
-module's bundle.
+module's bundle. The static-pods run ends with two-node legs: CentOS 8 with Docker, and
+Kubernetes 1.33 with calico on EL9.
 """
 
 import json
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.e2e
 SUBNET = 3
 STATIC_SUBNET = 5
 EL8_SUBNET = 8
+CALICO_SUBNET = 13
 W1_MTU = 1400  # w1's eth0: flannel.1 there gets 1350
 WINDOW_BOUND = 15.0  # polling succeeds again within 15 s (measured about 3-4 s)
 
@@ -90,6 +92,17 @@ def upgrades_el9(mirror_world, built_el9):
 def built_el8(mirror_world, tmp_path_factory):
     """The k8s-1.23.17-el8 bundle (CentOS 8.5, Docker 20.10) and its .pyz."""
     return build(halab.EL8, mirror_world.preset_el8, tmp_path_factory.mktemp("ha-build-el8"))
+
+
+@pytest.fixture(scope="module")
+def built_el9_133(mirror_world, tmp_path_factory):
+    """The k8s-1.33-el9-containerd bundle (Rocky 9.4, containerd 1.7, calico v3.31.3)."""
+    return build(EL9_133, mirror_world.preset_el9_133, tmp_path_factory.mktemp("ha-build-133"))
+
+
+# The current release on EL9 with calico: one control plane and one worker (Rocky 9.4, Alma 9)
+EL9_133 = halab.Profile("k8s-1.33-el9-containerd", halab.EL9.os_releases[:2],
+                        halab.EL9.kernel, "3.9")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +256,8 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
 
 def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
                                                       built_el9, core_el9, built_el8,
-                                                      core_el8, upgrades_el9, tmp_path):
+                                                      core_el8, upgrades_el9, built_el9_133,
+                                                      tmp_path):
     """load_balancer.mode static-pods on the same four nodes, without the failover drills of
     the services run, as EL9 hosts with containerd (docs/el8-el9.md): the k8s-1.30-el9-containerd
     bundle (Kubernetes v1.30.14, containerd 1.6) on Rocky 9.4 (cp1, w1), Alma 9 (cp2) and RHEL 9
@@ -254,7 +268,8 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
     `kubeadm init` (on the joiners after their join), from the images the bundle loaded on that
     node. cp3 joins last, so its install completes the cluster and runs the smoke check; every
     node ends Ready. Then the cluster is upgraded one minor, to k8s-1.31-el9-containerd
-    (upgrade_one_minor)."""
+    (upgrade_one_minor); then two smaller legs on fresh labs: CentOS 8
+    (static_pods_on_centos8) and the 1.33 profile with calico (calico_on_current_release)."""
     for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
         require_tool(tool)
     built, core = built_el9, core_el9
@@ -300,6 +315,7 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
         assert ["ctr", "-n", "k8s.io", "images", "import", "-"] in _calls(node), name
     upgrade_one_minor(nodes, built, upgrades_el9, tmp_path)
     static_pods_on_centos8(netns_lab, built_el8, core_el8, tmp_path)
+    calico_on_current_release(netns_lab, built_el9_133, core_el9, tmp_path)
 
 
 def remove_and_rejoin_cp3(nodes, built, tmp_path) -> None:
@@ -474,6 +490,68 @@ def static_pods_on_centos8(netns_lab, built, core, tmp_path) -> None:
         assert "python3.6 " in node.python36_runs(), name
         assert ["docker", "load"] in _calls(node), name
         assert "native.cgroupdriver=systemd" in (node.root / "etc/docker/daemon.json").read_text()
+
+
+def calico_on_current_release(netns_lab, built, core, tmp_path) -> None:  # noqa: F811
+    """Kubernetes v1.33.7 (kubeadm v1beta4, pause 3.10, containerd 1.7) with calico
+    (cluster.yaml networking.cni: calico) on a control plane and a worker, Rocky 9.4 and Alma 9,
+    each with a second NIC (ens3, a veth on a storage subnet of its own per node; calico's
+    default first-found would take whichever comes first): calico-node runs on both with
+    the node's cluster address (IP_AUTODETECTION_METHOD kubernetes-internal-ip), the pool is
+    cluster.yaml's pod_cidr, felix uses nft, only calico's images are loaded, and
+    `status --check` pings each node's vxlan.calico from the other."""
+    lab = netns_lab("calico", ("cp1", "w1"), subnet=CALICO_SUBNET)
+    nodes = halab.prepare(lab, core, tmp_path / "shiv133", CALICO_SUBNET, mode="static-pods",
+                          profile=EL9_133)
+    for i, node in enumerate(nodes.values()):
+        cluster = node.host.dir / "cluster.yaml"
+        cluster.write_text(cluster.read_text().replace(
+            "service_cidr: 10.96.0.0/12}", "service_cidr: 10.96.0.0/12, cni: calico}"))
+        ip("-n", node.host.ns, "link", "add", "ens3", "type", "veth", "peer", "name",
+           "ens3-peer")
+        ip("-n", node.host.ns, "addr", "add", "172.16.{}.{}/24".format(i + 1, 11 + i),
+           "dev", "ens3")
+        ip("-n", node.host.ns, "link", "set", "ens3-peer", "up")
+        ip("-n", node.host.ns, "link", "set", "ens3", "up")
+    join = tmp_path / "join-133.yaml"
+    cp1, w1 = nodes["cp1"], nodes["w1"]
+    first = cp1.install(built, "--join-out", join)
+    assert first.returncode == 0, first.stdout + first.stderr + cp1.logs()
+    assert "CALICO_IPV4POOL_CIDR 10.244.0.0/16, IP_AUTODETECTION_METHOD = " \
+        "kubernetes-internal-ip, FELIX_IPTABLESBACKEND = NFT" in first.stdout, first.stdout
+    done = w1.install(built, "--join", join)
+    assert done.returncode == 0, done.stdout + done.stderr + w1.logs()
+    rows = halab.get_nodes(w1, cp1)
+    assert sorted(r[0] for r in rows) == ["cp1", "w1"], rows
+    assert {r[1] for r in rows} == {"Ready"} and {r[4] for r in rows} == {"v1.33.7"}, rows
+    admin = cp1.root / "etc/kubernetes/admin.conf"
+    listed = cp1.run([cp1.root / "usr/bin/kubectl", "--kubeconfig", admin, "get", "nodes",
+                      "-o", "json"], timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    notes = {n["metadata"]["name"]: n["metadata"]["annotations"]
+             for n in json.loads(listed.stdout)["items"]}
+    for name, node in nodes.items():
+        assert notes[name]["projectcalico.org/IPv4Address"] == "{}/24".format(
+            node.host.address), notes[name]
+        assert notes[name]["kubecrate.standin/calico-pool"] == "10.244.0.0/16"
+        assert notes[name]["kubecrate.standin/calico-iptables-backend"] == "NFT"
+        conf = node.root / "etc/NetworkManager/conf.d/kubecrate-cni.conf"
+        assert "interface-name:cali*;interface-name:vxlan.calico" in conf.read_text(), name
+        assert "ip_set" in (node.root / "etc/modules-load.d/kubecrate.conf").read_text()
+    for name, node in nodes.items():  # the node's containerd store: calico's images, no flannel
+        store = json.loads((node.root / "var/lib/containerd/kubecrate-standin-images.json")
+                           .read_text())
+        assert "docker.io/calico/node:v3.31.3" in store, (name, sorted(store))
+        assert not [ref for ref in store if "flannel" in ref], (name, sorted(store))
+    assert "kubeadm.k8s.io/v1beta4" in (cp1.root / "etc/kubernetes/kubecrate/kubeadm-init.yaml"
+                                        ).read_text()
+    check = cp1.pyz(built, "status", "--check", "--root", cp1.root)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tunnels = {name: notes[name]["projectcalico.org/IPv4VXLANTunnelAddr"] for name in notes}
+    assert "ok   pod network cp1 -> w1: w1's vxlan.calico {} answers".format(
+        tunnels["w1"]) in check.stdout, check.stdout
+    assert "ok   pod network w1 -> cp1: cp1's vxlan.calico {} answers".format(
+        tunnels["cp1"]) in check.stdout, check.stdout
 
 
 def smoke_check_after_install(cp1, nodes, built) -> None:
