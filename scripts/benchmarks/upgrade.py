@@ -53,7 +53,8 @@ def run(work: Path, runs: int) -> list[Result]:
                ours="upgrade --bundle k8s-1.31-el9-containerd.tar on cp1, cp2, cp3, w1 in turn; "
                     "w1 polls every 100 ms", peer="", ours_seconds=outages, peer_seconds=[],
                goal=None, note="bounded at 15 s in the test; cp3's run is killed once and "
-                               "resumed"),
+                               "resumed" + ("; figures of an e2e run made before (its "
+                                            "KUBECRATE_UPGRADE_REPORT)" if made else "")),
         Result(name="upgrade v1.30.14 -> v1.31.14 of the 4 nodes, wall time (refusals and "
                     "plan included)",
                ours="the same four upgrade runs, one after another", peer="",
