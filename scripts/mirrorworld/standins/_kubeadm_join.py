@@ -283,7 +283,15 @@ def _add_etcd_member(name, advertise, server, ca) -> None:
         "--key=" + pki + "apiserver-etcd-client.key", "--dial-timeout=5s",
         "--command-timeout=30s", "member", "add", name,
         "--peer-urls=https://%s:2380" % advertise, "-w", "json"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    # kubeadm's etcd client retries a member add with backoff (cmd/kubeadm/app/util/etcd/
+    # etcd.go, addMember): etcd refuses one ("etcdserver: unhealthy cluster") while the member
+    # added just before has not started yet.
+    deadline = time.monotonic() + timeout()
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
     if done.returncode != 0:
         raise PhaseError("control-plane-join/etcd", "error creating local etcd static pod "
                          "manifest file: %s" % done.stderr.strip()[-400:])
