@@ -277,9 +277,9 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
                              ("kube-scheduler", images[2]), ("etcd", images[5])):
         if component == "etcd":  # kubeadm's own flags (_etcdpod.py): a real etcd may run it
             print('[etcd] Creating static Pod manifest for local etcd in "%s"' % MANIFESTS)
-            write_file(rooted(MANIFESTS + "/etcd.yaml"), _etcdpod.manifest(
+            write_file(rooted(MANIFESTS + "/etcd.yaml"), apply_patches(_etcdpod.manifest(
                 image, _etcdpod.command(name, advertise, "%s=https://%s:2380"
-                                        % (name, advertise))), 0o600)
+                                        % (name, advertise))), "etcd", patches_dir), 0o600)
             continue
         print('[control-plane] Creating static Pod manifest for "%s"' % component)
         flags = args if component == "kube-apiserver" else {}

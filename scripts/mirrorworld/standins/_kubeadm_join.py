@@ -12,6 +12,7 @@ import _kubeadm_config as config
 import _kubeadm_init as kinit
 import _kubeadm_preflight as pf
 import _pki
+import _yaml
 from _common import (
     StandinError,
     free_port,
@@ -213,7 +214,7 @@ def join(args) -> str:
                                   or "10.96.0.0/12", opts["patches"])
         endpoint = "%s:%d" % (advertise, opts["port"])
         if _etcdpod.binary("etcdctl"):  # a real etcd runs: this node becomes a member first
-            _add_etcd_member(name, advertise, server, ca)
+            _add_etcd_member(name, advertise, server, ca, opts["patches"])
     else:
         write_file(_pki.pki_path("ca.crt"), ca)
     node_ip = config.extra_args(nodereg.get("kubeletExtraArgs")).get("node-ip")
@@ -267,7 +268,7 @@ def join(args) -> str:
             "this node join the cluster.\n")
 
 
-def _add_etcd_member(name, advertise, server, ca) -> None:
+def _add_etcd_member(name, advertise, server, ca, patches_dir=None) -> None:
     """What kubeadm's control-plane-join/etcd phase does before the kubelet starts the new
     etcd (cmd/kubeadm/app/phases/etcd/local.go CreateStackedEtcdStaticPodManifestFile):
     `member add` on the running cluster, then etcd.yaml with every member and
@@ -299,15 +300,15 @@ def _add_etcd_member(name, advertise, server, ca) -> None:
     initial = ",".join("%s=%s" % (m.get("name") or name, m["peerURLs"][0]) for m in members)
     print("[etcd] Added member %s to the etcd cluster: %s" % (name, initial))
     repo_image = _read_etcd_image()
-    write_file(rooted(kinit.MANIFESTS + "/etcd.yaml"), _etcdpod.manifest(
-        repo_image, _etcdpod.command(name, advertise, initial, existing=True)), 0o600)
+    write_file(rooted(kinit.MANIFESTS + "/etcd.yaml"), kinit.apply_patches(_etcdpod.manifest(
+        repo_image, _etcdpod.command(name, advertise, initial, existing=True)), "etcd",
+        patches_dir), 0o600)
 
 
 def _read_etcd_image() -> str:
-    for line in read_text(rooted(kinit.MANIFESTS + "/etcd.yaml")).splitlines():
-        if line.strip().startswith("image:"):
-            return line.split(":", 1)[1].strip()
-    return "registry.k8s.io/etcd"
+    """The image of the etcd.yaml write_control_plane wrote (YAML, or JSON once patched)."""
+    pod = _yaml.load_all(read_text(rooted(kinit.MANIFESTS + "/etcd.yaml")))[0]
+    return str(pod["spec"]["containers"][0]["image"])
 
 
 def _control_plane_endpoints(server, ca):
