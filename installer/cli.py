@@ -10,7 +10,15 @@ from tqdm import tqdm
 
 from installer import __version__, clicare, clietcd, clifleet, cliupgrade, runlog, textlocale
 from installer.bundlecache import cache_root
-from installer.cliopts import _ARGV, _begin, _prog_name, common_options, json_option
+from installer.cliopts import (
+    _ARGV,
+    _begin,
+    _print_outcome,
+    _print_steps,
+    _prog_name,
+    common_options,
+    json_option,
+)
 from installer.format import bundle, minisig
 from installer.format.clikit import configure_logging, run
 from installer.format.delta import read_plan
@@ -268,14 +276,7 @@ def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_
     if as_json:
         click.echo(session.to_json(outcome))
         return _smoke_verdict(outcome)
-    _print_steps(outcome.steps, "unchanged")
-    if outcome.changes == 0:
-        click.echo("nothing to change: {} ({}) already has bundle {} installed".format(
-            outcome.node, outcome.role, outcome.bundle))
-    else:
-        click.echo("{} {} change(s) on {} ({}) from bundle {}".format(
-            "would make" if dry_run else "made", outcome.changes, outcome.node, outcome.role,
-            outcome.bundle))
+    _print_outcome(outcome, dry_run, " already has bundle {} installed", " from bundle {}")
     _echo_smoke(*outcome.smoke)
     return _smoke_verdict(outcome)
 
@@ -303,15 +304,6 @@ def _echo_smoke(lines, passed, note) -> None:
             click.echo("  " + line)
     if note:
         click.echo("smoke check: " + note)
-
-
-def _print_steps(steps, clean: str, start: int = 1) -> None:
-    for number, step in enumerate(steps, start):
-        click.echo("  {}. {}: {}".format(number, step.name,
-                                         "{} change(s)".format(len(step.changes))
-                                         if step.changes else clean))
-        for change in step.changes:
-            click.echo("       - " + change)
 
 
 @cli.command("status")

@@ -1,5 +1,6 @@
 """The options and start-up every installer command shares (installer/cli.py and the commands
-of installer/clicare.py): --root/--dry-run/-v, --json, the run log and the program's name."""
+of installer/clicare.py, clifleet.py, cliupgrade.py): --root/--dry-run/-v, --json, the run log,
+the program's name, and the printing of a run's steps (install, upgrade, plan)."""
 
 import os
 import sys
@@ -43,3 +44,25 @@ def _prog_name() -> str:
     """What the user typed: the .pyz's file name, or `python3 -m installer` in a checkout."""
     invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
     return invoked if invoked.endswith(".pyz") else "python3 -m installer"
+
+
+def _print_outcome(outcome, dry_run: bool, unchanged: str, changed: str) -> None:
+    """install's and upgrade's steps, then "nothing to change: NODE (ROLE)<unchanged>" or
+    "made|would make N change(s) on NODE (ROLE)<changed>" (each phrase names the bundle)."""
+    _print_steps(outcome.steps, "unchanged")
+    where = "{} ({})".format(outcome.node, outcome.role)
+    if outcome.changes == 0:
+        click.echo("nothing to change: {}{}".format(where, unchanged.format(outcome.bundle)))
+    else:
+        click.echo("{} {} change(s) on {}{}".format("would make" if dry_run else "made",
+                                                     outcome.changes, where,
+                                                     changed.format(outcome.bundle)))
+
+
+def _print_steps(steps, clean: str, start: int = 1) -> None:
+    for number, step in enumerate(steps, start):
+        click.echo("  {}. {}: {}".format(number, step.name,
+                                         "{} change(s)".format(len(step.changes))
+                                         if step.changes else clean))
+        for change in step.changes:
+            click.echo("       - " + change)

@@ -3,7 +3,7 @@ core is installer/upgrade.py."""
 
 import click
 
-from installer.cliopts import _begin, common_options, json_option
+from installer.cliopts import _begin, _print_outcome, common_options, json_option
 
 no_drain_option = click.option(
     "--no-drain", "no_drain", is_flag=True,
@@ -43,7 +43,7 @@ def register(cli: click.Group) -> None:
         after a crash it resumes where it stopped.
         """
         from installer import session, upgrade
-        from installer.cli import _options, _print_steps
+        from installer.cli import _options
 
         _begin(verbose, root, dry_run)
         outcome = upgrade.run(_options(bundle_path, cluster_path, key_path, root, node_name,
@@ -51,11 +51,5 @@ def register(cli: click.Group) -> None:
         if as_json:
             click.echo(session.to_json(outcome))
             return
-        _print_steps(outcome.steps, "unchanged")
-        if outcome.changes == 0:
-            click.echo("nothing to change: {} ({}) already runs bundle {}".format(
-                outcome.node, outcome.role, outcome.bundle))
-        else:
-            click.echo("{} {} change(s) on {} ({}): upgraded to bundle {}".format(
-                "would make" if dry_run else "made", outcome.changes, outcome.node,
-                outcome.role, outcome.bundle))
+        _print_outcome(outcome, dry_run, " already runs bundle {}",
+                       ": upgraded to bundle {}")
