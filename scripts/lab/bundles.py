@@ -39,6 +39,15 @@ def pack_source(source: Path, out: Path, key: keys.SecretKey, **kwargs):
     return pack(source, out, key, **kwargs)
 
 
+def signed_bundle(top: Path) -> tuple[keys.SecretKey, Path, Path]:
+    """A key pair under top/keys and the small bundle of make_source packed as top/k8s.tar
+    and signed with it: (secret key, public key path, bundle path)."""
+    key, _, public = make_key(top / "keys")
+    out = top / "k8s.tar"
+    pack_source(make_source(top / "src"), out, key)
+    return key, public, out
+
+
 def hostile_bundle(out: Path, key: keys.SecretKey, members: list[tuple[tarfile.TarInfo, bytes]],
                    listed: list[dict] | None = None, format_version: int = 1) -> Path:
     """A correctly signed bundle whose tar holds exactly `members` after a bundle.json that

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 import yaml
-from lab.bundles import make_key, make_source, pack_source
+from lab.bundles import make_key, signed_bundle
 
 from installer import cli, fleet
 from installer.format.errors import ExitCode
@@ -28,9 +28,7 @@ nodes:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     top = tmp_path_factory.mktemp("fleet")
-    key, _, public = make_key(top / "keys")
-    bundle = top / "k8s.tar"
-    pack_source(make_source(top / "src"), bundle, key)
+    _, public, bundle = signed_bundle(top)
     (top / "cluster.yaml").write_text(CLUSTER)
     pyz = top / "kubecrate-installer.pyz"
     pyz.write_bytes(b"#!/bin/sh\n")

@@ -8,10 +8,8 @@ import pytest
 from lab.bundles import (
     files_under,
     hostile_bundle,
-    make_key,
-    make_source,
     member,
-    pack_source,
+    signed_bundle,
 )
 
 from installer import atomic, cli
@@ -22,9 +20,7 @@ from installer.format.errors import ExitCode
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     top = tmp_path_factory.mktemp("messages")
-    key, _, public = make_key(top / "keys")
-    out = top / "k8s.tar"
-    pack_source(make_source(top / "src"), out, key)
+    key, public, out = signed_bundle(top)
     return {"key": key, "public": public, "bundle": out, "top": top}
 
 
