@@ -233,7 +233,8 @@ class Upgrade:
         text = self.ctx.host.read_text(APISERVER_MANIFEST)
         if text is None:
             return None
-        found = re.search(r"image:\s*\S*/kube-apiserver:(v[0-9.]+)", text)
+        # YAML as kubeadm writes it, or JSON (which is YAML too) as a patched pod may be
+        found = re.search(r"image\"?:\s*\"?[^\s\"]*/kube-apiserver:(v[0-9.]+)", text)
         return found.group(1) if found else None
 
     def kubelet_is_new(self) -> bool:

@@ -63,18 +63,35 @@ class ControlPlaneStep(UpgradeStep):
                 return []
         elif up.kubelet_is_new():
             return []  # `upgrade node` came before the kubelet was replaced
+        patches = self._patches(ctx)
         if is_first(ctx):
-            return [Action("kubeadm upgrade plan, then kubeadm upgrade apply {} --yes".format(
-                up.target), partial(self._apply, ctx))]
-        return [Action("kubeadm upgrade node", partial(self._kubeadm, ctx,
-                                                       ["kubeadm", "upgrade", "node"]))]
+            apply = ["kubeadm", "upgrade", "apply", up.target, "--yes"] + patches
+            return [Action("kubeadm upgrade plan, then " + " ".join(apply),
+                           partial(self._apply, ctx, apply))]
+        node = ["kubeadm", "upgrade", "node"] + patches
+        return [Action(" ".join(node), partial(self._kubeadm, ctx, node))]
 
-    def _apply(self, ctx: Context) -> str:
+    @staticmethod
+    def _patches(ctx: Context) -> List[str]:
+        """`selinux: enforcing` on a control plane: kubeadm upgrade apply/node write its static
+        pods anew and keep no patches from init or join (the kubeadm-config ConfigMap holds the
+        ClusterConfiguration only), so each gets --patches again (cmd/kubeadm/app/cmd/upgrade
+        apply.go and node.go: options.AddPatchesFlag), or the pods lose spc_t
+        (docs/selinux.md#upgrades)."""
+        if not (ctx.cluster.enforcing and ctx.node.is_control_plane):
+            return []
+        return ["--patches", kubeadmconfig.SELINUX_PATCHES_DIR]
+
+    def _apply(self, ctx: Context, apply: List[str]) -> str:
         self._kubeadm(ctx, ["kubeadm", "upgrade", "plan"])
-        self._kubeadm(ctx, ["kubeadm", "upgrade", "apply", self.up.target, "--yes"])
+        self._kubeadm(ctx, apply)
         return "kubeadm upgrade apply {}".format(self.up.target)
 
     def _kubeadm(self, ctx: Context, argv: List[str]) -> str:
+        if "--patches" in argv:  # the same files as install wrote (kept as they are)
+            from installer.steps.kubeadm import selinux_patches
+
+            selinux_patches(ctx)
         try:
             ctx.runner.run(argv, timeout=KUBEADM_TIMEOUT)
         except StepFailed as err:
