@@ -21,8 +21,9 @@ stand-in (docs/testing.md), with kubeadm's refusals:
 - apply asks "Are you sure you want to proceed? [y/N]" unless --yes/-y or --force
   (cmd/kubeadm/app/cmd/upgrade/apply.go).
 
-What changes: apply rewrites this node's control-plane manifests with the target's images (the
-kubelet stand-in restarts the apiserver, whose /version then says the target), waits for the
+What changes: apply rewrites this node's control-plane manifests with the target's images and
+without init's patches unless --patches names them again (regenerated(); the kubelet stand-in
+restarts the apiserver, whose /version then says the target), waits for the
 apiserver, and stores the target in the kubeadm-config ConfigMap; node reads the version from
 that ConfigMap and does the same on another control-plane node, or, on a worker, only the
 kubelet configuration. Neither touches the kubelet binary: the operator upgrades the package
@@ -35,7 +36,9 @@ import re
 import sys
 
 import _kubeadm_config as config
+import _kubeadm_init as kinit
 import _kubeadm_preflight as pf
+import _yaml
 from _common import (
     VERSION,
     StandinError,
@@ -183,17 +186,35 @@ def _images_present(target, repo, ignored):
               ignored)
 
 
-def upgrade_manifests(target, repo):
-    """Rewrite this node's control-plane manifests with the target's images; wait for the
-    apiserver to answer as the target (the kubelet restarts a pod whose manifest changed)."""
+def regenerated(text, component, image, patches_dir):
+    """The static pod kubeadm writes anew for the target (cmd/kubeadm/app/phases/upgrade
+    staticpods.go: controlplane.CreateStaticPodFiles and, for etcd,
+    CreateLocalEtcdStaticPodManifestFile, both from the ClusterConfiguration and the
+    --patches folder only): the target's image, none of the patches init or join applied
+    (kubeadm keeps them nowhere; here the pod-level securityContext they added), then the
+    patches of `patches_dir` (`kubeadm upgrade apply|node --patches`)."""
+    pod = _yaml.load_all(text)[0]
+    spec = pod.get("spec") or {}
+    if "securityContext" not in spec and not patches_dir:  # as the stand-in wrote it
+        return re.sub(r"(?m)^(\s*image: ).*$", lambda m: m.group(1) + image, text, count=1)
+    spec.pop("securityContext", None)
+    for container in spec.get("containers") or []:
+        if container.get("name") == component:
+            container["image"] = image
+    return kinit.apply_patches(json.dumps(pod, indent=1) + "\n", component, patches_dir)
+
+
+def upgrade_manifests(target, repo, patches_dir=None):
+    """Rewrite this node's control-plane manifests for the target (regenerated()); wait for
+    the apiserver to answer as the target (the kubelet restarts a pod whose manifest
+    changed)."""
     images = config.images(_vstr(target), repo)
     wanted = {"kube-apiserver": images[0], "kube-controller-manager": images[1],
               "kube-scheduler": images[2], "etcd": images[5]}
     for component in ("etcd",) + COMPONENTS:
         path = rooted("%s/%s.yaml" % (MANIFESTS, component))
         text = read_text(path)
-        image = wanted[component]
-        new = re.sub(r"(?m)^(\s*image: ).*$", lambda m, i=image: m.group(1) + i, text, count=1)
+        new = regenerated(text, component, wanted[component], patches_dir)
         if new == text:
             print("[upgrade/staticpods] Current and new manifests of %s are equal, skipping "
                   "upgrade" % component)
@@ -299,7 +320,7 @@ def apply(api, args, ignored):
     print('[upgrade/apply] Upgrading your Static Pod-hosted control plane to version "%s" '
           "(timeout: %ds)..." % (_vstr(target), timeout()))
     etcd_healthy(api)
-    upgrade_manifests(target, repo)
+    upgrade_manifests(target, repo, args.patches)
     cfg["kubernetesVersion"] = _vstr(target)
     print('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the '
           '"kube-system" Namespace')
@@ -344,7 +365,7 @@ def node(api, args, ignored):
         print("[upgrade/control-plane] Upgrading your Static Pod-hosted control plane instance "
               'to version "%s"...' % _vstr(target))
         etcd_healthy(api)
-        upgrade_manifests(target, repo)
+        upgrade_manifests(target, repo, args.patches)
     _kubelet_config()
     print("[upgrade] The configuration for this node was successfully updated!\n"
           "[upgrade] Now you should go ahead and upgrade the kubelet package using your package "

@@ -96,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
             un.add_argument("version", nargs="?")
             un.add_argument("-y", "--yes", action="store_true")
             un.add_argument("-f", "--force", action="store_true")
+        if name != "plan":  # apply.go and node.go: options.AddPatchesFlag
+            un.add_argument("--patches")
         un.add_argument("--ignore-preflight-errors", type=_csv, default=[])
         un.add_argument("--kubeconfig", default=kinit.ADMIN_CONF)
         un.add_argument("--config")

@@ -4,6 +4,8 @@ the workers `kubeadm upgrade node`; under `selinux: enforcing` every control pla
 kubeadm its patches again (kubeadm keeps none from init or join), a worker has none."""
 
 import pytest
+import yaml
+from mirrorworld.releases import STANDINS
 
 from installer import upgrade
 from installer.kubeadmconfig import SELINUX_PATCHES_DIR, SPC_T_PATCH
@@ -47,3 +49,31 @@ def test_a_patched_apiserver_manifest_in_json_still_names_its_version(tmp_path):
     ctx.host.write(upgrade.APISERVER_MANIFEST, '{"spec": {"containers": [{"image": '
                    '"registry.k8s.io/kube-apiserver:v1.24.17", "name": "kube-apiserver"}]}}\n')
     assert upgrade.Upgrade(ctx, ctx.info, None, True).apiserver_version() == "v1.24.17"
+
+
+def test_the_kubeadm_stand_in_keeps_spc_t_through_an_upgrade_only_with_patches(tmp_path,
+                                                                                monkeypatch):
+    """The stand-in writes the static pods anew as kubeadm upgrade does: init's patches are
+    gone unless --patches names them again (scripts/mirrorworld/standins/_kubeadm_upgrade.py
+    regenerated)."""
+    monkeypatch.setenv("KUBECRATE_ROOT", str(tmp_path))
+    monkeypatch.syspath_prepend(str(STANDINS))
+    import _kubeadm_init
+    import _kubeadm_upgrade
+
+    from installer.kubeadmconfig import selinux_patches
+
+    for path, content in selinux_patches():
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path.lstrip("/")).write_text(content)
+    pod = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\nspec:\n  containers:\n"
+           "  - name: kube-apiserver\n    image: registry.k8s.io/kube-apiserver:v1.30.14\n")
+    patched = _kubeadm_init.apply_patches(pod, "kube-apiserver", SELINUX_PATCHES_DIR)
+    new = "registry.k8s.io/kube-apiserver:v1.31.14"
+    for patches, context in ((None, None), (SELINUX_PATCHES_DIR, {"type": "spc_t"})):
+        got = yaml.safe_load(_kubeadm_upgrade.regenerated(patched, "kube-apiserver", new,
+                                                          patches))
+        assert got["spec"]["containers"][0]["image"] == new
+        assert (got["spec"].get("securityContext") or {}).get("seLinuxOptions") == context
+    unpatched = _kubeadm_upgrade.regenerated(pod, "kube-apiserver", new, None)
+    assert unpatched == pod.replace("v1.30.14", "v1.31.14")
