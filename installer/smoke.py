@@ -45,12 +45,11 @@ import json
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from installer.runner import Result, Runner
+from installer.steps import calico
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 FLANNEL_CONTAINER = "kube-flannel"
-CALICO_CONTAINER = "calico-node"
-CALICO_TUNNEL = "projectcalico.org/IPv4VXLANTunnelAddr"
 DNS_NAME = "kubernetes.default.svc."
 EXEC_TIMEOUT = 30
 
@@ -93,8 +92,8 @@ def smoke_check(runner: Runner, kubeconfig: str, expected: Sequence[str] = (),
         nodes = _get(runner, kubeconfig, "nodes")
         dns = _get(runner, kubeconfig, "pods", "-A", "-l", "k8s-app=kube-dns")
         flannel = _get(runner, kubeconfig, "pods", "-A", "-l", "app=flannel")
-        calico = [] if flannel else _get(runner, kubeconfig, "pods", "-A", "-l",
-                                         "k8s-app=calico-node")
+        calico_pods = [] if flannel else _get(runner, kubeconfig, "pods", "-A", "-l",
+                                              calico.NODE_LABEL)
         services = _get(runner, kubeconfig, "services", "-A", "-l", "k8s-app=kube-dns")
     except RuntimeError as err:
         return [Check(False, "cluster", str(err))]
@@ -114,8 +113,8 @@ def smoke_check(runner: Runner, kubeconfig: str, expected: Sequence[str] = (),
         where = (pod.get("spec") or {}).get("nodeName", "?")
         found.append(Check(_ready(pod), "CoreDNS on " + where,
                            "Ready" if _ready(pod) else _message(pod)))
-    if calico:
-        probe = _Probe(runner, kubeconfig, calico, CALICO_CONTAINER, "kube-system")
+    if calico_pods:
+        probe = _Probe(runner, kubeconfig, calico_pods, calico.NODE_CONTAINER, "kube-system")
         found.append(Check(True, "DNS", "not asked from the nodes: calico/node carries no DNS "
                            "client; the CoreDNS pods' readiness is checked above"))
     else:
@@ -123,7 +122,7 @@ def smoke_check(runner: Runner, kubeconfig: str, expected: Sequence[str] = (),
         found.extend(_dns(probe, names, services, domain))
     order = {name: i for i, name in enumerate(expected)}  # the ring in cluster.yaml's order
     ring = sorted(nodes, key=lambda n: order.get(n["metadata"]["name"], len(order)))
-    found.extend(_ring(probe, ring, _calico_peer if calico else _flannel_peer))
+    found.extend(_ring(probe, ring, _calico_peer if calico_pods else _flannel_peer))
     return found
 
 
@@ -225,11 +224,11 @@ def _flannel_peer(probe: _Probe, name: str, peer: Dict[str, Any], what: str) -> 
 def _calico_peer(probe: _Probe, name: str, peer: Dict[str, Any], what: str) -> Check:
     """Node `name` pings `peer`'s vxlan.calico address."""
     other = peer["metadata"]["name"]
-    target = (peer["metadata"].get("annotations") or {}).get(CALICO_TUNNEL)
+    target = (peer["metadata"].get("annotations") or {}).get(calico.TUNNEL_ADDR)
     if not target:
         return Check(False, what, "{} has no {} annotation: calico-node has not come up there "
                      "(kubectl -n kube-system logs -c calico-node on its calico-node "
-                     "pod)".format(other, CALICO_TUNNEL))
+                     "pod)".format(other, calico.TUNNEL_ADDR))
     ok, said, _done = probe.run(name, ["ping", "-c", "1", "-W", "2", target])
     if ok:
         return Check(True, what, "{}'s vxlan.calico {} answers".format(other, target))
