@@ -26,10 +26,9 @@ goes, so the manifest's own defaults never win):
 The result is written as JSON documents to MANIFEST, as cni.py does for flannel.
 """
 
-import json
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-import yaml
+from installer.steps import manifestdocs
 
 MANIFEST = "/etc/kubernetes/kubecrate/calico.yaml"
 NODE_DAEMONSET = "calico-node"
@@ -57,13 +56,13 @@ def iptables_backend(major_release: str) -> str:
 def customize(text: str, pod_cidr: str, major_release: str) -> str:
     """calico.yaml with the pool, autodetection and iptables backend of the module docstring
     on the calico-node container; raises ValueError if the manifest has no such container."""
-    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    docs = manifestdocs.load(text)
     found = False
     for doc in docs:
         if doc.get("kind") != "DaemonSet" or \
                 (doc.get("metadata") or {}).get("name") != NODE_DAEMONSET:
             continue
-        for container in _containers(doc):
+        for container in manifestdocs.containers(doc):
             if container.get("name") == NODE_CONTAINER:
                 found = True
                 set_env(container, {
@@ -74,7 +73,7 @@ def customize(text: str, pod_cidr: str, major_release: str) -> str:
     if not found:
         raise ValueError("no {} container in a {} DaemonSet".format(NODE_CONTAINER,
                                                                     NODE_DAEMONSET))
-    return "".join("---\n" + json.dumps(doc, indent=1, sort_keys=True) + "\n" for doc in docs)
+    return manifestdocs.dump(docs)
 
 
 def set_env(container: Dict[str, Any], values: Dict[str, str]) -> None:
@@ -83,8 +82,3 @@ def set_env(container: Dict[str, Any], values: Dict[str, str]) -> None:
            if not (isinstance(e, dict) and e.get("name") in values)]
     env += [{"name": name, "value": value} for name, value in sorted(values.items())]
     container["env"] = env
-
-
-def _containers(doc: Any) -> List[dict]:
-    spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return [c for c in spec.get("containers") or [] if isinstance(c, dict)]

@@ -25,13 +25,11 @@ import hashlib
 import json
 import os
 from functools import partial
-from typing import Any, List, Optional
-
-import yaml
+from typing import List, Optional
 
 from installer.bundlecache import read_verified
 from installer.format.errors import VerificationError
-from installer.steps import Action, ActionStep, Context, calico, coredns
+from installer.steps import Action, ActionStep, Context, calico, coredns, manifestdocs
 from installer.steps.cnichoice import choice_problem, chosen
 from installer.steps.loadbalancer import ADMIN_CONF, is_first
 
@@ -49,12 +47,10 @@ def bundled_manifest(ctx: Context) -> Optional[str]:
     return addon.manifest if addon else None
 
 
-
-
 def customize(text: str, pod_cidr: str) -> str:
     """kube-flannel.yml with `pod_cidr` in net-conf.json and the per-node interface selection
     (FLANNELD_IFACE = status.hostIP) on the kube-flannel container."""
-    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    docs = manifestdocs.load(text)
     for doc in docs:
         data = doc.get("data") if doc.get("kind") == "ConfigMap" else None
         if isinstance(data, dict) and "net-conf.json" in data:
@@ -62,12 +58,12 @@ def customize(text: str, pod_cidr: str) -> str:
             conf["Network"] = pod_cidr
             data["net-conf.json"] = json.dumps(conf, indent=2, sort_keys=True) + "\n"
         if doc.get("kind") == "DaemonSet":
-            for container in _containers(doc):
+            for container in manifestdocs.containers(doc):
                 args = container.get("args")
                 if container.get("name") == FLANNEL_CONTAINER and isinstance(args, list) and \
                         "--kube-subnet-mgr" in args:
                     select_iface_per_node(container)
-    return "".join("---\n" + json.dumps(doc, indent=1, sort_keys=True) + "\n" for doc in docs)
+    return manifestdocs.dump(docs)
 
 
 def run_as_spc_t(text: str) -> str:
@@ -75,13 +71,13 @@ def run_as_spc_t(text: str) -> str:
     as spc_t. Their init containers write /opt/cni/bin and /etc/cni/net.d, and the agents
     /run/flannel or /var/lib/calico: host folders that a container_t process may not write and
     the kubelet does not relabel (hostPath volumes never are)."""
-    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    docs = manifestdocs.load(text)
     for doc in docs:
         pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") \
             if doc.get("kind") == "DaemonSet" else None
         if isinstance(pod, dict):
             pod.setdefault("securityContext", {})["seLinuxOptions"] = {"type": "spc_t"}
-    return "".join("---\n" + json.dumps(doc, indent=1, sort_keys=True) + "\n" for doc in docs)
+    return manifestdocs.dump(docs)
 
 
 def select_iface_per_node(container: dict) -> None:
@@ -105,11 +101,6 @@ def select_iface_per_node(container: dict) -> None:
     env.append({"name": IFACE_ENV,
                 "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}})
     container["env"] = env
-
-
-def _containers(doc: Any) -> List[dict]:
-    spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return [c for c in spec.get("containers") or [] if isinstance(c, dict)]
 
 
 class CniStep(ActionStep):
