@@ -69,12 +69,9 @@ def installed_from(host: Host, new_digest: str) -> Optional[str]:
 def is_upgrade(host: Host, new: BundleInfo) -> bool:
     """Whether this node runs (or is being upgraded from) a bundle of another Kubernetes
     version than `new`: what `plan` then shows is the upgrade, and install refuses."""
-    old_digest = installed_from(host, new.digest)
-    if not old_digest or not host.exists(KUBELET_CONF):
+    old_digest = installed_from(host, new.digest)  # never `new` while an upgrade to it runs
+    if not old_digest or old_digest == new.digest or not host.exists(KUBELET_CONF):
         return False
-    if old_digest == new.digest:
-        return STATE_KEY in State.load(host).data and \
-            State.load(host).data[STATE_KEY].get("to") == new.digest
     old = cached_info(host, old_digest)
     return old is not None and old.kubernetes_version != new.kubernetes_version
 
@@ -238,11 +235,9 @@ class Upgrade:
         return found.group(1) if found else None
 
     def kubelet_is_new(self) -> bool:
-        source = next((f for f in ("bin/kubelet", "bin/kubelet.gz") if f in self.ctx.info.hashes),
-                      None)
-        if source == "bin/kubelet":
-            return self.ctx.host.sha256("/usr/bin/kubelet") == self.ctx.info.hashes[source]
-        return False
+        """/usr/bin/kubelet is the bundle's bin/kubelet (never known from a bin/kubelet.gz)."""
+        digest = self.ctx.info.hashes.get("bin/kubelet")
+        return digest is not None and self.ctx.host.sha256("/usr/bin/kubelet") == digest
 
     def reported_version(self) -> Optional[str]:
         node = self.node()
