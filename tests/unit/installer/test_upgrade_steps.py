@@ -3,14 +3,19 @@ the first control plane runs `kubeadm upgrade plan` and `apply`, the other contr
 the workers `kubeadm upgrade node`; under `selinux: enforcing` every control plane passes
 kubeadm its patches again (kubeadm keeps none from init or join), a worker has none."""
 
+import json
+
 import pytest
 import yaml
 from mirrorworld.releases import STANDINS
 
 from installer import upgrade
+from installer.format.errors import StepFailed
 from installer.kubeadmconfig import SELINUX_PATCHES_DIR, SPC_T_PATCH
-from installer.steps import upgradesteps
-from tests.unit.installer.test_ha_steps import CLUSTER, make_ctx
+from installer.runner import Result
+from installer.state import State
+from installer.steps import run_steps, upgradesteps
+from tests.unit.installer.test_ha_steps import CLUSTER, FakeHostRunner, make_ctx
 
 PATCHES = ["--patches", SELINUX_PATCHES_DIR]
 
@@ -77,3 +82,69 @@ def test_the_kubeadm_stand_in_keeps_spc_t_through_an_upgrade_only_with_patches(t
         assert (got["spec"].get("securityContext") or {}).get("seLinuxOptions") == context
     unpatched = _kubeadm_upgrade.regenerated(pod, "kube-apiserver", new, None)
     assert unpatched == pod.replace("v1.30.14", "v1.31.14")
+
+
+class Cluster(FakeHostRunner):
+    """FakeHostRunner plus the kubectl an upgrade uses: get nodes, drain, uncordon."""
+
+    def __init__(self, root, fail_drain=False):
+        super().__init__(root)
+        self.cordoned, self.fail_drain = set(), fail_drain
+
+    def run(self, argv, check=True, readonly=False, timeout=0, hint=None, stdin=None):
+        argv = [str(a) for a in argv]
+        if argv[0] != "kubectl":
+            return super().run(argv, check, readonly, timeout, hint, stdin)
+        self.calls.append(argv)
+        verb, name = argv[3], argv[4]
+        if verb == "get":
+            return Result(argv, 0, json.dumps({"items": [
+                {"metadata": {"name": n}, "spec": {"unschedulable": n in self.cordoned}}
+                for n in ("cp1", "cp2", "w1")]}), "")
+        if verb == "drain":
+            self.cordoned.add(name)
+            if self.fail_drain:  # cordoned, then killed while evicting
+                raise StepFailed("drain of {} interrupted".format(name))
+        if verb == "uncordon":
+            self.cordoned.discard(name)
+        return Result(argv, 0, "", "")
+
+
+def drain_and_uncordon(ctx, state=None, apply=True):
+    up = upgrade.Upgrade(ctx, ctx.info, None, True)
+    return run_steps(ctx, [upgradesteps.DrainStep(up), upgradesteps.UncordonStep(up)], state,
+                     apply=apply)
+
+
+def cluster_ctx(tmp_path, name, **kwargs):
+    ctx = make_ctx(tmp_path, name)
+    ctx.host.write("/etc/kubernetes/admin.conf", "x\n", 0o600)
+    ctx.runner = Cluster(str(tmp_path / name), **kwargs)
+    return ctx
+
+
+def test_the_node_drained_is_uncordoned_in_the_same_run_and_after_a_killed_one(tmp_path):
+    ctx = cluster_ctx(tmp_path, "cp2")
+    reports = drain_and_uncordon(ctx, State.load(ctx.host))
+    assert [r.changes for r in reports] == [
+        ["kubectl drain cp2 --ignore-daemonsets --delete-emptydir-data"],
+        ["kubectl uncordon cp2"]]
+    assert not ctx.runner.cordoned and not ctx.host.exists(upgradesteps.DRAINED)
+
+    ctx.runner = Cluster(str(tmp_path / "cp2"), fail_drain=True)
+    with pytest.raises(StepFailed):
+        drain_and_uncordon(ctx, State.load(ctx.host))
+    assert ctx.runner.cordoned == {"cp2"}
+    ctx.runner.fail_drain = False  # the re-run: cp2 is cordoned already, so no second drain
+    rerun = drain_and_uncordon(ctx, State.load(ctx.host))
+    assert [r.changes for r in rerun] == [[], ["kubectl uncordon cp2"]]
+    assert not ctx.runner.cordoned
+
+
+def test_plan_shows_the_uncordon_after_the_drain(tmp_path):
+    ctx = cluster_ctx(tmp_path, "w1")
+    ctx.runner.dry_run = True
+    reports = drain_and_uncordon(ctx, apply=False)
+    assert [r.changes for r in reports] == [
+        ["kubectl drain w1 --ignore-daemonsets --delete-emptydir-data"],
+        ["kubectl uncordon w1"]]
