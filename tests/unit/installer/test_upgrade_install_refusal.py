@@ -12,14 +12,7 @@ from installer import cli
 from installer.format.errors import ExitCode
 from installer.host import Host
 from installer.state import State
-
-CLUSTER = """\
-control_plane: {vip: 10.0.0.100}
-networking: {}
-load_balancer: {mode: services, interface: eth0, router_id: 51, auth_pass: k8sVIP42}
-nodes:
-  - {name: cp1, address: 10.0.0.11, role: control-plane}
-"""
+from tests.unit.installer.test_ha_steps import CLUSTER
 
 
 def metadata(version):
