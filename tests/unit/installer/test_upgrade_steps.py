@@ -49,10 +49,15 @@ def test_each_node_runs_its_kubeadm_upgrade(tmp_path, selinux, name, wanted):
         assert not patch.exists()
 
 
-def test_a_patched_apiserver_manifest_in_json_still_names_its_version(tmp_path):
+@pytest.mark.parametrize("manifest", [
+    "spec:\n  containers:\n  - name: kube-apiserver\n"
+    "    image: registry.k8s.io/kube-apiserver:v1.24.17\n",  # as kubeadm writes it
+    '{"spec": {"containers": [{"image": "registry.k8s.io/kube-apiserver:v1.24.17", '
+    '"name": "kube-apiserver"}]}}\n',  # a patched pod as JSON
+])
+def test_the_apiserver_manifest_names_its_version_in_yaml_and_json(tmp_path, manifest):
     ctx = make_ctx(tmp_path, "cp1")
-    ctx.host.write(upgrade.APISERVER_MANIFEST, '{"spec": {"containers": [{"image": '
-                   '"registry.k8s.io/kube-apiserver:v1.24.17", "name": "kube-apiserver"}]}}\n')
+    ctx.host.write(upgrade.APISERVER_MANIFEST, manifest)
     assert upgrade.Upgrade(ctx, ctx.info, None, True).apiserver_version() == "v1.24.17"
 
 
