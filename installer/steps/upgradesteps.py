@@ -235,7 +235,3 @@ def steps(up: Upgrade) -> List[Step]:
             DrainStep(up), PackagesStep(up), RuntimeStep(), BinariesStep(), KubeletStep(up),
             UncordonStep(up), ConfigStep(up), RecordStep(up)]
 
-
-STEP_NAMES = ("unpack", "images", "upgrade-kubeadm", "upgrade-kubeadm-upgrade",
-              "upgrade-drain", "upgrade-packages", "runtime", "binaries", "upgrade-kubelet",
-              "upgrade-uncordon", "upgrade-config", "upgrade-record")
