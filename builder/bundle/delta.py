@@ -33,7 +33,7 @@ from installer.format import bundle as bundlemod
 from installer.format import delta as deltamod
 from installer.format import minisig
 from installer.format.bundleinfo import read_sections
-from installer.format.manifest import MANIFEST_NAME, BundleManifest, parse_manifest
+from installer.format.manifest import BundleManifest
 
 __all__ = ["DeltaReport", "check_base", "delta_name", "write_delta"]
 
@@ -147,11 +147,8 @@ def write_delta(result_tar: Path, base_tar: Path, key: SecretKey, out_dir: Path,
                     (tree / entry.path).chmod(entry.mode)
                 counts[item.source] += 1
                 planned.append(item)
-            manifest_raw = cast(IO[bytes], new_tar.extractfile(new_members[MANIFEST_NAME])).read()
-        if parse_manifest(manifest_raw) != result.manifest:  # pragma: no cover - verified
-            raise BuildError(f"{result_tar}: bundle.json changed while the delta was written")
         (tree / deltamod.RESULT_MANIFEST).parent.mkdir(parents=True, exist_ok=True)
-        (tree / deltamod.RESULT_MANIFEST).write_bytes(manifest_raw)
+        (tree / deltamod.RESULT_MANIFEST).write_bytes(result.checked.manifest_raw)
         (tree / deltamod.RESULT_SIGNATURE).write_text(result.signature_text, encoding="utf-8")
         plan = deltamod.DeltaPlan(base.manifest.name, base_sha, result.manifest.name,
                                   result.checked.manifest_sha256, result_tar.stat().st_size,
