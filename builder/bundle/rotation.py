@@ -9,7 +9,6 @@ old one as retiring, with an expiry date: bundles the old key signed verify unti
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 from typing import NamedTuple, Optional
@@ -66,8 +65,7 @@ def check_rotation(new_key: minisig.PublicKey, rotation: Rotation) -> None:
 def retiring_document(rotation: Rotation) -> bytes:
     """The installer's embedded list of retiring keys (minisig.parse_retiring reads it)."""
     public = rotation.old_key.public_key
-    entry = {"key_id": public.id_hex,
-             "public_key": base64.b64encode(b"Ed" + public.key_id + public.key).decode("ascii"),
+    entry = {"key_id": public.id_hex, "public_key": _key_line(public),
              "expires": rotation.expires.isoformat()}
     return (json.dumps({"retiring": [entry]}, indent=1, sort_keys=True) + "\n").encode("utf-8")
 
@@ -75,6 +73,10 @@ def retiring_document(rotation: Rotation) -> bytes:
 def comment_fields(new_key: minisig.PublicKey, rotation: Rotation) -> str:
     """Trusted-comment fields of a rotating installer: the new key in full (what an operator
     who checked this file with the old key learns), and the old key's expiry."""
-    blob = base64.b64encode(b"Ed" + new_key.key_id + new_key.key).decode("ascii")
-    return (f"\ttrusts:{new_key.id_hex} {blob}"
+    return (f"\ttrusts:{new_key.id_hex} {_key_line(new_key)}"
             f"\tretiring:{rotation.old_id} expires {rotation.expires.isoformat()}")
+
+
+def _key_line(key: minisig.PublicKey) -> str:
+    """The base64 line of the key's minisign .pub file (its one encoder: minisig)."""
+    return key.to_file_text().splitlines()[1]
