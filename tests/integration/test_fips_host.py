@@ -30,7 +30,7 @@ from lab.tools import require_tool
 from builder import zipapp
 from builder.bundle import keys
 from builder.cache import Cache
-from tests.integration.builder.test_zipapp import run
+from tests.integration.builder.zipapps import run
 
 pytestmark = pytest.mark.integration
 

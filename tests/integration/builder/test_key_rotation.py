@@ -27,7 +27,7 @@ from builder import zipapp
 from builder.bundle import keys
 from builder.bundle.rotation import Rotation
 from builder.cache import Cache
-from tests.integration.builder.test_zipapp import run
+from tests.integration.builder.zipapps import run
 
 pytestmark = pytest.mark.integration
 
