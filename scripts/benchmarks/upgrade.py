@@ -1,5 +1,5 @@
 """The endpoint's longest outage while `upgrade --bundle` takes the EL9 static-pods cluster of
-tests/e2e/test_ha_install.py (three control planes and a worker on network-namespace hosts)
+tests/e2e/test_ha_static_pods.py (three control planes and a worker on network-namespace hosts)
 from k8s-1.30-el9-containerd to k8s-1.31-el9-containerd, w1 polling https://VIP:8443/healthz
 every 100 ms throughout. Each run is that e2e test (a whole install, then the upgrade), which
 writes its figures to $KUBECRATE_UPGRADE_REPORT; run it under the e2e lock:
@@ -22,7 +22,7 @@ from pathlib import Path
 from benchmarks.timing import Result
 
 REPO = Path(__file__).resolve().parents[2]
-TEST = "tests/e2e/test_ha_install.py::test_static_pods_three_control_planes_and_a_worker"
+TEST = "tests/e2e/test_ha_static_pods.py::test_static_pods_three_control_planes_and_a_worker"
 RUNS = 1  # scripts/bench's default: a run is a whole e2e test (an install, then the upgrade)
 
 

@@ -1,5 +1,5 @@
 """A fleet of namespace hosts driven through Ansible over real SSH (docs/fleet.md), shared by
-the fleet e2e test (tests/e2e/test_ha_install.py) and scripts/benchmarks/fleet.py.
+the fleet e2e test (tests/e2e/test_fleet_install.py) and scripts/benchmarks/fleet.py.
 
 Each node is a lab.halab Node (its own --root, stand-ins, CPython 3.6 as python3)
 plus a real sshd (Debian's openssh-server) listening on the node's address inside its

@@ -1,6 +1,6 @@
 """`fleet export` (installer/fleet.py): the Ansible project it writes for a cluster.yaml and a
 signed bundle, and what it refuses before writing anything. The playbook itself runs against
-namespace hosts in tests/e2e/test_ha_install.py."""
+namespace hosts in tests/e2e/test_fleet_install.py."""
 
 import hashlib
 import os
