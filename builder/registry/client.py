@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import threading
 import zlib
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -54,6 +53,7 @@ from builder.registry.platforms import (
     from_descriptor,
     parse_platform,
 )
+from builder.registry.ranges import Split, fetch_range, part_ranges
 
 __all__ = ["Progress", "pull_images"]
 
@@ -67,8 +67,6 @@ MAX_NESTING = 3  # an index inside an index inside an index is already unusual
 # TCP connection gets far less than the link (50 ms RTT and 0.1% loss: about 9 Mbit/s with
 # cubic), so the pull is as fast as its connections together (docs/benchmarks.md, netfetch).
 WORKERS = 8
-PART_MIN = 8 << 20  # a layer is fetched in ranges only when each is at least this big
-PART_COPY = 1 << 20
 
 Progress = Callable[[int, int], None]  # (bytes just received, total bytes to receive)
 
@@ -319,7 +317,7 @@ def _fetch_blob(resolved: _Resolved, desc: Dict[str, Any], cache: Cache, diff_id
                 progress: Optional[Callable[[int], None]],
                 fill: Optional[Callable[[Any], None]] = None) -> None:
     """Fetch a blob into the cache, checked against its digest and (layers) diff ID; `fill`,
-    when given, puts its bytes into the sink instead of one download (a _Split)."""
+    when given, puts its bytes into the sink instead of one download (a Split)."""
     digest, size = desc["digest"], desc["size"]
     canonical = str(resolved.image)
     url = resolved.pull.blob_url(digest)
@@ -355,92 +353,12 @@ def _small_blob(endpoint: Endpoint, pull: PullRef, desc: Dict[str, Any], canonic
     return cache.path(digest).read_bytes()
 
 
-class _Split:
-    """A blob fetched as byte ranges on several connections. Its first range is the lead: it
-    streams straight into the blob's checks (digest, diff ID) as a whole blob would, then
-    takes the other ranges in order: one no connection has started yet it fetches itself,
-    straight on; one another connection fetched (into an unnamed file beside the cache) it
-    copies in when that is done. So the lead only ever waits for a range being fetched, and
-    a fast link, where the lead catches up, copies little."""
-
-    def __init__(self, resolved: _Resolved, desc: Dict[str, Any], diff_id: str,
-                 ranges: List[Tuple[int, int]]) -> None:
-        self.resolved, self.desc, self.diff_id, self.ranges = resolved, desc, diff_id, ranges
-        self.files: List[Any] = [None] * len(ranges)
-        self.futures: List[Future] = [None] * (len(ranges) - 1)  # type: ignore[list-item]
-        # ... of ranges 1.. in order, complete once `submitted` is set
-        self.submitted = threading.Event()
-
-    def fetch(self, index: int, sink: Any, progress: Optional[Callable[[int], None]]) -> None:
-        r = self.resolved
-        r.endpoint.blob(r.pull.repository, self.desc["digest"], self.desc["size"], sink,
-                        str(r.image), progress, stop=self.ranges[index][1])
-
-    def lead(self, sink: Any, progress: Optional[Callable[[int], None]]) -> None:
-        """Fill `sink` (a _fetch_blob sink, at byte 0) with the whole blob."""
-        self.fetch(0, sink, progress)
-        self.submitted.wait()
-        for index, future in enumerate(self.futures, 1):
-            if future.cancel():  # not started (or the pull is failing): fetch it here
-                self.fetch(index, sink, progress)
-                continue
-            future.result()  # running or done: its error, if any, is the blob's
-            handle = self.files[index]
-            handle.seek(0)
-            for block in iter(partial(handle.read, PART_COPY), b""):
-                sink.write(block)
-            handle.close()
-
-    def close(self) -> None:
-        for handle in self.files:
-            if handle is not None:
-                handle.close()
-
-
-class _PartSink:
-    """Where a range's bytes go: its `size` counts from the blob's first byte, so the
-    transport asks for (and resumes at) the right Range."""
-
-    def __init__(self, start: int, handle: Any) -> None:
-        self._start, self._handle, self._written = start, handle, 0
-
-    @property
-    def size(self) -> int:
-        return self._start + self._written
-
-    def write(self, data: bytes) -> None:
-        self._handle.write(data)
-        self._written += len(data)
-
-
-def _fetch_range(split: _Split, index: int, cache: Cache,
-                 progress: Optional[Callable[[int], None]]) -> None:
-    """Range `index` (> 0) of a _Split, into an unnamed file the lead copies in."""
-    folder = cache.path(split.desc["digest"]).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.TemporaryFile(prefix=".part-", dir=folder)
-    try:
-        split.fetch(index, _PartSink(split.ranges[index][0], handle), progress)
-    except BaseException:
-        handle.close()
-        raise
-    split.files[index] = handle
-
-
-def part_ranges(size: int, share: int, connections: int) -> List[Tuple[int, int]]:
-    """[start, stop) byte ranges for a blob of `size`: about `share` bytes each, no part under
-    PART_MIN, at most `connections` of them (one range, the whole blob, when it is small)."""
-    count = max(1, min(connections, round(size / max(share, PART_MIN))))
-    bounds = [size * i // count for i in range(count + 1)]
-    return list(zip(bounds, bounds[1:]))
-
-
 def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache: Cache,
                      progress: Optional[Progress], workers: int = 1) -> None:
     """Every missing layer, on `workers` connections. One connection's throughput is bounded
     by the link's loss and round trip (TCP), whatever the link's rate, so a big layer fetched
     whole would finish long after the others: layers bigger than a connection's share of the
-    whole are fetched as byte ranges in parallel (_Split), and the biggest pieces start
+    whole are fetched as byte ranges in parallel (Split), and the biggest pieces start
     first."""
     todo: Dict[str, Tuple[_Resolved, Dict[str, Any], str]] = {}
     for r in resolved:
@@ -458,21 +376,21 @@ def _download_layers(pool: ThreadPoolExecutor, resolved: List[_Resolved], cache:
                 progress(n, total)
 
     share = -(-total // (2 * max(1, workers)))  # two pieces per connection balance well
-    # (bytes, job, the _Split whose range it fetches, that range, the blob's digest)
-    jobs: List[Tuple[int, Callable[[], None], Optional[_Split], int, str]] = []
-    splits: List[_Split] = []
+    # (bytes, job, the Split whose range it fetches, that range, the blob's digest)
+    jobs: List[Tuple[int, Callable[[], None], Optional[Split], int, str]] = []
+    splits: List[Split] = []
     for r, d, diff in todo.values():
         ranges = part_ranges(d["size"], share, workers)
         if len(ranges) == 1:
             jobs.append((d["size"], partial(_fetch_blob, r, d, cache, diff, report), None, 0,
                          d["digest"]))
             continue
-        split = _Split(r, d, diff, ranges)
+        split = Split(r, d, diff, ranges)
         splits.append(split)
         jobs.append((d["size"], partial(_fetch_blob, r, d, cache, diff, report,
                                         partial(split.lead, progress=report)), None, 0,
                      d["digest"]))
-        jobs += [(stop - start, partial(_fetch_range, split, index, cache, report), split, index,
+        jobs += [(stop - start, partial(fetch_range, split, index, cache, report), split, index,
                   d["digest"]) for index, (start, stop) in enumerate(ranges) if index]
     # biggest first, so that the longest download does not start last (a lead counts as its
     # whole blob: it starts before its other ranges)

@@ -13,7 +13,7 @@ import yaml
 
 from builder.cache import Cache
 from builder.inputs.mirrors import parse_preset
-from builder.registry import client
+from builder.registry import ranges as blobranges
 from builder.registry.client import pull_images
 from builder.registry.errors import (
     BlobCorrupt,
@@ -347,7 +347,7 @@ def test_blobs_are_fetched_in_parallel(registry, cache):
 @pytest.mark.parametrize("ignore_range", [False, True])
 def test_a_big_layer_is_fetched_in_ranges_on_several_connections(registry, cache, monkeypatch,
                                                                   ignore_range):
-    monkeypatch.setattr(client, "PART_MIN", 64 << 10)
+    monkeypatch.setattr(blobranges, "PART_MIN", 64 << 10)
     payload = os.urandom(1 << 20)  # incompressible: the layer is ~1 MiB, the base a few bytes
     image = registry.add_image("kube-apiserver", "v1.23.17", payload=payload)
     big = image["layers"][1]
@@ -366,7 +366,7 @@ def test_a_big_layer_is_fetched_in_ranges_on_several_connections(registry, cache
 
 
 def test_a_layer_fetched_in_ranges_is_checked_whole(registry, cache, monkeypatch):
-    monkeypatch.setattr(client, "PART_MIN", 64 << 10)
+    monkeypatch.setattr(blobranges, "PART_MIN", 64 << 10)
     image = registry.add_image("kube-apiserver", "v1.23.17", payload=os.urandom(1 << 20))
     registry.corrupt.add(image["layers"][1])  # its first byte, in the first part
     with pytest.raises(BlobCorrupt) as info:
@@ -379,7 +379,7 @@ def test_a_layer_fetched_in_ranges_is_checked_whole(registry, cache, monkeypatch
 
 def test_a_range_that_fails_fails_the_pull_once_and_leaves_nothing(registry, cache,
                                                                    monkeypatch):
-    monkeypatch.setattr(client, "PART_MIN", 64 << 10)
+    monkeypatch.setattr(blobranges, "PART_MIN", 64 << 10)
     image = registry.add_image("kube-apiserver", "v1.23.17", payload=os.urandom(1 << 20))
     big = image["layers"][1]
     original = registry.serve_blob
@@ -398,11 +398,11 @@ def test_a_range_that_fails_fails_the_pull_once_and_leaves_nothing(registry, cac
 
 
 def test_part_ranges_cover_the_blob_and_leave_small_ones_whole():
-    assert client.part_ranges(5 << 20, 1 << 20, 8) == [(0, 5 << 20)]  # under PART_MIN
-    ranges = client.part_ranges(40 << 20, 10 << 20, 8)
+    assert blobranges.part_ranges(5 << 20, 1 << 20, 8) == [(0, 5 << 20)]  # under PART_MIN
+    ranges = blobranges.part_ranges(40 << 20, 10 << 20, 8)
     assert ranges == [(0, 10 << 20), (10 << 20, 20 << 20), (20 << 20, 30 << 20),
                       (30 << 20, 40 << 20)]
-    assert len(client.part_ranges(1 << 30, 10 << 20, 8)) == 8  # never more than the connections
+    assert len(blobranges.part_ranges(1 << 30, 10 << 20, 8)) == 8  # never more than the connections
 
 
 def test_layer_helper_matches_gzip():
