@@ -9,24 +9,26 @@ from lab import hostworld
 from lab.runtimes import Containerd, Daemon, DaemonError, private_containerd, private_dockerd
 
 
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[Daemon]:
-    """A private Docker 20.10 daemon; `dockerd.run("load", "-i", path)` talks to it."""
+def _daemon(start) -> Iterator:
+    """The daemon `start()` runs for the session; a daemon that does not come up FAILS the
+    test with the lab's message (never a skip)."""
     try:
-        with private_dockerd() as daemon:
+        with start() as daemon:
             yield daemon
     except DaemonError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Daemon]:
+    """A private Docker 20.10 daemon; `dockerd.run("load", "-i", path)` talks to it."""
+    yield from _daemon(private_dockerd)
 
 
 @pytest.fixture(scope="session")
 def containerd() -> Iterator[Containerd]:
     """A private containerd 1.6; `containerd.ctr("images", "import", path)` talks to it."""
-    try:
-        with private_containerd() as daemon:
-            yield daemon
-    except DaemonError as exc:
-        pytest.fail(str(exc))
+    yield from _daemon(private_containerd)
 
 
 @pytest.fixture(scope="session")
