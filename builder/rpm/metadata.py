@@ -1,6 +1,6 @@
-"""The rpm-md XML formats: `Package` records from primary.xml, files from filelists.xml, and the
-raw `<package>` elements of primary, filelists and other, kept byte for byte so that the bundle's
-own repodata can be written from them.
+"""The rpm-md XML formats: `Package` records (builder/rpm/records.py) from primary.xml, files
+from filelists.xml, and the raw `<package>` elements of primary, filelists and other, kept byte
+for byte so that the bundle's own repodata can be written from them.
 
 Parsing streams: the decompressed XML is read in chunks, each complete `<package>...</package>`
 is cut out as raw bytes and the cut elements are parsed in batches by the C XML parser. That keeps
@@ -16,10 +16,10 @@ import gc
 import re
 import sys
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from xml.parsers import expat
 
-from builder.errors import BuildError
+from builder.rpm.records import Dep, Package, RepodataError
 from builder.rpm.vercmp import EVR
 from installer.format.iotypes import Readable
 
@@ -38,74 +38,6 @@ _FLAGS = frozenset({"LT", "GT", "EQ", "LE", "GE"})
 _C = "{%s}" % NS_COMMON
 _R = "{%s}" % NS_RPM
 _DEP_KINDS = ("provides", "requires", "obsoletes", "conflicts")
-
-
-class RepodataError(BuildError):
-    """Repository metadata is missing, malformed, or does not match its checksum."""
-
-
-class Dep(NamedTuple):
-    """One rpm dependency entry: `name`, optionally `flags` (LT GT EQ LE GE) and an EVR;
-    `pre` marks Requires(pre) (createrepo writes `pre="1"`)."""
-
-    name: str
-    flags: Optional[str] = None
-    evr: Optional[EVR] = None
-    pre: bool = False
-
-    def __str__(self) -> str:
-        if not self.flags or self.evr is None:
-            return self.name
-        op = {"LT": "<", "GT": ">", "EQ": "=", "LE": "<=", "GE": ">="}[self.flags]
-        return f"{self.name} {op} {self.evr}"
-
-
-class Package(NamedTuple):
-    """One package of one repository, as primary.xml describes it.
-
-    `sha256` is both the checksum of the .rpm file and the pkgid that filelists.xml and
-    other.xml use; `location` is relative to the repo's baseurl ("Packages/x.rpm"); `files` are
-    the "primary" files only (/etc/*, */bin/*, /usr/lib/sendmail); `xml` is the raw bytes of the
-    `<package>` element, in the namespaces of primary.xml's root."""
-
-    name: str
-    epoch: int
-    version: str
-    release: str
-    arch: str
-    repo: str
-    location: str
-    sha256: str
-    size: int
-    provides: Tuple[Dep, ...]
-    requires: Tuple[Dep, ...]  # Requires and Requires(pre), in primary's order
-    obsoletes: Tuple[Dep, ...]
-    conflicts: Tuple[Dep, ...]
-    files: Tuple[str, ...]
-    sourcerpm: str = ""
-    xml: bytes = b""
-
-    @property
-    def evr(self) -> EVR:
-        return EVR(self.epoch, self.version, self.release)
-
-    @property
-    def nevra(self) -> str:
-        """name-[epoch:]version-release.arch, as yum and dnf print it (no `0:`)."""
-        if self.epoch:
-            return f"{self.name}-{self.epoch}:{self.version}-{self.release}.{self.arch}"
-        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
-
-    @property
-    def requires_pre(self) -> Tuple[Dep, ...]:
-        return tuple(dep for dep in self.requires if dep.pre)
-
-    @property
-    def pkgid(self) -> str:
-        return self.sha256
-
-    def __repr__(self) -> str:
-        return f"<Package {self.nevra} from {self.repo}>"
 
 
 def iter_elements(stream: Readable, what: str = "metadata") -> Iterator[Tuple[bytes, bytes]]:
