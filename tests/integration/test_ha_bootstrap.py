@@ -426,6 +426,8 @@ def test_static_pods_init_stops_when_the_vip_cannot_appear_and_says_why(lab, mon
     # load balancer of the other tests must not answer for them, or init passes through it
     # as soon as the apiserver is up (a race with the bound, lost on a warm, idle machine).
     lab.forwarder.close()
+    with pytest.raises(ConnectionRefusedError):  # deterministic, whatever the machine's pace
+        socket.create_connection((VIP, PORT), 1.0).close()
     monkeypatch.setattr(vipwatch, "INIT_VIP_BOUND", 3.0)
     started = time.monotonic()
     with pytest.raises(StepFailed) as failed:
