@@ -16,7 +16,6 @@ plane of cluster.yaml as a member (run it on each of them with the same FILE).
 """
 
 import datetime
-import hashlib
 import io
 import os
 import re
@@ -24,6 +23,7 @@ import tarfile
 from typing import Callable, Dict, List, Optional, Tuple
 
 from installer.atomic import replace_file
+from installer.bundlecache import file_sha256
 from installer.etcdnode import (
     ADMIN_CONF,
     EtcdNode,
@@ -42,14 +42,6 @@ SIDECARS = (".pki.tar", ".kubeadm.yaml")
 DEFAULT_DIR = "/var/lib/kubecrate/etcd-backups"
 ROTATED = re.compile(r"\Aetcd-snapshot-\d{8}T\d{6}Z\.db\Z")
 INIT_CONFIG = "/etc/kubernetes/kubecrate/kubeadm-init.yaml"
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pki_tar(node: EtcdNode) -> bytes:
@@ -145,7 +137,7 @@ def backup(root: str, out: str, echo: Callable[[str], None]) -> Tuple[str, Dict[
         for suffix, data in ((".pki.tar", _pki_tar(node)),
                              (".kubeadm.yaml", _cluster_configuration(node))):
             _write(files[suffix], data, 0o600)
-        digests = {s: _sha256(p) for s, p in files.items()}
+        digests = {s: file_sha256(p) for s, p in files.items()}
         lines = "".join("{}  {}\n".format(digests[s], os.path.basename(out) + s)
                         for s in ("",) + SIDECARS)
         _write(partial + ".sha256", lines.encode(), 0o644)
@@ -205,7 +197,7 @@ def verify(path: str) -> str:
             if entry == name:
                 problems.append("{}: missing".format(target))
             continue
-        actual = _sha256(target)
+        actual = file_sha256(target)
         if actual != digest:
             problems.append("{}: sha256 {}, {} says {}".format(target, actual, listing, digest))
     if problems:
