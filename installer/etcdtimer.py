@@ -11,6 +11,7 @@ import os
 import shutil
 from typing import List
 
+from installer.atomic import replace_file
 from installer.format.errors import UsageError
 from installer.host import Host
 from installer.runner import Runner
@@ -63,9 +64,8 @@ def schedule(root: str, program: str, folder: str, keep: int, calendar: str,
     changes = []
     if not dry_run and os.path.abspath(program) != host.path(PROGRAM):
         os.makedirs(os.path.dirname(host.path(PROGRAM)), exist_ok=True)
-        shutil.copyfile(program, host.path(PROGRAM) + ".tmp")
-        os.chmod(host.path(PROGRAM) + ".tmp", 0o755)
-        os.replace(host.path(PROGRAM) + ".tmp", host.path(PROGRAM))
+        with open(program, "rb") as source:
+            replace_file(host.path(PROGRAM), lambda out: shutil.copyfileobj(source, out), 0o755)
     changes.append("copied {} to {}".format(program, PROGRAM))
     for path, text in ((SERVICE, SERVICE_TEXT), (TIMER, TIMER_TEXT)):
         done = host.write(path, text.format(program=PROGRAM, folder=folder, keep=keep,
