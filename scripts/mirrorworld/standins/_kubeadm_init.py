@@ -275,7 +275,9 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
     for component, image in (("kube-apiserver", images[0]),
                              ("kube-controller-manager", images[1]),
                              ("kube-scheduler", images[2]), ("etcd", images[5])):
-        if component == "etcd":  # kubeadm's own flags (_etcdpod.py): a real etcd may run it
+        if component == "etcd":  # kubeadm's own flags (_etcdpod.py): a real etcd may run it.
+            # etcd.yaml goes through the same patches folder as the other static pods
+            # (cmd/kubeadm/app/phases/etcd/local.go, prepareAndWriteEtcdStaticPod: PatchStaticPod).
             print('[etcd] Creating static Pod manifest for local etcd in "%s"' % MANIFESTS)
             write_file(rooted(MANIFESTS + "/etcd.yaml"), apply_patches(_etcdpod.manifest(
                 image, _etcdpod.command(name, advertise, "%s=https://%s:2380"

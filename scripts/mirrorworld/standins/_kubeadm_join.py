@@ -300,6 +300,8 @@ def _add_etcd_member(name, advertise, server, ca, patches_dir=None) -> None:
     initial = ",".join("%s=%s" % (m.get("name") or name, m["peerURLs"][0]) for m in members)
     print("[etcd] Added member %s to the etcd cluster: %s" % (name, initial))
     repo_image = _read_etcd_image()
+    # Patched like init's (local.go, CreateStackedEtcdStaticPodManifestFile ->
+    # prepareAndWriteEtcdStaticPod with the join's patches folder).
     write_file(rooted(kinit.MANIFESTS + "/etcd.yaml"), kinit.apply_patches(_etcdpod.manifest(
         repo_image, _etcdpod.command(name, advertise, initial, existing=True)), "etcd",
         patches_dir), 0o600)
