@@ -103,6 +103,7 @@ class EtcdHost:
         self.proc: Optional[subprocess.Popen] = None
         self.extra: Dict[str, str] = {}
         self.down = False  # the kubelet loop keeps this etcd stopped (a crashed member)
+        self.apiserver: Optional[subprocess.Popen] = None
 
     @property
     def manifest(self) -> Path:
@@ -145,6 +146,57 @@ class EtcdHost:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def start_apiserver(self, etcd: Sequence["EtcdHost"]) -> str:
+        """The apiserver stand-in on this host's address, as the kubelet runs it, from a
+        kube-apiserver.yaml naming `etcd` with kubeadm's four etcd flags; returns the
+        admin kubeconfig's path (for kubectl())."""
+        pki = _pki()
+        ca = (self.root / "etc/kubernetes/pki/ca.crt").read_text()
+        os.environ["KUBECRATE_ROOT"] = str(self.root)
+        try:
+            pki.write_pair("apiserver", pki.make_cert("ca", "kube-apiserver",
+                                                      sans=[self.address], server=True))
+            pki.write_pair("apiserver-kubelet-client", pki.make_cert(
+                "ca", "kube-apiserver-kubelet-client", "system:masters", client=True))
+            admin = pki.make_cert("ca", "kubernetes-admin", "system:masters", client=True)
+        finally:
+            os.environ.pop("KUBECRATE_ROOT", None)
+        server = "https://{}:6443".format(self.address)
+        kubeconfig = self.root / "etc/kubernetes/admin.conf"
+        kubeconfig.write_text(pki.kubeconfig(server, ca, "kubernetes-admin", admin))
+        flags = {"advertise-address": self.address, "secure-port": "6443",
+                 "client-ca-file": "/etc/kubernetes/pki/ca.crt",
+                 "tls-cert-file": "/etc/kubernetes/pki/apiserver.crt",
+                 "tls-private-key-file": "/etc/kubernetes/pki/apiserver.key",
+                 "etcd-servers": ",".join(h.endpoint for h in etcd),
+                 "etcd-cafile": "/etc/kubernetes/pki/etcd/ca.crt",
+                 "etcd-certfile": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+                 "etcd-keyfile": "/etc/kubernetes/pki/apiserver-etcd-client.key"}
+        (self.root / "etc/kubernetes/manifests/kube-apiserver.yaml").write_text(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n"
+            "  namespace: kube-system\nspec:\n  containers:\n  - name: kube-apiserver\n"
+            "    image: k8s.gcr.io/kube-apiserver:v1.23.17\n    command:\n"
+            "    - kube-apiserver\n" + "".join("    - --{}={}\n".format(k, v)
+                                             for k, v in sorted(flags.items())))
+        log = open(self.lab.folder / self.name / "apiserver.log", "ab")
+        self.apiserver = subprocess.Popen(
+            [sys.executable, str(STANDINS_SRC / "kubelet.py"),
+             "--kubecrate-static-pod=kube-apiserver", "--kubecrate-root=" + str(self.root)],
+            stdout=log, stderr=log, env=self.lab.env())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.kubectl(kubeconfig, "get", "nodes").returncode == 0:
+                return str(kubeconfig)
+            time.sleep(0.3)
+        raise RuntimeError("the apiserver stand-in on {} did not answer".format(self.name))
+
+    def kubectl(self, kubeconfig: object, *args: str) -> subprocess.CompletedProcess:
+        """The kubectl stand-in with an admin kubeconfig."""
+        argv = [sys.executable, str(STANDINS_SRC / "kubectl.py"), "--kubeconfig",
+                str(kubeconfig)] + list(args)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=90,
+                              env=dict(self.lab.env(), KUBECRATE_ROOT=str(self.root)))
 
     def installer(self, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "installer"] + [str(a) for a in args] + [
@@ -272,14 +324,18 @@ class EtcdLab:
             self._thread.join(timeout=5)
         for host in self.hosts:
             host.stop()
+            if host.apiserver is not None:
+                host.apiserver.terminate()
+                host.apiserver.wait(timeout=10)
 
     def logs(self) -> str:
         text = ""
         for host in self.hosts:
-            log = self.folder / host.name / "etcd.log"
-            if log.exists():
-                text += "\n--- {}\n{}".format(host.name, "\n".join(
-                    log.read_text(errors="replace").splitlines()[-15:]))
+            for log in (self.folder / host.name / "etcd.log",
+                        self.folder / host.name / "apiserver.log"):
+                if log.exists():
+                    text += "\n--- {} {}\n{}".format(host.name, log.name, "\n".join(
+                        log.read_text(errors="replace").splitlines()[-15:]))
         return text
 
     def kubectl_calls(self) -> List[List[str]]:

@@ -113,6 +113,7 @@ def test_remove_node_refusals_and_a_dead_member_removed(lab):
     assert "would run: kubectl --kubeconfig /etc/kubernetes/admin.conf drain cp2" in \
         plan.stdout + plan.stderr
     assert len(json.loads(cp1.etcdctl("member", "list", "-w", "json").stdout)["members"]) == 3
+    admin = cp1.start_apiserver(made.hosts)  # kubeadm's --etcd-* flags: its objects in etcd
     self_removal = cp1.installer("remove-node", "cp1")
     assert self_removal.returncode == ExitCode.USAGE and "cp2, cp3" in self_removal.stderr
 
@@ -128,9 +129,23 @@ def test_remove_node_refusals_and_a_dead_member_removed(lab):
     lost = cp1.installer("remove-node", "cp3")
     assert lost.returncode == ExitCode.PRECONDITION, lost.stdout + lost.stderr
     assert "etcd has no quorum" in lost.stderr and "etcd-restore" in lost.stderr
+    # ... and the apiserver, whose objects are in this etcd, refuses a write as the real one
+    # does: etcd's request timeout, a 500 Status with no reason, kubectl's "Error from server"
+    manifest = cp1.root / "cm.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: written\n"
+                        "  namespace: default\ndata: {when: quorum}\n")
+    refused = cp1.kubectl(admin, "apply", "-f", str(manifest))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr.strip() == "Error from server: etcdserver: request timed out", \
+        refused.stderr + made.logs()
 
     cp2.down = False  # cp2 back, cp3 dead
     made.start(["cp1", "cp2"])
+    applied = cp1.kubectl(admin, "apply", "-f", str(manifest))
+    assert applied.returncode == 0 and "configmap/written created" in applied.stdout, \
+        applied.stdout + applied.stderr + made.logs()
+    stored = json.loads(_get(cp1, "/registry/kubecrate.io/objects/v1/ConfigMap/default/written"))
+    assert stored["data"] == {"when": "quorum"}
     made.nodes_file.write_text(json.dumps({"cp1": True, "cp2": True, "cp3": False}))
     removed = cp1.installer("remove-node", "cp3")
     assert removed.returncode == 0, removed.stdout + removed.stderr + made.logs()

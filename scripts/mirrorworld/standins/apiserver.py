@@ -1,10 +1,13 @@
 """The kube-apiserver stand-in: HTTPS, the cluster state, and replication between control planes.
 
 The kubelet stand-in runs it as the kube-apiserver static pod. State (bootstrap tokens, the
-kubeadm-certs secret, config maps, nodes, applied objects, members) lives in
-<root>/var/lib/etcd/kubecrate-standin.json. Every entry carries a revision stamp; a write is
-pushed to every other member before the reply, and members pull from each other every few
-seconds, keeping the newest entry per key (deletions are tombstones), which plays etcd.
+kubeadm-certs secret, config maps, nodes, applied objects, members) lives in a real etcd when
+the manifest names one as kubeadm renders it (--etcd-servers, --etcd-cafile, --etcd-certfile,
+--etcd-keyfile: _etcdstore.py), so that without an etcd quorum reads and writes fail as the real
+apiserver's do. Otherwise it lives in <root>/var/lib/etcd/kubecrate-standin.json, which plays
+etcd: every entry carries a revision stamp; a write is pushed to every other member before the
+reply, and members pull from each other every few seconds, keeping the newest entry per key
+(deletions are tombstones).
 """
 
 import json
@@ -17,6 +20,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import _etcdstore
 import _pki
 from _common import (
     FAKE_NOW_HEADER,
@@ -37,6 +41,8 @@ MAX_LIFETIME = float(os.environ.get("KUBECRATE_STANDIN_MAX_LIFETIME", str(6 * 36
 
 class Store:
     """The replicated key-value state, persisted as one JSON file."""
+
+    replicated = False  # the apiservers push and pull it between themselves
 
     def __init__(self, path: str):
         self.path = path
@@ -78,6 +84,9 @@ class Store:
     def _save(self):
         write_file(self.path, json.dumps(self.data, sort_keys=True), 0o600)
 
+    def check_health(self):
+        """The file is always there."""
+
 
 def _rv():
     return [time.time(), uuid.uuid4().hex]
@@ -104,6 +113,8 @@ class Server(ThreadingHTTPServer):
         pass
 
     def peers(self):
+        if self.store.replicated:
+            return []
         return [m for m in self.store.items("members") if m != self.me]
 
     def replicate(self):
@@ -200,7 +211,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def route(self, method):
         path = self.path.split("?", 1)[0]
+        try:
+            return self._route(method, path)
+        except _etcdstore.EtcdError as exc:
+            # an error that is not a Status: 500, reason "" (StatusReasonUnknown), etcd's
+            # message (responsewriters/status.go ErrorToAPIStatus, convertStorageErrorOrNot)
+            return self.send(500, _status(500, "", str(exc)))
+
+    def _route(self, method, path):
         if method == "GET" and path in ("/healthz", "/livez", "/readyz"):
+            try:
+                self.server.store.check_health()
+            except _etcdstore.EtcdError:  # the etcd check of /healthz (reason withheld)
+                return self.send(500, "[+]ping ok\n[-]etcd failed: reason withheld\n"
+                                 "%s check failed\n" % path.lstrip("/"), "text/plain")
             return self.send(200, "ok", "text/plain")
         if method == "GET" and path == "/version":
             # what the running image is: after `kubeadm upgrade apply` rewrote the manifest,
@@ -372,7 +396,12 @@ def serve(manifest_flags: dict, version: str = VERSION) -> int:
     ctx.verify_mode = ssl.CERT_OPTIONAL
     client_pair = (read_text(_pki.pki_path("apiserver-kubelet-client.crt")),
                    read_text(_pki.pki_path("apiserver-kubelet-client.key")))
-    store = Store(rooted("/var/lib/etcd/kubecrate-standin.json"))
+    if _etcdstore.wants_etcd(manifest_flags):
+        store = _etcdstore.EtcdStore(
+            manifest_flags["etcd-servers"].split(","), rooted(manifest_flags["etcd-cafile"]),
+            rooted(manifest_flags["etcd-certfile"]), rooted(manifest_flags["etcd-keyfile"]))
+    else:
+        store = Store(rooted("/var/lib/etcd/kubecrate-standin.json"))
     me = "%s:%d" % (advertise, port)
     try:
         server = Server((bind, port), store, ctx, me, client_pair, version)

@@ -56,16 +56,20 @@ class Client:
     def call(self, method, path, body=None):
         client = (self.kc["cert"], self.kc["key"]) if self.kc["cert"] else None
         try:
+            # kubectl's --request-timeout is 0 (none): the apiserver's answer is awaited, and
+            # one without etcd takes etcd's request timeout (7 s) to come
             resp = request(self.kc["server"], method, path, body, ca_pem=self.kc["ca"],
-                           client=client, bearer=self.kc.get("token"))
+                           client=client, bearer=self.kc.get("token"), timeout_s=60)
         except OSError as exc:
             host = self.kc["server"].split("://", 1)[-1]
             raise StandinError("The connection to the server %s was refused - did you specify "
                                "the right host or port? (%s)" % (host, exc))
         if resp.status >= 300:
-            raise StandinError("Error from server (%s): %s" % (
-                resp.json().get("reason", resp.status) if resp.body else resp.status,
-                resp.message()))
+            # kubectl/pkg/cmd/util/helpers.go StandardErrorMessage: the Status's reason in
+            # brackets, none when it is empty (StatusReasonUnknown, e.g. an etcd error)
+            reason = resp.json().get("reason", resp.status) if resp.body else resp.status
+            raise StandinError("Error from server%s: %s" % (
+                " (%s)" % reason if reason else "", resp.message()))
         return resp.json()
 
 
