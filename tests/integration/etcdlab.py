@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 from lab import hoststandins
-from lab.hoststandins import seed_images
+from lab.hostruntime import seed_images
 
 TOP = Path(__file__).resolve().parents[2]
 STANDINS_SRC = TOP / "scripts/mirrorworld/standins"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lab import hoststandins
-from lab.hoststandins import seed_images
+from lab.hostruntime import seed_images
 
 from installer.render import render
 

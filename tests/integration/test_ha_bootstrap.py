@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from lab.hoststandins import seed_images
+from lab.hostruntime import seed_images
 from lab.procs import kill_standins
 from lab.tools import require_tool
 from mirrorworld import releases

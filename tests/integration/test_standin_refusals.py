@@ -9,7 +9,7 @@ import os
 import time
 
 import pytest
-from lab.hoststandins import seed_images
+from lab.hostruntime import seed_images
 
 from installer.render import render
 from tests.integration import readyhost

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from lab.hoststandins import seed_images
+from lab.hostruntime import seed_images
 from mirrorworld.releases import STANDINS
 
 from installer.render import render
