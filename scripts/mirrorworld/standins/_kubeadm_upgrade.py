@@ -39,6 +39,7 @@ import _kubeadm_config as config
 import _kubeadm_init as kinit
 import _kubeadm_preflight as pf
 import _yaml
+from _clusterview import node_status
 from _common import (
     VERSION,
     StandinError,
@@ -76,8 +77,6 @@ def cluster_config(api):
 
 
 def _nodes(api):
-    from kubectl import node_status
-
     nodes = api.call("GET", "/api/v1/nodes")["items"]
     objects = api.call("GET", "/kubecrate/v1/objects")["items"]
     return node_status(None, nodes, objects, cluster_config(api))
