@@ -7,7 +7,8 @@ every host changes nothing; killing the VIP holder's keepalived, haproxy and api
 taking its link down, each move the VIP with the endpoint back within 15 s, and bringing the
 node back keeps the endpoint answering; with the control planes' etcd the real etcd 3.5.1,
 `remove-node cp3` (its link down), then its reset and rejoin, leave three answering etcd
-members and the VIP never out longer than a failover; a day later join-info gives fresh join
+members and the VIP never out longer than a failover, and the apiserver stand-ins keep the Nodes
+in that etcd; a day later join-info gives fresh join
 material that a reset worker rejoins with, from the bundle cache. The same four nodes are
 installed again in load_balancer.mode static-pods, without the drills, as EL9 hosts (Rocky,
 Alma, RHEL 9) from the k8s-1.30-el9-containerd bundle, on Python 3.9. The hosts are
@@ -199,6 +200,16 @@ def remove_and_rejoin_cp3(nodes, built, tmp_path) -> None:
     assert window < WINDOW_BOUND, window
     rows = halab.get_nodes(nodes["w1"], cp1)
     assert sorted(r[0] for r in rows) == list(halab.NAMES), rows
+    # the apiserver stand-ins keep the cluster's objects in this etcd (kubeadm's --etcd-*
+    # flags): the Nodes are its keys, read with the real etcdctl
+    pki = cp1.root / "etc/kubernetes/pki"
+    keys = cp1.run([etcd_bin() / "etcdctl", "--endpoints=https://127.0.0.1:2379",
+                    "--cacert={}/etcd/ca.crt".format(pki),
+                    "--cert={}/apiserver-etcd-client.crt".format(pki),
+                    "--key={}/apiserver-etcd-client.key".format(pki),
+                    "get", "/registry/minions/", "--prefix", "--keys-only"], timeout=60)
+    assert sorted(k for k in keys.stdout.split()) == [
+        "/registry/minions/" + name for name in sorted(halab.NAMES)], keys.stdout + keys.stderr
 
 
 def smoke_check_after_install(cp1, nodes, built) -> None:

@@ -57,6 +57,30 @@ def manifest(image, argv):
             % (image, lines))
 
 
+def apiserver_flags(cluster):
+    """kube-apiserver's etcd flags as kubeadm renders them (cmd/kubeadm/app/phases/controlplane/
+    manifests.go, getAPIServerCommand): for etcd.external its endpoints, its caFile, and its
+    certFile and keyFile when both are set; for local etcd the member on 127.0.0.1 with the etcd
+    CA and the apiserver-etcd-client pair. Where no real etcd runs the local etcd pod (it is
+    only marked Running) the three file flags are left out, so the apiserver stand-in keeps its
+    own replicated file store (apiserver.py, docs/testing.md)."""
+    external = (cluster.get("etcd") or {}).get("external")
+    if external:
+        flags = {"etcd-servers": ",".join(external.get("endpoints") or [])}
+        if external.get("caFile"):
+            flags["etcd-cafile"] = external["caFile"]
+        if external.get("certFile") and external.get("keyFile"):
+            flags.update({"etcd-certfile": external["certFile"],
+                          "etcd-keyfile": external["keyFile"]})
+        return flags
+    flags = {"etcd-servers": "https://127.0.0.1:2379"}
+    if binary():
+        flags.update({"etcd-cafile": PKI + "ca.crt",
+                      "etcd-certfile": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+                      "etcd-keyfile": "/etc/kubernetes/pki/apiserver-etcd-client.key"})
+    return flags
+
+
 def binary(name="etcd"):
     """The real etcd tool of the test host, or None."""
     folder = os.environ.get("KUBECRATE_TEST_ETCD_BIN", "")

@@ -4,6 +4,7 @@ import ipaddress
 import re
 import sys
 
+import _extetcd
 import _kubeadm_schema
 import _yaml
 from _common import MINOR, TOKEN_RE, VERSION, StandinError, arg_path, read_text
@@ -165,6 +166,7 @@ def validate_init(cfg: dict, upload_certs: bool) -> dict:
             except ValueError:
                 errors.append('networking.%s: Invalid value: "%s": couldn\'t parse subnet'
                               % (field, value))
+    errors += _extetcd.etcd_errors(cluster)
     if errors:
         raise ConfigError("\n".join(errors))
     return {

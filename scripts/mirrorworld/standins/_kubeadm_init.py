@@ -9,6 +9,7 @@ import socket
 import string
 
 import _etcdpod
+import _extetcd
 import _kubeadm_config as config
 import _kubeadm_preflight as pf
 import _nodenet
@@ -107,13 +108,17 @@ def create_token(api: Admin, token: str, ttl, description: str = "") -> float:
     return expires
 
 
-def upload_certs(api: Admin, key: str, print_key: bool = True) -> None:
+def upload_certs(api: Admin, key: str, print_key: bool = True, cluster=None) -> None:
     print('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the '
           '"kube-system" Namespace')
+    paths = {n: _pki.pki_path(n) for n in _pki.SHARED_CERTS}
+    if _extetcd.external(cluster or {}):  # the etcd client files instead of the etcd CA
+        paths = {n: p for n, p in paths.items() if not n.startswith("etcd/")}
+        paths.update({n: rooted(p) for n, p in _extetcd.transferred(cluster).items()})
     body = {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "kubeadm-certs", "namespace": "kube-system"},
             "stringData": {"expiration": rfc3339(now() + CERT_TTL)},
-            "data": _pki.encrypt_certs(key)}
+            "data": _pki.encrypt_certs(key, paths)}
     api.call("PUT", "/api/v1/namespaces/kube-system/secrets/kubeadm-certs", body)
     if print_key:  # phases/init/uploadcerts.go: unless --skip-certificate-key-print
         print("[upload-certs] Using certificate key:\n" + key)
@@ -239,19 +244,23 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
     # Signed by the cluster CA: the apiserver stand-ins replicate state with it (docs/testing.md).
     _pki.write_pair("apiserver-kubelet-client", _pki.make_cert(
         "ca", "kube-apiserver-kubelet-client", "system:masters", client=True))
-    # The rest of kubeadm's list for stacked etcd (phases/certs/certlist.go): nothing in the
-    # stand-ins uses them but `certs renew` and whoever lists the node's certificates.
-    etcd_sans = [name, "localhost", advertise, "127.0.0.1", "::1"]
-    _pki.write_pair("apiserver-etcd-client", _pki.make_cert(
-        "etcd/ca", "kube-apiserver-etcd-client", "system:masters", client=True))
     _pki.write_pair("front-proxy-client", _pki.make_cert(
         "front-proxy-ca", "front-proxy-client", client=True))
-    _pki.write_pair("etcd/server", _pki.make_cert("etcd/ca", name, sans=etcd_sans,
-                                                  server=True, client=True))
-    _pki.write_pair("etcd/peer", _pki.make_cert("etcd/ca", name, sans=etcd_sans, server=True,
-                                                client=True))
-    _pki.write_pair("etcd/healthcheck-client", _pki.make_cert(
-        "etcd/ca", "kube-etcd-healthcheck-client", client=True))
+    external = _extetcd.external(cluster)
+    if external:
+        print("[certs] External etcd mode: Skipping etcd/server, etcd/peer, "
+              "etcd/healthcheck-client and apiserver-etcd-client certificate generation")
+    else:
+        # The rest of kubeadm's list for stacked etcd (phases/certs/certlist.go): the
+        # apiserver-etcd-client pair is the apiserver stand-in's where a real etcd runs.
+        etcd_sans = [name, "localhost", advertise, "127.0.0.1", "::1"]
+        _pki.write_pair("apiserver-etcd-client", _pki.make_cert(
+            "etcd/ca", "kube-apiserver-etcd-client", "system:masters", client=True))
+        for leaf in ("etcd/server", "etcd/peer"):
+            _pki.write_pair(leaf, _pki.make_cert("etcd/ca", name, sans=etcd_sans, server=True,
+                                                 client=True))
+        _pki.write_pair("etcd/healthcheck-client", _pki.make_cert(
+            "etcd/ca", "kube-etcd-healthcheck-client", client=True))
     ca = read_text(_pki.pki_path("ca.crt"))
     server = "https://%s:%d" % (cpe_host, _cpe_port(cluster, port)) if cpe_host else \
         "https://%s:%d" % (advertise, port)
@@ -268,13 +277,15 @@ def write_control_plane(name, advertise, port, cpe_host, cluster, repo, service_
             "client-ca-file": "/etc/kubernetes/pki/ca.crt",
             "tls-cert-file": "/etc/kubernetes/pki/apiserver.crt",
             "tls-private-key-file": "/etc/kubernetes/pki/apiserver.key",
-            "etcd-servers": "https://127.0.0.1:2379",
             "service-cluster-ip-range": service_subnet}
+    args.update(_etcdpod.apiserver_flags(cluster))
     args.update(extra)
     print('[control-plane] Using manifest folder "%s"' % MANIFESTS)
     for component, image in (("kube-apiserver", images[0]),
                              ("kube-controller-manager", images[1]),
                              ("kube-scheduler", images[2]), ("etcd", images[5])):
+        if component == "etcd" and external:  # no local etcd (phases/etcd: external skips)
+            continue
         if component == "etcd":  # kubeadm's own flags (_etcdpod.py): a real etcd may run it.
             # etcd.yaml goes through the same patches folder as the other static pods
             # (cmd/kubeadm/app/phases/etcd/local.go, prepareAndWriteEtcdStaticPod: PatchStaticPod).
@@ -317,14 +328,17 @@ def init(config_path: str, upload: bool, ignored) -> str:
     ignored = set(ignored) | {str(x).lower() for x in nodereg.get("ignorePreflightErrors") or []}
     print("[init] Using Kubernetes version: " + VERSION)
     print("[preflight] Running pre-flight checks")
-    errors = pf.control_plane(cfg["advertise"])
+    external = _extetcd.external(cfg["cluster"])
+    errors = pf.control_plane(cfg["advertise"], local_etcd=not external)
     if not free_port(cfg["advertise"], cfg["port"]):
         errors.append(("Port-%d" % cfg["port"], "Port %d is in use" % cfg["port"]))
     for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"):
         path = "%s/%s.yaml" % (MANIFESTS, comp)
         if os.path.exists(rooted(path)):
             errors.append(("FileAvailable-" + path.replace("/", "-"), path + " already exists"))
-    if os.path.isdir(rooted("/var/lib/etcd")) and os.listdir(rooted("/var/lib/etcd")):
+    if external:
+        errors += _extetcd.missing_files(cfg["cluster"], rooted)
+    elif os.path.isdir(rooted("/var/lib/etcd")) and os.listdir(rooted("/var/lib/etcd")):
         errors.append(("DirAvailable--var-lib-etcd", "/var/lib/etcd is not empty"))
     socket_ = config.cri_socket(nodereg)
     common, warnings = pf.common(socket_, cfg["advertise"])
@@ -337,6 +351,9 @@ def init(config_path: str, upload: bool, ignored) -> str:
     print('[certs] Using certificateDir folder "/etc/kubernetes/pki"')
     for ca, cn in (("ca", "kubernetes"), ("front-proxy-ca", "front-proxy-ca"),
                    ("etcd/ca", "etcd-ca")):
+        if ca == "etcd/ca" and external:
+            print("[certs] External etcd mode: Skipping etcd/ca certificate authority generation")
+            continue
         print('[certs] Generating "%s" certificate and key' % ca)
         _pki.make_ca(ca, cn)
     _pki.make_sa_key()
@@ -364,7 +381,7 @@ def init(config_path: str, upload: bool, ignored) -> str:
               "data": {"ClusterConfiguration": json.dumps(cluster, sort_keys=True)}})
     key = cfg["certificate_key"] or _pki.new_certificate_key()
     if upload:
-        upload_certs(api, key)
+        upload_certs(api, key, cluster=cfg["cluster"])
     else:
         print("[upload-certs] Skipping phase. Please see --upload-certs")
     print("[mark-control-plane] Marking the node %s as control-plane" % name)

@@ -8,6 +8,7 @@ import ssl
 import time
 
 import _etcdpod
+import _extetcd
 import _kubeadm_config as config
 import _kubeadm_init as kinit
 import _kubeadm_preflight as pf
@@ -205,16 +206,16 @@ def join(args) -> str:
                 files = _pki.decrypt_certs(opts["key"], resp.json()["data"])
             except StandinError as exc:
                 raise PhaseError("control-plane-prepare/download-certs", str(exc))
+            targets = _extetcd.transferred(cluster)  # external etcd's files at their paths
             for fname, raw in files.items():
-                write_file(_pki.pki_path(fname), raw, 0o600 if fname.endswith(".key") else 0o644)
+                path = rooted(targets[fname]) if fname in targets else _pki.pki_path(fname)
+                write_file(path, raw, 0o600 if fname.endswith(".key") else 0o644)
         advertise = opts["advertise"] or "127.0.0.1"
         cpe_host = config.split_endpoint(cluster["controlPlaneEndpoint"], opts["port"])[0]
         kinit.write_control_plane(name, advertise, opts["port"], cpe_host, cluster, repo,
                                   cluster.get("networking", {}).get("serviceSubnet")
                                   or "10.96.0.0/12", opts["patches"])
         endpoint = "%s:%d" % (advertise, opts["port"])
-        if _etcdpod.binary("etcdctl"):  # a real etcd runs: this node becomes a member first
-            _add_etcd_member(name, advertise, server, ca, opts["patches"])
     else:
         write_file(_pki.pki_path("ca.crt"), ca)
     node_ip = config.extra_args(nodereg.get("kubeletExtraArgs")).get("node-ip")
@@ -245,6 +246,12 @@ def join(args) -> str:
                          + signed.message())
     kubelet_conf = _pki.kubeconfig(server, ca, "system:node:" + name,
                                    (signed.json()["certificate"], key))
+    if opts["control_plane"] and _etcdpod.binary("etcdctl") and not _extetcd.external(cluster):
+        # A real etcd runs: this node becomes a member after its Node is registered (kubeadm's
+        # kubelet-start phase comes before control-plane-join/etcd), since from `member add`
+        # until its etcd starts a cluster of one has no quorum and the apiserver, whose objects
+        # are in etcd, refuses writes; the kubelet then starts etcd and the apiserver together.
+        _add_etcd_member(name, advertise, server, ca, opts["patches"])
     kinit.write_kubelet(nodereg, repo, {}, kubelet_conf)
     if opts["control_plane"]:
         try:

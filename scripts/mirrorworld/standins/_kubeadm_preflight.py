@@ -47,8 +47,9 @@ def ports(host: str, numbers) -> list:
     return [("Port-%d" % p, "Port %d is in use" % p) for p in numbers if not free_port(host, p)]
 
 
-def control_plane(host: str) -> list:
-    """NumCPU, Mem and the control-plane ports (init and control-plane join)."""
+def control_plane(host: str, local_etcd: bool = True) -> list:
+    """NumCPU, Mem and the control-plane ports (init and control-plane join); etcd's only for
+    a local etcd (RunInitNodeChecks: `if cfg.Etcd.Local != nil`)."""
     errors = []
     cpus = _node.cpu_count()
     if cpus < CONTROL_PLANE_CPUS:
@@ -58,7 +59,8 @@ def control_plane(host: str) -> list:
     if mem < CONTROL_PLANE_MEM_MB:
         errors.append(("Mem", "the system RAM (%d MB) is less than the minimum %d MB"
                        % (mem, CONTROL_PLANE_MEM_MB)))
-    return errors + ports(host, (SCHEDULER_PORT, CONTROLLER_MANAGER_PORT) + ETCD_PORTS)
+    return errors + ports(host, (SCHEDULER_PORT, CONTROLLER_MANAGER_PORT) + (
+        ETCD_PORTS if local_etcd else ()))
 
 
 def _file_content(path: str, want: str):

@@ -198,13 +198,14 @@ def read_kubeconfig_text(text: str, path: str = "cluster-info") -> dict:
     return out
 
 
-def encrypt_certs(key_hex: str) -> dict:
-    """The shared certificates, AES-256-CBC under the certificate key plus an HMAC-SHA256 tag."""
+def encrypt_certs(key_hex: str, paths=None) -> dict:
+    """The shared certificates (`paths`: {name: real path}, default SHARED_CERTS in the pki
+    folder), AES-256-CBC under the certificate key plus an HMAC-SHA256 tag."""
     key = _cert_key(key_hex)
     files = {}
-    for name in SHARED_CERTS:
+    for name, path in sorted((paths or {n: pki_path(n) for n in SHARED_CERTS}).items()):
         try:
-            with open(pki_path(name), "rb") as f:
+            with open(path, "rb") as f:
                 files[name] = b64(f.read())
         except OSError as exc:
             raise StandinError("error uploading certs: failed to load %s: %s" % (name, exc))

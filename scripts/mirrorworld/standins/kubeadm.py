@@ -183,7 +183,8 @@ def cmd_upload_certs(args) -> None:
     if errors:
         raise config.ConfigError("\n".join(errors))
     kinit.upload_certs(kinit.Admin(args.kubeconfig), key or _pki.new_certificate_key(),
-                       print_key=not args.skip_certificate_key_print)
+                       print_key=not args.skip_certificate_key_print,
+                       cluster=cfg.get("ClusterConfiguration"))
 
 
 def cmd_token(args) -> None:
