@@ -59,6 +59,15 @@ def selinux_patches() -> List[Tuple[str, str]]:
             for target in SELINUX_PATCH_TARGETS]
 
 
+# etcd.external: the files kubeadm's "Set up the first control plane node" step of the
+# external-etcd guide copies from an etcd host (kubernetes.io/docs/setup/production-environment/
+# tools/kubeadm/high-availability/, external etcd nodes) and names in ClusterConfiguration; the
+# apiserver-etcd-client pair is signed by the etcd CA on the first etcd host.
+EXTERNAL_ETCD_CA = "/etc/kubernetes/pki/etcd/ca.crt"
+EXTERNAL_ETCD_CERT = "/etc/kubernetes/pki/apiserver-etcd-client.crt"
+EXTERNAL_ETCD_KEY = "/etc/kubernetes/pki/apiserver-etcd-client.key"
+
+
 class NodeAddress(NamedTuple):
     name: str
     address: str
@@ -66,9 +75,11 @@ class NodeAddress(NamedTuple):
 
 def init_config(k: Kubeadm, node: NodeAddress, token: str, certificate_key: str,
                 apiserver_port: int = APISERVER_PORT, cert_sans: Sequence[str] = (),
-                patches_dir: Optional[str] = None) -> str:
+                patches_dir: Optional[str] = None, etcd_endpoints: Sequence[str] = ()) -> str:
     """InitConfiguration + ClusterConfiguration + KubeletConfiguration (systemd cgroups) +
-    KubeProxyConfiguration for the first control-plane node."""
+    KubeProxyConfiguration for the first control-plane node; with `etcd_endpoints` (the client
+    URLs of cluster.yaml's etcd.external hosts) ClusterConfiguration's etcd.external names them
+    and the files the control planes hold for them."""
     if not TOKEN_RE.match(token):
         raise ValueError("bootstrap token must match [a-z0-9]{6}.[a-z0-9]{16}")
     if not CERTIFICATE_KEY_RE.match(certificate_key):
@@ -76,7 +87,14 @@ def init_config(k: Kubeadm, node: NodeAddress, token: str, certificate_key: str,
     return render("kubeadm-init.yaml.j2", api=api_version(k.minor), k=k, node=node,
                   token=token, token_ttl=TOKEN_TTL,
                   certificate_key=certificate_key, apiserver_port=apiserver_port,
-                  cert_sans=list(cert_sans), patches_dir=patches_dir)
+                  cert_sans=list(cert_sans), patches_dir=patches_dir,
+                  **_external_etcd(etcd_endpoints))
+
+
+def _external_etcd(endpoints: Sequence[str]) -> dict:
+    """The template values of ClusterConfiguration's etcd.external (none without endpoints)."""
+    return {"etcd_endpoints": list(endpoints), "etcd_ca": EXTERNAL_ETCD_CA,
+            "etcd_cert": EXTERNAL_ETCD_CERT, "etcd_key": EXTERNAL_ETCD_KEY}
 
 
 def join_config(k: Kubeadm, node: NodeAddress, join: JoinInfo, control_plane: bool,
@@ -92,10 +110,14 @@ def join_config(k: Kubeadm, node: NodeAddress, join: JoinInfo, control_plane: bo
 
 
 def refresh_config(kubernetes_version: str, token: Optional[str] = None,
-                   certificate_key: Optional[str] = None, cri_socket: Optional[str] = None) -> str:
+                   certificate_key: Optional[str] = None, cri_socket: Optional[str] = None,
+                   etcd_endpoints: Sequence[str] = ()) -> str:
     """The 0600 config of `kubeadm token create --config` (with `token`) or `kubeadm init phase
     upload-certs --config` (with `certificate_key`): kubeadm refuses --certificate-key next to
-    --config, and without kubernetesVersion it asks dl.k8s.io first."""
+    --config, and without kubernetesVersion it asks dl.k8s.io first. With `etcd_endpoints`
+    (external etcd) it names them as init's does: upload-certs takes the files to upload from
+    this config alone (phases/copycerts/copycerts.go, certsToTransfer), and by default that is
+    local etcd's CA, whose key an external-etcd control plane does not have."""
     if (token is None) == (certificate_key is None):
         raise ValueError("a refresh config carries either a token or a certificate key")
     if token is not None and not TOKEN_RE.match(token):
@@ -104,7 +126,8 @@ def refresh_config(kubernetes_version: str, token: Optional[str] = None,
         raise ValueError("certificate key must be 64 lowercase hex digits")
     return render("kubeadm-refresh.yaml.j2", api=api_version(_minor(kubernetes_version)),
                   kubernetes_version=kubernetes_version, token=token,
-                  token_ttl=TOKEN_TTL, certificate_key=certificate_key, cri_socket=cri_socket)
+                  token_ttl=TOKEN_TTL, certificate_key=certificate_key, cri_socket=cri_socket,
+                  **_external_etcd(etcd_endpoints))
 
 
 # v1beta3 -> v1beta4, the changes `kubeadm config migrate` makes to the fields kubecrate's

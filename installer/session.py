@@ -259,10 +259,12 @@ def join_info(root: str, out: Optional[str] = None, dry_run: bool = False,
                                      "control-plane node that joined")
     old = kubeadm_step.read_join(host)
     cluster_path = State.load(host).data.get("cluster")
+    cluster = load_cluster(cluster_path) if cluster_path and os.path.isfile(cluster_path) \
+        else None
     if old:
         endpoint = old.endpoint
-    elif cluster_path and os.path.isfile(cluster_path):
-        endpoint = str(load_cluster(cluster_path).endpoint)
+    elif cluster is not None:
+        endpoint = str(cluster.endpoint)
     else:
         raise PreconditionError("cannot tell this cluster's endpoint: no {} and no recorded "
                                 "cluster.yaml".format(host.path(kubeadm_step.JOIN_FILE)))
@@ -271,7 +273,8 @@ def join_info(root: str, out: Optional[str] = None, dry_run: bool = False,
             stack.enter_context(HostLock(host))
         version, socket = _kubeadm_target(host, runner)
         info, done = kubeadm_step.refresh_join(host, runner, endpoint, kubeadm_step.now(),
-                                               version, socket)
+                                               version, socket,
+                                               cluster.etcd_endpoints if cluster else ())
         if dry_run:
             return info, done + ["would write join material to {}".format(
                 out or host.path(kubeadm_step.JOIN_FILE))]

@@ -87,6 +87,14 @@ class Cluster(NamedTuple):
     # networking.cni as given (one of CNIS), or "" for the bundle's one CNI (installer/cnis.py)
     cni: str = ""
     selinux: str = "permissive"  # SELINUX_MODES
+    # etcd.external: the dedicated etcd hosts (role "etcd"), or () for etcd on the control planes
+    etcd_hosts: Tuple[Node, ...] = ()
+
+    @property
+    def etcd_endpoints(self) -> Tuple[str, ...]:
+        """The client URLs of the external etcd hosts, () for stacked etcd."""
+        return tuple("https://{}:{}".format(h.address, ETCD_CLIENT_PORT)
+                     for h in self.etcd_hosts)
 
     @property
     def enforcing(self) -> bool:
@@ -104,11 +112,15 @@ class Cluster(NamedTuple):
 
 # Allowed keys per section; `load_balancer` and `kubeadm` are lbspec's (docs/load-balancer.md).
 TOP_KEYS = ("cluster_name", "control_plane", "networking", "ntp_servers", "upstream_dns",
-            "firewall", "selinux", "runtime", "nodes", "load_balancer", "kubeadm")
+            "firewall", "selinux", "runtime", "nodes", "load_balancer", "kubeadm", "etcd")
 ENDPOINT_KEYS = ("vip", "dns_name", "port")
 NETWORK_KEYS = ("pod_cidr", "service_cidr", "cni")
 RUNTIME_KEYS = ("registry_mirrors", "insecure_registries")
 NODE_KEYS = ("name", "address", "role")
+ETCD_KEYS = ("external",)
+ETCD_HOST_KEYS = ("name", "address")
+ETCD_ROLE = "etcd"  # the role of an external etcd host (etcd.external), never of a node
+ETCD_CLIENT_PORT = 2379
 
 
 class _Doc(yamldoc.Reader):
@@ -172,6 +184,7 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     name = doc.text(data.get("cluster_name", "kubernetes"), ("cluster_name",), _NAME,
                     "a DNS-1123 name")
     nodes = _nodes(doc, (pod, svc), vip)
+    etcd_hosts = _etcd_hosts(doc, nodes, (pod, svc), vip)
     try:
         lb = parse_load_balancer(data.get("load_balancer"), vip, asked_port,
                                  [Peer(n.name, n.address) for n in nodes if n.is_control_plane])
@@ -184,7 +197,7 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
                    _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
                    _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
                    firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())), cni,
-                   selinux)
+                   selinux, etcd_hosts)
 
 
 def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,
@@ -334,36 +347,63 @@ def _servers(doc: _Doc, path: Path, value: Any, ip_only: bool = False) -> Tuple[
     return items
 
 
+def _host(doc: _Doc, item: Any, path: Path, keys: Sequence[str], taken: Sequence[Node],
+          networks: Sequence[ipaddress.IPv4Network], vip: Optional[str]) -> Tuple[str, str]:
+    """The name and address of a host entry (a node or an external etcd host), each unique
+    among the hosts `taken` before it."""
+    doc.mapping(item, path, optional=keys)
+    for key in keys:
+        if key not in item:
+            doc.fail(path, "required key {!r} is missing".format(key))
+    name = doc.text(item["name"], path + ("name",), _NAME, "a lower-case DNS-1123 host name")
+    address = _ip(doc, path + ("address",), item["address"])
+    for other in taken:
+        if other.name == name:
+            doc.fail(path + ("name",), "node name {!r} is used twice".format(name))
+        if other.address == address:
+            doc.fail(path + ("address",), "address {} is also node {}'s".format(
+                address, other.name))
+    for network in networks:
+        if ipaddress.IPv4Address(address) in network:
+            doc.fail(path + ("address",), "{} lies inside the cluster network {}".format(
+                address, network))
+    if vip == address:
+        doc.fail(path + ("address",), "{} is the control-plane VIP; a VIP must be an "
+                 "address no node owns".format(address))
+    return name, address
+
+
 def _nodes(doc: _Doc, networks: Sequence[ipaddress.IPv4Network], vip: Optional[str]
            ) -> Tuple[Node, ...]:
     items = doc.items(doc.data.get("nodes"), ("nodes",))
     nodes: List[Node] = []
     for index, item in enumerate(items):
         path = ("nodes", index)
-        doc.mapping(item, path, optional=NODE_KEYS)
-        for key in NODE_KEYS:
-            if key not in item:
-                doc.fail(path, "required key {!r} is missing".format(key))
-        name = doc.text(item["name"], path + ("name",), _NAME, "a lower-case DNS-1123 host name")
-        address = _ip(doc, path + ("address",), item["address"])
+        name, address = _host(doc, item, path, NODE_KEYS, nodes, networks, vip)
         role = item["role"]
         if role not in ROLES:
             doc.fail(path + ("role",), "{!r} is not one of {}{}".format(
                 role, ", ".join(ROLES), yamldoc.suggestion(role, ROLES)))
-        for other in nodes:
-            if other.name == name:
-                doc.fail(path + ("name",), "node name {!r} is used twice".format(name))
-            if other.address == address:
-                doc.fail(path + ("address",), "address {} is also node {}'s".format(
-                    address, other.name))
-        for network in networks:
-            if ipaddress.IPv4Address(address) in network:
-                doc.fail(path + ("address",), "{} lies inside the cluster network {}".format(
-                    address, network))
-        if vip == address:
-            doc.fail(path + ("address",), "{} is the control-plane VIP; a VIP must be an "
-                     "address no node owns".format(address))
         nodes.append(Node(name, address, role))
     if not any(n.is_control_plane for n in nodes):
         doc.fail(("nodes",), "at least one node needs role control-plane")
     return tuple(nodes)
+
+
+def _etcd_hosts(doc: _Doc, nodes: Sequence[Node], networks: Sequence[ipaddress.IPv4Network],
+                vip: Optional[str]) -> Tuple[Node, ...]:
+    """`etcd: {external: [{name, address}, ...]}`: the dedicated etcd hosts (kubeadm's
+    external etcd topology), none of them a node of `nodes`."""
+    if "etcd" not in doc.data:
+        return ()
+    section = _mapping(doc, ("etcd",), ETCD_KEYS)
+    if "external" not in section:
+        doc.fail(("etcd",), "required key 'external' is missing",
+                 "list the etcd hosts, or leave out `etcd:` for etcd on the control planes")
+    items = doc.items(section["external"], ("etcd", "external"))
+    hosts: List[Node] = []
+    for index, item in enumerate(items):
+        name, address = _host(doc, item, ("etcd", "external", index), ETCD_HOST_KEYS,
+                              list(nodes) + hosts, networks, vip)
+        hosts.append(Node(name, address, ETCD_ROLE))
+    return tuple(hosts)

@@ -19,7 +19,7 @@ import datetime
 import logging
 import os
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from installer import joinfile, kubeadmconfig
 from installer.atomic import replace_file
@@ -94,8 +94,8 @@ def read_join(host: Host) -> Optional[joinfile.JoinInfo]:
 
 
 def refresh_join(host: Host, runner: Runner, endpoint: str, moment: datetime.datetime,
-                 kubernetes_version: str, cri_socket: Optional[str] = None
-                 ) -> Tuple[joinfile.JoinInfo, List[str]]:
+                 kubernetes_version: str, cri_socket: Optional[str] = None,
+                 etcd_endpoints: Sequence[str] = ()) -> Tuple[joinfile.JoinInfo, List[str]]:
     """Join material valid from `moment`: the recorded token and certificate key where they
     still have their margin, else a new token (`kubeadm token create`) and a re-upload of the
     certificates under a new key (`kubeadm init phase upload-certs`). The new secrets reach
@@ -121,7 +121,8 @@ def refresh_join(host: Host, runner: Runner, endpoint: str, moment: datetime.dat
         key = joinfile.new_certificate_key()
         key_expires = joinfile.format_time(moment + joinfile.CERTIFICATE_KEY_TTL)
         config = kubeadmconfig.refresh_config(kubernetes_version, certificate_key=key,
-                                              cri_socket=cri_socket)
+                                              cri_socket=cri_socket,
+                                              etcd_endpoints=etcd_endpoints)
         with secret_config(host, runner, config) as path:
             # kubeadm prints the key unless told not to (phases/init/uploadcerts.go)
             runner.run(["kubeadm", "init", "phase", "upload-certs", "--upload-certs",
@@ -183,7 +184,8 @@ def init(ctx: Context) -> str:
     endpoint = ctx.cluster.endpoint
     sans = [san for san in (endpoint.vip, endpoint.dns_name) if san]
     config = kubeadmconfig.init_config(settings(ctx), node_address(ctx), token, key,
-                                       lb.apiserver_port, sans, selinux_patches(ctx))
+                                       lb.apiserver_port, sans, selinux_patches(ctx),
+                                       ctx.cluster.etcd_endpoints)
     ctx.host.write(INIT_CONFIG, config, 0o600)
     extra: Dict[str, Any] = {}  # no watch at all unless there is a VIP to watch
     if lb.mode == "static-pods" and not ctx.runner.dry_run:
@@ -259,7 +261,7 @@ class KubeadmStep(ActionStep):
     def _rewrite_join(self, ctx: Context) -> str:
         k = settings(ctx)
         info, done = refresh_join(ctx.host, ctx.runner, str(ctx.cluster.endpoint), now(),
-                                  k.kubernetes_version, k.cri_socket)
+                                  k.kubernetes_version, k.cri_socket, ctx.cluster.etcd_endpoints)
         return "; ".join(done + write_join(ctx.host, info, ctx.join_out))
 
     def apply(self, ctx: Context) -> List[str]:

@@ -58,6 +58,35 @@ def test_cluster_errors_name_line_key_and_suggest(text, message):
     assert err.value.exit_code == ExitCode.USAGE
 
 
+def test_external_etcd_hosts_are_parsed_apart_from_the_nodes():
+    cluster = parse_cluster(GOOD + "etcd:\n  external:\n  - {name: etcd1, address: 10.0.0.31}\n"
+                            "  - {name: etcd2, address: 10.0.0.32}\n")
+    assert [(h.name, h.address, h.role) for h in cluster.etcd_hosts] == [
+        ("etcd1", "10.0.0.31", "etcd"), ("etcd2", "10.0.0.32", "etcd")]
+    assert cluster.etcd_endpoints == ("https://10.0.0.31:2379", "https://10.0.0.32:2379")
+    assert [n.name for n in cluster.nodes] == ["cp1", "w1"]
+    assert parse_cluster(GOOD).etcd_hosts == () and parse_cluster(GOOD).etcd_endpoints == ()
+
+
+@pytest.mark.parametrize("etcd, message", [
+    ("etcd: {exernal: []}\n", "cluster.yaml:7: etcd.exernal: unknown key\nhint: did you mean "
+     "'external'?"),
+    ("etcd: {}\n", "cluster.yaml:7: etcd: required key 'external' is missing"),
+    ("etcd: {external: []}\n", "etcd.external"),
+    ("etcd: {external: [{name: etcd1}]}\n", "etcd.external[0]: required key 'address'"),
+    ("etcd: {external: [{name: cp1, address: 10.0.0.31}]}\n",
+     "etcd.external[0].name: node name 'cp1' is used twice"),
+    ("etcd: {external: [{name: etcd1, address: 10.0.0.21}]}\n",
+     "etcd.external[0].address: address 10.0.0.21 is also node w1's"),
+    ("etcd: {external: [{name: etcd1, address: 10.0.0.31, role: etcd}]}\n",
+     "etcd.external[0].role: unknown key"),
+])
+def test_external_etcd_errors_name_the_key(etcd, message):
+    with pytest.raises(ClusterConfigError) as err:
+        parse_cluster(GOOD + etcd)
+    assert message in err.value.diagnostics()
+
+
 def test_find_node_by_address_or_name():
     cluster = parse_cluster(GOOD)
     assert find_node(cluster, ["127.0.0.1", "10.0.0.21"]).name == "w1"

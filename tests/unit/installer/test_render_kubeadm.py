@@ -6,10 +6,11 @@ checked against the stand-in's field lists of its API version (_kubeadm_schema.p
 import pytest
 import yaml
 from lab import lbsamples
-from mirrorworld.standins import _kubeadm_schema
+from mirrorworld.standins import _extetcd, _kubeadm_schema
 from mirrorworld.standins import _yaml as standin_yaml
 
 from installer import kubeadmconfig
+from installer.format.cluster import parse_cluster
 from tests.golden_files import check_golden
 
 
@@ -136,3 +137,51 @@ def test_the_field_lists_refuse_the_other_versions_shapes():
     assert sorted(_kubeadm_schema.unknown_fields("JoinConfiguration", doc,
                                                  "kubeadm.k8s.io/v1beta3")) == [
         "nodeRegistration.kubeletExtraArgs (want a map)", "timeouts"]
+
+
+def test_external_etcd_names_the_hosts_and_the_files_kubeadm_documents():
+    """cluster.yaml's etcd.external: ClusterConfiguration.etcd.external with each host's client
+    URL and the etcd CA and apiserver-etcd-client pair the control planes hold; the stand-in
+    kubeadm's validation (kubeadm's ValidateEtcd) accepts it."""
+    cluster = parse_cluster(
+        "control_plane: {vip: 10.213.0.100, port: 8443}\nnetworking: {}\n"
+        "load_balancer: {interface: eth0, auth_pass: k8sVIP42}\n"
+        "nodes:\n  - {name: cp1, address: 10.213.0.11, role: control-plane}\n"
+        "etcd:\n  external:\n  - {name: etcd1, address: 10.213.0.31}\n"
+        "  - {name: etcd2, address: 10.213.0.32}\n")
+    text = kubeadmconfig.init_config(lbsamples.kubeadm_1_23(), lbsamples.node(
+        lbsamples.CONTROL_PLANES[0]), lbsamples.TOKEN, lbsamples.CERT_KEY,
+        etcd_endpoints=cluster.etcd_endpoints)
+    check_golden("kubeadm/init-1.23-external-etcd.yaml", text)
+    etcd = _docs(text)["ClusterConfiguration"]["etcd"]
+    assert etcd == {"external": {
+        "endpoints": ["https://10.213.0.31:2379", "https://10.213.0.32:2379"],
+        "caFile": "/etc/kubernetes/pki/etcd/ca.crt",
+        "certFile": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+        "keyFile": "/etc/kubernetes/pki/apiserver-etcd-client.key"}}
+    assert _extetcd.etcd_errors({"etcd": etcd}) == []
+    stacked = kubeadmconfig.init_config(lbsamples.kubeadm_1_23(), lbsamples.node(
+        lbsamples.CONTROL_PLANES[0]), lbsamples.TOKEN, lbsamples.CERT_KEY)
+    assert "etcd" not in _docs(stacked)["ClusterConfiguration"]
+
+
+@pytest.mark.parametrize("external, message", [
+    ({"endpoints": ["https://10.0.0.31:2379"], "certFile": "/e.crt", "keyFile": "/e.key"},
+     'etcd.external: Invalid value: "": setting .Etcd.External.CertFile and '
+     ".Etcd.External.KeyFile requires .Etcd.External.CAFile"),
+    ({"endpoints": ["https://10.0.0.31:2379"], "caFile": "/ca.crt", "certFile": "/e.crt"},
+     "either both or none of .Etcd.External.CertFile and .Etcd.External.KeyFile must be set"),
+    ({"endpoints": ["http://10.0.0.31:2379"], "caFile": "/ca.crt", "certFile": "/e.crt",
+      "keyFile": "/e.key"}, 'etcd.external.endpoints: Invalid value: "http://10.0.0.31:2379": '
+     "the URL must be using the HTTPS scheme"),
+    ({"endpoints": ["10.0.0.31:2379"]}, "the URL without scheme is not allowed"),
+    ({"endpoints": ["https://10.0.0.31:2379"], "caFile": "pki/ca.crt"},
+     'etcd.external.caFile: Invalid value: "pki/ca.crt": path is not absolute'),
+])
+def test_the_kubeadm_stand_in_refuses_what_validate_etcd_refuses(external, message):
+    """kubeadm's ValidateEtcd (cmd/kubeadm/app/apis/kubeadm/validation/validation.go), as the
+    stand-in kubeadm's config validation applies it."""
+    assert message in "\n".join(_extetcd.etcd_errors({"etcd": {"external": external}}))
+    both = {"etcd": {"local": {}, "external": external}}
+    assert _extetcd.etcd_errors(both) == [
+        'etcd: Invalid value: "": .Etcd.Local and .Etcd.External are mutually exclusive']
