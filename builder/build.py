@@ -31,7 +31,8 @@ from builder.errors import BuildError, UsageError
 from builder.inputs.lock import compare, input_changes, lock_path_for, make_lock
 from builder.inputs.lockfile import Lock, load_lock, write_lock
 from builder.inputs.mirrors import MirrorPreset, MirrorPresetError, load_preset
-from builder.inputs.recipe import Recipe, load_recipe
+from builder.inputs.recipe import Recipe
+from builder.inputs.recipefile import load_recipe
 from builder.zipapp import CENTOS7_FINGERPRINT, INSTALLER_NAME, INSTALLER_SOURCE, build_zipapp
 
 if TYPE_CHECKING:

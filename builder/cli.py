@@ -226,7 +226,7 @@ def why(package: str, recipe_path: Path | None, preset_path: Path | None, reques
     platform = None
     if recipe_path is not None:
         from builder.inputs.lock import request_text
-        from builder.inputs.recipe import load_recipe
+        from builder.inputs.recipefile import load_recipe
 
         recipe = load_recipe(recipe_path)
         wanted = wanted or [request_text(spec) for spec in recipe.all_packages()]
@@ -281,7 +281,7 @@ def lock_cmd(recipe_path: Path, preset_path: Path | None, lock_path: Path | None
     from builder.inputs.lock import compare, lock_path_for, make_lock
     from builder.inputs.lockfile import StaleLock, load_lock, write_lock
     from builder.inputs.mirrors import load_preset
-    from builder.inputs.recipe import load_recipe
+    from builder.inputs.recipefile import load_recipe
     from builder.net.http import new_session
 
     configure_logging(verbose)
@@ -383,7 +383,7 @@ def lint_cmd(bundle_path: Path, recipe_path: Path | None, cluster_path: Path | N
     """Check that BUNDLE holds every package and image its role sets and kubeadm need, and
     names no image by digest alone; exit 1 naming what is missing."""
     from builder.bundle.lint import LintFailed, delta_base, lint_bundle
-    from builder.inputs.recipe import load_recipe
+    from builder.inputs.recipefile import load_recipe
 
     configure_logging(verbose)
     recipe = load_recipe(recipe_path) if recipe_path else None

@@ -26,7 +26,7 @@ from lab.runtimes import private_containerd
 from lab.tools import require_tool
 
 from builder.inputs.mirrors import load_preset
-from builder.inputs.recipe import load_recipe
+from builder.inputs.recipefile import load_recipe
 from builder.rpm.modules import parse_modules
 from builder.rpm.repodata import load_repos
 from installer.format.imagearchive import list_images

@@ -21,7 +21,7 @@ BOMB = "\n".join(["a: &a [x,x,x,x,x,x,x,x,x]"] + [
 # the old, exploding behaviour fails the test instead of eating the machine's memory.
 LOADERS = {
     "cluster.yaml": "from installer.format.cluster import load_cluster as load",
-    "recipe": "from builder.inputs.recipe import load_recipe as load",
+    "recipe": "from builder.inputs.recipefile import load_recipe as load",
     "mirror preset": "from builder.inputs.mirrors import load_preset as load",
     "join.yaml": "from installer.joinfile import load",
 }

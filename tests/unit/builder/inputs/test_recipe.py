@@ -13,10 +13,9 @@ from builder.inputs.recipe import (
     PackageSpec,
     RecipeError,
     check_against_preset,
-    load_recipe,
-    parse_recipe,
     role_images,
 )
+from builder.inputs.recipefile import load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[4]
 MANIFESTS = REPO / "manifests"
