@@ -56,6 +56,13 @@ def open_node(root: str, dry_run: bool = False,
             node.name, node.role, cluster.source),
             hint="run it on a control-plane node: {}".format(", ".join(
                 n.name for n in cluster.nodes if n.is_control_plane)))
+    if cluster.etcd_hosts:  # kubeadm's external topology: no member on a control plane
+        raise PreconditionError(
+            "{} keeps etcd on the dedicated hosts of etcd.external ({}): the etcd commands act "
+            "on the control planes' local etcd, which this cluster does not have".format(
+                cluster.source, ", ".join(h.name for h in cluster.etcd_hosts)),
+            hint="back up, defragment and change members on the etcd hosts with their own "
+                 "etcdctl (kubeadm's external etcd guide); drain and delete a Node with kubectl")
     pod = etcd_pod(host, node.name, node.address)
     others = ["https://{}:2379".format(n.address) for n in cluster.nodes
               if n.is_control_plane and n.name != node.name]

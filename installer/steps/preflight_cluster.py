@@ -1,6 +1,7 @@
 """Preflight that sees the cluster, not only the host (called from preflight.CHECKS):
 
-- etcd's disk: fdatasync latency where etcd will live (/var/lib/etcd), control planes only;
+- etcd's disk: fdatasync latency where etcd will live (/var/lib/etcd), control planes only
+  (none with etcd.external); with etcd.external the files the first control plane needs;
 - the pod and service CIDRs against the host's own addresses and routes;
 - the other nodes' kubelet/apiserver/etcd ports, on a node that joins an existing cluster;
 - VRRP's interface and a host firewall that would drop IP protocol 112;
@@ -20,6 +21,7 @@ import time
 from typing import Callable, List, Sequence
 
 from installer.format.errors import PreconditionError
+from installer.kubeadmconfig import EXTERNAL_ETCD_CA, EXTERNAL_ETCD_CERT, EXTERNAL_ETCD_KEY
 from installer.steps import Context, clones
 from installer.steps.preflight import FAIL, PASS, WARN, Finding
 
@@ -74,7 +76,7 @@ def p99(samples: Sequence[float]) -> float:
 
 def check_etcd_disk(ctx: Context, measure: Callable[[str], List[float]] = fsync_latencies
                     ) -> List[Finding]:
-    if not ctx.node.is_control_plane:
+    if not ctx.node.is_control_plane or ctx.cluster.etcd_hosts:  # external: etcd lives there
         return []
     probe = ctx.host.path(ETCD_DIR)
     while not os.path.isdir(probe) and probe != os.path.dirname(probe):
@@ -98,6 +100,27 @@ def check_etcd_disk(ctx: Context, measure: Callable[[str], List[float]] = fsync_
     if worst > FSYNC_WARN_MS:
         return [Finding(WARN, "etcd-disk", text, fix)]
     return [Finding(PASS, "etcd-disk", text)]
+
+
+def check_external_etcd_files(ctx: Context) -> List[Finding]:
+    """etcd.external: the first control plane, before its kubeadm init, holds the etcd CA and
+    the apiserver-etcd-client pair copied from an etcd host (kubeadm's guide; its preflight
+    refuses the init without them: ExternalEtcdClientCertificates). The others receive them
+    with the certificates of the join."""
+    lb = ctx.cluster.load_balancer
+    if not (ctx.cluster.etcd_hosts and ctx.node.is_control_plane
+            and lb.is_first(ctx.node.name)) or ctx.host.exists("/etc/kubernetes/admin.conf"):
+        return []
+    files = (EXTERNAL_ETCD_CA, EXTERNAL_ETCD_CERT, EXTERNAL_ETCD_KEY)
+    missing = [path for path in files if not ctx.host.exists(path)]
+    first = ctx.cluster.etcd_hosts[0]
+    if missing:
+        return [Finding(FAIL, "external-etcd", "{} missing: kubeadm init reaches etcd.external "
+                        "with them".format(", ".join(missing)),
+                        "copy {} from the first etcd host {} ({}), where its etcd CA signed "
+                        "them".format(", ".join(files), first.name, first.address))]
+    return [Finding(PASS, "external-etcd", "the etcd CA and apiserver-etcd-client pair for "
+                    "etcd.external are in place")]
 
 
 # ------------------------------------------------------------------------------ CIDRs
@@ -266,8 +289,8 @@ def check_clone(ctx: Context) -> List[Finding]:
 def findings(ctx: Context) -> List[Finding]:
     """Every cluster-level check, in report order."""
     found: List[Finding] = []
-    for check in (check_cidrs, check_etcd_disk, check_vrrp, check_arp, check_reachability,
-                  check_clone):
+    for check in (check_cidrs, check_etcd_disk, check_external_etcd_files, check_vrrp,
+                  check_arp, check_reachability, check_clone):
         found.extend(check(ctx))
     return found
 

@@ -60,3 +60,29 @@ def test_etcdctl_runs_from_the_etcd_image_of_either_runtime():
     assert argv[:6] == ["ctr", "-n", "k8s.io", "run", "--rm", "--net-host"]
     assert "type=bind,src=/etc/kubernetes/pki,dst=/etc/kubernetes/pki,options=rbind:ro" in argv
     assert argv[argv.index("registry.k8s.io/etcd:3.5.9-0") + 2] == "/usr/local/bin/etcdutl"
+
+
+def test_etcd_commands_refuse_an_external_etcd_cluster_naming_its_hosts(tmp_path):
+    """With etcd.external the control planes have no etcd member: etcd-backup, etcd-restore,
+    etcd-defrag and remove-node say so, instead of "etcd.yaml is missing"."""
+    import json
+
+    from installer.etcdnode import open_node
+    from installer.format.errors import PreconditionError
+
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(
+        "control_plane: {vip: 10.0.0.100}\nnetworking: {}\n"
+        "load_balancer: {interface: eth0, auth_pass: k8sVIP42}\n"
+        "nodes:\n  - {name: cp1, address: 10.0.0.11, role: control-plane}\n"
+        "etcd:\n  external:\n  - {name: etcd1, address: 10.0.0.31}\n"
+        "  - {name: etcd2, address: 10.0.0.32}\n")
+    state = tmp_path / "root/var/lib/kubecrate/state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"version": 1, "cluster": str(cluster), "node": "cp1",
+                                 "role": "control-plane"}))
+    with pytest.raises(PreconditionError) as err:
+        open_node(str(tmp_path / "root"), dry_run=True)
+    assert "keeps etcd on the dedicated hosts of etcd.external (etcd1, etcd2)" in \
+        err.value.message and "etcdctl" in err.value.hint
+    assert err.value.exit_code == ExitCode.PRECONDITION

@@ -160,3 +160,25 @@ def test_a_shared_product_uuid_or_machine_id_is_a_clone_but_unknown_values_are_n
         "4C4C4544-0042-3510-8051-B4C04F4B4E32",
         "node w1 already in the cluster has the same /etc/machine-id " + "aa" * 16]
     assert duplicates(Identity("w3", "", ""), others) == []
+
+
+def test_external_etcd_needs_its_files_on_the_first_control_plane_and_no_disk_probe(tmp_path):
+    from installer.format.cluster import parse_cluster
+    from tests.unit.installer.test_host_steps import GOOD
+
+    ctx = fake_ctx(tmp_path, role="control-plane")
+    ctx.cluster = parse_cluster(GOOD + "etcd:\n  external:\n  - {name: etcd1, address: "
+                                "10.0.0.31}\n")
+    (tmp_path / "root/etc/kubernetes/pki/etcd").mkdir(parents=True)
+    (tmp_path / "root/etc/kubernetes/pki/etcd/ca.crt").write_text("CA")
+    found = preflight_cluster.check_external_etcd_files(ctx)
+    assert [(f.level, f.check) for f in found] == [("fail", "external-etcd")]
+    assert found[0].message.startswith("/etc/kubernetes/pki/apiserver-etcd-client.crt, "
+                                       "/etc/kubernetes/pki/apiserver-etcd-client.key missing")
+    assert "from the first etcd host etcd1 (10.0.0.31)" in found[0].fix
+    for name in ("apiserver-etcd-client.crt", "apiserver-etcd-client.key"):
+        (tmp_path / "root/etc/kubernetes/pki" / name).write_text("x")
+    assert [f.level for f in preflight_cluster.check_external_etcd_files(ctx)] == ["pass"]
+    assert preflight_cluster.check_etcd_disk(ctx, measure=lambda folder: 1 / 0) == []
+    ctx.cluster = parse_cluster(GOOD)  # stacked etcd: nothing to copy
+    assert preflight_cluster.check_external_etcd_files(ctx) == []
