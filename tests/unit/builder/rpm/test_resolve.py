@@ -230,17 +230,17 @@ def test_rpm_qa_base_from_a_host(world):
 
 
 def test_the_provides_index_is_built_once_per_metadata(world, monkeypatch):
-    import builder.rpm.resolve as resolve_module
+    import builder.rpm.pkgindex as pkgindex
 
     built = []
-    real = resolve_module._Index
+    real = pkgindex.Index
 
     def counting(*args):
         built.append(args)
         return real(*args)
 
-    monkeypatch.setattr(resolve_module, "_Index", counting)
-    monkeypatch.setattr(resolve_module, "_INDEXES", [])
+    monkeypatch.setattr(pkgindex, "Index", counting)
+    monkeypatch.setattr(pkgindex, "_INDEXES", [])
     first = resolve(["docker-ce"], world, base=NO_BASE)
     assert names(resolve(["docker-ce"], world, base=NO_BASE)) == names(first)
     assert len(built) == 1
