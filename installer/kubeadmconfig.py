@@ -97,6 +97,29 @@ def _external_etcd(endpoints: Sequence[str]) -> dict:
             "etcd_cert": EXTERNAL_ETCD_CERT, "etcd_key": EXTERNAL_ETCD_KEY}
 
 
+def etcd_host_config(k: Kubeadm, node: NodeAddress, members: Sequence[NodeAddress],
+                     metrics_on_address: bool = False) -> str:
+    """The kubeadm config of an etcd.external host (`members`, this `node` among them) for
+    `kubeadm init phase certs etcd-*` and `init phase etcd local`: the guide's etcd.local
+    extraArgs, every URL on the host's address, the cluster of all members. With
+    `metrics_on_address` etcd's metrics listen there too instead of on 127.0.0.1:2381 (hosts
+    that share one loopback, as the tests' do)."""
+    if node.name not in [m.name for m in members]:
+        raise ValueError("{} is not one of the etcd members".format(node.name))
+    args = [("name", node.name),
+            ("initial-cluster", ",".join("{}=https://{}:2380".format(m.name, m.address)
+                                         for m in members)),
+            ("initial-cluster-state", "new"),
+            ("listen-peer-urls", "https://{}:2380".format(node.address)),
+            ("listen-client-urls", "https://{}:2379".format(node.address)),
+            ("advertise-client-urls", "https://{}:2379".format(node.address)),
+            ("initial-advertise-peer-urls", "https://{}:2380".format(node.address))]
+    if metrics_on_address:
+        args.append(("listen-metrics-urls", "http://{}:2381".format(node.address)))
+    return render("kubeadm-etcd-host.yaml.j2", api=api_version(k.minor), k=k, node=node,
+                  etcd_args=args)
+
+
 def join_config(k: Kubeadm, node: NodeAddress, join: JoinInfo, control_plane: bool,
                 apiserver_port: int = APISERVER_PORT, patches_dir: Optional[str] = None) -> str:
     """JoinConfiguration for a worker, or with `control_plane` for another control-plane node

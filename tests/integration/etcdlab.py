@@ -290,6 +290,43 @@ class EtcdLab:
             init.write_text(INIT_CONFIG)
             seed_images(host.root, [IMAGE])
 
+    def set_up_with_kubeadm(self) -> None:
+        """The hosts as dedicated etcd hosts, set up as kubeadm's "Set up a High Availability
+        etcd cluster with kubeadm" does it, by the kubeadm stand-in: the etcd CA made on the
+        first host and copied to the others, then on each its etcd certificates and etcd.yaml
+        from kubecrate's etcd-host config (installer/kubeadmconfig.py etcd_host_config)."""
+        from lab import lbsamples
+
+        from installer import kubeadmconfig
+
+        members = [kubeadmconfig.NodeAddress(h.name, h.address) for h in self.hosts]
+        first = self.hosts[0]
+        self.kubeadm(first, "init", "phase", "certs", "etcd-ca")
+        for host, member in zip(self.hosts, members):
+            if host is not first:
+                for name in ("etcd/ca.crt", "etcd/ca.key"):
+                    target = host.root / "etc/kubernetes/pki" / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes((first.root / "etc/kubernetes/pki" / name).read_bytes())
+            config = host.root / "etc/kubernetes/kubecrate/kubeadm-etcd.yaml"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(kubeadmconfig.etcd_host_config(
+                lbsamples.kubeadm_1_23(), member, members, metrics_on_address=True))
+            for cert in ("etcd-server", "etcd-peer", "etcd-healthcheck-client",
+                         "apiserver-etcd-client"):
+                self.kubeadm(host, "init", "phase", "certs", cert, "--config", str(config))
+            self.kubeadm(host, "init", "phase", "etcd", "local", "--config", str(config))
+
+    def kubeadm(self, host: EtcdHost, *args: str, check: bool = True
+                ) -> subprocess.CompletedProcess:
+        """The kubeadm stand-in on `host`'s root."""
+        done = subprocess.run([sys.executable, str(STANDINS_SRC / "kubeadm.py")] + list(args),
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(self.env(), KUBECRATE_ROOT=str(host.root)))
+        if check:
+            assert done.returncode == 0, " ".join(args) + "\n" + done.stdout + done.stderr
+        return done
+
     def start(self, names: Optional[Sequence[str]] = None) -> None:
         """Members `names` (default all) form the cluster; the kubelet loop starts."""
         members = [self.host(n) for n in names] if names else self.hosts

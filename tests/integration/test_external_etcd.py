@@ -12,6 +12,7 @@ with one etcd host lost the cluster still writes.
 """
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -61,10 +62,52 @@ CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {0}, namespace: 
 @pytest.fixture
 def etcd(tmp_path):
     lab = EtcdLab(tmp_path / "etcd", ["etcd1", "etcd2", "etcd3"])
-    lab.prepare()
+    lab.set_up_with_kubeadm()
     lab.start()
     yield lab
     lab.close()
+
+
+def test_etcd_hosts_as_kubeadms_guide_sets_them_up(tmp_path):
+    """The kubeadm stand-in's `init phase certs etcd-*` and `init phase etcd local` with
+    kubecrate's etcd-host config: certificates for each host's name and address signed by the
+    first host's CA, etcd.yaml with the guide's flags, and the refusals kubeadm makes."""
+    lab = EtcdLab(tmp_path / "etcd", ["etcd1", "etcd2"])
+    etcd2 = lab.host("etcd2")
+    config = etcd2.root / "kubeadm-etcd.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n"
+                      "kubernetesVersion: v1.23.17\n")
+    refused = lab.kubeadm(etcd2, "init", "phase", "certs", "etcd-server", "--config",
+                          str(config), check=False)
+    assert refused.returncode == 1
+    assert "error execution phase certs/etcd-server: couldn't load etcd/ca certificate " \
+        "authority from /etc/kubernetes/pki" in refused.stderr
+    config.write_text(config.read_text() + "etcd:\n  external:\n    endpoints: "
+                      "[https://10.0.0.1:2379]\n")
+    refused = lab.kubeadm(etcd2, "init", "phase", "etcd", "local", "--config", str(config),
+                          check=False)
+    assert "etcd static pod manifest cannot be generated for cluster using external etcd" in \
+        refused.stderr and not etcd2.manifest.exists()
+
+    lab.set_up_with_kubeadm()
+    pki = etcd2.root / "etc/kubernetes/pki"
+    text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in",
+                           str(pki / "etcd/server.crt")], capture_output=True, text=True,
+                          check=True).stdout
+    assert "CN = etcd2" in text and "IP Address:{}".format(etcd2.address) in text
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(lab.hosts[0].root /
+                               "etc/kubernetes/pki/etcd/ca.crt"), str(pki / "etcd/peer.crt")],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    flags = etcd2.flags()
+    assert flags["initial-cluster"] == "etcd1=https://{}:2380,etcd2=https://{}:2380".format(
+        lab.hosts[0].address, etcd2.address)
+    assert flags["listen-client-urls"] == "https://{}:2379".format(etcd2.address)
+    assert flags["name"] == "etcd2" and flags["initial-cluster-state"] == "new"
+    again = lab.kubeadm(etcd2, "init", "phase", "certs", "etcd-server", "--config",
+                        str(etcd2.root / "etc/kubernetes/kubecrate/kubeadm-etcd.yaml"))
+    assert "Using existing etcd/server certificate and key on disk" in again.stdout
 
 
 def _apply(host, name):

@@ -385,8 +385,18 @@ def run(args) -> None:
     elif args.cmd == "init":
         if args.phase == ["phase", "upload-certs"]:
             cmd_upload_certs(args)
+        elif len(args.phase) == 3 and args.phase[:2] == ["phase", "certs"] or \
+                args.phase == ["phase", "etcd", "local"]:
+            import _kubeadm_phases as phases
+
+            cfg = config.load(args.config) if args.config else {}
+            if args.phase[1] == "certs":
+                phases.certs(args.phase[2], cfg)
+            else:
+                phases.etcd_local(cfg)
         elif args.phase:
-            raise StandinError("the stand-in supports only `init phase upload-certs`, not %r"
+            raise StandinError("the stand-in supports only `init phase upload-certs`, `certs "
+                               "<etcd certificate>` and `etcd local`, not %r"
                                % " ".join(args.phase))
         else:
             if not args.config:

@@ -185,3 +185,28 @@ def test_the_kubeadm_stand_in_refuses_what_validate_etcd_refuses(external, messa
     both = {"etcd": {"local": {}, "external": external}}
     assert _extetcd.etcd_errors(both) == [
         'etcd: Invalid value: "": .Etcd.Local and .Etcd.External are mutually exclusive']
+
+
+def test_etcd_host_config_is_the_guides_for_each_member():
+    """The config of `kubeadm init phase certs etcd-*` / `init phase etcd local` on an
+    etcd.external host: the guide's etcd.local (SANs and extraArgs on the host's address, the
+    cluster of all members), in v1beta3 and v1beta4 shapes."""
+    members = [kubeadmconfig.NodeAddress("etcd1", "10.213.0.31"),
+               kubeadmconfig.NodeAddress("etcd2", "10.213.0.32")]
+    text = kubeadmconfig.etcd_host_config(lbsamples.kubeadm_1_23(), members[1], members)
+    check_golden("kubeadm/etcd-host-1.23.yaml", text)
+    docs = _docs(text)
+    local = docs["ClusterConfiguration"]["etcd"]["local"]
+    assert local["serverCertSANs"] == local["peerCertSANs"] == ["10.213.0.32"]
+    assert local["extraArgs"]["initial-cluster"] == \
+        "etcd1=https://10.213.0.31:2380,etcd2=https://10.213.0.32:2380"
+    assert local["extraArgs"]["listen-client-urls"] == "https://10.213.0.32:2379"
+    assert "listen-metrics-urls" not in local["extraArgs"]  # kubeadm's 127.0.0.1:2381
+    assert docs["InitConfiguration"]["localAPIEndpoint"] == {"advertiseAddress": "10.213.0.32"}
+    v1beta4 = _docs(kubeadmconfig.etcd_host_config(lbsamples.kubeadm_1_33(), members[0],
+                                                   members))
+    assert {"name": "name", "value": "etcd1"} in \
+        v1beta4["ClusterConfiguration"]["etcd"]["local"]["extraArgs"]
+    with pytest.raises(ValueError, match="etcd3 is not one of the etcd members"):
+        kubeadmconfig.etcd_host_config(lbsamples.kubeadm_1_23(),
+                                       kubeadmconfig.NodeAddress("etcd3", "10.0.0.3"), members)
