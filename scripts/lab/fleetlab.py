@@ -167,6 +167,25 @@ def recap(stdout: str) -> Dict[str, Dict[str, int]]:
             for m in RECAP.finditer(stdout)}
 
 
+def failures(stdout: str) -> Dict[str, str]:
+    """host -> its `fatal: [host]: FAILED! => {...}` / `UNREACHABLE!` lines, joined."""
+    found = {}  # type: Dict[str, str]
+    for match in re.finditer(r"^fatal: \[([^\]]+)\]: (.*)$", stdout, re.M):
+        found[match.group(1)] = found.get(match.group(1), "") + match.group(2) + "\n"
+    return found
+
+
+def task_results(stdout: str, task: str) -> Dict[str, str]:
+    """host -> ok/changed/skipping/failed under every `TASK [task]` header of the output."""
+    found = {}  # type: Dict[str, str]
+    for section in stdout.split("TASK [")[1:]:
+        if section.startswith(task + "]"):
+            for match in re.finditer(r"^(ok|changed|skipping|fatal): \[([^\]]+)\]", section,
+                                     re.M):
+                found[match.group(2)] = match.group(1)
+    return found
+
+
 def installed(nodes: Mapping[str, "halab.Node"], names: Sequence[str]) -> List[str]:
     """Which of `names` have a state.json (the installer changed something there)."""
     return [n for n in names if (nodes[n].root / "var/lib/kubecrate/state.json").exists()]

@@ -53,24 +53,14 @@ def test_fleet_export_and_ansible_install_six_hosts_over_ssh(netns_lab, built, c
     untouched(run, "Permission denied")
     assert {r["unreachable"] for r in fleetlab.recap(run.stdout).values()} == {1}, run.stdout
 
-    # One host unreachable (its sshd stopped): the others do not go on.
+    # Three hosts wrong at once, each its own way, in one run: w2 unreachable (its sshd
+    # stopped), w1 failing preflight (an EL9 host for the EL7 bundle, exit 4), w3 whose copy
+    # of the bundle fails its signature (its cache folder's kept .minisig damaged, exit 3).
+    # Every host is checked, each is named with its own failure, and no host is changed.
     fleet.nodes["w2"].host.stop("sshd")
-    run = fleet.playbook(out)
-    untouched(run, "w2")
-    assert fleetlab.recap(run.stdout)["w2"]["unreachable"] == 1, run.stdout
-    fleet.start_sshd_on("w2")
-
-    # One host fails preflight (an EL9 host for the EL7 bundle): exit 4 names it.
     os_release = fleet.nodes["w1"].root / "etc/os-release"
     kept = os_release.read_text()
     os_release.write_text(osreleases.ROCKY94)
-    run = fleet.playbook(out)
-    untouched(run, "w1", "preflight")
-    assert fleetlab.recap(run.stdout)["w1"]["failed"] == 1, run.stdout
-    os_release.write_text(kept)
-
-    # One host's copy of the bundle fails its signature (its cache folder's kept .minisig
-    # damaged): exit 3 names it, nothing changed elsewhere.
     w3 = fleet.nodes["w3"]
     unpacked = w3.pyz(built, "unpack", built / (halab.NAME + ".tar"), "--root", w3.root)
     assert unpacked.returncode == 0, unpacked.stderr
@@ -80,14 +70,26 @@ def test_fleet_export_and_ansible_install_six_hosts_over_ssh(netns_lab, built, c
     text[2] = text[2].replace("timestamp:", "timestamp:9", 1)  # the trusted comment
     cache.write_text("\n".join(text) + "\n")
     run = fleet.playbook(out)
-    untouched(run, "w3", "does not match its signature")
-    assert fleetlab.recap(run.stdout)["w3"]["failed"] == 1, run.stdout
+    untouched(run, "stopping before any host changes: w1, w2, w3 failed or unreachable")
+    counts = fleetlab.recap(run.stdout)
+    assert counts["w2"]["unreachable"] == 1, run.stdout
+    assert counts["w1"]["failed"] == 1 and counts["w3"]["failed"] == 1, run.stdout
+    failures = fleetlab.failures(run.stdout)
+    assert "preflight" in failures["w1"] and '"rc": 4' in failures["w1"], failures
+    assert "does not match its signature" in failures["w3"], failures
+    assert '"rc": 3' in failures["w3"] and "UNREACHABLE" in failures["w2"], failures
+    fleet.start_sshd_on("w2")
+    os_release.write_text(kept)
     shutil.rmtree(str(cache.parent))
 
     # --check: each host's plan, nothing changed.
     run = fleet.playbook(out, "--check")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr
-    assert run.stdout.count("TASK [kubecrate-installer.pyz plan (--check)]") == 5, run.stdout
+    # the hosts with uploads (from the runs above) plan; w2 and w3 have none yet
+    planned = fleetlab.task_results(run.stdout, "kubecrate-installer.pyz plan (--check)")
+    assert planned == dict({n: "changed" for n in names}, w2="skipping", w3="skipping"), \
+        run.stdout[-6000:]
+    assert run.stdout.count("nothing copied here yet: upload, then install everything") == 2
     assert '"host-prep",' in run.stdout and '"kubeadm"' in run.stdout, run.stdout[-6000:]
     assert fleetlab.installed(fleet.nodes, names) == []
 
