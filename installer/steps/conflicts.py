@@ -11,6 +11,7 @@ also take whatever requires them). Preflight proves it beforehand with `rpm -e -
 `reset --host` does not reinstall them: they came from the OS repos, not from the bundle.
 """
 
+import re
 from functools import partial
 from typing import List, Sequence
 
@@ -37,8 +38,6 @@ def installed(ctx: Context, names: Sequence[str]) -> List[str]:
 def conflicting(ctx: Context) -> List[str]:
     """The installed packages the role's bundle packages conflict with (EL8+ only: on EL7
     containerd.io provides runc and replaces it)."""
-    from installer.steps.preflight import bundle_installs
-
     if ctx.info.major_release == "7" or not bundle_installs(ctx, RUNTIME_PACKAGE):
         return []
     return installed(ctx, CONFLICTING)
@@ -70,3 +69,9 @@ def actions(ctx: Context) -> List[Action]:
         return []
     return [Action("remove {} (the bundle's remove_packages: {} conflicts with them)".format(
         " ".join(names), RUNTIME_PACKAGE), partial(ctx.runner.run, ["rpm", "-e"] + names))]
+
+
+def bundle_installs(ctx: Context, name: str) -> bool:
+    """Whether the role's bundle packages name `name` (plain, or name-version / name = EVR)."""
+    return any(re.match(r"^{}(\s*[<>=]|-\d|$)".format(re.escape(name)), spec.strip())
+               for spec in ctx.info.packages_for(ctx.node.role))

@@ -28,6 +28,7 @@ from functools import partial
 from typing import List, Optional, Sequence, Tuple
 
 from installer.steps import Action, Context
+from installer.steps.findings import FAIL, PASS, WARN, Finding
 from installer.steps.loadbalancer import ADMIN_CONF
 
 RESOLV_CONF = "/etc/resolv.conf"
@@ -139,11 +140,9 @@ def _apply(ctx: Context, text: str, digest: str) -> None:
     ctx.host.write(STAMP, digest + "\n")
 
 
-def findings(ctx: Context) -> list:
+def findings(ctx: Context) -> List[Finding]:
     """Preflight, on every node: what CoreDNS will forward to, judged by this node's
     resolv.conf (the file a CoreDNS pod scheduled here would use)."""
-    from installer.steps.preflight import FAIL, PASS, WARN, Finding
-
     kind, servers = mode(ctx.cluster.upstream_dns, ctx.host.read_text(RESOLV_CONF))
     if kind == UPSTREAM:
         bad = [s for s in servers if is_loopback(s)]

@@ -9,17 +9,21 @@ commands (`yum --assumeno`, `rpm -q`, `systemctl is-active`, `xfs_info`). Each y
 import os
 import re
 import tempfile
-from typing import Callable, List, NamedTuple
+from typing import Callable, List
 
 from installer.format.errors import PreconditionError
 from installer.host import fstab_swaps
 from installer.osrelease import read_os_release, refusal
 from installer.render import render
-from installer.steps import Context, calico
+from installer.steps import Context, calico, conflicts, preflight_cluster, timesync
 from installer.steps.cnichoice import choice_problem, chosen
+from installer.steps.conflicts import bundle_installs
+from installer.steps.findings import FAIL, PASS, WARN, Finding
+from installer.steps.preflight_hostpolicy import check_conflicts, check_firewalld, check_selinux
+from installer.steps.preflight_lb import check_lb_images
 from installer.steps.preflight_proxy import check_proxy
+from installer.steps.preflight_repos import check_outside_repos
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
 GIB = 1 << 30
 ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 EL_KERNELS = {"7": "3.10.", "8": "4.18.", "9": "5.14."}
@@ -27,13 +31,6 @@ CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
 WORKER_PORTS = (10250,)
 MIN_CPUS = {"control-plane": 2, "worker": 1}
 MIN_MEMORY_MB = {"control-plane": 1700, "worker": 1024}
-
-
-class Finding(NamedTuple):
-    level: str  # pass | warn | fail
-    check: str
-    message: str
-    fix: str = ""
 
 
 def data_root(runtime: str) -> str:
@@ -89,8 +86,6 @@ def check_packages(ctx: Context) -> Finding:
     packages = ctx.info.packages_for(ctx.node.role)
     if not packages:
         return Finding(PASS, "packages", "the bundle lists no packages for role " + ctx.node.role)
-    from installer.steps import conflicts
-
     source = ctx.source_dir or ctx.bundle_dir
     # Packages host prep removes first (EL8+, dnf): the dry run may erase those, and only those.
     removing = conflicts.planned(ctx) if ctx.info.major_release != "7" else []
@@ -190,60 +185,6 @@ def check_swap(ctx: Context) -> Finding:
         return Finding(PASS, "swap", "swap is off; host prep comments out {} swap line(s) in "
                        "/etc/fstab and masks their systemd swap units".format(len(entries)))
     return Finding(PASS, "swap", "swap is off")
-
-
-def check_selinux(ctx: Context) -> List[Finding]:
-    mode = ctx.host.probes.selinux_mode()
-    if not ctx.cluster.enforcing:
-        if mode == "enforcing":
-            return [Finding(WARN, "selinux", "SELinux is enforcing; host prep sets it permissive "
-                            "now and in /etc/selinux/config",
-                            "keep it enforcing with `selinux: enforcing` in cluster.yaml "
-                            "(docs/selinux.md)")]
-        return [Finding(PASS, "selinux", "SELinux is " + mode)]
-    # `selinux: enforcing` (docs/selinux.md): the host keeps its mode
-    if mode == "disabled":
-        found = [Finding(FAIL, "selinux", "cluster.yaml asks for selinux: enforcing, but SELinux "
-                         "is disabled on this host (setenforce cannot turn it on)",
-                         "set SELINUX=enforcing in /etc/selinux/config, `touch /.autorelabel` "
-                         "and reboot; or use selinux: permissive")]
-    elif mode == "permissive":
-        found = [Finding(WARN, "selinux", "cluster.yaml asks for selinux: enforcing; this host "
-                         "is permissive and stays so (kubecrate changes no mode), with the "
-                         "labels and pod options enforcing needs",
-                         "`setenforce 1` and SELINUX=enforcing when the site requires it")]
-    else:
-        found = [Finding(PASS, "selinux", "SELinux is enforcing and stays so (selinux: "
-                         "enforcing)")]
-    return found + [container_selinux(ctx)]
-
-
-def container_selinux(ctx: Context) -> Finding:
-    """container-selinux labels the runtime, its files and the containers (container_t,
-    spc_t, kubernetes_file_t): on an enforcing host it must be installed, or come with the
-    bundle (docker-ce and containerd.io require it, so the local repo step installs it)."""
-    installed = ctx.runner.query(["rpm", "-q", "container-selinux"])
-    if installed.returncode == 0 and installed.stdout.strip():
-        return Finding(PASS, "container-selinux", installed.stdout.strip() + " is installed")
-    prefix = ctx.info.repo_path.rstrip("/") + "/"
-    carried = sorted(os.path.basename(f) for f in ctx.info.files if f.startswith(prefix)
-                     and re.match(r"container-selinux-\d", os.path.basename(f)))
-    if carried:
-        return Finding(PASS, "container-selinux", "not installed yet; the bundle's {} is "
-                       "installed with the runtime".format(carried[-1]))
-    return Finding(FAIL, "container-selinux", "container-selinux is neither installed nor in "
-                   "the bundle: an enforcing host would deny the runtime and its containers",
-                   "add container-selinux to the recipe's packages and rebuild the bundle")
-
-
-def check_firewalld(ctx: Context) -> Finding:
-    active = ctx.runner.query(["systemctl", "is-active", "firewalld"]).stdout.strip()
-    if active != "active":
-        return Finding(PASS, "firewalld", "firewalld is not running")
-    if ctx.cluster.firewall == "disable":
-        return Finding(WARN, "firewalld", "firewalld is running; host prep stops and disables "
-                       "it (firewall: disable)", "set firewall: open-ports to keep it")
-    return Finding(PASS, "firewalld", "firewalld is running; host prep opens the cluster ports")
 
 
 def check_ports(ctx: Context) -> List[Finding]:
@@ -357,8 +298,6 @@ def check_hostname(ctx: Context) -> Finding:
 
 def check_time(ctx: Context) -> Finding:
     """The clock as chronyd reports it: installer/steps/timesync.py."""
-    from installer.steps import timesync  # it imports Finding from here
-
     return timesync.check_time_sync(ctx)
 
 
@@ -366,41 +305,6 @@ def check_el8(ctx: Context) -> List[Finding]:
     if ctx.info.major_release == "7":
         return []
     return check_tc(ctx) + check_conflicts(ctx)
-
-
-def check_conflicts(ctx: Context) -> List[Finding]:
-    """podman, buildah, runc against containerd.io (installer/steps/conflicts.py): a change
-    host prep makes when the bundle's remove_packages cover them and removing them takes
-    nothing else along, else a failure naming them."""
-    from installer.steps import conflicts
-
-    found = conflicts.conflicting(ctx)
-    if not found:
-        return []
-    why = "containerd.io obsoletes and conflicts with runc, which {} require".format(
-        " and ".join(n for n in found if n != "runc") or "podman and buildah")
-    removable = set(getattr(ctx.info, "remove_packages", ()) or ())
-    kept = [name for name in found if name not in removable]
-    if kept:
-        return [Finding(FAIL, "conflicts", "{} installed: {}; the bundle does not remove {}"
-                        .format(", ".join(found), why, ", ".join(kept)),
-                        "yum remove {} (or build the bundle with `remove: [{}]` in its recipe)"
-                        .format(" ".join(found), ", ".join(conflicts.CONFLICTING)))]
-    blockers = conflicts.removal_blockers(ctx, conflicts.planned(ctx))
-    if blockers:
-        return [Finding(FAIL, "conflicts", "{} installed ({}), but removing them would break "
-                        "other packages:\n    {}".format(", ".join(found), why,
-                                                       "\n    ".join(blockers[:8])),
-                        "remove those packages first, or keep this host out of the cluster")]
-    return [Finding(WARN, "conflicts", "{} installed: {}; host prep removes exactly these "
-                    "(`rpm -e {}`, the bundle's remove_packages)".format(
-                        ", ".join(found), why, " ".join(conflicts.planned(ctx))))]
-
-
-def bundle_installs(ctx: Context, name: str) -> bool:
-    """Whether the role's bundle packages name `name` (plain, or name-version / name = EVR)."""
-    return any(re.match(r"^{}(\s*[<>=]|-\d|$)".format(re.escape(name)), spec.strip())
-               for spec in ctx.info.packages_for(ctx.node.role))
 
 
 def check_tc(ctx: Context) -> List[Finding]:
@@ -426,8 +330,6 @@ def check_iptables(ctx: Context) -> Finding:
 
 def check_cluster(ctx: Context) -> List[Finding]:
     """etcd's disk, CIDRs, the other nodes, VRRP, ARP: installer/steps/preflight_cluster.py."""
-    from installer.steps import preflight_cluster  # it imports Finding from here
-
     return preflight_cluster.findings(ctx)
 
 
@@ -450,7 +352,7 @@ def check_cni(ctx: Context) -> Finding:
 
 def check_dns(ctx: Context) -> List[Finding]:
     """What CoreDNS will forward to, from this node's resolv.conf: installer/steps/coredns.py."""
-    from installer.steps import coredns  # it imports Finding from here
+    from installer.steps import coredns  # coredns -> loadbalancer -> hostprep -> this module
 
     return coredns.findings(ctx)
 
@@ -460,26 +362,10 @@ CHECKS: List[Callable] = [
     check_firewalld, check_ports, check_modules, check_filesystem, check_disk, check_identity,
     check_hostname, check_time, check_el8, check_iptables, check_cluster, check_proxy,
     check_dns, check_cni,
-    check_packages,
+    check_packages, check_lb_images, check_outside_repos,
 ]
 
 
-def _lb_images(ctx: Context) -> List[Finding]:
-    from installer.steps.preflight_lb import check_lb_images
-
-    return check_lb_images(ctx)
-
-
-CHECKS.append(_lb_images)
-
-
-def _outside_repos(ctx: Context) -> List[Finding]:
-    from installer.steps.preflight_repos import check_outside_repos
-
-    return check_outside_repos(ctx)
-
-
-CHECKS.append(_outside_repos)
 
 
 def findings(ctx: Context) -> List[Finding]:

@@ -23,7 +23,7 @@ from typing import Callable, List, Sequence
 from installer.format.errors import PreconditionError
 from installer.kubeadmconfig import EXTERNAL_ETCD_CA, EXTERNAL_ETCD_CERT, EXTERNAL_ETCD_KEY
 from installer.steps import Context, clones
-from installer.steps.preflight import FAIL, PASS, WARN, Finding
+from installer.steps.findings import FAIL, PASS, WARN, Finding
 
 ETCD_DIR = "/var/lib/etcd"
 # etcd's hardware guide: the 99th percentile of WAL fdatasync should stay below 10 ms

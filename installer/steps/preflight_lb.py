@@ -10,6 +10,7 @@ with `"@loadbalancer"` in its recipe's control-plane images (docs/recipe.md).
 from typing import List
 
 from installer.steps import Context
+from installer.steps.findings import Finding
 
 PASS, FAIL = "pass", "fail"
 
@@ -28,9 +29,7 @@ def missing_lb_images(ctx: Context) -> List[str]:
     return [ref for ref in wanted if _short(ref) not in have]
 
 
-def check_lb_images(ctx: Context) -> list:
-    from installer.steps.preflight import Finding
-
+def check_lb_images(ctx: Context) -> List[Finding]:
     if not ctx.node.is_control_plane or ctx.cluster.load_balancer.mode != "static-pods":
         return []
     missing = missing_lb_images(ctx)

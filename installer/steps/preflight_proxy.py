@@ -16,6 +16,8 @@ import os
 import shlex
 from typing import Dict, List, Sequence
 
+from installer.steps.findings import PASS, WARN, Finding
+
 PROXY_KEYS = ("HTTPS_PROXY", "HTTP_PROXY")
 DROP_IN_DIRS = {"docker": "/etc/systemd/system/docker.service.d",
                 "containerd": "/etc/systemd/system/containerd.service.d"}
@@ -95,10 +97,8 @@ def _sources(ctx) -> List[tuple]:
     return sources
 
 
-def check_proxy(ctx) -> List:
+def check_proxy(ctx) -> List[Finding]:
     """WARN per place that sets a proxy whose NO_PROXY misses cluster addresses; PASS else."""
-    from installer.steps.preflight import PASS, WARN, Finding  # preflight imports this module
-
     targets = cluster_targets(ctx)
     found = []
     for where, env in _sources(ctx):

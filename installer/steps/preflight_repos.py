@@ -13,7 +13,7 @@ import os
 from typing import List
 
 from installer.steps import Context
-from installer.steps.preflight import PASS, WARN, Finding
+from installer.steps.findings import PASS, WARN, Finding
 from installer.steps.repo import REPO_FILE
 
 URL_KEYS = ("baseurl", "mirrorlist", "metalink")

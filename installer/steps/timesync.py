@@ -16,7 +16,7 @@ from installer import owned
 from installer.format.cluster import Node
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
-from installer.steps.preflight import FAIL, PASS, WARN, Finding
+from installer.steps.findings import FAIL, PASS, WARN, Finding
 
 CHRONY_CONF = "/etc/chrony.conf"
 LOCAL_STRATUM = 10

@@ -2,7 +2,7 @@
 preflight and removed by host prep only when the bundle's remove_packages says so, exactly
 those."""
 
-from installer.steps import conflicts, hostprep, preflight
+from installer.steps import conflicts, hostprep, preflight, preflight_hostpolicy
 from tests.unit.installer.test_hostprep_items import ctx_for
 
 EL8 = dict(major_release="8", release="8.5", packages_for=lambda role: (
@@ -19,7 +19,7 @@ def _ctx(tmp_path, removals=(), answers=None):
 
 
 def test_preflight_names_them_when_the_bundle_does_not_remove_them(tmp_path):
-    (finding,) = preflight.check_conflicts(_ctx(tmp_path))
+    (finding,) = preflight_hostpolicy.check_conflicts(_ctx(tmp_path))
     assert finding.level == "fail"
     assert finding.message == ("podman, runc installed: containerd.io obsoletes and conflicts "
                                "with runc, which podman require; the bundle does not remove "
@@ -33,7 +33,7 @@ def test_removal_is_a_change_when_listed_and_nothing_else_needs_them(tmp_path):
     ctx = _ctx(tmp_path, ("podman", "buildah", "runc"),
                {("rpm", "-q", "podman", "buildah", "runc"): HAVE,
                 ("rpm", "-e", "--test"): (0, "")})
-    (finding,) = preflight.check_conflicts(ctx)
+    (finding,) = preflight_hostpolicy.check_conflicts(ctx)
     assert finding.level == "warn" and "`rpm -e podman runc`" in finding.message
     (action,) = conflicts.actions(ctx)
     assert action.what.startswith("remove podman runc")
@@ -47,7 +47,7 @@ def test_a_removal_that_would_take_other_packages_fails(tmp_path):
         ("rpm", "-e", "--test"): (1, "")})
     ctx.runner.query = _with_stderr(ctx.runner.query, "error: Failed dependencies:\n"
                                     "\trunc is needed by (installed) toolbox-0.0.99.3-1.x86_64")
-    (finding,) = preflight.check_conflicts(ctx)
+    (finding,) = preflight_hostpolicy.check_conflicts(ctx)
     assert finding.level == "fail" and "would break other packages" in finding.message
     assert "runc is needed by (installed) toolbox" in finding.message
 
@@ -60,10 +60,10 @@ def _with_stderr(query, stderr):
 
 
 def test_el7_and_bundles_without_containerd_io_are_not_judged(tmp_path):
-    assert preflight.check_conflicts(ctx_for(tmp_path, answers={RPM_Q: HAVE})) == []
+    assert preflight_hostpolicy.check_conflicts(ctx_for(tmp_path, answers={RPM_Q: HAVE})) == []
     ctx = ctx_for(tmp_path / "x", answers={RPM_Q: HAVE}, major_release="8",
                   packages_for=lambda role: ("socat",))
-    assert preflight.check_conflicts(ctx) == []
+    assert preflight_hostpolicy.check_conflicts(ctx) == []
 
 
 def test_erased_by_reads_dnf_removals_and_obsoletes():

@@ -17,7 +17,15 @@ from installer.format.bundleinfo import BundleImage
 from installer.format.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
 from installer.format.errors import ExitCode, StepFailed
 from installer.host import Host, Probes
-from installer.steps import all_steps, hostprep, preflight, repo, runtime, timesync
+from installer.steps import (
+    all_steps,
+    hostprep,
+    preflight,
+    preflight_hostpolicy,
+    repo,
+    runtime,
+    timesync,
+)
 from tests.unit.installer.test_host_steps import GOOD, FakeRunner
 
 STANDINS = Path(__file__).resolve().parents[3] / "scripts" / "lab" / "hoststandins.py"
@@ -377,7 +385,7 @@ def test_preflight_for_an_enforcing_cluster(tmp_path, mode, installed, carried, 
     ctx = ctx_for(tmp_path, ENFORCING, answers, kernel_files={} if mode is None else {
         "sys/fs/selinux/enforce": mode}, repo_path="repo")
     ctx.info.files = carried_files
-    found = preflight.check_selinux(ctx)
+    found = preflight_hostpolicy.check_selinux(ctx)
     assert [f.level for f in found] == levels, found
     if not installed and not carried:
         assert "add container-selinux to the recipe's packages" in found[1].fix

@@ -53,5 +53,5 @@ def test_other_modes_and_workers_need_no_load_balancer_images():
 def test_the_check_is_part_of_preflight():
     from installer.steps import preflight
 
-    assert any(getattr(c, "__name__", "") == "_lb_images" for c in preflight.CHECKS)
+    assert any(getattr(c, "__name__", "") == "check_lb_images" for c in preflight.CHECKS)
     assert callable(findings)
