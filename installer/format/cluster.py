@@ -226,7 +226,17 @@ def load_cluster(path: str) -> Cluster:
 
 
 def find_node(cluster: Cluster, addresses: Sequence[str], name: Optional[str] = None) -> Node:
-    """This host's node entry: by `name` (--node) if given, else by one of its `addresses`."""
+    """This host's node entry: by `name` (--node) if given, else by one of its `addresses`.
+    An etcd.external host is no node: ClusterConfigError saying how it is set up."""
+    etcd_host = next((h for h in cluster.etcd_hosts if h.name == name or
+                      (not name and h.address in set(addresses))), None)
+    if etcd_host is not None:
+        raise ClusterConfigError(
+            "{}: {} is an etcd.external host, which kubecrate does not install in this "
+            "version".format(cluster.source, etcd_host.name),
+            hint="set up etcd there as kubeadm's \"Set up a High Availability etcd cluster "
+                 "with kubeadm\" describes, then copy its etcd CA certificate and an "
+                 "apiserver-etcd-client pair to the first control plane (docs/cluster.md)")
     if name:
         node = cluster.node(name)
         if node is None:

@@ -87,6 +87,16 @@ def test_external_etcd_errors_name_the_key(etcd, message):
     assert message in err.value.diagnostics()
 
 
+def test_an_external_etcd_host_is_told_it_is_no_node():
+    cluster = parse_cluster(GOOD + "etcd:\n  external:\n  - {name: etcd1, address: 10.0.0.31}\n")
+    for addresses, name in ((["10.0.0.31"], None), ([], "etcd1")):
+        with pytest.raises(ClusterConfigError) as err:
+            find_node(cluster, addresses, name)
+        assert "etcd1 is an etcd.external host, which kubecrate does not install" in \
+            err.value.message and "Set up a High Availability etcd cluster" in err.value.hint
+    assert find_node(cluster, ["10.0.0.11"]).name == "cp1"
+
+
 def test_find_node_by_address_or_name():
     cluster = parse_cluster(GOOD)
     assert find_node(cluster, ["127.0.0.1", "10.0.0.21"]).name == "w1"
