@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from lab.dnfroot import dnf, installed, write_config
 from lab.tools import require_tool
-from mirrorworld import yum
+from mirrorworld import yum, yumdata
 
 pytestmark = pytest.mark.integration
 
@@ -220,8 +220,8 @@ def test_generate_is_cached(world):
 
 
 def test_package_data_rejects_unknown_keys(tmp_path):
-    data = yum.DATA.read_text().replace("- {name: socat,", "- {name: socat, color: blue,")
+    data = yumdata.DATA.read_text().replace("- {name: socat,", "- {name: socat, color: blue,")
     bad = tmp_path / "yum_packages.yaml"
     bad.write_text(data)
-    with pytest.raises(yum.YumWorldError, match="color"):
-        yum.load(bad)
+    with pytest.raises(yumdata.YumWorldError, match="color"):
+        yumdata.load(bad)
