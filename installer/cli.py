@@ -1,7 +1,6 @@
 """kubecrate-installer command line: parse, call one core function, map errors to exit codes."""
 
 import contextlib
-import pkgutil
 import sys
 from typing import Iterator, Optional, Sequence
 
@@ -13,11 +12,17 @@ from installer.bundlecache import cache_root
 from installer.cliopts import (
     _ARGV,
     _begin,
+    _options,
     _print_outcome,
     _print_steps,
     _prog_name,
+    bundle_option,
+    cluster_option,
     common_options,
     json_option,
+    key_option,
+    node_option,
+    trusted_key,
 )
 from installer.format import bundle, minisig
 from installer.format.clikit import configure_logging, run
@@ -44,29 +49,6 @@ needs no tar.
     + EXIT_CODES_HELP
 )
 
-EMBEDDED_KEY = "trusted.pub"  # written into the package by the zipapp build
-RETIRING_KEYS = "trusted-retiring.json"  # written too when the build rotated the key
-
-
-def trusted_key(path: Optional[str]) -> minisig.Trust:
-    """The key named by --key, else the keys embedded in this installer: the builder's, and
-    after a key rotation the previous one until its expiry date (docs/security.md)."""
-    if path:
-        return minisig.load_public_key(path)
-    data = _from_package(EMBEDDED_KEY)
-    if data is None:
-        raise UsageError(
-            "no --key given and this installer has no embedded public key",
-            hint="pass --key kubecrate.pub (the builder's public key)",
-        )
-    current = minisig.TrustedKey(minisig.parse_public_key(data.decode("utf-8"), "embedded key"))
-    retiring = _from_package(RETIRING_KEYS)
-    if retiring is None:
-        return minisig.Keyring((current,))
-    return minisig.Keyring((current,) + minisig.parse_retiring(
-        retiring.decode("utf-8"), "embedded " + RETIRING_KEYS))
-
-
 def _embedded_keyring() -> Optional[minisig.Keyring]:
     """The embedded keys, or None in a checkout (no embedded key)."""
     try:
@@ -76,19 +58,6 @@ def _embedded_keyring() -> Optional[minisig.Keyring]:
     return trust if isinstance(trust, minisig.Keyring) else None
 
 
-def _from_package(name: str) -> Optional[bytes]:
-    try:
-        return pkgutil.get_data("installer", name)
-    except OSError:
-        return None
-
-
-key_option = click.option(
-    "--key",
-    "key_path",
-    type=click.Path(dir_okay=False),
-    help="minisign public key (.pub) to trust instead of the embedded one.",
-)
 signature_option = click.option(
     "--signature",
     "signature_path",
@@ -167,24 +136,9 @@ def _progress_bar(source: BundleSource, what: str) -> Iterator:
 host_only_option = click.option(
     "--host-only", "host_only", is_flag=True,
     help="Only the host steps (through binaries): prepare this host now, join it later.")
-bundle_option = click.option("--bundle", "bundle_path", required=True, type=click.Path(),
-                             help="The signed bundle tar, or its cache folder "
-                             "(ROOT/var/lib/kubecrate/bundles/<digest>) without the tar.")
-cluster_option = click.option("--cluster", "cluster_path", required=True,
-                              type=click.Path(dir_okay=False), help="cluster.yaml.")
-node_option = click.option("--node", "node_name", help="This host's node name in cluster.yaml "
-                           "[default: found by the host's addresses].")
 join_option = click.option("--join", "join_path", type=click.Path(dir_okay=False),
                            help="join.yaml from the first control-plane node (or join-info): "
                            "every node but the first joins with it.")
-
-
-def _options(bundle_path, cluster_path, key_path, root, node_name, dry_run, join_path=None,
-             join_out=None, host_only=False):
-    from installer.session import Options
-
-    return Options(bundle_path, cluster_path, trusted_key(key_path), root, node_name, dry_run,
-                   lambda line: click.echo(line, err=True), join_path, join_out, host_only)
 
 
 @cli.command("preflight")
@@ -489,4 +443,4 @@ cli.add_command(clicare.cache_group)
 for _command in (clietcd.etcd_backup_cmd, clietcd.etcd_restore_cmd, clietcd.etcd_defrag_cmd,
                  clietcd.remove_node_cmd, clifleet.fleet_group):
     cli.add_command(_command)
-cliupgrade.register(cli)  # `upgrade --bundle`: installer/cliupgrade.py
+cli.add_command(cliupgrade.upgrade_cmd)  # `upgrade --bundle`: installer/cliupgrade.py

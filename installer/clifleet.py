@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from installer.cliopts import _begin, common_options
+from installer.cliopts import _begin, common_options, trusted_key
 
 
 @click.group("fleet")
@@ -40,7 +40,6 @@ def export_cmd(cluster_path, bundle_path, out, pyz_path, key_path, forks, worker
     and the workers in batches, and each host's `status --json` at the end. Run it with
     `ansible-playbook site.yml` from OUT (ansible-core 2.14-2.16); `--check` runs `plan`."""
     from installer import fleet
-    from installer.cli import trusted_key
 
     _begin(verbose, root, True)
     pyz = pyz_path or _this_pyz()

@@ -1,15 +1,19 @@
 """The options and start-up every installer command shares (installer/cli.py and the commands
 of installer/clicare.py, clifleet.py, cliupgrade.py): --root/--dry-run/-v, --json, the run log,
-the program's name, and the printing of a run's steps (install, upgrade, plan)."""
+the program's name, and the printing of a run's steps (install, upgrade, plan); the host
+commands' --bundle/--cluster/--node/--key and the keys --key or the .pyz trusts."""
 
 import os
+import pkgutil
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import click
 
 from installer import __version__, runlog
+from installer.format import minisig
 from installer.format.clikit import configure_logging
+from installer.format.errors import UsageError
 
 _ARGV = []  # type: list  # this run's arguments, for the run log (set by cli.main)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -66,3 +70,58 @@ def _print_steps(steps, clean: str, start: int = 1) -> None:
                                          if step.changes else clean))
         for change in step.changes:
             click.echo("       - " + change)
+
+
+# ------------------------------------------------------------------ host commands' options
+
+EMBEDDED_KEY = "trusted.pub"  # written into the package by the zipapp build
+RETIRING_KEYS = "trusted-retiring.json"  # written too when the build rotated the key
+
+
+def trusted_key(path: Optional[str]) -> minisig.Trust:
+    """The key named by --key, else the keys embedded in this installer: the builder's, and
+    after a key rotation the previous one until its expiry date (docs/security.md)."""
+    if path:
+        return minisig.load_public_key(path)
+    data = _from_package(EMBEDDED_KEY)
+    if data is None:
+        raise UsageError(
+            "no --key given and this installer has no embedded public key",
+            hint="pass --key kubecrate.pub (the builder's public key)",
+        )
+    current = minisig.TrustedKey(minisig.parse_public_key(data.decode("utf-8"), "embedded key"))
+    retiring = _from_package(RETIRING_KEYS)
+    if retiring is None:
+        return minisig.Keyring((current,))
+    return minisig.Keyring((current,) + minisig.parse_retiring(
+        retiring.decode("utf-8"), "embedded " + RETIRING_KEYS))
+
+
+def _from_package(name: str) -> Optional[bytes]:
+    try:
+        return pkgutil.get_data("installer", name)
+    except OSError:
+        return None
+
+
+key_option = click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False),
+    help="minisign public key (.pub) to trust instead of the embedded one.",
+)
+bundle_option = click.option("--bundle", "bundle_path", required=True, type=click.Path(),
+                             help="The signed bundle tar, or its cache folder "
+                             "(ROOT/var/lib/kubecrate/bundles/<digest>) without the tar.")
+cluster_option = click.option("--cluster", "cluster_path", required=True,
+                              type=click.Path(dir_okay=False), help="cluster.yaml.")
+node_option = click.option("--node", "node_name", help="This host's node name in cluster.yaml "
+                           "[default: found by the host's addresses].")
+
+
+def _options(bundle_path, cluster_path, key_path, root, node_name, dry_run, join_path=None,
+             join_out=None, host_only=False):
+    from installer.session import Options
+
+    return Options(bundle_path, cluster_path, trusted_key(key_path), root, node_name, dry_run,
+                   lambda line: click.echo(line, err=True), join_path, join_out, host_only)

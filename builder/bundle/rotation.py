@@ -17,7 +17,7 @@ from builder.bundle.keys import SecretKey
 from installer.format import minisig
 from installer.format.errors import UsageError
 
-RETIRING_KEYS = "trusted-retiring.json"  # installer/cli.py reads it with pkgutil.get_data
+RETIRING_KEYS = "trusted-retiring.json"  # installer/cliopts.py reads it with pkgutil.get_data
 
 
 class RotationError(UsageError):
