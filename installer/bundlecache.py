@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 from installer.format import minisig
 from installer.format.bundle import Bundle, cache_root, claimed_manifest_sha256
 from installer.format.errors import VerificationError
-from installer.format.iotypes import Writable
+from installer.format.iotypes import Readable, Writable
 from installer.format.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_SIZE,
@@ -72,19 +72,31 @@ def load_cached(directory: str, public_key: minisig.Trust,
                 hint="run `unpack X.tar` (or install --bundle X.tar) once with this installer; "
                      "it keeps the signature in the cache")
         signature = minisig.load_signature(sig_path)
-    minisig.check_comment(public_key, signature, directory)
+    actual = authenticate_manifest(raw, public_key, signature, directory)
+    if os.path.basename(os.path.normpath(directory)) != actual:
+        raise _damaged(directory, ["{}: sha256 {} but the folder is named {}".format(
+            MANIFEST_NAME, actual, os.path.basename(os.path.normpath(directory)))])
+    return Bundle(directory, parse_manifest(raw), actual, raw, b"", signature)
+
+
+def authenticate_manifest(raw: bytes, public_key: minisig.Trust,
+                          signature: minisig.Signature, where: str) -> str:
+    """bundle.json's SHA-256, once the signature's trusted comment (checked against the key)
+    names exactly these bytes: all the files it lists are then checked against it. `where`
+    names the cache folder or the URL in the errors."""
+    minisig.check_comment(public_key, signature, where)
     actual = hashlib.sha256(raw).hexdigest()
     claimed = claimed_manifest_sha256(signature)
     if claimed is None:
         raise VerificationError(
             "{}: the signature's trusted comment names no bundle.json digest (the bundle was "
             "signed with stock `minisign -S`), so the cache cannot be checked without the "
-            "tar".format(directory),
+            "tar".format(where),
             hint="pass the bundle tar with --bundle, or re-sign it with `kubecrate pack`")
-    if actual != claimed or os.path.basename(os.path.normpath(directory)) != claimed:
-        raise _damaged(directory, ["{}: sha256 {} but the signed trusted comment says {}".format(
+    if actual != claimed:
+        raise _damaged(where, ["{}: sha256 {} but the signed trusted comment says {}".format(
             MANIFEST_NAME, actual, claimed)])
-    return Bundle(directory, parse_manifest(raw), actual, raw, b"", signature)
+    return actual
 
 
 def file_sha256(path: str) -> str:
@@ -280,9 +292,15 @@ def read_verified(path: str, sha256: str, what: str) -> bytes:
 def copy_verified(source: str, sha256: str, out: Writable, what: str) -> None:
     """Copy a cached file into `out`, hashing while copying; raises before the caller can
     rename `out` into place when the bytes are not the signed ones."""
-    digest = hashlib.sha256()
     with open(source, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-            out.write(block)
+        copy_stream_verified(handle, sha256, out, what, source)
+
+
+def copy_stream_verified(stream: Readable, sha256: str, out: Writable, what: str,
+                         source: str) -> None:
+    """copy_verified() from an open stream (a file, an HTTPS response) named `source`."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(CHUNK), b""):
+        digest.update(block)
+        out.write(block)
     require_sha256(what, digest.hexdigest(), sha256, source)

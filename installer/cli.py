@@ -16,9 +16,9 @@ from installer.cliopts import (
     _print_outcome,
     _print_steps,
     _prog_name,
-    bundle_option,
     cluster_option,
     common_options,
+    joinable_bundle_option,
     json_option,
     key_option,
     node_option,
@@ -142,7 +142,7 @@ join_option = click.option("--join", "join_path", type=click.Path(dir_okay=False
 
 
 @cli.command("preflight")
-@bundle_option
+@joinable_bundle_option
 @cluster_option
 @node_option
 @join_option
@@ -168,7 +168,7 @@ def preflight_cmd(bundle_path, cluster_path, node_name, join_path, key_path, as_
 
 
 @cli.command("plan")
-@bundle_option
+@joinable_bundle_option
 @cluster_option
 @node_option
 @join_option
@@ -200,7 +200,7 @@ def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, no_drai
 
 
 @cli.command("install")
-@bundle_option
+@joinable_bundle_option
 @cluster_option
 @node_option
 @join_option
@@ -441,6 +441,7 @@ cli.add_command(clicare.collect_logs_cmd)
 cli.add_command(clicare.cache_group)
 # etcd backup/restore/defrag, remove-node: installer/clietcd.py; fleet export: clifleet.py.
 for _command in (clietcd.etcd_backup_cmd, clietcd.etcd_restore_cmd, clietcd.etcd_defrag_cmd,
-                 clietcd.remove_node_cmd, clifleet.fleet_group):
+                 clietcd.remove_node_cmd, clifleet.fleet_group, clifleet.serve_bundle_cmd,
+                 clifleet.fetch_bundle_cmd):
     cli.add_command(_command)
 cli.add_command(cliupgrade.upgrade_cmd)  # `upgrade --bundle`: installer/cliupgrade.py

@@ -113,6 +113,12 @@ key_option = click.option(
 bundle_option = click.option("--bundle", "bundle_path", required=True, type=click.Path(),
                              help="The signed bundle tar, or its cache folder "
                              "(ROOT/var/lib/kubecrate/bundles/<digest>) without the tar.")
+# preflight, plan, install: a joining node may leave the bundle to its join.yaml
+joinable_bundle_option = click.option(
+    "--bundle", "bundle_path", type=click.Path(),
+    help="The signed bundle tar, or its cache folder (ROOT/var/lib/kubecrate/bundles/<digest>) "
+         "without the tar [default with --join: fetched from the first control-plane node's "
+         "bundle server that join.yaml names, pinned by its CA hash].")
 cluster_option = click.option("--cluster", "cluster_path", required=True,
                               type=click.Path(dir_okay=False), help="cluster.yaml.")
 node_option = click.option("--node", "node_name", help="This host's node name in cluster.yaml "

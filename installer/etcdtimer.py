@@ -62,10 +62,8 @@ def schedule(root: str, program: str, folder: str, keep: int, calendar: str,
     host = Host(root, dry_run=dry_run)
     runner = Runner(root, dry_run=dry_run)
     changes = []
-    if not dry_run and os.path.abspath(program) != host.path(PROGRAM):
-        os.makedirs(os.path.dirname(host.path(PROGRAM)), exist_ok=True)
-        with open(program, "rb") as source:
-            replace_file(host.path(PROGRAM), lambda out: shutil.copyfileobj(source, out), 0o755)
+    if not dry_run:
+        copy_program(host, program)
     changes.append("copied {} to {}".format(program, PROGRAM))
     for path, text in ((SERVICE, SERVICE_TEXT), (TIMER, TIMER_TEXT)):
         done = host.write(path, text.format(program=PROGRAM, folder=folder, keep=keep,
@@ -80,6 +78,17 @@ def schedule(root: str, program: str, folder: str, keep: int, calendar: str,
     return changes
 
 
+def copy_program(host: Host, program: str) -> bool:
+    """The running .pyz at PROGRAM (atomically), so units do not depend on where the operator
+    keeps it; False when it already is the same file."""
+    if os.path.abspath(program) == host.path(PROGRAM):
+        return False
+    os.makedirs(os.path.dirname(host.path(PROGRAM)), exist_ok=True)
+    with open(program, "rb") as source:
+        replace_file(host.path(PROGRAM), lambda out: shutil.copyfileobj(source, out), 0o755)
+    return True
+
+
 def unschedule(root: str, dry_run: bool = False) -> List[str]:
     host = Host(root, dry_run=dry_run)
     runner = Runner(root, dry_run=dry_run)
@@ -87,7 +96,10 @@ def unschedule(root: str, dry_run: bool = False) -> List[str]:
     if host.exists(TIMER):
         runner.run(["systemctl", "disable", "--now", UNIT + ".timer"], timeout=60)
         changes.append("stopped and disabled {}.timer".format(UNIT))
-    for path in (TIMER, SERVICE, PROGRAM):
+    from installer.steps.bundleserver import UNIT_FILE  # runs the same PROGRAM
+
+    kept = (PROGRAM,) if host.exists(UNIT_FILE) else ()
+    for path in (p for p in (TIMER, SERVICE, PROGRAM) if p not in kept):
         if host.remove(path):
             changes.append("remove " + path)
     if changes:

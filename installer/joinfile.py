@@ -32,7 +32,7 @@ TOKEN_TTL = datetime.timedelta(hours=24)  # kubeadm's DefaultTokenDuration
 CERTIFICATE_KEY_TTL = datetime.timedelta(hours=2)  # kubeadm's DefaultCertTokenDuration
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 KEYS = ("format_version", "endpoint", "token", "token_expires", "ca_cert_hash",
-        "certificate_key", "certificate_key_expires", "bundle")
+        "certificate_key", "certificate_key_expires", "bundle", "bundle_server")
 
 TOKEN_RE = re.compile(r"\A[a-z0-9]{6}\.[a-z0-9]{16}\Z")
 CERTIFICATE_KEY_RE = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -56,6 +56,9 @@ class JoinInfo(NamedTuple):
     # The bundle.json digest the cluster was installed from (its kubecrate-bundle ConfigMap):
     # a node with another bundle is refused. None in files of older installers.
     bundle: Optional[str] = None
+    # "address:port" of the first control-plane node's bundle server (installer/bundleserve.py),
+    # where a node without the bundle tar fetches it. None in files of older installers.
+    bundle_server: Optional[str] = None
 
     def token_expired(self, now: datetime.datetime) -> bool:
         return _parse_time(self.token_expires) <= now
@@ -125,6 +128,9 @@ def validate(info: JoinInfo, source: str = "join.yaml") -> None:
     if info.bundle is not None and (not isinstance(info.bundle, str) or
                                     not BUNDLE_RE.match(info.bundle)):
         raise bad("bundle", "not a bundle.json digest (64 lowercase hex digits)")
+    if info.bundle_server is not None and (not isinstance(info.bundle_server, str) or
+                                           not ENDPOINT_RE.match(info.bundle_server)):
+        raise bad("bundle_server", "{!r} is not address:port".format(info.bundle_server))
     if (info.certificate_key is None) != (info.certificate_key_expires is None):
         raise bad("certificate_key_expires", "certificate_key and certificate_key_expires "
                   "come together")
@@ -164,7 +170,8 @@ def parse(text: str, source: str = "join.yaml") -> JoinInfo:
     remember(data.get("token"), data.get("certificate_key"))
     info = JoinInfo(data["endpoint"], data["token"], data["token_expires"],
                     data["ca_cert_hash"], data.get("certificate_key"),
-                    data.get("certificate_key_expires"), data.get("bundle"))
+                    data.get("certificate_key_expires"), data.get("bundle"),
+                    data.get("bundle_server"))
     validate(info, source)
     return info
 

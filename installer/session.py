@@ -12,12 +12,13 @@ from installer.bundlecache import cache_root
 from installer.format import minisig
 from installer.format.bundleinfo import read_info, wanted_for_preflight
 from installer.format.cluster import find_node, load_cluster
-from installer.format.errors import KubecrateError, PreconditionError
+from installer.format.errors import KubecrateError, PreconditionError, UsageError
 from installer.format.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
 from installer.format.manifest import parse_manifest
 from installer.host import Host
 from installer.hostfiles import naming_full_disk
 from installer.runner import Runner
+from installer.servedsource import served_source
 from installer.source import open_source
 from installer.state import STATE_PATH, HostLock, State
 from installer.steps import BUNDLES_DIR, Context, StepReport, all_steps, calico, run_steps
@@ -28,7 +29,7 @@ from installer.steps.preflight import FAIL, Finding, run_preflight
 
 PREP_STEPS = ("preflight", "unpack", "host-prep", "local-repo", "time", "runtime", "images",
               "binaries")
-CLUSTER_STEPS = ("loadbalancer", "kubeadm", "cni")
+CLUSTER_STEPS = ("loadbalancer", "kubeadm", "cni", "bundle-server")
 HOST_STEPS = PREP_STEPS + CLUSTER_STEPS
 
 
@@ -69,13 +70,22 @@ def open_context(options: Options, stage: bool = False) -> Iterator[Context]:
     host = Host(options.root, dry_run=options.dry_run)
     runner = Runner(options.root, dry_run=options.dry_run, echo=options.echo)
     node = find_node(cluster, host.probes.addresses(), options.node_name)
-    source = open_source(options.bundle_path)
     join = None
     if options.join_path:
         try:
             join = joinfile.load(options.join_path)
         except joinfile.JoinFileError as err:  # a precondition of the join: exit 4
             raise PreconditionError(err.message, err.hint)
+    if options.bundle_path:
+        source = open_source(options.bundle_path)
+    elif join is not None:
+        source = served_source(join, options.join_path or "join.yaml")
+    else:
+        raise UsageError("--bundle is required on the first control-plane node (and without "
+                         "--join)", hint="pass --bundle X.tar; a joining node may instead "
+                         "pass only --join join.yaml and fetch the bundle from the first "
+                         "control-plane node")
+    options = options._replace(bundle_path=options.bundle_path or source.location)
 
     def context(checked: Any, directory: str, staged: Any = None) -> Context:
         ctx = Context(host, runner, cluster, node,

@@ -124,6 +124,7 @@ def all_steps(host_only: bool = False) -> List[Step]:
     preparation (binaries), before the load balancer, kubeadm and the CNI."""
     from installer.steps import (
         binaries,
+        bundleserver,
         cni,
         hostprep,
         images,
@@ -139,7 +140,8 @@ def all_steps(host_only: bool = False) -> List[Step]:
              timesync.TimeStep(), runtime.RuntimeStep(), images.ImagesStep(),
              binaries.BinariesStep()]  # type: List[Step]
     if not host_only:
-        steps += [loadbalancer.LoadBalancerStep(), kubeadm.KubeadmStep(), cni.CniStep()]
+        steps += [loadbalancer.LoadBalancerStep(), kubeadm.KubeadmStep(), cni.CniStep(),
+                  bundleserver.BundleServerStep()]
     return steps
 
 

@@ -73,6 +73,13 @@ def node_address(ctx: Context) -> kubeadmconfig.NodeAddress:
     return kubeadmconfig.NodeAddress(ctx.node.name, ctx.node.address)
 
 
+def bundle_server(ctx: Context) -> str:
+    """Where this (the first control-plane) node serves the bundle: its own address."""
+    from installer.bundlefetch import PORT
+
+    return "{}:{}".format(ctx.node.address, PORT)
+
+
 def ca_cert_hash(host: Host, runner: Runner) -> str:
     return joinfile.ca_cert_hash(runner, host.path(CA_CERT))
 
@@ -132,7 +139,7 @@ def refresh_join(host: Host, runner: Runner, endpoint: str, moment: datetime.dat
                     "{})".format(key_expires))
     bundle = parity.cluster_bundle(runner, ADMIN_CONF) if not runner.dry_run else None
     info = joinfile.JoinInfo(endpoint, token, token_expires, ca_cert_hash(host, runner), key,
-                             key_expires, bundle)
+                             key_expires, bundle, old.bundle_server if old else None)
     joinfile.validate(info)
     return info, done
 
@@ -202,7 +209,7 @@ def init(ctx: Context) -> str:
                              joinfile.format_time(moment + joinfile.TOKEN_TTL),
                              ca_cert_hash(ctx.host, ctx.runner), key,
                              joinfile.format_time(moment + joinfile.CERTIFICATE_KEY_TTL),
-                             ctx.info.digest)
+                             ctx.info.digest, bundle_server(ctx))
     written = write_join(ctx.host, info, ctx.join_out)
     return "kubeadm init as the first control-plane node of {}; {}".format(
         endpoint, "; ".join(written))

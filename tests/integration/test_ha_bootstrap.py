@@ -187,7 +187,8 @@ def install(lab, name, join=None, join_out=None, digest="c" * 64):
     """The cluster steps of `install` for `name`, checked and recorded as install does."""
     ctx = context(lab, name, joinfile.load(str(join)) if join else None, join_out, digest)
     kubeadm_step.require_join(ctx)
-    return {r.name: r.changes for r in run_steps(ctx, all_steps()[-3:], State.load(ctx.host))}
+    steps = [s for s in all_steps() if s.name in ("loadbalancer", "kubeadm", "cni")]
+    return {r.name: r.changes for r in run_steps(ctx, steps, State.load(ctx.host))}
 
 
 def nodes(lab):

@@ -4,7 +4,8 @@
 Unit state lives under <root>/run/kubecrate-standin/units/<unit>.json, <root> being
 $KUBECRATE_ROOT (default /). Units named in $KUBECRATE_SYSTEMCTL_RUN (comma list, default
 "kubelet") really run: `start` launches <root>/usr/bin/<unit>, <root>/usr/local/bin/<unit> or
-<unit> from PATH as a detached daemon (pid in <root>/run/kubecrate-standin/<unit>.pid, output in
+<unit> from PATH (else the unit's own ExecStart= program under the root) as a detached daemon
+(pid in <root>/run/kubecrate-standin/<unit>.pid, output in
 <root>/var/log/kubecrate-standin/<unit>.log); every other unit only records its state, so the
 installer can enable docker, chronyd, keepalived, ... without touching the real machine.
 
@@ -217,18 +218,32 @@ def binary(unit):
     return shutil.which(unit)
 
 
+def own_program(command):
+    """ExecStart's program under the root when it is no daemon of the lab (say the installer's
+    bundle server, a .pyz): run as systemd runs it, argv as written (systemd.service(5):
+    an absolute path), with no --kubecrate-root= added."""
+    if not command or not command[0].startswith("/"):
+        return None
+    path = under_root(command[0])
+    return path if root() != "/" and os.access(path, os.X_OK) else None
+
+
 def start(unit):
     if unit not in run_units() or running_pid(unit):
         return
+    command = exec_start(unit)
     exe = binary(unit)
+    tail = ["--kubecrate-root=" + root()]
+    if not exe and own_program(command):
+        exe, tail = own_program(command), []
     if not exe:
         raise SystemExit("Failed to start %s.service: Unit %s.service not found." % (unit, unit))
-    command = exec_start(unit) or [exe]
+    command = command or [exe]
     log = under_root("/var/log/kubecrate-standin/%s.log" % unit)
     os.makedirs(os.path.dirname(log), exist_ok=True)
     env = dict(os.environ, KUBECRATE_ROOT=root())
     with open(log, "ab") as out:
-        proc = subprocess.Popen([exe] + command[1:] + ["--kubecrate-root=" + root()],
+        proc = subprocess.Popen([exe] + command[1:] + tail,
                                 stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=out, env=env, start_new_session=True)
     os.makedirs(os.path.dirname(pid_file(unit)), exist_ok=True)

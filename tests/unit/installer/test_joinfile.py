@@ -46,6 +46,7 @@ def test_expiry():
     ('token_expires: "2024-01-02T12:00:00Z"', 'token_expires: "tomorrow"', "token_expires"),
     ("format_version: 1", "format_version: 1\nextra: 1", "extra"),
     ("format_version: 1", 'format_version: 1\nbundle: "v1.23.17"', "bundle"),
+    ("format_version: 1", 'format_version: 1\nbundle_server: "https://cp1"', "bundle_server"),
 ])
 def test_invalid_join_file_names_the_key(old, new, key):
     text = joinfile.dump(lbsamples.join_info()).replace(old, new)
@@ -117,3 +118,11 @@ def test_the_clusters_bundle_round_trips_and_older_files_have_none():
     assert 'bundle: "{}"'.format("e" * 64) in text
     assert joinfile.parse(text) == info
     assert joinfile.parse(joinfile.dump(lbsamples.join_info())).bundle is None
+
+
+def test_the_bundle_server_round_trips_and_older_files_have_none():
+    info = lbsamples.join_info()._replace(bundle="e" * 64, bundle_server="10.213.0.11:8447")
+    text = joinfile.dump(info)
+    assert 'bundle_server: "10.213.0.11:8447"' in text
+    assert joinfile.parse(text) == info
+    assert joinfile.parse(joinfile.dump(lbsamples.join_info())).bundle_server is None
