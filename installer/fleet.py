@@ -4,8 +4,11 @@ node (docs/fleet.md).
 The project is data plus one static playbook: the inventory comes from cluster.yaml (the roles
 as groups, the first control-plane node in its own group), fleet.yml holds what this export
 knows (the bundle's path on the control node and its bundle.json digest, the worker batch
-size), and site.yml with tasks/install.yml drive the installer's own commands (preflight,
-install, join-info, status) on every host with ansible-core's builtin modules only. The
+size), files/preflight/<digest>/ holds what the joining nodes' preflight reads (bundle.json,
+its signature, the repo metadata and keys: installer/servedsource.py PreflightView; they fetch
+the bundle itself from the first control-plane node when they join), and site.yml with
+tasks/install.yml drive the installer's own commands (preflight, install, join-info, status)
+on every host with ansible-core's builtin modules only. The
 playbook is shipped verbatim from installer/templates/fleet/ (never rendered here: its `{{ }}`
 are Ansible's). Everything is written with an atomic replace, so a failed export leaves no
 half-written file.
@@ -18,7 +21,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 import yaml
 
-from installer import __version__
+from installer import __version__, servedsource
 from installer.atomic import replace_file
 from installer.format import bundle as bundlemod
 from installer.format import minisig
@@ -32,6 +35,7 @@ STATIC = (("site.yaml", "site.yml"), ("install.yaml", "tasks/install.yml"),
           ("kubecrate.yaml", "kubecrate.yml"))
 GROUPS = {"control-plane": "control_plane", "worker": "worker"}  # Ansible refuses '-' in names
 FIRST_GROUP = "first_control_plane"
+VIEW_DIR = "files/preflight"  # <digest>/: what the joiners' preflight reads (PreflightView)
 
 
 class FleetError(UsageError):
@@ -66,7 +70,7 @@ def _dump(data: Any, header: str) -> bytes:
 
 def _bundle_digest(bundle_path: str, key: minisig.Trust) -> str:
     """The bundle.json digest the signature's trusted comment names, once the comment is
-    checked against `key` (reading none of the tar: every host verifies all of it)."""
+    checked against `key` (before the tar is read for the preflight view)."""
     require_regular_file(bundle_path)
     signature = minisig.load_signature(bundlemod.signature_path_for(bundle_path))
     minisig.check_comment(key, signature, bundle_path)
@@ -116,7 +120,14 @@ def export(cluster_path: str, bundle_path: str, out: str, pyz_path: str,
         contents.append((target, data))
     with open(cluster_path, "rb") as handle:
         contents.append(("files/cluster.yaml", handle.read()))
-    written = []
+    if not digest:
+        raise FleetError(
+            "{}: its signature's trusted comment names no bundle.json digest (signed with "
+            "stock `minisign -S`), so the joining nodes could not check the bundle they fetch "
+            "from the first control-plane node".format(bundle_path),
+            hint="sign the bundle with `kubecrate pack` / `kubecrate build`")
+    view = servedsource.write_view(bundle_path, key, os.path.join(out, VIEW_DIR))
+    written = [os.path.relpath(view, out) + "/"]
     for relative, data in contents:
         _write(out, relative, lambda stream, data=data: stream.write(data), 0o644)
         written.append(relative)

@@ -129,7 +129,10 @@ class Fleet:
         for name, node in self.nodes.items():
             env = dict(passed, **node.env)
             env.update(KUBECRATE_ROOT=str(node.root),
-                       PATH="{}:{}".format(node.python_dir, node.env["PATH"]))
+                       PATH="{}:{}".format(node.python_dir, node.env["PATH"]),
+                       # the first control plane's bundle server runs (installer/bundleserve.py)
+                       KUBECRATE_SYSTEMCTL_RUN=node.env["KUBECRATE_SYSTEMCTL_RUN"]
+                       + ",kubecrate-bundle-server")
             (folder / (name + ".yml")).write_text(yaml.safe_dump({
                 "ansible_python_interpreter": str(self.python),
                 "ansible_remote_tmp": str(node.host.dir / "ansible-tmp"),

@@ -18,7 +18,8 @@ def test_fleet_export_and_ansible_install_six_hosts_over_ssh(netns_lab, built, c
                                                               tmp_path):
     """`fleet export` + ansible-playbook (ansible-core 2.16, real sshd in every namespace host,
     CPython 3.6.15 as each host's interpreter) install 3 control planes and 3 workers from one
-    control node; a second run changes nothing. Before that, each bad input stops the run
+    control node, the bundle copied to the first control plane only (the others fetch it from
+    its bundle server); a second run changes nothing. Before that, each bad input stops the run
     before the installer changed any host: a wrong SSH key, an unreachable host, a host failing
     preflight, a host whose bundle signature fails."""
     from lab import fleetlab
@@ -108,6 +109,22 @@ def test_fleet_export_and_ansible_install_six_hosts_over_ssh(netns_lab, built, c
         assert not (node.root / "var/tmp/kubecrate/join.yaml").exists(), name
         assert '"installed": true' in run.stdout  # status --json of each host, printed
         assert "kubecrate-installer.pyz install" in node.python36_runs(), name
+    # Only the first control plane got the bundle; the others fetched it from its bundle
+    # server (a real .pyz process on CPython 3.6 in cp1's namespace, pinned by join.yaml's CA
+    # hash) into their caches, checked as a copied bundle is.
+    tar = halab.NAME + ".tar"
+    cp1 = fleet.nodes["cp1"]
+    served = (cp1.root / "var/log/kubecrate-standin/kubecrate-bundle-server.log").read_text()
+    for name, node in fleet.nodes.items():
+        uploaded = sorted(p.name for p in (node.root / "var/tmp/kubecrate").iterdir())
+        cached = [p.name for p in (node.root / "var/lib/kubecrate/bundles").iterdir()]
+        assert len(cached) == 1, (name, cached)
+        if name == "cp1":
+            assert tar in uploaded, uploaded
+            continue
+        assert uploaded == ["cluster.yaml", "kubecrate-installer.pyz", "preflight"], uploaded
+        assert '{} "GET /kubecrate/v1/bundles/{}/bundle.json'.format(
+            node.host.address, cached[0]) in served, (name, served[-3000:])
 
     run = fleet.playbook(out)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr

@@ -62,6 +62,33 @@ def test_the_project_holds_the_inventory_by_role_and_the_bundle_digest(tmp_path,
     assert (out / "files/cluster.yaml").read_text() == CLUSTER
     assert os.stat(str(out / "files/kubecrate-installer.pyz")).st_mode & 0o777 == 0o755
     assert "ansible-playbook site.yml" in printed.err
+    # what the joining nodes' preflight reads, checked: they fetch the bundle when they join
+    view = out / "files/preflight" / digest
+    assert (view / "bundle.json").exists() and (view / "PREFLIGHT-VIEW").exists()
+    assert not (view / "images").exists()  # the bundle itself is not in the project
+
+
+def test_the_preflight_view_serves_preflight_but_not_install(tmp_path, capfd, kit):
+    from installer.format import minisig
+    from installer.format.bundleinfo import wanted_for_preflight
+    from installer.format.errors import PreconditionError, VerificationError
+    from installer.source import open_source
+
+    code, printed = export(capfd, kit, tmp_path / "p")
+    assert code == ExitCode.OK, printed.err
+    view = next((tmp_path / "p/files/preflight").iterdir())
+    key = minisig.load_public_key(str(kit["public"]))
+    source = open_source(str(view))
+    with source.view(key, str(tmp_path / "root"), wanted_for_preflight) as seen:
+        assert seen.directory == str(view) and not seen.cached
+    with pytest.raises(PreconditionError) as refused:
+        source.stage(key, str(tmp_path / "root"))
+    assert "--join join.yaml alone" in refused.value.message
+    (view / "bundle.json").write_bytes((view / "bundle.json").read_bytes() + b" ")
+    with pytest.raises(VerificationError):
+        with source.view(key, str(tmp_path / "root"), wanted_for_preflight):
+            pass
+    assert not (tmp_path / "root").exists()
 
 
 def test_the_playbook_uses_ansible_core_builtins_only(tmp_path, capfd, kit):
