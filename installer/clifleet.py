@@ -101,7 +101,6 @@ def fetch_bundle_cmd(join_path, key_path, root, dry_run, verbose):
     arrives damaged is fetched again (3 tries), then exit 3; nothing is cached unless
     complete and checked."""
     from installer import joinfile
-    from installer.cli import trusted_key
     from installer.servedsource import served_source
 
     _begin(verbose, root, dry_run)
