@@ -24,12 +24,12 @@ import time
 
 import pytest
 from lab import halab
+from lab.etcdlab import etcd_bin
 from lab.netns import ip
 from lab.tools import require_tool
 
 from installer import joinfile
 from installer.format.errors import ExitCode
-from tests.integration.etcdlab import etcd_bin
 
 pytestmark = pytest.mark.e2e
 

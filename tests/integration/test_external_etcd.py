@@ -1,6 +1,6 @@
 """kubeadm's external etcd topology (cluster.yaml `etcd.external`) against the real etcd 3.5.1.
 
-Three etcd hosts (tests/integration/etcdlab.py) whose certificates come from the first one, as
+Three etcd hosts (scripts/lab/etcdlab.py) whose certificates come from the first one, as
 kubeadm's "Set up a High Availability etcd cluster with kubeadm" has it: the etcd CA made on
 etcd1 and copied to the others, each member's server and peer pair signed with it. The first
 control plane holds the etcd CA and an apiserver-etcd-client pair copied from etcd1 (the
@@ -16,10 +16,10 @@ import subprocess
 import time
 
 import pytest
+from lab.etcdlab import EtcdLab
 
 from installer import kubeadmconfig
 from tests.integration import test_mirrorworld_standins as standins
-from tests.integration.etcdlab import EtcdLab
 from tests.integration.test_mirrorworld_standins import (
     CERT_KEY,
     TOKEN,

@@ -5,6 +5,9 @@
 - the lab and the mirror world import neither the scripts that use them (demo, benchmarks) nor
   pytest: a failure there is an exception a script can show and a test reports as a failure;
 - tests/ takes from scripts/ only the lab and the mirror world, never a script's own code;
+- a helper module inside one kind of test (tests/unit/, integration/, e2e/, docs/) serves that
+  kind only: one that another kind imports is lab code and lives in scripts/lab/ (as the etcd
+  lab, scripts/lab/etcdlab.py, which the integration and e2e tests share);
 - builder/ and installer/ import none of them, and the kubecrate distribution (setup.cfg
   [options.packages.find]) ships builder/ and installer/ only.
 
@@ -14,7 +17,7 @@ names file:line and the import.
 
 import configparser
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import pytest
 import setuptools
@@ -67,6 +70,49 @@ def test_the_lab_and_the_mirror_world_import_no_script_and_no_pytest(package):
     assert not problems, "\n".join(problems)
 
 
+def _kind(path: Path) -> str:
+    """unit, integration, e2e or docs for a file under tests/<kind>/; "" at the top of tests/."""
+    parts = path.relative_to(TOP / "tests").parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def _module_file(name: str) -> Optional[Path]:
+    """The file of the longest prefix of dotted `name` that is a module of the repository."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        path = TOP.joinpath(*parts[:end])
+        for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def foreign_helpers(source: str, where: Path) -> List[str]:
+    """Imports, by the test file `where` (its text `source`), of a helper module (neither a
+    test_*.py module nor a conftest.py) that lives in another kind's folder of tests/."""
+    module = _module(where, TOP)
+    problems = []
+    for line, name in imports(source, module, where.name == "__init__.py"):
+        if _top(name) != "tests":
+            continue
+        target = _module_file(name)
+        if (target is None or target.name.startswith("test_")
+                or target.name in ("conftest.py", "__init__.py") or not _kind(target)
+                or _kind(target) == _kind(where)):
+            continue
+        problems.append("{}:{}: imports {} from tests/{}/, a helper another kind of test "
+                        "shares: lab code, which lives in scripts/lab/".format(
+                            where.relative_to(TOP), line, name, _kind(target)))
+    return problems
+
+
+def test_a_helper_of_one_kind_of_test_is_not_shared_with_another():
+    problems = []
+    for path in sorted((TOP / "tests").rglob("*.py")):
+        problems += foreign_helpers(path.read_text(encoding="utf-8"), path)
+    assert not problems, "\n".join(problems)
+
+
 def test_tests_take_only_the_lab_and_the_mirror_world_from_scripts():
     problems = _check(TOP / "tests", TOP, SCRIPT_CODE + ("scripts",),
                       "tests/ may import only {} of scripts/".format(", ".join(SHARED)))
@@ -110,3 +156,18 @@ def test_the_lab_check_refuses_pytest_and_the_benchmarks():
     assert violations(source, "scripts/lab/x.py", "lab.x", ("tests", "pytest") + SCRIPT_CODE,
                       "why") == ["scripts/lab/x.py:2: imports pytest (why)",
                                  "scripts/lab/x.py:3: imports benchmarks.timing.Result (why)"]
+
+
+@pytest.mark.parametrize("source, where, bad", [
+    # the etcd lab back in tests/integration/, imported by an e2e test: refused
+    ("from tests.integration.readyhost import ReadyHost\n", "tests/e2e/test_x.py", 1),
+    ("def f():\n    from tests.integration import readyhost\n", "tests/e2e/test_x.py", 1),
+    ("from tests.integration.readyhost import ReadyHost\n", "tests/integration/test_x.py", 0),
+    ("from tests.unit.installer.test_ha_steps import make_ctx\n", "tests/e2e/test_x.py", 0),
+    ("from tests.rpmrepos import pkg\nfrom lab.etcdlab import EtcdLab\n",
+     "tests/e2e/test_x.py", 0),
+])
+def test_the_helper_check_names_each_import_of_another_kinds_helper(source, where, bad):
+    problems = foreign_helpers(source, TOP / where)
+    assert len(problems) == bad, problems
+    assert all(p.startswith(where + ":") for p in problems)

