@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Type, TypeVar
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -112,6 +112,27 @@ def _cleanup(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+D = TypeVar("D", bound=Daemon)
+
+
+@contextlib.contextmanager
+def _running(kind: Type[D], name: str, folder: Path, socket: Path, argv: List[str],
+             client: List[str]) -> Iterator[D]:
+    """Run the daemon `argv` (its output in FOLDER/NAME.log) until `CLIENT version` answers
+    on `socket`; stop it and remove `folder` on exit."""
+    log = folder / f"{name}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    daemon = kind(name, folder, socket, process, log, client)
+    try:
+        _wait_socket(daemon, [*client, "version"])
+        yield daemon
+    finally:
+        _stop(daemon)
+        _cleanup(folder)
+
+
 @contextlib.contextmanager
 def private_dockerd() -> Iterator[Daemon]:
     """Start a private Docker 20.10 daemon; stop it and remove its folder on exit."""
@@ -122,22 +143,13 @@ def private_dockerd() -> Iterator[Daemon]:
     socket = folder / "docker.sock"
     config = folder / "daemon.json"
     config.write_text("{}\n")  # never the host's /etc/docker/daemon.json
-    log = folder / "dockerd.log"
     argv = [binary, "--config-file", str(config), "--storage-driver=vfs", "--iptables=false",
             "--ip6tables=false", "--bridge=none", "--data-root", str(folder / "data"),
             "--exec-root", str(folder / "exec"), "-H", f"unix://{socket}",
             "--pidfile", str(folder / "docker.pid")]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
     client = [DOCKER_CLIENT, "-H", f"unix://{socket}"]
-    daemon = Daemon("dockerd", folder, socket, process, log, client)
-    try:
-        _wait_socket(daemon, [*client, "version"])
+    with _running(Daemon, "dockerd", folder, socket, argv, client) as daemon:
         yield daemon
-    finally:
-        _stop(daemon)
-        _cleanup(folder)
 
 
 CONTAINERD_CONFIG = """\
@@ -196,19 +208,9 @@ def private_containerd(host_config: Optional[Path] = None) -> Iterator[Container
     if host_config is not None:
         argv = [binary, "--config", str(host_config), "--root", str(folder / "root"),
                 "--state", str(folder / "state"), "--address", str(socket)]
-    log = folder / "containerd.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
     client = [ctr, "-a", str(socket)]
-    daemon = Containerd("containerd", folder, socket, process, log, client)
-    try:
-        _wait_socket(daemon, [*client, "version"])
+    with _running(Containerd, "containerd", folder, socket, argv, client) as daemon:
         yield daemon
-    finally:
-        _stop(daemon)
-        _cleanup(folder)
 
 
 def docker_images(daemon: Daemon) -> dict:
