@@ -9,15 +9,9 @@ from installer.format.cluster import parse_cluster
 from installer.host import Host, Probes
 from installer.steps import preflight
 from installer.steps.preflight_proxy import environment_of, uncovered
+from tests.unit.installer.test_host_steps import GOOD
 
-CLUSTER = """\
-control_plane: {vip: 10.0.0.100, dns_name: cluster-endpoint, port: 8443}
-networking: {pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}
-nodes:
-  - {name: cp1, address: 10.0.0.11, role: control-plane}
-  - {name: w1, address: 10.0.0.21, role: worker}
-load_balancer: {interface: eth0, auth_pass: k8sVIP42}
-"""
+CLUSTER = GOOD  # cp1 and w1 on 10.0.0.0/24, VIP 10.0.0.100, cluster-endpoint
 COVERING = "localhost,127.0.0.1,10.0.0.0/24,cluster-endpoint,10.244.0.0/16,10.96.0.0/12"
 
 

@@ -18,6 +18,7 @@ from builder.cache import Cache
 from builder.inputs.mirrors import load_preset
 from builder.registry.client import pull_images
 from builder.registry.image_archive import bundle_images, write_archive
+from installer.bundlecache import file_sha256
 from installer.format.imagearchive import list_images, write_subset
 
 pytestmark = pytest.mark.integration
@@ -30,14 +31,6 @@ WORKER = ["docker.io/flannel/flannel:v0.22.3", "registry.k8s.io/kube-proxy:v1.23
 def _pull(world, preset, cache):
     return pull_images(world.state["registry"]["images"], "linux/amd64", load_preset(preset),
                        cache)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="session")
@@ -185,7 +178,7 @@ def test_same_inputs_same_bytes(pulled, archive, tmp_path, monkeypatch):
     cache, images = pulled
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(MTIME))
     again = write_archive(list(reversed(images)), cache, tmp_path / "again.tar")
-    assert again.sha256 == archive.sha256 == _sha256(archive.path)
+    assert again.sha256 == archive.sha256 == file_sha256(str(archive.path))
     assert again.path.read_bytes() == archive.path.read_bytes()
 
 

@@ -16,19 +16,13 @@ from builder.inputs.recipe import (
     role_images,
 )
 from builder.inputs.recipefile import load_recipe, parse_recipe
+from builder.registry.kubeadm_images import kubeadm_images
 
 REPO = Path(__file__).resolve().parents[4]
 MANIFESTS = REPO / "manifests"
 PRIMARY = MANIFESTS / "k8s-1.23.17-el7.yaml"
-KUBEADM_1_23_17 = [  # `kubeadm config images list` of v1.23.17
-    "registry.k8s.io/kube-apiserver:v1.23.17",
-    "registry.k8s.io/kube-controller-manager:v1.23.17",
-    "registry.k8s.io/kube-scheduler:v1.23.17",
-    "registry.k8s.io/kube-proxy:v1.23.17",
-    "registry.k8s.io/pause:3.6",
-    "registry.k8s.io/etcd:3.5.6-0",
-    "registry.k8s.io/coredns/coredns:v1.8.6",
-]
+# `kubeadm config images list` of v1.23.17 (the table test_registry_kubeadm_images checks)
+KUBEADM_1_23_17 = [image.reference for image in kubeadm_images("1.23.17")]
 
 
 def recipes() -> list[Path]:
