@@ -90,6 +90,7 @@ class FakeRegistry:
         self.basic: Optional[Tuple[str, str]] = None  # require these credentials
         self.bearer = False  # require tokens from /token (anonymous allowed)
         self.corrupt: set = set()  # blob digests served with a flipped byte
+        self.corrupt_last: set = set()  # ... with their last byte flipped (found only whole)
         self.cut: Dict[str, int] = {}  # digest -> bytes sent before cutting (once)
         self.ignore_range = False
         self.fail: Dict[str, int] = {}  # path substring -> how many 503s before success
@@ -220,6 +221,8 @@ class FakeRegistry:
         data = self.blobs[digest]
         if digest in self.corrupt:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
+        if digest in self.corrupt_last:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
         start, end = 0, len(data)
         rng = h.headers.get("Range")
         if rng and not self.ignore_range:
