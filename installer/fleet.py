@@ -4,7 +4,7 @@ node (docs/fleet.md).
 The project is data plus one static playbook: the inventory comes from cluster.yaml (the roles
 as groups, the first control-plane node in its own group), fleet.yml holds what this export
 knows (the bundle's path on the control node and its bundle.json digest, the worker batch
-size), files/preflight/<digest>/ holds what the joining nodes' preflight reads (bundle.json,
+size), files/<digest>.preflight.tar holds what the joining nodes' preflight reads (bundle.json,
 its signature, the repo metadata and keys: installer/servedsource.py PreflightView; they fetch
 the bundle itself from the first control-plane node when they join), and site.yml with
 tasks/install.yml drive the installer's own commands (preflight, install, join-info, status)
@@ -35,7 +35,7 @@ STATIC = (("site.yaml", "site.yml"), ("install.yaml", "tasks/install.yml"),
           ("kubecrate.yaml", "kubecrate.yml"))
 GROUPS = {"control-plane": "control_plane", "worker": "worker"}  # Ansible refuses '-' in names
 FIRST_GROUP = "first_control_plane"
-VIEW_DIR = "files/preflight"  # <digest>/: what the joiners' preflight reads (PreflightView)
+VIEW_DIR = "files"  # <digest>.preflight.tar: what the joiners' preflight reads (PreflightView)
 
 
 class FleetError(UsageError):
@@ -127,7 +127,7 @@ def export(cluster_path: str, bundle_path: str, out: str, pyz_path: str,
             "from the first control-plane node".format(bundle_path),
             hint="sign the bundle with `kubecrate pack` / `kubecrate build`")
     view = servedsource.write_view(bundle_path, key, os.path.join(out, VIEW_DIR))
-    written = [os.path.relpath(view, out) + "/"]
+    written = [os.path.relpath(view, out)]
     for relative, data in contents:
         _write(out, relative, lambda stream, data=data: stream.write(data), 0o644)
         written.append(relative)

@@ -15,10 +15,11 @@ import http.client
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 import urllib.parse
-from typing import Optional
+from typing import Any, Iterator, Optional, Set, Tuple
 
 from installer import bundlecache, joinfile
 from installer.bundlefetch import BUNDLE_PATH, Fetcher, Unreachable
@@ -178,49 +179,56 @@ def _refused(url: str, message: str, err: Exception) -> KubecrateError:
 
 
 
-VIEW_MARKER = "PREFLIGHT-VIEW"  # in a folder `fleet export` writes: only what preflight reads
-VIEW_TEXT = b"""Written by `kubecrate-installer.pyz fleet export`: bundle.json, its signature and
-the files preflight and plan read, for the nodes that will fetch the bundle itself from the
-first control-plane node. `install` needs the whole bundle; this folder is not one.
-"""
+VIEW_SUFFIX = ".preflight.tar"  # <digest>.preflight.tar, written by `fleet export`
+MAX_VIEW = 256 << 20
 
 
 class PreflightView(BundleSource):
-    """A folder named by the bundle.json digest holding bundle.json, the bundle's signature and
-    some of its files (`fleet export` writes the ones preflight reads, wanted_for_preflight):
-    checked like a cache folder, except that files may be missing (and unlisted ones are never
-    read). preflight and plan read it;
-    install refuses it (a joiner fetches the bundle with --join)."""
+    """`<digest>.preflight.tar` (`fleet export` writes it): a plain tar of one folder named by
+    the bundle.json digest holding bundle.json, the bundle's signature and the files preflight
+    reads (wanted_for_preflight), one file to copy to each joining node. Extracted into a
+    scratch folder (plain files and folders only, nothing outside it) and checked like a cache
+    folder, except that files may be missing; unlisted ones are never read. preflight and plan
+    read it; install refuses it (a joining node fetches the bundle with --join)."""
 
     kind = "preflight view"
-    _present = frozenset()  # type: frozenset  # the listed files found (and checked) there
+
+    @contextlib.contextmanager
+    def _opened(self, key: minisig.Trust) -> Iterator[Tuple[bundlemod.Bundle, str, Set[str]]]:
+        scratch = tempfile.mkdtemp(prefix="kubecrate-view-")
+        try:
+            folder = _extract_view(self.location, scratch)
+            checked = bundlecache.load_cached(folder, key)
+            present = set()
+            for spec in checked.manifest.files:
+                path = os.path.join(folder, spec.path)
+                if os.path.lexists(path):
+                    bundlecache.read_verified(path, spec.sha256, spec.path)
+                    present.add(spec.path)
+            yield checked, folder, present
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def verify(self, key, progress=None):
-        checked = bundlecache.load_cached(self.location, key)
-        present = set()
-        for spec in checked.manifest.files:
-            path = os.path.join(self.location, spec.path)
-            if os.path.lexists(path):
-                bundlecache.read_verified(path, spec.sha256, spec.path)
-                present.add(spec.path)
-        self._present = frozenset(present)
-        return checked
+        with self._opened(key) as (checked, _folder, _present):
+            return checked._replace(path=self.location)
 
     @contextlib.contextmanager
     def view(self, key, root, wanted):
-        checked = self.verify(key)
-        cached = bundlecache.folder_for(root, checked.manifest_sha256)
-        if os.path.lexists(cached):
-            with CacheSource(cached).view(key, root, wanted) as view:
-                yield view
-            return
-        missing = [spec.path for spec in checked.manifest.files
-                   if wanted(spec.path) and spec.path not in self._present]
-        if missing:
-            raise VerificationError("{} lacks {} file(s) preflight reads, e.g. {}".format(
-                self.location, len(missing), missing[0]),
-                hint="export the fleet project again (`fleet export`), or pass the bundle tar")
-        yield View(checked, self.location, False)
+        with self._opened(key) as (checked, folder, present):
+            cached = bundlecache.folder_for(root, checked.manifest_sha256)
+            if os.path.lexists(cached):
+                with CacheSource(cached).view(key, root, wanted) as view:
+                    yield view
+                return
+            missing = [spec.path for spec in checked.manifest.files
+                       if wanted(spec.path) and spec.path not in present]
+            if missing:
+                raise VerificationError("{} lacks {} file(s) preflight reads, e.g. {}".format(
+                    self.location, len(missing), missing[0]),
+                    hint="export the fleet project again (`fleet export`), or pass the "
+                         "bundle tar")
+            yield View(checked, folder, False)
 
     def stage(self, key, root, progress=None):
         raise PreconditionError(
@@ -229,33 +237,59 @@ class PreflightView(BundleSource):
             "then fetched from the first control-plane node)".format(self.location))
 
 
-def is_view(folder: str) -> bool:
-    return os.path.isfile(os.path.join(folder, VIEW_MARKER))
+def is_view(location: str) -> bool:
+    return location.endswith(VIEW_SUFFIX) and os.path.isfile(location)
+
+
+def _extract_view(path: str, scratch: str) -> str:
+    """The one folder of the view tar `path`, extracted under `scratch`; anything but plain
+    files and folders inside that folder is refused."""
+    top = None  # type: Optional[str]
+    total = 0
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                top = top or parts[0]
+                total += member.size
+                if member.name.startswith("/") or ".." in parts or parts[0] != top or \
+                        not (member.isfile() or member.isdir()) or total > MAX_VIEW:
+                    raise VerificationError("{}: member {!r} is not a plain file or folder "
+                                            "inside its one folder".format(path, member.name),
+                                            hint="export the fleet project again")
+                if member.isdir():
+                    os.makedirs(os.path.join(scratch, member.name), exist_ok=True)
+                    continue
+                stream = tar.extractfile(member)
+                if stream is None:  # pragma: no cover - isfile() members always have one
+                    raise VerificationError("{}: cannot read {}".format(path, member.name))
+                with bundlemod.create_file(scratch, member.name, 0o644) as out:
+                    shutil.copyfileobj(stream, out)
+    except (tarfile.TarError, OSError) as err:
+        raise VerificationError("{}: not a readable preflight view: {}".format(path, err),
+                                hint="export the fleet project again")
+    if top is None:
+        raise VerificationError("{} is empty".format(path), hint="export the fleet project again")
+    return os.path.join(scratch, top)
 
 
 def write_view(bundle_path: str, key: minisig.Trust, out: str) -> str:
     """The PreflightView of the bundle tar `bundle_path` (read and checked in full) as
-    out/<digest>/; returns that folder. Written beside it first, then renamed."""
+    out/<digest>.preflight.tar, replaced atomically; returns its path."""
+    from installer.atomic import replace_file
     from installer.format.bundleinfo import wanted_for_preflight
     from installer.source import TarSource
 
-    source = TarSource(bundle_path)
     os.makedirs(out, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".view-", dir=out)
-    try:
-        with source.view(key, "/nonexistent-root", wanted_for_preflight) as view:
-            shutil.rmtree(work)
-            shutil.copytree(view.directory, work)
-            digest = view.bundle.manifest_sha256
-            with open(os.path.join(work, bundlecache.SIGNATURE_NAME), "wb") as handle:
-                handle.write(view.bundle.signature.to_file_text().encode("utf-8"))
-        with open(os.path.join(work, VIEW_MARKER), "wb") as handle:
-            handle.write(VIEW_TEXT)
-        final = os.path.join(out, digest)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.rename(work, final)
-        return final
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with TarSource(bundle_path).view(key, "/nonexistent-root", wanted_for_preflight) as view:
+        digest = view.bundle.manifest_sha256
+        with open(os.path.join(view.directory, bundlecache.SIGNATURE_NAME), "wb") as handle:
+            handle.write(view.bundle.signature.to_file_text().encode("utf-8"))
+
+        def fill(handle: Any) -> None:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.add(view.directory, arcname=digest)
+
+        final = os.path.join(out, digest + VIEW_SUFFIX)
+        replace_file(final, fill, 0o644)
+    return final

@@ -391,11 +391,11 @@ def _keep_signature(folder: str, signature: minisig.Signature) -> None:
 
 def open_source(location: str, signature_path: Optional[str] = None) -> BundleSource:
     """The source `location` names: a cache folder, else a bundle tar (with its .minisig)."""
-    if os.path.isdir(location):
-        from installer.servedsource import PreflightView, is_view
+    from installer.servedsource import PreflightView, is_view
 
-        if is_view(location):
-            return PreflightView(location)
+    if is_view(location):
+        return PreflightView(location)
+    if os.path.isdir(location):
         if signature_path:
             raise UsageError("--signature applies to a bundle tar, not to the cache folder "
                              "{} (it keeps its own {})".format(location,

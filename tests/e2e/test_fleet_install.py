@@ -122,7 +122,8 @@ def test_fleet_export_and_ansible_install_six_hosts_over_ssh(netns_lab, built, c
         if name == "cp1":
             assert tar in uploaded, uploaded
             continue
-        assert uploaded == ["cluster.yaml", "kubecrate-installer.pyz", "preflight"], uploaded
+        assert uploaded == sorted(["cluster.yaml", "kubecrate-installer.pyz",
+                                   cached[0] + ".preflight.tar"]), uploaded
         assert '{} "GET /kubecrate/v1/bundles/{}/bundle.json'.format(
             node.host.address, cached[0]) in served, (name, served[-3000:])
 

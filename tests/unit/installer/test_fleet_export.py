@@ -3,6 +3,7 @@ signed bundle, and what it refuses before writing anything. The playbook itself 
 namespace hosts in tests/e2e/test_fleet_install.py."""
 
 import hashlib
+import io
 import os
 import tarfile
 
@@ -63,9 +64,10 @@ def test_the_project_holds_the_inventory_by_role_and_the_bundle_digest(tmp_path,
     assert os.stat(str(out / "files/kubecrate-installer.pyz")).st_mode & 0o777 == 0o755
     assert "ansible-playbook site.yml" in printed.err
     # what the joining nodes' preflight reads, checked: they fetch the bundle when they join
-    view = out / "files/preflight" / digest
-    assert (view / "bundle.json").exists() and (view / "PREFLIGHT-VIEW").exists()
-    assert not (view / "images").exists()  # the bundle itself is not in the project
+    with tarfile.open(str(out / "files" / (digest + ".preflight.tar"))) as tar:
+        names = tar.getnames()
+    assert digest + "/bundle.json" in names and digest + "/bundle.minisig" in names, names
+    assert not [n for n in names if "/images" in n], names  # the bundle itself is not there
 
 
 def test_the_preflight_view_serves_preflight_but_not_install(tmp_path, capfd, kit):
@@ -76,15 +78,23 @@ def test_the_preflight_view_serves_preflight_but_not_install(tmp_path, capfd, ki
 
     code, printed = export(capfd, kit, tmp_path / "p")
     assert code == ExitCode.OK, printed.err
-    view = next((tmp_path / "p/files/preflight").iterdir())
+    view = next((tmp_path / "p/files").glob("*.preflight.tar"))
     key = minisig.load_public_key(str(kit["public"]))
     source = open_source(str(view))
     with source.view(key, str(tmp_path / "root"), wanted_for_preflight) as seen:
-        assert seen.directory == str(view) and not seen.cached
+        assert os.path.isfile(os.path.join(seen.directory, "bundle.json")) and not seen.cached
+    assert not os.path.exists(seen.directory)  # the scratch folder is gone
     with pytest.raises(PreconditionError) as refused:
         source.stage(key, str(tmp_path / "root"))
     assert "--join join.yaml alone" in refused.value.message
-    (view / "bundle.json").write_bytes((view / "bundle.json").read_bytes() + b" ")
+    with tarfile.open(str(view)) as tar:  # bundle.json changed: refused
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
+    with tarfile.open(str(view), "w") as tar:
+        for member, data in members:
+            if member.name.endswith("/bundle.json"):
+                data = data + b" "
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
     with pytest.raises(VerificationError):
         with source.view(key, str(tmp_path / "root"), wanted_for_preflight):
             pass
