@@ -139,6 +139,11 @@ host_only_option = click.option(
 join_option = click.option("--join", "join_path", type=click.Path(dir_okay=False),
                            help="join.yaml from the first control-plane node (or join-info): "
                            "every node but the first joins with it.")
+etcd_certs_option = click.option(
+    "--etcd-certs", "etcd_certs", type=click.Path(dir_okay=False),
+    help="etcd.external: the etcd-certs.json the first etcd host's install wrote "
+    "(ROOT/etc/kubernetes/kubecrate/etcd-certs.json there, mode 0600): the other etcd hosts "
+    "and the first control-plane node take the etcd CA from it.")
 
 
 @cli.command("preflight")
@@ -146,18 +151,19 @@ join_option = click.option("--join", "join_path", type=click.Path(dir_okay=False
 @cluster_option
 @node_option
 @join_option
+@etcd_certs_option
 @key_option
 @json_option
 @common_options
-def preflight_cmd(bundle_path, cluster_path, node_name, join_path, key_path, as_json, root,
-                  dry_run, verbose):
+def preflight_cmd(bundle_path, cluster_path, node_name, join_path, etcd_certs, key_path, as_json,
+                  root, dry_run, verbose):
     """Check this host against the bundle and its role; changes nothing. Exit 4 on failure."""
     from installer import session
     from installer.steps.preflight import describe
 
     _begin(verbose, root, dry_run)
     outcome = session.preflight(_options(bundle_path, cluster_path, key_path, root, node_name,
-                                         True, join_path))
+                                         True, join_path, etcd_certs=etcd_certs))
     if as_json:
         click.echo(session.to_json(outcome))
         return
@@ -172,14 +178,15 @@ def preflight_cmd(bundle_path, cluster_path, node_name, join_path, key_path, as_
 @cluster_option
 @node_option
 @join_option
+@etcd_certs_option
 @host_only_option
 @cliupgrade.no_drain_option
 @cliupgrade.kubeconfig_option
 @key_option
 @json_option
 @common_options
-def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, no_drain, kubeconfig,
-             key_path, as_json, root, dry_run, verbose):
+def plan_cmd(bundle_path, cluster_path, node_name, join_path, etcd_certs, host_only, no_drain,
+             kubeconfig, key_path, as_json, root, dry_run, verbose):
     """Print the steps this host would run and what each would change; changes nothing. On a
     node that runs a cluster of an older bundle: the steps of `upgrade --bundle` (--no-drain
     and --kubeconfig as for upgrade)."""
@@ -188,7 +195,8 @@ def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, no_drai
 
     _begin(verbose, root, dry_run)
     outcome = session.plan(_options(bundle_path, cluster_path, key_path, root, node_name, True,
-                                    join_path, host_only=host_only), not no_drain, kubeconfig)
+                                    join_path, host_only=host_only, etcd_certs=etcd_certs),
+                           not no_drain, kubeconfig)
     if as_json:
         click.echo(session.to_json(outcome))
         return
@@ -207,12 +215,13 @@ def plan_cmd(bundle_path, cluster_path, node_name, join_path, host_only, no_drai
 @click.option("--join-out", "join_out", type=click.Path(dir_okay=False),
               help="First control-plane node: also write join.yaml here [always written to "
               "ROOT/etc/kubernetes/kubecrate/join.yaml].")
+@etcd_certs_option
 @host_only_option
 @key_option
 @json_option
 @common_options
-def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_only, key_path,
-                as_json, root, dry_run, verbose):
+def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, etcd_certs, host_only,
+                key_path, as_json, root, dry_run, verbose):
     """Install everything this host's role needs; safe to re-run (it resumes, and an installed
     host changes nothing).
 
@@ -221,12 +230,16 @@ def install_cmd(bundle_path, cluster_path, node_name, join_path, join_out, host_
     --join join.yaml; an expired join.yaml fails with exit 4 (run join-info on a control-plane
     node for a fresh one). On the control-plane node whose install completes the cluster, the
     smoke check of `status --check` runs last; when it fails, exit 5.
+
+    An etcd.external host gets etcd as a static pod (kubeadm's HA etcd guide). The first one
+    makes the etcd CA and writes etcd-certs.json (mode 0600); the other etcd hosts and then
+    the first control-plane node install with --etcd-certs FILE.
     """
     from installer import session
 
     _begin(verbose, root, dry_run)
     outcome = session.install(_options(bundle_path, cluster_path, key_path, root, node_name,
-                                       dry_run, join_path, join_out, host_only))
+                                       dry_run, join_path, join_out, host_only, etcd_certs))
     if as_json:
         click.echo(session.to_json(outcome))
         return _smoke_verdict(outcome)
@@ -336,8 +349,17 @@ def _echo_etcd(etcd) -> None:
     """status: each etcd member's database size and the alarms (installer/etcdmembers.py)."""
     if not etcd:
         return
+    if "etcd_host" in etcd:
+        click.echo("{}: an etcd.external host (etcd as a static pod, no Kubernetes node)"
+                   .format(etcd["etcd_host"]))
     if etcd.get("error"):
         click.echo("etcd: not answering: " + etcd["error"])
+        return
+    if "etcd_host" in etcd:
+        click.echo("etcd members (health):")
+        for member in etcd["members"]:
+            click.echo("  {:<12} {:<28} {}".format(member["name"], member["endpoint"], (
+                "healthy" if member["healthy"] else "UNHEALTHY: " + member["error"])))
         return
     click.echo("etcd members (database size, in use):")
     for member in etcd["members"]:

@@ -126,8 +126,9 @@ node_option = click.option("--node", "node_name", help="This host's node name in
 
 
 def _options(bundle_path, cluster_path, key_path, root, node_name, dry_run, join_path=None,
-             join_out=None, host_only=False):
+             join_out=None, host_only=False, etcd_certs=None):
     from installer.session import Options
 
     return Options(bundle_path, cluster_path, trusted_key(key_path), root, node_name, dry_run,
-                   lambda line: click.echo(line, err=True), join_path, join_out, host_only)
+                   lambda line: click.echo(line, err=True), join_path, join_out, host_only,
+                   etcd_certs)

@@ -117,9 +117,10 @@ def runtime_of(host: Host) -> str:
 class Etcdctl:
     """etcdctl/etcdutl of `image`, run through the node's container runtime."""
 
-    def __init__(self, runner: Runner, image: str, runtime: str, endpoints: Sequence[str]
-                 ) -> None:
+    def __init__(self, runner: Runner, image: str, runtime: str, endpoints: Sequence[str],
+                 client: Sequence[str] = (CLIENT_CERT, CLIENT_KEY)) -> None:
         self.runner = runner
+        self.client = list(client)  # certificate and key: an etcd host has no apiserver's
         self.image = image
         self.runtime = runtime
         self.endpoints = list(endpoints)  # this node's first: etcdctl fails over in order
@@ -146,7 +147,7 @@ class Etcdctl:
 
     def tls(self, endpoints: Optional[Sequence[str]] = None) -> List[str]:
         return ["--endpoints=" + ",".join(endpoints or self.endpoints), "--cacert=" + CA,
-                "--cert=" + CLIENT_CERT, "--key=" + CLIENT_KEY]
+                "--cert=" + self.client[0], "--key=" + self.client[1]]
 
     def ctl(self, args: Sequence[str], endpoints: Optional[Sequence[str]] = None,
             writable: Sequence[str] = (), check: bool = True, readonly: bool = True,

@@ -213,3 +213,33 @@ def status_info(root: str) -> Optional[Dict[str, Any]]:
     return {"members": statuses,
             "not_answering": [e for e in endpoints if e not in answering],
             "alarms": [dict(a, name=names.get(a["member"], "")) for a in alarms]}
+
+
+def etcd_host_info(root: str) -> Dict[str, Any]:
+    """For `status` on an etcd.external host: which one it is and each member's health,
+    asked with the healthcheck-client certificate kubeadm's etcd pod probes with (kubeadm's
+    guide checks the cluster the same way, "Optional: Check the cluster health")."""
+    from installer.etcdctl import PKI, Etcdctl, etcd_pod, runtime_of
+    from installer.session import _installed_cluster
+    from installer.state import State
+
+    host = Host(root, dry_run=True)
+    cluster = _installed_cluster(host)
+    name = str(State.load(host).data.get("node") or "")
+    if cluster is None:
+        return {"etcd_host": name, "error": "no loadable cluster.yaml recorded in state.json"}
+    me = next((h for h in cluster.etcd_hosts if h.name == name), None)
+    if me is None:
+        return {"etcd_host": name, "error": "{} lists no etcd host {}".format(cluster.source,
+                                                                           name)}
+    try:
+        pod = etcd_pod(host, me.name, me.address)
+    except PreconditionError as err:
+        return {"etcd_host": name, "error": err.message}
+    etcdctl = Etcdctl(Runner(root, dry_run=True), pod.image, runtime_of(host), [],
+                      (PKI + "/etcd/healthcheck-client.crt", PKI + "/etcd/healthcheck-client.key"))
+    health = etcdctl.health(cluster.etcd_endpoints)
+    return {"etcd_host": name, "members": [
+        {"name": h.name, "endpoint": endpoint, "healthy": not health[endpoint],
+         "error": health[endpoint]} for h, endpoint in zip(cluster.etcd_hosts,
+                                                           cluster.etcd_endpoints)]}

@@ -176,18 +176,23 @@ def parse(text: str, source: str = "join.yaml") -> JoinInfo:
     return info
 
 
-def exposure(path: str) -> Optional[str]:
-    """A warning when the join material at `path` is open to group or others, else None."""
+JOIN_SECRETS = "its bootstrap token and certificate key let whoever reads it join the " \
+    "cluster as a control-plane node"
+
+
+def exposure(path: str, why: str = JOIN_SECRETS) -> Optional[str]:
+    """A warning when the secret file at `path` (join material unless `why` says what else)
+    is open to group or others, else None."""
     try:
         mode = os.stat(path).st_mode & 0o777
     except OSError:
         return None
     if not mode & 0o077:
         return None
-    return ("{} is {} by group or others (mode {:04o}): its bootstrap token and certificate "
-            "key let whoever reads it join the cluster as a control-plane node; run `chmod 600 "
-            "{}`, and `join-info` for fresh material if others could read it".format(
-                path, "writable" if mode & 0o022 else "readable", mode, path))
+    fresh = ", and `join-info` for fresh material if others could read it" \
+        if why == JOIN_SECRETS else ""
+    return ("{} is {} by group or others (mode {:04o}): {}; run `chmod 600 {}`{}".format(
+        path, "writable" if mode & 0o022 else "readable", mode, why, path, fresh))
 
 
 def load(path: str) -> JoinInfo:

@@ -7,11 +7,11 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import certs, joinfile, owned, report
+from installer import certs, etcdcerts, joinfile, owned, report
 from installer.bundlecache import cache_root
 from installer.format import minisig
 from installer.format.bundleinfo import read_info, wanted_for_preflight
-from installer.format.cluster import find_node, load_cluster
+from installer.format.cluster import ETCD_ROLE, find_node, load_cluster
 from installer.format.errors import KubecrateError, PreconditionError, UsageError
 from installer.format.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
 from installer.format.manifest import parse_manifest
@@ -21,7 +21,15 @@ from installer.runner import Runner
 from installer.servedsource import served_source
 from installer.source import open_source
 from installer.state import STATE_PATH, HostLock, State
-from installer.steps import BUNDLES_DIR, Context, StepReport, all_steps, calico, run_steps
+from installer.steps import (
+    BUNDLES_DIR,
+    Context,
+    StepReport,
+    all_steps,
+    calico,
+    etcdhost,
+    run_steps,
+)
 from installer.steps import cni as cni_step
 from installer.steps import kubeadm as kubeadm_step
 from installer.steps.loadbalancer import ADMIN_CONF, KUBELET_CONF
@@ -29,8 +37,13 @@ from installer.steps.preflight import FAIL, Finding, run_preflight
 
 PREP_STEPS = ("preflight", "unpack", "host-prep", "local-repo", "time", "runtime", "images",
               "binaries")
-CLUSTER_STEPS = ("loadbalancer", "kubeadm", "cni", "bundle-server")
+CLUSTER_STEPS = ("loadbalancer", "kubeadm", "cni", "bundle-server", "etcd-host")
 HOST_STEPS = PREP_STEPS + CLUSTER_STEPS
+
+
+def steps_of(role: str) -> Tuple[str, ...]:
+    """The steps an installed host of `role` has done (an etcd.external host: etcd-host)."""
+    return PREP_STEPS + (("etcd-host",) if role == ETCD_ROLE else CLUSTER_STEPS[:-1])
 
 
 class Options(NamedTuple):
@@ -44,6 +57,7 @@ class Options(NamedTuple):
     join_path: Optional[str] = None  # install --join join.yaml (nodes after the first)
     join_out: Optional[str] = None  # install --join-out: a copy of the first node's join.yaml
     host_only: bool = False  # stop after the host steps; join later
+    etcd_certs_path: Optional[str] = None  # install --etcd-certs (installer/etcdcerts.py)
 
 
 class Outcome(NamedTuple):
@@ -86,11 +100,14 @@ def open_context(options: Options, stage: bool = False) -> Iterator[Context]:
                          "pass only --join join.yaml and fetch the bundle from the first "
                          "control-plane node")
     options = options._replace(bundle_path=options.bundle_path or source.location)
+    etcd = etcdcerts.load(options.etcd_certs_path, cluster) if options.etcd_certs_path \
+        else None
 
     def context(checked: Any, directory: str, staged: Any = None) -> Context:
         ctx = Context(host, runner, cluster, node,
                       read_info(checked.manifest, checked.manifest_sha256), options.bundle_path,
-                      options.key, directory, join, options.join_out, staged)
+                      options.key, directory, join, options.join_out, staged, etcd,
+                      options.etcd_certs_path)
         kubeadm_step.settings(ctx)  # the kubeadm: section against this bundle (exit 2)
         return ctx
 
@@ -111,6 +128,8 @@ def _join_checks(ctx: Context, required: bool, source: Optional[str] = None
     """join.yaml findings (naming the file `source`, the --join path); with `required`
     (install) a failure raises PreconditionError. Join material open to group or others is
     a warning."""
+    if ctx.node.is_etcd_host:  # no join: its etcd CA is preflight's etcd-certs check
+        return []
     name = source or "join.yaml"
     found = [Finding(level, "join", message, fix)
              for level, message, fix in kubeadm_step.join_findings(ctx, name)]
@@ -139,7 +158,8 @@ def plan(options: Options, drain: bool = True, kubeconfig: Optional[str] = None)
         if upgrade.is_upgrade(ctx.host, ctx.info):
             return upgrade.run_in(ctx, options._replace(dry_run=True), drain, kubeconfig, True)
         found = run_preflight(ctx) + _join_checks(ctx, False, options.join_path)
-        reports = run_steps(ctx, all_steps(options.host_only), apply=False)
+        reports = run_steps(ctx, all_steps(options.host_only, ctx.node.is_etcd_host),
+                            apply=False)
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, False, reports)
 
 
@@ -160,7 +180,7 @@ def install(options: Options) -> Outcome:
         found = [] if skipped else run_preflight(ctx)
         if not options.host_only:
             found += _join_checks(ctx, True, options.join_path)
-        steps = all_steps(options.host_only)
+        steps = all_steps(options.host_only, ctx.node.is_etcd_host)
         if options.dry_run:
             reports = run_steps(ctx, steps, apply=True, progress=options.echo)
             return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports)
@@ -175,7 +195,8 @@ def install(options: Options) -> Outcome:
                     for f in found]
             state.record("preflight", inputs, 0)
             reports = run_steps(ctx, steps, state, apply=True, progress=options.echo)
-        checked = smoke_after_install(ctx) if not options.host_only else ([], True, "")
+        checked = smoke_after_install(ctx) if not (options.host_only or ctx.node.is_etcd_host) \
+            else ([], True, "")
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports,
                        checked)
 
@@ -203,7 +224,8 @@ def status(root: str) -> Dict[str, Any]:
             result["bundle_cached"] = False
     inputs = state.steps.get("preflight", {}).get("inputs", "")
     result["prepared"] = bool(digest) and all(state.done(s, inputs) for s in PREP_STEPS)
-    result["installed"] = bool(digest) and all(state.done(s, inputs) for s in HOST_STEPS)
+    result["installed"] = bool(digest) and all(
+        state.done(s, inputs) for s in steps_of(str(state.data.get("role") or "")))
     result["joined"] = host.exists(KUBELET_CONF)
     result["expiry"] = _expiry(host, runner)
     found = certs.expiries(host, runner, kubeadm_step.now())
@@ -211,7 +233,8 @@ def status(root: str) -> Dict[str, Any]:
     result["warnings"] = certs.warnings(found)
     from installer import etcdmembers
 
-    etcd = etcdmembers.status_info(root)  # printed in its own section (cli._echo_etcd)
+    etcd = etcdmembers.etcd_host_info(root) if state.data.get("role") == ETCD_ROLE \
+        else etcdmembers.status_info(root)  # printed in its own section (cli._echo_etcd)
     if etcd is not None:
         result["etcd"] = etcd
     for item in found:  # the two named since the first release, in openssl's words
@@ -333,6 +356,10 @@ def reset_cluster(root: str, dry_run: bool = False,
                                  cni_step.MANIFEST, calico.MANIFEST, cni_step.STAMP]:
             if host.remove(path):
                 changes.append("remove " + path)
+        etcd_files = [path for path in etcdhost.FILES if host.remove(path)]
+        changes += ["remove " + path for path in etcd_files]
+        if etcdhost.DROP_IN in etcd_files:  # the kubelet no longer etcd's service manager
+            runner.run(["systemctl", "daemon-reload"])
         state = State.load(host)
         if not dry_run and any(step in state.steps for step in CLUSTER_STEPS):
             state.forget(*CLUSTER_STEPS)

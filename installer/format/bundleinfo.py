@@ -35,6 +35,7 @@ Preflight must change nothing under the root, so it cannot unpack: its view of a
 
 from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple
 
+from installer.format.cluster import ETCD_ROLE
 from installer.format.errors import VerificationError
 from installer.format.manifest import BundleManifest
 
@@ -254,10 +255,22 @@ class BundleInfo(NamedTuple):
         return self.release.split(".")[0]
 
     def packages_for(self, role: str) -> Tuple[str, ...]:
+        """The package specs of `role`. An etcd.external host (role "etcd") needs what a
+        worker has (the runtime, kubelet, kubeadm: kubeadm's HA etcd guide, "Before you
+        begin") unless the bundle names an etcd role of its own."""
+        if role == ETCD_ROLE and role not in self.packages:
+            return self.packages.get("worker", ())
         return self.packages.get(role, ())
 
     def images_for(self, role: str) -> Tuple[BundleImage, ...]:
-        return tuple(image for image in self.images if role in image.roles)
+        """The images `role` loads. An etcd.external host, unless the bundle names the role:
+        the pause image (the static pod's sandbox) and kubeadm's etcd image."""
+        listed = tuple(image for image in self.images if role in image.roles)
+        if role != ETCD_ROLE or listed:
+            return listed
+        return tuple(image for image in self.images
+                     if image.reference == self.pause_image
+                     or image.reference.rpartition("/")[2].startswith("etcd:"))
 
 
 # ------------------------------------------------------------------------------- reading

@@ -58,11 +58,16 @@ class Endpoint(NamedTuple):
 class Node(NamedTuple):
     name: str
     address: str
-    role: str  # "control-plane" | "worker"
+    role: str  # "control-plane" | "worker", or "etcd" for an etcd.external host
 
     @property
     def is_control_plane(self) -> bool:
         return self.role == "control-plane"
+
+    @property
+    def is_etcd_host(self) -> bool:
+        """An etcd.external host: etcd as a static pod, no Kubernetes node."""
+        return self.role == ETCD_ROLE
 
 
 class Runtime(NamedTuple):
@@ -227,16 +232,11 @@ def load_cluster(path: str) -> Cluster:
 
 def find_node(cluster: Cluster, addresses: Sequence[str], name: Optional[str] = None) -> Node:
     """This host's node entry: by `name` (--node) if given, else by one of its `addresses`.
-    An etcd.external host is no node: ClusterConfigError saying how it is set up."""
+    An etcd.external host is found the same way, as a Node of role "etcd"."""
     etcd_host = next((h for h in cluster.etcd_hosts if h.name == name or
                       (not name and h.address in set(addresses))), None)
     if etcd_host is not None:
-        raise ClusterConfigError(
-            "{}: {} is an etcd.external host, which kubecrate does not install in this "
-            "version".format(cluster.source, etcd_host.name),
-            hint="set up etcd there as kubeadm's \"Set up a High Availability etcd cluster "
-                 "with kubeadm\" describes, then copy its etcd CA certificate and an "
-                 "apiserver-etcd-client pair to the first control plane (docs/cluster.md)")
+        return etcd_host
     if name:
         node = cluster.node(name)
         if node is None:

@@ -11,6 +11,7 @@ import hashlib
 import os
 from typing import Callable, List, NamedTuple, Optional
 
+from installer.etcdcerts import EtcdCerts
 from installer.format.bundleinfo import BundleInfo
 from installer.format.cluster import Cluster, Node
 from installer.format.errors import PreconditionError
@@ -30,7 +31,9 @@ class Context:
     def __init__(self, host: Host, runner: Runner, cluster: Cluster, node: Node,
                  info: BundleInfo, bundle_path: str, key: Trust,
                  source_dir: Optional[str] = None, join: Optional[JoinInfo] = None,
-                 join_out: Optional[str] = None, staged: Optional[Staged] = None) -> None:
+                 join_out: Optional[str] = None, staged: Optional[Staged] = None,
+                 etcd_certs: Optional[EtcdCerts] = None,
+                 etcd_certs_path: Optional[str] = None) -> None:
         self.host = host
         self.runner = runner
         self.cluster = cluster
@@ -46,6 +49,9 @@ class Context:
         # install: the bundle read once into a staging folder (installer/source.Staged) that
         # the unpack step commits into the cache; None for plan, preflight and --dry-run
         self.staged = staged
+        # etcd.external: the etcd CA file of `install --etcd-certs` (installer/etcdcerts.py)
+        self.etcd_certs = etcd_certs
+        self.etcd_certs_path = etcd_certs_path
 
     @property
     def bundle_host_dir(self) -> str:
@@ -119,13 +125,15 @@ class StepReport(NamedTuple):
     changes: List[str]  # done (install) or pending (plan / dry-run)
 
 
-def all_steps(host_only: bool = False) -> List[Step]:
+def all_steps(host_only: bool = False, etcd_host: bool = False) -> List[Step]:
     """The install steps after preflight, in order; `host_only` stops after the host
-    preparation (binaries), before the load balancer, kubeadm and the CNI."""
+    preparation (binaries), before the load balancer, kubeadm and the CNI. An `etcd_host`
+    (etcd.external) has etcd's static pod after the host preparation, and nothing else."""
     from installer.steps import (
         binaries,
         bundleserver,
         cni,
+        etcdhost,
         hostprep,
         images,
         kubeadm,
@@ -139,7 +147,9 @@ def all_steps(host_only: bool = False) -> List[Step]:
     steps = [unpack.UnpackStep(), hostprep.HostPrepStep(), repo.RepoStep(),
              timesync.TimeStep(), runtime.RuntimeStep(), images.ImagesStep(),
              binaries.BinariesStep()]  # type: List[Step]
-    if not host_only:
+    if etcd_host and not host_only:
+        steps.append(etcdhost.EtcdHostStep())
+    elif not host_only:
         steps += [loadbalancer.LoadBalancerStep(), kubeadm.KubeadmStep(), cni.CniStep(),
                   bundleserver.BundleServerStep()]
     return steps

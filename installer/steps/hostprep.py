@@ -108,6 +108,8 @@ def firewall_ports(ctx: Context) -> List[str]:
         ports = ["6443/tcp", "2379-2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp"]
         if ctx.cluster.lb_port:
             ports.append("{}/tcp".format(ctx.cluster.lb_port))
+    elif ctx.node.is_etcd_host:  # etcd's client and peer ports, the kubelet's; no pods
+        return ["2379-2380/tcp", "10250/tcp"]
     else:
         ports = ["10250/tcp"]
     return ports + [NODE_PORTS, calico.VXLAN_PORT if chosen(ctx) == "calico" else FLANNEL_VXLAN]

@@ -246,8 +246,11 @@ class KubeadmStep(ActionStep):
         host = ctx.host
         if is_first(ctx):
             if not host.exists(ADMIN_CONF):
-                return [Action("kubeadm init --upload-certs as the first control-plane node, "
-                               "then write join.yaml", partial(init, ctx))]
+                from installer.steps.etcdhost import first_control_plane_files
+
+                return first_control_plane_files(ctx) + [Action(
+                    "kubeadm init --upload-certs as the first control-plane node, then write "
+                    "join.yaml", partial(init, ctx))]
             found = kubeconfig_for_root(ctx)
             if not host.exists(JOIN_FILE) and not ctx.runner.dry_run:
                 found.append(Action("write join.yaml (init finished without it)",

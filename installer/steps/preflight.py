@@ -29,8 +29,9 @@ ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 EL_KERNELS = {"7": "3.10.", "8": "4.18.", "9": "5.14."}
 CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
 WORKER_PORTS = (10250,)
-MIN_CPUS = {"control-plane": 2, "worker": 1}
-MIN_MEMORY_MB = {"control-plane": 1700, "worker": 1024}
+ETCD_HOST_PORTS = (2379, 2380, 10250)  # kubeadm's HA etcd guide, "Before you begin"
+MIN_CPUS = {"control-plane": 2, "worker": 1, "etcd": 1}
+MIN_MEMORY_MB = {"control-plane": 1700, "worker": 1024, "etcd": 1024}
 
 
 def data_root(runtime: str) -> str:
@@ -38,7 +39,8 @@ def data_root(runtime: str) -> str:
 
 
 def required_ports(ctx: Context) -> List[int]:
-    ports = list(CONTROL_PLANE_PORTS if ctx.node.is_control_plane else WORKER_PORTS)
+    ports = list(CONTROL_PLANE_PORTS if ctx.node.is_control_plane else
+                 ETCD_HOST_PORTS if ctx.node.is_etcd_host else WORKER_PORTS)
     if ctx.node.is_control_plane and ctx.cluster.lb_port:
         ports.append(ctx.cluster.lb_port)
     return ports

@@ -76,7 +76,8 @@ def p99(samples: Sequence[float]) -> float:
 
 def check_etcd_disk(ctx: Context, measure: Callable[[str], List[float]] = fsync_latencies
                     ) -> List[Finding]:
-    if not ctx.node.is_control_plane or ctx.cluster.etcd_hosts:  # external: etcd lives there
+    local = ctx.node.is_control_plane and not ctx.cluster.etcd_hosts
+    if not (local or ctx.node.is_etcd_host):  # external etcd lives on the etcd hosts
         return []
     probe = ctx.host.path(ETCD_DIR)
     while not os.path.isdir(probe) and probe != os.path.dirname(probe):
@@ -104,21 +105,36 @@ def check_etcd_disk(ctx: Context, measure: Callable[[str], List[float]] = fsync_
 
 def check_external_etcd_files(ctx: Context) -> List[Finding]:
     """etcd.external: the first control plane, before its kubeadm init, holds the etcd CA and
-    the apiserver-etcd-client pair copied from an etcd host (kubeadm's guide; its preflight
-    refuses the init without them: ExternalEtcdClientCertificates). The others receive them
-    with the certificates of the join."""
+    the apiserver-etcd-client pair (kubeadm's guide; its preflight refuses the init without
+    them: ExternalEtcdClientCertificates), or gets them from --etcd-certs. The others receive
+    them with the certificates of the join. An etcd host after the first needs --etcd-certs
+    (installer/steps/etcdhost.py)."""
+    from installer import etcdcerts
+    from installer.steps import etcdhost
+
+    if ctx.node.is_etcd_host:
+        problems = etcdhost.certs_findings(ctx)
+        return [Finding(FAIL, "etcd-certs", problems[0], etcdcerts.where_from(ctx.cluster))] \
+            if problems else [Finding(PASS, "etcd-certs", "the etcd CA is {}".format(
+                "from " + str(ctx.etcd_certs_path) if ctx.etcd_certs else
+                "made here (first etcd host)" if etcdhost.is_first(ctx) else "in place"))]
     lb = ctx.cluster.load_balancer
     if not (ctx.cluster.etcd_hosts and ctx.node.is_control_plane
             and lb.is_first(ctx.node.name)) or ctx.host.exists("/etc/kubernetes/admin.conf"):
         return []
+    if ctx.etcd_certs is not None:
+        clash = etcdhost.certs_findings(ctx)
+        return [Finding(FAIL, "external-etcd", clash[0], "use the file of this cluster's "
+                        "first etcd host, or remove the old files")] if clash else \
+            [Finding(PASS, "external-etcd", "the etcd CA certificate and apiserver-etcd-client "
+                     "pair come from " + str(ctx.etcd_certs_path))]
     files = (EXTERNAL_ETCD_CA, EXTERNAL_ETCD_CERT, EXTERNAL_ETCD_KEY)
     missing = [path for path in files if not ctx.host.exists(path)]
-    first = ctx.cluster.etcd_hosts[0]
     if missing:
         return [Finding(FAIL, "external-etcd", "{} missing: kubeadm init reaches etcd.external "
                         "with them".format(", ".join(missing)),
-                        "copy {} from the first etcd host {} ({}), where its etcd CA signed "
-                        "them".format(", ".join(files), first.name, first.address))]
+                        "pass {} FILE: {}".format(etcdcerts.OPTION,
+                                                  etcdcerts.where_from(ctx.cluster)))]
     return [Finding(PASS, "external-etcd", "the etcd CA and apiserver-etcd-client pair for "
                     "etcd.external are in place")]
 

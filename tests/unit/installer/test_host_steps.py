@@ -87,13 +87,12 @@ def test_external_etcd_errors_name_the_key(etcd, message):
     assert message in err.value.diagnostics()
 
 
-def test_an_external_etcd_host_is_told_it_is_no_node():
+def test_an_external_etcd_host_is_found_as_one():
     cluster = parse_cluster(GOOD + "etcd:\n  external:\n  - {name: etcd1, address: 10.0.0.31}\n")
     for addresses, name in ((["10.0.0.31"], None), ([], "etcd1")):
-        with pytest.raises(ClusterConfigError) as err:
-            find_node(cluster, addresses, name)
-        assert "etcd1 is an etcd.external host, which kubecrate does not install" in \
-            err.value.message and "Set up a High Availability etcd cluster" in err.value.hint
+        found = find_node(cluster, addresses, name)
+        assert (found.name, found.role, found.is_etcd_host, found.is_control_plane) == \
+            ("etcd1", "etcd", True, False)
     assert find_node(cluster, ["10.0.0.11"]).name == "cp1"
 
 
@@ -189,7 +188,7 @@ def fake_ctx(tmp_path, answers=None, role="worker", kernel_files=None):
         addons={})
     host = Host(str(tmp_path / "root"), probes=Probes(str(kernel)))
     return SimpleNamespace(host=host, runner=FakeRunner(answers), cluster=cluster, node=node,
-                           info=info)
+                           info=info, etcd_certs=None, etcd_certs_path=None)
 
 
 def test_xfs_with_ftype_0_under_the_docker_root_fails(tmp_path):

@@ -175,7 +175,8 @@ def test_external_etcd_needs_its_files_on_the_first_control_plane_and_no_disk_pr
     assert [(f.level, f.check) for f in found] == [("fail", "external-etcd")]
     assert found[0].message.startswith("/etc/kubernetes/pki/apiserver-etcd-client.crt, "
                                        "/etc/kubernetes/pki/apiserver-etcd-client.key missing")
-    assert "from the first etcd host etcd1 (10.0.0.31)" in found[0].fix
+    assert found[0].fix.startswith("pass --etcd-certs FILE: the first etcd host etcd1 "
+                                   "(10.0.0.31) writes /etc/kubernetes/kubecrate/etcd-certs.json")
     for name in ("apiserver-etcd-client.crt", "apiserver-etcd-client.key"):
         (tmp_path / "root/etc/kubernetes/pki" / name).write_text("x")
     assert [f.level for f in preflight_cluster.check_external_etcd_files(ctx)] == ["pass"]
