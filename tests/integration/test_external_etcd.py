@@ -1,24 +1,35 @@
 """kubeadm's external etcd topology (cluster.yaml `etcd.external`) against the real etcd 3.5.1.
 
-Three etcd hosts (scripts/lab/etcdlab.py) whose certificates come from the first one, as
-kubeadm's "Set up a High Availability etcd cluster with kubeadm" has it: the etcd CA made on
-etcd1 and copied to the others, each member's server and peer pair signed with it. The first
-control plane holds the etcd CA and an apiserver-etcd-client pair copied from etcd1 (the
-guide's "Set up the first control plane node"); `kubeadm init` with ClusterConfiguration
-etcd.external (the installer's rendering, tests/unit/installer/test_render_kubeadm.py) writes no
-etcd.yaml and points the apiserver at the three members; a second control plane gets the
+kubecrate's etcd-host step (installer/steps/etcdhost.py) installs three etcd hosts on --root
+hosts with the kube stand-ins, as kubeadm's "Set up a High Availability etcd cluster with
+kubeadm" has it: the kubelet made etcd's service manager by a systemd drop-in and restarted
+(the systemctl stand-in runs the kubelet stand-in on the drop-in's command line, which runs
+the real etcd from etcd.yaml), the etcd CA made on etcd1 and carried to the others in
+etcd-certs.json (`install --etcd-certs`), each member's certificates and etcd.yaml from
+`kubeadm init phase certs|etcd`. The first control plane takes the etcd CA certificate and the
+apiserver-etcd-client pair from the same file; `kubeadm init` with ClusterConfiguration
+etcd.external (the installer's rendering, tests/unit/installer/test_render_kubeadm.py) writes
+no etcd.yaml and points the apiserver at the three members; a second control plane gets the
 files with upload-certs. The apiserver stand-ins keep the cluster in that etcd over TLS, and
-with one etcd host lost the cluster still writes.
+with one etcd host lost (reset by kubecrate) the cluster still writes.
 """
 
 import json
+import os
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
-from lab.etcdlab import EtcdLab
+from lab import procs
+from lab.etcdlab import PREFIX, EtcdLab, etcd_bin
 
-from installer import kubeadmconfig
+from installer import etcdcerts, etcdmembers, kubeadmconfig, session
+from installer.format.cluster import find_node, load_cluster
+from installer.host import Host, Probes
+from installer.runner import Runner
+from installer.state import State
+from installer.steps import Context, etcdhost, run_steps
 from tests.integration import test_mirrorworld_standins as standins
 from tests.integration.test_mirrorworld_standins import (
     CERT_KEY,
@@ -57,15 +68,83 @@ etcd:
     keyFile: /etc/kubernetes/pki/apiserver-etcd-client.key
 """
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {0}, namespace: default}}\n"
+ETCD_HOSTS = [("etcd{}".format(n), PREFIX + str(30 + n)) for n in (1, 2, 3)]
+CLUSTER = """\
+cluster_name: ehlab
+control_plane: {{vip: {0}100, port: 8443}}
+networking: {{pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}}
+load_balancer: {{mode: services, interface: lo, router_id: 72, auth_pass: kcEtcd2}}
+nodes:
+  - {{name: cp1, address: {0}21, role: control-plane}}
+  - {{name: cp2, address: {0}22, role: control-plane}}
+  - {{name: w1, address: {0}23, role: worker}}
+etcd:
+  external:
+{1}"""
+
+
+def _etcd_host_context(host, cluster, name, certs_path=None):
+    """The installer's Context for `name` on a --root host of the kube stand-ins; the bundle
+    is only what the etcd-host step reads of it (runtime, version, images)."""
+    env = {"PATH": "{}:{}".format(host.bindir, os.environ["PATH"]),
+           "KUBECRATE_PROBE_ROOT": str(host.kernel), "KUBECRATE_STANDIN_TIMEOUT": "20",
+           "KUBECRATE_STANDIN_MAX_LIFETIME": "900", "KUBECRATE_TEST_ETCD_BIN": str(etcd_bin())}
+    info = SimpleNamespace(runtime="docker", kubernetes_version=VERSION, images=(), digest="d",
+                           pause_image="registry.k8s.io/pause:3.6")
+    certs = etcdcerts.load(str(certs_path), cluster) if certs_path else None
+    (host.root / "var/run").mkdir(parents=True, exist_ok=True)
+    (host.root / "var/run/docker.sock").write_text("")  # the runtime: Docker, no bundle
+    return Context(Host(str(host.root), probes=Probes(str(host.kernel))),
+                   Runner(str(host.root), env=env), cluster, find_node(cluster, [], name), info,
+                   "", None, etcd_certs=certs, etcd_certs_path=str(certs_path or "") or None)
+
+
+def _install_etcd_host(ctx):
+    """The etcd-host step as install runs it (installer/session.py), recorded in state.json."""
+    state = State.load(ctx.host)
+    state.data.update(node=ctx.node.name, role=ctx.node.role,
+                      cluster=os.path.abspath(ctx.cluster.source))
+    return run_steps(ctx, [etcdhost.EtcdHostStep()], state)[0].changes
+
+
+def _wait_healthy(ctx, deadline_s=60):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        info = etcdmembers.etcd_host_info(str(ctx.host.root))
+        if info.get("members") and all(m["healthy"] for m in info["members"]):
+            return info
+        time.sleep(0.5)
+    raise AssertionError("etcd did not become healthy: {}".format(info))
 
 
 @pytest.fixture
-def etcd(tmp_path):
-    lab = EtcdLab(tmp_path / "etcd", ["etcd1", "etcd2", "etcd3"])
-    lab.set_up_with_kubeadm()
-    lab.start()
-    yield lab
-    lab.close()
+def etcd(tmp_path, hosts, monkeypatch):
+    """Three etcd hosts that kubecrate installed: etcd1 first, then etcd2 and etcd3 with the
+    etcd-certs.json etcd1 wrote (copied, as an operator copies it)."""
+    cluster_yaml = tmp_path / "cluster.yaml"
+    cluster_yaml.write_text(CLUSTER.format(PREFIX, "".join(
+        "  - {{name: {}, address: {}}}\n".format(n, a) for n, a in ETCD_HOSTS)))
+    cluster = load_cluster(str(cluster_yaml))
+    roots = {name: hosts(name) for name, _ in ETCD_HOSTS}
+    first = _etcd_host_context(roots["etcd1"], cluster, "etcd1")
+    done = {"etcd1": _install_etcd_host(first)}
+    copy = tmp_path / "carried/etcd-certs.json"
+    copy.parent.mkdir()
+    copy.write_bytes(first.host.read_bytes(etcdcerts.FILE))
+    copy.chmod(0o600)
+    contexts = {"etcd1": first}
+    for name in ("etcd2", "etcd3"):
+        contexts[name] = _etcd_host_context(roots[name], cluster, name, copy)
+        done[name] = _install_etcd_host(contexts[name])
+    # status (etcdmembers.etcd_host_info) runs etcdctl through `docker run` of the host
+    monkeypatch.setenv("PATH", contexts["etcd1"].runner.extra_env["PATH"])
+    monkeypatch.setenv("KUBECRATE_TEST_ETCD_BIN", str(etcd_bin()))
+    yield SimpleNamespace(cluster=cluster, cluster_yaml=cluster_yaml, hosts=roots,
+                          ctx=contexts, done=done, certs=copy,
+                          endpoints=list(cluster.etcd_endpoints))
+    for host in roots.values():  # the kubelet stand-in first: it would restart etcd
+        procs.kill_standins(host.root)
+        procs.kill(procs.naming("--data-dir={}/".format(host.root)))
 
 
 def test_etcd_hosts_as_kubeadms_guide_sets_them_up(tmp_path):
@@ -117,12 +196,52 @@ def _apply(host, name):
                     "apply", "-f", str(path), timeout=120)
 
 
-def test_two_control_planes_on_three_external_etcd_hosts(etcd, hosts):
+def _etcdctl(ctx, *args):
+    pki = ctx.host.path("/etc/kubernetes/pki")
+    return subprocess.run([str(etcd_bin() / "etcdctl"), "--endpoints=" + ",".join(
+        ctx.cluster.etcd_endpoints), "--cacert=" + pki + "/etcd/ca.crt", "--cert=" + pki +
+        "/apiserver-etcd-client.crt", "--key=" + pki + "/apiserver-etcd-client.key",
+        "--dial-timeout=3s", "--command-timeout=10s"] + list(args),
+        capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_two_control_planes_on_three_etcd_hosts_kubecrate_installed(etcd, hosts):
+    first = etcd.ctx["etcd1"]
+    assert etcd.done["etcd1"] == [
+        "enable kubelet",
+        "write /etc/kubernetes/kubecrate/kubelet-etcd.yaml, /etc/systemd/system/kubelet.service"
+        ".d/20-etcd-service-manager.conf; restart the kubelet as etcd's service manager",
+        "write /etc/kubernetes/kubecrate/kubeadm-etcd.yaml", "kubeadm init phase certs etcd-ca",
+        "kubeadm init phase certs etcd-server", "kubeadm init phase certs etcd-peer",
+        "kubeadm init phase certs etcd-healthcheck-client",
+        "kubeadm init phase certs apiserver-etcd-client",
+        "wrote {} (mode 0600): copy it to the other etcd hosts and the first control plane, "
+        "and pass it with --etcd-certs".format(first.host.path(etcdcerts.FILE)),
+        "kubeadm init phase etcd local"]
+    assert first.host.mode(etcdcerts.FILE) == 0o600
+    assert "write /etc/kubernetes/pki/etcd/ca.crt, /etc/kubernetes/pki/etcd/ca.key from " + \
+        str(etcd.certs) in etcd.done["etcd2"]
+    etcd2 = etcd.ctx["etcd2"]
+    assert not etcd2.host.exists("/etc/kubernetes/pki/apiserver-etcd-client.key")
+    assert not etcd2.host.exists(etcdcerts.FILE)
+
+    # the kubelet stand-in runs etcd from the drop-in's command line: all three healthy
+    status = _wait_healthy(etcd2)
+    assert [(m["name"], m["endpoint"]) for m in status["members"]] == \
+        [(n, "https://{}:2379".format(a)) for n, a in ETCD_HOSTS]
+    members = json.loads(_etcdctl(first, "member", "list", "-w", "json"))["members"]
+    assert sorted(m["name"] for m in members) == ["etcd1", "etcd2", "etcd3"]
+
+    # an installed etcd host changes nothing when install runs again
+    for name, ctx in etcd.ctx.items():
+        assert etcdhost.EtcdHostStep().check(ctx) == [], name
+    assert session.status(str(etcd2.host.root))["installed"] is False  # no bundle recorded
+
     cp1, cp2 = hosts("cp1"), hosts("cp2")
     port1, port2 = _free_port(), _free_port()
     config = cp1.root / "kubeadm-init.yaml"
     config.write_text(INIT.format(token=TOKEN, key=CERT_KEY, port=port1, version=VERSION,
-                                  endpoints=", ".join(h.endpoint for h in etcd.hosts)))
+                                  endpoints=", ".join(etcd.endpoints)))
 
     # kubeadm's preflight (checks.go, ExternalEtcdClientCertificates) before the files are there
     refused = cp1.run("kubeadm", "init", "--config", str(config), "--upload-certs")
@@ -131,24 +250,24 @@ def test_two_control_planes_on_three_external_etcd_hosts(etcd, hosts):
         "exist" in refused.stderr, refused.stderr
     assert not cp1.path("/etc/kubernetes/manifests").exists()
 
-    etcd1 = etcd.host("etcd1")
-    for name in FILES:  # copied from the first etcd host, as the guide does with scp
-        target = cp1.path("/etc/kubernetes/pki/" + name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((etcd1.root / "etc/kubernetes/pki" / name).read_bytes())
+    # the first control plane takes them from etcd-certs.json (install --etcd-certs)
+    cp_ctx = _etcd_host_context(cp1, etcd.cluster, "cp1", etcd.certs)
+    [action] = etcdhost.first_control_plane_files(cp_ctx)
+    action.do()
+    assert not cp1.path("/etc/kubernetes/pki/etcd/ca.key").exists()
     init = cp1.run("kubeadm", "init", "--config", str(config), "--upload-certs", timeout=120)
-    assert init.returncode == 0, init.stdout + init.stderr + etcd.logs()
+    assert init.returncode == 0, init.stdout + init.stderr
     assert "External etcd mode: Skipping etcd/ca certificate authority generation" in init.stdout
     assert not cp1.path("/etc/kubernetes/manifests/etcd.yaml").exists()
-    assert not cp1.path("/etc/kubernetes/pki/etcd/ca.key").exists()
     manifest = cp1.path("/etc/kubernetes/manifests/kube-apiserver.yaml").read_text()
-    assert "--etcd-servers=" + ",".join(h.endpoint for h in etcd.hosts) in manifest
+    assert "--etcd-servers=" + ",".join(etcd.endpoints) in manifest
+    assert etcdhost.first_control_plane_files(cp_ctx) == []  # a re-run writes nothing
 
     # join-info's re-upload of the certificates (`init phase upload-certs --config`) names
     # etcd.external too: by default kubeadm uploads local etcd's CA, whose key is not here
     refresh = cp1.root / "refresh.yaml"
     refresh.write_text(kubeadmconfig.refresh_config(
-        VERSION, certificate_key=CERT_KEY, etcd_endpoints=[h.endpoint for h in etcd.hosts]))
+        VERSION, certificate_key=CERT_KEY, etcd_endpoints=etcd.endpoints))
     again = cp1.run("kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config",
                     str(refresh), "--kubeconfig", str(cp1.path("/etc/kubernetes/admin.conf")))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -162,22 +281,27 @@ def test_two_control_planes_on_three_external_etcd_hosts(etcd, hosts):
     for name in FILES:
         assert cp2.path("/etc/kubernetes/pki/" + name).read_bytes() == \
             cp1.path("/etc/kubernetes/pki/" + name).read_bytes(), name
-    assert not cp2.path("/etc/kubernetes/manifests/etcd.yaml").exists()
 
     # both apiservers store in the same etcd: the Nodes are its keys
-    keys = etcd1.etcdctl("get", "/registry/minions/", "--prefix", "--keys-only").stdout.split()
+    keys = _etcdctl(first, "get", "/registry/minions/", "--prefix", "--keys-only").split()
     assert keys == ["/registry/minions/cp1", "/registry/minions/cp2"], keys
     done = _apply(cp2, "from-cp2")
     assert done.returncode == 0, done.stdout + done.stderr
 
-    # one etcd host lost: two of three still make a quorum, the cluster writes
-    etcd.host("etcd3").down = True
-    while etcd.host("etcd3").running():
-        time.sleep(0.1)
+    # one etcd host lost: kubecrate's reset takes etcd3 away (its member stays listed, as
+    # after a crash); two of three still make a quorum, the cluster writes
+    etcd3 = etcd.ctx["etcd3"]
+    removed = session.reset_cluster(str(etcd3.host.root), runner=etcd3.runner)
+    assert "kubeadm reset -f" in removed and \
+        "remove " + etcdhost.DROP_IN in removed, removed
+    for path in etcdhost.FILES + (etcdhost.MANIFEST, "/etc/kubernetes/pki/etcd/ca.key"):
+        assert not etcd3.host.exists(path), path
+    health = etcdmembers.etcd_host_info(str(etcd2.host.root))["members"]
+    assert [m["healthy"] for m in health] == [True, True, False], health
     started = time.monotonic()
     done = _apply(cp1, "one-etcd-lost")
-    assert done.returncode == 0, done.stdout + done.stderr + etcd.logs()
+    assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - started < 30
-    stored = etcd1.etcdctl("get", "/registry/kubecrate.io/objects/v1/ConfigMap/default/"
-                           "one-etcd-lost", "--print-value-only").stdout
+    stored = _etcdctl(first, "get", "/registry/kubecrate.io/objects/v1/ConfigMap/default/"
+                      "one-etcd-lost", "--print-value-only")
     assert json.loads(stored)["metadata"]["name"] == "one-etcd-lost"
