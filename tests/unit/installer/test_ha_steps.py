@@ -150,7 +150,11 @@ def test_steps_run_in_order_and_host_only_stops_after_binaries():
     assert names == ["unpack", "host-prep", "local-repo", "time", "runtime", "images", "binaries",
                      "loadbalancer", "kubeadm", "cni", "bundle-server"]
     assert [s.name for s in all_steps(host_only=True)][-1] == "binaries"
-    assert session.HOST_STEPS == ("preflight",) + tuple(names)
+    assert session.steps_of("worker") == ("preflight",) + tuple(names)
+    etcd = [s.name for s in all_steps(etcd_host=True)]
+    assert etcd == names[:7] + ["etcd-host"] and session.steps_of("etcd") == \
+        ("preflight",) + tuple(etcd)
+    assert session.HOST_STEPS == ("preflight",) + tuple(names) + ("etcd-host",)  # reset's
 
 
 def test_first_node_holds_the_vip_before_kubeadm_init_then_applies_flannel(tmp_path):
