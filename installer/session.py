@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 from installer import certs, etcdcerts, joinfile, owned, report
 from installer.bundlecache import cache_root
 from installer.format import minisig
-from installer.format.bundleinfo import read_info, wanted_for_preflight
+from installer.format.bundleinfo import BundleInfo, read_info, wanted_for_preflight
 from installer.format.cluster import ETCD_ROLE, find_node, load_cluster
 from installer.format.errors import KubecrateError, PreconditionError, UsageError
 from installer.format.lbspec import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
@@ -75,11 +75,14 @@ class Outcome(NamedTuple):
 
 
 @contextlib.contextmanager
-def open_context(options: Options, stage: bool = False) -> Iterator[Context]:
+def open_context(options: Options, stage: bool = False, refuse_upgrade: bool = False
+                 ) -> Iterator[Context]:
     """Load cluster.yaml, check the bundle and find this host's node. Without `stage` nothing is
     written under the root (preflight's view of the bundle); with it (install) the bundle is
     read once into a staging folder beside the cache, which the unpack step renames into the
-    cache and which is removed when anything fails before that."""
+    cache and which is removed when anything fails before that. With `refuse_upgrade`
+    (install), a bundle of another release than the node runs is refused from its signed
+    bundle.json alone, before a byte of its files is read (_refuse_upgrade)."""
     cluster = load_cluster(options.cluster_path)
     host = Host(options.root, dry_run=options.dry_run)
     runner = Runner(options.root, dry_run=options.dry_run, echo=options.echo)
@@ -102,6 +105,8 @@ def open_context(options: Options, stage: bool = False) -> Iterator[Context]:
     options = options._replace(bundle_path=options.bundle_path or source.location)
     etcd = etcdcerts.load(options.etcd_certs_path, cluster) if options.etcd_certs_path \
         else None
+    if refuse_upgrade:
+        _refuse_upgrade(host, node.name, _signed_info(source, options.key), options.bundle_path)
 
     def context(checked: Any, directory: str, staged: Any = None) -> Context:
         ctx = Context(host, runner, cluster, node,
@@ -121,6 +126,30 @@ def open_context(options: Options, stage: bool = False) -> Iterator[Context]:
         return
     with source.view(options.key, options.root, wanted_for_preflight) as view:
         yield context(view.bundle, view.directory)
+
+
+def _signed_info(source: Any, key: minisig.Trust) -> Optional[BundleInfo]:
+    """The bundle's target from its signed bundle.json alone (BundleSource.signed_manifest),
+    or None when that cannot be had cheaply and trusted: the full check that follows then
+    reports what is wrong with the bundle, in its own words."""
+    try:
+        early = source.signed_manifest(key)
+        return read_info(early.manifest, early.manifest_sha256) if early else None
+    except KubecrateError:
+        return None
+
+
+def _refuse_upgrade(host: Host, node: str, info: Optional[BundleInfo], bundle_path: str
+                    ) -> None:
+    """install on a node that runs a cluster of another Kubernetes release: exit 4, naming
+    `upgrade --bundle` (installer/upgrade.py is_upgrade)."""
+    from installer import upgrade
+
+    if info is not None and upgrade.is_upgrade(host, info):
+        raise PreconditionError(
+            "{} runs a cluster from another Kubernetes release than bundle {} ({}): "
+            "install does not upgrade".format(node, info.name, info.kubernetes_version),
+            hint="run `upgrade --bundle {}` (docs/upgrades.md)".format(bundle_path))
 
 
 def _join_checks(ctx: Context, required: bool, source: Optional[str] = None
@@ -166,15 +195,9 @@ def plan(options: Options, drain: bool = True, kubeconfig: Optional[str] = None)
 def install(options: Options) -> Outcome:
     """Preflight (unless it passed before for the same inputs), then every step under the host
     lock, each recorded in state.json. Re-running changes only what is still missing."""
-    from installer import upgrade
-
-    with open_context(options, stage=not options.dry_run) as ctx:
-        if upgrade.is_upgrade(ctx.host, ctx.info):
-            raise PreconditionError(
-                "{} runs a cluster from another Kubernetes release than bundle {} ({}): "
-                "install does not upgrade".format(ctx.node.name, ctx.info.name,
-                                                  ctx.info.kubernetes_version),
-                hint="run `upgrade --bundle {}` (docs/upgrades.md)".format(options.bundle_path))
+    with open_context(options, stage=not options.dry_run, refuse_upgrade=True) as ctx:
+        # again from the checked bundle: a stock-signed one is known only now
+        _refuse_upgrade(ctx.host, ctx.node.name, ctx.info, ctx.bundle_path)
         inputs = ctx.inputs()
         skipped = State.load(ctx.host).done("preflight", inputs)
         found = [] if skipped else run_preflight(ctx)

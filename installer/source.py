@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from installer import bundlecache
 from installer.format import bundle as bundlemod
@@ -101,6 +101,13 @@ class BundleSource:
         """Bytes verify() or stage() read, for a progress bar; None when unknown."""
         return None
 
+    def signed_manifest(self, key: minisig.Trust) -> Optional[bundlemod.Bundle]:
+        """bundle.json alone, authenticated by the signature under `key` without reading the
+        files it lists, so a command can refuse the bundle for what it is (another release)
+        in a second; None when this kind cannot tell it that cheaply. Its files are checked
+        only by verify(), view() or stage()."""
+        return None
+
 
 def _cached_in_root(key: minisig.Trust, root: str, manifest_sha256: str,
                     signature: minisig.Signature) -> Optional[bundlemod.Bundle]:
@@ -129,11 +136,20 @@ class TarSource(BundleSource):
         except OSError:
             return None
 
+    def _opener(self, key: minisig.Trust) -> Optional[Callable[[str], Any]]:
+        return None  # the file itself
+
     def _walk(self, key, signature, sink, progress=None):
-        return bundlemod.walk(self.location, key, signature, sink, progress)
+        return bundlemod.walk(self.location, key, signature, sink, progress,
+                              opener=self._opener(key))
 
     def verify(self, key, progress=None):
         return self._walk(key, self._signature(key), lambda spec: None, progress)
+
+    def signed_manifest(self, key):
+        """The tar's first member, bundle.json, when the trusted comment names its digest."""
+        return bundlemod.signed_manifest(self.location, key, self._signature(key),
+                                         self._opener(key))
 
     @contextlib.contextmanager
     def view(self, key, root, wanted):
@@ -209,10 +225,9 @@ class PartsSource(TarSource):
                              "the delta tar whole".format(self.location))
         return signature
 
-    def _walk(self, key, signature, sink, progress=None):
+    def _opener(self, key):
         index = self._parts(key)
-        return bundlemod.walk(self.location, key, signature, sink, progress,
-                              opener=lambda _path: parts.PartsReader(index))
+        return lambda _path: parts.PartsReader(index)
 
     def size(self) -> Optional[int]:
         try:
@@ -231,6 +246,9 @@ class DeltaSource(TarSource):
 
     kind = "delta bundle"
     _checked = None  # type: Optional[bundlemod.Bundle]
+
+    def signed_manifest(self, key):
+        return None  # the result's bundle.json is somewhere in the (small) delta tar
 
     def _base(self, key: minisig.Trust) -> str:
         base = deltamod.base_named(self._signature(key).comment_fields())
@@ -338,6 +356,9 @@ class CacheSource(BundleSource):
 
     def verify(self, key, progress=None):
         return bundlecache.verified_cache(self.location, key)
+
+    def signed_manifest(self, key):
+        return bundlecache.load_cached(self.location, key)
 
     @contextlib.contextmanager
     def view(self, key, root, wanted):

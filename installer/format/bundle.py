@@ -12,6 +12,7 @@ staging folder into the cache. Reading once is what makes the bytes checked the 
 a file swapped or rewritten after the check has no second read to slip into.
 """
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -175,11 +176,7 @@ def walk(
             "in the bundle can be checked here".format(bundle_path),
             hint="sign it with `kubecrate pack`/`build`, whose comment names bundle.json's "
                  "SHA-256; " + minisig.FIPS_HINT)
-    try:
-        raw = opener(bundle_path) if opener else open(bundle_path, "rb", buffering=0)
-    except OSError as err:
-        raise VerificationError("cannot read bundle {}: {}".format(bundle_path, err.strerror))
-    with raw:
+    with _opened(bundle_path, opener) as raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         hashing = _HashingReader(raw, progress)
@@ -228,6 +225,54 @@ def walk(
     )
 
 
+@contextlib.contextmanager
+def _tar_errors() -> Iterator[None]:
+    """What a broken tar or gzip stream means to the user; a real I/O error (disk full,
+    permissions) is raised as it is."""
+    try:
+        yield
+    except EOFError:
+        raise VerificationError("bundle is truncated (compressed stream ended early)")
+    except (OSError, zlib.error) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        raise VerificationError("bundle is corrupt: {}".format(err))
+
+
+def _opened(bundle_path: str, opener: Optional[Callable[[str], Any]]) -> Any:
+    try:
+        return opener(bundle_path) if opener else open(bundle_path, "rb", buffering=0)
+    except OSError as err:
+        raise VerificationError("cannot read bundle {}: {}".format(bundle_path, err.strerror))
+
+
+def signed_manifest(
+    bundle_path: str,
+    public_key: minisig.Trust,
+    signature: minisig.Signature,
+    opener: Optional[Callable[[str], Any]] = None,
+) -> Optional[Bundle]:
+    """bundle.json alone, read from the tar's first member and authenticated by the signature's
+    trusted comment (checked against the key), which names its SHA-256: a few kilobytes read,
+    whatever the bundle's size, so a command can refuse a bundle for what it is before walk()
+    hashes every byte of it. None for a bundle signed with stock `minisign -S`, whose
+    bundle.json is the key holder's word only once walk() has checked the whole file. Nothing
+    but bundle.json is checked here: its files are the key holder's only after walk()."""
+    minisig.check_comment(public_key, signature, bundle_path)
+    claimed = claimed_manifest_sha256(signature)
+    if claimed is None:
+        return None
+    with _opened(bundle_path, opener) as raw:
+        compressed = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        reader = TarReader(stream)
+        with _tar_errors():
+            manifest_raw = _read_manifest(reader, reader.entries(), signature)
+    return Bundle(bundle_path, parse_manifest(manifest_raw), claimed, manifest_raw, None,
+                  signature)
+
+
 def _members(
     hashing: "_HashingReader",
     compressed: bool,
@@ -243,7 +288,7 @@ def _members(
               else hashing)
     reader = TarReader(stream)
     entries = reader.entries()
-    try:
+    with _tar_errors():
         manifest_raw = _read_manifest(reader, entries, signature)
         expected = parse_manifest(manifest_raw).by_path()
         folders = {path.rsplit("/", 1)[0] for path in expected if "/" in path}
@@ -283,12 +328,6 @@ def _members(
                 problems.append(
                     "{}: sha256 {} but bundle.json says {}".format(name, actual, spec.sha256)
                 )
-    except EOFError:
-        raise VerificationError("bundle is truncated (compressed stream ended early)")
-    except (OSError, zlib.error) as err:
-        if isinstance(err, OSError) and err.errno is not None:
-            raise  # a real I/O error (disk full, permissions), not a bad bundle
-        raise VerificationError("bundle is corrupt: {}".format(err))
     for path in sorted(set(expected) - seen):
         problems.append("{}: listed in bundle.json but missing from the tar".format(path))
     return manifest_raw, problems

@@ -4,6 +4,8 @@ is_upgrade), before its preflight: the e2e test of the upgrade (tests/e2e/test_h
 checks the same on its upgraded cp1 in minutes, this in about a second."""
 
 import json
+import shutil
+import tarfile
 
 import pytest
 from lab.bundles import make_key, make_source, pack_source
@@ -39,13 +41,13 @@ def installer(capfd, *args):
     return done.value.code, out.out, out.err
 
 
-def test_install_of_the_next_release_on_an_installed_node_is_refused(tmp_path, capfd, bundles):
-    root, old, new = tmp_path / "root", bundles["packed"]["v1.30.14"], \
-        bundles["packed"]["v1.31.14"]
+def installed_node(capfd, root, bundles):
+    """`root` as install leaves a node of the v1.30.14 bundle: the bundle in the cache,
+    state.json naming it, the kubelet's kubeconfig. Returns state.json's text."""
+    old = bundles["packed"]["v1.30.14"]
     code, _, err = installer(capfd, "unpack", old.path, "--key", bundles["public"], "--root",
                              root)
     assert code == ExitCode.OK, err
-    # what install leaves on a node: state.json naming the bundle, the kubelet's kubeconfig
     host = Host(str(root))
     state = State.load(host)
     state.use_bundle(old.manifest_sha256)
@@ -53,14 +55,53 @@ def test_install_of_the_next_release_on_an_installed_node_is_refused(tmp_path, c
     state.save()
     host.write("/etc/kubernetes/kubelet.conf", "apiVersion: v1\nkind: Config\n", 0o600)
     before = (root / "var/lib/kubecrate/state.json").read_text()
+    assert json.loads(before)["bundle"] == old.manifest_sha256
+    return before
 
-    code, out, err = installer(capfd, "install", "--bundle", new.path, "--cluster",
+
+def refused(capfd, root, bundles, bundle, *extra):
+    """install with `bundle` on the installed node: refused (exit 4) for its release, naming
+    `upgrade --bundle`, nothing of the new bundle kept."""
+    new = bundles["packed"]["v1.31.14"]
+    code, out, err = installer(capfd, "install", "--bundle", bundle, "--cluster",
                                bundles["cluster"], "--node", "cp1", "--key", bundles["public"],
-                               "--root", root)
+                               "--root", root, *extra)
     assert code == ExitCode.PRECONDITION, out + err
     assert "cp1 runs a cluster from another Kubernetes release than bundle k8s-v1.31.14 " \
         "(v1.31.14): install does not upgrade" in err, err
-    assert "run `upgrade --bundle {}`".format(new.path) in err
-    assert (root / "var/lib/kubecrate/state.json").read_text() == before
-    assert json.loads(before)["bundle"] == old.manifest_sha256
+    assert "run `upgrade --bundle {}`".format(bundle) in err
     assert not (root / "var/lib/kubecrate/bundles" / new.manifest_sha256).exists()
+    assert not [p for p in (root / "var/lib/kubecrate/bundles").iterdir()
+                if p.name.startswith(".")], "a staging folder was left behind"
+
+
+def test_install_of_the_next_release_on_an_installed_node_is_refused(tmp_path, capfd, bundles):
+    root = tmp_path / "root"
+    before = installed_node(capfd, root, bundles)
+    refused(capfd, root, bundles, bundles["packed"]["v1.31.14"].path)
+    assert (root / "var/lib/kubecrate/state.json").read_text() == before
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["install", "dry-run"])
+def test_the_release_is_refused_from_bundle_json_before_any_file_is_hashed(tmp_path, capfd,
+                                                                         bundles, dry_run):
+    """The refusal comes from the signed bundle.json, the tar's first member: a user who runs
+    install with the next release's bundle learns it in a second, not after every image was
+    hashed. Seen here with a bundle whose last file is damaged: the refusal still comes (exit
+    4), where hashing the files first would stop at the damage (exit 3)."""
+    root = tmp_path / "root"
+    before = installed_node(capfd, root, bundles)
+    new = bundles["packed"]["v1.31.14"]
+    damaged = tmp_path / "k8s-v1.31.14.tar"
+    shutil.copyfile(new.path, damaged)
+    shutil.copyfile(str(new.path) + ".minisig", str(damaged) + ".minisig")
+    with tarfile.open(new.path) as tar:
+        last = [m for m in tar.getmembers() if m.isfile()][-1]
+    assert last.name != "bundle.json" and last.size > 0
+    with open(damaged, "r+b") as handle:
+        handle.seek(last.offset_data + last.size - 1)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    refused(capfd, root, bundles, damaged, *(["--dry-run"] if dry_run else []))
+    assert (root / "var/lib/kubecrate/state.json").read_text() == before
