@@ -28,6 +28,9 @@ CNIS = ("flannel", "calico")
 # permissive: host prep sets SELinux permissive (kubeadm's install guide, the runbooks);
 # enforcing: it is left enforcing and the cluster is set up for it (docs/selinux.md)
 SELINUX_MODES = ("permissive", "enforcing")
+# images.mode: archive: every node loads the bundle's image archive into its runtime;
+# registry: the control planes serve it from a registry (containerd only; docs/cluster.md)
+IMAGE_MODES = ("archive", "registry")
 _MIRROR_URL = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
 _URL_CREDENTIALS = re.compile(r"\A[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
 _REGISTRY = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
@@ -94,6 +97,7 @@ class Cluster(NamedTuple):
     selinux: str = "permissive"  # SELINUX_MODES
     # etcd.external: the dedicated etcd hosts (role "etcd"), or () for etcd on the control planes
     etcd_hosts: Tuple[Node, ...] = ()
+    images_mode: str = "archive"  # IMAGE_MODES
 
     @property
     def etcd_endpoints(self) -> Tuple[str, ...]:
@@ -117,11 +121,12 @@ class Cluster(NamedTuple):
 
 # Allowed keys per section; `load_balancer` and `kubeadm` are lbspec's (docs/load-balancer.md).
 TOP_KEYS = ("cluster_name", "control_plane", "networking", "ntp_servers", "upstream_dns",
-            "firewall", "selinux", "runtime", "nodes", "load_balancer", "kubeadm", "etcd")
+            "firewall", "selinux", "runtime", "nodes", "load_balancer", "kubeadm", "etcd", "images")
 ENDPOINT_KEYS = ("vip", "dns_name", "port")
 NETWORK_KEYS = ("pod_cidr", "service_cidr", "cni")
 RUNTIME_KEYS = ("registry_mirrors", "insecure_registries")
 NODE_KEYS = ("name", "address", "role")
+IMAGES_KEYS = ("mode",)
 ETCD_KEYS = ("external",)
 ETCD_HOST_KEYS = ("name", "address")
 ETCD_ROLE = "etcd"  # the role of an external etcd host (etcd.external), never of a node
@@ -186,6 +191,11 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
     if selinux not in SELINUX_MODES:
         doc.fail(("selinux",), "{!r} is not one of {}{}".format(
             selinux, ", ".join(SELINUX_MODES), yamldoc.suggestion(str(selinux), SELINUX_MODES)))
+    images_mode = _mapping(doc, ("images",), IMAGES_KEYS, optional=True).get("mode", "archive")
+    if images_mode not in IMAGE_MODES:
+        doc.fail(("images", "mode"), "{!r} is not one of {}{}".format(
+            images_mode, ", ".join(IMAGE_MODES),
+            yamldoc.suggestion(str(images_mode), IMAGE_MODES)))
     name = doc.text(data.get("cluster_name", "kubernetes"), ("cluster_name",), _NAME,
                     "a DNS-1123 name")
     nodes = _nodes(doc, (pod, svc), vip)
@@ -202,25 +212,42 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
                    _servers(doc, ("ntp_servers",), data.get("ntp_servers", [])),
                    _servers(doc, ("upstream_dns",), data.get("upstream_dns", []), ip_only=True),
                    firewall, runtime, nodes, lb, tuple(sorted((kubeadm or {}).items())), cni,
-                   selinux, etcd_hosts)
+                   selinux, etcd_hosts, images_mode)
 
 
 def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,
                      runtime: str) -> Kubeadm:
-    """The `kubeadm:` section validated against the bundle (its Kubernetes version, image
-    repository and runtime); a problem is a ClusterConfigError naming file, line and key."""
+    """The `kubeadm:` section (and `images.mode`) validated against the bundle (its
+    Kubernetes version, image repository and runtime); a problem is a ClusterConfigError
+    naming file, line and key."""
+    if cluster.images_mode == "registry" and runtime == "docker":
+        # dockerd's registry-mirrors apply to Docker Hub only ("It's currently not possible to
+        # mirror another private registry. Only the central Hub can be mirrored":
+        # docs.docker.com/docker-hub/image-library/mirror/; --registry-mirror in
+        # docs.docker.com/reference/cli/dockerd/), and kubeadm's images are registry.k8s.io's
+        _fail_at(cluster, ("images", "mode"), "'registry' needs containerd, and this bundle's "
+                 "runtime is docker: Docker's registry-mirrors mirror Docker Hub only, so "
+                 "Docker would still pull registry.k8s.io's and the add-ons' images from their "
+                 "own registries",
+                 "use images.mode: archive (the default) with a Docker bundle, or a bundle "
+                 "built for containerd (docs/cluster.md \"images\")")
     try:
         return parse_kubeadm(dict(cluster.kubeadm), version, image_repository, runtime,
                              str(cluster.endpoint), cluster.pod_cidr, cluster.service_cidr,
                              cluster.name)
     except SpecError as err:
-        try:
-            with open(cluster.source, "r", encoding="utf-8") as handle:
-                document = yamldoc.parse(handle.read(), cluster.source, ClusterConfigError)
-        except (OSError, ClusterConfigError):  # then the message has no line number
-            document = yamldoc.Document(cluster.source, {}, {})
-        _Doc(document).fail(err.path, err.detail, err.hint)
-        raise AssertionError  # unreachable; fail() raises
+        _fail_at(cluster, err.path, err.detail, err.hint)
+        raise AssertionError  # unreachable; _fail_at raises
+
+
+def _fail_at(cluster: Cluster, path: Path, detail: str, hint: Optional[str]) -> None:
+    """Raise the ClusterConfigError for `path`, with its line read back from the file."""
+    try:
+        with open(cluster.source, "r", encoding="utf-8") as handle:
+            document = yamldoc.parse(handle.read(), cluster.source, ClusterConfigError)
+    except (OSError, ClusterConfigError):  # then the message has no line number
+        document = yamldoc.Document(cluster.source, {}, {})
+    _Doc(document).fail(path, detail, hint)
 
 
 def load_cluster(path: str) -> Cluster:
