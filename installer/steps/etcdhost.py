@@ -24,7 +24,6 @@ from installer import etcdcerts, kubeadmconfig
 from installer.format.errors import PreconditionError
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
-from installer.steps.hostprep import _enabled
 
 DROP_IN = "/etc/systemd/system/kubelet.service.d/20-etcd-service-manager.conf"
 KUBELET_CONFIG = "/etc/kubernetes/kubecrate/kubelet-etcd.yaml"
@@ -87,7 +86,7 @@ def _kubelet(ctx: Context) -> List[Action]:
              (DROP_IN, render("20-etcd-service-manager.conf.j2", config=KUBELET_CONFIG,
                               flags=kubelet_flags(ctx)))]
     stale = [(p, t) for p, t in files if host.needs_write(p, t.encode("utf-8")) is not None]
-    found = _enabled(ctx, "kubelet", start=False, step="etcd-host")
+    found = []  # the binaries step enabled the kubelet, as on every node
     if stale:
         def write() -> str:
             for path, text in stale:

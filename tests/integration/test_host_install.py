@@ -291,8 +291,20 @@ def _conflicting_package(host, bundle):
     return args(host, bundle), "conflicts with"
 
 
-@pytest.mark.parametrize("make", [_wrong_release, _other_arch, _conflicting_package],
-                         ids=["wrong-os-release", "other-arch", "conflicting-package"])
+def _etcd_host_without_certs(host, bundle):
+    with host.cluster.open("a") as cluster:
+        cluster.write("etcd:\n  external:\n  - {name: etcd1, address: 10.0.0.31}\n"
+                      "  - {name: etcd2, address: 10.0.0.32}\n")
+    return args(host, bundle, "--node", "etcd2"), (
+        "etcd-certs: etcd2 is an etcd.external host after the first: install needs "
+        "--etcd-certs FILE, the etcd CA of this cluster -> the first etcd host etcd1 (10.0.0.31) "
+        "writes /etc/kubernetes/kubecrate/etcd-certs.json when kubecrate installs it")
+
+
+@pytest.mark.parametrize("make", [_wrong_release, _other_arch, _conflicting_package,
+                                  _etcd_host_without_certs],
+                         ids=["wrong-os-release", "other-arch", "conflicting-package",
+                              "etcd-host-without-certs"])
 def test_preflight_failures_exit_4_and_change_nothing(host_bundle, test_host, make):
     host = test_host
     argv, message = make(host, host_bundle)
@@ -318,3 +330,4 @@ def test_preflight_fails_on_an_occupied_apiserver_port(host_bundle, test_host):
     assert done.returncode == 4, done.stdout + done.stderr
     assert "port 6443/tcp is already in use" in done.stderr
     assert snapshot(host.root) == before
+

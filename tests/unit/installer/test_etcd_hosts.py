@@ -108,7 +108,6 @@ def test_the_first_etcd_host_plans_the_guides_steps(tmp_path):
     assert [f.level for f in preflight_cluster.check_external_etcd_files(ctx)] == ["pass"]
     planned = etcdhost.EtcdHostStep().check(ctx)
     assert planned == [
-        "enable kubelet",
         "write /etc/kubernetes/kubecrate/kubelet-etcd.yaml, /etc/systemd/system/kubelet.service"
         ".d/20-etcd-service-manager.conf, restart the kubelet",
         "write /etc/kubernetes/kubecrate/kubeadm-etcd.yaml",
@@ -118,7 +117,7 @@ def test_the_first_etcd_host_plans_the_guides_steps(tmp_path):
         "write /etc/kubernetes/kubecrate/etcd-certs.json", "kubeadm init phase etcd local"]
     second = etcd_ctx(tmp_path / "2", "etcd2", certs_for(ctx.cluster))
     planned = etcdhost.EtcdHostStep().check(second)
-    assert planned[3:] == [
+    assert planned[2:] == [
         "write the etcd CA from /carried/etcd-certs.json",
         "kubeadm init phase certs etcd-server", "kubeadm init phase certs etcd-peer",
         "kubeadm init phase certs etcd-healthcheck-client", "kubeadm init phase etcd local"]
@@ -157,3 +156,17 @@ def test_an_etcd_host_loads_the_pause_and_etcd_images_and_a_workers_packages():
     assert info.packages_for("etcd") == ("kubelet", "kubeadm", "docker-ce")
     assert [i.reference for i in info.images_for("etcd")] == [
         "registry.k8s.io/pause:3.6", "registry.k8s.io/etcd:3.5.6-0"]
+
+
+def test_status_on_an_etcd_host_says_what_it_is_and_each_members_health(capsys):
+    from installer.cli import _echo_etcd
+
+    _echo_etcd({"etcd_host": "etcd2", "members": [
+        {"name": "etcd1", "endpoint": "https://10.0.0.31:2379", "healthy": True, "error": ""},
+        {"name": "etcd2", "endpoint": "https://10.0.0.32:2379", "healthy": False,
+         "error": "context deadline exceeded"}]})
+    assert capsys.readouterr().out.splitlines() == [
+        "etcd2: an etcd.external host (etcd as a static pod, no Kubernetes node)",
+        "etcd members (health):",
+        "  etcd1        https://10.0.0.31:2379       healthy",
+        "  etcd2        https://10.0.0.32:2379       UNHEALTHY: context deadline exceeded"]
