@@ -79,7 +79,7 @@ class FakeHostRunner:
             return Result(argv, 0, self.units.get(argv[2], "inactive"), "")
         if argv[:2] == ["systemctl", "is-enabled"]:
             return Result(argv, 0, "enabled" if argv[2] + "+" in self.units else "disabled", "")
-        if argv[:2] == ["systemctl", "start"]:
+        if argv[:2] in (["systemctl", "start"], ["systemctl", "restart"]):
             self.units[argv[2]] = "active"
             if argv[2] == "keepalived":
                 self.events.append("keepalived started")
@@ -323,3 +323,28 @@ def test_defaults_and_the_kubeadm_section_checked_against_the_bundle(tmp_path):
     assert err.value.message.startswith("{}:14: kubeadm.cri_socket:".format(source))
     ok = parse_cluster(CLUSTER + "kubeadm: {kube_proxy_mode: ipvs}\n")
     assert kubeadm_settings(ok, "v1.23.17", "registry.k8s.io", "docker").kube_proxy_mode == "ipvs"
+
+
+def test_the_first_control_plane_serves_the_bundle_from_a_copy_of_the_pyz(tmp_path,
+                                                                           monkeypatch):
+    """bundle-server: on cp1 only, the running .pyz copied, the unit written and started; a
+    second check finds nothing to do."""
+    from installer.steps.bundleserver import UNIT_FILE, BundleServerStep
+
+    pyz = tmp_path / "kubecrate-installer.pyz"
+    pyz.write_bytes(b"#!/bin/sh\nexit 0\n")
+    monkeypatch.setattr("sys.argv", [str(pyz), "install"])
+    ctx, step = make_ctx(tmp_path, "cp1"), BundleServerStep()
+    assert step.check(ctx) == [
+        "copy {} to /usr/local/lib/kubecrate/kubecrate-installer.pyz".format(pyz),
+        "write " + UNIT_FILE, "start kubecrate-bundle-server on 10.0.0.11:8447"]
+    step.apply(ctx)
+    root = tmp_path / "cp1"
+    assert (root / "usr/local/lib/kubecrate/kubecrate-installer.pyz").read_bytes() == \
+        pyz.read_bytes()
+    assert "ExecStart=/usr/local/lib/kubecrate/kubecrate-installer.pyz serve-bundle -v --root " \
+           "{} --address 10.0.0.11 --port 8447\n".format(root) in \
+           (root / UNIT_FILE.lstrip("/")).read_text()
+    assert ["systemctl", "restart", "kubecrate-bundle-server"] in ctx.runner.calls
+    assert step.check(ctx) == []
+    assert step.check(make_ctx(tmp_path, "cp2")) == []
