@@ -10,8 +10,8 @@ etcd-certs.json (`install --etcd-certs`), each member's certificates and etcd.ya
 apiserver-etcd-client pair from the same file; `kubeadm init` with ClusterConfiguration
 etcd.external (the installer's rendering, tests/unit/installer/test_render_kubeadm.py) writes
 no etcd.yaml and points the apiserver at the three members; a second control plane gets the
-files with upload-certs. The apiserver stand-ins keep the cluster in that etcd over TLS, and
-with one etcd host lost (reset by kubecrate) the cluster still writes.
+files with upload-certs, and a worker joins. The apiserver stand-ins keep the cluster in that
+etcd over TLS, and with one etcd host lost (reset by kubecrate) the cluster still writes.
 """
 
 import json
@@ -33,6 +33,7 @@ from installer.steps import Context, etcdhost, run_steps
 from tests.integration import test_mirrorworld_standins as standins
 from tests.integration.test_mirrorworld_standins import (
     CERT_KEY,
+    JOIN_CONFIG,
     TOKEN,
     VERSION,
     _ca_hash,
@@ -281,9 +282,19 @@ def test_two_control_planes_on_three_etcd_hosts_kubecrate_installed(etcd, hosts)
         assert cp2.path("/etc/kubernetes/pki/" + name).read_bytes() == \
             cp1.path("/etc/kubernetes/pki/" + name).read_bytes(), name
 
+    # and a worker joins as on stacked etcd (its kubeadm never reads the etcd files)
+    w1 = hosts("w1")
+    config = w1.root / "join.yaml"
+    config.write_text(JOIN_CONFIG.format(endpoint="127.0.0.1:%d" % port1, hash=_ca_hash(cp1),
+                                         token=TOKEN))
+    joined = w1.run("kubeadm", "join", "--config", str(config), timeout=120)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert not w1.path("/etc/kubernetes/pki/etcd").exists()
+
     # both apiservers store in the same etcd: the Nodes are its keys
     keys = _etcdctl(first, "get", "/registry/minions/", "--prefix", "--keys-only").split()
-    assert keys == ["/registry/minions/cp1", "/registry/minions/cp2"], keys
+    assert keys == ["/registry/minions/cp1", "/registry/minions/cp2",
+                    "/registry/minions/worker1"], keys
     done = _apply(cp2, "from-cp2")
     assert done.returncode == 0, done.stdout + done.stderr
 
