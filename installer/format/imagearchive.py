@@ -16,7 +16,7 @@ import json
 import os
 import re
 import tarfile
-from typing import Any, BinaryIO, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from installer.format.errors import VerificationError
 from installer.format.manifest import VerifiedReader
@@ -74,10 +74,7 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
     meta = _read_metadata(path)
     wanted = _select(meta.images, references)
     names = {image.reference for image in wanted}
-    needed: Dict[str, str] = {}
-    for image in wanted:
-        for hexd in image.blobs:
-            needed.setdefault(hexd, image.reference)
+    needed = _needed(wanted)
     index = dict(meta.oci_index)
     index["manifests"] = [d for d in meta.oci_index.get("manifests", []) if _name(d) in names]
     docker = [dict(item, RepoTags=[t for t in item.get("RepoTags") or [] if t in names])
@@ -88,6 +85,23 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
         _write_member(out, name, data, mtime)
     for folder in ("blobs", BLOB_DIR):
         out.write(_header(folder, 0, 0o755, mtime, tarfile.DIRTYPE))
+    for hexd, size, blocks in stream_blobs(path, needed, sha256):
+        out.write(_header(BLOB_DIR + "/" + hexd, size, 0o644, mtime))
+        for block in blocks:
+            out.write(block)
+        out.write(b"\0" * (-size % BLOCK))
+    out.write(b"\0" * (2 * BLOCK))
+    return wanted
+
+
+def stream_blobs(path: str, needed: Dict[str, str], sha256: Optional[str] = None
+                 ) -> Iterator[Tuple[str, int, Iterator[bytes]]]:
+    """The blobs of `needed` (hex digest -> the reference that needs it) in archive order, each
+    as (hex digest, size, its data in chunks). Consume each blob's chunks to the end: the last
+    step checks the data against its digest and raises ImageArchiveError when it differs.
+    After the last blob, with `sha256` (the archive's signed digest) the whole archive is
+    checked (VerificationError), and a blob of `needed` the archive lacks raises
+    ImageArchiveError naming it and its image."""
     written: Set[str] = set()
     with open(path, "rb") as raw:
         verified = VerifiedReader(raw, sha256, os.path.basename(path), path) if sha256 else None
@@ -101,27 +115,46 @@ def write_subset(path: str, references: Iterable[str], out: BinaryIO,
             match = _BLOB.match(entry.name)
             if entry.kind != "file" or not match or match.group(1) not in needed:
                 continue
-            hexd = match.group(1)
-            out.write(_header(entry.name, entry.size, 0o644, mtime))
-            digest = hashlib.sha256()
-            for block in reader.read_data(CHUNK):
-                digest.update(block)
-                out.write(block)
-            if digest.hexdigest() != hexd:
-                raise ImageArchiveError(
-                    "{}: blob sha256:{} is corrupt (it hashes to sha256:{})".format(
-                        path, hexd, digest.hexdigest()),
-                    hint="unpack the bundle again from its signed file")
-            out.write(b"\0" * (-entry.size % BLOCK))
-            written.add(hexd)
+            yield match.group(1), entry.size, _checked(path, match.group(1),
+                                                       reader.read_data(CHUNK))
+            written.add(match.group(1))
         if verified is not None:
             verified.check()
     missing = sorted(set(needed) - written)
     if missing:
         raise ImageArchiveError("{}: blob sha256:{} of {} is missing".format(
             path, missing[0], needed[missing[0]]))
-    out.write(b"\0" * (2 * BLOCK))
-    return wanted
+
+
+def _checked(path: str, hexd: str, blocks: Iterator[bytes]) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+        yield block
+    if digest.hexdigest() != hexd:
+        raise ImageArchiveError(
+            "{}: blob sha256:{} is corrupt (it hashes to sha256:{})".format(
+                path, hexd, digest.hexdigest()),
+            hint="unpack the bundle again from its signed file")
+
+
+def select(path: str, references: Optional[Iterable[str]] = None
+           ) -> Tuple[List[ArchivedImage], Dict[str, str]]:
+    """The archive's images named by `references` (all of them with None), sorted by
+    reference, and the blobs they need (hex digest -> the first reference needing it)."""
+    images = _read_metadata(path).images
+    wanted = _select(images, [i.reference for i in images] if references is None
+                     else references)
+    return wanted, _needed(wanted)
+
+
+def _needed(images: List[ArchivedImage]) -> Dict[str, str]:
+    """hex digest -> the first of `images` that needs the blob."""
+    needed: Dict[str, str] = {}
+    for image in images:
+        for hexd in image.blobs:
+            needed.setdefault(hexd, image.reference)
+    return needed
 
 
 # --------------------------------------------------------------------------- metadata

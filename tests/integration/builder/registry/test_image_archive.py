@@ -15,35 +15,15 @@ from lab.runtimes import docker_images
 from lab.tools import require_tool
 
 from builder.cache import Cache
-from builder.inputs.mirrors import load_preset
-from builder.registry.client import pull_images
 from builder.registry.image_archive import bundle_images, write_archive
 from installer.bundlecache import file_sha256
 from installer.format.imagearchive import list_images, write_subset
+from tests.integration.builder.registry.conftest import MTIME, pull
 
 pytestmark = pytest.mark.integration
 
-MTIME = 1700000000
 WORKER = ["docker.io/flannel/flannel:v0.22.3", "registry.k8s.io/kube-proxy:v1.23.17",
           "registry.k8s.io/pause:3.6"]
-
-
-def _pull(world, preset, cache):
-    return pull_images(world.state["registry"]["images"], "linux/amd64", load_preset(preset),
-                       cache)
-
-
-@pytest.fixture(scope="session")
-def pulled(mirror_world, tmp_path_factory):
-    cache = Cache(tmp_path_factory.mktemp("cache"))
-    return cache, _pull(mirror_world, mirror_world.preset, cache)
-
-
-@pytest.fixture(scope="session")
-def archive(pulled, tmp_path_factory):
-    cache, images = pulled
-    return write_archive(images, cache, tmp_path_factory.mktemp("archive") / "images.tar",
-                         mtime=MTIME)
 
 
 def _clear_docker(dockerd):
@@ -184,7 +164,7 @@ def test_same_inputs_same_bytes(pulled, archive, tmp_path, monkeypatch):
 
 def test_pulled_through_the_aliyun_mirror_same_bytes(mirror_world, archive, tmp_path):
     cache = Cache(tmp_path / "cache")
-    images = _pull(mirror_world, mirror_world.preset_aliyun, cache)
+    images = pull(mirror_world, mirror_world.preset_aliyun, cache)
     assert any("google_containers/coredns" in im.source for im in images), \
         [im.source for im in images]
     via_aliyun = write_archive(images, cache, tmp_path / "aliyun.tar", mtime=MTIME)

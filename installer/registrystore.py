@@ -1,0 +1,110 @@
+"""Feed a distribution registry's filesystem storage straight from the bundle's image archive
+(`images.mode: registry`, docs/cluster.md), so that the registry serves the bundle's images
+without a push, and write the containerd `hosts.toml` that sends pulls there.
+
+The layout is distribution's (registry/storage/paths.go, `pathMapper.path`), under the
+filesystem driver's root directory:
+
+    docker/registry/v2/blobs/sha256/<first two hex>/<hex>/data    blobDataPathSpec
+    docker/registry/v2/repositories/<name>/
+      _layers/sha256/<hex>/link                        layerLinkPathSpec
+      _manifests/revisions/sha256/<hex>/link           manifestRevisionLinkPathSpec
+      _manifests/tags/<tag>/index/sha256/<hex>/link    manifestTagIndexEntryLinkPathSpec
+      _manifests/tags/<tag>/current/link               manifestTagCurrentPathSpec
+
+A link file holds `sha256:<hex>` and nothing else (paths.go, layerLinkPathSpec). An image is
+stored under its whole reference as the repository name (`registry.k8s.io/pause`), so that
+images of different registries never share a repository; containerd reaches it through a
+hosts.toml whose host path is `/v2/<registry>` with `override_path` (hosts_toml).
+
+Nothing half-written: every blob and link is written beside its place and renamed over it
+(installer.atomic), every blob is checked against its digest (and, with `sha256`, the whole
+archive against its signed digest) before any link names it, and the tag's `current` link,
+which makes an image pullable, is written last. Python 3.6, stdlib only.
+"""
+
+import os
+from typing import BinaryIO, Callable, Iterable, List, Optional, Tuple
+
+from installer.atomic import replace_file
+from installer.format.imagearchive import ArchivedImage, select, stream_blobs
+
+V2 = os.path.join("docker", "registry", "v2")
+
+
+def split_reference(reference: str) -> Tuple[str, str, Optional[str]]:
+    """(registry host, repository name as stored, tag or None) of a full reference such as
+    `docker.io/flannel/flannel:v0.22.3` -> (`docker.io`, `docker.io/flannel/flannel`,
+    `v0.22.3`); a reference by digest (`name@sha256:...`) has no tag."""
+    name = reference.split("@", 1)[0]
+    tag = None
+    head, _, last = name.rpartition("/")
+    if "@" not in reference and ":" in last:
+        last, tag = last.split(":", 1)
+        name = head + "/" + last
+    return name.split("/", 1)[0], name, tag
+
+
+def blob_path(root: str, hexd: str) -> str:
+    return os.path.join(root, V2, "blobs", "sha256", hexd[:2], hexd, "data")
+
+
+def feed(archive: str, root: str, references: Optional[Iterable[str]] = None,
+         sha256: Optional[str] = None) -> List[ArchivedImage]:
+    """Lay the images `references` of `archive` (all with None) out as registry storage under
+    `root` and return them. Blobs already there are kept (a blob's path is its digest); a
+    problem raises ImageArchiveError or VerificationError before any tag of this call points
+    at a blob that is not in place."""
+    images, needed = select(archive, references)
+    for hexd, _size, blocks in stream_blobs(archive, needed, sha256):
+        target = blob_path(root, hexd)
+        if os.path.exists(target):
+            for _block in blocks:  # still read to the end: that checks the digest
+                pass
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        replace_file(target, _writer(blocks), 0o644)
+    for image in images:
+        _link_image(root, image)
+    return images
+
+
+def _writer(blocks: Iterable[bytes]) -> Callable[[BinaryIO], None]:
+    def fill(handle: BinaryIO) -> None:
+        for block in blocks:
+            handle.write(block)
+    return fill
+
+
+def _link_image(root: str, image: ArchivedImage) -> None:
+    _registry, name, tag = split_reference(image.reference)
+    repository = os.path.join(root, V2, "repositories", name)
+    manifest = image.manifest_digest[len("sha256:"):]
+    for hexd in image.blobs:
+        if hexd != manifest:  # the config and the layers
+            _link(os.path.join(repository, "_layers", "sha256", hexd, "link"), hexd)
+    _link(os.path.join(repository, "_manifests", "revisions", "sha256", manifest, "link"),
+          manifest)
+    if tag is not None:
+        tags = os.path.join(repository, "_manifests", "tags", tag)
+        _link(os.path.join(tags, "index", "sha256", manifest, "link"), manifest)
+        _link(os.path.join(tags, "current", "link"), manifest)
+
+
+def _link(path: str, hexd: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    replace_file(path, lambda handle: handle.write(("sha256:" + hexd).encode("ascii")), 0o644)
+
+
+def hosts_toml(registry: str, mirror: str, ca_file: str) -> str:
+    """containerd's /etc/containerd/certs.d/<registry>/hosts.toml (containerd docs/hosts.md):
+    pull and resolve `registry`'s images from `mirror` (https://HOST:PORT), where feed() stored
+    them under `<registry>/<name>`, trusting `ca_file`; `server` stays the registry itself
+    (Docker Hub's API host for docker.io, as in containerd's docs/hosts.md example)."""
+    return ('server = "https://{server}"\n\n'
+            '[host."{mirror}/v2/{registry}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+            '  ca = "{ca}"\n'
+            '  override_path = true\n').format(
+                registry=registry, mirror=mirror, ca=ca_file,
+                server="registry-1.docker.io" if registry == "docker.io" else registry)
