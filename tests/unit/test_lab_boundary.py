@@ -16,8 +16,9 @@ names file:line and the import.
 """
 
 import configparser
+import functools
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import pytest
 import setuptools
@@ -39,11 +40,17 @@ def _module(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
+def _imports(source: str, module: str, is_package: bool) -> Tuple[Tuple[int, str], ...]:
+    """imports(), parsed once per file for all the checks here."""
+    return tuple(imports(source, module, is_package))
+
+
 def violations(source: str, where: str, module: str, refused: tuple, why: str) -> List[str]:
     """Imports, by `module` (its text `source`), of a top-level package in `refused`."""
     is_package = where.endswith("__init__.py")
     return ["{}:{}: imports {} ({})".format(where, line, name, why)
-            for line, name in imports(source, module, is_package) if _top(name) in refused]
+            for line, name in _imports(source, module, is_package) if _top(name) in refused]
 
 
 def _check(folder: Path, root: Path, refused: tuple, why: str) -> List[str]:
@@ -92,7 +99,7 @@ def foreign_helpers(source: str, where: Path) -> List[str]:
     test_*.py module nor a conftest.py) that lives in another kind's folder of tests/."""
     module = _module(where, TOP)
     problems = []
-    for line, name in imports(source, module, where.name == "__init__.py"):
+    for line, name in _imports(source, module, where.name == "__init__.py"):
         if _top(name) != "tests":
             continue
         target = _module_file(name)
