@@ -85,6 +85,13 @@ def export(cluster_path: str, bundle_path: str, out: str, pyz_path: str,
     if forks < 1 or (worker_batch is not None and worker_batch < 1):
         raise FleetError("--forks and --worker-batch must be 1 or more")
     cluster = load_cluster(cluster_path)
+    if cluster.etcd_hosts:  # the first etcd host's etcd-certs.json must reach the others
+        raise FleetError(
+            "{}: the playbook does not install etcd.external hosts ({}) in this version".format(
+                cluster_path, ", ".join(h.name for h in cluster.etcd_hosts)),
+            hint="install the etcd hosts, then the nodes, with the installer on each host "
+                 "(docs/cluster.md, \"etcd: external\"): the first etcd host's "
+                 "etcd-certs.json goes to the others and to the first control-plane node")
     bundle_path = os.path.abspath(bundle_path)
     digest = _bundle_digest(bundle_path, key)
     if not os.path.isfile(pyz_path):

@@ -138,6 +138,17 @@ def test_a_wrong_cluster_yaml_writes_nothing(tmp_path, capfd, kit):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_cluster_with_etcd_hosts_is_refused_before_anything_is_written(tmp_path, capfd,
+                                                                        kit):
+    external = tmp_path / "cluster.yaml"
+    external.write_text(CLUSTER + "etcd:\n  external:\n  - {name: etcd1, address: 10.0.0.31}\n")
+    code, printed = export(capfd, dict(kit, cluster=external), tmp_path / "p")
+    assert code == ExitCode.USAGE, printed.err
+    assert "the playbook does not install etcd.external hosts (etcd1) in this version" in \
+        printed.err and "etcd-certs.json goes to the others" in printed.err
+    assert not (tmp_path / "p").exists()
+
+
 def test_from_a_checkout_it_asks_for_the_pyz(monkeypatch):
     from installer.clifleet import _this_pyz
 
