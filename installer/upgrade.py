@@ -15,7 +15,9 @@ recorded in state.json, so a re-run after a crash resumes where it stopped:
  1. the bundle into the cache and its images into the runtime (nothing else has changed yet);
  2. the bundle's repo as the local repo, kubeadm's package and binary from it;
  3. `kubeadm upgrade plan` + `kubeadm upgrade apply vX.Y.Z` on the first control plane,
-    `kubeadm upgrade node` elsewhere;
+    `kubeadm upgrade node` elsewhere; then the static-pod load balancer's files on a control
+    plane and the CNI manifest on the first, each only when it differs
+    (installer/steps/upgradenet.py);
  4. `kubectl drain` (unless --no-drain), then the role's packages, the runtime's config (the
     new pause image), kubelet/kubectl/crictl/CNI binaries, the kubelet restarted until its Node
     reports the new version, `kubectl uncordon`;
@@ -127,6 +129,9 @@ class Upgrade:
         nodes = self.nodes()
         found += self.health_findings(nodes, resuming)
         found += self.order_findings(nodes)
+        from installer.steps import upgradenet
+
+        found += upgradenet.cni_findings(self.ctx) + upgradenet.lb_findings(self.ctx)
         if self.drain and not self.admin:
             found.append(Finding(FAIL, "drain", "draining {} needs cluster-admin credentials, "
                                  "and this worker has none".format(self.ctx.node.name),

@@ -121,35 +121,53 @@ class CniStep(ActionStep):
         if not ctx.unpacked():
             return [Action("apply {} (pod CIDR {})".format(source, ctx.cluster.pod_cidr),
                            lambda: None)]
-        return self._manifest(ctx, source) + coredns.actions(ctx)
-
-    def _manifest(self, ctx: Context, source: str) -> List[Action]:
         raw = read_verified(os.path.join(ctx.bundle_dir, source), ctx.info.hashes[source], source)
-        if chosen(ctx) == "calico":
-            try:
-                text = calico.customize(raw.decode("utf-8"), ctx.cluster.pod_cidr,
-                                        ctx.info.major_release)
-            except ValueError as err:
-                raise VerificationError("{}: {}".format(source, err))
-            target, how = calico.MANIFEST, "CALICO_IPV4POOL_CIDR {}, {} = {}, " \
-                "FELIX_IPTABLESBACKEND = {}".format(
-                    ctx.cluster.pod_cidr, "IP_AUTODETECTION_METHOD", calico.AUTODETECTION,
-                    calico.iptables_backend(ctx.info.major_release))
-        else:
-            text = customize(raw.decode("utf-8"), ctx.cluster.pod_cidr)
-            target, how = MANIFEST, "pod CIDR {} and {} = each node's status.hostIP".format(
-                ctx.cluster.pod_cidr, IFACE_ENV)
-        if ctx.cluster.enforcing:
-            text = run_as_spc_t(text)
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        if (ctx.host.read_text(STAMP) or "").strip() == digest and \
-                ctx.host.needs_write(target, text.encode("utf-8")) is None:
-            return []
-        return [Action("apply {} with {}".format(source, how),
-                       partial(self._apply, ctx, target, text, digest))]
+        return manifest_actions(ctx, source, raw) + coredns.actions(ctx)
 
-    def _apply(self, ctx: Context, target: str, text: str, digest: str) -> None:
-        ctx.host.write(target, text)
-        ctx.runner.run(["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", target],
-                       timeout=300)
-        ctx.host.write(STAMP, digest + "\n")
+
+def running(ctx: Context) -> Optional[str]:
+    """The CNI this (first control-plane) node applied, by the manifest it kept; None before
+    the cni step ran."""
+    for name, path in (("calico", calico.MANIFEST), ("flannel", MANIFEST)):
+        if ctx.host.exists(path):
+            return name
+    return None
+
+
+def manifest_actions(ctx: Context, source: str, raw: bytes) -> List[Action]:
+    """The apply of the chosen CNI's manifest, the bundle's `source` (bytes `raw`) made right
+    for this cluster; none when STAMP says exactly this text was applied and the kept copy
+    holds it (install's re-run, and an upgrade whose bundle carries the same manifest)."""
+    if chosen(ctx) == "calico":
+        try:
+            text = calico.customize(raw.decode("utf-8"), ctx.cluster.pod_cidr,
+                                    ctx.info.major_release)
+        except ValueError as err:
+            raise VerificationError("{}: {}".format(source, err))
+        target, how = calico.MANIFEST, "CALICO_IPV4POOL_CIDR {}, {} = {}, " \
+            "FELIX_IPTABLESBACKEND = {}".format(
+                ctx.cluster.pod_cidr, "IP_AUTODETECTION_METHOD", calico.AUTODETECTION,
+                calico.iptables_backend(ctx.info.major_release))
+    else:
+        text = customize(raw.decode("utf-8"), ctx.cluster.pod_cidr)
+        target, how = MANIFEST, "pod CIDR {} and {} = each node's status.hostIP".format(
+            ctx.cluster.pod_cidr, IFACE_ENV)
+    if ctx.cluster.enforcing:
+        text = run_as_spc_t(text)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if (ctx.host.read_text(STAMP) or "").strip() == digest and \
+            ctx.host.needs_write(target, text.encode("utf-8")) is None:
+        return []
+    return [Action("apply {} with {}".format(source, how),
+                   partial(_apply, ctx, target, text, digest))]
+
+
+def _apply(ctx: Context, target: str, text: str, digest: str) -> None:
+    ctx.host.write(target, text)
+    ctx.runner.run(["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", target],
+                   timeout=300,
+                   hint="kubectl applied what it could of {} and names what the apiserver "
+                        "refused; a DaemonSet whose spec.selector changed (immutable) must be "
+                        "deleted first (`kubectl delete daemonset NAME -n NAMESPACE`), then run "
+                        "this again".format(target))
+    ctx.host.write(STAMP, digest + "\n")  # only once all of it applied: a re-run retries

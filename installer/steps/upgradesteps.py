@@ -231,7 +231,10 @@ class RecordStep(UpgradeStep):
 
 
 def steps(up: Upgrade) -> List[Step]:
+    from installer.steps import upgradenet
+
     return [UnpackStep(), ImagesStep(), KubeadmPackageStep(up), ControlPlaneStep(up),
-            DrainStep(up), PackagesStep(up), RuntimeStep(), BinariesStep(), KubeletStep(up),
+            upgradenet.LoadBalancerStep(up), upgradenet.CniStep(up), DrainStep(up),
+            PackagesStep(up), RuntimeStep(), BinariesStep(), KubeletStep(up),
             UncordonStep(up), ConfigStep(up), RecordStep(up)]
 

@@ -129,6 +129,12 @@ def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert "kubeadm upgrade plan, then kubeadm upgrade apply v1.31.14 --yes" in plan.stdout
     assert plan.stdout.index("load ") < plan.stdout.index("kubeadm upgrade plan")
+    # both bundles carry the same flannel manifest, and the load balancer's static pods render
+    # the same: planned as nothing to re-apply (installer/steps/upgradenet.py)
+    for step in ("upgrade-loadbalancer", "upgrade-cni"):
+        assert re.search(r"\d+\. {}: nothing to change".format(step), plan.stdout), plan.stdout
+    applied = [(cp1.root / path.lstrip("/")).read_bytes() for path in (
+        "/var/lib/kubecrate/cni-applied", "/etc/kubernetes/manifests/haproxy.yaml")]
     early = upgrade(w1, new, "--no-drain")
     assert early.returncode == ExitCode.PRECONDITION
     assert "upgrade every control-plane node first" in early.stderr, early.stderr
@@ -143,6 +149,10 @@ def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:
             done = upgrade(nodes[name], new)
             assert done.returncode == 0, name + "\n" + done.stdout + done.stderr + \
                 _run_log(nodes[name])
+            for step in ("upgrade-loadbalancer", "upgrade-cni"):
+                assert re.search(r"\d+\. {}: unchanged".format(step), done.stdout), done.stdout
+        assert [(cp1.root / path.lstrip("/")).read_bytes() for path in (
+            "/var/lib/kubecrate/cni-applied", "/etc/kubernetes/manifests/haproxy.yaml")] == applied
         # cp3 is killed once its kubeadm step is recorded; the re-run resumes after it
         cp3 = nodes["cp3"]
         state = cp3.root / "var/lib/kubecrate/state.json"

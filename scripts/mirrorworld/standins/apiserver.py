@@ -324,12 +324,20 @@ class Handler(BaseHTTPRequestHandler):
                                                       'nodes "%s" not found' % name))
 
     def apply(self, method):
+        """Each object created, configured or unchanged, one by one; one the apiserver's
+        update validation refuses (_immutable) is left as it was and answered with the
+        Invalid Status, and the others are still applied (kubectl apply.go Run: every object
+        is applied, the errors are aggregated)."""
         store, results = self.server.store, []
         for obj in self.body()["items"]:
             meta = obj.get("metadata") or {}
             key = "%s/%s/%s/%s" % (obj.get("apiVersion"), obj.get("kind"),
                                    meta.get("namespace", ""), meta.get("name"))
             old = store.get("objects", key)
+            refused = _immutable(old, obj) if old is not None else None
+            if refused:
+                results.append({"error": _status(422, "Invalid", refused)})
+                continue
             action = "created" if old is None else ("unchanged" if old == obj else "configured")
             if action != "unchanged":
                 store.put("objects", key, obj)
@@ -355,6 +363,35 @@ class Handler(BaseHTTPRequestHandler):
     def member(self, method, endpoint):
         self.server.store.delete("members", endpoint)
         return 200, _status(200, "", "deleted")
+
+
+# apps/v1 workloads whose spec.selector an update may not change: the registry strategies'
+# ValidateUpdate (pkg/registry/apps/daemonset/strategy.go, deployment/strategy.go,
+# statefulset/strategy.go, replicaset/strategy.go) call
+# apivalidation.ValidateImmutableField(new.Spec.Selector, old.Spec.Selector, "spec.selector")
+_SELECTOR_IMMUTABLE = ("DaemonSet", "Deployment", "StatefulSet", "ReplicaSet")
+
+
+def _immutable(old, new):
+    """The apiserver's message for an update that changes an immutable field, else None:
+    `DaemonSet.apps "NAME" is invalid: spec.selector: Invalid value: ...: field is
+    immutable` (apimachinery validation.ValidateImmutableField, field.Invalid)."""
+    if new.get("apiVersion") != "apps/v1" or new.get("kind") not in _SELECTOR_IMMUTABLE:
+        return None
+    was = (old.get("spec") or {}).get("selector")
+    now = (new.get("spec") or {}).get("selector")
+    if was == now:
+        return None
+    return '%s.apps "%s" is invalid: spec.selector: Invalid value: %s: field is immutable' % (
+        new["kind"], (new.get("metadata") or {}).get("name"), _go_selector(now or {}))
+
+
+def _go_selector(selector):
+    """A LabelSelector as Go's %#v prints it in the message."""
+    labels = ", ".join('"%s":"%s"' % item for item in sorted(
+        (selector.get("matchLabels") or {}).items()))
+    return ("v1.LabelSelector{MatchLabels:map[string]string{%s}, "
+            "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}" % labels)
 
 
 _ADMIN, _BOOT, _ANY = ("admin",), ("admin", "bootstrap"), ("admin", "bootstrap", "anonymous")

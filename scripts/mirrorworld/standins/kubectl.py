@@ -98,7 +98,7 @@ def cmd_apply(client, args):
                                        if a.startswith(("-f=", "--filename="))]
     if not files:
         raise StandinError('error: must specify one of -f and -k')
-    items = []
+    items, sources = [], []  # each object and the file it came from
     for name in files:
         try:
             text = sys.stdin.read() if name == "-" else open(arg_path(name)).read()
@@ -108,16 +108,28 @@ def cmd_apply(client, args):
         except ValueError as exc:
             raise StandinError("error: error parsing %s: %s" % (name, exc))
         for doc in docs:
-            if doc.get("kind", "").endswith("List"):
-                items.extend(doc.get("items") or [])
-            else:
-                items.append(doc)
+            found = (doc.get("items") or []) if doc.get("kind", "").endswith("List") \
+                else [doc]
+            items.extend(found)
+            sources.extend([name] * len(found))
     for obj in items:
         if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
             raise StandinError("error: error validating data: kind or metadata.name not set")
     results = client.call("POST", "/kubecrate/v1/apply", {"items": items})["results"]
-    for obj, action in zip(items, results):
+    errors = []
+    for obj, action, name in zip(items, results, sources):
+        if isinstance(action, dict):
+            # kubectl apply.go applyOneObject: cmdutil.AddSourceToErr("applying patch ... for:",
+            # the file, the server's error), shown as helpers.go StandardErrorMessage does
+            status = action["error"]
+            errors.append('Error from server (%s): error when applying patch to %s/%s for: '
+                          '"%s": error when patching "%s": %s' % (
+                              status.get("reason"), _kind_name(obj), obj["metadata"]["name"],
+                              name, name, status.get("message")))
+            continue
         print("%s/%s %s" % (_kind_name(obj), obj["metadata"]["name"], action))
+    if errors:  # every object was tried; the errors come last (apply.go Run)
+        raise StandinError("\n".join(errors))
 
 
 def _age(stamp):

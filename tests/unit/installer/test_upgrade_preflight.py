@@ -9,15 +9,20 @@ from types import SimpleNamespace
 import pytest
 
 from installer import upgrade
-from installer.format.bundleinfo import BundleInfo
+from installer.format.bundleinfo import BundleAddon, BundleInfo
 from installer.runner import Result
+from installer.steps import calico
+from installer.steps import cni as cni_step
+from installer.steps.loadbalancer import ADMIN_CONF, KUBELET_CONF
 from installer.steps.preflight import FAIL, PASS
 
 
 def info(version="v1.30.14", os="rocky", release="9.4", arch="x86_64", runtime="containerd",
-         name="k8s-1.30-el9-containerd"):
+         name="k8s-1.30-el9-containerd", cnis=("flannel",)):
+    addons = {cni: BundleAddon("v1", (), "addons/{0}/{0}.yaml".format(cni)) for cni in cnis}
     return BundleInfo(name, "d" * 64 if version == "v1.30.14" else "e" * 64, os, release, arch,
-                      version, runtime, {}, (), None, "images/images.tar", "repo", (), (), {})
+                      version, runtime, {}, (), None, "images/images.tar", "repo", (), (), {},
+                      addons=addons)
 
 
 def node(name, version="v1.30.14", ready=True, control_plane=True):
@@ -43,11 +48,17 @@ class FakeRunner:
         return Result(list(argv), 0, json.dumps({"items": items}), "")
 
 
-def up(new, nodes, pods, name="cp1", role="control-plane", admin=True, drain=True):
-    host = SimpleNamespace(exists=lambda path: admin, path=lambda path: "/r" + path)
+def up(new, nodes, pods, name="cp1", role="control-plane", admin=True, drain=True, cni="",
+       applied=cni_step.MANIFEST):
+    """An upgrade of `name` to bundle `new`: cluster.yaml's networking.cni `cni`, the CNI
+    manifest install `applied` (kept on the first control plane)."""
+    files = {ADMIN_CONF, KUBELET_CONF} if admin else set()
+    files |= {applied} if name == "cp1" else set()
+    host = SimpleNamespace(exists=lambda path: path in files, path=lambda path: "/r" + path)
     peers = [SimpleNamespace(name="cp1"), SimpleNamespace(name="cp2")]
-    cluster = SimpleNamespace(load_balancer=SimpleNamespace(
-        peers=peers, is_first=lambda n: n == "cp1"))
+    cluster = SimpleNamespace(source="/etc/kubecrate/cluster.yaml", cni=cni,
+                              load_balancer=SimpleNamespace(
+                                  peers=peers, is_first=lambda n: n == "cp1", mode="services"))
     ctx = SimpleNamespace(info=new, host=host, runner=FakeRunner(nodes, pods), cluster=cluster,
                           node=SimpleNamespace(name=name, role=role,
                                                is_control_plane=role == "control-plane"))
@@ -112,3 +123,30 @@ def test_order_and_drain_credentials():
                            drain=False).findings(False))
     early = failures(up(new, HEALTHY, PODS, name="w1", role="worker").findings(False))
     assert "cp1, cp2 still run(s)" in early["order"]
+
+
+def test_the_cluster_keeps_its_cni():
+    """The first control plane re-applies the CNI it runs from the new bundle (upgradenet):
+    a bundle without it, or a cluster.yaml that would now choose another, is refused before
+    anything changes."""
+    new = info("v1.31.14", cnis=("flannel", "calico"))
+    found = up(new, HEALTHY, PODS)
+    assert not failures(found.findings(False))
+    assert "bundle k8s-1.30-el9-containerd carries the flannel manifest" in [
+        f.message for f in found.findings(False) if f.check == "cni"]
+    only_calico = info("v1.31.14", cnis=("calico",))
+    found = failures(up(only_calico, HEALTHY, PODS, cni="flannel").findings(False))
+    assert "networking.cni: flannel, but bundle k8s-1.30-el9-containerd carries no flannel " \
+        "manifest" in found["cni"], found
+    # cluster.yaml naming none: flannel by default, the bundle's only CNI otherwise
+    found = failures(up(only_calico, HEALTHY, PODS).findings(False))
+    assert found["cni"] == "the cluster runs flannel (applied from {}), but " \
+        "/etc/kubecrate/cluster.yaml with bundle k8s-1.30-el9-containerd chooses calico: an " \
+        "upgrade does not switch the cluster's CNI".format(cni_step.MANIFEST)
+    found = failures(up(new, HEALTHY, PODS, applied=calico.MANIFEST).findings(False))
+    assert "the cluster runs calico" in found["cni"]
+    assert not failures(up(new, HEALTHY, PODS, cni="calico", applied=calico.MANIFEST)
+                        .findings(False))
+    # only the first control plane applies it
+    assert "cni" not in failures(up(info("v1.31.14", cnis=("calico",)), HEALTHY, PODS,
+                                    name="cp2").findings(False))
