@@ -69,6 +69,20 @@ def feed(archive: str, root: str, references: Optional[Iterable[str]] = None,
     return images
 
 
+def tag_link(root: str, reference: str) -> Optional[str]:
+    """The manifest digest (`sha256:<hex>`) the tag of `reference` points at under `root`,
+    or None: no such tag (or a reference by digest)."""
+    _registry, name, tag = split_reference(reference)
+    if tag is None:
+        return None
+    try:
+        with open(os.path.join(root, V2, "repositories", name, "_manifests", "tags", tag,
+                               "current", "link"), "r", encoding="ascii") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _writer(blocks: Iterable[bytes]) -> Callable[[BinaryIO], None]:
     def fill(handle: BinaryIO) -> None:
         for block in blocks:

@@ -7,12 +7,19 @@ installer/steps/cnichoice.py) are not loaded.
 straight from the bundle's archive into the command's stdin
 (installer/format/imagearchive.py), never to a temporary file. A run killed half-way leaves
 the runtime with whole images or none, and the next run loads what is still missing.
+
+With `images.mode: registry` (docs/cluster.md) a control plane also lays the bundle's images
+(every role's, less an unused CNI's) out as registry storage in REGISTRY_STORAGE
+(installer/registrystore.py), each control plane its own copy, so that the registry survives
+the loss of one; an image whose tag already points at its manifest there is skipped. In this
+version nothing serves that storage yet, and every node still loads its images.
 """
 
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Set
 
+from installer import registrystore
 from installer.format import imagearchive
 from installer.format.bundleinfo import BundleImage
 from installer.format.cluster import CNIS
@@ -55,12 +62,38 @@ def runtime_images(runner: Runner, runtime: str) -> Dict[str, str]:
     return found
 
 
+def unused_cni_images(ctx: Context) -> Set[str]:
+    """The images of the CNI add-ons this cluster does not run."""
+    cni = chosen(ctx)
+    return {ref for name, addon in ctx.info.addons.items() if name in CNIS and name != cni
+            for ref in addon.images}
+
+
 def wanted_images(ctx: Context) -> List[BundleImage]:
     """The role's images less those of the CNI add-ons this cluster does not run."""
-    cni = chosen(ctx)
-    unused = {ref for name, addon in ctx.info.addons.items() if name in CNIS and name != cni
-              for ref in addon.images}
+    unused = unused_cni_images(ctx)
     return [i for i in ctx.info.images_for(ctx.node.role) if i.reference not in unused]
+
+
+REGISTRY_STORAGE = "/var/lib/kubecrate/registry"
+
+
+def unfed_images(ctx: Context) -> List[str]:
+    """With images.mode registry, on a control plane: the bundle's images (every role's, less
+    an unused CNI's) that REGISTRY_STORAGE does not serve yet; else []."""
+    if ctx.cluster.images_mode != "registry" or not ctx.node.is_control_plane:
+        return []
+    unused = unused_cni_images(ctx)
+    root = ctx.host.path(REGISTRY_STORAGE)
+    unfed: List[str] = []
+    for role in ("control-plane", "worker"):
+        for image in ctx.info.images_for(role):
+            if image.reference in unused or image.reference in unfed:
+                continue
+            current = registrystore.tag_link(root, image.reference)
+            if current is None or (image.manifest_digest and current != image.manifest_digest):
+                unfed.append(image.reference)
+    return unfed
 
 
 def missing_images(ctx: Context) -> List[str]:
@@ -80,11 +113,27 @@ class ImagesStep(ActionStep):
     def actions(self, ctx: Context) -> List[Action]:
         wanted = wanted_images(ctx)
         missing = missing_images(ctx)
-        if not missing:
-            return []
-        what = "load {} image(s) ({} already present): {}".format(
-            len(missing), len(wanted) - len(missing), " ".join(missing))
-        return [Action(what, lambda: self._load(ctx, missing, len(wanted)))]
+        actions = []
+        if missing:
+            what = "load {} image(s) ({} already present): {}".format(
+                len(missing), len(wanted) - len(missing), " ".join(missing))
+            actions.append(Action(what, lambda: self._load(ctx, missing, len(wanted))))
+        unfed = unfed_images(ctx)
+        if unfed:
+            what = "lay {} image(s) out as registry storage in {}: {}".format(
+                len(unfed), REGISTRY_STORAGE, " ".join(unfed))
+            actions.append(Action(what, lambda: self._feed(ctx, unfed)))
+        return actions
+
+    def _feed(self, ctx: Context, unfed: List[str]) -> str:
+        if ctx.host.dry_run:
+            return "lay out {} image(s)".format(len(unfed))
+        started = time.monotonic()
+        registrystore.feed(os.path.join(ctx.bundle_dir, ctx.info.image_archive),
+                           ctx.host.path(REGISTRY_STORAGE), unfed,
+                           sha256=ctx.info.hashes.get(ctx.info.image_archive))
+        return "laid out {} image(s) as registry storage in {:.1f}s".format(
+            len(unfed), time.monotonic() - started)
 
     def _load(self, ctx: Context, missing: List[str], wanted: int) -> str:
         archive = os.path.join(ctx.bundle_dir, ctx.info.image_archive)

@@ -1,15 +1,23 @@
 """installer/registrystore.py on small fake images: distribution's storage layout (the real
 docker-registry and containerd judge it in tests/integration/builder/registry/
-test_registry_store.py), nothing linked when a blob is corrupt, and containerd's hosts.toml."""
+test_registry_store.py), nothing linked when a blob is corrupt, containerd's hosts.toml, and
+the images step laying the storage out on control planes in registry mode."""
+
+from types import SimpleNamespace
 
 import pytest
 import tomllib
 
 from builder.cache import Cache
 from builder.registry.image_archive import write_archive
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import parse_cluster
 from installer.format.imagearchive import ImageArchiveError
+from installer.host import Host
 from installer.registrystore import V2, feed, hosts_toml, split_reference
+from installer.steps import images
 from tests.unit.builder.registry.test_image_archive_refusals import _image
+from tests.unit.installer.test_host_steps import GOOD, FakeRunner
 
 
 @pytest.fixture
@@ -89,3 +97,40 @@ def test_hosts_toml_sends_pulls_to_the_registry_path_of_that_registry():
     hub = tomllib.loads(hosts_toml("docker.io", "https://10.0.0.100:5452", "/ca.crt"))
     assert hub["server"] == "https://registry-1.docker.io"
     assert list(hub["host"]) == ["https://10.0.0.100:5452/v2/docker.io"]
+
+
+def _step_ctx(tmp_path, archive, text, node, dry_run=False):
+    listing = "REF TYPE DIGEST\n" + "".join(
+        "{} x {}\n".format(i.reference, i.manifest_digest) for i in archive.images)
+    info = SimpleNamespace(
+        runtime="containerd", addons={}, image_archive="images.tar", hashes={},
+        images_for=lambda role: tuple(
+            BundleImage(i.reference, i.config_digest, 10, (role,), "linux/amd64",
+                        i.manifest_digest) for i in archive.images
+            if (role == "worker") == ("flannel" in i.reference)))
+    return SimpleNamespace(
+        host=Host(str(tmp_path / "root"), dry_run=dry_run), cluster=parse_cluster(text),
+        node=parse_cluster(text).node(node), info=info, bundle_dir=str(archive.path.parent),
+        runner=FakeRunner({("ctr", "-n", "k8s.io", "images", "ls"): (0, listing)}))
+
+
+REGISTRY_CLUSTER = GOOD + "images: {mode: registry}\n"
+
+
+def test_in_registry_mode_each_control_plane_lays_out_every_roles_images_once(tmp_path,
+                                                                             archive):
+    plan = images.ImagesStep().actions(_step_ctx(tmp_path, archive, REGISTRY_CLUSTER, "cp1",
+                                                 dry_run=True))
+    assert [a.what for a in plan] == [
+        "lay 2 image(s) out as registry storage in /var/lib/kubecrate/registry: "
+        "registry.k8s.io/pause:3.6 docker.io/flannel/flannel:v0.22.3"]
+    plan[0].do()
+    assert not (tmp_path / "root").exists()  # --dry-run writes nothing
+    ctx = _step_ctx(tmp_path, archive, REGISTRY_CLUSTER, "cp1")
+    assert images.ImagesStep().actions(ctx)[0].do().startswith("laid out 2 image(s)")
+    storage = tmp_path / "root" / "var/lib/kubecrate/registry" / V2 / "repositories"
+    assert (storage / "docker.io/flannel/flannel/_manifests/tags/v0.22.3/current/link").is_file()
+    assert images.ImagesStep().actions(ctx) == []  # fed: nothing left to do
+    for text, node in ((REGISTRY_CLUSTER, "w1"), (GOOD, "cp1")):  # workers; archive mode
+        assert images.ImagesStep().actions(_step_ctx(tmp_path / node, archive, text, node)) \
+            == []
