@@ -45,17 +45,15 @@ def open_node(root: str, dry_run: bool = False,
             cluster = load_cluster(str(path))
         except (OSError, ValueError, KubecrateError):
             cluster = None
-    node = cluster.node(str(name)) if cluster is not None and name else None
+    node = None
+    if cluster is not None and name:  # a node, or an etcd.external host (refused below)
+        node = cluster.node(str(name)) or next(
+            (h for h in cluster.etcd_hosts if h.name == name), None)
     if cluster is None or node is None:
         raise PreconditionError(
             "{} names no loadable cluster.yaml and node of it (cluster: {}, node: {})".format(
                 host.path(STATE_PATH), path or "none", name or "none"),
             hint="run it on a control-plane node that kubecrate installed")
-    if not node.is_control_plane:
-        raise PreconditionError("{} is a {} in {}: etcd runs on the control-plane nodes".format(
-            node.name, node.role, cluster.source),
-            hint="run it on a control-plane node: {}".format(", ".join(
-                n.name for n in cluster.nodes if n.is_control_plane)))
     if cluster.etcd_hosts:  # kubeadm's external topology: no member on a control plane
         raise PreconditionError(
             "{} keeps etcd on the dedicated hosts of etcd.external ({}): the etcd commands act "
@@ -63,6 +61,11 @@ def open_node(root: str, dry_run: bool = False,
                 cluster.source, ", ".join(h.name for h in cluster.etcd_hosts)),
             hint="back up, defragment and change members on the etcd hosts with their own "
                  "etcdctl (kubeadm's external etcd guide); drain and delete a Node with kubectl")
+    if not node.is_control_plane:
+        raise PreconditionError("{} is a {} in {}: etcd runs on the control-plane nodes".format(
+            node.name, node.role, cluster.source),
+            hint="run it on a control-plane node: {}".format(", ".join(
+                n.name for n in cluster.nodes if n.is_control_plane)))
     pod = etcd_pod(host, node.name, node.address)
     others = ["https://{}:2379".format(n.address) for n in cluster.nodes
               if n.is_control_plane and n.name != node.name]

@@ -292,6 +292,10 @@ def renew_certs(root: str, dry_run: bool = False,
         raise PreconditionError("renew-certs needs an installed control-plane node: {} names "
                                 "no cluster.yaml or node".format(host.path(STATE_PATH)),
                                 hint="run it on a control-plane node that kubecrate installed")
+    if name in [h.name for h in cluster.etcd_hosts]:
+        raise PreconditionError(
+            "{} is an etcd.external host: renew-certs renews a control-plane node's "
+            "certificates".format(name), hint=etcdhost.RENEW_HINT)
     node = cluster.node(name)
     with contextlib.ExitStack() as stack:
         if not dry_run:

@@ -332,6 +332,13 @@ def run_in(ctx: Context, options: Any, drain: bool, kubeconfig: Optional[str],
     from installer.state import HostLock
     from installer.steps import upgradesteps
 
+    if ctx.node.is_etcd_host:  # kubeadm's HA etcd guide leaves their upgrades out too
+        raise PreconditionError(
+            "{} is an etcd.external host: upgrade upgrades the nodes, not the etcd hosts, in "
+            "this version".format(ctx.node.name),
+            hint="upgrade the control planes and workers; the etcd hosts keep their etcd "
+                 "(kubeadm's HA etcd guide: kubeadm does not plan to support upgrades of such "
+                 "hosts); nothing here changed")
     old = load_old(ctx)
     resuming = (State.load(ctx.host).data.get(STATE_KEY) or {}).get("to") == ctx.info.digest
     up = Upgrade(ctx, old, kubeconfig, drain)

@@ -34,6 +34,12 @@ PKI = etcdcerts.PKI
 MEMBER_CERTS = (("etcd-server", "etcd/server.crt"), ("etcd-peer", "etcd/peer.crt"),
                 ("etcd-healthcheck-client", "etcd/healthcheck-client.crt"))
 FILES = (DROP_IN, KUBELET_CONFIG, ETCD_CONFIG, etcdcerts.FILE)  # what reset removes
+# kubeadm's HA etcd guide: kubeadm does not plan to support certificate rotation or upgrades
+# for these hosts, so kubecrate's renew-certs and upgrade leave them out too
+RENEW_HINT = "renew its etcd certificates with `kubeadm certs renew etcd-server`, `etcd-peer` " \
+    "and `etcd-healthcheck-client` `--config {}`, then restart etcd (move etcd.yaml out of " \
+    "/etc/kubernetes/manifests and back); `status` there shows when they expire".format(
+        ETCD_CONFIG)
 
 
 def is_first(ctx: Context) -> bool:

@@ -79,10 +79,19 @@ def test_etcd_commands_refuse_an_external_etcd_cluster_naming_its_hosts(tmp_path
         "  - {name: etcd2, address: 10.0.0.32}\n")
     state = tmp_path / "root/var/lib/kubecrate/state.json"
     state.parent.mkdir(parents=True)
-    state.write_text(json.dumps({"version": 1, "cluster": str(cluster), "node": "cp1",
-                                 "role": "control-plane"}))
+    for name, role in (("cp1", "control-plane"), ("etcd2", "etcd")):  # on an etcd host too
+        state.write_text(json.dumps({"version": 1, "cluster": str(cluster), "node": name,
+                                     "role": role}))
+        with pytest.raises(PreconditionError) as err:
+            open_node(str(tmp_path / "root"), dry_run=True)
+        assert "keeps etcd on the dedicated hosts of etcd.external (etcd1, etcd2)" in \
+            err.value.message and "etcdctl" in err.value.hint
+        assert err.value.exit_code == ExitCode.PRECONDITION
+    # renew-certs on an etcd host says what it is and how its certificates are renewed
+    from installer import session
+
     with pytest.raises(PreconditionError) as err:
-        open_node(str(tmp_path / "root"), dry_run=True)
-    assert "keeps etcd on the dedicated hosts of etcd.external (etcd1, etcd2)" in \
-        err.value.message and "etcdctl" in err.value.hint
-    assert err.value.exit_code == ExitCode.PRECONDITION
+        session.renew_certs(str(tmp_path / "root"), dry_run=True)
+    assert err.value.message == "etcd2 is an etcd.external host: renew-certs renews a " \
+        "control-plane node's certificates"
+    assert "`kubeadm certs renew etcd-server`" in err.value.hint

@@ -170,3 +170,14 @@ def test_status_on_an_etcd_host_says_what_it_is_and_each_members_health(capsys):
         "etcd members (health):",
         "  etcd1        https://10.0.0.31:2379       healthy",
         "  etcd2        https://10.0.0.32:2379       UNHEALTHY: context deadline exceeded"]
+
+
+def test_upgrade_leaves_an_etcd_host_alone_and_says_so(tmp_path):
+    from installer import upgrade
+
+    ctx = etcd_ctx(tmp_path, "etcd1")
+    with pytest.raises(PreconditionError) as err:
+        upgrade.run_in(ctx, None, True, None, True)
+    assert err.value.message == "etcd1 is an etcd.external host: upgrade upgrades the nodes, " \
+        "not the etcd hosts, in this version"
+    assert ctx.runner.calls == [] and not (tmp_path / "root").exists()
