@@ -14,7 +14,8 @@ Checked, from bundle.json and the members themselves (not from what bundle.json 
 - kubeadm, kubelet and kubectl are in bin/.
 With a recipe, its role sets (expanded with the kubeadm image set) must also be bundle.json's.
 With a cluster.yaml, what that cluster runs from the bundle must be there: in
-`load_balancer.mode: static-pods`, the keepalived and haproxy images in the control-plane set.
+`load_balancer.mode: static-pods`, the keepalived and haproxy images in the control-plane set;
+`images.mode: registry` needs a containerd bundle (docs/cluster.md "images: mode").
 A delta bundle (installer/format/delta.py) holds only what its base lacks: its plan must cover
 the result's bundle.json file for file and every piece it names must be in it (the full result
 was linted when it was built); with a recipe, the result's role sets must be the recipe's.
@@ -79,7 +80,8 @@ def delta_base(path: Path) -> str:
 
 
 def lint_cluster(contents: BundleContents, cluster: Any) -> List[str]:
-    """What `cluster` runs from the bundle that the bundle lacks (static-pod load balancer)."""
+    """What `cluster` runs from the bundle that the bundle lacks (static-pod load balancer), and
+    `images.mode: registry` against a Docker bundle."""
     lb = cluster.load_balancer
     role = contents.sections.roles.get("control-plane")
     control_plane = {str(parse_image(ref)) for ref in (role.images if role else ())}
@@ -91,6 +93,10 @@ def lint_cluster(contents: BundleContents, cluster: Any) -> List[str]:
             problems.append(f"image {canonical}: load_balancer.mode static-pods runs it on every "
                             "control-plane node, but the bundle's control-plane set lacks it "
                             "(add \"@loadbalancer\" to the recipe's roles.control-plane.images)")
+    if cluster.images_mode == "registry" and contents.manifest.get("runtime") == "docker":
+        problems.append(f"{cluster.source}: images.mode: registry needs containerd, but the "
+                        "bundle's runtime is docker: Docker's registry-mirrors mirror Docker Hub "
+                        "only (use images.mode: archive, or a containerd bundle)")
     return problems
 
 

@@ -230,7 +230,7 @@ def kubeadm_settings(cluster: Cluster, version: str, image_repository: str,
                  "Docker would still pull registry.k8s.io's and the add-ons' images from their "
                  "own registries",
                  "use images.mode: archive (the default) with a Docker bundle, or a bundle "
-                 "built for containerd (docs/cluster.md \"images\")")
+                 "built for containerd (docs/cluster.md \"images: mode\")")
     try:
         return parse_kubeadm(dict(cluster.kubeadm), version, image_repository, runtime,
                              str(cluster.endpoint), cluster.pod_cidr, cluster.service_cidr,

@@ -1,8 +1,12 @@
 """cluster.yaml's `images.mode` (archive | registry): parsed with a did-you-mean, and
-`registry` refused against a Docker bundle with the reason, naming file, line and key."""
+`registry` refused against a Docker bundle with the reason, naming file, line and key (by the
+installer) or the file (by `kubecrate lint --cluster`)."""
+
+from types import SimpleNamespace
 
 import pytest
 
+from builder.bundle.lint import lint_cluster
 from installer.format.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
 from installer.format.errors import ExitCode
 
@@ -52,3 +56,15 @@ def test_registry_mode_is_refused_with_a_docker_bundle_and_says_why(tmp_path):
         == "containerd"
     archive = parse_cluster(CLUSTER, str(source))
     assert kubeadm_settings(archive, "v1.23.17", "registry.k8s.io", "docker").runtime == "docker"
+
+
+def test_lint_with_the_cluster_yaml_refuses_registry_mode_for_a_docker_bundle():
+    contents = SimpleNamespace(sections=SimpleNamespace(roles={}), images=lambda: [],
+                               manifest={"runtime": "docker"})
+    problems = lint_cluster(contents, parse_cluster(REGISTRY))
+    assert problems == ["cluster.yaml: images.mode: registry needs containerd, but the bundle's "
+                        "runtime is docker: Docker's registry-mirrors mirror Docker Hub only "
+                        "(use images.mode: archive, or a containerd bundle)"]
+    assert lint_cluster(contents, parse_cluster(CLUSTER)) == []
+    contents.manifest["runtime"] = "containerd"
+    assert lint_cluster(contents, parse_cluster(REGISTRY)) == []
