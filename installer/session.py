@@ -297,6 +297,12 @@ def renew_certs(root: str, dry_run: bool = False,
             "{} is an etcd.external host: renew-certs renews a control-plane node's "
             "certificates".format(name), hint=etcdhost.RENEW_HINT)
     node = cluster.node(name)
+    if node is None:
+        raise PreconditionError(
+            "{} names no node {}, the node {} says this host is".format(
+                State.load(host).data.get("cluster"), name, host.path(STATE_PATH)),
+            hint="put the node back into that cluster.yaml as install had it (same name, "
+                 "address and role), then run renew-certs again")
     with contextlib.ExitStack() as stack:
         if not dry_run:
             stack.enter_context(HostLock(host))

@@ -95,3 +95,27 @@ def test_etcd_commands_refuse_an_external_etcd_cluster_naming_its_hosts(tmp_path
     assert err.value.message == "etcd2 is an etcd.external host: renew-certs renews a " \
         "control-plane node's certificates"
     assert "`kubeadm certs renew etcd-server`" in err.value.hint
+
+
+def test_renew_certs_refuses_a_node_its_cluster_yaml_no_longer_names(tmp_path):
+    """state.json names a node that cluster.yaml has since lost (edited, or another file at
+    that path): renew-certs says which node and which file, instead of an AttributeError."""
+    import json
+
+    from installer import session
+    from installer.format.errors import PreconditionError
+
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(
+        "control_plane: {vip: 10.0.0.100}\nnetworking: {}\n"
+        "load_balancer: {interface: eth0, auth_pass: k8sVIP42}\n"
+        "nodes:\n  - {name: cp1, address: 10.0.0.11, role: control-plane}\n")
+    state = tmp_path / "root/var/lib/kubecrate/state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"version": 1, "cluster": str(cluster), "node": "cp9",
+                                 "role": "control-plane"}))
+    with pytest.raises(PreconditionError) as err:
+        session.renew_certs(str(tmp_path / "root"), dry_run=True)
+    assert err.value.message == "{} names no node cp9, the node {} says this host is".format(
+        cluster, state)
+    assert "cluster.yaml" in err.value.hint
