@@ -30,6 +30,13 @@ from installer.atomic import replace_file
 from installer.format.imagearchive import ArchivedImage, select, stream_blobs
 
 V2 = os.path.join("docker", "registry", "v2")
+# containerd's config_path in images.mode registry: a folder per registry with its hosts.toml
+CERTS_D = "/etc/containerd/certs.d"
+# The port the control planes' registry answers on behind the control-plane endpoint
+REGISTRY_PORT = 5000
+# The CA containerd trusts for it: the cluster's (kubeadm's, made at install on the first
+# control plane; every node has it once it has joined)
+REGISTRY_CA = "/etc/kubernetes/pki/ca.crt"
 
 
 def split_reference(reference: str) -> Tuple[str, str, Optional[str]]:
@@ -108,6 +115,15 @@ def _link_image(root: str, image: ArchivedImage) -> None:
 def _link(path: str, hexd: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     replace_file(path, lambda handle: handle.write(("sha256:" + hexd).encode("ascii")), 0o644)
+
+
+def hosts_files(references: Iterable[str], endpoint_host: str) -> List[Tuple[str, str]]:
+    """(path, text) of the hosts.toml of every registry `references` name, each sending its
+    pulls to the registry at `endpoint_host`:REGISTRY_PORT."""
+    registries = sorted({split_reference(ref)[0] for ref in references})
+    mirror = "https://{}:{}".format(endpoint_host, REGISTRY_PORT)
+    return [(os.path.join(CERTS_D, registry, "hosts.toml"),
+             hosts_toml(registry, mirror, REGISTRY_CA)) for registry in registries]
 
 
 def hosts_toml(registry: str, mirror: str, ca_file: str) -> str:

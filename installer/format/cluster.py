@@ -196,6 +196,15 @@ def parse_cluster(text: str, source: str = "cluster.yaml") -> Cluster:
         doc.fail(("images", "mode"), "{!r} is not one of {}{}".format(
             images_mode, ", ".join(IMAGE_MODES),
             yamldoc.suggestion(str(images_mode), IMAGE_MODES)))
+    for key in RUNTIME_KEYS:
+        if images_mode == "registry" and runtime_map.get(key):
+            # containerd then reads its registries from config_path, and its CRI plugin
+            # refuses `mirrors` and `configs.*.tls` beside config_path (containerd 1.6
+            # pkg/cri/config/config.go, ValidatePluginConfig)
+            doc.fail(("runtime", key), "cannot be combined with images.mode: registry: "
+                     "containerd then takes its registries from /etc/containerd/certs.d, and "
+                     "refuses this setting beside it",
+                     "leave out runtime.{} or use images.mode: archive".format(key))
     name = doc.text(data.get("cluster_name", "kubernetes"), ("cluster_name",), _NAME,
                     "a DNS-1123 name")
     nodes = _nodes(doc, (pod, svc), vip)

@@ -1,13 +1,14 @@
 """The container runtime: Docker's daemon.json (systemd cgroup driver, overlay2, log rotation,
 as kubernetes.io "Container Runtimes" asks) or containerd's config.toml with SystemdCgroup and
-the bundled pause image as sandbox image; then enabled, and started or restarted when its config
-changed."""
+the bundled pause image as sandbox image (with `images.mode: registry`, config_path and a
+hosts.toml per registry: installer/registrystore.py); then enabled, and started or restarted
+when its config changed."""
 
 import json
 from functools import partial
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
-from installer import owned
+from installer import owned, registrystore
 from installer.format import lbspec
 from installer.render import render
 from installer.steps import Action, ActionStep, Context
@@ -52,7 +53,23 @@ def containerd_config(ctx: Context) -> str:
         mirrors.append(("docker.io", list(ctx.cluster.runtime.registry_mirrors)))
     return render("containerd-config.toml.j2", pause_image=ctx.info.pause_image,
                   mirrors=mirrors, insecure=list(ctx.cluster.runtime.insecure_registries),
-                  enable_selinux=ctx.cluster.enforcing)
+                  enable_selinux=ctx.cluster.enforcing,
+                  config_path=registrystore.CERTS_D if registry_mode(ctx) else "")
+
+
+def registry_mode(ctx: Context) -> bool:
+    return ctx.cluster.images_mode == "registry"
+
+
+def containerd_files(ctx: Context) -> List[Tuple[str, str]]:
+    """containerd's config.toml and crictl.yaml; in images.mode registry also the hosts.toml
+    of every registry the bundle's images name (installer/registrystore.py)."""
+    files = [(CONTAINERD_CONFIG, containerd_config(ctx)),
+             (CRICTL_CONFIG, render("crictl.yaml.j2", endpoint=CONTAINERD_SOCKET))]
+    if registry_mode(ctx):
+        files += registrystore.hosts_files([i.reference for i in ctx.info.images],
+                                           ctx.cluster.endpoint.host)
+    return files
 
 
 class RuntimeStep(ActionStep):
@@ -68,9 +85,7 @@ class RuntimeStep(ActionStep):
                 found.append(Action("write " + CRICTL_CONFIG, partial(
                     ctx.host.write, CRICTL_CONFIG, crictl)))  # crictl only: no restart
         else:
-            unit = "containerd"
-            files = [(CONTAINERD_CONFIG, containerd_config(ctx)),
-                     (CRICTL_CONFIG, render("crictl.yaml.j2", endpoint=CONTAINERD_SOCKET))]
+            unit, files = "containerd", containerd_files(ctx)
         stale = [(path, text) for path, text in files
                  if ctx.host.needs_write(path, text.encode("utf-8")) is not None]
         if stale:

@@ -5,10 +5,15 @@ installer) or the file (by `kubecrate lint --cluster`)."""
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 
 from builder.bundle.lint import lint_cluster
+from installer.format.bundleinfo import BundleImage
 from installer.format.cluster import ClusterConfigError, kubeadm_settings, parse_cluster
 from installer.format.errors import ExitCode
+from installer.host import Host
+from installer.steps import runtime
+from tests.unit.installer.test_host_steps import FakeRunner
 
 CLUSTER = """\
 control_plane: {vip: 10.0.0.100}
@@ -68,3 +73,49 @@ def test_lint_with_the_cluster_yaml_refuses_registry_mode_for_a_docker_bundle():
     assert lint_cluster(contents, parse_cluster(CLUSTER)) == []
     contents.manifest["runtime"] = "containerd"
     assert lint_cluster(contents, parse_cluster(REGISTRY)) == []
+
+
+@pytest.mark.parametrize("runtime, line, key", [
+    ("runtime: {registry_mirrors: [https://mirror.example:5000]}\n", 9, "registry_mirrors"),
+    ("runtime:\n  insecure_registries: [r.example:5000]\n", 10, "insecure_registries"),
+])
+def test_registry_mode_refuses_the_runtime_mirror_settings(runtime, line, key):
+    with pytest.raises(ClusterConfigError) as err:
+        parse_cluster(REGISTRY + runtime)
+    assert err.value.message.startswith("cluster.yaml:{}: runtime.{}: cannot be combined with "
+                                        "images.mode: registry".format(line, key)), \
+        err.value.message
+    assert parse_cluster(CLUSTER + runtime).runtime  # fine in archive mode
+
+
+def _runtime_ctx(tmp_path, text):
+    refs = ["registry.k8s.io/pause:3.6", "docker.io/flannel/flannel:v0.22.3",
+            "registry.k8s.io/coredns/coredns:v1.8.6"]
+    cluster = parse_cluster(text)
+    info = SimpleNamespace(runtime="containerd", pause_image=refs[0],
+                           images=[BundleImage(ref, "sha256:" + "a" * 64, 1, ("worker",))
+                                   for ref in refs])
+    return SimpleNamespace(host=Host(str(tmp_path)), cluster=cluster, node=cluster.nodes[1],
+                           info=info, runner=FakeRunner())
+
+
+def test_registry_mode_points_containerd_at_certs_d_with_a_hosts_toml_per_registry(tmp_path):
+    ctx = _runtime_ctx(tmp_path, REGISTRY)
+    actions = runtime.RuntimeStep().actions(ctx)
+    assert actions[0].what == (
+        "write /etc/containerd/config.toml, /etc/crictl.yaml, "
+        "/etc/containerd/certs.d/docker.io/hosts.toml, "
+        "/etc/containerd/certs.d/registry.k8s.io/hosts.toml and restart containerd")
+    actions[0].do()
+    cri = tomllib.loads((tmp_path / "etc/containerd/config.toml").read_text())[
+        "plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["registry"] == {"config_path": "/etc/containerd/certs.d"}
+    hosts = tomllib.loads((tmp_path / "etc/containerd/certs.d/registry.k8s.io/hosts.toml")
+                          .read_text())
+    assert hosts["host"] == {"https://10.0.0.100:5000/v2/registry.k8s.io": {
+        "capabilities": ["pull", "resolve"], "ca": "/etc/kubernetes/pki/ca.crt",
+        "override_path": True}}
+    archive = _runtime_ctx(tmp_path / "archive", CLUSTER)
+    assert "certs.d" not in runtime.RuntimeStep().actions(archive)[0].what
+    assert "registry" not in tomllib.loads(runtime.containerd_config(archive))[
+        "plugins"]["io.containerd.grpc.v1.cri"]

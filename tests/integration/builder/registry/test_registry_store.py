@@ -7,6 +7,7 @@ CRI's `config_path` uses), trusting that CA."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -14,9 +15,12 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from lab.runtimes import private_containerd
 from lab.tools import require_tool
 
-from installer.registrystore import feed, hosts_toml, split_reference
+from installer.registrystore import CERTS_D, feed, hosts_toml, split_reference
+from installer.steps import runtime
+from tests.unit.installer.test_registry_mode import REGISTRY, _runtime_ctx
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +116,15 @@ def test_containerd_pulls_the_fed_images_through_hosts_toml_and_nothing_else(con
         if refs:
             containerd.ctr("images", "rm", "--sync", *refs, namespace=NAMESPACE)
 
+
+
+def test_containerd_runs_its_cri_plugin_on_the_registry_mode_config(tmp_path):
+    """The config.toml the runtime step writes in images.mode registry (config_path, no
+    `mirrors`): containerd 1.6 starts its CRI plugin on it and reads its registries from
+    CERTS_D (the CRI plugin refuses `mirrors` beside config_path)."""
+    config = tmp_path / "config.toml"
+    config.write_text(runtime.containerd_config(_runtime_ctx(tmp_path / "host", REGISTRY)))
+    with private_containerd(config) as daemon:
+        plugins = daemon.run("plugins", "ls", text=True).stdout
+        assert re.search(r"io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok", plugins), plugins
+        assert f"ConfigPath:{CERTS_D}" in daemon.log.read_text(), daemon.log_tail()
