@@ -43,7 +43,8 @@ def upgrade_cmd(bundle_path, cluster_path, node_name, no_drain, kubeconfig, key_
 
     The bundle is verified as install verifies it (exit 3 when it fails) and its images
     are loaded before anything changes. Preflight refuses, with exit 4 and nothing
-    changed: a downgrade, a skip of more than one minor, a bundle for another OS, arch or
+    changed: a downgrade, a skip of more than one minor (a bundle that carries the
+    releases in between is walked one minor at a time), a bundle for another OS, arch or
     runtime, a node out of turn, a NotReady node or a control plane without its etcd
     member. The node is drained around its kubelet's upgrade (unless --no-drain) and
     uncordoned after; a worker needs --kubeconfig (cluster-admin) for that. Safe to re-run:
@@ -59,3 +60,8 @@ def upgrade_cmd(bundle_path, cluster_path, node_name, no_drain, kubeconfig, key_
         return
     _print_outcome(outcome, dry_run, " already runs bundle {}",
                    ": upgraded to bundle {}")
+    if outcome.paused:  # a multi-minor bundle: the next step waits for the other nodes
+        for finding in outcome.findings:
+            if finding.level == "fail":
+                click.echo("next step waits: {} -> {}".format(finding.message, finding.fix))
+        click.echo("run `upgrade` again here once they have")

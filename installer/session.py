@@ -68,6 +68,7 @@ class Outcome(NamedTuple):
     preflight_skipped: bool  # install on a host where preflight already passed
     steps: List[StepReport]
     smoke: Tuple[List[str], bool, str] = ([], True, "")  # smoke_after_install
+    paused: bool = False  # an upgrade walk stopped until other nodes take their step
 
     @property
     def changes(self) -> int:
@@ -75,8 +76,8 @@ class Outcome(NamedTuple):
 
 
 @contextlib.contextmanager
-def open_context(options: Options, stage: bool = False, refuse_upgrade: bool = False
-                 ) -> Iterator[Context]:
+def open_context(options: Options, stage: bool = False, refuse_upgrade: bool = False,
+                 wanted: Callable[[str], bool] = wanted_for_preflight) -> Iterator[Context]:
     """Load cluster.yaml, check the bundle and find this host's node. Without `stage` nothing is
     written under the root (preflight's view of the bundle); with it (install) the bundle is
     read once into a staging folder beside the cache, which the unpack step renames into the
@@ -124,7 +125,7 @@ def open_context(options: Options, stage: bool = False, refuse_upgrade: bool = F
         finally:
             staged.discard()  # a no-op once the unpack step committed it
         return
-    with source.view(options.key, options.root, wanted_for_preflight) as view:
+    with source.view(options.key, options.root, wanted) as view:
         yield context(view.bundle, view.directory)
 
 
@@ -181,11 +182,12 @@ def preflight(options: Options) -> Outcome:
 def plan(options: Options, drain: bool = True, kubeconfig: Optional[str] = None) -> Outcome:
     """The ordered steps and what each would change on this host; on a node that runs an
     older bundle, the upgrade's (installer/upgrade.py). Writes nothing."""
-    from installer import upgrade
+    from installer import upgrade, upgradepath
 
-    with open_context(options._replace(dry_run=True)) as ctx:
-        if upgrade.is_upgrade(ctx.host, ctx.info):
-            return upgrade.run_in(ctx, options._replace(dry_run=True), drain, kubeconfig, True)
+    with open_context(options._replace(dry_run=True), wanted=upgradepath.wanted) as ctx:
+        if upgrade.is_upgrade(ctx.host, ctx.info):  # each step of a multi-minor bundle too
+            return upgradepath.walk_in(ctx, options._replace(dry_run=True), drain,
+                                       kubeconfig, True)
         found = run_preflight(ctx) + _join_checks(ctx, False, options.join_path)
         reports = run_steps(ctx, all_steps(options.host_only, ctx.node.is_etcd_host),
                             apply=False)

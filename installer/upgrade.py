@@ -5,8 +5,8 @@ cluster.yaml, the other control planes, then the workers.
 The new bundle is verified as install verifies it (signature first, then every file). Preflight
 refuses, before anything changes: a node that kubecrate did not install; a bundle for another
 OS, release, arch or runtime; a downgrade; a skip of more than one minor (kubeadm's
-MaximumAllowedMinorVersionUpgradeSkew, cmd/kubeadm/app/phases/upgrade/policy.go: the bundle would
-have to carry the releases in between, and it does not); a node out of turn (another control
+MaximumAllowedMinorVersionUpgradeSkew, cmd/kubeadm/app/phases/upgrade/policy.go) unless the
+bundle carries the releases in between, which installer/upgradepath.py then walks in order; a node out of turn (another control
 plane before the first, a worker before every control plane: the kubelet must not be newer than
 the apiservers, kubernetes.io's version skew policy); an unhealthy cluster (a Node NotReady, a
 control plane without its etcd member). Then, each step re-checked from the host as it is and
@@ -169,7 +169,9 @@ class Upgrade:
                                  "({}) and the bundle has no intermediate releases".format(
                                      new.name, new.kubernetes_version,
                                      old.kubernetes_version, steps),
-                                 "upgrade with the bundle of 1.{} first".format(have[1] + 1)))
+                                 "upgrade with the bundle of 1.{} first, or with one that "
+                                 "carries every minor in between (docs/upgrades.md)".format(
+                                     have[1] + 1)))
         else:
             found.append(Finding(PASS, "version", "{} -> {} (bundle {} -> {})".format(
                 old.kubernetes_version, new.kubernetes_version, old.name, new.name)))
@@ -211,7 +213,16 @@ class Upgrade:
 
     def order_findings(self, nodes: List[Dict[str, Any]]) -> List[Finding]:
         """A control plane after the first, a worker after every control plane."""
-        if is_first(self.ctx):
+        if is_first(self.ctx):  # the next minor once every node runs this one (upgradepath)
+            minor = version_tuple(self.old.kubernetes_version)[:2]
+            behind = [name_of(n) for n in nodes if _VERSION.match(kubelet_version(n))
+                      and version_tuple(kubelet_version(n))[:2] < minor]
+            if behind:
+                return [Finding(FAIL, "order", "{} still run(s) a release older than {}".format(
+                    ", ".join(behind), self.old.kubernetes_version),
+                    "run `upgrade` with this bundle on {} first: the cluster moves one minor "
+                    "at a time, every node before the next minor (an apiserver may be one "
+                    "minor from another, no more)".format(", ".join(behind)))]
             return []
         first = self.ctx.cluster.load_balancer.peers[0].name
         if self.ctx.node.is_control_plane:
@@ -318,16 +329,16 @@ def finish(ctx: Context, old: BundleInfo) -> None:
 def run(options: Any, drain: bool, kubeconfig: Optional[str], plan_only: bool) -> Any:
     """`upgrade`: preflight, then every step under the host lock, recorded in state.json (with
     `plan_only` or --dry-run, what would run). Returns session.Outcome."""
-    from installer import session
+    from installer import upgradepath
 
-    dry = options.dry_run or plan_only
-    with session.open_context(options._replace(dry_run=dry), stage=not dry) as ctx:
-        return run_in(ctx, options, drain, kubeconfig, plan_only)
+    return upgradepath.walk(options, drain, kubeconfig, plan_only)
 
 
 def run_in(ctx: Context, options: Any, drain: bool, kubeconfig: Optional[str],
-           plan_only: bool) -> Any:
-    """run() on an open context (also `plan`'s, on a node that runs an older bundle)."""
+           plan_only: bool, pause_when_behind: bool = False) -> Any:
+    """One minor on an open context (each step of installer/upgradepath.py's walk). With
+    `pause_when_behind` (a walk that finished a step in this run), a refusal only because
+    other nodes have not taken the step before is no failure: the Outcome says `paused`."""
     from installer import session
     from installer.state import HostLock
     from installer.steps import upgradesteps
@@ -348,6 +359,9 @@ def run_in(ctx: Context, options: Any, drain: bool, kubeconfig: Optional[str],
                 ctx.node.name, ctx.info.name))], False, [])
     found = up.findings(resuming)
     failed = [f for f in found if f.level == FAIL]
+    if failed and pause_when_behind and all(f.check == "order" for f in failed):
+        return session.Outcome(ctx.node.name, ctx.node.role, old.name, found, False, [],
+                               paused=True)
     if failed:  # exit 4, nothing changed (a staged bundle is removed on the way out)
         raise PreconditionError(
             "upgrade preflight failed on {} ({} check(s)):\n  ".format(ctx.node.name,

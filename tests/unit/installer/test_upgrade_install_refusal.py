@@ -23,14 +23,21 @@ def metadata(version):
             "kubernetes_version": version}
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    top = tmp_path_factory.mktemp("refusal")
+def packed_releases(top, versions):
+    """A key, its public key file and one small bundle per Kubernetes version, signed with
+    it; cluster.yaml beside them."""
     key, _, public = make_key(top / "keys")
     packed = {version: pack_source(make_source(top / version), top / version / "k8s.tar", key,
                                    metadata=metadata(version), name="k8s-" + version)
-              for version in ("v1.30.14", "v1.31.14")}
+              for version in versions}
     (top / "cluster.yaml").write_text(CLUSTER)
+    return key, public, packed
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    top = tmp_path_factory.mktemp("refusal")
+    _, public, packed = packed_releases(top, ("v1.30.14", "v1.31.14"))
     return {"public": public, "packed": packed, "cluster": top / "cluster.yaml"}
 
 

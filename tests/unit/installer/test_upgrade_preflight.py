@@ -49,7 +49,7 @@ class FakeRunner:
 
 
 def up(new, nodes, pods, name="cp1", role="control-plane", admin=True, drain=True, cni="",
-       applied=cni_step.MANIFEST):
+       applied=cni_step.MANIFEST, old=None):
     """An upgrade of `name` to bundle `new`: cluster.yaml's networking.cni `cni`, the CNI
     manifest install `applied` (kept on the first control plane)."""
     files = {ADMIN_CONF, KUBELET_CONF} if admin else set()
@@ -62,7 +62,7 @@ def up(new, nodes, pods, name="cp1", role="control-plane", admin=True, drain=Tru
     ctx = SimpleNamespace(info=new, host=host, runner=FakeRunner(nodes, pods), cluster=cluster,
                           node=SimpleNamespace(name=name, role=role,
                                                is_control_plane=role == "control-plane"))
-    return upgrade.Upgrade(ctx, info(), None, drain)
+    return upgrade.Upgrade(ctx, old or info(), None, drain)
 
 
 HEALTHY = [node("cp1"), node("cp2"), node("w1", control_plane=False)]
@@ -123,6 +123,17 @@ def test_order_and_drain_credentials():
                            drain=False).findings(False))
     early = failures(up(new, HEALTHY, PODS, name="w1", role="worker").findings(False))
     assert "cp1, cp2 still run(s)" in early["order"]
+
+
+def test_the_first_control_plane_takes_the_next_minor_only_after_every_node():
+    """A multi-minor walk (installer/upgradepath.py): cp1 at v1.31 may not take v1.32 while a
+    node still runs v1.30 (two apiservers two minors apart), and may once they all run 1.31."""
+    old, new = info("v1.31.14", name="k8s-1.31"), info("v1.32.9", name="k8s-1.32")
+    behind = [node("cp1", "v1.31.14"), node("cp2"), node("w1", control_plane=False)]
+    found = failures(up(new, behind, PODS, old=old).findings(False))
+    assert found["order"] == "cp2, w1 still run(s) a release older than v1.31.14"
+    caught_up = [node(n, "v1.31.14", control_plane=n != "w1") for n in ("cp1", "cp2", "w1")]
+    assert not failures(up(new, caught_up, PODS, old=old).findings(False))
 
 
 def test_the_cluster_keeps_its_cni():
