@@ -6,11 +6,13 @@ The new bundle is verified as install verifies it (signature first, then every f
 refuses, before anything changes: a node that kubecrate did not install; a bundle for another
 OS, release, arch or runtime; a downgrade; a skip of more than one minor (kubeadm's
 MaximumAllowedMinorVersionUpgradeSkew, cmd/kubeadm/app/phases/upgrade/policy.go) unless the
-bundle carries the releases in between, which installer/upgradepath.py then walks in order; a node out of turn (another control
-plane before the first, a worker before every control plane: the kubelet must not be newer than
-the apiservers, kubernetes.io's version skew policy); an unhealthy cluster (a Node NotReady, a
-control plane without its etcd member). Then, each step re-checked from the host as it is and
-recorded in state.json, so a re-run after a crash resumes where it stopped:
+bundle carries the releases in between, which installer/upgradepath.py then walks in order;
+a node out of turn (another control plane before the first, a worker before every control
+plane: the kubelet must not be newer than the apiservers, kubernetes.io's version skew policy;
+the first control plane before every node runs the release it upgrades from); an unhealthy
+cluster (a Node NotReady, a control plane without its etcd member). Then, each step re-checked
+from the host as it is and recorded in state.json, so a re-run after a crash resumes where it
+stopped:
 
  1. the bundle into the cache and its images into the runtime (nothing else has changed yet);
  2. the bundle's repo as the local repo, kubeadm's package and binary from it;
