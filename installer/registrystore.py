@@ -32,8 +32,17 @@ from installer.format.imagearchive import ArchivedImage, select, stream_blobs
 V2 = os.path.join("docker", "registry", "v2")
 # containerd's config_path in images.mode registry: a folder per registry with its hosts.toml
 CERTS_D = "/etc/containerd/certs.d"
-# The port the control planes' registry answers on behind the control-plane endpoint
-REGISTRY_PORT = 5000
+# The ports of the control planes' registry. Both are http_port_t in selinux-policy
+# (corenetwork.te.in: `network_port(http, tcp,80, ..., tcp,8008, tcp,8009, tcp,8443, ...)`):
+# the host's haproxy (load_balancer.mode services, domain haproxy_t) may bind and connect to
+# that type without the haproxy_connect_any boolean, as it does for the apiserver frontend on
+# 8443. distribution's usual 5000 is commplex_main_port_t, which haproxy_t may neither bind
+# nor connect to under `selinux: enforcing` unless that boolean opens every port to it.
+# REGISTRY_PORT: what containerd pulls from, the load balancer's frontend behind the
+# control-plane endpoint; REGISTRY_NODE_PORT: where each control plane's registry listens
+# (on its node address; haproxy's `bind *:` on the same host rules out one port for both).
+REGISTRY_PORT = 8008
+REGISTRY_NODE_PORT = 8009
 # The CA containerd trusts for it: the cluster's (kubeadm's, made at install on the first
 # control plane; every node has it once it has joined)
 REGISTRY_CA = "/etc/kubernetes/pki/ca.crt"

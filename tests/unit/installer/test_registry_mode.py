@@ -112,7 +112,7 @@ def test_registry_mode_points_containerd_at_certs_d_with_a_hosts_toml_per_regist
     assert cri["registry"] == {"config_path": "/etc/containerd/certs.d"}
     hosts = tomllib.loads((tmp_path / "etc/containerd/certs.d/registry.k8s.io/hosts.toml")
                           .read_text())
-    assert hosts["host"] == {"https://10.0.0.100:5000/v2/registry.k8s.io": {
+    assert hosts["host"] == {"https://10.0.0.100:8008/v2/registry.k8s.io": {
         "capabilities": ["pull", "resolve"], "ca": "/etc/kubernetes/pki/ca.crt",
         "override_path": True}}
     archive = _runtime_ctx(tmp_path / "archive", CLUSTER)
