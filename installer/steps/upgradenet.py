@@ -73,6 +73,10 @@ class CniStep(UpgradeStep):
         if source is None:  # preflight refused it (cni_findings)
             return []
         raw = self._raw(ctx, source)
+        if raw is None and _same_file(self.up.old, ctx.info.hashes[source]):
+            # plan of a walk's later step: the step before is not in the cache yet
+            return [Action("apply {} unless the cluster runs the same (decided once bundle {} "
+                           "is unpacked)".format(source, ctx.info.name), lambda: None)]
         if raw is None:  # plan, before the new bundle is unpacked
             return [Action("apply {} (bundle {} carries another {} manifest than bundle "
                            "{})".format(source, ctx.info.name, chosen(ctx), self.up.old.name),
@@ -90,8 +94,8 @@ class CniStep(UpgradeStep):
         path = _same_file(old, digest)
         if path is None:
             return None
-        folder = ctx.host.path("{}/{}".format(BUNDLES_DIR, old.digest))
-        return read_verified(os.path.join(folder, path), digest, path)
+        kept = os.path.join(ctx.host.path("{}/{}".format(BUNDLES_DIR, old.digest)), path)
+        return read_verified(kept, digest, path) if os.path.isfile(kept) else None
 
 
 def _same_file(info: BundleInfo, digest: str) -> Optional[str]:

@@ -129,3 +129,15 @@ def test_a_load_balancer_image_the_bundle_lacks_is_refused_before_it_is_written(
     # unchanged files keep the pods (and the images the runtime has) as they are
     ctx, up = upgrading(tmp_path, "cp2", FLANNEL, text=STATIC, images=())
     assert upgradenet.lb_findings(ctx) == []
+
+
+def test_plan_of_a_later_step_whose_previous_bundle_is_not_cached_yet(tmp_path):
+    """A walk's plan (installer/upgradepath.py): the step before this one is not in the cache
+    yet, so the manifest's bytes are nowhere to read; the plan says the apply is decided once
+    the bundle is unpacked, instead of failing on the missing file."""
+    installed(tmp_path)
+    ctx, up = upgrading(tmp_path, "cp1", FLANNEL, unpacked=False)
+    up.old.digest = "c" * 64  # the previous step's bundle: only its bundle.json is known
+    (plan,) = run_steps(ctx, [upgradenet.CniStep(up)], apply=False)
+    assert plan.changes == ["apply addons/flannel/kube-flannel-v2.yml unless the cluster runs "
+                            "the same (decided once bundle k8s-new is unpacked)"]
