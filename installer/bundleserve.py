@@ -5,7 +5,7 @@ instead of having it copied to every host.
 
 HTTPS (Python's stdlib http.server and ssl, TLS 1.2 or later), with a serving certificate that
 the cluster CA (/etc/kubernetes/pki/ca.{crt,key}) signs for this node's address at every start
-(RSA 2048, 30 days; the unit restarts long before). What it answers:
+(RSA 2048, 30 days, issued again after a week of serving). What it answers:
   GET /kubecrate/v1/ca.crt                      anyone: the cluster CA certificate (public, as
                                                 kubeadm's cluster-info ConfigMap)
   GET /kubecrate/v1/bundles/<digest>/<path>     with `Authorization: Bearer <bootstrap token>`:
@@ -25,13 +25,15 @@ import shutil
 import socketserver
 import ssl
 import tempfile
+import threading
+import time
 import urllib.parse
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from installer import joinfile
 from installer.bundlecache import folder_for
 from installer.bundlefetch import BUNDLE_PATH, CA_PATH, PORT
-from installer.format.errors import PreconditionError
+from installer.format.errors import KubecrateError, PreconditionError
 from installer.format.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest
 from installer.host import Host
 from installer.runner import Runner
@@ -43,6 +45,7 @@ CA_KEY = "/etc/kubernetes/pki/ca.key"
 JOIN_FILE = "/etc/kubernetes/kubecrate/join.yaml"
 SERVER_DIR = "/etc/kubernetes/kubecrate/bundle-server"
 CERT_DAYS = 30
+REISSUE_AFTER = 7 * 24 * 3600.0  # seconds: the certificate is issued again after a week
 CHUNK = 1 << 20
 BUNDLES_PREFIX = BUNDLE_PATH.split("{", 1)[0]
 __all__ = ["PORT", "serve", "issue_certificate", "make_server"]
@@ -177,15 +180,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """One thread per connection; TLS is negotiated in that thread, not in accept()."""
+    """One thread per connection; TLS is negotiated in that thread, not in accept(). With
+    `reissue`, the serving certificate is issued again once it is REISSUE_AFTER old, so a
+    server that runs for months never presents an expired one."""
 
     daemon_threads = True
     context = None  # type: ssl.SSLContext
+    reissue = None  # type: Optional[Callable[[], Tuple[str, str]]]
+    issued = 0.0
+    _lock = threading.Lock()
+
+    def _current(self) -> ssl.SSLContext:
+        with self._lock:
+            if self.reissue is not None and time.monotonic() - self.issued > REISSUE_AFTER:
+                try:
+                    self.context = _context(*self.reissue())
+                    self.issued = time.monotonic()
+                except (KubecrateError, ssl.SSLError, OSError) as err:
+                    log.error("cannot issue the serving certificate again: %s", err)
+            return self.context
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(60)
         try:
-            wrapped = self.context.wrap_socket(request, server_side=True)
+            wrapped = self._current().wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as err:
             log.info("%s: TLS handshake failed: %s", client_address[0], err)
             return
@@ -195,21 +213,30 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             wrapped.close()
 
 
-def make_server(root: str, address: str, port: int, cert: str, key: str,
-                now: Any = None, handler: type = Handler) -> http.server.HTTPServer:
-    """The bound, not yet serving server; `now` (-> naive UTC) judges token expiry."""
-    from installer.steps.kubeadm import now as kubeadm_now
-
+def _context(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if hasattr(context, "minimum_version"):  # 3.7+; OP_NO_* is deprecated there
         context.minimum_version = ssl.TLSVersion.TLSv1_2  # novermin
     else:
         context.options |= ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1
     context.load_cert_chain(cert, key)
+    return context
+
+
+def make_server(root: str, address: str, port: int, cert: str, key: str,
+                now: Any = None, handler: type = Handler,
+                reissue: Optional[Callable[[], Tuple[str, str]]] = None
+                ) -> http.server.HTTPServer:
+    """The bound, not yet serving server; `now` (-> naive UTC) judges token expiry, `reissue`
+    (-> cert, key paths) renews the serving certificate."""
+    from installer.steps.kubeadm import now as kubeadm_now
+
     served = _Served(root, now or kubeadm_now)
     bound = type("BoundHandler", (handler,), {"served": served})
     server = _Server((address, port), bound)
-    server.context = context
+    server.context = _context(cert, key)
+    server.reissue = reissue
+    server.issued = time.monotonic()
     return server
 
 
@@ -217,6 +244,7 @@ def serve(root: str, address: str, port: int = PORT) -> None:
     """Issue the serving certificate and serve until killed (the unit's process)."""
     host, runner = Host(root), Runner(root)
     cert, key = issue_certificate(host, runner, address)
-    server = make_server(root, address, port, cert, key)
+    server = make_server(root, address, port, cert, key,
+                         reissue=lambda: issue_certificate(host, runner, address))
     log.info("serving the bundle cache of %s on https://%s:%d/", root, address, port)
     server.serve_forever()

@@ -94,7 +94,16 @@ def server(lab):
                 return
             super()._send_file(path)
 
-    httpd = make_server(str(lab.server_root), "127.0.0.1", PORT, cert, key, handler=Tampering)
+    reissued = []
+
+    def reissue():
+        reissued.append(1)
+        return issue_certificate(Host(str(lab.server_root)), Runner(str(lab.server_root)),
+                                 "127.0.0.1")
+
+    httpd = make_server(str(lab.server_root), "127.0.0.1", PORT, cert, key, handler=Tampering,
+                        reissue=reissue)
+    httpd.reissued = reissued
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.tamper = tamper
@@ -131,10 +140,12 @@ def test_a_tampered_transfer_is_refused_and_fetched_again(lab, server):
     assert cached(root) == [], cached(root)  # no staging folder, no partial cache
 
 
-def test_a_wrong_ca_hash_or_a_stale_token_is_refused(lab, server, tmp_path):
+def test_a_wrong_ca_hash_or_a_stale_token_is_refused(lab, server, tmp_path, monkeypatch):
     """join.yaml pinning another CA: exit 3 before any byte of the bundle is fetched. A token
     the server does not know (401), or its own expired (403): exit 4, saying to run
-    join-info."""
+    join-info. (Meanwhile the server issues its certificate again at every connection, as it
+    does after a week: the pinned client still accepts it.)"""
+    monkeypatch.setattr("installer.bundleserve.REISSUE_AFTER", 0.0)
     other = _ca(tmp_path / "other-ca")
     done, root = lab.fetch("w1", lab.join._replace(ca_cert_hash=other))
     assert done.returncode == 3, done.stderr
@@ -151,4 +162,5 @@ def test_a_wrong_ca_hash_or_a_stale_token_is_refused(lab, server, tmp_path):
     assert done.returncode == 4, done.stderr
     assert "403" in done.stderr and "expired at 2020-01-01T00:00:00Z" in done.stderr
     assert cached(root) == []
+    assert len(server.reissued) >= 3, server.reissued
     shutil.rmtree(str(root), ignore_errors=True)
