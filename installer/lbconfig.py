@@ -11,6 +11,7 @@ import re
 from typing import List, NamedTuple
 
 from installer.format.lbspec import CHECK_WEIGHT, LoadBalancer
+from installer.registrystore import REGISTRY_NODE_PORT, REGISTRY_PORT
 from installer.render import render
 
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
@@ -117,13 +118,16 @@ def check_script(lb: LoadBalancer, node_name: str) -> str:
     return render("check_apiserver.sh.j2", lb=lb, node=_node(lb, node_name), check=CHECK)
 
 
-def haproxy_cfg(lb: LoadBalancer, static_pod: bool = False) -> str:
+def haproxy_cfg(lb: LoadBalancer, static_pod: bool = False, registry: bool = False) -> str:
     """haproxy.cfg, the same on every control-plane node; `static_pod` logs to stdout (1.9+)
-    and keeps the image's own user."""
+    and keeps the image's own user; `registry` (images.mode registry) adds a frontend on
+    REGISTRY_PORT over every control plane's registry at REGISTRY_NODE_PORT."""
     if not lb.on_control_planes:
         raise ValueError("load balancer mode 'external' renders no keepalived or haproxy")
     return render("haproxy.cfg.j2", lb=lb, check=CHECK, static_pod=static_pod,
-                  haproxy_inter=HAPROXY_INTER, connect_timeout_ms=CONNECT_TIMEOUT_MS)
+                  haproxy_inter=HAPROXY_INTER, connect_timeout_ms=CONNECT_TIMEOUT_MS,
+                  registry=registry, registry_port=REGISTRY_PORT,
+                  registry_node_port=REGISTRY_NODE_PORT)
 
 
 def check_script_path(lb: LoadBalancer, enforcing: bool = False) -> str:
@@ -134,16 +138,17 @@ def check_script_path(lb: LoadBalancer, enforcing: bool = False) -> str:
 
 
 def config_files(lb: LoadBalancer, node_name: str, vrrp: Vrrp = VRRP_V2,
-                 enforcing: bool = False) -> List[RenderedFile]:
+                 enforcing: bool = False, registry: bool = False) -> List[RenderedFile]:
     """The keepalived and haproxy configs node `node_name` needs in either mode (none for an
-    external load balancer)."""
+    external load balancer); `registry`: see haproxy_cfg."""
     if not lb.on_control_planes:
         return []
     script = check_script_path(lb, enforcing)
     return [
         RenderedFile(KEEPALIVED_CONF, keepalived_conf(lb, node_name, script, vrrp=vrrp), 0o644),
         RenderedFile(script, check_script(lb, node_name), 0o755),
-        RenderedFile(HAPROXY_CFG, haproxy_cfg(lb, static_pod=lb.mode == "static-pods"), 0o644),
+        RenderedFile(HAPROXY_CFG, haproxy_cfg(lb, static_pod=lb.mode == "static-pods",
+                                              registry=registry), 0o644),
     ]
 
 

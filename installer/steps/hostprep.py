@@ -9,6 +9,7 @@ from typing import Dict, List, Sequence
 
 from installer import owned
 from installer.host import fstab_swaps
+from installer.registrystore import REGISTRY_NODE_PORT, REGISTRY_PORT
 from installer.render import render
 from installer.steps import Action, ActionStep, Context, calico, conflicts, nmconf
 from installer.steps.cnichoice import chosen
@@ -108,6 +109,8 @@ def firewall_ports(ctx: Context) -> List[str]:
         ports = ["6443/tcp", "2379-2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp"]
         if ctx.cluster.lb_port:
             ports.append("{}/tcp".format(ctx.cluster.lb_port))
+        if ctx.cluster.images_mode == "registry":  # the registry's frontend and its own port
+            ports.extend("{}/tcp".format(port) for port in (REGISTRY_PORT, REGISTRY_NODE_PORT))
     elif ctx.node.is_etcd_host:  # etcd's client and peer ports, the kubelet's; no pods
         return ["2379-2380/tcp", "10250/tcp"]
     else:

@@ -97,7 +97,8 @@ def bring_up(ctx: Context) -> List[Action]:
     vrrp = lbconfig.vrrp_for(lb, ctx.info.release)
     enforcing = ctx.cluster.enforcing
     script = lbconfig.check_script_path(lb, enforcing)
-    files = lbconfig.config_files(lb, ctx.node.name, vrrp, enforcing) + \
+    registry = ctx.cluster.images_mode == "registry"
+    files = lbconfig.config_files(lb, ctx.node.name, vrrp, enforcing, registry) + \
         lbconfig.static_pod_files(lb, enforcing)
     stale = [f for f in files if host.needs_write(f.path, f.content.encode("utf-8"), f.mode)]
     if stale:

@@ -28,7 +28,8 @@ def test_haproxy_accepts_rendered_config(tmp_path, mode):
     haproxy = require_tool("haproxy")
     lb = lbsamples.load_balancer(mode)
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(lbconfig.haproxy_cfg(lb, static_pod=mode == "static-pods"))
+    # with images.mode registry's frontend: the superset of what either mode renders
+    cfg.write_text(lbconfig.haproxy_cfg(lb, static_pod=mode == "static-pods", registry=True))
     check = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True,
                            timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr

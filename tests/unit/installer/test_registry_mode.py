@@ -119,3 +119,14 @@ def test_registry_mode_points_containerd_at_certs_d_with_a_hosts_toml_per_regist
     assert "certs.d" not in runtime.RuntimeStep().actions(archive)[0].what
     assert "registry" not in tomllib.loads(runtime.containerd_config(archive))[
         "plugins"]["io.containerd.grpc.v1.cri"]
+
+
+def test_open_ports_on_a_control_plane_include_the_registry_ports_in_registry_mode():
+    from installer.steps import hostprep
+    for text, expected in ((CLUSTER, False), (REGISTRY, True)):
+        cluster = parse_cluster(text)
+        for node in cluster.nodes:
+            ctx = SimpleNamespace(cluster=cluster, node=node, info=SimpleNamespace(addons={}))
+            ports = hostprep.firewall_ports(ctx)
+            assert ("8008/tcp" in ports and "8009/tcp" in ports) == (
+                expected and node.is_control_plane), (text, node.name, ports)

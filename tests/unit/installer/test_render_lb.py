@@ -146,3 +146,16 @@ def test_static_pod_manifests_stay_offline():
         assert container["imagePullPolicy"] == "IfNotPresent"
         assert container["image"] in (lb.keepalived_image, lb.haproxy_image)
         assert rendered.mode == 0o600
+
+
+@pytest.mark.parametrize("mode", ["services", "static-pods"])
+def test_registry_mode_adds_a_frontend_over_every_control_planes_registry(mode):
+    lb = lbsamples.load_balancer(mode)
+    files = {f.path: f.content for f in lbconfig.config_files(lb, "cp1", registry=True)}
+    cfg = files[lbconfig.HAPROXY_CFG]
+    registry = cfg[cfg.index("frontend kubecrate-registry"):]
+    assert "bind *:8008\n" in registry
+    servers = re.findall(r"^    server (\S+) (\S+) check check-ssl verify none$", registry, re.M)
+    assert servers == [(peer.name, peer.address + ":8009") for peer in lb.peers]
+    assert "option httpchk GET /v2/" in registry
+    assert "kubecrate-registry" not in lbconfig.haproxy_cfg(lb, static_pod=mode == "static-pods")
