@@ -232,8 +232,9 @@ def _build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
             inputs = rebuild.build_inputs(recipe_path, lock, key, vendor,
                                           installer_source or INSTALLER_SOURCE,
                                           rotation.inputs() if rotation else None)
-            kept = rebuild.reusable(cache, out_dir, recipe.name, inputs, key,
-                                    installer_signer.public_key)
+            # a path's recipes are not among the inputs: its steps' own builds are reused
+            kept = None if recipe.kubernetes.upgrade_path else rebuild.reusable(
+                cache, out_dir, recipe.name, inputs, key, installer_signer.public_key)
         if kept is not None:
             log.info("%s: the outputs in %s match the lock and verify; nothing to build",
                      recipe.name, out_dir)
@@ -264,9 +265,17 @@ def _build(recipe_path: Path, *, key: SecretKey, out_dir: Path,
         created = lock.created
         with clock.stage("stage"):
             staged = stage_bundle(work / "tree", recipe, lock, fetched, cache)
+        metadata = staged.metadata
+        if recipe.kubernetes.upgrade_path:
+            from builder.bundle.upgradepath import add_steps
+
+            with clock.stage("upgrade path"):
+                metadata = dict(metadata, upgrade_path=add_steps(
+                    recipe, work / "tree", out_dir, key, _build, cache=cache,
+                    installer_source=installer_source))
         with clock.stage("pack"):
             packed = pack(work / "tree", work / f"{recipe.name}.tar", key, name=recipe.name,
-                          metadata=staged.metadata, created=created,
+                          metadata=metadata, created=created,
                           digests=staged.digests, modes=staged.modes,
                           progress=progress("pack", sum(staged.sections.values()))
                           if progress else None)

@@ -72,6 +72,9 @@ class Target:
 class KubernetesSpec:
     version: str  # always with the leading "v": "v1.23.17"
     image_repository: str  # the registry kubeadm pulls from, e.g. registry.k8s.io
+    # recipes of the releases between the one upgraded from and this one, in order, relative
+    # to this recipe: the bundle carries them (builder/bundle/upgradepath.py)
+    upgrade_path: Tuple[str, ...] = ()
 
     @property
     def minor(self) -> int:

@@ -45,6 +45,7 @@ _K8S_VERSION = re.compile(r"\Av?([0-9]+)\.([0-9]+)\.([0-9]+)\Z")
 _VERSION = re.compile(r"\Av?[0-9]+(?:\.[0-9]+)*(?:[-+~][A-Za-z0-9._-]+)?\Z")
 _RELEASE = re.compile(r"\A[0-9]+(?:\.[0-9]+)?\Z")
 _HOST = re.compile(r"\A[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[a-z0-9._/-]+)?\Z")
+_RECIPE_FILE = re.compile(r"\A[A-Za-z0-9._-]+\.ya?ml\Z")  # beside the recipe, no folders
 
 
 def load_recipe(path: Union[str, Path]) -> Recipe:
@@ -149,7 +150,7 @@ class _Reader(yamldoc.Reader):
 
     def kubernetes(self, value: Any) -> KubernetesSpec:
         path = ("kubernetes",)
-        spec = self.mapping(value, path, ("version",), ("image_repository",))
+        spec = self.mapping(value, path, ("version",), ("image_repository", "upgrade_path"))
         version = self.string(spec["version"], path + ("version",), _K8S_VERSION,
                               "a Kubernetes release such as v1.23.17")
         version = version if version.startswith("v") else "v" + version
@@ -166,7 +167,15 @@ class _Reader(yamldoc.Reader):
             old = (major, minor) < (1, 23) or (minor == 23 and patch < 15) or (
                 minor == 24 and patch < 9)
             repository = "k8s.gcr.io" if major == 1 and old else "registry.k8s.io"
-        return KubernetesSpec(version, repository)
+        steps: Tuple[str, ...] = ()
+        if spec.get("upgrade_path") is not None:
+            where = path + ("upgrade_path",)
+            steps = tuple(self.string(item, where + (i,), _RECIPE_FILE,
+                                      "a recipe file beside this one, such as "
+                                      "k8s-1.31-el9-containerd.yaml")
+                          for i, item in enumerate(self.items(spec["upgrade_path"], where)))
+            self.unique(steps, where)
+        return KubernetesSpec(version, repository, steps)
 
     def runtime(self, value: Any, kubernetes: KubernetesSpec) -> Runtime:
         path = ("runtime",)
