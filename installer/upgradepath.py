@@ -24,50 +24,11 @@ once per step.
 
 import json
 import os
-import re
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
-from installer.format.errors import KubecrateError, PreconditionError, VerificationError
-from installer.format.manifest import MANIFEST_NAME
-
-KEY = "upgrade_path"
-STEPS_DIR = "steps"
-_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-class PathStep(NamedTuple):
-    kubernetes_version: str
-    name: str
-    sha256: str  # its bundle.json's SHA-256, which names its folder
-
-    @property
-    def dir(self) -> str:
-        return "{}/{}".format(STEPS_DIR, self.sha256)
-
-
-def read_path(data: Dict[str, Any]) -> List[PathStep]:
-    """bundle.json's `upgrade_path`, checked: VerificationError names the key at fault."""
-    from installer.upgrade import version_tuple
-
-    listed = data.get(KEY) or []
-    if not isinstance(listed, list):
-        raise VerificationError("bundle.json: {} is not a list".format(KEY))
-    steps = []
-    for index, item in enumerate(listed):
-        where = "bundle.json: {}[{}]".format(KEY, index)
-        if not isinstance(item, dict) or not all(
-                isinstance(item.get(field), str) for field in PathStep._fields):
-            raise VerificationError("{}: needs the strings {}".format(
-                where, ", ".join(PathStep._fields)))
-        step = PathStep(*(item[field] for field in PathStep._fields))
-        try:
-            version_tuple(step.kubernetes_version)
-        except KubecrateError as err:
-            raise VerificationError("{}.kubernetes_version: {}".format(where, err.message))
-        if not _HEX.match(step.sha256):
-            raise VerificationError("{}.sha256: not a SHA-256".format(where))
-        steps.append(step)
-    return steps
+from installer.format.errors import PreconditionError, VerificationError
+from installer.format.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from installer.format.upgradepath import STEPS_DIR, PathStep, read_path
 
 
 def read_path_of(folder: str) -> List[PathStep]:
@@ -92,7 +53,7 @@ def wanted(path: str) -> bool:
     if len(parts) < 3 or parts[0] != STEPS_DIR:
         return False
     rest = "/".join(parts[2:])
-    return rest in (MANIFEST_NAME, "bundle.minisig") or wanted_for_preflight(rest)
+    return rest in (MANIFEST_NAME, SIGNATURE_NAME) or wanted_for_preflight(rest)
 
 
 def remaining(path: List[PathStep], have: str, target: str, bundle: str

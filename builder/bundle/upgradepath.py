@@ -9,16 +9,16 @@ host's cache holds it; bundle.json's `upgrade_path` names them in order
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from builder.inputs.recipe import Recipe
 from builder.inputs.recipefile import load_recipe
+from installer.format import bundle as bundlemod
 from installer.format import minisig
 from installer.format.errors import UsageError
-from installer.source import TarSource
-from installer.upgradepath import STEPS_DIR
+from installer.format.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from installer.format.upgradepath import STEPS_DIR
 
 Build = Callable[..., Any]  # builder.build._build, given the step's recipe path
 
@@ -59,15 +59,18 @@ def add_steps(recipe: Recipe, tree: Path, out_dir: Path, key: Any, build: Build,
     entries = []
     for name, step in zip(recipe.kubernetes.upgrade_path, step_recipes(recipe)):
         report = build(folder / name, key=key, out_dir=out_dir, **build_args)
-        root = Path(tempfile.mkdtemp(prefix=".kubecrate-step-", dir=out_dir))
-        try:
-            staged = TarSource(str(report.bundle)).stage(trust, str(root))
-            unpacked = staged.commit()
-            target = tree / STEPS_DIR / staged.bundle.manifest_sha256
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(unpacked, str(target))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        signature = minisig.load_signature(str(report.signature))
+        target = tree / STEPS_DIR / report.manifest_sha256
+        target.mkdir(parents=True)
+        try:  # what a host's cache holds of it: every file checked as it is written
+            checked = bundlemod.walk(
+                str(report.bundle), trust, signature,
+                lambda spec, into=str(target): bundlemod.create_file(into, spec.path, spec.mode))
+            (target / MANIFEST_NAME).write_bytes(checked.manifest_raw)
+            (target / SIGNATURE_NAME).write_text(signature.to_file_text())
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
         entries.append({"kubernetes_version": step.kubernetes.version, "name": step.name,
-                        "sha256": staged.bundle.manifest_sha256})
+                        "sha256": checked.manifest_sha256})
     return entries
