@@ -126,8 +126,6 @@ def walk_in(ctx: Any, options: Any, drain: bool, kubeconfig: Optional[str],
     old = upgrade.load_old(ctx)
     todo = remaining(path, old.kubernetes_version, ctx.info.kubernetes_version,
                      ctx.info.name)
-    if not dry and ctx.staged is not None and todo:
-        ctx.source_dir = ctx.staged.commit()  # a re-run reads the cache, not the tar
     outcomes = []  # type: List[Tuple[str, Any]]
     walked = 0  # steps this run finished: a later one whose turn has not come pauses the walk
     for number, step in enumerate(todo, 1):
@@ -149,6 +147,8 @@ def walk_in(ctx: Any, options: Any, drain: bool, kubeconfig: Optional[str],
         if outcome.paused:
             return _joined(ctx, outcomes)
         walked += 1
+        if ctx.staged is not None and ctx.staged.pending():  # a step passed its preflight:
+            ctx.source_dir = ctx.staged.commit()  # from now on a re-run reads the cache
     label = "step {0} of {0}: {1}".format(len(todo) + 1, ctx.info.kubernetes_version)
     if dry and todo:
         outcomes.append((label, _later(ctx.info.kubernetes_version, ctx.info.name)))

@@ -71,13 +71,15 @@ class Recorder:
     """upgrade.run_in as far as the walk sees it: the step's bundle committed into the cache,
     state.json moved to it (upgrade.begin/finish); `crash_at` raises mid-step, after begin."""
 
-    def __init__(self, crash_at=None, behind_at=None):
+    def __init__(self, crash_at=None, behind_at=None, refuse_at=None):
         self.walked = []
-        self.crash_at, self.behind_at = crash_at, behind_at
+        self.crash_at, self.behind_at, self.refuse_at = crash_at, behind_at, refuse_at
 
     def __call__(self, ctx, options, drain, kubeconfig, plan_only, pause_when_behind=False):
         old = upgrade.load_old(ctx)
         self.walked.append((old.kubernetes_version, ctx.info.kubernetes_version))
+        if ctx.info.kubernetes_version == self.refuse_at:
+            raise PreconditionError("upgrade preflight failed on cp1 (1 check(s))")
         if plan_only:
             return session.Outcome(ctx.node.name, ctx.node.role, ctx.info.name, [], False, [])
         if ctx.info.kubernetes_version == self.behind_at and pause_when_behind:
@@ -209,3 +211,20 @@ def test_the_walk_pauses_where_other_nodes_must_take_a_step_first(tmp_path, capf
     assert "run `upgrade` again here once they have" in out.out
     assert State.load(host).data["bundle"] == bundles["packed"]["v1.31.14"].manifest_sha256
     assert "upgrade" not in State.load(host).data
+
+
+def test_a_refused_first_step_leaves_the_cache_as_it_was(tmp_path, capfd, bundles,
+                                                          monkeypatch):
+    """Preflight refuses the first step (exit 4): neither the multi-minor bundle nor the step's
+    is left in the cache, and state.json is as it was."""
+    root = tmp_path / "root"
+    installed(capfd, bundles, root)
+    cache = root / "var/lib/kubecrate/bundles"
+    before = sorted(p.name for p in cache.iterdir())
+    state = (root / "var/lib/kubecrate/state.json").read_text()
+    tar = multi(bundles, capfd, root, bundles["path"])
+    monkeypatch.setattr(upgrade, "run_in", Recorder(refuse_at="v1.31.14"))
+    with pytest.raises(PreconditionError):
+        upgradepath.walk(options(bundles, root, tar), False, None, False)
+    assert sorted(p.name for p in cache.iterdir()) == before
+    assert (root / "var/lib/kubecrate/state.json").read_text() == state
