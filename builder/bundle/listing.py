@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from builder.bundle.contents import BundleContents
+from installer.format.upgradepath import read_path
 
 __all__ = ["describe", "format_listing"]
 
@@ -36,6 +37,8 @@ def describe(contents: BundleContents) -> Dict[str, Any]:
                  "from_base": sources.count("base")}
     return {
         "delta": delta,
+        "upgrade_path": [dict(step._asdict(), dir=step.dir)
+                         for step in read_path(contents.manifest)],
         "name": contents.name,
         "file": str(contents.path),
         "created": contents.manifest.get("created"),
@@ -84,6 +87,12 @@ def format_listing(summary: Dict[str, Any]) -> List[str]:
             "  what follows describes the result; its RPMs and the images' presence are "
             "checked when the host assembles it",
         ]
+    path = summary.get("upgrade_path")
+    if path:
+        lines.append("  carries the releases before it, which `upgrade --bundle` walks in order: "
+                     + " -> ".join(f"{step['kubernetes_version']} ({step['name']}, "
+                                   f"{step['dir'][:len('steps/') + 12]}...)" for step in path)
+                     + f" -> {summary['kubernetes_version']}")
     for role, section in sorted(summary["roles"].items()):
         lines.append(f"  role {role}: {len(section.get('packages') or [])} packages, "
                      f"{len(section.get('images') or [])} images")

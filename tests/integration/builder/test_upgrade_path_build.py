@@ -55,6 +55,8 @@ def test_a_recipe_path_builds_one_bundle_carrying_the_release_before(mirror_worl
     assert step_tar.is_file()
     lint = kubecrate("lint", bundle, "--recipe", outer, "--key", public)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+    shown = kubecrate("inspect", bundle)
+    assert shown.returncode == 0, shown.stderr
     with tarfile.open(bundle) as tar:
         manifest = json.load(tar.extractfile("bundle.json"))
     with tarfile.open(step_tar) as tar:
@@ -62,6 +64,9 @@ def test_a_recipe_path_builds_one_bundle_carrying_the_release_before(mirror_worl
     digest = hashlib.sha256(step_manifest).hexdigest()
     assert manifest["upgrade_path"] == [{"kubernetes_version": "v1.30.14",
                                          "name": "k8s-1.30-el9-containerd", "sha256": digest}]
+    assert "  carries the releases before it, which `upgrade --bundle` walks in order: " \
+        f"v1.30.14 (k8s-1.30-el9-containerd, steps/{digest[:12]}...) -> v1.31.14" \
+        in shown.stdout, shown.stdout
     listed = {f["path"] for f in manifest["files"]}
     assert {f"steps/{digest}/bundle.json", f"steps/{digest}/bundle.minisig"} <= listed
     assert any(p.startswith(f"steps/{digest}/repo/Packages/kubeadm-1.30.14") for p in listed)
