@@ -438,6 +438,7 @@ def to_json(outcome: Outcome) -> str:
         "steps": [{"name": s.name, "title": s.title, "changes": s.changes}
                   for s in outcome.steps],
         "changes": outcome.changes,
+        "paused": outcome.paused,  # an upgrade walk waits for other nodes (upgradepath.py)
         "smoke": {"checks": outcome.smoke[0], "passed": outcome.smoke[1],
                   "note": outcome.smoke[2]},
     }, indent=1)

@@ -209,6 +209,8 @@ def test_the_walk_pauses_where_other_nodes_must_take_a_step_first(tmp_path, capf
     assert "next step waits: cp2 still run(s) a release older than v1.31.14 -> run `upgrade` " \
         "with this bundle on cp2 first" in out.out, out.out
     assert "run `upgrade` again here once they have" in out.out
+    assert json.loads(session.to_json(session.Outcome(
+        "cp1", "control-plane", "k8s-v1.31.14", [], False, [], paused=True)))["paused"] is True
     assert State.load(host).data["bundle"] == bundles["packed"]["v1.31.14"].manifest_sha256
     assert "upgrade" not in State.load(host).data
 
