@@ -19,6 +19,7 @@ digest 404. The server holds no secret of its own beyond its serving key.
 
 import hmac
 import http.server
+import ipaddress
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from installer import joinfile
 from installer.bundlecache import folder_for
@@ -51,29 +52,34 @@ BUNDLES_PREFIX = BUNDLE_PATH.split("{", 1)[0]
 __all__ = ["PORT", "serve", "issue_certificate", "make_server"]
 
 
-def issue_certificate(host: Host, runner: Runner, address: str) -> Tuple[str, str]:
-    """A serving key and certificate for `address` (an IP: the SAN joiners check), signed by
-    the cluster CA with openssl; returns their real paths (0600 key)."""
+def issue_certificate(host: Host, runner: Runner, address: str, folder: str = SERVER_DIR,
+                      names: Sequence[str] = (), common_name: str = "kubecrate-bundle-server",
+                      days: int = CERT_DAYS) -> Tuple[str, str]:
+    """A serving key and certificate in `folder` for `address` (an IP: the SAN clients check)
+    and the other `names` (IPs or DNS names), signed by the cluster CA with openssl; returns
+    their real paths (0600 key)."""
     for path in (CA_CERT, CA_KEY):
         if not os.path.isfile(host.path(path)):
-            raise PreconditionError("{} is missing: the bundle server runs on a control-plane "
-                                    "node after kubeadm init".format(host.path(path)),
+            raise PreconditionError("{} is missing: {} runs on a control-plane node after "
+                                    "kubeadm init".format(host.path(path), common_name),
                                     hint="install this node first")
-    folder = host.path(SERVER_DIR)
+    sans = ["IP:" + address] + ["{}:{}".format("IP" if _is_ip(name) else "DNS", name)
+                                for name in names if name != address]
+    folder = host.path(folder)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     key, cert = os.path.join(folder, "server.key"), os.path.join(folder, "server.crt")
-    with tempfile.TemporaryDirectory(prefix="kubecrate-bundle-cert.") as work:
+    with tempfile.TemporaryDirectory(prefix="kubecrate-server-cert.") as work:
         csr, ext = os.path.join(work, "server.csr"), os.path.join(work, "ext.cnf")
         new_key = os.path.join(work, "server.key")
         with open(ext, "w") as out:
             out.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-                      "extendedKeyUsage=serverAuth\nsubjectAltName=IP:{}\n".format(address))
+                      "extendedKeyUsage=serverAuth\nsubjectAltName={}\n".format(",".join(sans)))
         runner.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    new_key, "-subj", "/CN=kubecrate-bundle-server", "-out", csr])
+                    new_key, "-subj", "/CN=" + common_name, "-out", csr])
         new_cert = os.path.join(work, "server.crt")
         runner.run(["openssl", "x509", "-req", "-in", csr, "-CA", host.path(CA_CERT),
                     "-CAkey", host.path(CA_KEY), "-set_serial",
-                    "0x" + os.urandom(8).hex(), "-days", str(CERT_DAYS), "-sha256",
+                    "0x" + os.urandom(8).hex(), "-days", str(days), "-sha256",
                     "-extfile", ext, "-out", new_cert])
         os.chmod(new_key, 0o600)
         shutil.move(new_key, key + ".new")
@@ -81,6 +87,14 @@ def issue_certificate(host: Host, runner: Runner, address: str) -> Tuple[str, st
         shutil.move(new_cert, cert + ".new")
         os.replace(cert + ".new", cert)
     return cert, key
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class _Served:

@@ -8,7 +8,7 @@ the others only after they joined (kubeadm join refuses a non-empty manifests fo
 """
 
 import re
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Tuple
 
 from installer.format.lbspec import CHECK_WEIGHT, LoadBalancer
 from installer.registrystore import REGISTRY_NODE_PORT, REGISTRY_PORT
@@ -118,16 +118,18 @@ def check_script(lb: LoadBalancer, node_name: str) -> str:
     return render("check_apiserver.sh.j2", lb=lb, node=_node(lb, node_name), check=CHECK)
 
 
-def haproxy_cfg(lb: LoadBalancer, static_pod: bool = False, registry: bool = False) -> str:
+def haproxy_cfg(lb: LoadBalancer, static_pod: bool = False, registry: bool = False,
+                registry_ports: Tuple[int, int] = (REGISTRY_PORT, REGISTRY_NODE_PORT)) -> str:
     """haproxy.cfg, the same on every control-plane node; `static_pod` logs to stdout (1.9+)
     and keeps the image's own user; `registry` (images.mode registry) adds a frontend on
-    REGISTRY_PORT over every control plane's registry at REGISTRY_NODE_PORT."""
+    REGISTRY_PORT over every control plane's registry at REGISTRY_NODE_PORT (`registry_ports`:
+    other ports, for the tests)."""
     if not lb.on_control_planes:
         raise ValueError("load balancer mode 'external' renders no keepalived or haproxy")
     return render("haproxy.cfg.j2", lb=lb, check=CHECK, static_pod=static_pod,
                   haproxy_inter=HAPROXY_INTER, connect_timeout_ms=CONNECT_TIMEOUT_MS,
-                  registry=registry, registry_port=REGISTRY_PORT,
-                  registry_node_port=REGISTRY_NODE_PORT)
+                  registry=registry, registry_port=registry_ports[0],
+                  registry_node_port=registry_ports[1])
 
 
 def check_script_path(lb: LoadBalancer, enforcing: bool = False) -> str:

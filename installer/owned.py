@@ -46,6 +46,17 @@ def systemctl(host: Host, runner: Runner, step: str, verb: str, unit: str) -> No
     note_unit(host, step, unit, VERB_CHANGE[verb])
 
 
+def restart_unit(host: Host, runner: Runner, step: str, unit: str) -> None:
+    """daemon-reload, enable and restart `unit` (its file just written), recorded as `step`'s
+    changes (reset stops and disables it)."""
+    runner.run(["systemctl", "daemon-reload"])
+    runner.run(["systemctl", "enable", unit], timeout=60)
+    note_unit(host, step, unit, "enabled")
+    runner.run(["systemctl", "restart", unit], timeout=60,
+               hint="see `systemctl status {0}` and `journalctl -u {0}`".format(unit))
+    note_unit(host, step, unit, "started")
+
+
 def note_firewall(host: Host, step: str, rules: Sequence[str]) -> None:
     """Record firewalld rules kubecrate added (permanent), each as the `--add-…` argument(s)
     that added it, e.g. "--add-port=6443/tcp" or "--zone=trusted --add-interface=cni0"."""

@@ -37,7 +37,7 @@ from installer.steps.preflight import FAIL, Finding, run_preflight
 
 PREP_STEPS = ("preflight", "unpack", "host-prep", "local-repo", "time", "runtime", "images",
               "binaries")
-CLUSTER_STEPS = ("loadbalancer", "kubeadm", "cni", "bundle-server", "etcd-host")
+CLUSTER_STEPS = ("loadbalancer", "kubeadm", "registry", "cni", "bundle-server", "etcd-host")
 HOST_STEPS = PREP_STEPS + CLUSTER_STEPS
 
 

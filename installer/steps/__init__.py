@@ -138,6 +138,7 @@ def all_steps(host_only: bool = False, etcd_host: bool = False) -> List[Step]:
         images,
         kubeadm,
         loadbalancer,
+        registry,
         repo,
         runtime,
         timesync,
@@ -150,8 +151,8 @@ def all_steps(host_only: bool = False, etcd_host: bool = False) -> List[Step]:
     if etcd_host and not host_only:
         steps.append(etcdhost.EtcdHostStep())
     elif not host_only:
-        steps += [loadbalancer.LoadBalancerStep(), kubeadm.KubeadmStep(), cni.CniStep(),
-                  bundleserver.BundleServerStep()]
+        steps += [loadbalancer.LoadBalancerStep(), kubeadm.KubeadmStep(),
+                  registry.RegistryStep(), cni.CniStep(), bundleserver.BundleServerStep()]
     return steps
 
 

@@ -91,11 +91,5 @@ def _copy(ctx: Context, program: str) -> None:
 
 
 def _start(ctx: Context) -> str:
-    run = ctx.runner.run
-    run(["systemctl", "daemon-reload"])
-    run(["systemctl", "enable", UNIT], timeout=60)
-    owned.note_unit(ctx.host, BundleServerStep.name, UNIT, "enabled")
-    run(["systemctl", "restart", UNIT], timeout=60,
-        hint="see `systemctl status {0}` and `journalctl -u {0}`".format(UNIT))
-    owned.note_unit(ctx.host, BundleServerStep.name, UNIT, "started")  # reset stops it
+    owned.restart_unit(ctx.host, ctx.runner, BundleServerStep.name, UNIT)
     return "started {} (https://{}:{}/)".format(UNIT, ctx.node.address, PORT)

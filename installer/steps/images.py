@@ -11,8 +11,11 @@ the runtime with whole images or none, and the next run loads what is still miss
 With `images.mode: registry` (docs/cluster.md) a control plane also lays the bundle's images
 (every role's, less an unused CNI's) out as registry storage in REGISTRY_STORAGE
 (installer/registrystore.py), each control plane its own copy, so that the registry survives
-the loss of one; an image whose tag already points at its manifest there is skipped. In this
-version nothing serves that storage yet, and every node still loads its images.
+the loss of one; an image whose tag already points at its manifest there is skipped. The
+registry step serves it (installer/steps/registry.py) when the bundle carries distribution's
+image; then workers load nothing and containerd pulls their images through the load balancer,
+while control planes keep loading theirs (the registry and the static pods run from them
+before the VIP is up).
 """
 
 import os
@@ -27,6 +30,7 @@ from installer.format.errors import StepFailed
 from installer.runner import Runner
 from installer.steps import Action, ActionStep, Context
 from installer.steps.cnichoice import chosen
+from installer.steps.registry import registry_image
 
 
 def normalize(reference: str) -> str:
@@ -70,7 +74,10 @@ def unused_cni_images(ctx: Context) -> Set[str]:
 
 
 def wanted_images(ctx: Context) -> List[BundleImage]:
-    """The role's images less those of the CNI add-ons this cluster does not run."""
+    """The role's images less those of the CNI add-ons this cluster does not run; none on a
+    worker whose images the control planes' registry serves (containerd pulls them)."""
+    if not ctx.node.is_control_plane and registry_image(ctx):
+        return []
     unused = unused_cni_images(ctx)
     return [i for i in ctx.info.images_for(ctx.node.role) if i.reference not in unused]
 

@@ -148,7 +148,7 @@ def cluster_steps():
 def test_steps_run_in_order_and_host_only_stops_after_binaries():
     names = [s.name for s in all_steps()]
     assert names == ["unpack", "host-prep", "local-repo", "time", "runtime", "images", "binaries",
-                     "loadbalancer", "kubeadm", "cni", "bundle-server"]
+                     "loadbalancer", "kubeadm", "registry", "cni", "bundle-server"]
     assert [s.name for s in all_steps(host_only=True)][-1] == "binaries"
     assert session.steps_of("worker") == ("preflight",) + tuple(names)
     etcd = [s.name for s in all_steps(etcd_host=True)]

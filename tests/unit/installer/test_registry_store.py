@@ -104,6 +104,8 @@ def _step_ctx(tmp_path, archive, text, node, dry_run=False):
         "{} x {}\n".format(i.reference, i.manifest_digest) for i in archive.images)
     info = SimpleNamespace(
         runtime="containerd", addons={}, image_archive="images.tar", hashes={},
+        images=tuple(BundleImage(i.reference, i.config_digest, 10, ("worker",)) for i in
+                     archive.images),
         images_for=lambda role: tuple(
             BundleImage(i.reference, i.config_digest, 10, (role,), "linux/amd64",
                         i.manifest_digest) for i in archive.images

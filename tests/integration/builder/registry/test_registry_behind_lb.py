@@ -1,0 +1,132 @@
+"""images.mode registry end to end on one machine, with the real tools: two control planes'
+registries (docker-registry 2.8, the stand-in for distribution's image) on the config.yml and
+the certificate the registry step makes (installer/registryserve.py, issued by openssl against
+a cluster CA), the real haproxy on the haproxy.cfg the loadbalancer step renders, and real
+containerd 1.6 pulling through the hosts.toml the runtime step writes. One registry stopped,
+the pulls still work through the other."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import requests
+from lab import lbsamples
+from lab.tools import require_tool
+
+from installer import lbconfig, registryserve
+from installer.bundleserve import issue_certificate
+from installer.format import lbspec
+from installer.host import Host
+from installer.registrystore import feed, hosts_toml, split_reference
+from installer.runner import Runner
+
+pytestmark = pytest.mark.integration
+
+# this helper's ports and loopback addresses (docs/testing.md): the frontend on the "VIP"
+FRONTEND, NODE_PORT, API_PORT = 5453, 5454, 5455
+VIP = "127.0.0.1"
+PEERS = (lbspec.Peer("cp1", "127.0.0.2"), lbspec.Peer("cp2", "127.0.0.3"))
+IMAGES = ["registry.k8s.io/pause:3.6", "docker.io/flannel/flannel:v0.22.3",
+          "registry.k8s.io/kube-proxy:v1.23.17"]
+NAMESPACE = "kc-registry-lb"
+TIMEOUT = 20.0
+
+
+def _cluster_ca(folder: Path) -> None:
+    pki = folder / "etc/kubernetes/pki"
+    pki.mkdir(parents=True)
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
+                    "/CN=kubernetes"], cwd=pki, check=True, timeout=60, capture_output=True)
+
+
+def _wait(what: str, ok, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not ok():
+        assert proc.poll() is None and time.monotonic() < deadline, \
+            "{} did not come up:\n{}".format(what, log.read_text())
+        time.sleep(0.1)
+
+
+def _answers(url: str, ca: Path) -> bool:
+    try:
+        return requests.get(url, verify=str(ca), timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+@contextlib.contextmanager
+def _started(argv: list[str], log: Path):
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env={"PATH": "/usr/bin:/bin"})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_containerd_pulls_through_haproxy_from_either_control_planes_registry(
+        archive, containerd, tmp_path):
+    roots, registries = [], []
+    ca_root = tmp_path / "ca"
+    _cluster_ca(ca_root)
+    ca = ca_root / "etc/kubernetes/pki/ca.crt"
+    with contextlib.ExitStack() as stack:
+        for peer in PEERS:  # each control plane: its own storage, certificate and registry
+            root = tmp_path / peer.name
+            (root / "etc/kubernetes").mkdir(parents=True)
+            (root / "etc/kubernetes/pki").symlink_to(ca_root / "etc/kubernetes/pki")
+            storage = root / registryserve.STORAGE.lstrip("/")
+            feed(str(archive.path), str(storage), IMAGES)
+            cert, key = issue_certificate(Host(str(root)), Runner(str(root)), peer.address,
+                                          registryserve.REGISTRY_DIR,
+                                          registryserve.cert_names(VIP, None),
+                                          common_name=registryserve.UNIT, days=2)
+            config = root / registryserve.CONFIG.lstrip("/")
+            config.write_text(registryserve.config_yml(peer.address, str(storage), cert, key,
+                                                       port=NODE_PORT))
+            log = root / "registry.log"
+            proc = stack.enter_context(_started(
+                [require_tool("docker-registry"), "serve", str(config)], log))
+            url = "https://{}:{}/v2/".format(peer.address, NODE_PORT)
+            _wait("docker-registry on " + peer.address, partial(_answers, url, ca), proc, log)
+            roots.append(root)
+            registries.append(proc)
+        lb = lbsamples.load_balancer("static-pods", vip=VIP, port=API_PORT, peers=PEERS)
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(lbconfig.haproxy_cfg(lb, static_pod=True, registry=True,
+                                            registry_ports=(FRONTEND, NODE_PORT)))
+        lb_log = tmp_path / "haproxy.log"
+        haproxy = stack.enter_context(_started([require_tool("haproxy"), "-db", "-f", str(cfg)],
+                                               lb_log))
+        frontend = "https://{}:{}".format(VIP, FRONTEND)
+        _wait("haproxy's registry frontend", lambda: _answers(frontend + "/v2/", ca), haproxy,
+              lb_log)
+        hosts = tmp_path / "certs.d"
+        for registry in sorted({split_reference(ref)[0] for ref in IMAGES}):
+            (hosts / registry).mkdir(parents=True)
+            (hosts / registry / "hosts.toml").write_text(hosts_toml(registry, frontend, str(ca)))
+        try:
+            containerd.ctr("images", "pull", "--hosts-dir", str(hosts), IMAGES[0],
+                           namespace=NAMESPACE)
+            registries[0].terminate()  # cp1's registry gone: haproxy sends every pull to cp2
+            registries[0].wait(timeout=10)
+            for ref in IMAGES[1:]:
+                containerd.ctr("images", "pull", "--hosts-dir", str(hosts), ref,
+                               namespace=NAMESPACE)
+            served = (roots[1] / "registry.log").read_text()
+            assert "/v2/registry.k8s.io/kube-proxy/manifests/v1.23.17" in served
+            assert "/v2/docker.io/flannel/flannel/manifests/v0.22.3" in served
+            assert set(IMAGES) <= set(containerd.references(namespace=NAMESPACE))
+        finally:
+            refs = containerd.references(namespace=NAMESPACE)
+            if refs:
+                containerd.ctr("images", "rm", "--sync", *refs, namespace=NAMESPACE)

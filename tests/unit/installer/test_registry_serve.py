@@ -1,0 +1,76 @@
+"""The registry step (images.mode registry): on each control plane, once the bundle carries
+distribution's image, a certificate, config.yml and the kubecrate-registry unit; nothing on a
+worker, in archive mode or without the image (every node then keeps loading the archive)."""
+
+import logging
+from types import SimpleNamespace
+
+import yaml
+
+from installer import registryserve
+from installer.format.bundleinfo import BundleImage
+from installer.format.cluster import parse_cluster
+from installer.host import Host
+from installer.steps import images
+from installer.steps.registry import RegistryStep
+from tests.unit.installer.test_host_steps import FakeRunner
+from tests.unit.installer.test_registry_mode import CLUSTER, REGISTRY
+
+REFS = ["registry.k8s.io/pause:3.6", "docker.io/flannel/flannel:v0.22.3"]
+DISTRIBUTION = "docker.io/library/registry:2.8.3"
+
+
+class Runner(FakeRunner):
+    def run(self, argv, timeout=0, hint=None):
+        return self.query(argv)
+
+
+def _ctx(tmp_path, text=REGISTRY, node=0, refs=REFS + [DISTRIBUTION], answers=None):
+    cluster = parse_cluster(text)
+    bundle = [BundleImage(ref, "sha256:" + "a" * 64, 1, ("worker",)) for ref in refs]
+    info = SimpleNamespace(runtime="containerd", images=bundle, addons={},
+                           images_for=lambda role: bundle)
+    return SimpleNamespace(host=Host(str(tmp_path)), cluster=cluster, node=cluster.nodes[node],
+                           info=info, runner=Runner(answers))
+
+
+def test_a_control_plane_gets_its_registry_config_unit_and_certificate(tmp_path):
+    ctx = _ctx(tmp_path)
+    actions = RegistryStep().actions(ctx)
+    assert [a.what for a in actions] == [
+        "issue /etc/kubernetes/kubecrate/registry/server.crt for 10.0.0.11",
+        "write /etc/kubernetes/kubecrate/registry/config.yml",
+        "write /etc/systemd/system/kubecrate-registry.service",
+        "start kubecrate-registry on 10.0.0.11:8009"]
+    for action in actions[1:]:
+        action.do()
+    config = yaml.safe_load((tmp_path / "etc/kubernetes/kubecrate/registry/config.yml").read_text())
+    assert config["http"]["addr"] == "10.0.0.11:8009"
+    assert config["storage"]["filesystem"]["rootdirectory"] == "/var/lib/kubecrate/registry"
+    assert config["storage"]["maintenance"]["readonly"] == {"enabled": True}
+    assert config["http"]["tls"] == {"certificate": registryserve.CERT, "key": registryserve.KEY}
+    unit = (tmp_path / "etc/systemd/system/kubecrate-registry.service").read_text()
+    assert " " + DISTRIBUTION + " kubecrate-registry registry serve " + registryserve.CONFIG in unit
+    assert ["systemctl", "restart", "kubecrate-registry"] in ctx.runner.calls
+    # once written, enabled and running (and the certificate there): nothing left to do
+    (tmp_path / "etc/kubernetes/kubecrate/registry/server.crt").write_text("c")
+    (tmp_path / "etc/kubernetes/kubecrate/registry/server.key").write_text("k")
+    done = _ctx(tmp_path, answers={("systemctl", "is-enabled"): (0, "enabled\n"),
+                                   ("systemctl", "is-active"): (0, "active\n")})
+    assert RegistryStep().actions(done) == []
+
+
+def test_no_registry_on_a_worker_in_archive_mode_or_without_distributions_image(tmp_path,
+                                                                                 caplog):
+    assert RegistryStep().actions(_ctx(tmp_path, node=1)) == []
+    assert RegistryStep().actions(_ctx(tmp_path, text=CLUSTER)) == []
+    with caplog.at_level(logging.WARNING):
+        assert RegistryStep().actions(_ctx(tmp_path, refs=REFS)) == []
+    assert "carries no docker.io/library/registry image" in caplog.text
+
+
+def test_workers_load_no_images_once_the_control_planes_serve_them(tmp_path):
+    assert images.wanted_images(_ctx(tmp_path, node=1)) == []
+    assert len(images.wanted_images(_ctx(tmp_path, node=0))) == 3  # the registry runs from it
+    assert len(images.wanted_images(_ctx(tmp_path, node=1, refs=REFS))) == 2  # none served
+    assert len(images.wanted_images(_ctx(tmp_path, node=1, text=CLUSTER))) == 3
