@@ -352,6 +352,21 @@ def check_cni(ctx: Context) -> Finding:
         chosen(ctx), ctx.info.addons[chosen(ctx)].manifest))
 
 
+def check_registry(ctx: Context) -> List[Finding]:
+    """images.mode registry with a bundle that carries no distribution image serves nothing:
+    every node then loads the archive (installer/steps/registry.py)."""
+    from installer import registryserve
+    from installer.steps.registry import registry_image
+
+    if ctx.cluster.images_mode != "registry" or registry_image(ctx):
+        return []
+    return [Finding(WARN, "registry", "images.mode: registry, but the bundle carries no {} "
+                    "image: no registry is served and every node loads the image archive"
+                    .format(registryserve.IMAGE_REPOSITORY),
+                    "add the distribution image to the recipe's images and rebuild the bundle "
+                    "(docs/cluster.md \"images: mode\")")]
+
+
 def check_dns(ctx: Context) -> List[Finding]:
     """What CoreDNS will forward to, from this node's resolv.conf: installer/steps/coredns.py."""
     from installer.steps import coredns  # coredns -> loadbalancer -> hostprep -> this module
@@ -363,7 +378,7 @@ CHECKS: List[Callable] = [
     check_os, check_arch, check_kernel, check_resources, check_swap, check_selinux,
     check_firewalld, check_ports, check_modules, check_filesystem, check_disk, check_identity,
     check_hostname, check_time, check_el8, check_iptables, check_cluster, check_proxy,
-    check_dns, check_cni,
+    check_dns, check_cni, check_registry,
     check_packages, check_lb_images, check_outside_repos,
 ]
 

@@ -74,3 +74,13 @@ def test_workers_load_no_images_once_the_control_planes_serve_them(tmp_path):
     assert len(images.wanted_images(_ctx(tmp_path, node=0))) == 3  # the registry runs from it
     assert len(images.wanted_images(_ctx(tmp_path, node=1, refs=REFS))) == 2  # none served
     assert len(images.wanted_images(_ctx(tmp_path, node=1, text=CLUSTER))) == 3
+
+
+def test_preflight_warns_when_registry_mode_has_no_registry_image_to_run(tmp_path):
+    from installer.steps.preflight import check_registry
+    (found,) = check_registry(_ctx(tmp_path, refs=REFS, node=1))
+    assert (found.level, found.check) == ("warn", "registry")
+    assert "every node loads the image archive" in found.message
+    assert "rebuild the bundle" in found.fix
+    assert check_registry(_ctx(tmp_path)) == []
+    assert check_registry(_ctx(tmp_path, text=CLUSTER, refs=REFS)) == []
