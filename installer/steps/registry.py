@@ -1,9 +1,9 @@
 """registry: with `images.mode: registry`, each control plane serves the bundle's images from
 its own registry (installer/registryserve.py) once kubeadm has made the cluster CA: the
-serving certificate (issued when missing), config.yml and the kubecrate-registry unit, started
-again when either changed. A bundle that carries no distribution image
-(registryserve.IMAGE_REPOSITORY) serves nothing: this step says so and every node keeps loading
-the archive (installer/steps/images.py, serves_registry).
+serving certificate (issued when missing or within RENEW_DAYS of its end), config.yml and the
+kubecrate-registry unit, started again when any of them changed. A bundle that carries no
+distribution image (registryserve.IMAGE_REPOSITORY) serves nothing: preflight warns, this
+step logs it, and every node keeps loading the archive (installer/steps/images.py).
 """
 
 import logging
@@ -16,6 +16,7 @@ from installer.registrystore import REGISTRY_NODE_PORT
 from installer.steps import Action, ActionStep, Context
 
 log = logging.getLogger(__name__)
+RENEW_DAYS = 30  # a re-run of install issues the certificate again this long before it expires
 
 
 def registry_image(ctx: Context) -> str:
@@ -43,6 +44,11 @@ class RegistryStep(ActionStep):
         if not host.exists(registryserve.CERT) or not host.exists(registryserve.KEY):
             found.append(Action("issue {} for {}".format(registryserve.CERT, address),
                                 partial(self._issue, ctx)))
+        elif ctx.runner.query(["openssl", "x509", "-checkend", str(RENEW_DAYS * 86400),
+                               "-noout", "-in", host.path(registryserve.CERT)]).returncode:
+            # expires within RENEW_DAYS (or unreadable): containerd would refuse it
+            found.append(Action("issue {} again for {} (it expires within {} days)".format(
+                registryserve.CERT, address, RENEW_DAYS), partial(self._issue, ctx)))
         files = ((registryserve.CONFIG, registryserve.config_yml(address)),
                  (registryserve.UNIT_FILE, registryserve.unit_text(address, image)))
         for path, text in files:

@@ -55,9 +55,16 @@ def test_a_control_plane_gets_its_registry_config_unit_and_certificate(tmp_path)
     # once written, enabled and running (and the certificate there): nothing left to do
     (tmp_path / "etc/kubernetes/kubecrate/registry/server.crt").write_text("c")
     (tmp_path / "etc/kubernetes/kubecrate/registry/server.key").write_text("k")
-    done = _ctx(tmp_path, answers={("systemctl", "is-enabled"): (0, "enabled\n"),
-                                   ("systemctl", "is-active"): (0, "active\n")})
+    running = {("systemctl", "is-enabled"): (0, "enabled\n"),
+               ("systemctl", "is-active"): (0, "active\n")}
+    done = _ctx(tmp_path, answers={**running, ("openssl", "x509", "-checkend"): (0, "")})
     assert RegistryStep().actions(done) == []
+    # within 30 days of its end (openssl x509 -checkend exits 1): issued again, restarted
+    expiring = _ctx(tmp_path, answers=running)
+    assert [a.what for a in RegistryStep().actions(expiring)] == [
+        "issue /etc/kubernetes/kubecrate/registry/server.crt again for 10.0.0.11 (it expires "
+        "within 30 days)", "start kubecrate-registry on 10.0.0.11:8009"]
+    assert expiring.runner.calls[0][:4] == ["openssl", "x509", "-checkend", str(30 * 86400)]
 
 
 def test_no_registry_on_a_worker_in_archive_mode_or_without_distributions_image(tmp_path,

@@ -3,7 +3,8 @@ registries (docker-registry 2.8, the stand-in for distribution's image) on the c
 the certificate the registry step makes (installer/registryserve.py, issued by openssl against
 a cluster CA), the real haproxy on the haproxy.cfg the loadbalancer step renders, and real
 containerd 1.6 pulling through the hosts.toml the runtime step writes. One registry stopped,
-the pulls still work through the other."""
+the pulls still work through the other. The certificate (2 days here) is one the registry
+step would issue again: `openssl x509 -checkend` fails within RENEW_DAYS."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from installer.format import lbspec
 from installer.host import Host
 from installer.registrystore import feed, hosts_toml, split_reference
 from installer.runner import Runner
+from installer.steps.registry import RENEW_DAYS
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +92,10 @@ def test_containerd_pulls_through_haproxy_from_either_control_planes_registry(
                                           registryserve.REGISTRY_DIR,
                                           registryserve.cert_names(VIP, None),
                                           common_name=registryserve.UNIT, days=2)
+            for seconds, code in ((3600, 0), (RENEW_DAYS * 86400, 1)):  # what the step asks
+                assert subprocess.run([require_tool("openssl"), "x509", "-checkend",
+                                       str(seconds), "-noout", "-in", cert],
+                                      capture_output=True, timeout=30).returncode == code
             config = root / registryserve.CONFIG.lstrip("/")
             config.write_text(registryserve.config_yml(peer.address, str(storage), cert, key,
                                                        port=NODE_PORT))
