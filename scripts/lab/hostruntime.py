@@ -7,11 +7,13 @@ stdin and remembers each image's tags and ID in the host's own store,
 them as the kubeadm and kubelet stand-ins ask. `ctr ... import` and `crictl inspecti` do the
 same for containerd (<root>/var/lib/containerd/...), unless `ctr` is the real containerd 1.6
 client on $KUBECRATE_TEST_CONTAINERD_ADDRESS. `docker run` and `ctr run` of the etcd image run
-the real etcdctl/etcdutl; the e2e hosts use them (docs/testing.md).
+the real etcdctl/etcdutl, `ctr run` of distribution's image (`registry serve CONFIG`) the real
+docker-registry; the e2e hosts use them (docs/testing.md).
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -104,6 +106,38 @@ def run_etcd_image(runtime, image, tool, command, mounts, env):
                           timeout=900).returncode
 
 
+# distribution's config.yml keys that name a file or folder (distribution 2.8
+# docs/configuration.md: storage.filesystem.rootdirectory, http.tls.certificate and key)
+REGISTRY_PATH_KEY = re.compile(r"^(\s*(?:rootdirectory|certificate|key):\s*)(/\S*)\s*$")
+
+
+def run_registry_image(image, command, mounts):
+    """`ctr run` of distribution's image with `registry serve CONFIG` (the image's binary and
+    subcommand, distribution cmd/registry): the real docker-registry (distribution 2.8.2)
+    replaces this process on CONFIG as the container sees it. CONFIG and every path it names
+    are read through the mounts (container_args), so a path no mount provides is missing, as
+    in the container."""
+    if command[:2] != ["registry", "serve"] or len(command) != 3:
+        print("ctr: the stand-in runs only `registry serve CONFIG` of {}, not {}".format(
+            image, " ".join(command)), file=sys.stderr)
+        return 1
+    config = container_args(command[2:], mounts)[0]
+    if not os.path.isfile(config):
+        print("configuration error: open {}: no such file or directory".format(command[2]),
+              file=sys.stderr)
+        return 1
+    with open(config) as handle:
+        lines = [REGISTRY_PATH_KEY.sub(lambda m: m.group(1) + container_args(
+            [m.group(2)], mounts)[0], line.rstrip("\n")) for line in handle]
+    seen = rooted("/run/kubecrate-standin/registry-config.yml")
+    os.makedirs(os.path.dirname(seen), exist_ok=True)
+    with open(seen, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    registry = real("docker-registry")
+    os.execv(registry, [registry, "serve", seen])
+    return 1  # not reached
+
+
 def _run_flags(args, bare):
     """The options of a `docker run` or `ctr run` before the image, as (name, value) pairs
     (`bare`: the options that take no value, dropped), and the words after them."""
@@ -164,6 +198,8 @@ def ctr_run(args, images):
     if image not in images:
         print("ctr: image \"{}\": not found".format(image), file=sys.stderr)
         return 1
+    if "/registry:" in "/" + image:
+        return run_registry_image(image, command, mounts)
     return run_etcd_image("ctr", image, command[0] if command else "", command[1:], mounts,
                           env)
 

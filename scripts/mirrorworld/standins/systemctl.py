@@ -4,7 +4,8 @@
 Unit state lives under <root>/run/kubecrate-standin/units/<unit>.json, <root> being
 $KUBECRATE_ROOT (default /). Units named in $KUBECRATE_SYSTEMCTL_RUN (comma list, default
 "kubelet") really run: `start` launches <root>/usr/bin/<unit>, <root>/usr/local/bin/<unit> or
-<unit> from PATH (else the unit's own ExecStart= program under the root) as a detached daemon
+<unit> from PATH (else the unit's own ExecStart= program under the root, else the stand-in on
+PATH named as ExecStart's program, such as `ctr` for kubecrate-registry) as a detached daemon
 (pid in <root>/run/kubecrate-standin/<unit>.pid, output in
 <root>/var/log/kubecrate-standin/<unit>.log); every other unit only records its state, so the
 installer can enable docker, chronyd, keepalived, ... without touching the real machine.
@@ -228,6 +229,18 @@ def own_program(command):
     return path if root() != "/" and os.access(path, os.X_OK) else None
 
 
+def stood_in(command):
+    """ExecStart's program when the lab stands in for it on PATH (say /usr/bin/ctr, which
+    kubecrate-registry runs): that stand-in, argv as written; it finds the root in
+    $KUBECRATE_ROOT."""
+    if not command or not command[0].startswith("/"):
+        return None
+    found = shutil.which(os.path.basename(command[0]))
+    # never the host's own program (the real ctr would talk to the machine's containerd)
+    real = os.path.realpath(command[0])
+    return found if found and os.path.realpath(found) != real else None
+
+
 def start(unit):
     if unit not in run_units() or running_pid(unit):
         return
@@ -236,6 +249,8 @@ def start(unit):
     tail = ["--kubecrate-root=" + root()]
     if not exe and own_program(command):
         exe, tail = own_program(command), []
+    elif not exe and stood_in(command):
+        exe, tail = stood_in(command), []
     if not exe:
         raise SystemExit("Failed to start %s.service: Unit %s.service not found." % (unit, unit))
     command = command or [exe]

@@ -9,14 +9,16 @@ step would issue again: `openssl x509 -checkend` fails within RENEW_DAYS."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import pytest
 import requests
-from lab import lbsamples
+from lab import hostruntime, hostworld, lbsamples
 from lab.tools import require_tool
 
 from installer import lbconfig, registryserve
@@ -136,3 +138,60 @@ def test_containerd_pulls_through_haproxy_from_either_control_planes_registry(
             refs = containerd.references(namespace=NAMESPACE)
             if refs:
                 containerd.ctr("images", "rm", "--sync", *refs, namespace=NAMESPACE)
+
+
+SYSTEMCTL = Path(__file__).resolve().parents[4] / "scripts/mirrorworld/standins/systemctl.py"
+UNIT_ADDRESS, UNIT_PORT = "127.0.0.4", 5457
+DISTRIBUTION = "docker.io/library/registry:2.8.3"
+
+
+def _systemctl(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl", *args], env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, tmp_path):
+    """The unit the registry step writes, started by the lab's systemctl stand-in: its
+    `ctr run` of distribution's image reaches the ctr stand-in, which runs the real
+    docker-registry on config.yml through the unit's mounts; without the image in the node's
+    containerd store, ctr refuses and the unit does not run."""
+    root, bin_dir = tmp_path / "root", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").symlink_to(SYSTEMCTL)
+    (bin_dir / "ctr").symlink_to(hostworld.STANDINS)
+    _cluster_ca(root)
+    feed(str(archive.path), str(root / registryserve.STORAGE.lstrip("/")), IMAGES[:1])
+    issue_certificate(Host(str(root)), Runner(str(root)), UNIT_ADDRESS,
+                      registryserve.REGISTRY_DIR, (), common_name=registryserve.UNIT, days=2)
+    # host paths, as the step writes them: the stand-ins find them under the root
+    config = root / registryserve.CONFIG.lstrip("/")
+    config.write_text(registryserve.config_yml(UNIT_ADDRESS, port=UNIT_PORT))
+    unit = root / registryserve.UNIT_FILE.lstrip("/")
+    unit.parent.mkdir(parents=True)
+    unit.write_text(registryserve.unit_text(UNIT_ADDRESS, DISTRIBUTION))
+    env = {"PATH": "{}:/usr/bin:/bin".format(bin_dir), "KUBECRATE_ROOT": str(root),
+           "KUBECRATE_SYSTEMCTL_RUN": registryserve.UNIT, "PYTHONPATH": os.pathsep.join(sys.path)}
+    ca = root / "etc/kubernetes/pki/ca.crt"
+    log = root / "var/log/kubecrate-standin" / (registryserve.UNIT + ".log")
+    url = "https://{}:{}/v2/".format(UNIT_ADDRESS, UNIT_PORT)
+    try:  # not in the node's containerd store: ctr refuses, nothing answers
+        assert _systemctl(env, "start", registryserve.UNIT).returncode == 0
+        deadline = time.monotonic() + TIMEOUT
+        while _systemctl(env, "is-active", registryserve.UNIT).returncode == 0:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert 'ctr: image "{}": not found'.format(DISTRIBUTION) in log.read_text()
+        hostruntime.seed_images(root, [DISTRIBUTION], runtime="containerd")
+        assert _systemctl(env, "start", registryserve.UNIT).returncode == 0
+        deadline = time.monotonic() + TIMEOUT
+        while not _answers(url, ca):
+            assert time.monotonic() < deadline and _systemctl(
+                env, "is-active", registryserve.UNIT).returncode == 0, log.read_text()
+            time.sleep(0.1)
+        manifest = requests.get(url + "registry.k8s.io/pause/manifests/3.6", verify=str(ca),
+                                timeout=5, headers={"Accept": "application/vnd.oci.image."
+                                                    "manifest.v1+json, application/vnd.docker."
+                                                    "distribution.manifest.v2+json"})
+        assert manifest.status_code == 200, manifest.text
+    finally:
+        _systemctl(env, "stop", registryserve.UNIT)
