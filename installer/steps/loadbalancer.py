@@ -21,6 +21,7 @@ from typing import Callable, List
 
 from installer import lbconfig
 from installer.format.errors import PreconditionError, StepFailed
+from installer.runner import Runner
 from installer.steps import Action, ActionStep, Context
 from installer.steps.hostprep import _enabled
 from installer.steps.repo import ONLY_BUNDLE, missing_packages
@@ -31,6 +32,18 @@ KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 VIP_WAIT = 30.0  # keepalived takes the VIP after about 3 advertisement intervals
 VIP_POLL = 0.2
 ENDPOINT_TIMEOUT = 3.0
+# selinux-policy haproxy.te: gen_tunable(haproxy_connect_any, false); when on, haproxy_t may
+# bind and connect to any port (Red Hat's own HAProxy guides turn it on for their backends)
+HAPROXY_BOOLEAN = "haproxy_connect_any"
+
+
+def haproxy_may_connect(runner: Runner) -> bool:
+    """Under enforcing, haproxy_t may connect only to ports of a few types (http_port_t and
+    kin); the apiservers' 6443 is unreserved_port_t, so without the boolean every backend is
+    DOWN with "General socket error (Permission denied)". `getsebool NAME` prints
+    "NAME --> on" or "NAME --> off" (libselinux utils/getsebool.c)."""
+    answer = runner.query(["getsebool", HAPROXY_BOOLEAN])
+    return answer.returncode == 0 and answer.stdout.split()[-1:] == ["on"]
 
 
 def is_first(ctx: Context) -> bool:
@@ -115,6 +128,12 @@ def bring_up(ctx: Context) -> List[Action]:
                            hint="the rendered haproxy.cfg was refused; see docs/load-balancer.md")
 
         found.append(Action("write " + ", ".join(f.path for f in stale), write))
+    if lb.mode == "services" and enforcing and not haproxy_may_connect(runner):
+        found.append(Action("setsebool -P {} 1 (haproxy_t may connect to the apiservers' "
+                            "port)".format(HAPROXY_BOOLEAN), partial(
+                                runner.run, ["setsebool", "-P", HAPROXY_BOOLEAN, "1"],
+                                hint="setsebool (policycoreutils) lets the host's haproxy "
+                                     "reach the apiservers; see docs/selinux.md")))
     if lb.mode == "services":
         changed = {f.path for f in stale}
         for unit, configs in (("haproxy", {lbconfig.HAPROXY_CFG}),

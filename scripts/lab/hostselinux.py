@@ -7,7 +7,9 @@ file: disabled), as the installer's probe reads it. File labels and booleans liv
 local rules `semanage fcontext -a` added). Refusals follow the real tools: setenforce,
 getsebool and setsebool refuse on a disabled host (libselinux utils/setenforce.c, "%s:
 SELinux is disabled"; policycoreutils setsebool.c, "setsebool:  SELinux is disabled."), and
-setenforce takes only 1, 0, Enforcing or Permissive (any case; else its usage, exit 1).
+setenforce takes only 1, 0, Enforcing or Permissive (any case; else its usage, exit 1);
+getsebool and setsebool refuse a boolean the policy lacks (getsebool.c "Error getting active
+value for %s"; setsebool "Invalid boolean"), and the booleans start as the policy ships them.
 restorecon refuses a missing path ("restorecon: lstat(P) failed: No such file or
 directory", as hosts print it) and labels from the policy's file contexts: the few rules
 kubecrate's files meet, from selinux-policy keepalived.fc, systemd.fc and files.fc and
@@ -36,8 +38,9 @@ POLICY_FCONTEXT = [
     (r"/etc(/.*)?", "etc_t"),
     (r"/var/lib(/.*)?", "var_lib_t"),
 ]
+# defaults as the policy ships them (haproxy.te: gen_tunable(haproxy_connect_any, false))
 BOOLEANS = {"keepalived_connect_any": 0, "container_manage_cgroup": 0,
-            "domain_can_mmap_files": 0, "virt_use_nfs": 0}
+            "domain_can_mmap_files": 0, "virt_use_nfs": 0, "haproxy_connect_any": 0}
 
 
 def _selinux_file(name):
@@ -96,6 +99,17 @@ def selinux_tool(name, args):
         print("{}:  SELinux is disabled{}".format(name, "." if name == "setsebool" else ""),
               file=sys.stderr)
         return 1
+    if name == "getsebool":
+        # libselinux utils/getsebool.c: "NAME --> on|off", an unknown one refused
+        booleans = _json_state("selinux-booleans.json", dict(BOOLEANS))
+        status = 0
+        for boolean in [a for a in args if not a.startswith("-")]:
+            if boolean not in booleans:
+                print("Error getting active value for {}".format(boolean), file=sys.stderr)
+                status = 1
+                continue
+            print("{} --> {}".format(boolean, "on" if booleans[boolean] else "off"))
+        return status
     if name == "setsebool":
         words = [a for a in args if not a.startswith("-")]
         pairs = [w.split("=", 1) for w in words] if "=" in "".join(words) else [words]

@@ -60,7 +60,7 @@ def run_writes(env, enforcing: bool, mode: str = "services") -> None:
     ctx = SimpleNamespace(
         host=Host(str(env.root), probes=Probes(str(env.kernel))), runner=Runner(str(env.root)),
         cluster=SimpleNamespace(load_balancer=lbsamples.load_balancer(mode),
-                                enforcing=enforcing),
+                                enforcing=enforcing, images_mode="archive"),
         node=SimpleNamespace(name="cp2", is_control_plane=True), info=SimpleNamespace(release="7"))
     writes = [a for a in loadbalancer.bring_up(ctx) if a.what.startswith("write ")]
     assert len(writes) == 1
@@ -120,6 +120,9 @@ def test_selinux_standins_refuse_what_the_real_tools_refuse(standin_env):
     assert run(env, "setsebool", "-P", "keepalived_connect_any", "1").returncode == 0
     unknown = run(env, "setsebool", "no_such_boolean", "1")
     assert unknown.returncode == 1 and "Invalid boolean" in unknown.stderr
+    unknown = run(env, "getsebool", "no_such_boolean")
+    assert unknown.returncode == 1 and \
+        "Error getting active value for no_such_boolean" in unknown.stderr
     rule = run(env, "semanage", "fcontext", "-a", "-t", "container_file_t", "/srv/x(/.*)?")
     assert rule.returncode == 0
     again = run(env, "semanage", "fcontext", "-a", "-t", "container_file_t", "/srv/x(/.*)?")
@@ -132,3 +135,33 @@ def test_selinux_standins_refuse_what_the_real_tools_refuse(standin_env):
         refused = run(env, *argv)
         assert refused.returncode == 1 and message in refused.stderr, argv
     assert Path(env.kernel / "selinux-booleans.json").exists()
+
+
+def test_enforcing_lets_the_hosts_haproxy_reach_the_apiservers(standin_env):
+    """Under enforcing, haproxy_t connects only to a few port types; the apiservers' 6443 is
+    unreserved_port_t, so haproxy_connect_any (off as the policy ships it) must be on in
+    services mode, or every backend is DOWN. Only there: permissive hosts and static pods
+    (spc_t) need no boolean. A second pass has nothing to do."""
+    env = standin_env
+
+    def boolean_actions(enforcing, mode="services"):
+        ctx = SimpleNamespace(
+            host=Host(str(env.root), probes=Probes(str(env.kernel))),
+            runner=Runner(str(env.root)),
+            cluster=SimpleNamespace(load_balancer=lbsamples.load_balancer(mode),
+                                    enforcing=enforcing, images_mode="archive"),
+            node=SimpleNamespace(name="cp2", is_control_plane=True),
+            info=SimpleNamespace(release="7"))
+        return [a for a in loadbalancer.bring_up(ctx) if a.what.startswith("setsebool")]
+
+    env.root.mkdir(exist_ok=True)
+    assert run(env, "getsebool", "haproxy_connect_any").stdout == \
+        "haproxy_connect_any --> off\n"
+    assert boolean_actions(False) == [] and boolean_actions(True, "static-pods") == []
+    actions = boolean_actions(True)
+    assert [a.what for a in actions] == \
+        ["setsebool -P haproxy_connect_any 1 (haproxy_t may connect to the apiservers' port)"]
+    actions[0].do()
+    assert run(env, "getsebool", "haproxy_connect_any").stdout == \
+        "haproxy_connect_any --> on\n"
+    assert boolean_actions(True) == []
