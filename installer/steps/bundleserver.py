@@ -5,14 +5,13 @@ fetch it with `install --join join.yaml` and no --bundle). The unit runs the ins
 bundlefetch.PORT, which the kubeadm step writes into join.yaml as bundle_server.
 """
 
-import hashlib
 import logging
 import os
 import sys
 from functools import partial
 from typing import List, Optional
 
-from installer import owned
+from installer import bundlecache, owned
 from installer.bundlefetch import PORT
 from installer.etcdtimer import PROGRAM, copy_program
 from installer.steps import Action, ActionStep, Context
@@ -48,8 +47,7 @@ def running_pyz() -> Optional[str]:
 
 def _sha256(path: str) -> Optional[str]:
     try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
+        return bundlecache.file_sha256(path)
     except OSError:
         return None
 
