@@ -15,6 +15,7 @@ stand-in runs the real `docker-registry` binary on the same config.yml (docs/tes
 
 from typing import Optional, Sequence
 
+from installer.format.cluster import REGISTRY_IMAGE
 from installer.registrystore import REGISTRY_NODE_PORT
 
 REGISTRY_DIR = "/etc/kubernetes/kubecrate/registry"
@@ -25,8 +26,9 @@ STORAGE = "/var/lib/kubecrate/registry"
 CERT_DAYS = 365  # kubeadm's leaf certificates' lifetime
 UNIT = "kubecrate-registry"
 UNIT_FILE = "/etc/systemd/system/{}.service".format(UNIT)
-# distribution's image, which the bundle must carry for the control planes to serve it
-IMAGE_REPOSITORY = "docker.io/library/registry"
+# distribution's image, which the bundle must carry for the control planes to serve it (any
+# tag: a bundle built with another pin still serves)
+IMAGE_REPOSITORY = REGISTRY_IMAGE.rsplit(":", 1)[0]
 
 CONFIG_TEXT = """\
 # Written by kubecrate-installer.pyz (images.mode: registry, docs/cluster.md "images: mode"):

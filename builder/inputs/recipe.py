@@ -16,11 +16,13 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from builder.errors import BuildError
 from builder.inputs.mirrors import MirrorPreset, parse_image
 from installer.format import yamldoc
+from installer.format.cluster import REGISTRY_IMAGE
 from installer.format.lbspec import HAPROXY_IMAGE, KEEPALIVED_IMAGE
 from installer.format.yamldoc import KeyPath, did_you_mean, key_text
 
 __all__ = [
     "KUBEADM_COMPONENTS",
+    "OWN_SETS",
     "ROLES",
     "Addon",
     "ImageSelector",
@@ -43,6 +45,11 @@ KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-schedul
 # (installer/format/lbspec.py); the static pods pull nothing on an air-gapped host, so the
 # bundle must carry them.
 LOADBALANCER_IMAGES = (KEEPALIVED_IMAGE, HAPROXY_IMAGE)
+# `@registry`: distribution's image, which each control plane runs as its registry in
+# `images.mode: registry` (containerd only, installer/registryserve.py); kubeadm needs none of it.
+REGISTRY_IMAGES = (REGISTRY_IMAGE,)
+# the image sets a selector `@name` may name besides the add-ons, by kind
+OWN_SETS = {"loadbalancer": LOADBALANCER_IMAGES, "registry": REGISTRY_IMAGES}
 
 class RecipeError(BuildError, yamldoc.DocumentError):
     """A recipe is malformed, or names something its mirror preset cannot provide."""
@@ -104,9 +111,10 @@ class PackageSpec:
 class ImageSelector:
     """One entry of an image set: `@kubeadm` (kubeadm's whole list), `@kubeadm:pause` (one of
     its components), `@flannel` (an add-on's images), `@loadbalancer` (the keepalived and
-    haproxy images of the static-pod load balancer) or a full image reference."""
+    haproxy images of the static-pod load balancer), `@registry` (distribution's image) or a
+    full image reference."""
 
-    kind: str  # kubeadm | addon | loadbalancer | image
+    kind: str  # kubeadm | addon | loadbalancer | registry | image
     name: str  # component or add-on name, or the canonical reference
     text: str  # as written in the recipe
 
@@ -208,8 +216,8 @@ def role_images(recipe: Recipe, kubeadm_images: Sequence[str]) -> Dict[str, Tupl
                 refs.add(by_component[selector.name])
             elif selector.kind == "addon":
                 refs.update(recipe.addons[selector.name].images)
-            elif selector.kind == "loadbalancer":
-                refs.update(str(parse_image(ref)) for ref in LOADBALANCER_IMAGES)
+            elif selector.kind in OWN_SETS:
+                refs.update(str(parse_image(ref)) for ref in OWN_SETS[selector.kind])
             else:
                 refs.add(selector.name)
         result[role] = tuple(sorted(refs))
@@ -238,8 +246,8 @@ def check_against_preset(recipe: Recipe, preset: MirrorPreset) -> None:
     for path, selector in _explicit_images(recipe):
         wanted.append((path, parse_image(selector.name).registry))
     for path, selector in _selectors(recipe):
-        if selector.kind == "loadbalancer":
-            wanted += [(path, parse_image(ref).registry) for ref in LOADBALANCER_IMAGES]
+        if selector.kind in OWN_SETS:
+            wanted += [(path, parse_image(ref).registry) for ref in OWN_SETS[selector.kind]]
     for path, registry in wanted:
         if registry not in preset.registries:
             raise recipe.error(path, f"preset {preset.name!r} ({preset.source}) has no mirror "

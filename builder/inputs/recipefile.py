@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping, Sequence, Tuple, Union
 from builder.inputs.mirrors import MirrorPresetError, parse_image
 from builder.inputs.recipe import (
     KUBEADM_COMPONENTS,
+    OWN_SETS,
     ROLES,
     Addon,
     ImageSelector,
@@ -80,6 +81,8 @@ class _Reader(yamldoc.Reader):
                       enumerate(self.items(top["repos"], ("repos",))))
         self.unique(repos, ("repos",))
         kubernetes = self.kubernetes(top["kubernetes"])
+        runtime = self.runtime(top["runtime"], kubernetes)
+        self.registry_set(images, roles, runtime)
         return Recipe(
             name=self.string(top["name"], ("name",), _NAME,
                              "a bundle name (lower-case letters, digits, . _ -)"),
@@ -88,7 +91,7 @@ class _Reader(yamldoc.Reader):
             if top.get("description") is not None else "",
             target=self.target(top["target"]),
             kubernetes=kubernetes,
-            runtime=self.runtime(top["runtime"], kubernetes),
+            runtime=runtime,
             mirrors=self.string(top["mirrors"], ("mirrors",)),
             repos=repos,
             packages=packages,
@@ -99,6 +102,27 @@ class _Reader(yamldoc.Reader):
             lines=MappingProxyType(dict(self.lines)),
             remove=self.removals(top.get("remove"), packages, roles),
         )
+
+    def registry_set(self, images: Sequence[ImageSelector], roles: Mapping[str, Role],
+                     runtime: Runtime) -> None:
+        """`@registry` only in roles.control-plane.images (the control planes run the registry;
+        a worker pulls from it) and only with containerd: a Docker host never serves it
+        (cluster.yaml refuses images.mode registry there), so its bundle need not carry it."""
+        where = [(("images", i), s) for i, s in enumerate(images)] + [
+            (("roles", role.name, "images", i), s) for role in roles.values()
+            for i, s in enumerate(role.images)]
+        for path, selector in where:
+            if selector.kind != "registry":
+                continue
+            if runtime.name != "containerd":
+                raise self.error(path, f"\"@registry\" needs runtime containerd, not "
+                                 f"{runtime.name}", "images.mode registry serves containerd "
+                                 "hosts only (Docker's registry-mirrors mirror Docker Hub "
+                                 "only); remove it from this recipe")
+            if path[:2] != ("roles", "control-plane"):
+                raise self.error(path, "\"@registry\" belongs in roles.control-plane.images",
+                                 "only the control planes run the registry; the other "
+                                 "nodes pull from it")
 
     def removals(self, value: Any, packages: Sequence[PackageSpec],
                  roles: Mapping[str, Role]) -> Tuple[str, ...]:
@@ -225,11 +249,11 @@ class _Reader(yamldoc.Reader):
                                  did_you_mean(component, KUBEADM_COMPONENTS)
                                  or f"known: {', '.join(KUBEADM_COMPONENTS)}")
             return ImageSelector("kubeadm", component, text)
-        if name == "loadbalancer" and not component:
-            return ImageSelector("loadbalancer", "", text)
+        if name in OWN_SETS and not component:
+            return ImageSelector(name, "", text)
         if name in addons and not component:
             return ImageSelector("addon", name, text)
-        sets = ["@kubeadm", "@loadbalancer"] + [f"@{a}" for a in addons]
+        sets = ["@kubeadm"] + [f"@{n}" for n in OWN_SETS] + [f"@{a}" for a in addons]
         raise self.error(path, f"no image set {text!r}", did_you_mean(text, sets)
                          or f"image sets: {', '.join(sets)}, @kubeadm:<component>")
 
@@ -286,7 +310,7 @@ class _Reader(yamldoc.Reader):
     def addons(self, value: Any) -> Mapping[str, Addon]:
         result = {}
         for path, name, spec in self.named(value, "addons", "an add-on name such as flannel"):
-            if name in ("kubeadm", "loadbalancer"):
+            if name == "kubeadm" or name in OWN_SETS:
                 raise self.error(path, f"{name!r} names kubecrate's own image set @{name}")
             spec = self.mapping(spec, path, ("version", "images"))
             refs = tuple(self.image_ref(self.string(ref, path + ("images", i)),

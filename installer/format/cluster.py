@@ -31,6 +31,9 @@ SELINUX_MODES = ("permissive", "enforcing")
 # images.mode: archive: every node loads the bundle's image archive into its runtime;
 # registry: the control planes serve it from a registry (containerd only; docs/cluster.md)
 IMAGE_MODES = ("archive", "registry")
+# distribution's image, which each control plane runs as its registry in images.mode registry
+# (installer/registryserve.py); a containerd recipe carries it with "@registry" (docs/recipe.md)
+REGISTRY_IMAGE = "docker.io/library/registry:2.8.3"
 _MIRROR_URL = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
 _URL_CREDENTIALS = re.compile(r"\A[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
 _REGISTRY = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?\Z")

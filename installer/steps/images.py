@@ -22,7 +22,7 @@ import os
 import time
 from typing import Dict, List, Set
 
-from installer import registrystore
+from installer import registryserve, registrystore
 from installer.format import imagearchive
 from installer.format.bundleinfo import BundleImage
 from installer.format.cluster import CNIS
@@ -74,12 +74,15 @@ def unused_cni_images(ctx: Context) -> Set[str]:
 
 
 def wanted_images(ctx: Context) -> List[BundleImage]:
-    """The role's images less those of the CNI add-ons this cluster does not run; none on a
-    worker whose images the control planes' registry serves (containerd pulls them)."""
+    """The role's images less an unused CNI's and, unless images.mode is registry,
+    distribution's (the recipe's "@registry", which then runs nowhere); none on a worker whose
+    images the control planes' registry serves (containerd pulls them)."""
     if not ctx.node.is_control_plane and registry_image(ctx):
         return []
     unused = unused_cni_images(ctx)
-    return [i for i in ctx.info.images_for(ctx.node.role) if i.reference not in unused]
+    serving = ctx.cluster.images_mode == "registry"
+    return [i for i in ctx.info.images_for(ctx.node.role) if i.reference not in unused
+            and (serving or not registryserve.registry_image([i.reference]))]
 
 
 REGISTRY_STORAGE = "/var/lib/kubecrate/registry"
@@ -95,8 +98,9 @@ def unfed_images(ctx: Context) -> List[str]:
     unfed: List[str] = []
     for role in ("control-plane", "worker"):
         for image in ctx.info.images_for(role):
-            if image.reference in unused or image.reference in unfed:
-                continue
+            if image.reference in unused or image.reference in unfed or \
+                    registryserve.registry_image([image.reference]):
+                continue  # distribution's own image runs from the runtime, never pulled
             current = registrystore.tag_link(root, image.reference)
             if current is None or (image.manifest_digest and current != image.manifest_digest):
                 unfed.append(image.reference)

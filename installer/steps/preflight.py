@@ -363,8 +363,8 @@ def check_registry(ctx: Context) -> List[Finding]:
     return [Finding(WARN, "registry", "images.mode: registry, but the bundle carries no {} "
                     "image: no registry is served and every node loads the image archive"
                     .format(registryserve.IMAGE_REPOSITORY),
-                    "add the distribution image to the recipe's images and rebuild the bundle "
-                    "(docs/cluster.md \"images: mode\")")]
+                    "add \"@registry\" to the recipe's roles.control-plane.images and rebuild "
+                    "the bundle (docs/recipe.md; docs/cluster.md \"images: mode\")")]
 
 
 def check_dns(ctx: Context) -> List[Finding]:

@@ -201,3 +201,42 @@ def test_removal_errors_name_the_key(tmp_path, new, expected):
     path.write_text(EL8.read_text().replace("remove: [podman, buildah, runc]", new))
     with pytest.raises(RecipeError, match=rf"^{path}:\d+: {expected}"):
         load_recipe(path)
+
+
+def test_containerd_recipes_carry_distributions_image_for_the_control_planes_only():
+    """"@registry" (images.mode registry): every containerd recipe carries distribution's image
+    for its control planes, which run the registry; no worker loads it, no Docker recipe has
+    it (installer/registryserve.py looks for its repository)."""
+    from installer.format.cluster import REGISTRY_IMAGE
+    from installer.registryserve import IMAGE_REPOSITORY
+
+    assert REGISTRY_IMAGE.startswith(IMAGE_REPOSITORY + ":")
+    for path in recipes():
+        recipe = load_recipe(path)
+        images = role_images(recipe, KUBEADM_1_23_17)
+        has = REGISTRY_IMAGE in images["control-plane"]
+        assert has == (recipe.runtime.name == "containerd"), path.name
+        assert REGISTRY_IMAGE not in images["worker"], path.name
+        check_against_preset(recipe, load_preset(recipe.preset_path))
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ('images: ["@kubeadm", "@loadbalancer"]', 'images: ["@kubeadm", "@registry"]',
+     r'roles\.control-plane\.images\[1\]: "@registry" needs runtime containerd, not docker'),
+    ("  worker: {}\n", '  worker: {images: ["@registry"]}\n',
+     r'roles\.worker\.images\[0\]: "@registry" needs runtime containerd'),
+])
+def test_registry_set_is_refused_on_docker(tmp_path, old, new, expected):
+    path = _write_variant(tmp_path, old, new)
+    with pytest.raises(RecipeError, match=rf"^{path}:\d+: {expected}"):
+        load_recipe(path)
+
+
+def test_registry_set_belongs_to_the_control_planes(tmp_path):
+    text = (MANIFESTS / "k8s-1.30-el9-containerd.yaml").read_text()
+    assert "  worker: {}\n" in text
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace("  worker: {}\n", '  worker: {images: ["@registry"]}\n'))
+    with pytest.raises(RecipeError, match=rf'^{path}:\d+: roles\.worker\.images\[0\]: '
+                                          r'"@registry" belongs in roles\.control-plane'):
+        load_recipe(path)
