@@ -81,6 +81,16 @@ class MirrorWorld:
         return Path(self.state["presets"]["aliyun-el9-1.31"])
 
     @property
+    def preset_el9_132(self) -> Path:
+        """Rocky 9.4 baseos/appstream, docker-ce centos/9, pkgs.k8s.io v1.32 (kubernetes)."""
+        return Path(self.state["presets"]["el9-1.32"])
+
+    @property
+    def preset_aliyun_el9_132(self) -> Path:
+        """The same with the Aliyun-shaped registry and DaoCloud-shaped binaries."""
+        return Path(self.state["presets"]["aliyun-el9-1.32"])
+
+    @property
     def preset_el9_133(self) -> Path:
         """Rocky 9.4 baseos/appstream, docker-ce centos/9, pkgs.k8s.io v1.33 (kubernetes)."""
         return Path(self.state["presets"]["el9-1.33"])

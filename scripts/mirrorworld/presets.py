@@ -37,6 +37,10 @@ SLICE_PRESETS = {
     "el9-1.31": ({"baseos": "rocky9-baseos", "appstream": "rocky9-appstream",
                   "docker-ce-stable": "docker-ce-stable-9", "kubernetes": "kubernetes-v1.31"},
                  "Rocky 9.4 BaseOS/AppStream (vault), docker-ce centos/9, pkgs.k8s.io v1.31"),
+    # for k8s-1.32-el9-containerd: the same Rocky 9.4 and centos/9, pkgs.k8s.io v1.32
+    "el9-1.32": ({"baseos": "rocky9-baseos", "appstream": "rocky9-appstream",
+                  "docker-ce-stable": "docker-ce-stable-9", "kubernetes": "kubernetes-v1.32"},
+                 "Rocky 9.4 BaseOS/AppStream (vault), docker-ce centos/9, pkgs.k8s.io v1.32"),
     # for k8s-1.33-el9-containerd: the same Rocky 9.4 and centos/9, pkgs.k8s.io v1.33
     "el9-1.33": ({"baseos": "rocky9-baseos", "appstream": "rocky9-appstream",
                   "docker-ce-stable": "docker-ce-stable-9", "kubernetes": "kubernetes-v1.33"},

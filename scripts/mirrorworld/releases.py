@@ -17,9 +17,9 @@ import zipfile
 from pathlib import Path
 
 STANDINS = Path(__file__).resolve().parent / "standins"
-KUBERNETES = ("v1.23.17", "v1.28.15", "v1.30.14", "v1.31.14", "v1.33.7")
-CRICTL = ("v1.23.0", "v1.28.0", "v1.30.0", "v1.31.0", "v1.33.0")
-CNI = ("v1.1.1", "v1.3.0", "v1.4.0", "v1.5.1", "v1.6.2")
+KUBERNETES = ("v1.23.17", "v1.28.15", "v1.30.14", "v1.31.14", "v1.32.9", "v1.33.7")
+CRICTL = ("v1.23.0", "v1.28.0", "v1.30.0", "v1.31.0", "v1.32.0", "v1.33.0")
+CNI = ("v1.1.1", "v1.3.0", "v1.4.0", "v1.5.1", "v1.6.0", "v1.6.2")
 ARCHES = ("amd64", "arm64")
 TOOLS = ("kubeadm", "kubelet", "kubectl")
 CNI_PLUGINS = ("bandwidth", "bridge", "dhcp", "firewall", "host-device", "host-local", "ipvlan",

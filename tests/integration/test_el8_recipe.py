@@ -40,6 +40,7 @@ NAME = "k8s-1.23.17-el8"
 RECIPE_ROCKY8 = REPO / "manifests" / "k8s-1.30-el8-containerd.yaml"
 RECIPE_EL9 = REPO / "manifests" / "k8s-1.30-el9-containerd.yaml"
 RECIPE_EL9_131 = REPO / "manifests" / "k8s-1.31-el9-containerd.yaml"
+RECIPE_EL9_132 = REPO / "manifests" / "k8s-1.32-el9-containerd.yaml"
 RECIPE_EL9_133 = REPO / "manifests" / "k8s-1.33-el9-containerd.yaml"
 RECIPE_EL9_ARM = REPO / "manifests" / "k8s-1.30-el9-containerd-aarch64.yaml"
 # Every build of the module at one time: the installer .pyz is then byte-comparable across arches
@@ -74,6 +75,8 @@ def builds(mirror_world, tmp_path_factory):
             ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9),
             ("el9-1.31-upstream", RECIPE_EL9_131, mirror_world.preset_el9_131),
             ("el9-1.31-china", RECIPE_EL9_131, mirror_world.preset_aliyun_el9_131),
+            ("el9-1.32-upstream", RECIPE_EL9_132, mirror_world.preset_el9_132),
+            ("el9-1.32-china", RECIPE_EL9_132, mirror_world.preset_aliyun_el9_132),
             ("el9-1.33-upstream", RECIPE_EL9_133, mirror_world.preset_el9_133),
             ("el9-1.33-china", RECIPE_EL9_133, mirror_world.preset_aliyun_el9_133),
             ("el9-aarch64-upstream", RECIPE_EL9_ARM, mirror_world.preset_el9_aarch64),
@@ -136,6 +139,8 @@ def test_both_presets_give_the_same_packages(builds):
     assert sorted(rpm_names(builds["el9-upstream"])) == sorted(rpm_names(builds["el9-china"]))
     assert sorted(rpm_names(builds["el9-1.31-upstream"])) == \
         sorted(rpm_names(builds["el9-1.31-china"]))
+    assert sorted(rpm_names(builds["el9-1.32-upstream"])) == \
+        sorted(rpm_names(builds["el9-1.32-china"]))
     assert sorted(rpm_names(builds["el9-1.33-upstream"])) == \
         sorted(rpm_names(builds["el9-1.33-china"]))
     assert sorted(rpm_names(builds["el9-aarch64-upstream"])) == \
@@ -240,6 +245,18 @@ EL9_CASES = {
                            "registry.k8s.io/coredns/coredns:v1.11.3",
                            "docker.io/flannel/flannel:v0.25.7", "docker.io/calico/node:v3.28.5"},
                           ("v1.30.14", ":3.9", "v1.33.7", "v3.31.3")),
+    # the middle step of a 1.30 -> 1.33 walk: kubeadm's RPM requires nothing from 1.32, etcd
+    # 3.5.21-0, calico v3.31 (tested with 1.32-1.35)
+    "el9-1.32-upstream": ("preset_el9_132", {"kubeadm": "1.32.9-150500.1.1.x86_64",
+                                             "kubelet": "1.32.9-150500.1.1.x86_64",
+                                             "cri-tools": "1.32.0-150500.1.1.x86_64",
+                                             "kubernetes-cni": "1.6.0-150500.1.1.x86_64",
+                                             "containerd.io": "1.7.27-3.1.el9.x86_64"},
+                          {"registry.k8s.io/kube-apiserver:v1.32.9", "registry.k8s.io/pause:3.10",
+                           "registry.k8s.io/etcd:3.5.21-0",
+                           "registry.k8s.io/coredns/coredns:v1.11.3",
+                           "docker.io/flannel/flannel:v0.25.7", "docker.io/calico/node:v3.31.3"},
+                          ("v1.31.14", "v1.33.7", ":3.9", "3.5.24-0", "v3.28.5")),
     # a current release: v1beta4 configs (test_render_kubeadm.py), pause 3.10, containerd 1.7
     "el9-1.33-upstream": ("preset_el9_133", {"kubeadm": "1.33.7-150500.1.1.x86_64",
                                              "kubelet": "1.33.7-150500.1.1.x86_64",

@@ -25,6 +25,7 @@ OTHER_KINDS = {("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"),
 # What `kubeadm config images list` prints per minor (cmd/kubeadm/app/images/images.go).
 IMAGES = {23: ("3.6", "3.5.6-0", "v1.8.6"), 28: ("3.9", "3.5.15-0", "v1.10.1"),
           30: ("3.9", "3.5.15-0", "v1.11.3"), 31: ("3.10", "3.5.15-0", "v1.11.3"),
+          32: ("3.10", "3.5.21-0", "v1.11.3"),
           33: ("3.10", "3.5.24-0", "v1.12.0")}
 DEFAULT_REPO = "registry.k8s.io"
 DOCKERSHIM = "/var/run/dockershim.sock"

@@ -2,9 +2,10 @@
 recipe is built in the mirror world into one bundle that carries the v1.30 bundle, built too,
 at steps/<its bundle.json SHA-256>/ as a host's cache holds it; the result lints, and the
 installer unpacks it and finds the step's folder a bundle of its own, signed by the same key,
-that upgradepath's walk can take (docs/bundle-format.md). The mirror world has v1.30, v1.31
-and v1.33 and no v1.32, so this is the shape of a 1.29 -> 1.31 bundle: no cluster to walk it
-on, which tests/unit/installer/test_upgrade_path.py does with lab bundles."""
+that upgradepath's walk can take (docs/bundle-format.md). A one-step path keeps this test
+short; the 1.30 -> 1.33 walk (the 1.33 recipe carrying 1.31 and 1.32) is built and walked on a
+cluster in tests/e2e/test_ha_static_pods.py, and tests/unit/installer/test_upgrade_path.py walks
+lab bundles."""
 
 from __future__ import annotations
 

@@ -22,12 +22,16 @@ def test_v1_23_17_is_tech_facts_1_1():
 
 
 def test_second_profiles():
-    assert known_versions() == ("v1.23.17", "v1.28.15", "v1.30.14", "v1.31.14", "v1.33.7")
+    assert known_versions() == ("v1.23.17", "v1.28.15", "v1.30.14", "v1.31.14", "v1.32.9",
+                                "v1.33.7")
     refs = {i.reference for i in kubeadm_images("v1.30.14")}
     assert {"registry.k8s.io/pause:3.9", "registry.k8s.io/etcd:3.5.15-0",
             "registry.k8s.io/coredns/coredns:v1.11.3"} <= refs
     refs = {i.reference for i in kubeadm_images("v1.31.14")}
     assert {"registry.k8s.io/pause:3.10", "registry.k8s.io/etcd:3.5.15-0",
+            "registry.k8s.io/coredns/coredns:v1.11.3"} <= refs
+    refs = {i.reference for i in kubeadm_images("v1.32.9")}
+    assert {"registry.k8s.io/pause:3.10", "registry.k8s.io/etcd:3.5.21-0",
             "registry.k8s.io/coredns/coredns:v1.11.3"} <= refs
     refs = {i.reference for i in kubeadm_images("v1.33.7")}
     assert {"registry.k8s.io/pause:3.10", "registry.k8s.io/etcd:3.5.24-0",
