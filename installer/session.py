@@ -75,15 +75,18 @@ class Outcome(NamedTuple):
         return sum(len(step.changes) for step in self.steps)
 
 
+Refusal = Callable[[Host, Any, BundleInfo, bytes, str], None]  # open_context's `refuse`
+
+
 @contextlib.contextmanager
-def open_context(options: Options, stage: bool = False, refuse_upgrade: bool = False,
+def open_context(options: Options, stage: bool = False, refuse: Optional[Refusal] = None,
                  wanted: Callable[[str], bool] = wanted_for_preflight) -> Iterator[Context]:
     """Load cluster.yaml, check the bundle and find this host's node. Without `stage` nothing is
     written under the root (preflight's view of the bundle); with it (install) the bundle is
     read once into a staging folder beside the cache, which the unpack step renames into the
-    cache and which is removed when anything fails before that. With `refuse_upgrade`
-    (install), a bundle of another release than the node runs is refused from its signed
-    bundle.json alone, before a byte of its files is read (_refuse_upgrade)."""
+    cache and which is removed when anything fails before that. With `refuse` (install,
+    upgrade), what the signed bundle.json alone decides is refused before a byte of the
+    bundle's files is read: refuse(host, node, info, raw bundle.json, bundle path) raises."""
     cluster = load_cluster(options.cluster_path)
     host = Host(options.root, dry_run=options.dry_run)
     runner = Runner(options.root, dry_run=options.dry_run, echo=options.echo)
@@ -106,8 +109,9 @@ def open_context(options: Options, stage: bool = False, refuse_upgrade: bool = F
     options = options._replace(bundle_path=options.bundle_path or source.location)
     etcd = etcdcerts.load(options.etcd_certs_path, cluster) if options.etcd_certs_path \
         else None
-    if refuse_upgrade:
-        _refuse_upgrade(host, node.name, _signed_info(source, options.key), options.bundle_path)
+    early = _signed_info(source, options.key) if refuse is not None else None
+    if refuse is not None and early is not None:
+        refuse(host, node, early[0], early[1], options.bundle_path)
 
     def context(checked: Any, directory: str, staged: Any = None) -> Context:
         ctx = Context(host, runner, cluster, node,
@@ -129,27 +133,28 @@ def open_context(options: Options, stage: bool = False, refuse_upgrade: bool = F
         yield context(view.bundle, view.directory)
 
 
-def _signed_info(source: Any, key: minisig.Trust) -> Optional[BundleInfo]:
+def _signed_info(source: Any, key: minisig.Trust) -> Optional[Tuple[BundleInfo, bytes]]:
     """The bundle's target from its signed bundle.json alone (BundleSource.signed_manifest),
     or None when that cannot be had cheaply and trusted: the full check that follows then
     reports what is wrong with the bundle, in its own words."""
     try:
         early = source.signed_manifest(key)
-        return read_info(early.manifest, early.manifest_sha256) if early else None
+        return (read_info(early.manifest, early.manifest_sha256), early.manifest_raw) \
+            if early else None
     except KubecrateError:
         return None
 
 
-def _refuse_upgrade(host: Host, node: str, info: Optional[BundleInfo], bundle_path: str
+def _refuse_upgrade(host: Host, node: Any, info: BundleInfo, _raw: bytes, bundle_path: str
                     ) -> None:
     """install on a node that runs a cluster of another Kubernetes release: exit 4, naming
     `upgrade --bundle` (installer/upgrade.py is_upgrade)."""
     from installer import upgrade
 
-    if info is not None and upgrade.is_upgrade(host, info):
+    if upgrade.is_upgrade(host, info):
         raise PreconditionError(
             "{} runs a cluster from another Kubernetes release than bundle {} ({}): "
-            "install does not upgrade".format(node, info.name, info.kubernetes_version),
+            "install does not upgrade".format(node.name, info.name, info.kubernetes_version),
             hint="run `upgrade --bundle {}` (docs/upgrades.md)".format(bundle_path))
 
 
@@ -197,9 +202,9 @@ def plan(options: Options, drain: bool = True, kubeconfig: Optional[str] = None)
 def install(options: Options) -> Outcome:
     """Preflight (unless it passed before for the same inputs), then every step under the host
     lock, each recorded in state.json. Re-running changes only what is still missing."""
-    with open_context(options, stage=not options.dry_run, refuse_upgrade=True) as ctx:
+    with open_context(options, stage=not options.dry_run, refuse=_refuse_upgrade) as ctx:
         # again from the checked bundle: a stock-signed one is known only now
-        _refuse_upgrade(ctx.host, ctx.node.name, ctx.info, ctx.bundle_path)
+        _refuse_upgrade(ctx.host, ctx.node, ctx.info, b"", ctx.bundle_path)
         inputs = ctx.inputs()
         skipped = State.load(ctx.host).done("preflight", inputs)
         found = [] if skipped else run_preflight(ctx)

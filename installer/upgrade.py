@@ -142,42 +142,7 @@ class Upgrade:
         return found
 
     def bundle_findings(self) -> List[Finding]:
-        new, old = self.ctx.info, self.old
-        found = []
-        for what, was, now in (("OS", old.os, new.os),
-                               ("release", old.major_release, new.major_release),
-                               ("arch", old.arch, new.arch),
-                               ("runtime", old.runtime, new.runtime)):
-            if was != now:
-                found.append(Finding(FAIL, "bundle", "bundle {} is for {} {} but {} runs {} "
-                                     "{} (bundle {})".format(new.name, what, now,
-                                                             self.ctx.node.name, what, was,
-                                                             old.name),
-                                     "upgrade with a bundle of the same profile ({} {} {}, "
-                                     "{})".format(old.os, old.major_release, old.arch,
-                                                  old.runtime)))
-        have = version_tuple(old.kubernetes_version)
-        want = version_tuple(new.kubernetes_version)
-        if want < have:
-            found.append(Finding(FAIL, "version", "bundle {} carries Kubernetes {}, older than "
-                                 "the {} this node runs: kubecrate does not downgrade".format(
-                                     new.name, new.kubernetes_version, old.kubernetes_version),
-                                 "to go back, restore an etcd snapshot taken before the "
-                                 "upgrade and reinstall from bundle {}".format(old.name)))
-        elif want[:2] > (have[0], have[1] + 1):
-            steps = " -> ".join("1.{}".format(minor) for minor in range(have[1], want[1] + 1))
-            found.append(Finding(FAIL, "version", "bundle {} carries Kubernetes {} only; this "
-                                 "node runs {}: kubeadm upgrades one minor version at a time "
-                                 "({}) and the bundle has no intermediate releases".format(
-                                     new.name, new.kubernetes_version,
-                                     old.kubernetes_version, steps),
-                                 "upgrade with the bundle of 1.{} first, or with one that "
-                                 "carries every minor in between (docs/upgrades.md)".format(
-                                     have[1] + 1)))
-        else:
-            found.append(Finding(PASS, "version", "{} -> {} (bundle {} -> {})".format(
-                old.kubernetes_version, new.kubernetes_version, old.name, new.name)))
-        return found
+        return bundle_findings(self.ctx.info, self.old, self.ctx.node.name)
 
     def health_findings(self, nodes: List[Dict[str, Any]], resuming: bool) -> List[Finding]:
         found = []
@@ -260,6 +225,79 @@ class Upgrade:
     def reported_version(self) -> Optional[str]:
         node = self.node()
         return kubelet_version(node) if node else None
+
+
+def bundle_findings(new: BundleInfo, old: BundleInfo, node: str, carried: bool = False
+                    ) -> List[Finding]:
+    """The new bundle against the one `node` runs: the same profile, no downgrade, one minor
+    on (unless it `carried` the releases in between: upgradepath.remaining checks those)."""
+    found = []
+    for what, was, now in (("OS", old.os, new.os),
+                           ("release", old.major_release, new.major_release),
+                           ("arch", old.arch, new.arch),
+                           ("runtime", old.runtime, new.runtime)):
+        if was != now:
+            found.append(Finding(FAIL, "bundle", "bundle {} is for {} {} but {} runs {} "
+                                 "{} (bundle {})".format(new.name, what, now, node, what, was,
+                                                         old.name),
+                                 "upgrade with a bundle of the same profile ({} {} {}, "
+                                 "{})".format(old.os, old.major_release, old.arch,
+                                              old.runtime)))
+    have = version_tuple(old.kubernetes_version)
+    want = version_tuple(new.kubernetes_version)
+    if want < have:
+        found.append(Finding(FAIL, "version", "bundle {} carries Kubernetes {}, older than "
+                             "the {} this node runs: kubecrate does not downgrade".format(
+                                 new.name, new.kubernetes_version, old.kubernetes_version),
+                             "to go back, restore an etcd snapshot taken before the "
+                             "upgrade and reinstall from bundle {}".format(old.name)))
+    elif want[:2] > (have[0], have[1] + 1) and not carried:
+        steps = " -> ".join("1.{}".format(minor) for minor in range(have[1], want[1] + 1))
+        found.append(Finding(FAIL, "version", "bundle {} carries Kubernetes {} only; this "
+                             "node runs {}: kubeadm upgrades one minor version at a time "
+                             "({}) and the bundle has no intermediate releases".format(
+                                 new.name, new.kubernetes_version,
+                                 old.kubernetes_version, steps),
+                             "upgrade with the bundle of 1.{} first, or with one that "
+                             "carries every minor in between (docs/upgrades.md)".format(
+                                 have[1] + 1)))
+    else:
+        found.append(Finding(PASS, "version", "{} -> {} (bundle {} -> {})".format(
+            old.kubernetes_version, new.kubernetes_version, old.name, new.name)))
+    return found
+
+
+def preflight_failed(node: str, failed: List[Finding]) -> PreconditionError:
+    """exit 4, nothing changed (a staged bundle is removed on the way out)."""
+    return PreconditionError(
+        "upgrade preflight failed on {} ({} check(s)):\n  ".format(node, len(failed))
+        + "\n  ".join("{}: {}{}".format(f.check, f.message, " -> " + f.fix if f.fix else "")
+                       for f in failed),
+        hint="nothing was changed; fix the above and re-run")
+
+
+def refuse_early(host: Host, node: Any, new: BundleInfo, raw: bytes, _bundle: str) -> None:
+    """What the new bundle's signed bundle.json alone decides against the bundle this node
+    runs (bundle_findings; a multi-minor path lacking a minor), before a byte of the bundle's
+    files is hashed (session.open_context's `refuse`). Anything it cannot tell is left to
+    the preflight that follows, which sees the same and more."""
+    from installer.format.upgradepath import read_path
+    from installer.upgradepath import remaining
+
+    digest = installed_from(host, new.digest)
+    old = cached_info(host, digest) if digest and digest != new.digest else None
+    if old is None or node.is_etcd_host:
+        return
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        path = read_path(data if isinstance(data, dict) else {})
+    except (ValueError, KubecrateError):
+        return
+    failed = [f for f in bundle_findings(new, old, node.name, bool(path)) if f.level == FAIL]
+    if failed:
+        raise preflight_failed(node.name, failed)
+    if path:
+        remaining(path, old.kubernetes_version, new.kubernetes_version, new.name)
 
 
 def name_of(node: Dict[str, Any]) -> str:
@@ -364,13 +402,8 @@ def run_in(ctx: Context, options: Any, drain: bool, kubeconfig: Optional[str],
     if failed and pause_when_behind and all(f.check == "order" for f in failed):
         return session.Outcome(ctx.node.name, ctx.node.role, old.name, found, False, [],
                                paused=True)
-    if failed:  # exit 4, nothing changed (a staged bundle is removed on the way out)
-        raise PreconditionError(
-            "upgrade preflight failed on {} ({} check(s)):\n  ".format(ctx.node.name,
-                                                                      len(failed))
-            + "\n  ".join("{}: {}{}".format(f.check, f.message, " -> " + f.fix if f.fix
-                                            else "") for f in failed),
-            hint="nothing was changed; fix the above and re-run")
+    if failed:
+        raise preflight_failed(ctx.node.name, failed)
     if options.dry_run or plan_only:
         reports = session.run_steps(ctx, upgradesteps.steps(up), apply=not plan_only,
                                     progress=options.echo)

@@ -106,11 +106,11 @@ def walk(options: Any, drain: bool, kubeconfig: Optional[str], plan_only: bool) 
     """`upgrade` (and `plan`) with a bundle: its intermediate releases first, each a one-minor
     upgrade from its step folder, then the bundle's own. Returns one session.Outcome for the
     whole walk (each step's findings headed by a `step` line)."""
-    from installer import session
+    from installer import session, upgrade
 
     dry = options.dry_run or plan_only
     with session.open_context(options._replace(dry_run=dry), stage=not dry,
-                              wanted=wanted) as ctx:
+                              refuse=upgrade.refuse_early, wanted=wanted) as ctx:
         return walk_in(ctx, options, drain, kubeconfig, plan_only)
 
 

@@ -41,6 +41,22 @@ def bundles(tmp_path_factory):
     return {"public": public, "packed": packed, "cluster": top / "cluster.yaml"}
 
 
+def damaged_copy(bundle, to):
+    """A copy of `bundle` and its signature whose last file has one byte flipped: hashing the
+    bundle's files stops there (exit 3), bundle.json (the first member) is intact."""
+    shutil.copyfile(bundle, to)
+    shutil.copyfile(str(bundle) + ".minisig", str(to) + ".minisig")
+    with tarfile.open(bundle) as tar:
+        last = [m for m in tar.getmembers() if m.isfile()][-1]
+    assert last.name != "bundle.json" and last.size > 0
+    with open(to, "r+b") as handle:
+        handle.seek(last.offset_data + last.size - 1)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    return to
+
+
 def installer(capfd, *args):
     with pytest.raises(SystemExit) as done:
         cli.main([str(a) for a in args])
@@ -98,17 +114,6 @@ def test_the_release_is_refused_from_bundle_json_before_any_file_is_hashed(tmp_p
     4), where hashing the files first would stop at the damage (exit 3)."""
     root = tmp_path / "root"
     before = installed_node(capfd, root, bundles)
-    new = bundles["packed"]["v1.31.14"]
-    damaged = tmp_path / "k8s-v1.31.14.tar"
-    shutil.copyfile(new.path, damaged)
-    shutil.copyfile(str(new.path) + ".minisig", str(damaged) + ".minisig")
-    with tarfile.open(new.path) as tar:
-        last = [m for m in tar.getmembers() if m.isfile()][-1]
-    assert last.name != "bundle.json" and last.size > 0
-    with open(damaged, "r+b") as handle:
-        handle.seek(last.offset_data + last.size - 1)
-        byte = handle.read(1)
-        handle.seek(-1, 1)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    damaged = damaged_copy(bundles["packed"]["v1.31.14"].path, tmp_path / "k8s-v1.31.14.tar")
     refused(capfd, root, bundles, damaged, *(["--dry-run"] if dry_run else []))
     assert (root / "var/lib/kubecrate/state.json").read_text() == before
