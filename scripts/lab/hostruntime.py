@@ -294,7 +294,8 @@ def recorded_ctr(args):
 
 def recorded_crictl(args):
     """`crictl inspecti REF` answered from this root's containerd image store (how kubeadm's
-    CRI runtime asks whether an image exists: cmd/kubeadm/app/util/runtime ImageExists)."""
+    CRI runtime asks whether an image exists: cmd/kubeadm/app/util/runtime ImageExists);
+    `crictl pull REF` through the real containerd of the test (scripts/lab/hostpull.py)."""
     words = [a for a in args if not a.startswith("-")]
     if "inspecti" in words:  # after global options such as -r SOCKET
         images = _store(CTR_STORE)
@@ -306,6 +307,10 @@ def recorded_crictl(args):
             return 0
         print('FATA[0000] no such image "{}" present'.format(ref), file=sys.stderr)
         return 1
+    if "pull" in words:  # the CRI's PullImage: the real containerd of the test (hostpull)
+        from lab import hostpull
+
+        return hostpull.pull(words[-1], CTR_STORE)
     if words[:1] == ["--version"] or "--version" in args:
         print("crictl version v1.23.0")
         return 0

@@ -247,10 +247,12 @@ def start(unit):
     command = exec_start(unit)
     exe = binary(unit)
     tail = ["--kubecrate-root=" + root()]
-    if not exe and own_program(command):
-        exe, tail = own_program(command), []
-    elif not exe and stood_in(command):
+    # the lab's stand-in before the root's file of that path: a root with containerd.io holds
+    # the mirror world's placeholder /usr/bin/ctr, which would exit at once
+    if not exe and stood_in(command):
         exe, tail = stood_in(command), []
+    elif not exe and own_program(command):
+        exe, tail = own_program(command), []
     if not exe:
         raise SystemExit("Failed to start %s.service: Unit %s.service not found." % (unit, unit))
     command = command or [exe]

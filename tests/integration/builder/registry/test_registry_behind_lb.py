@@ -9,7 +9,9 @@ step would issue again: `openssl x509 -checkend` fails within RENEW_DAYS."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,14 +20,21 @@ from pathlib import Path
 
 import pytest
 import requests
-from lab import hostruntime, hostworld, lbsamples
+from lab import hostpull, hostruntime, hostworld, lbsamples
 from lab.tools import require_tool
 
 from installer import lbconfig, registryserve
 from installer.bundleserve import issue_certificate
 from installer.format import lbspec
 from installer.host import Host
-from installer.registrystore import feed, hosts_toml, split_reference
+from installer.registrystore import (
+    CERTS_D,
+    REGISTRY_CA,
+    feed,
+    hosts_toml,
+    split_reference,
+    tag_link,
+)
 from installer.runner import Runner
 from installer.steps.registry import RENEW_DAYS
 
@@ -150,11 +159,13 @@ def _systemctl(env: dict, *args: str) -> subprocess.CompletedProcess:
                           timeout=30)
 
 
-def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, tmp_path):
+def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, containerd,
+                                                                  tmp_path):
     """The unit the registry step writes, started by the lab's systemctl stand-in: its
     `ctr run` of distribution's image reaches the ctr stand-in, which runs the real
     docker-registry on config.yml through the unit's mounts; without the image in the node's
-    containerd store, ctr refuses and the unit does not run."""
+    containerd store, ctr refuses and the unit does not run. A worker root's `crictl pull`
+    then goes through it (_lab_crictl_pulls_through_config_path)."""
     root, bin_dir = tmp_path / "root", tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "systemctl").symlink_to(SYSTEMCTL)
@@ -168,6 +179,10 @@ def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, tmp_p
     config.write_text(registryserve.config_yml(UNIT_ADDRESS, port=UNIT_PORT))
     unit = root / registryserve.UNIT_FILE.lstrip("/")
     unit.parent.mkdir(parents=True)
+    placeholder = root / "usr/bin/ctr"  # what the mirror world's containerd.io installs
+    placeholder.parent.mkdir(parents=True)
+    placeholder.write_text("#!/bin/sh\n# kubecrate mirror world: /usr/bin/ctr\n")
+    placeholder.chmod(0o755)
     unit.write_text(registryserve.unit_text(UNIT_ADDRESS, DISTRIBUTION))
     env = {"PATH": "{}:/usr/bin:/bin".format(bin_dir), "KUBECRATE_ROOT": str(root),
            "KUBECRATE_SYSTEMCTL_RUN": registryserve.UNIT, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -193,5 +208,50 @@ def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, tmp_p
                                                     "manifest.v1+json, application/vnd.docker."
                                                     "distribution.manifest.v2+json"})
         assert manifest.status_code == 200, manifest.text
+        _lab_crictl_pulls_through_config_path(root, url[:-len("/v2/")], IMAGES[0],
+                                              containerd, tmp_path / "worker")
     finally:
         _systemctl(env, "stop", registryserve.UNIT)
+
+
+def _lab_crictl_pulls_through_config_path(cp_root: Path, mirror: str, ref: str, containerd,
+                                          root: Path) -> None:
+    """The lab's `crictl pull` on a worker root (scripts/lab/hostpull.py): without
+    config_path in its config.toml it fails as offline; with it, the real containerd pulls
+    through the root's hosts.toml (its `ca` a host path, read under the root) and the root's
+    store records the manifest digest the registry's storage holds."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "crictl").symlink_to(hostworld.STANDINS)
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    shutil.copyfile(cp_root / "etc/kubernetes/pki/ca.crt", root / "etc/kubernetes/pki/ca.crt")
+    env = {"PATH": "{}:/usr/bin:/bin".format(bin_dir), "KUBECRATE_ROOT": str(root),
+           "KUBECRATE_TEST_PULL_CONTAINERD": str(containerd.socket),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    config = root / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("version = 2\n")
+
+    def pull() -> subprocess.CompletedProcess:
+        return subprocess.run(["crictl", "-r", "unix:///run/containerd/containerd.sock", "pull",
+                               ref], env=env, capture_output=True, text=True, timeout=180)
+    offline = pull()
+    assert offline.returncode == 1 and "no such host" in offline.stderr, offline.stderr
+    config.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+                      '  config_path = "{}"\n'.format(CERTS_D))
+    registry = split_reference(ref)[0]
+    hosts = root / CERTS_D.lstrip("/") / registry / "hosts.toml"
+    hosts.parent.mkdir(parents=True)
+    hosts.write_text(hosts_toml(registry, mirror, REGISTRY_CA))
+    try:
+        done = pull()
+        assert done.returncode == 0, done.stderr
+        digest = tag_link(str(cp_root / registryserve.STORAGE.lstrip("/")), ref)
+        assert digest and digest in done.stdout, done.stdout
+        store = json.loads((root / hostruntime.CTR_STORE.lstrip("/")).read_text())
+        assert store == {ref: digest}
+    finally:
+        namespace = hostpull.namespace(root)
+        refs = containerd.references(namespace=namespace)
+        if refs:
+            containerd.ctr("images", "rm", "--sync", *refs, namespace=namespace)
