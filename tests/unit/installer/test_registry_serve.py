@@ -93,3 +93,33 @@ def test_preflight_warns_when_registry_mode_has_no_registry_image_to_run(tmp_pat
     assert "rebuild the bundle" in found.fix
     assert check_registry(_ctx(tmp_path)) == []
     assert check_registry(_ctx(tmp_path, text=CLUSTER, refs=REFS)) == []
+
+
+def test_an_upgrade_feeds_the_new_images_on_control_planes_and_loads_nothing_on_workers(
+        tmp_path):
+    """`upgrade --bundle NEW.tar` runs the images step first (installer/steps/upgradesteps.py):
+    with the new bundle's images, a control plane loads its own and lays every role's out as
+    registry storage before kubeadm changes anything; a worker loads none (containerd pulls
+    through the VIP)."""
+    from installer import upgrade
+    from installer.steps import upgradesteps
+    from tests.unit.installer.test_ha_steps import CLUSTER as HA
+    from tests.unit.installer.test_ha_steps import make_ctx
+
+    new = ["registry.k8s.io/kube-proxy:v1.31.14", "registry.k8s.io/pause:3.10", DISTRIBUTION]
+    plans = {}
+    for name in ("cp1", "w1"):
+        (tmp_path / name).mkdir()
+        ctx = make_ctx(tmp_path / name, name, text=HA + "images: {mode: registry}\n")
+        ctx.info.runtime, ctx.info.kubernetes_version = "containerd", "v1.31.14"
+        ctx.info.images = tuple(BundleImage(ref, "sha256:" + "b" * 64, 1,
+                                            ("control-plane", "worker")) for ref in new)
+        ctx.info.images_for = lambda role, images=ctx.info.images: images
+        steps = upgradesteps.steps(upgrade.Upgrade(ctx, ctx.info, None, False))
+        assert [s.name for s in steps][:2] == ["unpack", "images"]
+        plans[name] = [a.what for a in steps[1].actions(ctx)]
+    assert plans["w1"] == []
+    load, lay = plans["cp1"]
+    assert load.startswith("load 3 image(s)") and DISTRIBUTION in load
+    assert lay == ("lay 2 image(s) out as registry storage in /var/lib/kubecrate/registry: "
+                   "registry.k8s.io/kube-proxy:v1.31.14 registry.k8s.io/pause:3.10")
