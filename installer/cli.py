@@ -329,6 +329,9 @@ def status_cmd(check, report_path, as_json, root, dry_run, verbose):
                                       "host prepared" if result["prepared"] else "partly"))
     for name, record in sorted(result.get("steps", {}).items(), key=lambda i: i[1]["at"]):
         click.echo("  {}: done, {} change(s)".format(name, record.get("changes", 0)))
+    if result.get("steps_not_run"):
+        click.echo("  not run here yet (added since this host's install): {}; re-run "
+                   "`install` to add them".format(", ".join(result["steps_not_run"])))
     for name, moment in sorted(result.get("expiry", {}).items()):
         if not name.endswith("_certificate"):  # listed with every certificate below
             click.echo("{} expires {}".format(name.replace("_", " "), moment))

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import certs, etcdcerts, joinfile, owned, report
+from installer import certs, etcdcerts, installrecord, joinfile, owned, report
 from installer.bundlecache import cache_root
 from installer.format import minisig
 from installer.format.bundleinfo import BundleInfo, read_info, wanted_for_preflight
@@ -223,8 +223,12 @@ def install(options: Options) -> Outcome:
                 state.data["preflight_findings"] = [
                     {"level": f.level, "check": f.check, "message": f.message}
                     for f in found]
+            if not options.host_only:
+                installrecord.started(state)
             state.record("preflight", inputs, 0)
             reports = run_steps(ctx, steps, state, apply=True, progress=options.echo)
+            if not options.host_only:
+                installrecord.completed(state, [step.name for step in steps])
         checked = smoke_after_install(ctx) if not (options.host_only or ctx.node.is_etcd_host) \
             else ([], True, "")
         return Outcome(ctx.node.name, ctx.node.role, ctx.info.name, found, skipped, reports,
@@ -254,8 +258,9 @@ def status(root: str) -> Dict[str, Any]:
             result["bundle_cached"] = False
     inputs = state.steps.get("preflight", {}).get("inputs", "")
     result["prepared"] = bool(digest) and all(state.done(s, inputs) for s in PREP_STEPS)
-    result["installed"] = bool(digest) and all(
-        state.done(s, inputs) for s in steps_of(str(state.data.get("role") or "")))
+    installed, result["steps_not_run"] = installrecord.judge(
+        state, steps_of(str(state.data.get("role") or "")), inputs)
+    result["installed"] = bool(digest) and installed
     result["joined"] = host.exists(KUBELET_CONF)
     result["expiry"] = _expiry(host, runner)
     found = certs.expiries(host, runner, kubeadm_step.now())
