@@ -397,20 +397,21 @@ def renew_certs_cmd(root, dry_run, verbose):
 @common_options
 def reset_cmd(host_too, root, dry_run, verbose):
     """Undo the cluster on this host: kubeadm reset -f, the load balancer stopped, CNI config
-    and kubeconfigs removed. With --host, the host preparation too. The bundle cache stays, so
+    and kubeconfigs removed, the registry and the bundle server stopped and their units,
+    configs and certificates removed. With --host, the host preparation too. The bundle cache stays, so
     install rebuilds the node without copying the bundle again.
 
     Like kubeadm reset, this leaves iptables and IPVS rules alone: flush them by hand if the
     host is not rejoining (`iptables -F; iptables -t nat -F; ipvsadm --clear`).
     """
-    from installer import session
+    from installer import reset
 
     _begin(verbose, root, dry_run)
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     if host_too:
-        changes = session.reset_host(root, dry_run, echo)
+        changes = reset.reset_host(root, dry_run, echo)
     else:
-        changes = session.reset_cluster(root, dry_run, echo)
+        changes = reset.reset_cluster(root, dry_run, echo)
     for change in changes:
         click.echo(("would " if dry_run else "") + change)
     click.echo("{} change(s){}".format(len(changes), " to make" if dry_run else ""))

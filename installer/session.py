@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import certs, etcdcerts, installrecord, joinfile, owned, report
+from installer import certs, etcdcerts, installrecord, joinfile, report
 from installer.bundlecache import cache_root
 from installer.format import minisig
 from installer.format.bundleinfo import BundleInfo, read_info, wanted_for_preflight
@@ -26,11 +26,9 @@ from installer.steps import (
     Context,
     StepReport,
     all_steps,
-    calico,
     etcdhost,
     run_steps,
 )
-from installer.steps import cni as cni_step
 from installer.steps import kubeadm as kubeadm_step
 from installer.steps.loadbalancer import ADMIN_CONF, KUBELET_CONF
 from installer.steps.preflight import FAIL, Finding, run_preflight
@@ -373,72 +371,6 @@ def _kubeadm_target(host: Host, runner: Runner) -> Tuple[str, Optional[str]]:
         except KubecrateError:  # a damaged cache: kubeadm's own version is as good
             pass
     return runner.run(["kubeadm", "version", "-o", "short"], readonly=True).stdout.strip(), None
-
-
-def reset_cluster(root: str, dry_run: bool = False,
-                  echo: Optional[Callable[[str], None]] = None,
-                  runner: Optional[Runner] = None) -> List[str]:
-    """Undo the cluster on this node: `kubeadm reset -f`, the load-balancer units stopped and
-    disabled if (and only if) kubecrate started or enabled them (state.json's "owned"
-    record), CNI config, root's kubeconfig and kubecrate's kubeadm files removed; the host
-    preparation and the bundle cache stay, so `install` rebuilds the node without a copy."""
-    host = Host(root, dry_run=dry_run)
-    runner = runner or Runner(root, dry_run=dry_run, echo=echo)
-    changes: List[str] = []
-    with contextlib.ExitStack() as stack:
-        if not dry_run:
-            stack.enter_context(HostLock(host))
-        manifests = host.path("/etc/kubernetes/manifests")
-        if host.exists(KUBELET_CONF) or (os.path.isdir(manifests) and os.listdir(manifests)):
-            runner.run(["kubeadm", "reset", "-f"], timeout=600)
-            changes.append("kubeadm reset -f")
-        changes += owned.undo_units(host, runner, CLUSTER_STEPS)
-        cni = host.path("/etc/cni/net.d")
-        leftovers = ["/etc/cni/net.d/" + n for n in sorted(os.listdir(cni))] \
-            if os.path.isdir(cni) else []
-        for path in leftovers + [kubeadm_step.JOIN_FILE, kubeadm_step.INIT_CONFIG,
-                                 kubeadm_step.JOIN_CONFIG, kubeadm_step.ROOT_KUBECONFIG,
-                                 cni_step.MANIFEST, calico.MANIFEST, cni_step.STAMP]:
-            if host.remove(path):
-                changes.append("remove " + path)
-        etcd_files = [path for path in etcdhost.FILES if host.remove(path)]
-        changes += ["remove " + path for path in etcd_files]
-        if etcdhost.DROP_IN in etcd_files:  # the kubelet no longer etcd's service manager
-            runner.run(["systemctl", "daemon-reload"])
-        state = State.load(host)
-        if not dry_run and any(step in state.steps for step in CLUSTER_STEPS):
-            state.forget(*CLUSTER_STEPS)
-    return changes
-
-
-def reset_host(root: str, dry_run: bool = False,
-               echo: Optional[Callable[[str], None]] = None,
-               runner: Optional[Runner] = None) -> List[str]:
-    """Undo the cluster (reset_cluster), then the host preparation: the units kubecrate
-    started, enabled, stopped or disabled back as they were, the firewalld rules it added
-    removed, every file it wrote back to its kept original (or away, if kubecrate created
-    it); the host steps are forgotten. What stays is listed in docs/cluster.md (installed
-    RPMs, imported keys, the running kernel's modules, sysctls and SELinux mode until a
-    reboot, and the bundle cache)."""
-    runner = runner or Runner(root, dry_run=dry_run, echo=echo)
-    cluster_changes = reset_cluster(root, dry_run, echo, runner)
-    host = Host(root, dry_run=dry_run)
-    with contextlib.ExitStack() as stack:
-        if not dry_run:
-            stack.enter_context(HostLock(host))
-        changes = owned.undo_units(host, runner, HOST_STEPS)
-        changes += owned.undo_firewall(host, runner)
-        files = ["{} {}".format("restore" if c.action == "update" else "remove", c.path)
-                 for c in host.restore_all()]
-        if files:
-            runner.run(["systemctl", "daemon-reload"])
-        changes += files
-        state = State.load(host)
-        if not dry_run and state.steps:
-            state.forget(*HOST_STEPS)
-            state.data.pop("bundle", None)
-            state.save()
-    return cluster_changes + changes
 
 
 def to_json(outcome: Outcome) -> str:

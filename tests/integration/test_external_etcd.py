@@ -24,7 +24,7 @@ import pytest
 from lab import procs
 from lab.etcdlab import PREFIX, EtcdLab, etcd_bin
 
-from installer import etcdcerts, etcdmembers, kubeadmconfig, session
+from installer import etcdcerts, etcdmembers, kubeadmconfig, reset, session
 from installer.format.cluster import find_node, load_cluster
 from installer.host import Host, Probes
 from installer.runner import Runner
@@ -301,7 +301,7 @@ def test_two_control_planes_on_three_etcd_hosts_kubecrate_installed(etcd, hosts)
     # one etcd host lost: kubecrate's reset takes etcd3 away (its member stays listed, as
     # after a crash); two of three still make a quorum, the cluster writes
     etcd3 = etcd.ctx["etcd3"]
-    removed = session.reset_cluster(str(etcd3.host.root), runner=etcd3.runner)
+    removed = reset.reset_cluster(str(etcd3.host.root), runner=etcd3.runner)
     assert "kubeadm reset -f" in removed and \
         "remove " + etcdhost.DROP_IN in removed, removed
     for path in etcdhost.FILES + (etcdhost.MANIFEST, "/etc/kubernetes/pki/etcd/ca.key"):

@@ -26,7 +26,7 @@ from mirrorworld import releases
 
 from builder.bundle.addons import render_flannel
 from builder.inputs.recipe import Addon
-from installer import joinfile, session, supportlogs
+from installer import joinfile, reset, session, supportlogs
 from installer.format.bundleinfo import BundleAddon, BundleImage
 from installer.format.cluster import load_cluster
 from installer.format.errors import ExitCode, PreconditionError, StepFailed
@@ -330,7 +330,7 @@ def test_reset_keeps_the_host_and_install_rebuilds_the_first_node(lab):
     out = lab.top / "join.yaml"
     install(lab, "cp1", join_out=str(out))
     cp1 = lab.top / "cp1"
-    changes = session.reset_cluster(str(cp1))
+    changes = reset.reset_cluster(str(cp1))
     assert changes[0] == "kubeadm reset -f"
     assert "remove /etc/kubernetes/kubecrate/join.yaml" in changes
     assert not (cp1 / "etc/kubernetes/admin.conf").exists()

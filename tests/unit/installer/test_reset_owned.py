@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from installer import owned, session
+from installer import owned, reset
 from installer.runner import Result
 from installer.steps import hostprep, loadbalancer, run_steps
 from tests.unit.installer.test_ha_steps import CLUSTER, make_ctx
@@ -79,8 +79,8 @@ def test_reset_leaves_a_keepalived_kubecrate_never_touched_alone(tmp_path):
     runner = UnitsRunner(active={"keepalived", "haproxy"}, enabled={"keepalived", "haproxy"})
     root = tmp_path / "root"
     root.mkdir()
-    planned = session.reset_cluster(str(root), dry_run=True, runner=runner)
-    changes = session.reset_host(str(root), runner=runner)
+    planned = reset.reset_cluster(str(root), dry_run=True, runner=runner)
+    changes = reset.reset_host(str(root), runner=runner)
     assert not [c for c in planned + changes if "keepalived" in c or "haproxy" in c]
     assert runner.mutating() == []
     assert runner.active == runner.enabled == {"keepalived", "haproxy"}
@@ -97,7 +97,7 @@ def test_reset_stops_and_disables_only_the_units_the_install_started(tmp_path):
     assert owned.units(ctx.host) == {"keepalived": {"step": "loadbalancer",
                                                     "changes": ["enabled", "started"]}}
     before = len(runner.calls)
-    changes = session.reset_cluster(ctx.host.root, runner=runner)
+    changes = reset.reset_cluster(ctx.host.root, runner=runner)
     assert [c for c in changes if c.startswith(("stop", "disable"))] == [
         "stop keepalived (kubecrate started it)", "disable keepalived (kubecrate enabled it)"]
     assert [c for c in runner.calls[before:] if c[0] == "systemctl"
@@ -105,7 +105,7 @@ def test_reset_stops_and_disables_only_the_units_the_install_started(tmp_path):
         ["systemctl", "stop", "keepalived"], ["systemctl", "disable", "keepalived"]]
     assert runner.active == {"haproxy", "keepalived-vip"} and runner.enabled == {"haproxy"}
     assert owned.units(ctx.host) == {}
-    assert session.reset_cluster(ctx.host.root, runner=runner) == []
+    assert reset.reset_cluster(ctx.host.root, runner=runner) == []
 
 
 def _with_vip(runner):
@@ -142,7 +142,7 @@ def test_reset_host_puts_firewalld_and_host_files_back(tmp_path, policy):
         assert runner.trusted == {"cni0", "flannel.1"} and runner.masquerade
     assert ctx.host.read_text("/etc/selinux/config") == "SELINUX=permissive\n"
 
-    changes = session.reset_host(root, runner=runner)
+    changes = reset.reset_host(root, runner=runner)
     assert runner.active == runner.enabled == {"firewalld"}
     assert runner.ports == {"22/tcp"} and not runner.trusted and not runner.masquerade
     assert not runner.protocols
@@ -180,7 +180,42 @@ def test_a_unit_host_prep_masked_is_unmasked_by_reset_host_only(tmp_path):
     ctx = make_ctx(tmp_path, "w1")
     runner = UnitsRunner()
     owned.systemctl(ctx.host, runner, "host-prep", "mask", "dev-mapper-centos\\x2dswap.swap")
-    assert session.reset_cluster(ctx.host.root, runner=runner) == []
-    changes = session.reset_host(ctx.host.root, runner=runner)
+    assert reset.reset_cluster(ctx.host.root, runner=runner) == []
+    changes = reset.reset_host(ctx.host.root, runner=runner)
     assert "unmask dev-mapper-centos\\x2dswap.swap (kubecrate masked it)" in changes
     assert ["systemctl", "unmask", "dev-mapper-centos\\x2dswap.swap"] in runner.calls
+
+
+def test_reset_removes_the_registrys_and_the_bundle_servers_files_and_stops_them(tmp_path):
+    # What the registry and bundle-server steps leave on a control plane: the units (written
+    # and started through owned.restart_unit), config.yml, and the serving certificates that
+    # bundleserve.issue_certificate puts beside them.
+    from installer import bundleserve, registryserve
+    from installer.steps import bundleserver
+
+    ctx = make_ctx(tmp_path, "cp1")
+    runner = UnitsRunner()
+    written = [registryserve.CONFIG, registryserve.UNIT_FILE, bundleserver.UNIT_FILE]
+    for path in written:
+        ctx.host.write(path, "written by the step\n")
+    certs = [registryserve.CERT, registryserve.KEY, bundleserve.SERVER_DIR + "/server.crt",
+             bundleserve.SERVER_DIR + "/server.key"]
+    for path in certs:
+        os.makedirs(os.path.dirname(ctx.host.path(path)), exist_ok=True)
+        with open(ctx.host.path(path), "w") as out:
+            out.write("PEM\n")
+    owned.restart_unit(ctx.host, runner, "registry", registryserve.UNIT)
+    owned.restart_unit(ctx.host, runner, "bundle-server", bundleserver.UNIT)
+    storage = ctx.host.path(registryserve.STORAGE + "/docker/registry/v2/x")
+    os.makedirs(storage)
+
+    changes = reset.reset_cluster(ctx.host.root, runner=runner)
+    assert not runner.active and not runner.enabled
+    for path in written + certs:
+        assert not ctx.host.exists(path), path
+        assert "remove " + path in changes
+    for folder in (registryserve.REGISTRY_DIR, bundleserve.SERVER_DIR):
+        assert not os.path.exists(ctx.host.path(folder)), folder
+    assert os.path.isdir(storage)  # the images stay, like the bundle cache (docs/cluster.md)
+    assert runner.calls[-1] == ["systemctl", "daemon-reload"]  # the units' files are gone
+    assert reset.reset_cluster(ctx.host.root, runner=runner) == []

@@ -127,7 +127,7 @@ def installer(capfd, *args):
 
 
 def test_host_prep_tells_networkmanager_to_leave_flannels_devices_alone(tmp_path):
-    from installer import session
+    from installer import reset
     from installer.steps import hostprep, nmconf, run_steps
     from tests.unit.installer.test_ha_steps import make_ctx
     from tests.unit.installer.test_reset_owned import UnitsRunner
@@ -141,7 +141,7 @@ def test_host_prep_tells_networkmanager_to_leave_flannels_devices_alone(tmp_path
     assert ["systemctl", "reload", "NetworkManager"] in ctx.runner.calls
     again = run_steps(ctx, [hostprep.HostPrepStep()])[0].changes  # (the fake kernel does not
     assert not [c for c in again if nmconf.CONF in c]  # load modules): written once
-    session.reset_host(ctx.host.root, runner=ctx.runner)
+    reset.reset_host(ctx.host.root, runner=ctx.runner)
     assert not ctx.host.exists(nmconf.CONF)  # reset --host takes it away again
 
 
