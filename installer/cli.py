@@ -398,8 +398,8 @@ def renew_certs_cmd(root, dry_run, verbose):
 def reset_cmd(host_too, root, dry_run, verbose):
     """Undo the cluster on this host: kubeadm reset -f, the load balancer stopped, CNI config
     and kubeconfigs removed, the registry and the bundle server stopped and their units,
-    configs and certificates removed. With --host, the host preparation too. The bundle cache stays, so
-    install rebuilds the node without copying the bundle again.
+    configs and certificates removed. With --host, the host preparation too. The bundle cache
+    stays, so install rebuilds the node without copying the bundle again.
 
     Like kubeadm reset, this leaves iptables and IPVS rules alone: flush them by hand if the
     host is not rejoining (`iptables -F; iptables -t nat -F; ipvsadm --clear`).
