@@ -1,4 +1,5 @@
-"""The cluster certificates of this node: when each expires (`status`), and `renew-certs`.
+"""The cluster certificates of this node: when each expires (`status`), and `renew-certs`
+(the serving certificates of kubecrate's own units: installer/servedcerts.py).
 
 kubeadm issues its leaf certificates for one year and its CAs for ten
 (https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-certs/). A cluster that
@@ -53,10 +54,11 @@ class Expiry(NamedTuple):
     authority: bool
     expires: datetime.datetime  # UTC, naive
     days_left: int
+    warn_days: int = WARN_DAYS  # a warning with fewer days left
 
     @property
     def warning(self) -> bool:
-        return self.days_left < WARN_DAYS
+        return self.days_left < self.warn_days
 
     def as_json(self) -> Dict[str, Any]:
         return {"name": self.name, "path": self.path, "authority": self.authority,
@@ -77,7 +79,7 @@ def _kubeconfig_cert(host: Host, path: str) -> Optional[bytes]:
     return None
 
 
-def _not_after(runner: Runner, pem: Optional[bytes] = None, path: Optional[str] = None
+def not_after(runner: Runner, pem: Optional[bytes] = None, path: Optional[str] = None
                ) -> Optional[datetime.datetime]:
     argv = ["openssl", "x509", "-noout", "-enddate"] + (["-in", path] if path else [])
     if pem is not None:
@@ -104,9 +106,9 @@ def expiries(host: Host, runner: Runner, now: datetime.datetime) -> List[Expiry]
             continue
         if embedded:
             pem = _kubeconfig_cert(host, path)
-            moment = _not_after(runner, pem=pem) if pem else None
+            moment = not_after(runner, pem=pem) if pem else None
         else:
-            moment = _not_after(runner, path=host.path(path))
+            moment = not_after(runner, path=host.path(path))
         if moment is None:
             continue
         found.append(Expiry(name, path, authority, moment,

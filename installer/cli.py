@@ -383,6 +383,8 @@ def renew_certs_cmd(root, dry_run, verbose):
     their ten years), restart the control-plane static pods so they load them, wait for the
     apiserver, and refresh /root/.kube/config. Run it on each control-plane node in turn,
     before `status` warns (30 days); the VIP moves to another node while this one restarts.
+    Where they run, the registry's serving certificate is issued again and kubecrate-registry
+    and kubecrate-bundle-server are restarted (the latter issues its own at start).
     """
     from installer import session
 

@@ -13,10 +13,13 @@ with every path mounted at the same place, so that config.yml names host paths; 
 stand-in runs the real `docker-registry` binary on the same config.yml (docs/testing.md).
 """
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
+from installer.bundleserve import issue_certificate
 from installer.format.cluster import REGISTRY_IMAGE
+from installer.host import Host
 from installer.registrystore import REGISTRY_NODE_PORT
+from installer.runner import Runner
 
 REGISTRY_DIR = "/etc/kubernetes/kubecrate/registry"
 CONFIG = REGISTRY_DIR + "/config.yml"
@@ -101,3 +104,11 @@ def registry_image(references: Sequence[str]) -> Optional[str]:
 def cert_names(vip: Optional[str], dns_name: Optional[str]) -> Sequence[str]:
     """The names besides the node's address the serving certificate carries."""
     return [name for name in (vip, dns_name) if name]
+
+
+def issue(host: Host, runner: Runner, address: str, endpoint: Any) -> Tuple[str, str]:
+    """Issue the serving certificate for `address` and the cluster `endpoint`'s VIP and DNS
+    name (CERT, KEY), signed by the cluster CA; the unit serves it once restarted."""
+    return issue_certificate(host, runner, address, REGISTRY_DIR,
+                             cert_names(endpoint.vip, endpoint.dns_name), common_name=UNIT,
+                             days=CERT_DAYS)

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import certs, etcdcerts, installrecord, joinfile, report
+from installer import certs, etcdcerts, installrecord, joinfile, report, servedcerts
 from installer.bundlecache import cache_root
 from installer.format import minisig
 from installer.format.bundleinfo import BundleInfo, read_info, wanted_for_preflight
@@ -262,6 +262,7 @@ def status(root: str) -> Dict[str, Any]:
     result["joined"] = host.exists(KUBELET_CONF)
     result["expiry"] = _expiry(host, runner)
     found = certs.expiries(host, runner, kubeadm_step.now())
+    found += servedcerts.expiries(host, runner, kubeadm_step.now())
     result["certificates"] = [item.as_json() for item in found]
     result["warnings"] = certs.warnings(found)
     from installer import etcdmembers
@@ -293,7 +294,9 @@ def _expiry(host: Host, runner: Runner) -> Dict[str, str]:
 
 def renew_certs(root: str, dry_run: bool = False,
                 echo: Optional[Callable[[str], None]] = None) -> List[str]:
-    """`renew-certs` on a control-plane node (installer/certs.py), under the host lock."""
+    """`renew-certs` on a control-plane node (installer/certs.py), then the serving
+    certificates of the registry and the bundle server (installer/servedcerts.py), under the
+    host lock."""
     host = Host(root, dry_run=dry_run)
     runner = Runner(root, dry_run=dry_run, echo=echo)
     cluster = _installed_cluster(host)
@@ -316,8 +319,9 @@ def renew_certs(root: str, dry_run: bool = False,
     with contextlib.ExitStack() as stack:
         if not dry_run:
             stack.enter_context(HostLock(host))
-        return certs.renew(host, runner, node.address, cluster.load_balancer.apiserver_port,
-                           echo or (lambda line: None))
+        changes = certs.renew(host, runner, node.address,
+                              cluster.load_balancer.apiserver_port, echo or (lambda line: None))
+        return changes + servedcerts.renew(host, runner, cluster, node.address)
 
 
 def join_info(root: str, out: Optional[str] = None, dry_run: bool = False,

@@ -11,7 +11,6 @@ from functools import partial
 from typing import List
 
 from installer import owned, registryserve
-from installer.bundleserve import issue_certificate
 from installer.registrystore import REGISTRY_NODE_PORT
 from installer.steps import Action, ActionStep, Context
 
@@ -65,10 +64,7 @@ class RegistryStep(ActionStep):
     def _issue(self, ctx: Context) -> None:
         if ctx.host.dry_run:
             return
-        endpoint = ctx.cluster.endpoint
-        issue_certificate(ctx.host, ctx.runner, ctx.node.address, registryserve.REGISTRY_DIR,
-                          registryserve.cert_names(endpoint.vip, endpoint.dns_name),
-                          common_name=registryserve.UNIT, days=registryserve.CERT_DAYS)
+        registryserve.issue(ctx.host, ctx.runner, ctx.node.address, ctx.cluster.endpoint)
 
     def _start(self, ctx: Context) -> str:
         unit = registryserve.UNIT
