@@ -13,10 +13,13 @@ import time
 import pytest
 from lab import halab
 from lab.bundles import make_key
+from lab.hostruntime import CTR_STORE
 from lab.netns import ip
+from lab.runtimes import private_containerd
 from lab.tools import require_tool
 
 from installer.format.errors import ExitCode
+from installer.registrystore import tag_link
 from tests.e2e.conftest import EL9_133
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +52,26 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
     lab = netns_lab("hasp", halab.NAMES, subnet=STATIC_SUBNET)
     nodes = halab.prepare(lab, core, tmp_path / "shiv", STATIC_SUBNET, mode="static-pods",
                           profile=halab.EL9)
+    with private_containerd() as pulls:  # the real containerd 1.6 w1's pulls go through
+        for node in nodes.values():
+            registry_mode(node, pulls)
+        _install_in_registry_mode(nodes, built, tmp_path)
+        upgrade_one_minor(nodes, built, upgrades_el9, tmp_path)
+    static_pods_on_centos8(netns_lab, built_el8, core_el8, tmp_path)
+    calico_on_current_release(netns_lab, built_el9_133, core_el9, tmp_path)
+
+
+def registry_mode(node, pulls) -> None:
+    """cluster.yaml with `images: {mode: registry}`; the kubecrate-registry unit really runs
+    (the ctr stand-in runs the real docker-registry for distribution's image), and a
+    `crictl pull` runs the real containerd 1.6 `pulls` (scripts/lab/hostpull.py)."""
+    cluster = node.host.dir / "cluster.yaml"
+    cluster.write_text(cluster.read_text() + "images: {mode: registry}\n")
+    node.env["KUBECRATE_SYSTEMCTL_RUN"] += ",kubecrate-registry"
+    node.env["KUBECRATE_TEST_PULL_CONTAINERD"] = str(pulls.socket)
+
+
+def _install_in_registry_mode(nodes, built, tmp_path) -> None:
     join = tmp_path / "join.yaml"
     vip = halab.vip(STATIC_SUBNET)
     cp1 = nodes["cp1"]
@@ -85,10 +108,47 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
             (node.root / "etc/containerd/config.toml").read_text(), name
         flags = (node.root / "var/lib/kubelet/kubeadm-flags.env").read_text()
         assert "--container-runtime-endpoint=unix:///run/containerd/containerd.sock" in flags
-        assert ["ctr", "-n", "k8s.io", "images", "import", "-"] in _calls(node), name
-    upgrade_one_minor(nodes, built, upgrades_el9, tmp_path)
-    static_pods_on_centos8(netns_lab, built_el8, core_el8, tmp_path)
-    calico_on_current_release(netns_lab, built_el9_133, core_el9, tmp_path)
+        loaded = ["ctr", "-n", "k8s.io", "images", "import", "-"] in _calls(node)
+        assert loaded == (name != "w1"), name  # w1 pulls from the registry instead
+    pulled_from_the_registry(nodes)
+
+
+def pulled_from_the_registry(nodes) -> None:
+    """images.mode registry (issue 22): w1 loaded no image archive; containerd's hosts.toml on
+    w1 sends each registry's pulls to the VIP's 8008; w1's kubelet pulled kube-proxy's and
+    flannel's images through it with the real containerd 1.6, each the manifest the bundle
+    carries; with cp1's registry stopped, the images are still pullable through the VIP."""
+    started = time.monotonic()
+    cp1, w1 = nodes["cp1"], nodes["w1"]
+    vip = halab.vip(STATIC_SUBNET)
+    hosts = (w1.root / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
+    assert '[host."https://{}:8008/v2/registry.k8s.io"]'.format(vip) in hosts, hosts
+    storage = str(cp1.root / "var/lib/kubecrate/registry")
+    wanted = ["registry.k8s.io/kube-proxy:v1.30.14", "docker.io/flannel/flannel:v0.25.7",
+              "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"]
+    store = w1.root / CTR_STORE.lstrip("/")
+    deadline = time.monotonic() + 60
+    pulled = {}
+    while time.monotonic() < deadline and not all(ref in pulled for ref in wanted):
+        pulled = json.loads(store.read_text()) if store.exists() else {}
+        time.sleep(0.5)
+    assert {ref: pulled.get(ref) for ref in wanted} == {
+        ref: tag_link(storage, ref) for ref in wanted}, w1.logs()
+    assert not [ref for ref in pulled if "kube-apiserver" in ref or "registry:" in ref]
+    stopped = cp1.run(["systemctl", "stop", "kubecrate-registry"], timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    refused = cp1.run(["curl", "-sk", "--max-time", "5",
+                       "https://{}:8009/v2/".format(cp1.host.address)], timeout=30)
+    assert refused.returncode == 7, refused.stdout  # curl: could not connect
+    for ref in ("registry.k8s.io/pause:3.9", "registry.k8s.io/coredns/coredns:v1.11.3"):
+        done = w1.run(["crictl", "-r", "unix:///run/containerd/containerd.sock", "pull", ref],
+                      timeout=180)
+        assert done.returncode == 0, ref + "\n" + done.stdout + done.stderr
+        assert tag_link(storage, ref) in done.stdout, done.stdout
+    back = cp1.run(["systemctl", "start", "kubecrate-registry"], timeout=60)
+    assert back.returncode == 0, back.stderr
+    print("registry mode: w1's pulls and the registry drill took {:.1f} s".format(
+        time.monotonic() - started))
 
 
 def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:

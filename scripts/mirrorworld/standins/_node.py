@@ -87,6 +87,11 @@ def image_exists(image: str, socket: str = DOCKERSHIM) -> bool:
     return _run(["crictl", "-r", socket, "inspecti", image]).returncode == 0
 
 
+def crictl_pull(image: str, socket: str):
+    """The CRI's PullImage as `crictl -r SOCKET pull IMAGE` (the kubelet's image manager)."""
+    return _run(["crictl", "-r", socket, "pull", image], timeout=180.0)
+
+
 def docker_cgroup_driver():
     """`docker info`'s CgroupDriver (what the kubelet's dockershim compares with its own), or
     None when docker does not answer."""

@@ -45,6 +45,7 @@ import time
 
 import _etcdpod
 import _node
+import _pulls
 import _yaml
 from _common import (
     MINOR,
@@ -180,6 +181,32 @@ def manifest_version(path: str) -> str:
     return tag if re.match(r"\Av1\.\d+\.\d+\Z", tag) else VERSION
 
 
+def node_api():
+    """(name, call) once this kubelet is registered (its kubelet.conf names
+    system:node:NAME): `call(method, path, body=None)` answers the apiserver's JSON with the
+    node's credentials, raising StandinError on an error status; else None."""
+    doc = _yaml.load_all(read_text(rooted("/etc/kubernetes/kubelet.conf")))[0]
+    user = str((doc.get("users") or [{}])[0].get("name") or "")
+    if not user.startswith("system:node:"):
+        return None
+    import _pki
+    from _common import request
+
+    kc = _pki.read_kubeconfig(rooted("/etc/kubernetes/kubelet.conf"))
+    auth = dict(ca_pem=kc["ca"], client=(kc["cert"], kc["key"]), timeout_s=3)
+
+    def call(method, path, body=None):
+        got = request(kc["server"], method, path, body, **auth)
+        if got.status != 200:
+            raise StandinError("%s %s: %s" % (method, path, got.status))
+        return got.json()
+    return user[len("system:node:"):], call
+
+
+API_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+              StandinError, _yaml.YAMLError)
+
+
 def report_version(last: list) -> None:
     """What the real kubelet's node status sync does for nodeInfo (pkg/kubelet/nodestatus/
     setters.go VersionInfo: kubeletVersion is the running binary's): once registered (its
@@ -189,30 +216,37 @@ def report_version(last: list) -> None:
         return
     last[:] = [time.monotonic()]
     try:
-        doc = _yaml.load_all(read_text(rooted("/etc/kubernetes/kubelet.conf")))[0]
-        user = str((doc.get("users") or [{}])[0].get("name") or "")
-        if not user.startswith("system:node:"):
+        api = node_api()
+        if api is None:
             return
-        name = user[len("system:node:"):]
-        import _pki
-        from _common import request
-
-        kc = _pki.read_kubeconfig(rooted("/etc/kubernetes/kubelet.conf"))
-        auth = dict(ca_pem=kc["ca"], client=(kc["cert"], kc["key"]), timeout_s=3)
-        got = request(kc["server"], "GET", "/api/v1/nodes/" + name, **auth)
-        if got.status != 200:
-            return
-        node = got.json()
+        name, call = api
+        node = call("GET", "/api/v1/nodes/" + name)
         info = node.setdefault("status", {}).setdefault("nodeInfo", {})
         if info.get("kubeletVersion") != VERSION:
             info["kubeletVersion"] = VERSION
-            if request(kc["server"], "PUT", "/api/v1/nodes/" + name, node,
-                       **auth).status != 200:
-                return
+            call("PUT", "/api/v1/nodes/" + name, node)
             log("node %s: kubeletVersion %s" % (name, VERSION))
         last[:] = [None]  # reported: done for this run
-    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-            StandinError, _yaml.YAMLError):
+    except API_ERRORS:
+        return
+
+
+def pull_images(pulls: "_pulls.Pulls", node: "Node") -> None:
+    """With a CRI endpoint, once registered: the images of the pods every node runs, pulled
+    where the runtime lacks them (_pulls.py)."""
+    if dockershim(node.opts):
+        return
+    try:
+        api = node_api()
+        if api is None:
+            return
+
+        def pull(image):
+            done = _node.crictl_pull(image, node.socket)
+            node.cache.pop(image, None)
+            return done.returncode == 0, (done.stdout or done.stderr).strip()
+        pulls.step(api[1], node.has, pull, log)
+    except API_ERRORS:
         return
 
 
@@ -382,6 +416,7 @@ def run_daemon(argv: list) -> int:
     log("started %s, root %s, flags %s" % (VERSION, root(), " ".join(flags) or "(none)"))
     config_path = opts.get("config") or CONFIG
     started, warned, pods, reported = time.monotonic(), False, None, []
+    pulls = _pulls.Pulls()
     while time.monotonic() - started < MAX_LIFETIME and os.path.isdir(root()):
         if pods is None and not os.path.exists(rooted(config_path)):
             if not warned:  # the real kubelet exits and systemd restarts it every 10 s
@@ -401,6 +436,7 @@ def run_daemon(argv: list) -> int:
         if pods is not None:
             pods.sync()
             report_version(reported)
+            pull_images(pulls, pods.node)
         _reap()
         time.sleep(0.5)
     return 0
