@@ -7,7 +7,16 @@ from typing import Iterator, Optional, Sequence
 import click
 from tqdm import tqdm
 
-from installer import __version__, clicare, clietcd, clifleet, cliupgrade, runlog, textlocale
+from installer import (
+    __version__,
+    clicare,
+    clietcd,
+    clifleet,
+    cliimages,
+    cliupgrade,
+    runlog,
+    textlocale,
+)
 from installer.bundlecache import cache_root
 from installer.cliopts import (
     _ARGV,
@@ -473,3 +482,4 @@ for _command in (clietcd.etcd_backup_cmd, clietcd.etcd_restore_cmd, clietcd.etcd
                  clifleet.fetch_bundle_cmd):
     cli.add_command(_command)
 cli.add_command(cliupgrade.upgrade_cmd)  # `upgrade --bundle`: installer/cliupgrade.py
+cli.add_command(cliimages.images_group)  # `images push`: installer/cliimages.py

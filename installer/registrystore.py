@@ -24,7 +24,7 @@ which makes an image pullable, is written last. Python 3.6, stdlib only.
 """
 
 import os
-from typing import BinaryIO, Callable, Iterable, List, Optional, Tuple
+from typing import BinaryIO, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from installer.atomic import replace_file
 from installer.format.imagearchive import ArchivedImage, select, stream_blobs
@@ -81,8 +81,20 @@ def feed(archive: str, root: str, references: Optional[Iterable[str]] = None,
         os.makedirs(os.path.dirname(target), exist_ok=True)
         replace_file(target, _writer(blocks), 0o644)
     for image in images:
-        _link_image(root, image)
+        link_image(root, image.reference, image.manifest_digest, image.blobs)
     return images
+
+
+def place_blob(root: str, hexd: str, staged: str) -> None:
+    """Move the checked blob file `staged` (on the storage's file system) into its place,
+    unless that blob is there already (a blob's path is its digest)."""
+    target = blob_path(root, hexd)
+    if os.path.exists(target):
+        os.unlink(staged)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.chmod(staged, 0o644)
+    os.replace(staged, target)
 
 
 def tag_link(root: str, reference: str) -> Optional[str]:
@@ -106,11 +118,13 @@ def _writer(blocks: Iterable[bytes]) -> Callable[[BinaryIO], None]:
     return fill
 
 
-def _link_image(root: str, image: ArchivedImage) -> None:
-    _registry, name, tag = split_reference(image.reference)
+def link_image(root: str, reference: str, manifest_digest: str, blobs: Sequence[str]) -> None:
+    """Link the image `reference` (its manifest and `blobs`, hex digests, all in place) into
+    its repository; the tag's `current` link, which makes it pullable, last."""
+    _registry, name, tag = split_reference(reference)
     repository = os.path.join(root, V2, "repositories", name)
-    manifest = image.manifest_digest[len("sha256:"):]
-    for hexd in image.blobs:
+    manifest = manifest_digest[len("sha256:"):]
+    for hexd in blobs:
         if hexd != manifest:  # the config and the layers
             _link(os.path.join(repository, "_layers", "sha256", hexd, "link"), hexd)
     _link(os.path.join(repository, "_manifests", "revisions", "sha256", manifest, "link"),

@@ -180,8 +180,8 @@ def _read_metadata(path: str) -> _Metadata:
     if lacking:
         raise ImageArchiveError("{} is not an image archive: no {}".format(
             path, ", ".join(lacking)))
-    index = _json(path, INDEX_NAME, found[INDEX_NAME], dict)
-    docker = _json(path, DOCKER_MANIFEST_NAME, found[DOCKER_MANIFEST_NAME], list)
+    index = json_member(path, INDEX_NAME, found[INDEX_NAME], dict)
+    docker = json_member(path, DOCKER_MANIFEST_NAME, found[DOCKER_MANIFEST_NAME], list)
     return _Metadata(found[LAYOUT_NAME], index, docker, _images(path, index, docker))
 
 
@@ -193,15 +193,19 @@ def _check_member(path: str, name: str, kind: str) -> None:
     raise ImageArchiveError("{}: unexpected {} {!r} in an image archive".format(path, kind, name))
 
 
-def _json(path: str, name: str, data: bytes, kind: type) -> Any:
+def json_member(path: str, name: str, data: bytes, kind: type,
+                error: type = ImageArchiveError) -> Any:
+    """Member `name` of the tar at `path` as JSON of type `kind` (dict or list); else
+    `error` naming both."""
     try:
         value = json.loads(data.decode("utf-8"))
     except ValueError as exc:
-        raise ImageArchiveError("{}: {} is not valid JSON: {}".format(path, name, exc))
+        raise error("{}: {} is not valid JSON: {}".format(path, name, exc))
     if not isinstance(value, kind):
-        raise ImageArchiveError("{}: {} is not a JSON {}".format(
+        raise error("{}: {} is not a JSON {}".format(
             path, name, "object" if kind is dict else "array"))
     return value
+
 
 
 def _name(descriptor: Any) -> Optional[str]:

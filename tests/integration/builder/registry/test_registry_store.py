@@ -7,10 +7,12 @@ CRI's `config_path` uses), trusting that CA."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -51,23 +53,21 @@ def _pki(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "ca.crt", folder / "server.crt", folder / "server.key"
 
 
-@pytest.fixture
-def registry(archive, tmp_path):
-    """docker-registry on ADDRESS over TLS, serving storage that feed() wrote from the
-    archive; yields (CA file, log file, the images fed)."""
-    storage = tmp_path / "storage"
-    fed = feed(str(archive.path), str(storage), WORKER)
-    ca, cert, key = _pki(tmp_path / "pki")
-    config = tmp_path / "config.yml"
+@contextlib.contextmanager
+def serving(storage: Path, folder: Path, address: str = ADDRESS) -> Iterator[tuple[Path, Path]]:
+    """The Debian docker-registry on `address` over TLS, serving the filesystem storage
+    `storage` as the control planes' kubecrate-registry does; yields (CA file, log file)."""
+    ca, cert, key = _pki(folder / "pki")
+    config = folder / "config.yml"
     config.write_text(yaml.safe_dump({
         "version": "0.1",
         "log": {"level": "info", "formatter": "text"},
         "storage": {"filesystem": {"rootdirectory": str(storage)},
                     "delete": {"enabled": False}},
-        "http": {"addr": ADDRESS, "secret": "kubecrate-test",
+        "http": {"addr": address, "secret": "kubecrate-test",
                  "tls": {"certificate": str(cert), "key": str(key)}},
     }))
-    log = tmp_path / "registry.log"
+    log = folder / "registry.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([require_tool("docker-registry"), "serve", str(config)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -76,17 +76,27 @@ def registry(archive, tmp_path):
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                if requests.get(f"https://{ADDRESS}/v2/", verify=str(ca), timeout=2).ok:
+                if requests.get(f"https://{address}/v2/", verify=str(ca), timeout=2).ok:
                     break
             except requests.RequestException:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, \
-                "docker-registry did not answer on {}:\n{}".format(ADDRESS, log.read_text())
+                "docker-registry did not answer on {}:\n{}".format(address, log.read_text())
             time.sleep(0.1)
-        yield ca, log, fed
+        yield ca, log
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def registry(archive, tmp_path):
+    """docker-registry on ADDRESS over TLS, serving storage that feed() wrote from the
+    archive; yields (CA file, log file, the images fed)."""
+    storage = tmp_path / "storage"
+    fed = feed(str(archive.path), str(storage), WORKER)
+    with serving(storage, tmp_path) as (ca, log):
+        yield ca, log, fed
 
 
 def test_containerd_pulls_the_fed_images_through_hosts_toml_and_nothing_else(containerd, registry,
