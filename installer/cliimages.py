@@ -50,7 +50,8 @@ def push_cmd(tar_path, root, dry_run, verbose):
     others = where.other_control_planes
     if others:
         click.echo("this control plane ({}, {}) serves {} now. Run `{} images push {}` on {} "
-                   "too before pods use {}: each control plane serves its own copy.".format(
+                   "too before pods use {}: each control plane serves its own copy (where it "
+                   "is done already, the push changes nothing).".format(
                        where.node.name, where.node.address,
                        "them" if len(pushed) > 1 else "it", _prog_name(), tar_path,
                        ", ".join("{} ({})".format(n.name, n.address) for n in others),

@@ -254,3 +254,14 @@ def test_help_teaches_how_to_make_the_tar_and_where_to_run_it():
     assert "oci-archive:app.tar:docker.io/acme/app:1.0" in out
     assert "run the same command on every control plane" in " ".join(out.split())
     assert "exit 3" in out and "exit 4" in out
+
+
+def test_dry_run_checks_the_tar_and_changes_nothing(capfd, tmp_path):
+    root = control_plane(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["images", "push", str(docker_save(tmp_path / "app.tar")), "--root", str(root),
+                  "--dry-run"])
+    out, err = capfd.readouterr()
+    assert done.value.code in (0, None), err
+    assert out.startswith("would push docker.io/acme/app:1.0 (sha256:")
+    assert files(root) == {}
