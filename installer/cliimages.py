@@ -24,16 +24,18 @@ def push_cmd(tar_path, root, dry_run, verbose):
       docker save docker.io/acme/app:1.0 -o app.tar
       skopeo copy docker://docker.io/acme/app:1.0 docker-archive:app.tar:docker.io/acme/app:1.0
       skopeo copy docker://docker.io/acme/app:1.0 oci-archive:app.tar:docker.io/acme/app:1.0
-    (gzip-compressed too). Each image needs a name and tag under a registry the bundle's
-    images come from (docker.io, registry.k8s.io, ...): containerd sends only those to the
-    cluster's registry.
+
+    A gzip-compressed tar is read too. Each image needs a name and tag under a registry the
+    bundle's images come from (docker.io, registry.k8s.io, ...): containerd sends only those
+    to the cluster's registry.
 
     Every blob is checked against its digest before anything is written; a damaged or
     changed tar is refused (exit 3) naming the member, and the registry is left as it was.
 
     Each control plane serves its own copy: run the same command on every control plane
-    (the output names them) before pods use the image, or a pull that the load balancer
-    sends to another one fails, and the image goes with this node.
+    (the output names them) before pods use the image. Until then a pull the load balancer
+    sends to one that lacks it gets 404 (the kubelet retries), and the image goes with this
+    node.
 
     Refused (exit 4) on a worker, on a Docker cluster, with images.mode: archive, and where
     no registry is served; a file that is not a tar is exit 2.
