@@ -4,6 +4,7 @@ installer/imagepush.py."""
 import click
 
 from installer.cliopts import _begin, _prog_name, common_options
+from installer.registrystore import REGISTRY_NODE_PORT
 
 
 @click.group("images")
@@ -33,7 +34,8 @@ def push_cmd(tar_path, root, dry_run, verbose):
     changed tar is refused (exit 3) naming the member, and the registry is left as it was.
 
     Each control plane serves its own copy: run the same command on every control plane
-    (the output names them) before pods use the image. Until then a pull the load balancer
+    before pods use the image. The output says which of the others lack it (their registries
+    are asked) or do not answer. Until then a pull the load balancer
     sends to one that lacks it gets 404 (the kubelet retries), and the image goes with this
     node.
 
@@ -49,12 +51,25 @@ def push_cmd(tar_path, root, dry_run, verbose):
             ("would push" if item.new else "already served:") if dry_run
             else ("pushed" if item.new else "already served:"), item.reference,
             item.manifest_digest))
-    others = where.other_control_planes
-    if others:
-        click.echo("this control plane ({}, {}) serves {} now. Run `{} images push {}` on {} "
-                   "too before pods use {}: each control plane serves its own copy (where it "
-                   "is done already, the push changes nothing).".format(
-                       where.node.name, where.node.address,
-                       "them" if len(pushed) > 1 else "it", _prog_name(), tar_path,
-                       ", ".join("{} ({})".format(n.name, n.address) for n in others),
-                       "them" if len(pushed) > 1 else "it"))
+    them = "them" if len(pushed) > 1 else "it"
+    if not dry_run:
+        click.echo("this control plane ({}, {}) serves {} now.".format(
+            where.node.name, where.node.address, them))
+    todo = []
+    for node, lacking in imagepush.peers(root, where, pushed):
+        label = "{} ({})".format(node.name, node.address)
+        if lacking is None:
+            click.echo("{}: its registry does not answer on port {}".format(
+                label, REGISTRY_NODE_PORT))
+        elif lacking:
+            click.echo("{}: lacks {}".format(label, ", ".join(lacking)))
+        else:
+            click.echo("{}: serves {} too".format(label, them))
+        if lacking != []:
+            todo.append(label)
+    if todo:
+        click.echo("Run `{} images push {}` on {} too before pods use {}: each control plane "
+                   "serves its own copy.".format(_prog_name(), tar_path, ", ".join(todo),
+                                                 them))
+    elif where.other_control_planes:
+        click.echo("every control plane serves {}.".format(them))

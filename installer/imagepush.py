@@ -9,9 +9,10 @@ each tag's `current` link last. A tar that is refused leaves the storage as it w
 
 Each control plane serves its own storage and nothing copies between them (their registries
 are read only, and the installer holds no way into the other hosts), so the push is this
-node's: push() names the other control planes, on which the same command must run before
-pods use the image. Until then a pull through the load balancer that reaches one of them
-fails, and the image is lost with this node.
+node's: peers() asks the other control planes' registries which of the images they lack
+(installer/registrypeers.py), so that the user knows where the same command must still run
+before pods use the image. Until then a pull through the load balancer that reaches one that
+lacks it gets 404, and the image is lost with this node.
 """
 
 import contextlib
@@ -19,14 +20,15 @@ import glob
 import os
 import shutil
 import tempfile
-from typing import Iterator, List, NamedTuple, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
-from installer import imagetar, registryserve, registrystore
+from installer import imagetar, registrypeers, registryserve, registrystore
 from installer.format.bundleinfo import BundleInfo, read_info
 from installer.format.cluster import Cluster, Node, load_cluster
-from installer.format.errors import KubecrateError, PreconditionError, UsageError
+from installer.format.errors import PreconditionError, UsageError
 from installer.format.manifest import parse_manifest
 from installer.host import Host
+from installer.registrystore import REGISTRY_CA, REGISTRY_NODE_PORT
 from installer.state import STATE_PATH, HostLock, State
 from installer.steps import BUNDLES_DIR
 
@@ -70,7 +72,7 @@ def target(host: Host) -> Target:
     path = str(state.data.get("cluster") or "")
     try:
         cluster = load_cluster(path)
-    except (OSError, KubecrateError):
+    except OSError:
         raise PreconditionError("cannot read {}, the cluster.yaml install used (state.json "
                                 "names it)".format(path or "cluster.yaml"),
                                 hint="put it back where install read it")
@@ -99,6 +101,17 @@ def target(host: Host) -> Target:
             hint="install with a containerd bundle that carries it (docs/cluster.md "
                  "\"images: mode\")")
     return Target(node, cluster, info, storage)
+
+
+def peers(root: str, where: Target, pushed: List[Pushed], port: int = REGISTRY_NODE_PORT
+          ) -> List[Tuple[Node, Optional[List[str]]]]:
+    """Each other control plane with the pushed references its registry lacks ([] when it
+    serves them all), or None when it did not answer (installer/registrypeers.py)."""
+    others = where.other_control_planes
+    found = registrypeers.survey([n.address for n in others],
+                                 [(p.reference, p.manifest_digest) for p in pushed],
+                                 Host(root).path(REGISTRY_CA), port)
+    return [(node, found[node.address]) for node in others]
 
 
 def check_file(path: str) -> None:

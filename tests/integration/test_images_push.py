@@ -16,9 +16,18 @@ import requests
 from lab import py36
 from lab.tools import require_tool
 
+from installer import registrystore
+from installer.registrypeers import served_digest
 from installer.registrystore import hosts_toml
 from tests.integration.builder.registry.test_registry_store import serving
-from tests.unit.installer.test_images_push import _flip, control_plane, layer, oci_image, sha
+from tests.unit.installer.test_images_push import (
+    CLUSTER,
+    _flip,
+    control_plane,
+    layer,
+    oci_image,
+    sha,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +46,16 @@ def _oci_dir(folder: Path) -> Path:
     (folder / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (folder / "index.json").write_bytes(index)
     return folder
+
+
+def certifi_like(folder: Path) -> str:
+    """A CA that signed nothing here."""
+    other = folder / "other-ca"
+    other.mkdir()
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(other / "ca.key"), "-out", str(other / "ca.crt"), "-days",
+                    "2", "-subj", "/CN=another CA"], check=True, capture_output=True, timeout=60)
+    return str(other / "ca.crt")
 
 
 def _skopeo(source: Path, destination: str) -> None:
@@ -62,7 +81,8 @@ def test_docker_saves_and_skopeos_tars_are_pushed_by_the_pyz_and_containerd_pull
     dockerd.run("tag", "docker.io/acme/app:1.0", "docker.io/acme/saved:3.0")
     dockerd.run("save", "docker.io/acme/saved:3.0", "-o", str(saved))
     dockerd.run("rmi", "docker.io/acme/app:1.0", "docker.io/acme/saved:3.0")
-    root = control_plane(tmp_path)
+    # cp2 and cp3 on loopback addresses where nothing listens: refused at once
+    root = control_plane(tmp_path, cluster=CLUSTER.replace("10.0.0.", "127.0.0."))
     storage = root / "var/lib/kubecrate/registry"
     with serving(storage, tmp_path, ADDRESS) as (ca, log):
         changed = tmp_path / "changed.tar"
@@ -76,7 +96,9 @@ def test_docker_saves_and_skopeos_tars_are_pushed_by_the_pyz_and_containerd_pull
         for tar in (archive, oci, saved):
             done = _push(installer_pyz, root, tar)
             assert done.returncode == 0, done.stderr
-            assert "on cp2 (10.0.0.12), cp3 (10.0.0.13) too" in " ".join(done.stdout.split())
+            said = " ".join(done.stdout.split())
+            assert "cp2 (127.0.0.12): its registry does not answer on port 8009" in said
+            assert "on cp2 (127.0.0.12), cp3 (127.0.0.13) too before pods use it" in said
         hosts = tmp_path / "certs.d" / "docker.io"
         hosts.mkdir(parents=True)
         (hosts / "hosts.toml").write_text(hosts_toml("docker.io", f"https://{ADDRESS}",
@@ -97,6 +119,13 @@ def test_docker_saves_and_skopeos_tars_are_pushed_by_the_pyz_and_containerd_pull
                 row = next(line for line in listed.splitlines() if line.startswith(ref))
                 assert served.headers["Docker-Content-Digest"] in row.split(), listed
             assert "/v2/docker.io/acme/app/manifests/1.0" in log.read_text()
+            # what push asks the other control planes, asked of this registry
+            host, port = ADDRESS.split(":")
+            pushed = registrystore.tag_link(str(storage), "docker.io/acme/app:1.0")
+            assert served_digest(host, "docker.io/acme/app:1.0", str(ca), int(port)) == pushed
+            assert served_digest(host, "docker.io/acme/app:9.9", str(ca), int(port)) == ""
+            assert served_digest(host, "docker.io/acme/app:1.0", certifi_like(tmp_path),
+                                 int(port)) is None  # another CA: not trusted, no answer
         finally:
             refs = containerd.references(namespace=NAMESPACE)
             if refs:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from installer import cli, registrystore
+from installer import cli, registrypeers, registrystore
 from installer.format.bundleinfo import BundleImage
 from installer.format.errors import ExitCode
 from installer.format.manifest import FORMAT_VERSION
@@ -132,6 +132,19 @@ def control_plane(tmp_path, node="cp1", role="control-plane", runtime="container
     return root
 
 
+@pytest.fixture(autouse=True)
+def peers(monkeypatch):
+    """The other control planes' registries, as registrypeers asks them: address ->
+    reference -> the digest served ('' for 404); an address not listed does not answer."""
+    served = {}
+
+    def answer(address, reference, ca_file, port=8009, timeout=3.0):
+        assert ca_file.endswith("/etc/kubernetes/pki/ca.crt") and port == 8009
+        return served[address].get(reference, "") if address in served else None
+    monkeypatch.setattr(registrypeers, "served_digest", answer)
+    return served
+
+
 def push(capfd, root, tar):
     """`images push` in-process, as a user runs it: its exit code and what it printed."""
     with pytest.raises(SystemExit) as done:
@@ -145,9 +158,11 @@ def files(root):
             for p in sorted((root / "var/lib/kubecrate/registry").rglob("*")) if p.is_file()}
 
 
-def test_a_docker_save_tar_is_served_and_the_other_control_planes_are_named(capfd, tmp_path):
+def test_a_docker_save_tar_is_served_and_the_other_control_planes_are_named(capfd, tmp_path,
+                                                                           peers):
     root = control_plane(tmp_path)
     tar = docker_save(tmp_path / "app.tar", tags=("docker.io/acme/app:1.0", "nginx:1.25"))
+    peers["10.0.0.12"] = {}  # cp2 answers 404; cp3 does not answer
     done = push(capfd, root, tar)
     assert done.exit_code == 0, done.output
     storage = str(root / "var/lib/kubecrate/registry")
@@ -156,7 +171,9 @@ def test_a_docker_save_tar_is_served_and_the_other_control_planes_are_named(capf
     # a Docker Hub short name is stored as containerd resolves it
     assert registrystore.tag_link(storage, "docker.io/library/nginx:1.25") == manifest
     said = " ".join(done.output.split())
-    assert "this control plane (cp1, 10.0.0.11) serves them now" in said
+    assert "this control plane (cp1, 10.0.0.11) serves them now." in said
+    assert "cp2 (10.0.0.12): lacks docker.io/acme/app:1.0, docker.io/library/nginx:1.25" in said
+    assert "cp3 (10.0.0.13): its registry does not answer on port 8009" in said
     assert "images push {}` on cp2 (10.0.0.12), cp3 (10.0.0.13) too before pods use them" \
         .format(tar) in said
     body = json.loads(open(registrystore.blob_path(storage, manifest[7:]), "rb").read())
@@ -165,8 +182,14 @@ def test_a_docker_save_tar_is_served_and_the_other_control_planes_are_named(capf
         data = open(registrystore.blob_path(storage, part["digest"][7:]), "rb").read()
         assert "sha256:" + sha(data) == part["digest"] and len(data) == part["size"]
     assert not [n for n in files(root) if ".kubecrate-push." in n]
+    # pushed there too: nothing left to do
+    peers.update({"10.0.0.12": {"docker.io/acme/app:1.0": manifest,
+                                "docker.io/library/nginx:1.25": manifest}})
+    peers["10.0.0.13"] = peers["10.0.0.12"]
     again = push(capfd, root, tar)
     assert again.exit_code == 0 and "already served: docker.io/acme/app:1.0" in again.output
+    assert "cp3 (10.0.0.13): serves them too" in again.output
+    assert "every control plane serves them." in again.output and "Run `" not in again.output
 
 
 def test_an_oci_layout_tar_and_a_gzipped_docker_save_are_pushed(capfd, tmp_path):
