@@ -120,9 +120,10 @@ def _stage(path: str, staging: str) -> Tuple[Dict[str, bytes], Dict[str, str]]:
     except ImageTarError:
         raise
     except (VerificationError, EOFError, OSError) as err:  # tarstream, gzip
+        said = str(getattr(err, "message", err)).replace("bundle is truncated",
+                                                          "the tar is cut short")
         raise ImageTarError("{}: damaged or truncated at member {}: {}".format(
-            path, name, getattr(err, "message", err)),
-            hint="make the tar again; nothing was pushed")
+            path, name, said), hint="make the tar again; nothing was pushed")
     return metadata, staged
 
 
