@@ -140,24 +140,32 @@ def _link(path: str, hexd: str) -> None:
     replace_file(path, lambda handle: handle.write(("sha256:" + hexd).encode("ascii")), 0o644)
 
 
-def hosts_files(references: Iterable[str], endpoint_host: str) -> List[Tuple[str, str]]:
+def hosts_files(references: Iterable[str], endpoint_host: str, nodes: Sequence[str] = (),
+                ports: Tuple[int, int] = (REGISTRY_PORT, REGISTRY_NODE_PORT)
+                ) -> List[Tuple[str, str]]:
     """(path, text) of the hosts.toml of every registry `references` name, each sending its
-    pulls to the registry at `endpoint_host`:REGISTRY_PORT."""
+    pulls to the registry at `endpoint_host`:REGISTRY_PORT, then to each control plane's own
+    registry (`nodes`, their addresses) at REGISTRY_NODE_PORT (`ports` overrides both)."""
     registries = sorted({split_reference(ref)[0] for ref in references})
-    mirror = "https://{}:{}".format(endpoint_host, REGISTRY_PORT)
+    mirror = "https://{}:{}".format(endpoint_host, ports[0])
+    others = ["https://{}:{}".format(address, ports[1]) for address in nodes]
     return [(os.path.join(CERTS_D, registry, "hosts.toml"),
-             hosts_toml(registry, mirror, REGISTRY_CA)) for registry in registries]
+             hosts_toml(registry, mirror, REGISTRY_CA, others)) for registry in registries]
 
 
-def hosts_toml(registry: str, mirror: str, ca_file: str) -> str:
+def hosts_toml(registry: str, mirror: str, ca_file: str, fallbacks: Sequence[str] = ()) -> str:
     """containerd's /etc/containerd/certs.d/<registry>/hosts.toml (containerd docs/hosts.md):
     pull and resolve `registry`'s images from `mirror` (https://HOST:PORT), where feed() stored
-    them under `<registry>/<name>`, trusting `ca_file`; `server` stays the registry itself
-    (Docker Hub's API host for docker.io, as in containerd's docs/hosts.md example)."""
-    return ('server = "https://{server}"\n\n'
-            '[host."{mirror}/v2/{registry}"]\n'
-            '  capabilities = ["pull", "resolve"]\n'
-            '  ca = "{ca}"\n'
-            '  override_path = true\n').format(
-                registry=registry, mirror=mirror, ca=ca_file,
-                server="registry-1.docker.io" if registry == "docker.io" else registry)
+    them under `<registry>/<name>`, trusting `ca_file`; then from each of `fallbacks` in turn.
+    containerd tries the next host when one answers 404 or cannot be reached (remotes/docker/
+    resolver.go, Resolve: "trying next host"), so an image that the registry the load balancer
+    chose lacks (a control plane whose upgrade has not fed it yet) still comes from one that
+    has it. `server` stays the registry itself (Docker Hub's API host for docker.io, as in
+    containerd's docs/hosts.md example)."""
+    hosts = "".join(('\n[host."{url}/v2/{registry}"]\n'
+                     '  capabilities = ["pull", "resolve"]\n'
+                     '  ca = "{ca}"\n'
+                     '  override_path = true\n').format(url=url, registry=registry, ca=ca_file)
+                    for url in [mirror] + list(fallbacks))
+    return 'server = "https://{server}"\n{hosts}'.format(
+        hosts=hosts, server="registry-1.docker.io" if registry == "docker.io" else registry)

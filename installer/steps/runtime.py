@@ -67,8 +67,9 @@ def containerd_files(ctx: Context) -> List[Tuple[str, str]]:
     files = [(CONTAINERD_CONFIG, containerd_config(ctx)),
              (CRICTL_CONFIG, render("crictl.yaml.j2", endpoint=CONTAINERD_SOCKET))]
     if registry_mode(ctx):
-        files += registrystore.hosts_files([i.reference for i in ctx.info.images],
-                                           ctx.cluster.endpoint.host)
+        files += registrystore.hosts_files(
+            [i.reference for i in ctx.info.images], ctx.cluster.endpoint.host,
+            [node.address for node in ctx.cluster.nodes if node.is_control_plane])
     return files
 
 

@@ -112,9 +112,13 @@ def test_registry_mode_points_containerd_at_certs_d_with_a_hosts_toml_per_regist
     assert cri["registry"] == {"config_path": "/etc/containerd/certs.d"}
     hosts = tomllib.loads((tmp_path / "etc/containerd/certs.d/registry.k8s.io/hosts.toml")
                           .read_text())
-    assert hosts["host"] == {"https://10.0.0.100:8008/v2/registry.k8s.io": {
-        "capabilities": ["pull", "resolve"], "ca": "/etc/kubernetes/pki/ca.crt",
-        "override_path": True}}
+    pull = {"capabilities": ["pull", "resolve"], "ca": "/etc/kubernetes/pki/ca.crt",
+            "override_path": True}
+    # the VIP's frontend first, then each control plane's own registry (containerd tries the
+    # next host on a 404: one whose storage an upgrade has not fed yet)
+    assert list(hosts["host"].items()) == [
+        ("https://10.0.0.100:8008/v2/registry.k8s.io", pull),
+        ("https://10.0.0.11:8009/v2/registry.k8s.io", pull)]
     archive = _runtime_ctx(tmp_path / "archive", CLUSTER)
     assert "certs.d" not in runtime.RuntimeStep().actions(archive)[0].what
     assert "registry" not in tomllib.loads(runtime.containerd_config(archive))[

@@ -31,6 +31,7 @@ from installer.registrystore import (
     CERTS_D,
     REGISTRY_CA,
     feed,
+    hosts_files,
     hosts_toml,
     split_reference,
     tag_link,
@@ -89,44 +90,19 @@ def _started(argv: list[str], log: Path):
 def test_containerd_pulls_through_haproxy_from_either_control_planes_registry(
         archive, containerd, tmp_path):
     roots, registries = [], []
-    ca_root = tmp_path / "ca"
-    _cluster_ca(ca_root)
-    ca = ca_root / "etc/kubernetes/pki/ca.crt"
+    _cluster_ca(tmp_path / "ca")
+    ca = tmp_path / "ca/etc/kubernetes/pki/ca.crt"
     with contextlib.ExitStack() as stack:
         for peer in PEERS:  # each control plane: its own storage, certificate and registry
-            root = tmp_path / peer.name
-            (root / "etc/kubernetes").mkdir(parents=True)
-            (root / "etc/kubernetes/pki").symlink_to(ca_root / "etc/kubernetes/pki")
-            storage = root / registryserve.STORAGE.lstrip("/")
-            feed(str(archive.path), str(storage), IMAGES)
-            cert, key = issue_certificate(Host(str(root)), Runner(str(root)), peer.address,
-                                          registryserve.REGISTRY_DIR,
-                                          registryserve.cert_names(VIP, None),
-                                          common_name=registryserve.UNIT, days=2)
+            root, proc = _serving(stack, tmp_path, archive, peer, IMAGES)
+            cert = root / registryserve.CERT.lstrip("/")
             for seconds, code in ((3600, 0), (RENEW_DAYS * 86400, 1)):  # what the step asks
                 assert subprocess.run([require_tool("openssl"), "x509", "-checkend",
                                        str(seconds), "-noout", "-in", cert],
                                       capture_output=True, timeout=30).returncode == code
-            config = root / registryserve.CONFIG.lstrip("/")
-            config.write_text(registryserve.config_yml(peer.address, str(storage), cert, key,
-                                                       port=NODE_PORT))
-            log = root / "registry.log"
-            proc = stack.enter_context(_started(
-                [require_tool("docker-registry"), "serve", str(config)], log))
-            url = "https://{}:{}/v2/".format(peer.address, NODE_PORT)
-            _wait("docker-registry on " + peer.address, partial(_answers, url, ca), proc, log)
             roots.append(root)
             registries.append(proc)
-        lb = lbsamples.load_balancer("static-pods", vip=VIP, port=API_PORT, peers=PEERS)
-        cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(lbconfig.haproxy_cfg(lb, static_pod=True, registry=True,
-                                            registry_ports=(FRONTEND, NODE_PORT)))
-        lb_log = tmp_path / "haproxy.log"
-        haproxy = stack.enter_context(_started([require_tool("haproxy"), "-db", "-f", str(cfg)],
-                                               lb_log))
-        frontend = "https://{}:{}".format(VIP, FRONTEND)
-        _wait("haproxy's registry frontend", lambda: _answers(frontend + "/v2/", ca), haproxy,
-              lb_log)
+        frontend = _balancing(stack, tmp_path, PEERS, ca)
         hosts = tmp_path / "certs.d"
         for registry in sorted({split_reference(ref)[0] for ref in IMAGES}):
             (hosts / registry).mkdir(parents=True)
@@ -143,6 +119,77 @@ def test_containerd_pulls_through_haproxy_from_either_control_planes_registry(
             assert "/v2/registry.k8s.io/kube-proxy/manifests/v1.23.17" in served
             assert "/v2/docker.io/flannel/flannel/manifests/v0.22.3" in served
             assert set(IMAGES) <= set(containerd.references(namespace=NAMESPACE))
+        finally:
+            refs = containerd.references(namespace=NAMESPACE)
+            if refs:
+                containerd.ctr("images", "rm", "--sync", *refs, namespace=NAMESPACE)
+
+
+def _serving(stack: contextlib.ExitStack, tmp_path: Path, archive, peer,
+             images) -> tuple[Path, subprocess.Popen]:
+    """`peer`'s registry (own storage fed with `images`, certificate from the cluster CA of
+    tmp_path/ca) answering on its address's NODE_PORT: (its root, the process)."""
+    root = tmp_path / peer.name
+    (root / "etc/kubernetes").mkdir(parents=True)
+    (root / "etc/kubernetes/pki").symlink_to(tmp_path / "ca/etc/kubernetes/pki")
+    storage = root / registryserve.STORAGE.lstrip("/")
+    feed(str(archive.path), str(storage), images)
+    cert, key = issue_certificate(Host(str(root)), Runner(str(root)), peer.address,
+                                  registryserve.REGISTRY_DIR,
+                                  registryserve.cert_names(VIP, None),
+                                  common_name=registryserve.UNIT, days=2)
+    config = root / registryserve.CONFIG.lstrip("/")
+    config.write_text(registryserve.config_yml(peer.address, str(storage), cert, key,
+                                               port=NODE_PORT))
+    log = root / "registry.log"
+    proc = stack.enter_context(_started([require_tool("docker-registry"), "serve", str(config)],
+                                        log))
+    _wait("docker-registry on " + peer.address, partial(
+        _answers, "https://{}:{}/v2/".format(peer.address, NODE_PORT),
+        tmp_path / "ca/etc/kubernetes/pki/ca.crt"), proc, log)
+    return root, proc
+
+
+def _balancing(stack: contextlib.ExitStack, tmp_path: Path, peers, ca: Path) -> str:
+    """The real haproxy on the loadbalancer step's haproxy.cfg (registry frontend on
+    VIP:FRONTEND over `peers`' NODE_PORT), once it answers: the frontend's URL."""
+    lb = lbsamples.load_balancer("static-pods", vip=VIP, port=API_PORT, peers=peers)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(lbconfig.haproxy_cfg(lb, static_pod=True, registry=True,
+                                        registry_ports=(FRONTEND, NODE_PORT)))
+    lb_log = tmp_path / "haproxy.log"
+    haproxy = stack.enter_context(_started([require_tool("haproxy"), "-db", "-f", str(cfg)],
+                                           lb_log))
+    frontend = "https://{}:{}".format(VIP, FRONTEND)
+    _wait("haproxy's registry frontend", lambda: _answers(frontend + "/v2/", ca), haproxy,
+          lb_log)
+    return frontend
+
+
+def test_a_pull_the_chosen_registry_cannot_serve_falls_through_to_another_control_plane(
+        archive, containerd, tmp_path):
+    """Mid-upgrade: the load balancer sends a pull to cp1, whose storage lacks the new image
+    (its upgrade has not fed it yet; here cp1 is haproxy's only backend), while cp2 has it.
+    The runtime step's hosts.toml lists each control plane's registry after the VIP, and
+    containerd 1.6 tries the next host after a 404: the pull succeeds from cp2."""
+    _cluster_ca(tmp_path / "ca")
+    with contextlib.ExitStack() as stack:
+        _serving(stack, tmp_path, archive, PEERS[0], IMAGES[:1])
+        _serving(stack, tmp_path, archive, PEERS[1], IMAGES[:2])
+        ca = tmp_path / "ca/etc/kubernetes/pki/ca.crt"
+        _balancing(stack, tmp_path, PEERS[:1], ca)
+        hosts = tmp_path / "certs.d"
+        for path, text in hosts_files(IMAGES[:2], VIP, [p.address for p in PEERS],
+                                      ports=(FRONTEND, NODE_PORT)):
+            target = hosts / Path(path).relative_to(CERTS_D)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text.replace(REGISTRY_CA, str(ca)))
+        try:
+            containerd.ctr("images", "pull", "--hosts-dir", str(hosts), IMAGES[1],
+                           namespace=NAMESPACE)
+            assert IMAGES[1] in containerd.references(namespace=NAMESPACE)
+            assert "/v2/docker.io/flannel/flannel/manifests/v0.22.3" in \
+                (tmp_path / "cp2/registry.log").read_text()
         finally:
             refs = containerd.references(namespace=NAMESPACE)
             if refs:
