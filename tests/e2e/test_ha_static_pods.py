@@ -57,6 +57,11 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
             registry_mode(node, pulls)
         _install_in_registry_mode(nodes, built, tmp_path)
         upgrade_one_minor(nodes, built, upgrades_el9, tmp_path)
+        # the new kube-proxy came to w1 at the first try, though at first only cp1's registry
+        # had it (hosts.toml lists each control plane's registry after the VIP)
+        kubelet = (nodes["w1"].root / "var/log/kubecrate-standin/kubelet.log").read_text()
+        assert 'Successfully pulled image "registry.k8s.io/kube-proxy:v1.31.14"' in kubelet
+        assert "Failed to pull image" not in kubelet, kubelet
     static_pods_on_centos8(netns_lab, built_el8, core_el8, tmp_path)
     calico_on_current_release(netns_lab, built_el9_133, core_el9, tmp_path)
 
