@@ -36,8 +36,8 @@ def push_cmd(tar_path, root, dry_run, verbose):
     Each control plane serves its own copy: run the same command on every control plane
     before pods use the image. The output says which of the others lack it (their registries
     are asked) or do not answer. Until then a pull the load balancer
-    sends to one that lacks it gets 404 (the kubelet retries), and the image goes with this
-    node.
+    sends to one that lacks it gets 404 and goes on to the control planes' own registries
+    (hosts.toml), and the image goes with this node.
 
     Refused (exit 4) on a worker, on a Docker cluster, with images.mode: archive, and where
     no registry is served; a file that is not a tar is exit 2.

@@ -12,7 +12,8 @@ are read only, and the installer holds no way into the other hosts), so the push
 node's: peers() asks the other control planes' registries which of the images they lack
 (installer/registrypeers.py), so that the user knows where the same command must still run
 before pods use the image. Until then a pull through the load balancer that reaches one that
-lacks it gets 404, and the image is lost with this node.
+lacks it gets 404 and goes on to each control plane's own registry (registrystore.hosts_toml),
+and the image is lost with this node.
 """
 
 import contextlib
