@@ -9,6 +9,7 @@ from lab.bundles import make_key
 
 from tests.conftest import require_root
 from tests.integration.builder.test_build import RECIPE, kubecrate, seeded_cache
+from tests.integration.builder.test_upgrade_path_build import recipe_copy
 
 
 def build(profile: "halab.Profile", preset: str, folder, recipe: str = "",
@@ -43,13 +44,26 @@ def built_el9(mirror_world, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def upgrades_el9(mirror_world, built_el9):
-    """k8s-1.31-el9-containerd (the next minor) and k8s-1.33-el9-containerd (two minors on),
-    signed by the key that signed built_el9 (the one its .pyz embeds)."""
+    """The 1.30 -> 1.33 walk: k8s-1.33-el9-containerd built from a recipe whose
+    kubernetes.upgrade_path lists the 1.31 and 1.32 recipes, so that it carries both
+    (docs/upgrades.md), and the 1.31 and 1.32 bundles the build makes beside it; all signed by
+    the key that signed built_el9 (the one its .pyz embeds). Returns (1.31 tar, 1.32 tar,
+    the walk's tar): the next minor, a bundle two minors on without the one between, and one
+    carrying every minor between."""
     folder = built_el9.parent
-    return (build(halab.EL9, mirror_world.preset_el9_131, folder, "k8s-1.31-el9-containerd",
-                  "out-1.31") / "k8s-1.31-el9-containerd.tar",
-            build(halab.EL9, mirror_world.preset_el9_133, folder, "k8s-1.33-el9-containerd",
-                  "out-1.33") / "k8s-1.33-el9-containerd.tar")
+    recipes = folder / "walk-recipes"
+    recipes.mkdir(exist_ok=True)
+    for name, preset in (("k8s-1.31-el9-containerd", mirror_world.preset_el9_131),
+                         ("k8s-1.32-el9-containerd", mirror_world.preset_el9_132)):
+        recipe_copy(recipes, name, preset)
+    walk = recipe_copy(recipes, "k8s-1.33-el9-containerd", mirror_world.preset_el9_133,
+                       ["k8s-1.31-el9-containerd.yaml", "k8s-1.32-el9-containerd.yaml"])
+    out = folder / "out-walk"
+    done = kubecrate("build", walk, "--key", folder / "keys" / "kubecrate.key", "--out", out,
+                     "--cache", seeded_cache(folder / "cache"), timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return tuple(out / (name + ".tar") for name in (
+        "k8s-1.31-el9-containerd", "k8s-1.32-el9-containerd", "k8s-1.33-el9-containerd"))
 
 
 @pytest.fixture(scope="session")
@@ -58,15 +72,8 @@ def built_el8(mirror_world, tmp_path_factory):
     return build(halab.EL8, mirror_world.preset_el8, tmp_path_factory.mktemp("ha-build-el8"))
 
 
-@pytest.fixture(scope="session")
-def built_el9_133(mirror_world, tmp_path_factory):
-    """The k8s-1.33-el9-containerd bundle (Rocky 9.4, containerd 1.7, calico v3.31.3)."""
-    return build(EL9_133, mirror_world.preset_el9_133, tmp_path_factory.mktemp("ha-build-133"))
-
-
-# The current release on EL9 with calico: one control plane and one worker (Rocky 9.4, Alma 9)
-EL9_133 = halab.Profile("k8s-1.33-el9-containerd", halab.EL9.os_releases[:2],
-                        halab.EL9.kernel, "3.9")
+# The calico leg: a control plane and a worker of the 1.30 EL9 bundle (Rocky 9.4, Alma 9)
+EL9_PAIR = halab.Profile(halab.EL9.bundle, halab.EL9.os_releases[:2], halab.EL9.kernel, "3.9")
 
 
 @pytest.fixture(scope="session")

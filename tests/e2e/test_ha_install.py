@@ -16,7 +16,7 @@ scripts/lab/halab.py (shared with scripts/demo); docs/testing.md says what is re
 Six hosts (3 control planes, 3 workers) are installed once more from one control node by
 `fleet export` + ansible-playbook over real sshd (scripts/lab/fleetlab.py), sharing this
 module's bundle. The static-pods run ends with two-node legs: CentOS 8 with Docker, and
-Kubernetes 1.33 with calico on EL9.
+calico on EL9 walked from Kubernetes 1.30 to 1.33.
 """
 import json
 import re
