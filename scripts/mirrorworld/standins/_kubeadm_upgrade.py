@@ -323,15 +323,36 @@ def apply(api, args, ignored):
     cfg["kubernetesVersion"] = _vstr(target)
     print('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the '
           '"kube-system" Namespace')
-    api.call("PUT", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
-             {"metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
-              "data": {"ClusterConfiguration": json.dumps(cfg, sort_keys=True)}})
+    store_config(api, cfg)
     _kubelet_config()
     print("[addons] Applied essential addon: CoreDNS\n[addons] Applied essential addon: "
           "kube-proxy\n")
     print('[upgrade] SUCCESS! A control plane node of your cluster was upgraded to "%s".\n\n'
           "[upgrade] Now please proceed with upgrading the rest of the nodes by following the "
           "right order." % _vstr(target))
+
+
+def store_config(api, cfg, seconds=60.0, interval=0.5):
+    """kubeadm-config's ClusterConfiguration written back, retried while the API cannot be
+    reached, as kubeadm's apiclient.CreateOrUpdateConfigMap polls
+    (cmd/kubeadm/app/util/apiclient/idempotency.go: wait.PollUntilContextTimeout every
+    constants.KubernetesAPICallRetryInterval, 500 ms, for the KubernetesAPICall timeout, 1 min
+    by default): on a single control plane the endpoint's load balancer may still hold the
+    restarted apiserver DOWN when kubeadm gets here, and real kubeadm rides that out."""
+    import time
+
+    body = {"metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": json.dumps(cfg, sort_keys=True)}}
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return api.call("PUT", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
+                            body)
+        except StandinError as err:
+            if not str(err).startswith("unable to reach the API server") or \
+                    time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
 
 
 def node(api, args, ignored):

@@ -89,6 +89,39 @@ def test_the_kubeadm_stand_in_keeps_spc_t_through_an_upgrade_only_with_patches(t
     assert unpatched == pod.replace("v1.30.14", "v1.31.14")
 
 
+def test_the_kubeadm_stand_in_rides_out_the_endpoint_down_after_the_apiserver_restart(
+        monkeypatch):
+    """upgrade apply's upload-config retries while the API cannot be reached, as kubeadm's
+    apiclient does (_kubeadm_upgrade.store_config): on a single control plane the endpoint's
+    load balancer still holds the restarted apiserver DOWN for a moment (the 1.30 -> 1.33 walk
+    of tests/e2e/test_ha_static_pods.py failed there); a refusal is not retried."""
+    monkeypatch.syspath_prepend(str(STANDINS))
+    import _kubeadm_upgrade
+    from _common import StandinError
+
+    class Endpoint:
+        def __init__(self, failures):
+            self.failures, self.calls = list(failures), []
+
+        def call(self, method, path, body=None):
+            self.calls.append((method, path))
+            if self.failures:
+                raise StandinError(self.failures.pop(0))
+            return {}
+
+    down = Endpoint(["unable to reach the API server at https://vip:8443: EOF"] * 3)
+    _kubeadm_upgrade.store_config(down, {"kubernetesVersion": "v1.31.14"}, interval=0.01)
+    assert len(down.calls) == 4
+    refused = Endpoint(["PUT /api/v1/namespaces/kube-system/configmaps/kubeadm-config: "
+                        "Forbidden"])
+    with pytest.raises(StandinError, match="Forbidden"):
+        _kubeadm_upgrade.store_config(refused, {}, interval=0.01)
+    assert len(refused.calls) == 1
+    gone = Endpoint(["unable to reach the API server at https://vip:8443: refused"] * 99)
+    with pytest.raises(StandinError, match="unable to reach"):
+        _kubeadm_upgrade.store_config(gone, {}, seconds=0.05, interval=0.01)
+
+
 class Cluster(FakeHostRunner):
     """FakeHostRunner plus the kubectl an upgrade uses: get nodes, drain, uncordon."""
 
