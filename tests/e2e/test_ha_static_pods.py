@@ -388,15 +388,15 @@ def walk_to_1_33(nodes, built, walk) -> None:
     try:
         time.sleep(1.5)
         moment = time.monotonic()
-        for step, version in enumerate(("v1.31.14", "v1.32.9", "v1.33.7"), 1):
+        for step, minor in enumerate((31, 32, 33), 1):
             for node in (cp1, w1):
                 done = node.pyz(built, "upgrade", "--bundle", walk, "--cluster",
                                 node.host.dir / "cluster.yaml", "--root", node.root, "--node",
                                 node.name, "--no-drain")
                 assert done.returncode == 0, "{} step {}\n{}{}{}".format(
                     node.name, step, done.stdout, done.stderr, _run_log(node))
-                assert re.search(r"step \d of \d: {}".format(re.escape(version)),
-                                 done.stdout), done.stdout
+                assert "upgraded to bundle k8s-1.{}-el9-containerd".format(minor) in \
+                    done.stdout, done.stdout
                 if step < 3:  # the next step waits for the other node
                     assert "next step waits: " in done.stdout, done.stdout
         time.sleep(1.0)
