@@ -4,6 +4,7 @@ upgraded one minor; then two-node legs: CentOS 8 with Docker, and calico on EL9 
 Kubernetes 1.30 to 1.33 in three kubeadm steps from one bundle. The bundles are built once per
 session (tests/e2e/conftest.py)."""
 
+import contextlib
 import json
 import os
 import re
@@ -205,12 +206,7 @@ def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:
     assert early.returncode == ExitCode.PRECONDITION
     assert "upgrade every control-plane node first" in early.stderr, early.stderr
 
-    url = "https://{}:{}/healthz".format(halab.vip(STATIC_SUBNET), halab.LB_PORT)
-    w1.host.start("upgrade-poller", [sys.executable, str(halab.HERE / "poller.py"), url, "0.1",
-                                     "1800"])
-    try:
-        time.sleep(1.5)
-        moment = time.monotonic()
+    with polled(w1, STATIC_SUBNET) as poll:
         for name in ("cp1", "cp2"):
             done = upgrade(nodes[name], new)
             assert done.returncode == 0, name + "\n" + done.stdout + done.stderr + \
@@ -241,18 +237,11 @@ def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:
         done = upgrade(w1, new, "--kubeconfig", admin)
         assert done.returncode == 0, done.stdout + done.stderr + w1.logs()
         assert "kubectl drain w1" in done.stdout and "kubectl uncordon w1" in done.stdout
-        time.sleep(1.0)
-        samples = w1.host.log("upgrade-poller")
-    finally:
-        w1.host.stop("upgrade-poller")
-    longest = halab.outage(samples, moment)
+    longest = poll["outage"]
     rows = halab.get_nodes(w1, cp1)
     assert {r[0]: (r[1], r[4]) for r in rows} == {
         name: ("Ready", "v1.31.14") for name in halab.NAMES}, rows
-    record = cp1.run([cp1.root / "usr/bin/kubectl", "--kubeconfig",
-                      cp1.root / "etc/kubernetes/admin.conf", "get", "configmap",
-                      "kubecrate-bundle", "-n", "kube-system", "-o", "json"], timeout=60)
-    assert json.loads(record.stdout)["data"]["kubernetes_version"] == "v1.31.14", record.stdout
+    assert recorded_version(cp1) == "v1.31.14"
     assert "kubeadm.k8s.io/v1beta4" in \
         (cp1.root / "etc/kubernetes/kubecrate/kubeadm-init.yaml").read_text()
     again = upgrade(cp1, new)
@@ -264,9 +253,7 @@ def upgrade_one_minor(nodes, built, upgrades, tmp_path) -> None:
     print("upgrade v1.30.14 -> v1.31.14 of 3 control planes + 1 worker: {:.1f} s in all, "
           "longest outage of https://VIP:8443/healthz (polled every 100 ms) {:.1f} s".format(
               took, longest))
-    if os.environ.get("KUBECRATE_UPGRADE_REPORT"):  # scripts/benchmarks/upgrade.py
-        with open(os.environ["KUBECRATE_UPGRADE_REPORT"], "w") as out:
-            json.dump({"outage": longest, "seconds": took}, out)
+    report(outage=longest, seconds=took)
     assert longest < WINDOW_BOUND, longest
 
 
@@ -382,12 +369,7 @@ def walk_to_1_33(nodes, built, walk) -> None:
     started = time.monotonic()
     cp1, w1 = nodes["cp1"], nodes["w1"]
     applied = (cp1.root / "var/lib/kubecrate/cni-applied").read_bytes()
-    url = "https://{}:{}/healthz".format(halab.vip(CALICO_SUBNET), halab.LB_PORT)
-    w1.host.start("walk-poller", [sys.executable, str(halab.HERE / "poller.py"), url, "0.1",
-                                  "1800"])
-    try:
-        time.sleep(1.5)
-        moment = time.monotonic()
+    with polled(w1, CALICO_SUBNET) as poll:
         for step, minor in enumerate((31, 32, 33), 1):
             for node in (cp1, w1):
                 done = node.pyz(built, "upgrade", "--bundle", walk, "--cluster",
@@ -399,26 +381,55 @@ def walk_to_1_33(nodes, built, walk) -> None:
                     done.stdout, done.stdout
                 if step < 3:  # the next step waits for the other node
                     assert "next step waits: " in done.stdout, done.stdout
-        time.sleep(1.0)
-        samples = w1.host.log("walk-poller")
-    finally:
-        w1.host.stop("walk-poller")
-    longest = halab.outage(samples, moment)
+    longest = poll["outage"]
     rows = halab.get_nodes(w1, cp1)
     assert {r[0]: (r[1], r[4]) for r in rows} == {n: ("Ready", "v1.33.7") for n in nodes}, rows
-    record = cp1.run([cp1.root / "usr/bin/kubectl", "--kubeconfig",
-                      cp1.root / "etc/kubernetes/admin.conf", "get", "configmap",
-                      "kubecrate-bundle", "-n", "kube-system", "-o", "json"], timeout=60)
-    assert json.loads(record.stdout)["data"]["kubernetes_version"] == "v1.33.7", record.stdout
+    assert recorded_version(cp1) == "v1.33.7"
     # calico v3.28.5 (1.30, 1.31) -> v3.31.3 (1.32): re-applied on the way
     assert (cp1.root / "var/lib/kubecrate/cni-applied").read_bytes() != applied
     took = time.monotonic() - started
     print("walk v1.30.14 -> v1.33.7 (three steps) of a control plane + a worker: {:.1f} s in "
           "all, longest outage of https://VIP:8443/healthz (polled every 100 ms) {:.1f} s"
           .format(took, longest))
-    if os.environ.get("KUBECRATE_UPGRADE_REPORT"):  # scripts/benchmarks/upgrade.py
-        report = json.loads(open(os.environ["KUBECRATE_UPGRADE_REPORT"]).read())
-        report.update(walk_outage=longest, walk_seconds=took)
-        with open(os.environ["KUBECRATE_UPGRADE_REPORT"], "w") as out:
-            json.dump(report, out)
+    report(walk_outage=longest, walk_seconds=took)
     assert longest < WINDOW_BOUND, longest
+
+
+@contextlib.contextmanager
+def polled(w1, subnet):
+    """w1 polls https://VIP:8443/healthz every 100 ms while the block runs; the dict it yields
+    holds the longest outage (s) once the block has ended."""
+    url = "https://{}:{}/healthz".format(halab.vip(subnet), halab.LB_PORT)
+    w1.host.start("upgrade-poller", [sys.executable, str(halab.HERE / "poller.py"), url, "0.1",
+                                     "1800"])
+    figures = {}
+    try:
+        time.sleep(1.5)
+        moment = time.monotonic()
+        yield figures
+        time.sleep(1.0)
+        samples = w1.host.log("upgrade-poller")
+    finally:
+        w1.host.stop("upgrade-poller")
+    figures["outage"] = halab.outage(samples, moment)
+
+
+def recorded_version(cp1) -> str:
+    """The release ConfigMap kube-system/kubecrate-bundle records (the upgrade-record step)."""
+    record = cp1.run([cp1.root / "usr/bin/kubectl", "--kubeconfig",
+                      cp1.root / "etc/kubernetes/admin.conf", "get", "configmap",
+                      "kubecrate-bundle", "-n", "kube-system", "-o", "json"], timeout=60)
+    assert record.returncode == 0, record.stderr
+    return json.loads(record.stdout)["data"]["kubernetes_version"]
+
+
+def report(**figures) -> None:
+    """Figures into $KUBECRATE_UPGRADE_REPORT (scripts/benchmarks/upgrade.py), beside those an
+    earlier leg of the run wrote there."""
+    path = os.environ.get("KUBECRATE_UPGRADE_REPORT")
+    if not path:
+        return
+    both = json.loads(open(path).read()) if os.path.exists(path) else {}
+    both.update(figures)
+    with open(path, "w") as out:
+        json.dump(both, out)
