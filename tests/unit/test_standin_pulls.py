@@ -11,7 +11,8 @@ from mirrorworld.releases import STANDINS
 FLANNEL_DS = {"kind": "DaemonSet", "spec": {"template": {"spec": {
     "initContainers": [{"image": "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"},
                        {"image": "docker.io/flannel/flannel:v0.25.7"}],
-    "containers": [{"image": "docker.io/flannel/flannel:v0.25.7"}]}}}}
+    "containers": [{"image": "docker.io/flannel/flannel:v0.25.7",
+                    "command": ["/opt/bin/flanneld"], "args": ["--kube-subnet-mgr"]}]}}}}
 COREDNS = {"kind": "Deployment", "spec": {"template": {"spec": {
     "containers": [{"image": "registry.k8s.io/coredns/coredns:v1.11.3"}]}}}}
 CLUSTER = {"imageRepository": "registry.k8s.io", "kubernetesVersion": "v1.30.14"}
@@ -49,9 +50,9 @@ def test_only_missing_images_are_pulled_and_a_failure_is_retried(pulls):
         asked.append(image)
         return answers[image].pop(0)
 
-    state = pulls.Pulls()
+    state, reports = pulls.Pulls(), []
     for _ in range(3):
-        state.step(_call, have.__contains__, pull, logged.append)
+        state.step(_call, have.__contains__, pull, logged.append, reports.append)
     assert asked == ["registry.k8s.io/kube-proxy:v1.30.14",
                      "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2",
                      "registry.k8s.io/kube-proxy:v1.30.14"]
@@ -59,3 +60,19 @@ def test_only_missing_images_are_pulled_and_a_failure_is_retried(pulls):
         'Failed to pull image "registry.k8s.io/kube-proxy:v1.30.14": no such host',
         'Successfully pulled image "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2": ok',
         'Successfully pulled image "registry.k8s.io/kube-proxy:v1.30.14": ok']
+    # what the node lacks, each time that changed: the Node's annotation
+    assert reports == [["registry.k8s.io/kube-proxy:v1.30.14"], []]
+
+
+def test_a_node_lacking_flannels_image_is_not_ready(pulls, monkeypatch):
+    import _nodenet
+    import _podnet
+
+    monkeypatch.setattr(_nodenet, "read", lambda node: None)  # judged before the interfaces
+    node = {"metadata": {"name": "w1", "annotations": {pulls.ANNOTATION: json.dumps(
+        ["docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"])}}}
+    flannel = _podnet.flannel_on(node, [FLANNEL_DS])
+    assert flannel == {"running": False, "message": "kube-flannel: ImagePullBackOff: Back-off "
+                       'pulling image "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"'}
+    node["metadata"]["annotations"][pulls.ANNOTATION] = "[]"  # pulled since
+    assert "ImagePullBackOff" not in _podnet.flannel_on(node, [FLANNEL_DS])["message"]

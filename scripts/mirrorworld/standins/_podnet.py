@@ -45,6 +45,7 @@ import json
 import re
 
 import _nodenet
+import _pulls
 
 KUBEADM_COREFILE = """.:53 {
     errors
@@ -193,7 +194,13 @@ def flannel_on(node: dict, objects: list) -> dict:
         return {"running": False, "message": "container runtime network not ready: "
                 "NetworkReady=false reason:NetworkPluginNotReady message:docker: network "
                 "plugin is not ready: cni config uninitialized"}
-    _ds, container, backend = found
+    ds, container, backend = found
+    spec = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    lacking = [str(c.get("image")) for c in (spec.get("initContainers") or []) +
+               (spec.get("containers") or []) if str(c.get("image")) in _pulls.missing(node)]
+    if lacking:  # its kubelet could not pull them (_pulls.py)
+        return {"running": False, "message": "kube-flannel: ImagePullBackOff: Back-off "
+                "pulling image \"%s\"" % lacking[0]}
     facts = _nodenet.read(node)
     if facts is None:
         return {"running": False, "message": "stand-in: the node recorded no network facts"}

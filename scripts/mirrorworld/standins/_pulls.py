@@ -16,6 +16,12 @@ image is in the runtime, `crictl -r ENDPOINT pull IMAGE` for what `crictl inspec
 the e2e hosts the lab's crictl runs the real containerd 1.6: scripts/lab/hostpull.py), each
 outcome logged. With dockershim nothing is pulled here (the archive loads every image).
 
+What the node then reports: the images it still lacks, as the JSON list in its Node's
+annotation ANNOTATION (written when the list changes), which the per-node model reads: a
+flannel pod whose image the node lacks is ImagePullBackOff, and the node NotReady
+(_podnet.flannel_on), as the real kubelet reports NetworkPluginNotReady until flanneld runs.
+A node whose kubelet has not reported (dockershim, or not yet registered) is not judged here.
+
 Not modelled: image pull back-off timing, pull secrets, `imagePullPolicy: Always`, node
 selectors and tolerations (every DaemonSet counts for every node), Deployments' pods.
 """
@@ -24,6 +30,17 @@ import json
 import time
 
 PULL_EVERY = 5.0
+ANNOTATION = "kubecrate.standin/images-missing"
+
+
+def missing(node: dict) -> list:
+    """The images `node`'s kubelet reported it lacks (ANNOTATION), [] when it did not."""
+    text = ((node.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION) or "[]"
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return []
+    return [str(image) for image in found] if isinstance(found, list) else []
 
 
 def daemonset_images(objects: list) -> list:
@@ -64,13 +81,16 @@ class Pulls:
         self.last = 0.0
         self.done = set()
         self.failed = {}
+        self.reported = None
 
-    def step(self, call, has, pull, log) -> None:
-        """`has(image)` asks the runtime, `pull(image)` returns (ok, message)."""
+    def step(self, call, has, pull, log, report=None) -> None:
+        """`has(image)` asks the runtime, `pull(image)` returns (ok, message); `report(list)`
+        writes what the node still lacks, when that changed."""
         if time.monotonic() - self.last < PULL_EVERY:
             return
         self.last = time.monotonic()
-        for image in wanted(call):
+        images = wanted(call)
+        for image in images:
             if image in self.done:
                 continue
             if has(image):
@@ -83,3 +103,7 @@ class Pulls:
             elif self.failed.get(image) != message:
                 self.failed[image] = message
                 log('Failed to pull image "%s": %s' % (image, message))
+        lacking = [image for image in images if image not in self.done]
+        if report is not None and lacking != self.reported:
+            report(lacking)
+            self.reported = lacking

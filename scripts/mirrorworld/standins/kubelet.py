@@ -245,7 +245,14 @@ def pull_images(pulls: "_pulls.Pulls", node: "Node") -> None:
             done = _node.crictl_pull(image, node.socket)
             node.cache.pop(image, None)
             return done.returncode == 0, (done.stdout or done.stderr).strip()
-        pulls.step(api[1], node.has, pull, log)
+        name, call = api
+
+        def report(lacking):
+            found = call("GET", "/api/v1/nodes/" + name)
+            notes = found.setdefault("metadata", {}).setdefault("annotations", {})
+            notes[_pulls.ANNOTATION] = json.dumps(lacking)
+            call("PUT", "/api/v1/nodes/" + name, found)
+        pulls.step(call, node.has, pull, log, report)
     except API_ERRORS:
         return
 
