@@ -99,10 +99,11 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
         assert again.returncode == 0, again.stdout + again.stderr
         assert "nothing to change" in again.stdout, name + "\n" + again.stdout
 
-    # Two control planes' install reports (status --report) differ only
-    # where the hosts do: their names and addresses (and so their steps' input digests), when
-    # their steps ran and their own leaf certificates were issued, and what preflight measured
-    # of each: its hardware identity, its disk's fdatasync latency, how many nodes had joined.
+    # Two control planes' install reports (status --report) differ only where the hosts do:
+    # their names and addresses (and so their steps' input digests), when their steps ran and
+    # their install completed, when their own leaf certificates were issued, and what preflight
+    # measured of each: its hardware identity, its disk's fdatasync latency, how many nodes had
+    # joined.
     reports, findings = {}, {}
     for name in ("cp2", "cp3"):
         node, path = nodes[name], tmp_path / "{}-report.json".format(name)
@@ -115,8 +116,8 @@ def test_three_control_planes_and_a_worker_through_the_vip(netns_lab, mirror_wor
     differing = {k for k in set(reports["cp2"]) | set(reports["cp3"])
                  if reports["cp2"].get(k) != reports["cp3"].get(k)}
     assert not [k for k in differing if not re.match(
-        r"^(steps\.[^.]+\.(at|inputs)|certificates\.\d+\.(expires|days_left)"
-        r"|expiry\.apiserver_certificate|etcd\..*)$", k)], {
+        r"^(steps\.[^.]+\.(at|inputs)|install\.completed"
+        r"|certificates\.\d+\.(expires|days_left)|expiry\.apiserver_certificate|etcd\..*)$", k)], {
         k: (reports["cp2"].get(k), reports["cp3"].get(k)) for k in sorted(differing)}
     assert set(findings["cp2"]) == set(findings["cp3"])
     # "disk": the free space each measured; the hosts share one file system, in which every
