@@ -41,6 +41,7 @@ def _images(version, pause, etcd, coredns):
 
 V130 = _images("v1.30.14", "3.9", "3.5.15-0", "v1.11.3")
 V131 = _images("v1.31.14", "3.10", "3.5.15-0", "v1.11.3")
+FLANNEL_IMAGE = "docker.io/flannel/flannel:v0.22.3"
 
 
 def _binary(tree, version, tool):  # noqa: F811
@@ -89,7 +90,9 @@ def test_upgrade_refusals_then_one_minor(hosts, tree):  # noqa: F811
     units = host.path("/run/kubecrate-standin/units")
     units.mkdir(parents=True)
     (units / "containerd.json").write_text('{"active": true}')
-    seed_images(host.root, V130, runtime="containerd")
+    # and flannel's, which FLANNEL runs on the node: a kubelet that cannot pull it reports
+    # it missing, and the node goes NotReady (standins/_pulls.py)
+    seed_images(host.root, V130 + [FLANNEL_IMAGE], runtime="containerd")
     kubeadm130, kubeadm131 = str(host.path("/usr/bin/kubeadm")), \
         _binary(tree, "v1.31.14", "kubeadm")
     init = host.run(kubeadm130, "init", "--config",
