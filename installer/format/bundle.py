@@ -108,11 +108,6 @@ class _HashingReader:
         self._hasher = _Background(self._digest.update, "blake2b") \
             if self._digest is not None else None
 
-    @property
-    def hashes_everything(self) -> bool:
-        """True when every byte read goes to BLAKE2b (False in FIPS mode)."""
-        return self._digest is not None
-
     def read(self, size: int = -1) -> bytes:
         block = self._handle.read(size)
         if block:
@@ -286,13 +281,8 @@ def _members(
     writer: _Background,
 ) -> Tuple[bytes, List[str]]:
     """Stream the tar's members; returns bundle.json's bytes and the members that did not
-    match it (a structural problem raises at once). A member's SHA-256 is computed only where
-    Python refuses BLAKE2b (FIPS): elsewhere the signature over the BLAKE2b of the whole file,
-    checked before anything leaves staging, authenticates every byte of every member, and
-    bundle.json (which the same signature covers) keeps the SHA-256 the cache is checked
-    against whenever it is used again (installer/bundlecache.py)."""
+    match it (a structural problem raises at once)."""
     problems: List[str] = []
-    hash_members = not hashing.hashes_everything
     # GzipFile only reads from it (never seeks): a forward-only reader is all it needs
     stream = (gzip.GzipFile(fileobj=cast(BinaryIO, hashing), mode="rb") if compressed
               else hashing)
@@ -333,8 +323,8 @@ def _members(
                         name, entry.size, spec.size
                     )
                 )
-            actual = _copy_member(reader, open_member(spec), writer, hash_members)
-            if actual is not None and actual != spec.sha256:
+            actual = _copy_member(reader, open_member(spec), writer)
+            if actual != spec.sha256:
                 problems.append(
                     "{}: sha256 {} but bundle.json says {}".format(name, actual, spec.sha256)
                 )
@@ -366,21 +356,18 @@ def _read_manifest(
     return raw
 
 
-def _copy_member(reader: TarReader, sink: Optional[object], writer: _Background,
-                 hash_member: bool) -> Optional[str]:
-    """The current member's bytes go to `sink` through the writer thread; returns their
-    SHA-256 if `hash_member`, else None."""
-    digest = hashlib.sha256() if hash_member else None
+def _copy_member(reader: TarReader, sink: Optional[object], writer: _Background) -> str:
+    """SHA-256 of the current member; its bytes go to `sink` through the writer thread."""
+    digest = hashlib.sha256()
     try:
         for block in reader.read_data():
-            if digest is not None:
-                digest.update(block)
+            digest.update(block)
             if sink is not None:
                 writer.put((sink, block))
     finally:
         if sink is not None:
             writer.put((sink, None))
-    return digest.hexdigest() if digest is not None else None
+    return digest.hexdigest()
 
 
 def verify(
