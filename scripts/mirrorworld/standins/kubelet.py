@@ -70,6 +70,12 @@ STATUS = "/run/kubecrate-standin/pods.json"
 DEFAULT_PAUSE = "k8s.gcr.io/pause:3.6" if MINOR <= 23 else "registry.k8s.io/pause:3.9"
 MAX_LIFETIME = float(os.environ.get("KUBECRATE_STANDIN_MAX_LIFETIME", str(6 * 3600)))
 IMAGE_RECHECK = 2.0  # seconds between runtime queries for a waiting pod
+# An image found is asked about again only this rarely: the real kubelet asks the runtime when it
+# starts a container (pkg/kubelet/images/image_manager.go EnsureImageExists, from
+# kuberuntime_container.go startContainer), not while the container runs; asking every
+# IMAGE_RECHECK for each running static pod kept a `docker inspect` or `crictl inspecti`
+# process starting several times a second on every control plane of the e2e labs.
+IMAGE_RECHECK_FOUND = 60.0
 OFFLINE = ('Error response from daemon: Get "https://%s/v2/": dial tcp: lookup %s: no such '
            'host')
 
@@ -276,7 +282,7 @@ class Node:
 
     def has(self, image: str) -> bool:
         at, found = self.cache.get(image, (0.0, False))
-        if time.monotonic() - at > IMAGE_RECHECK:
+        if time.monotonic() - at > (IMAGE_RECHECK_FOUND if found else IMAGE_RECHECK):
             found = _node.image_exists(image, self.socket)
             self.cache[image] = (time.monotonic(), found)
         return found
