@@ -37,10 +37,15 @@ INDEX_JSON = "index.json"
 METADATA = (MANIFEST_JSON, INDEX_JSON, "oci-layout", "repositories")
 MAX_METADATA = 16 << 20
 CHUNK = 1 << 20
+# distribution's manifest media types (a registry answers in one of them) and the Docker
+# config and layer types of the manifests made for a docker-archive
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST_TYPES = (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX)
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
 _HEX = re.compile(r"\A[0-9a-f]{64}\Z")
 TOOLS_HINT = "make it with `docker save NAME:TAG -o FILE.tar` or `skopeo copy docker://... " \

@@ -11,14 +11,11 @@ import ssl
 import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from installer.imagetar import MANIFEST_TYPES
 from installer.registrystore import REGISTRY_NODE_PORT, split_reference
 
 TIMEOUT = 3.0
-ACCEPT = ", ".join((
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json"))
+ACCEPT = ", ".join(MANIFEST_TYPES)
 
 
 def served_digest(address: str, reference: str, ca_file: str,
