@@ -111,9 +111,13 @@ def expiries(host: Host, runner: Runner, now: datetime.datetime) -> List[Expiry]
             moment = not_after(runner, path=host.path(path))
         if moment is None:
             continue
-        found.append(Expiry(name, path, authority, moment,
-                            int((moment - now).total_seconds() // 86400)))
+        found.append(Expiry(name, path, authority, moment, days_left(moment, now)))
     return found
+
+
+def days_left(moment: datetime.datetime, now: datetime.datetime) -> int:
+    """Whole days from `now` until `moment` (negative once past)."""
+    return int((moment - now).total_seconds() // 86400)
 
 
 def warnings(found: List[Expiry]) -> List[str]:

@@ -13,7 +13,7 @@ import datetime
 from typing import List, NamedTuple
 
 from installer import bundleserve, registryserve
-from installer.certs import WARN_DAYS, Expiry, not_after
+from installer.certs import WARN_DAYS, Expiry, days_left, not_after
 from installer.format.cluster import Cluster
 from installer.host import Host
 from installer.runner import Runner
@@ -40,8 +40,7 @@ def expiries(host: Host, runner: Runner, now: datetime.datetime) -> List[Expiry]
             if host.exists(served.cert) else None
         if moment is not None:
             found.append(Expiry(served.name, served.cert, False, moment,
-                                int((moment - now).total_seconds() // 86400),
-                                served.warn_days))
+                                days_left(moment, now), served.warn_days))
     return found
 
 
