@@ -55,3 +55,11 @@ def test_host(core_root, host_bundle, dockerd, tmp_path) -> hostworld.TestHost:
     for image in dockerd.run("images", "-q", text=True).stdout.split():
         dockerd.run("rmi", "-f", image, check=False)
     return host
+
+
+@pytest.fixture(scope="session")
+def el_builds(mirror_world, tmp_path_factory) -> dict:
+    """Every EL8/EL9 recipe built and linted once (tests/integration/elbuilds.py)."""
+    from tests.integration import elbuilds
+
+    return elbuilds.build_all(mirror_world, tmp_path_factory.mktemp("el8"))

@@ -20,9 +20,7 @@ import zipfile
 import pytest
 import requests
 from lab import hostworld, osreleases
-from lab.bundles import REPO, make_key
 from lab.dnfroot import dnf, installed, write_config
-from lab.runtimes import private_containerd
 from lab.tools import require_tool
 
 from builder.inputs.mirrors import load_preset
@@ -31,23 +29,16 @@ from builder.rpm.modules import parse_modules
 from builder.rpm.repodata import load_repos
 from installer.format.imagearchive import list_images
 from installer.render import render
-from tests.integration.builder.test_build import kubecrate, seeded_cache
+from tests.integration.builder.test_build import kubecrate
+from tests.integration.elbuilds import (
+    EL8,
+    EL9_DNF,
+    RECIPE,
+    RECIPE_ROCKY8,
+    minimal_el9_root,
+)
 
 pytestmark = pytest.mark.integration
-
-RECIPE = REPO / "manifests" / "k8s-1.23.17-el8.yaml"
-NAME = "k8s-1.23.17-el8"
-RECIPE_ROCKY8 = REPO / "manifests" / "k8s-1.30-el8-containerd.yaml"
-RECIPE_EL9 = REPO / "manifests" / "k8s-1.30-el9-containerd.yaml"
-RECIPE_EL9_131 = REPO / "manifests" / "k8s-1.31-el9-containerd.yaml"
-RECIPE_EL9_132 = REPO / "manifests" / "k8s-1.32-el9-containerd.yaml"
-RECIPE_EL9_133 = REPO / "manifests" / "k8s-1.33-el9-containerd.yaml"
-RECIPE_EL9_ARM = REPO / "manifests" / "k8s-1.30-el9-containerd-aarch64.yaml"
-# Every build of the module at one time: the installer .pyz is then byte-comparable across arches
-EPOCH = "1764806400"
-NAME_EL9 = "k8s-1.30-el9-containerd"
-EL8 = ("--releasever=8", "--setopt=module_platform_id=platform:el8")
-
 
 def removals(have, recipe=RECIPE) -> list:
     """The packages host prep removes for `recipe` (its `remove:`), of those installed; a
@@ -61,38 +52,8 @@ def removals(have, recipe=RECIPE) -> list:
 
 
 @pytest.fixture(scope="module")
-def builds(mirror_world, tmp_path_factory):
-    root = tmp_path_factory.mktemp("el8")
-    _key, secret, public = make_key(root / "keys")
-    cache = seeded_cache(root / "cache")
-    out = {}
-    for variant, recipe, preset in (
-            ("upstream", RECIPE, mirror_world.preset_el8),
-            ("china", RECIPE, mirror_world.preset_aliyun_el8),
-            ("rocky8-upstream", RECIPE_ROCKY8, mirror_world.preset_rocky8),
-            ("rocky8-china", RECIPE_ROCKY8, mirror_world.preset_aliyun_rocky8),
-            ("el9-upstream", RECIPE_EL9, mirror_world.preset_el9),
-            ("el9-china", RECIPE_EL9, mirror_world.preset_aliyun_el9),
-            ("el9-1.31-upstream", RECIPE_EL9_131, mirror_world.preset_el9_131),
-            ("el9-1.31-china", RECIPE_EL9_131, mirror_world.preset_aliyun_el9_131),
-            ("el9-1.32-upstream", RECIPE_EL9_132, mirror_world.preset_el9_132),
-            ("el9-1.32-china", RECIPE_EL9_132, mirror_world.preset_aliyun_el9_132),
-            ("el9-1.33-upstream", RECIPE_EL9_133, mirror_world.preset_el9_133),
-            ("el9-1.33-china", RECIPE_EL9_133, mirror_world.preset_aliyun_el9_133),
-            ("el9-aarch64-upstream", RECIPE_EL9_ARM, mirror_world.preset_el9_aarch64),
-            ("el9-aarch64-china", RECIPE_EL9_ARM, mirror_world.preset_aliyun_el9_aarch64)):
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("SOURCE_DATE_EPOCH", EPOCH)
-            done = kubecrate("build", recipe, "--mirrors", preset, "--key", secret,
-                             "--out", root / variant, "--lock", root / f"{variant}.lock",
-                             "--cache", cache)
-        assert done.returncode == 0, done.stderr
-        bundle = root / variant / f"{recipe.stem}.tar"
-        lint = kubecrate("lint", bundle, "--recipe", recipe, "--key", public)
-        assert lint.returncode == 0, lint.stdout + lint.stderr
-        out[variant] = bundle
-    out["public_key"] = public
-    return out
+def builds(el_builds):
+    return el_builds
 
 
 def rpm_names(bundle) -> dict:
@@ -118,19 +79,6 @@ def bundle_repo(bundle, tmp_path):
     bconf.write_text(f"[main]\ngpgcheck=1\nreposdir={bundle_d}\ncachedir={tmp_path / 'bc'}\n"
                      "plugins=False\ninstall_weak_deps=False\n")
     return bconf, bundle_d, sorted({n.rsplit("-", 2)[0] for n in rpm_names(bundle)})
-
-
-EL9_DNF = ("--releasever=9", "--setopt=module_platform_id=platform:el9")
-
-
-def minimal_el9_root(preset_path, root, *dnf_args):
-    """`root` with filesystem and bash from the preset's BaseOS (real dnf, EL9 platform)."""
-    baseos = load_preset(preset_path).yum["baseos"]
-    conf, repos_d = write_config(root.parent / (root.name + "-world"),
-                                 {"baseos": (baseos.baseurl, [k.url for k in baseos.gpgkeys])})
-    root.mkdir()
-    dnf(root, conf, repos_d, *EL9_DNF, *dnf_args, "install", "filesystem", "bash")
-    return root
 
 
 def test_both_presets_give_the_same_packages(builds):
@@ -427,88 +375,3 @@ def test_preflight_of_the_el9_bundle_by_host_platform(builds, tmp_path, os_relea
         assert refused and refused.group(1).startswith(
             "bundle k8s-1.30-el9-containerd is for platform:el9 (rocky 9.4) but this host is "
             + refused_as), output
-
-
-def test_host_prep_removes_podman_and_runc_then_installs_the_el8_bundle(builds, mirror_world,
-                                                                        tmp_path):
-    """EL8 conflicts (docs/el8-el9.md): on a CentOS 8.5 host with podman (and so runc) preflight
-    names both and says host prep removes them (the recipe's `remove`); `install --host-only`
-    removes exactly those with `rpm -e`, then real dnf installs the bundle from its repo
-    alone."""
-    for tool in ("dnf", "rpm"):
-        require_tool(tool)
-    preset = load_preset(mirror_world.preset_el8)
-    world = {r.id: (r.baseurl, [k.url for k in r.gpgkeys]) for r in preset.yum.values()
-             if r.id in ("baseos", "appstream")}
-    conf, repos_d = write_config(tmp_path / "world", world)
-    core = tmp_path / "core"
-    core.mkdir()
-    dnf(core, conf, repos_d, *EL8, "install", "filesystem", "bash", "podman", "chrony")
-    host = hostworld.make_host(tmp_path / "host", core, osreleases.CENTOS8,
-                               hostworld.KERNEL_EL8)
-    before = installed(host.root)
-    assert {"podman", "runc"} <= set(before) and "buildah" not in before
-    argv = ("--bundle", str(builds["upstream"]), "--cluster", str(host.cluster),
-            "--key", str(builds["public_key"]), "--root", str(host.root))
-    checked = host.installer("preflight", *argv)
-    output = checked.stdout + checked.stderr
-    assert checked.returncode == 0, output
-    assert "conflicts: podman, runc installed: containerd.io obsoletes and conflicts with " \
-           "runc, which podman require; host prep removes exactly these (`rpm -e podman " \
-           "runc`" in output, output
-    done = host.installer("install", "--host-only", *argv)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "remove podman runc (the bundle's remove_packages" in done.stdout, done.stdout
-    removals = [c for c in host.calls() if c[:2] == ["rpm", "-e"]]
-    # preflight's read-only proof (preflight, then install's own), then the removal itself
-    assert removals == [["rpm", "-e", "--test", "podman", "runc"]] * 2 + [
-        ["rpm", "-e", "podman", "runc"]], removals
-    after = installed(host.root)
-    assert not {"podman", "runc"} & set(after)
-    assert set(before) - set(after) == {"podman", "runc"}  # nothing else went
-    assert after["containerd.io"] == ["1.6.32-3.1.el8.x86_64"]
-    assert after["iproute-tc"] == ["5.12.0-4.el8.x86_64"]
-
-
-def test_el9_host_prep_for_containerd_judged_by_real_containerd(builds, mirror_world, tmp_path):
-    """containerd host prep (docs/el8-el9.md): `install --host-only` of the EL9 bundle on a Rocky
-    9.4-shaped host writes config.toml (version 2, SystemdCgroup, the bundled pause as
-    sandbox_image) and /etc/crictl.yaml; real containerd 1.6 then runs on exactly that file
-    with its CRI plugin up and reports both settings; a second run imports the worker's images
-    into that containerd with `ctr -n k8s.io images import -`, and a third changes nothing."""
-    for tool in ("dnf", "rpm", "containerd", "ctr"):
-        require_tool(tool)
-    core = minimal_el9_root(mirror_world.preset_el9, tmp_path / "core")
-    host = hostworld.make_host(tmp_path / "host", core, osreleases.ROCKY94,
-                               hostworld.KERNEL_EL9)
-    argv = ("install", "--host-only", "--bundle", str(builds["el9-upstream"]), "--cluster",
-            str(host.cluster), "--key", str(builds["public_key"]), "--root", str(host.root))
-    first = host.installer(*argv)
-    assert first.returncode == 0, first.stdout + first.stderr
-    config = host.file("/etc/containerd/config.toml")
-    assert 'sandbox_image = "registry.k8s.io/pause:3.9"' in config.read_text()
-    assert host.file("/etc/crictl.yaml").read_text().splitlines()[1:3] == [
-        "runtime-endpoint: unix:///run/containerd/containerd.sock",
-        "image-endpoint: unix:///run/containerd/containerd.sock"]
-    assert ["systemctl", "restart", "containerd"] in host.calls()
-
-    with private_containerd(config) as daemon:
-        plugins = daemon.run("plugins", "ls", text=True).stdout
-        assert re.search(r"io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok", plugins), plugins
-        log = daemon.log.read_text()
-        assert "SandboxImage:registry.k8s.io/pause:3.9 " in log, daemon.log_tail()
-        assert "runc:{Type:io.containerd.runc.v2" in log and \
-            "Options:map[SystemdCgroup:true]" in log, daemon.log_tail()
-        assert daemon.references() == []
-        env = {"KUBECRATE_TEST_CONTAINERD_ADDRESS": str(daemon.socket)}
-        second = host.installer(*argv, **env)
-        assert second.returncode == 0, second.stdout + second.stderr
-        assert "loaded 5 image(s)" in second.stdout, second.stdout
-        refs = daemon.references()
-        assert {"registry.k8s.io/pause:3.9", "registry.k8s.io/kube-proxy:v1.30.14",
-                "registry.k8s.io/coredns/coredns:v1.11.3",
-                "docker.io/flannel/flannel:v0.25.7"} <= set(refs), refs
-        assert not [r for r in refs if "kube-apiserver" in r]  # a worker: its role's only
-        third = host.installer(*argv, **env)
-        assert third.returncode == 0, third.stdout + third.stderr
-        assert "nothing to change" in third.stdout, third.stdout
