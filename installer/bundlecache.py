@@ -6,7 +6,10 @@ A cache folder holds the bundle's files, its bundle.json and its signature (`bun
 minisign's global signature covers the trusted comment, which names bundle.json's SHA-256,
 which lists every file's size and SHA-256: so the folder is checked with the builder's key
 alone. Anything else in it, a file missing, changed or of another kind, is refused (exit 3)
-and named.
+and named. One file may be missing on purpose: a worker that pulls every image from the control
+planes' registry fetches the bundle without its image archive, and its folder's OMITTED_NAME
+says so (only the image archive may be named there; a step that needs it is refused first,
+installer/session.py).
 
 Staging folders (`.unpack-*`) are flocked by the process filling them; a killed unpack leaves
 one unlocked, and the next unpack or install removes it.
@@ -15,6 +18,7 @@ one unlocked, and the next unpack or install removes it.
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -23,11 +27,13 @@ from typing import Dict, List, Optional
 
 from installer.format import minisig
 from installer.format.bundle import Bundle, cache_root, claimed_manifest_sha256
+from installer.format.bundleinfo import IMAGE_ARCHIVE
 from installer.format.errors import VerificationError
 from installer.format.iotypes import Readable, Writable
 from installer.format.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_SIZE,
+    OMITTED_NAME,
     SIGNATURE_NAME,
     BundleManifest,
     parse_manifest,
@@ -107,10 +113,40 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def omitted(directory: str, manifest: BundleManifest) -> List[str]:
+    """The files bundle.json lists that the cache folder leaves out on purpose (OMITTED_NAME):
+    at most the image archive; anything else there is refused (exit 3)."""
+    path = os.path.join(directory, OMITTED_NAME)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(1 << 16)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise _damaged(directory, ["{}: {}".format(OMITTED_NAME, err.strerror)])
+    archive = str(manifest.data.get("image_archive") or IMAGE_ARCHIVE)
+    try:
+        names = json.loads(raw.decode("utf-8"))["omitted"]
+        valid = isinstance(names, list) and all(name == archive for name in names)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise _damaged(directory, ["{}: not a list of files left out, or names another file "
+                                   "than the image archive {}".format(OMITTED_NAME, archive)])
+    return list(names)
+
+
+def omitted_text(names: List[str]) -> bytes:
+    """OMITTED_NAME's content for a folder filled without `names`."""
+    return json.dumps({"omitted": sorted(names)}).encode("utf-8") + b"\n"
+
+
 def check_files(directory: str, manifest: BundleManifest) -> None:
-    """Every file bundle.json lists is a regular file there with its size and SHA-256, and
-    nothing else is there; all problems are collected, then raised once."""
+    """Every file bundle.json lists (but the ones omitted() names) is a regular file there with
+    its size and SHA-256, and nothing else is there; all problems are collected, then raised
+    once."""
     expected = manifest.by_path()
+    left_out = set(omitted(directory, manifest))
     problems: List[str] = []
     found: Dict[str, os.stat_result] = {}
     for folder, dirs, names in os.walk(directory):
@@ -122,7 +158,7 @@ def check_files(directory: str, manifest: BundleManifest) -> None:
                 if not any(p.startswith(rel + "/") for p in expected):
                     problems.append("{}/: a folder bundle.json does not list".format(rel))
                 continue
-            if rel in (MANIFEST_NAME, SIGNATURE_NAME):
+            if rel in (MANIFEST_NAME, SIGNATURE_NAME, OMITTED_NAME):
                 continue
             if rel not in expected:
                 problems.append("{}: not in bundle.json (added)".format(rel))
@@ -133,6 +169,8 @@ def check_files(directory: str, manifest: BundleManifest) -> None:
     for rel, spec in sorted(expected.items()):
         seen = found.get(rel)
         if seen is None:
+            if rel in left_out:
+                continue
             if not any(p.startswith(rel + ":") for p in problems):
                 problems.append("{}: missing (deleted)".format(rel))
         elif seen.st_size != spec.size:

@@ -46,6 +46,7 @@ class CachedBundle(NamedTuple):
     size: int  # bytes on disk
     unpacked: float  # the folder's mtime: when unpack renamed it into place
     keep: str  # why prune keeps it, or ""
+    partial: bool = False  # fetched without the image archive (bundlecache.OMITTED_NAME)
 
 
 def _describe(path: str, digest: str):
@@ -93,7 +94,8 @@ def list_cache(root: str) -> List[CachedBundle]:
         path = os.path.join(cache, digest)
         name, version = _describe(path, digest)
         found.append(CachedBundle(digest, path, name, version, _disk_usage(path),
-                                  os.stat(path).st_mtime, ""))
+                                  os.stat(path).st_mtime, "",
+                                  os.path.exists(os.path.join(path, bundlecache.OMITTED_NAME))))
     found.sort(key=lambda b: (b.unpacked, b.digest))
     keep = {}  # type: Dict[str, str]
     if state.get("previous_bundle"):
@@ -165,5 +167,5 @@ def as_json(entry: CachedBundle) -> Dict[str, Any]:
     return {"digest": entry.digest, "path": entry.path, "name": entry.name,
             "kubernetes_version": entry.kubernetes_version, "size_bytes": entry.size,
             "unpacked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.unpacked)),
-            "kept_because": entry.keep or None}
+            "kept_because": entry.keep or None, "without_image_archive": entry.partial}
 

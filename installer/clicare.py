@@ -63,9 +63,10 @@ def cache_list_cmd(as_json, root, dry_run, verbose):
     click.echo("{} bundle(s) in {}, {}:".format(
         len(entries), cache_root(root), cachecare.human_size(sum(e.size for e in entries))))
     for entry in entries:
-        click.echo("  {}  {} ({})  {}  unpacked {}{}".format(
+        click.echo("  {}  {} ({})  {}  unpacked {}{}{}".format(
             entry.digest[:12], entry.name, entry.kubernetes_version,
             cachecare.human_size(entry.size), cachecare.as_json(entry)["unpacked"],
+            "  (no image archive: pulled from the registry)" if entry.partial else "",
             "  [{}]".format(entry.keep) if entry.keep else ""))
 
 

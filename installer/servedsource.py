@@ -8,6 +8,10 @@ SHA-256 under the installer's key (and join.yaml's `bundle`), then every file is
 it streams into a staging folder beside the cache, which only a complete, checked bundle
 leaves (renamed into the cache). A file whose bytes do not hash as bundle.json says is
 refused; it is fetched again up to ATTEMPTS times, then the run stops with exit 3 naming it.
+
+`omit` (install on a worker that pulls every image from the control planes' registry,
+installer/session.py) names what a first fetch leaves out: the image archive, never copied to
+that worker; the cache folder then says so (bundlecache.OMITTED_NAME).
 """
 
 import contextlib
@@ -19,7 +23,7 @@ import tarfile
 import tempfile
 import time
 import urllib.parse
-from typing import Any, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Set, Tuple
 
 from installer import bundlecache, joinfile
 from installer.bundlefetch import BUNDLE_PATH, Fetcher, Unreachable
@@ -35,7 +39,11 @@ ATTEMPTS = 3  # per file: a damaged or broken transfer is fetched again this oft
 RETRY_PAUSE = 1.0
 
 
-def served_source(join: joinfile.JoinInfo, source: str = "join.yaml") -> "ServedSource":
+Omit = Callable[[bundlemod.Bundle], List[str]]  # the bundle's files a fetch leaves out
+
+
+def served_source(join: joinfile.JoinInfo, source: str = "join.yaml",
+                  omit: Optional[Omit] = None) -> "ServedSource":
     """The bundle server join.yaml names, or a UsageError saying what to pass instead."""
     if not join.bundle_server or not join.bundle:
         raise PreconditionError(
@@ -43,19 +51,21 @@ def served_source(join: joinfile.JoinInfo, source: str = "join.yaml") -> "Served
             "fetched from the first control-plane node".format(source),
             hint="pass --bundle X.tar (copy the bundle here), or write a fresh join.yaml with "
                  "`kubecrate-installer.pyz join-info` on the first control-plane node")
-    return ServedSource(join)
+    return ServedSource(join, omit=omit)
 
 
 class ServedSource(BundleSource):
     kind = "bundle server"
 
-    def __init__(self, join: joinfile.JoinInfo, fetcher: Optional[Fetcher] = None) -> None:
+    def __init__(self, join: joinfile.JoinInfo, fetcher: Optional[Fetcher] = None,
+                 omit: Optional[Omit] = None) -> None:
         server = str(join.bundle_server)
         super().__init__("https://{}/ (join.yaml's bundle_server)".format(server))
         self.join = join
         self.digest = str(join.bundle)
         self.fetcher = fetcher or Fetcher(server, join)
         self._bundle = None  # type: Optional[bundlemod.Bundle]
+        self.omit = omit
 
     def _path(self, name: str) -> str:
         return BUNDLE_PATH.format(digest=self.digest, path=urllib.parse.quote(name))
@@ -146,20 +156,30 @@ class ServedSource(BundleSource):
             return CacheSource(cached).stage(key, root, progress)
         checked = self.manifest(key)
         say = progress or (lambda count: None)
+        left_out = self._left_out(checked)
 
         def fill(folder: str) -> None:
             for spec in checked.manifest.files:
-                self._fetch_into(folder, spec)
-                say(spec.size)
+                if spec.path not in left_out:
+                    self._fetch_into(folder, spec)
+                    say(spec.size)
 
         log.info("fetching bundle %s (%d files) from %s", self.digest,
-                 len(checked.manifest.files), self.join.bundle_server)
-        return _filled(root, checked, fill)
+                 len(checked.manifest.files) - len(left_out), self.join.bundle_server)
+        for path in left_out:
+            log.info("not fetching %s: this worker pulls every image from the control planes' "
+                     "registry (images.mode: registry)", path)
+        return _filled(root, checked, fill, left_out)
+
+    def _left_out(self, bundle: bundlemod.Bundle) -> List[str]:
+        return sorted(self.omit(bundle)) if self.omit else []
 
     def size(self):
         if self._bundle is None:
             return None
-        return sum(spec.size for spec in self._bundle.manifest.files)
+        left_out = self._left_out(self._bundle)
+        return sum(spec.size for spec in self._bundle.manifest.files
+                   if spec.path not in left_out)
 
 
 def _refused(url: str, message: str, err: Exception) -> KubecrateError:

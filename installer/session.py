@@ -5,6 +5,7 @@ exits."""
 import contextlib
 import json
 import os
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from installer import certs, etcdcerts, installrecord, joinfile, report, servedcerts
@@ -29,6 +30,7 @@ from installer.steps import (
     etcdhost,
     run_steps,
 )
+from installer.steps import images as images_step
 from installer.steps import kubeadm as kubeadm_step
 from installer.steps.loadbalancer import ADMIN_CONF, KUBELET_CONF
 from installer.steps.preflight import FAIL, Finding, run_preflight
@@ -97,8 +99,9 @@ def open_context(options: Options, stage: bool = False, refuse: Optional[Refusal
             raise PreconditionError(err.message, err.hint)
     if options.bundle_path:
         source = open_source(options.bundle_path)
-    elif join is not None:
-        source = served_source(join, options.join_path or "join.yaml")
+    elif join is not None:  # a registry-mode worker fetches no image archive
+        source = served_source(join, options.join_path or "join.yaml",
+                               omit=partial(images_step.fetch_leaves_out, cluster, node))
     else:
         raise UsageError("--bundle is required on the first control-plane node (and without "
                          "--join)", hint="pass --bundle X.tar; a joining node may instead "
@@ -112,6 +115,7 @@ def open_context(options: Options, stage: bool = False, refuse: Optional[Refusal
         refuse(host, node, early[0], early[1], options.bundle_path)
 
     def context(checked: Any, directory: str, staged: Any = None) -> Context:
+        images_step.require_archive(cluster, node, checked, directory)
         ctx = Context(host, runner, cluster, node,
                       read_info(checked.manifest, checked.manifest_sha256), options.bundle_path,
                       options.key, directory, join, options.join_out, staged, etcd,

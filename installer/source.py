@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 from installer import bundlecache
 from installer.format import bundle as bundlemod
@@ -376,22 +376,29 @@ class CacheSource(BundleSource):
         if os.path.lexists(final):
             return Staged(bundlecache.verified_cache(final, key), final)
         # Another root's cache (a copied folder): copied in, every byte checked while copying.
+        left_out = bundlecache.omitted(self.location, checked.manifest)
+
         def copy(folder: str) -> None:
             for spec in checked.manifest.files:
+                if spec.path in left_out:
+                    continue
                 with bundlemod.create_file(folder, spec.path, spec.mode) as out:
                     bundlecache.copy_verified(os.path.join(self.location, spec.path),
                                               spec.sha256, out, spec.path)
 
-        return _filled(root, checked, copy)
+        return _filled(root, checked, copy, left_out)
 
 
-def _filled(root: str, bundle: bundlemod.Bundle, fill: Callable[[str], object]) -> Staged:
+def _filled(root: str, bundle: bundlemod.Bundle, fill: Callable[[str], object],
+            left_out: Sequence[str] = ()) -> Staged:
     """A staging folder beside the root's cache holding what `fill(folder)` writes (every
-    file checked as it is written), then bundle.json and the signature; removed on any
-    failure."""
+    file checked as it is written), then bundle.json and the signature, and the files `fill`
+    left out on purpose (bundlecache.OMITTED_NAME); removed on any failure."""
     staging = bundlecache.Staging(root)
     try:
         fill(staging.path)
+        if left_out:
+            staging.write(bundlecache.OMITTED_NAME, bundlecache.omitted_text(list(left_out)))
         staging.write(MANIFEST_NAME, bundle.manifest_raw)
         staging.write(bundlecache.SIGNATURE_NAME,
                       bundle.signature.to_file_text().encode("utf-8"))

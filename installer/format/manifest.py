@@ -16,7 +16,8 @@ from installer.format.iotypes import Readable
 
 MANIFEST_NAME = "bundle.json"
 SIGNATURE_NAME = "bundle.minisig"  # the signature a cache folder keeps beside bundle.json
-RESERVED_NAMES = (MANIFEST_NAME, SIGNATURE_NAME)
+OMITTED_NAME = "omitted.json"  # what a cache folder lacks on purpose (installer/bundlecache.py)
+RESERVED_NAMES = (MANIFEST_NAME, SIGNATURE_NAME, OMITTED_NAME)
 FORMAT_VERSION = 1
 MAX_MANIFEST_SIZE = 64 << 20
 CHUNK = 1 << 20

@@ -22,15 +22,15 @@ import os
 import time
 from typing import Dict, List, Set
 
-from installer import registryserve, registrystore
+from installer import bundlecache, registryserve, registrystore
 from installer.format import imagearchive
-from installer.format.bundleinfo import BundleImage
-from installer.format.cluster import CNIS
-from installer.format.errors import StepFailed
+from installer.format.bundle import Bundle
+from installer.format.bundleinfo import BundleImage, BundleInfo, read_info
+from installer.format.cluster import CNIS, Cluster, Node
+from installer.format.errors import PreconditionError, StepFailed
 from installer.runner import Runner
 from installer.steps import Action, ActionStep, Context
 from installer.steps.cnichoice import chosen
-from installer.steps.registry import registry_image
 
 
 def normalize(reference: str) -> str:
@@ -73,11 +73,44 @@ def unused_cni_images(ctx: Context) -> Set[str]:
             for ref in addon.images}
 
 
+def pulls_every_image(cluster: Cluster, node: Node, info: BundleInfo) -> bool:
+    """A worker whose images the control planes' registry serves (images.mode registry and a
+    bundle carrying distribution's image): containerd pulls every one of them, so it loads
+    nothing and needs no image archive (installer/session.py leaves it out of a fetched
+    bundle). Not an etcd.external host: it comes up before any control plane serves, and runs
+    etcd from the archive."""
+    return node.role == "worker" and cluster.images_mode == "registry" and \
+        bool(registryserve.registry_image([i.reference for i in info.images]))
+
+
+def fetch_leaves_out(cluster: Cluster, node: Node, bundle: Bundle) -> List[str]:
+    """What a bundle fetched from the bundle server leaves out on this node
+    (installer/servedsource.py `omit`): the image archive on a worker that pulls every image."""
+    info = read_info(bundle.manifest, bundle.manifest_sha256)
+    return [info.image_archive] if pulls_every_image(cluster, node, info) else []
+
+
+def require_archive(cluster: Cluster, node: Node, bundle: Bundle, directory: str) -> None:
+    """Refuse (exit 4), before any step, a cache folder fetched without the image archive
+    (bundlecache.omitted) on a node that loads images from it: cluster.yaml changed to
+    images.mode archive, or the node is no longer such a worker."""
+    lacking = [path for path in bundlecache.omitted(directory, bundle.manifest)
+               if path not in fetch_leaves_out(cluster, node, bundle)]
+    if lacking:
+        raise PreconditionError(
+            "the cache folder {} of bundle {} was fetched without {}, for a worker that pulls "
+            "every image from the control planes' registry, but {} ({}, images.mode {}) loads "
+            "images from it".format(directory, bundle.manifest.name, ", ".join(lacking),
+                                    node.name, node.role, cluster.images_mode),
+            hint="remove that folder (rm -rf {}) and run this again: the bundle is then "
+                 "fetched or unpacked whole".format(directory))
+
+
 def wanted_images(ctx: Context) -> List[BundleImage]:
     """The role's images less an unused CNI's and, unless images.mode is registry,
     distribution's (the recipe's "@registry", which then runs nowhere); none on a worker whose
     images the control planes' registry serves (containerd pulls them)."""
-    if not ctx.node.is_control_plane and registry_image(ctx):
+    if pulls_every_image(ctx.cluster, ctx.node, ctx.info):
         return []
     unused = unused_cni_images(ctx)
     serving = ctx.cluster.images_mode == "registry"

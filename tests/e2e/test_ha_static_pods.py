@@ -73,7 +73,7 @@ def registry_mode(node, pulls) -> None:
     `crictl pull` runs the real containerd 1.6 `pulls` (scripts/lab/hostpull.py)."""
     cluster = node.host.dir / "cluster.yaml"
     cluster.write_text(cluster.read_text() + "images: {mode: registry}\n")
-    node.env["KUBECRATE_SYSTEMCTL_RUN"] += ",kubecrate-registry"
+    node.env["KUBECRATE_SYSTEMCTL_RUN"] += ",kubecrate-registry,kubecrate-bundle-server"
     node.env["KUBECRATE_TEST_PULL_CONTAINERD"] = str(pulls.socket)
 
 
@@ -91,7 +91,7 @@ def _install_in_registry_mode(nodes, built, tmp_path) -> None:
         assert running[pod]["phase"] == "Running", running
     for name in ("cp2", "w1", "cp3"):
         node = nodes[name]
-        done = node.install(built, "--join", join)
+        done = node.install(built, "--join", join, fetch=name == "w1")  # w1: no tar copied
         assert done.returncode == 0, name + "\n" + done.stdout + done.stderr + node.logs()
         if name != "w1":  # its load balancer comes only after its join
             running = halab.pods(node, lb_pods)
@@ -116,7 +116,23 @@ def _install_in_registry_mode(nodes, built, tmp_path) -> None:
         assert "--container-runtime-endpoint=unix:///run/containerd/containerd.sock" in flags
         loaded = ["ctr", "-n", "k8s.io", "images", "import", "-"] in _calls(node)
         assert loaded == (name != "w1"), name  # w1 pulls from the registry instead
+    fetched_without_the_archive(cp1, nodes["w1"], built)
     pulled_from_the_registry(nodes)
+
+
+def fetched_without_the_archive(cp1, w1, built) -> None:
+    """w1 was given no bundle tar: it fetched the bundle from cp1's bundle server, all but the
+    image archive, and its cache holds everything else, verified, and says what it lacks."""
+    served = (cp1.root / "var/log/kubecrate-standin/kubecrate-bundle-server.log").read_text()
+    (cache,) = (w1.root / "var/lib/kubecrate/bundles").iterdir()
+    assert '{} "GET /kubecrate/v1/bundles/{}/bin/'.format(w1.host.address, cache.name) \
+        in served, served[-3000:]
+    assert "/images/images.tar" not in served, served[-3000:]
+    assert not (cache / "images").exists()
+    assert json.loads((cache / "omitted.json").read_text()) == {"omitted": ["images/images.tar"]}
+    listed = w1.pyz(built, "cache", "list", "--root", w1.root)
+    assert "(no image archive: pulled from the registry)  [in use]" in listed.stdout, \
+        listed.stdout + listed.stderr
 
 
 def pulled_from_the_registry(nodes) -> None:
