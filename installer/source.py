@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from installer import bundlecache
 from installer.format import bundle as bundlemod
@@ -323,10 +323,11 @@ class DeltaSource(TarSource):
             base_dir, base_bundle = self._base_bundle(key, root, plan)
             out = os.path.join(scratch, "result")
             os.mkdir(out)
+            left_out = _not_assembled(plan, base_dir, base_bundle)
             deltamod.assemble(plan, os.path.join(scratch, "delta"), base_dir,
                               base_bundle.manifest, result.manifest,
                               lambda spec: bundlemod.create_file(out, spec.path, spec.mode),
-                              wanted)
+                              lambda path: wanted(path) and path not in left_out)
             with open(os.path.join(out, MANIFEST_NAME), "wb") as handle:
                 handle.write(result.manifest_raw)
             yield View(result._replace(path=out), out, False)
@@ -344,11 +345,23 @@ class DeltaSource(TarSource):
             if cached is not None:
                 return Staged(cached, cached.path, keep=result.signature)
             base_dir, base_bundle = self._base_bundle(key, root, plan)
+            left_out = _not_assembled(plan, base_dir, base_bundle)
             return _filled(root, result, lambda folder: deltamod.assemble(
                 plan, scratch.path, base_dir, base_bundle.manifest, result.manifest,
-                lambda spec: bundlemod.create_file(folder, spec.path, spec.mode)))
+                lambda spec: bundlemod.create_file(folder, spec.path, spec.mode),
+                lambda path: path not in left_out), left_out)
         finally:
             scratch.discard()
+
+
+def _not_assembled(plan: "deltamod.DeltaPlan", base_dir: str, base: bundlemod.Bundle
+                   ) -> List[str]:
+    """The result's files a delta builds from a base file that the base's cache folder left
+    out on purpose (a registry-mode worker's image archive, bundlecache.omitted): left out of
+    the result too, which that worker does not need either."""
+    absent = bundlecache.omitted(base_dir, base.manifest)
+    return [item.path for item in plan.files
+            if item.source != "delta" and item.base_path in absent]
 
 
 class CacheSource(BundleSource):

@@ -183,6 +183,27 @@ def test_a_changed_base_file_is_refused_by_name(deltas, tmp_path):
     assert listing(cache_of(root)) == before
 
 
+def test_a_base_fetched_without_its_image_archive_gives_a_result_without_it(deltas, tmp_path):
+    """A registry-mode worker's base folder lacks images/images.tar on purpose (omitted.json,
+    docs/cluster.md): the delta assembles every other file, leaves the archive out of the
+    result as well (it is built from the base's), and the result verifies. Before, the unpack
+    stopped with exit 3 on the base's missing archive."""
+    root = tmp_path / "root"
+    assert installer(deltas, tmp_path, "unpack", deltas["base"], "--root", root).returncode == 0
+    base = cache_of(root) / deltas["base_digest"]
+    (base / "images" / "images.tar").unlink()
+    (base / "images").rmdir()
+    (base / "omitted.json").write_text('{"omitted": ["images/images.tar"]}\n')
+    assert installer(deltas, tmp_path, "verify", base).returncode == 0
+    done = installer(deltas, tmp_path, "unpack", deltas["delta"], "--root", root)
+    assert done.returncode == 0, done.stderr
+    result = cache_of(root) / deltas["full_digest"]
+    assert json.loads((result / "omitted.json").read_text()) == {"omitted": ["images/images.tar"]}
+    assert not (result / "images").exists() and (result / "bin" / "kubeadm").is_file()
+    checked = installer(deltas, tmp_path, "verify", result)
+    assert checked.returncode == 0, checked.stderr
+
+
 def test_inspect_and_lint_name_the_base(deltas):
     shown = kubecrate("inspect", deltas["delta"])
     assert shown.returncode == 0, shown.stderr
