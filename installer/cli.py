@@ -5,7 +5,6 @@ import sys
 from typing import Iterator, Optional, Sequence
 
 import click
-from tqdm import tqdm
 
 from installer import (
     __version__,
@@ -134,9 +133,13 @@ def unpack_cmd(bundle_path, key_path, signature_path, root, dry_run, verbose):
 
 @contextlib.contextmanager
 def _progress_bar(source: BundleSource, what: str) -> Iterator:
-    """A byte bar on a TTY (a tar is read once), else nothing."""
-    with tqdm(total=source.size(), unit="B", unit_scale=True, desc=what, disable=None,
-              leave=False) as bar:
+    """A byte bar on a TTY (a tar is read once), else nothing (and no tqdm to import)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=source.size(), unit="B", unit_scale=True, desc=what, leave=False) as bar:
         yield bar.update
 
 

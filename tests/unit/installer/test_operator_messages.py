@@ -108,3 +108,40 @@ def test_a_non_utf8_untrusted_comment_is_not_blamed_on_the_trusted_one(tmp_path,
         minisig.load_signature(str(tmp_path / "k8s.tar.minisig"))
     assert bad.value.message == "{}: line 3 (the trusted comment) is not UTF-8".format(
         tmp_path / "k8s.tar.minisig")
+
+
+def test_verify_and_unpack_show_a_byte_bar_on_a_terminal_only(tmp_path, kit):
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    def run(command, terminal):
+        args = [sys.executable, "-m", "installer", command, str(kit["bundle"]), "--key",
+                str(kit["public"])] + (["--root", str(tmp_path / command)]
+                                       if command == "unpack" else [])
+        if not terminal:
+            return subprocess.run(args, capture_output=True, text=True, timeout=60).stderr
+        controller, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=follower) as proc:
+            os.close(follower)
+            seen = b""
+            while True:
+                try:
+                    data = os.read(controller, 4096)
+                except OSError:  # EIO: the installer closed the terminal
+                    break
+                if not data:
+                    break
+                seen += data
+            assert proc.wait(timeout=60) == 0, seen
+        os.close(controller)
+        return seen.decode("utf-8", "replace")
+
+    for command in ("verify", "unpack"):
+        shown = run(command, terminal=True)
+        assert "\r{}:   0%|".format(command) in shown and "B/s]" in shown, shown
+        assert "B/s]" not in run(command, terminal=False)
