@@ -8,7 +8,8 @@ them as the kubeadm and kubelet stand-ins ask. `ctr ... import` and `crictl insp
 same for containerd (<root>/var/lib/containerd/...), unless `ctr` is the real containerd 1.6
 client on $KUBECRATE_TEST_CONTAINERD_ADDRESS. `docker run` and `ctr run` of the etcd image run
 the real etcdctl/etcdutl, `ctr run` of distribution's image (`registry serve CONFIG`) the real
-docker-registry; the e2e hosts use them (docs/testing.md).
+docker-registry, each as a task of a container that scripts/lab/ctrtasks.py keeps (with `ctr
+containers rm` and `ctr tasks kill|rm`); the e2e hosts use them (docs/testing.md).
 """
 
 import json
@@ -19,6 +20,7 @@ import sys
 import tarfile
 import time
 
+from lab import ctrtasks
 from lab.hostcmd import ROOT, read_json, real, rooted, write_json
 
 IMAGE_STORE = "/var/lib/docker/kubecrate-standin-images.json"
@@ -90,20 +92,19 @@ def container_args(args, mounts):
     return out
 
 
-def run_etcd_image(runtime, image, tool, command, mounts, env):
-    """`docker run` / `ctr run` of the etcd image's etcdctl or etcdutl: the real one runs."""
+def etcd_task(runtime, image, tool, command, mounts):
+    """The real etcdctl/etcdutl's argv for `docker run` / `ctr run` of the etcd image's
+    etcdctl or etcdutl, or None (refused, said on stderr)."""
     if os.path.basename(tool) not in ETCD_TOOLS or "/etcd:" not in "/" + image:
         print("{}: the stand-in runs only etcdctl/etcdutl of an etcd image, not {} of {}"
               .format(runtime, tool, image), file=sys.stderr)
-        return 125
+        return None
     real_tool = etcd_tool(os.path.basename(tool))
     if real_tool is None:
         print("{}: no etcd binaries ($KUBECRATE_TEST_ETCD_BIN)".format(runtime),
               file=sys.stderr)
-        return 125
-    child = dict(os.environ, **env)
-    return subprocess.run([real_tool] + container_args(command, mounts), env=child,
-                          timeout=900).returncode
+        return None
+    return [real_tool] + container_args(command, mounts)
 
 
 # distribution's config.yml keys that name a file or folder (distribution 2.8
@@ -111,21 +112,21 @@ def run_etcd_image(runtime, image, tool, command, mounts, env):
 REGISTRY_PATH_KEY = re.compile(r"^(\s*(?:rootdirectory|certificate|key):\s*)(/\S*)\s*$")
 
 
-def run_registry_image(image, command, mounts):
+def registry_task(image, command, mounts):
     """`ctr run` of distribution's image with `registry serve CONFIG` (the image's binary and
-    subcommand, distribution cmd/registry): the real docker-registry (distribution 2.8.2)
-    replaces this process on CONFIG as the container sees it. CONFIG and every path it names
-    are read through the mounts (container_args), so a path no mount provides is missing, as
-    in the container."""
+    subcommand, distribution cmd/registry): the real docker-registry's argv (distribution
+    2.8.2) on CONFIG as the container sees it, or None (refused, said on stderr). CONFIG and
+    every path it names are read through the mounts (container_args), so a path no mount
+    provides is missing, as in the container."""
     if command[:2] != ["registry", "serve"] or len(command) != 3:
         print("ctr: the stand-in runs only `registry serve CONFIG` of {}, not {}".format(
             image, " ".join(command)), file=sys.stderr)
-        return 1
+        return None
     config = container_args(command[2:], mounts)[0]
     if not os.path.isfile(config):
         print("configuration error: open {}: no such file or directory".format(command[2]),
               file=sys.stderr)
-        return 1
+        return None
     with open(config) as handle:
         lines = [REGISTRY_PATH_KEY.sub(lambda m: m.group(1) + container_args(
             [m.group(2)], mounts)[0], line.rstrip("\n")) for line in handle]
@@ -133,9 +134,7 @@ def run_registry_image(image, command, mounts):
     os.makedirs(os.path.dirname(seen), exist_ok=True)
     with open(seen, "w") as handle:
         handle.write("\n".join(lines) + "\n")
-    registry = real("docker-registry")
-    os.execv(registry, [registry, "serve", seen])
-    return 1  # not reached
+    return [real("docker-registry"), "serve", seen]
 
 
 def _run_flags(args, bare):
@@ -176,12 +175,16 @@ def docker_run(args, images):
               '{0}: no such host.'.format(registry), file=sys.stderr)
         return 125
     tool = entrypoint or (command.pop(0) if command else "")
-    return run_etcd_image("docker", image, tool, command, mounts, env)
+    argv = etcd_task("docker", image, tool, command, mounts)
+    if argv is None:
+        return 125
+    return subprocess.run(argv, env=dict(os.environ, **env), timeout=900).returncode
 
 
-def ctr_run(args, images):
-    """`ctr -n k8s.io run --rm --net-host [--env K=V] [--mount type=bind,src=S,dst=D,...]
-    IMAGE ID [ARG...]`: the image must be in this root's containerd store."""
+def ctr_run(namespace, args, images):
+    """`ctr -n k8s.io run [--rm] --net-host [--env K=V] [--mount type=bind,src=S,dst=D,...]
+    IMAGE ID [ARG...]`: the image must be in this root's containerd store; the container and
+    its task as scripts/lab/ctrtasks.py keeps them."""
     mounts, env = [], {}
     flags, rest = _run_flags(args, ("--rm", "--net-host", "-t", "--tty"))
     for name, value in flags:
@@ -194,14 +197,19 @@ def ctr_run(args, images):
     if len(rest) < 2:
         print("ctr: image ref and container id must be provided", file=sys.stderr)
         return 1
-    image, command = rest[0], rest[2:]
+    image, cid, command = rest[0], rest[1], rest[2:]
     if image not in images:
         print("ctr: image \"{}\": not found".format(image), file=sys.stderr)
         return 1
     if "/registry:" in "/" + image:
-        return run_registry_image(image, command, mounts)
-    return run_etcd_image("ctr", image, command[0] if command else "", command[1:], mounts,
-                          env)
+        argv, timeout = registry_task(image, command, mounts), None
+    else:
+        argv = etcd_task("ctr", image, command[0] if command else "", command[1:], mounts)
+        timeout = 900
+    if argv is None:
+        return 1 if timeout is None else 125
+    return ctrtasks.run(namespace, cid, image, argv, env=dict(os.environ, **env),
+                        rm="--rm" in args[:len(args) - len(rest)], timeout=timeout)
 
 
 def recorded_docker(args):
@@ -266,6 +274,10 @@ def recorded_ctr(args):
     """`ctr -n k8s.io images import -|ls` without containerd: the OCI index's
     io.containerd.image.name annotations become this root's containerd image store."""
     images = _store(CTR_STORE)
+    namespace, after = ctrtasks.split_globals(args)
+    done = ctrtasks.command(namespace, after)
+    if done is not None:  # containers rm, tasks kill/rm
+        return done
     words = [a for a in args if not a.startswith("-") and a != "k8s.io"]
     if words[:2] in (["images", "import"], ["image", "import"], ["i", "import"]):
         with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
@@ -279,8 +291,8 @@ def recorded_ctr(args):
                             print("unpacking {} ({})...done".format(ref, entry["digest"]))
         write_json(rooted(CTR_STORE), images)
         return 0
-    if "run" in args:
-        return ctr_run(args[args.index("run") + 1:], images)
+    if after[:1] == ["run"]:
+        return ctr_run(namespace, after[1:], images)
     if words[:2] in (["images", "ls"], ["image", "ls"], ["i", "ls"]):
         print("REF TYPE DIGEST SIZE PLATFORMS LABELS")
         for ref, digest in sorted(images.items()):

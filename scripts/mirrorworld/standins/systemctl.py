@@ -22,7 +22,8 @@ would build (systemd.service(5) "Command lines", systemd.exec(5) Environment=/En
 the unit file and its drop-ins <unit>.service.d/*.conf (sorted by name, later ones win, an empty
 `ExecStart=` resets it), Environment= assignments, then EnvironmentFile= files (a leading `-`
 means optional; their values override Environment=), `$VAR` split on whitespace into words and
-`${VAR}` kept as one word.
+`${VAR}` kept as one word. Its ExecStartPre= commands run first, each to its end (start_pre);
+one that fails stops the start unless it has the `-` prefix (systemd.service(5)).
 """
 
 import json
@@ -132,9 +133,10 @@ def _env_file(path, env):
             env[key.strip()] = value
 
 
-def exec_start(unit):
-    """The argv systemd would run for the unit's ExecStart= (None without an ExecStart)."""
-    env, files, command = {}, [], None
+def _exec_lines(unit):
+    """The unit's environment (Environment=, then EnvironmentFile=), its ExecStartPre= lines
+    (an empty one resets the list) and its ExecStart= (None without one)."""
+    env, files, pre, command = {}, [], [], None
     for key, value in _unit_lines(unit):
         if key == "Environment":
             for word in shlex.split(value):
@@ -143,6 +145,8 @@ def exec_start(unit):
                     env[name] = val
         elif key == "EnvironmentFile":
             files.append(value)
+        elif key == "ExecStartPre":
+            pre = pre + [value] if value else []
         elif key == "ExecStart":
             command = value or None
     for value in files:
@@ -153,10 +157,16 @@ def exec_start(unit):
         elif not optional:
             raise SystemExit("Failed to load environment files: %s: No such file or directory"
                              % value)
-    if command is None:
-        return None
+    return env, pre, command
+
+
+EXEC_PREFIXES = "@-:+!"  # systemd.service(5) "Command lines", Table 1: in any order
+
+
+def _argv(command, env):
+    """A command line's argv, its prefixes dropped, $VAR and ${VAR} expanded."""
     argv = []
-    for word in shlex.split(command.lstrip("-@+!")):
+    for word in shlex.split(command.lstrip(EXEC_PREFIXES)):
         whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
         if whole:  # $VAR: split into words; an empty value gives none
             argv.extend(env.get(whole.group(1), "").split())
@@ -164,6 +174,20 @@ def exec_start(unit):
             argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
                                lambda m: env.get(m.group(1), ""), word))
     return argv
+
+
+def exec_start(unit):
+    """The argv systemd would run for the unit's ExecStart= (None without an ExecStart)."""
+    env, _pre, command = _exec_lines(unit)
+    return None if command is None else _argv(command, env)
+
+
+def exec_start_pre(unit):
+    """(failure ignored, argv) of each ExecStartPre=, in order: a `-` among the prefixes means
+    its failure is recorded but has no further effect (systemd.service(5))."""
+    env, pre, _command = _exec_lines(unit)
+    return [("-" in value[:len(value) - len(value.lstrip(EXEC_PREFIXES))], _argv(value, env))
+            for value in pre]
 
 
 def unit_name(arg):
@@ -259,6 +283,10 @@ def start(unit):
     log = under_root("/var/log/kubecrate-standin/%s.log" % unit)
     os.makedirs(os.path.dirname(log), exist_ok=True)
     env = dict(os.environ, KUBECRATE_ROOT=root())
+    for optional, argv in exec_start_pre(unit):
+        if start_pre(argv, log, env) != 0 and not optional:
+            raise SystemExit("Job for %s.service failed because the control process exited "
+                             "with error code." % unit)
     with open(log, "ab") as out:
         proc = subprocess.Popen([exe] + command[1:] + tail,
                                 stdin=subprocess.DEVNULL,
@@ -266,6 +294,28 @@ def start(unit):
     os.makedirs(os.path.dirname(pid_file(unit)), exist_ok=True)
     with open(pid_file(unit), "w") as f:
         f.write("%d\n" % proc.pid)
+
+
+PRE_TIMEOUT = 90  # systemd's DefaultTimeoutStartSec, which ExecStartPre= runs within
+
+
+def start_pre(argv, log, env):
+    """Run one ExecStartPre= command to its end, as systemd does before ExecStart=: the lab's
+    stand-in of its program (say /usr/bin/ctr) or its program under the root, output in the
+    unit's log; its exit code (203, systemd's EXIT_EXEC, when neither is there: the stand-in
+    never runs the machine's own program)."""
+    exe = stood_in(argv) or own_program(argv)
+    with open(log, "ab") as out:
+        if not exe:
+            out.write(("ExecStartPre=%s: no lab stand-in or program under the root\n"
+                       % " ".join(argv)).encode())
+            return 203
+        try:
+            return subprocess.run([exe] + argv[1:], stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=out, env=env, timeout=PRE_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            out.write(("ExecStartPre=%s: timed out\n" % " ".join(argv)).encode())
+            return 1
 
 
 def stop(unit):
