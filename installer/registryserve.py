@@ -59,6 +59,10 @@ http:
     X-Content-Type-Options: [nosniff]
 """
 
+# ExecStartPre: `ctr containers rm` refuses a container whose task still runs (containerd's
+# cmd/ctr/commands/containers/containers.go, deleteContainer: "cannot delete a non stopped
+# container"); `ctr tasks rm -f` kills such a task with SIGKILL and waits for it to exit before
+# deleting it (tasks/delete.go with task_opts.go WithProcessKill), so no separate `tasks kill`
 UNIT_TEXT = """\
 # Written by kubecrate-installer.pyz install on each control plane (images.mode: registry):
 # the bundle's images for every node's containerd, behind the load balancer's frontend.
@@ -68,6 +72,10 @@ After=containerd.service network-online.target
 Requires=containerd.service
 
 [Service]
+# A task left running (containerd restarted, or this unit killed, while the shim kept it)
+# keeps serving the old certificate, config and image, and makes `containers rm` refuse and
+# `ctr run` fail with "already exists": kill it and delete it first. Each may find nothing.
+ExecStartPre=-/usr/bin/ctr -n k8s.io tasks rm -f {unit}
 ExecStartPre=-/usr/bin/ctr -n k8s.io containers rm {unit}
 ExecStart=/usr/bin/ctr -n k8s.io run --rm --net-host {mounts} {image} {unit} registry serve {config}
 Restart=always

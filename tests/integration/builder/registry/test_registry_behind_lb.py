@@ -12,6 +12,8 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -206,6 +208,47 @@ def _systemctl(env: dict, *args: str) -> subprocess.CompletedProcess:
                           timeout=30)
 
 
+def _unit_root(archive, tmp_path: Path, address: str, port: int
+               ) -> tuple[Path, dict, Path, str]:
+    """A control plane's root as the registry step leaves it (storage fed with IMAGES[:1],
+    certificate, config.yml on `address`:`port`, the unit), and the lab's systemctl and ctr
+    on PATH: (root, env, the unit's log, the registry's URL)."""
+    root, bin_dir = tmp_path / "root", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").symlink_to(SYSTEMCTL)
+    (bin_dir / "ctr").symlink_to(hostworld.STANDINS)
+    _cluster_ca(root)
+    feed(str(archive.path), str(root / registryserve.STORAGE.lstrip("/")), IMAGES[:1])
+    _issue(root, address)
+    # host paths, as the step writes them: the stand-ins find them under the root
+    config = root / registryserve.CONFIG.lstrip("/")
+    config.write_text(registryserve.config_yml(address, port=port))
+    unit = root / registryserve.UNIT_FILE.lstrip("/")
+    unit.parent.mkdir(parents=True)
+    placeholder = root / "usr/bin/ctr"  # what the mirror world's containerd.io installs
+    placeholder.parent.mkdir(parents=True)
+    placeholder.write_text("#!/bin/sh\n# kubecrate mirror world: /usr/bin/ctr\n")
+    placeholder.chmod(0o755)
+    unit.write_text(registryserve.unit_text(address, DISTRIBUTION))
+    env = {"PATH": "{}:/usr/bin:/bin".format(bin_dir), "KUBECRATE_ROOT": str(root),
+           "KUBECRATE_SYSTEMCTL_RUN": registryserve.UNIT, "PYTHONPATH": os.pathsep.join(sys.path)}
+    log = root / "var/log/kubecrate-standin" / (registryserve.UNIT + ".log")
+    return root, env, log, "https://{}:{}/v2/".format(address, port)
+
+
+def _issue(root: Path, address: str) -> None:
+    issue_certificate(Host(str(root)), Runner(str(root)), address, registryserve.REGISTRY_DIR,
+                      (), common_name=registryserve.UNIT, days=2)
+
+
+def _until_it_answers(env: dict, url: str, ca: Path, log: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not _answers(url, ca):
+        assert time.monotonic() < deadline and _systemctl(
+            env, "is-active", registryserve.UNIT).returncode == 0, log.read_text()
+        time.sleep(0.1)
+
+
 def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, containerd,
                                                                   tmp_path):
     """The unit the registry step writes, started by the lab's systemctl stand-in: its
@@ -213,29 +256,8 @@ def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, conta
     docker-registry on config.yml through the unit's mounts; without the image in the node's
     containerd store, ctr refuses and the unit does not run. A worker root's `crictl pull`
     then goes through it (_lab_crictl_pulls_through_config_path)."""
-    root, bin_dir = tmp_path / "root", tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "systemctl").symlink_to(SYSTEMCTL)
-    (bin_dir / "ctr").symlink_to(hostworld.STANDINS)
-    _cluster_ca(root)
-    feed(str(archive.path), str(root / registryserve.STORAGE.lstrip("/")), IMAGES[:1])
-    issue_certificate(Host(str(root)), Runner(str(root)), UNIT_ADDRESS,
-                      registryserve.REGISTRY_DIR, (), common_name=registryserve.UNIT, days=2)
-    # host paths, as the step writes them: the stand-ins find them under the root
-    config = root / registryserve.CONFIG.lstrip("/")
-    config.write_text(registryserve.config_yml(UNIT_ADDRESS, port=UNIT_PORT))
-    unit = root / registryserve.UNIT_FILE.lstrip("/")
-    unit.parent.mkdir(parents=True)
-    placeholder = root / "usr/bin/ctr"  # what the mirror world's containerd.io installs
-    placeholder.parent.mkdir(parents=True)
-    placeholder.write_text("#!/bin/sh\n# kubecrate mirror world: /usr/bin/ctr\n")
-    placeholder.chmod(0o755)
-    unit.write_text(registryserve.unit_text(UNIT_ADDRESS, DISTRIBUTION))
-    env = {"PATH": "{}:/usr/bin:/bin".format(bin_dir), "KUBECRATE_ROOT": str(root),
-           "KUBECRATE_SYSTEMCTL_RUN": registryserve.UNIT, "PYTHONPATH": os.pathsep.join(sys.path)}
+    root, env, log, url = _unit_root(archive, tmp_path, UNIT_ADDRESS, UNIT_PORT)
     ca = root / "etc/kubernetes/pki/ca.crt"
-    log = root / "var/log/kubecrate-standin" / (registryserve.UNIT + ".log")
-    url = "https://{}:{}/v2/".format(UNIT_ADDRESS, UNIT_PORT)
     try:  # not in the node's containerd store: ctr refuses, nothing answers
         assert _systemctl(env, "start", registryserve.UNIT).returncode == 0
         deadline = time.monotonic() + TIMEOUT
@@ -245,11 +267,7 @@ def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, conta
         assert 'ctr: image "{}": not found'.format(DISTRIBUTION) in log.read_text()
         hostruntime.seed_images(root, [DISTRIBUTION], runtime="containerd")
         assert _systemctl(env, "start", registryserve.UNIT).returncode == 0
-        deadline = time.monotonic() + TIMEOUT
-        while not _answers(url, ca):
-            assert time.monotonic() < deadline and _systemctl(
-                env, "is-active", registryserve.UNIT).returncode == 0, log.read_text()
-            time.sleep(0.1)
+        _until_it_answers(env, url, ca, log)
         manifest = requests.get(url + "registry.k8s.io/pause/manifests/3.6", verify=str(ca),
                                 timeout=5, headers={"Accept": "application/vnd.oci.image."
                                                     "manifest.v1+json, application/vnd.docker."
@@ -259,6 +277,54 @@ def test_the_registry_unit_runs_through_the_lab_systemctl_and_ctr(archive, conta
                                               containerd, tmp_path / "worker")
     finally:
         _systemctl(env, "stop", registryserve.UNIT)
+
+
+STALE_ADDRESS, STALE_PORT = "127.0.0.4", 18857
+
+
+def _served(address: str, port: int) -> bytes | None:
+    """The certificate the registry on `address`:`port` serves (DER), None if none answers."""
+    try:
+        return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((address, port)))
+    except OSError:
+        return None
+
+
+def test_a_restart_replaces_a_task_left_running_by_a_containerd_restart(archive, tmp_path):
+    """containerd restarted (or the unit killed) under a running kubecrate-registry: ctr is
+    gone, the shim keeps the task serving the old certificate. `renew-certs` issues a new one
+    and restarts the unit: its ExecStartPre kills and deletes the stale task (`ctr tasks rm
+    -f`), so `containers rm` and the new `ctr run` succeed and the fresh registry serves the
+    new certificate. Without it, containers rm refuses, ctr run finds the container there,
+    and the orphan goes on serving the old certificate while the unit fails."""
+    root, env, log, url = _unit_root(archive, tmp_path, STALE_ADDRESS, STALE_PORT)
+    ca, cert = root / "etc/kubernetes/pki/ca.crt", root / registryserve.CERT.lstrip("/")
+    hostruntime.seed_images(root, [DISTRIBUTION], runtime="containerd")
+    try:
+        assert _systemctl(env, "start", registryserve.UNIT).returncode == 0
+        _until_it_answers(env, url, ca, log)
+        old = _served(STALE_ADDRESS, STALE_PORT)
+        ctr = int((root / "run/kubecrate-standin/kubecrate-registry.pid").read_text())
+        os.kill(ctr, signal.SIGKILL)  # ctr lost containerd: it exits, the task goes on
+        deadline = time.monotonic() + TIMEOUT
+        while _systemctl(env, "is-active", registryserve.UNIT).returncode == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert _answers(url, ca) and _served(STALE_ADDRESS, STALE_PORT) == old
+        _issue(root, STALE_ADDRESS)  # what renew-certs does before it restarts the unit
+        new = ssl.PEM_cert_to_DER_cert(cert.read_text())
+        assert new != old
+        assert _systemctl(env, "restart", registryserve.UNIT).returncode == 0
+        deadline = time.monotonic() + TIMEOUT
+        while not (_answers(url, ca) and _served(STALE_ADDRESS, STALE_PORT) == new):
+            assert time.monotonic() < deadline and _systemctl(
+                env, "is-active", registryserve.UNIT).returncode == 0, log.read_text()
+            time.sleep(0.1)
+        assert "already exists" not in log.read_text()
+    finally:
+        _systemctl(env, "stop", registryserve.UNIT)
+        subprocess.run(["ctr", "-n", "k8s.io", "tasks", "rm", "-f", registryserve.UNIT],
+                       env=env, capture_output=True, timeout=30)  # an orphan the test left
 
 
 def _lab_crictl_pulls_through_config_path(cp_root: Path, mirror: str, ref: str, containerd,
