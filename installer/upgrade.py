@@ -15,6 +15,8 @@ from the host as it is and recorded in state.json, so a re-run after a crash res
 stopped:
 
  1. the bundle into the cache and its images into the runtime (nothing else has changed yet);
+    in images.mode registry, a control plane's kubecrate-registry unit written for the new
+    bundle's distribution image and restarted, when that image differs;
  2. the bundle's repo as the local repo, kubeadm's package and binary from it;
  3. `kubeadm upgrade plan` + `kubeadm upgrade apply vX.Y.Z` on the first control plane,
     `kubeadm upgrade node` elsewhere; then the static-pod load balancer's files on a control

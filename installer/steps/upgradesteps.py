@@ -1,6 +1,7 @@
 """The steps of `upgrade --bundle` after its preflight (installer/upgrade.py, which says the
 order and why), each re-checked from the host as it is so that a re-run resumes: the install
-steps that apply unchanged (unpack, images, runtime, binaries) and the upgrade's own."""
+steps that apply unchanged (unpack, images, registry, runtime, binaries) and the upgrade's
+own."""
 
 import re
 import time
@@ -13,6 +14,7 @@ from installer.steps import Action, ActionStep, Context, Step, parity
 from installer.steps.binaries import BinariesStep
 from installer.steps.images import ImagesStep
 from installer.steps.loadbalancer import ADMIN_CONF, is_first
+from installer.steps.registry import RegistryStep
 from installer.steps.repo import ONLY_BUNDLE, RepoStep, install_packages, missing_packages
 from installer.steps.runtime import RuntimeStep
 from installer.steps.unpack import UnpackStep
@@ -233,7 +235,8 @@ class RecordStep(UpgradeStep):
 def steps(up: Upgrade) -> List[Step]:
     from installer.steps import upgradenet
 
-    return [UnpackStep(), ImagesStep(), KubeadmPackageStep(up), ControlPlaneStep(up),
+    return [UnpackStep(), ImagesStep(), RegistryStep(), KubeadmPackageStep(up),
+            ControlPlaneStep(up),
             upgradenet.LoadBalancerStep(up), upgradenet.CniStep(up), DrainStep(up),
             PackagesStep(up), RuntimeStep(), BinariesStep(), KubeletStep(up),
             UncordonStep(up), ConfigStep(up), RecordStep(up)]

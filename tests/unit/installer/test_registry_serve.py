@@ -123,3 +123,66 @@ def test_an_upgrade_feeds_the_new_images_on_control_planes_and_loads_nothing_on_
     assert load.startswith("load 3 image(s)") and DISTRIBUTION in load
     assert lay == ("lay 2 image(s) out as registry storage in /var/lib/kubecrate/registry: "
                    "registry.k8s.io/kube-proxy:v1.31.14 registry.k8s.io/pause:3.10")
+
+
+def test_an_upgrade_to_another_distribution_tag_runs_the_registry_on_the_new_image(tmp_path):
+    """A new bundle whose "@registry" set carries another distribution tag: on each control
+    plane, as it takes its upgrade, the kubecrate-registry unit is written for the new image
+    (loaded by the images step just before) and restarted; once it runs, nothing is left to
+    do, and an upgrade with the same image changes nothing. A worker gets no registry, and its
+    hosts.toml (the runtime step) still sends the new bundle's pulls to the VIP."""
+    from installer import upgrade
+    from installer.steps import upgradesteps
+    from tests.unit.installer.test_ha_steps import CLUSTER as HA
+    from tests.unit.installer.test_ha_steps import make_ctx
+
+    newer = "docker.io/library/registry:2.8.4"
+
+    def plan(name, image):
+        ctx = make_ctx(tmp_path / name, name, text=HA + "images: {mode: registry}\n")
+        ctx.info.runtime, ctx.info.kubernetes_version = "containerd", "v1.31.14"
+        ctx.info.pause_image = "registry.k8s.io/pause:3.10"
+        ctx.info.images = tuple(BundleImage(ref, "sha256:" + "b" * 64, 1, ("control-plane",))
+                                for ref in ("registry.k8s.io/pause:3.10", image))
+        steps = upgradesteps.steps(upgrade.Upgrade(ctx, ctx.info, None, False))
+        registry = next((s for s in steps if s.name == "registry"), None)
+        assert registry, "upgrade runs no registry step: {}".format([s.name for s in steps])
+        return ctx, steps, registry
+
+    (tmp_path / "cp1").mkdir()
+    ctx, steps, registry = plan("cp1", newer)
+    names = [s.name for s in steps]
+    assert names.index("images") < names.index("registry") < names.index(
+        "upgrade-kubeadm-upgrade")  # the new image is loaded before the unit names it
+    address = ctx.node.address
+    unit = registryserve.UNIT_FILE
+    ctx.host.write(registryserve.CONFIG, registryserve.config_yml(address))
+    ctx.host.write(unit, registryserve.unit_text(address, DISTRIBUTION))  # the install's
+    for path in (registryserve.CERT, registryserve.KEY):
+        ctx.host.write(path, "x")
+    ctx.runner.units.update({registryserve.UNIT: "active", registryserve.UNIT + "+": "on"})
+    ctx.runner.calls.clear()
+    actions = registry.actions(ctx)
+    assert [a.what for a in actions] == [
+        "write " + unit, "start kubecrate-registry on {}:8009".format(address)]
+    for action in actions:
+        action.do()
+    assert " {} kubecrate-registry registry serve".format(newer) in ctx.host.read_text(unit)
+    assert ["systemctl", "restart", registryserve.UNIT] in ctx.runner.calls
+    assert registry.actions(ctx) == []  # running the new image: nothing again
+    # the same distribution image as the install's: nothing written or restarted
+    ctx.host.write(unit, registryserve.unit_text(address, DISTRIBUTION))
+    same, _steps, registry = plan("cp1", DISTRIBUTION)
+    same.runner.units.update(ctx.runner.units)
+    assert registry.actions(same) == []
+    (tmp_path / "w1").mkdir()
+    worker, steps, registry = plan("w1", newer)
+    assert registry.actions(worker) == []
+    runtime = [s for s in steps if s.name == "runtime"][0]
+    for action in runtime.actions(worker):
+        action.do()
+    vip = worker.cluster.endpoint.host
+    for registry_host in ("registry.k8s.io", "docker.io"):
+        hosts = worker.host.read_text("/etc/containerd/certs.d/{}/hosts.toml".format(
+            registry_host))
+        assert '[host."https://{}:8008/v2/{}"]'.format(vip, registry_host) in hosts
