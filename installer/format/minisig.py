@@ -12,7 +12,7 @@ import errno
 import hashlib
 import json
 import logging
-from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Set, Tuple, Union
 
 from ecdsa import BadSignatureError, Ed25519, VerifyingKey  # pure Python, supports 3.6
 
@@ -213,12 +213,23 @@ def file_digest(path: str, progress: Optional[Callable[[int], None]] = None) -> 
     return digest.digest()
 
 
+# (key, signature, message) triples that verified: a command checks the same global signature
+# several times on its way (bundle.json, the walk, the cache), and each pure-Python Ed25519
+# verification costs ~5 ms of CPU. Only successes are kept; a verification is a pure function.
+_VERIFIED: Set[Tuple[bytes, bytes, bytes]] = set()
+
+
 def _ed25519_ok(key: bytes, signature: bytes, message: bytes) -> bool:
+    if (key, signature, message) in _VERIFIED:
+        return True
     try:
-        return bool(VerifyingKey.from_string(key, curve=Ed25519).verify(signature, message))
+        ok = bool(VerifyingKey.from_string(key, curve=Ed25519).verify(signature, message))
     except (BadSignatureError, AssertionError, ValueError):
         # ecdsa raises AssertionError/ValueError for malformed points and scalars
         return False
+    if ok:
+        _VERIFIED.add((key, signature, message))
+    return ok
 
 
 class TrustedKey(NamedTuple):

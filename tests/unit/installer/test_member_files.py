@@ -11,8 +11,9 @@ import pytest
 from installer.format import memberfile
 from installer.format.errors import VerificationError
 
-# around the 4 KiB alignment and the 1 MiB buffer, and empty
-SIZES = [0, 1, 4095, 4096, 4097, (1 << 20) - 1, 1 << 20, (1 << 20) + 4096 + 7, 3 * (1 << 20) + 5]
+# around the 4 KiB alignment and the buffer written at once, and empty
+BUFFER = memberfile.DIRECT_CHUNK
+SIZES = [0, 1, 4095, 4096, 4097, BUFFER - 1, BUFFER, BUFFER + 4096 + 7, 2 * BUFFER + 5]
 
 
 def _write(folder, name, data, cut):
@@ -53,14 +54,14 @@ def test_a_file_system_refusing_direct_writes_still_gets_every_byte(tmp_path, mo
     real = memberfile._raw_file
     monkeypatch.setattr(memberfile, "_raw_file",
                         lambda fd: opened.append(_RefusingDirect(real(fd))) or opened[-1])
-    data = random.Random(1).randbytes(3 * (1 << 20) + 5)
+    data = random.Random(1).randbytes(2 * BUFFER + 5)
     assert _write(tmp_path, "images/images.tar", data, 1 << 20).read_bytes() == data
     assert [handle.refused for handle in opened] == [1]  # refused once, then through the cache
 
 
 def test_a_file_system_refusing_direct_io_at_open_gets_every_byte(tmp_path, monkeypatch):
     monkeypatch.setattr(memberfile, "_set_direct", lambda fd, on: False)
-    data = random.Random(2).randbytes((1 << 20) + 4097)
+    data = random.Random(2).randbytes(BUFFER + 4097)
     assert _write(tmp_path, "repo/a.rpm", data, 65536).read_bytes() == data
 
 
