@@ -2,9 +2,9 @@
 and `install` up to the end of its unpack step against the same peer.
 
 Both read the same file from the page cache and write the same bytes; kubecrate reads the
-bundle once, hashing it with BLAKE2b for the signature (every member with SHA-256 too only where
-Python refuses BLAKE2b), and
-fsyncs every file before the cache folder is renamed into place (tar does not). Each run's
+bundle once, hashing it with BLAKE2b for the signature and every member with SHA-256 against
+bundle.json, writes the members with O_DIRECT where the file system takes it, and fsyncs every
+file before the cache folder is renamed into place (tar does none of this). Each run's
 CPU seconds are recorded too: on a busy machine they, not the wall time on idle cores, set
 the pace.
 """
