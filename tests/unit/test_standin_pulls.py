@@ -72,8 +72,7 @@ def test_a_node_lacking_flannels_image_is_not_ready(pulls, monkeypatch):
     node = {"metadata": {"name": "w1", "annotations": {pulls.ANNOTATION: json.dumps(
         ["docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"])}}}
     flannel = _podnet.flannel_on(node, [FLANNEL_DS])
-    assert flannel == {"running": False, "message": "kube-flannel: Init:ImagePullBackOff: "
-                       'Back-off pulling image "docker.io/flannel/flannel-cni-plugin:v1.5.1-'
-                       'flannel2"'}  # an init container's image (kubectl's STATUS column)
+    assert flannel == {"running": False, "message": "kube-flannel: ImagePullBackOff: Back-off "
+                       'pulling image "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"'}
     node["metadata"]["annotations"][pulls.ANNOTATION] = "[]"  # pulled since
     assert "ImagePullBackOff" not in _podnet.flannel_on(node, [FLANNEL_DS])["message"]

@@ -50,7 +50,6 @@ import ipaddress
 import re
 
 import _nodenet
-import _pulls
 
 DAEMONSET = "calico-node"
 CONTAINER = "calico-node"
@@ -244,9 +243,6 @@ def calico_on(nodes: list, node: dict, objects: list, pod_subnet: str) -> dict:
                 "NetworkReady=false reason:NetworkPluginNotReady message:Network plugin "
                 "returns error: cni plugin not initialized"}
     daemonset, container = found
-    pulling = _pulls.backoff(daemonset, node)
-    if pulling:  # its kubelet could not pull an image (_pulls.py)
-        return {"running": False, "message": "calico-node: " + pulling}
     facts = _nodenet.read(node)
     if facts is None:
         return {"running": False, "message": "stand-in: the node recorded no network facts"}

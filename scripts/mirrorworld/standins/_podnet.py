@@ -195,9 +195,12 @@ def flannel_on(node: dict, objects: list) -> dict:
                 "NetworkReady=false reason:NetworkPluginNotReady message:docker: network "
                 "plugin is not ready: cni config uninitialized"}
     ds, container, backend = found
-    stuck = _pulls.backoff(ds, node)
-    if stuck:  # its kubelet could not pull an image (_pulls.py)
-        return {"running": False, "message": "kube-flannel: " + stuck}
+    spec = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    lacking = [str(c.get("image")) for c in (spec.get("initContainers") or []) +
+               (spec.get("containers") or []) if str(c.get("image")) in _pulls.missing(node)]
+    if lacking:  # its kubelet could not pull them (_pulls.py)
+        return {"running": False, "message": "kube-flannel: ImagePullBackOff: Back-off "
+                "pulling image \"%s\"" % lacking[0]}
     facts = _nodenet.read(node)
     if facts is None:
         return {"running": False, "message": "stand-in: the node recorded no network facts"}

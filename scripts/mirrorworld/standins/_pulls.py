@@ -18,12 +18,8 @@ outcome logged. With dockershim nothing is pulled here (the archive loads every 
 
 What the node then reports: the images it still lacks, as the JSON list in its Node's
 annotation ANNOTATION (written when the list changes), which the per-node model reads: a
-flannel or calico-node pod whose image the node lacks is stuck pulling (backoff()), and the
-node NotReady (_podnet.flannel_on, _calico.calico_on), as the real kubelet reports
-NetworkPluginNotReady until the CNI's pod has written its CNI config. kubectl shows such a pod
-as `Init:ImagePullBackOff` while an init container's image cannot be pulled, else
-`ImagePullBackOff` (kubernetes pkg/printers/internalversion/printers.go printPod: a waiting
-init container's reason is prefixed "Init:").
+flannel pod whose image the node lacks is ImagePullBackOff, and the node NotReady
+(_podnet.flannel_on), as the real kubelet reports NetworkPluginNotReady until flanneld runs.
 A node whose kubelet has not reported (dockershim, or not yet registered) is not judged here.
 
 Not modelled: image pull back-off timing, pull secrets, `imagePullPolicy: Always`, node
@@ -45,19 +41,6 @@ def missing(node: dict) -> list:
     except ValueError:
         return []
     return [str(image) for image in found] if isinstance(found, list) else []
-
-
-def backoff(daemonset: dict, node: dict) -> str:
-    """The STATUS and event of `daemonset`'s pod on `node` while its kubelet cannot pull one of
-    its images (its init containers' first): '' when the node has them all."""
-    spec = ((daemonset.get("spec") or {}).get("template") or {}).get("spec") or {}
-    lacking = missing(node)
-    for prefix, key in (("Init:", "initContainers"), ("", "containers")):
-        for container in spec.get(key) or []:
-            image = str(container.get("image") or "")
-            if image in lacking:
-                return '%sImagePullBackOff: Back-off pulling image "%s"' % (prefix, image)
-    return ""
 
 
 def daemonset_images(objects: list) -> list:

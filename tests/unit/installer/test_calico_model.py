@@ -137,26 +137,3 @@ def test_the_kubelet_refuses_a_missing_bpffs_but_not_a_missing_cni_config_dir():
 def test_without_calico_node_the_network_plugin_is_not_ready():
     state = results([d for d in applied() if d["kind"] != "DaemonSet"])["cp1"]
     assert not state["running"] and "cni plugin not initialized" in state["message"]
-
-
-def test_a_node_lacking_an_image_of_calico_node_is_not_ready():
-    """The kubelet stand-in's report of images it could not pull (_pulls.py) holds calico-node
-    in Init:ImagePullBackOff on that node (install-cni's calico/cni is an init container), and
-    the node is not judged further; the other node runs calico."""
-    import _pulls
-
-    objects = applied()
-    ds = [d for d in objects if d["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"]
-    cni = [c["image"] for c in ds["initContainers"] if c["name"] == "install-cni"][0]
-    lacking = copy.deepcopy(NODES)
-    lacking[1]["metadata"]["annotations"][_pulls.ANNOTATION] = json.dumps([cni])
-    states = results(objects, lacking)
-    assert states["w1"] == {"running": False, "message": "calico-node: Init:ImagePullBackOff: "
-                            'Back-off pulling image "{}"'.format(cni)}
-    assert states["cp1"]["running"] is True
-    node_image = ds["containers"][0]["image"]
-    only_main = [c for c in ds["initContainers"] if c["image"] != node_image]
-    ds["initContainers"] = only_main  # the image then only in the main container
-    lacking[1]["metadata"]["annotations"][_pulls.ANNOTATION] = json.dumps([node_image])
-    assert results(objects, lacking)["w1"]["message"] == \
-        'calico-node: ImagePullBackOff: Back-off pulling image "{}"'.format(node_image)
