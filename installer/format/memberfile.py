@@ -50,7 +50,7 @@ def create_file(staging: str, relpath: str, mode: int) -> "Union[_DirectFile, _W
     except BaseException:
         os.close(fd)
         raise
-    return _DirectFile(fd) if direct else _WrittenBack(os.fdopen(fd, "wb"))
+    return _DirectFile(fd, target) if direct else _WrittenBack(os.fdopen(fd, "wb"))
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -99,7 +99,8 @@ class _DirectFile:
     last partial block through the page cache. A write the file system refuses (EINVAL) turns
     O_DIRECT off for the rest of the file."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str) -> None:
+        self._path = path
         self._file = _raw_file(fd)
         self._direct = True
         self._buffer = _BUFFERS.take()
@@ -123,11 +124,15 @@ class _DirectFile:
         """Write the buffer's bytes start..end (aligned while direct)."""
         while start < end:
             try:
-                start += self._file.write(self._view[start:end]) or 0
+                written = self._file.write(self._view[start:end])
             except OSError as err:
                 if err.errno != errno.EINVAL or not self._direct:
                     raise
                 self._buffered()
+                continue
+            if not written:  # never for a regular file; not a reason to loop for ever
+                raise OSError(errno.EIO, "the write took no bytes", self._path)
+            start += written
 
     def _buffered(self) -> None:
         _set_direct(self._file.fileno(), False)
