@@ -201,11 +201,13 @@ class Node:
         """What the host's python3 ran on CPython 3.6 (one line of arguments per start)."""
         return py36.python36_runs(self.python_dir)
 
-    def install(self, built: Path, *extra: object, fetch: bool = False):
-        """`install` of the profile's bundle; with `fetch`, no --bundle: the node fetches it
-        from the bundle server the --join file (in `extra`) names."""
+    def install(self, built: Path, *extra: object, fetch: bool = False,
+                tar: Optional[Path] = None):
+        """`install` of the profile's bundle (or `tar`); with `fetch`, no --bundle: the node
+        fetches it from the bundle server the --join file (in `extra`) names."""
         top = self.host.dir
-        bundle = [] if fetch else ["--bundle", built / (self.profile.bundle + ".tar")]
+        tar = tar or built / (self.profile.bundle + ".tar")
+        bundle = [] if fetch else ["--bundle", tar]
         return self.pyz(built, "install", *bundle, "--cluster", top / "cluster.yaml",
                         "--root", self.root, "--node", self.name, *extra)
 

@@ -46,7 +46,7 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
     node. cp3 joins last, so its install completes the cluster and runs the smoke check; every
     node ends Ready. Then the cluster is upgraded one minor, to k8s-1.31-el9-containerd
     (upgrade_one_minor); then two smaller legs on fresh labs: CentOS 8
-    (static_pods_on_centos8) and calico walked from 1.30 to 1.33 (calico_walked_to_1_33)."""
+    (static_pods_on_centos8) and calico walked from 1.31 to 1.33 (calico_walked_to_1_33)."""
     for tool in ("keepalived", "haproxy", "curl", "openssl", "unshare"):
         require_tool(tool)
     built, core = built_el9, core_el9
@@ -64,7 +64,7 @@ def test_static_pods_three_control_planes_and_a_worker(netns_lab, mirror_world,
         assert 'Successfully pulled image "registry.k8s.io/kube-proxy:v1.31.14"' in kubelet
         assert "Failed to pull image" not in kubelet, kubelet
     static_pods_on_centos8(netns_lab, built_el8, core_el8, tmp_path)
-    calico_walked_to_1_33(netns_lab, built, core_el9, upgrades_el9[2], tmp_path)
+    calico_walked_to_1_33(netns_lab, built, core_el9, upgrades_el9, tmp_path)
 
 
 def registry_mode(node, pulls) -> None:
@@ -311,15 +311,18 @@ def static_pods_on_centos8(netns_lab, built, core, tmp_path) -> None:
         assert "native.cgroupdriver=systemd" in (node.root / "etc/docker/daemon.json").read_text()
 
 
-def calico_walked_to_1_33(netns_lab, built, core, walk, tmp_path) -> None:
+def calico_walked_to_1_33(netns_lab, built, core, upgrades, tmp_path) -> None:
     """calico (cluster.yaml networking.cni: calico) on a control plane and a worker, Rocky 9.4
     and Alma 9, each with a second NIC (ens3, a veth on a storage subnet of its own per node;
-    calico's default first-found would take whichever comes first), installed at v1.30.14 and
-    walked to v1.33.7 by `upgrade --bundle` with one bundle that carries 1.31 and 1.32
-    (kubernetes.upgrade_path), w1 polling https://VIP:8443/healthz every 100 ms throughout:
-    cp1, w1, cp1, w1, cp1, w1, each run taking the next step and pausing (exit 0) where the
-    other node must take it first; both end Ready at v1.33.7 (kubeadm v1beta4, pause 3.10,
-    containerd 1.7, calico v3.31.3 re-applied at the 1.32 step). Then calico-node runs on both
+    calico's default first-found would take whichever comes first), installed at v1.31.14 from
+    the 1.31 bundle and walked to v1.33.7 by `upgrade --bundle` with the bundle that carries
+    1.31 and 1.32 (kubernetes.upgrade_path): its 1.31 step is already done, so each node takes
+    the 1.32 and 1.33 steps, w1 polling https://VIP:8443/healthz every 100 ms throughout: cp1,
+    w1, cp1, w1, each run taking the next step and pausing (exit 0) where the other node must
+    take it first; both end Ready at v1.33.7 (kubeadm v1beta4, pause 3.10, containerd 1.7,
+    calico v3.31.3 re-applied at the 1.32 step). The 1.30 -> 1.31 step is the main cluster's
+    (upgrade_one_minor); the walk's three-step order, pause and resume are unit-tested
+    (tests/unit/installer/test_upgrade_path.py). Then calico-node runs on both
     with the node's cluster address (IP_AUTODETECTION_METHOD kubernetes-internal-ip), the pool
     is cluster.yaml's pod_cidr, felix uses nft, only calico's images are loaded, and `status
     --check` pings each node's vxlan.calico from the other."""
@@ -338,15 +341,15 @@ def calico_walked_to_1_33(netns_lab, built, core, walk, tmp_path) -> None:
         ip("-n", node.host.ns, "link", "set", "ens3", "up")
     join = tmp_path / "join-walk.yaml"
     cp1, w1 = nodes["cp1"], nodes["w1"]
-    first = cp1.install(built, "--join-out", join)
+    first = cp1.install(built, "--join-out", join, tar=upgrades[0])
     assert first.returncode == 0, first.stdout + first.stderr + cp1.logs()
     assert "CALICO_IPV4POOL_CIDR 10.244.0.0/16, IP_AUTODETECTION_METHOD = " \
         "kubernetes-internal-ip, FELIX_IPTABLESBACKEND = NFT" in first.stdout, first.stdout
-    done = w1.install(built, "--join", join)
+    done = w1.install(built, "--join", join, tar=upgrades[0])
     assert done.returncode == 0, done.stdout + done.stderr + w1.logs()
     rows = halab.get_nodes(w1, cp1)
-    assert {r[0]: (r[1], r[4]) for r in rows} == {n: ("Ready", "v1.30.14") for n in nodes}, rows
-    walk_to_1_33(nodes, built, walk)
+    assert {r[0]: (r[1], r[4]) for r in rows} == {n: ("Ready", "v1.31.14") for n in nodes}, rows
+    walk_to_1_33(nodes, built, upgrades[2])
     admin = cp1.root / "etc/kubernetes/admin.conf"
     listed = cp1.run([cp1.root / "usr/bin/kubectl", "--kubeconfig", admin, "get", "nodes",
                       "-o", "json"], timeout=60)
@@ -378,15 +381,15 @@ def calico_walked_to_1_33(netns_lab, built, core, walk, tmp_path) -> None:
 
 
 def walk_to_1_33(nodes, built, walk) -> None:
-    """`upgrade --bundle` of the 1.33 bundle carrying 1.31 and 1.32 on cp1 and w1 in turn, three
-    times: each run takes the node one step and pauses (exit 0) where the other node must take
-    it first, w1 polling the VIP throughout; both Ready at v1.33.7, the cluster's record the
-    walk's bundle."""
+    """`upgrade --bundle` of the 1.33 bundle carrying 1.31 and 1.32 on cp1 and w1 in turn,
+    twice (the 1.32 and 1.33 steps; 1.31 is where they are): each run takes the node one step
+    and pauses (exit 0) where the other node must take it first, w1 polling the VIP
+    throughout; both Ready at v1.33.7, the cluster's record the walk's bundle."""
     started = time.monotonic()
     cp1, w1 = nodes["cp1"], nodes["w1"]
     applied = (cp1.root / "var/lib/kubecrate/cni-applied").read_bytes()
     with polled(w1, CALICO_SUBNET) as poll:
-        for step, minor in enumerate((31, 32, 33), 1):
+        for step, minor in enumerate((32, 33), 1):
             for node in (cp1, w1):
                 done = node.pyz(built, "upgrade", "--bundle", walk, "--cluster",
                                 node.host.dir / "cluster.yaml", "--root", node.root, "--node",
@@ -395,16 +398,16 @@ def walk_to_1_33(nodes, built, walk) -> None:
                     node.name, step, done.stdout, done.stderr, _run_log(node))
                 assert "upgraded to bundle k8s-1.{}-el9-containerd".format(minor) in \
                     done.stdout, done.stdout
-                if step < 3:  # the next step waits for the other node
+                if step < 2:  # the next step waits for the other node
                     assert "next step waits: " in done.stdout, done.stdout
     longest = poll["outage"]
     rows = halab.get_nodes(w1, cp1)
     assert {r[0]: (r[1], r[4]) for r in rows} == {n: ("Ready", "v1.33.7") for n in nodes}, rows
     assert recorded_version(cp1) == "v1.33.7"
-    # calico v3.28.5 (1.30, 1.31) -> v3.31.3 (1.32): re-applied on the way
+    # calico v3.28.5 (1.31) -> v3.31.3 (1.32): re-applied on the way
     assert (cp1.root / "var/lib/kubecrate/cni-applied").read_bytes() != applied
     took = time.monotonic() - started
-    print("walk v1.30.14 -> v1.33.7 (three steps) of a control plane + a worker: {:.1f} s in "
+    print("walk v1.31.14 -> v1.33.7 (two steps) of a control plane + a worker: {:.1f} s in "
           "all, longest outage of https://VIP:8443/healthz (polled every 100 ms) {:.1f} s"
           .format(took, longest))
     report(walk_outage=longest, walk_seconds=took)

@@ -3,7 +3,7 @@ recipe is built in the mirror world into one bundle that carries the v1.30 bundl
 at steps/<its bundle.json SHA-256>/ as a host's cache holds it; the result lints, and the
 installer unpacks it and finds the step's folder a bundle of its own, signed by the same key,
 that upgradepath's walk can take (docs/bundle-format.md). A one-step path keeps this test
-short; the 1.30 -> 1.33 walk (the 1.33 recipe carrying 1.31 and 1.32) is built and walked on a
+short; the 1.33 recipe carrying 1.31 and 1.32 is built and walked (from 1.31) on a
 cluster in tests/e2e/test_ha_static_pods.py, and tests/unit/installer/test_upgrade_path.py walks
 lab bundles."""
 
