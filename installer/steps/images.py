@@ -94,8 +94,10 @@ def require_archive(cluster: Cluster, node: Node, bundle: Bundle, directory: str
     """Refuse (exit 4), before any step, a cache folder fetched without the image archive
     (bundlecache.omitted) on a node that loads images from it: cluster.yaml changed to
     images.mode archive, or the node is no longer such a worker."""
-    lacking = [path for path in bundlecache.omitted(directory, bundle.manifest)
-               if path not in fetch_leaves_out(cluster, node, bundle)]
+    left_out = bundlecache.omitted(directory, bundle.manifest)
+    if not left_out:  # every folder but a registry-mode worker's: no second read_info
+        return
+    lacking = [path for path in left_out if path not in fetch_leaves_out(cluster, node, bundle)]
     if lacking:
         raise PreconditionError(
             "the cache folder {} of bundle {} was fetched without {}, for a worker that pulls "
